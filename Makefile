@@ -1,0 +1,48 @@
+# paaskit's Makefile. A newcomer on a fresh Debian machine runs two commands:
+#
+#   make demo   the platform on loopback, on embedded defaults
+#   make test   everything, against real PostgreSQL and Redis servers
+#
+# Both install the system packages they need first (scripts/install-deps.sh,
+# idempotent and quiet).
+
+GO       ?= go
+GOFLAGS  ?=
+export GOFLAGS
+# go test's own timeout per package; the whole suite stays well under 20 min.
+TEST_TIMEOUT ?= 12m
+
+.PHONY: all deps bench-deps build demo test fmt-check vet unit bench clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+bench-deps:
+	@scripts/install-deps.sh --bench
+
+build: deps
+	$(GO) build ./...
+
+## demo: run the reference platform on loopback (Ctrl-C stops it).
+demo: deps
+	$(GO) run ./examples/heartbeat
+
+## test: gofmt, go vet and the race-enabled suite against real servers.
+test: deps fmt-check vet
+	$(GO) run ./internal/cmd/withservers $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+fmt-check:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+## bench: the side-by-side comparisons against peers, printed as a table.
+bench: bench-deps
+	bench/compare.sh
+
+clean:
+	rm -rf bin bench/results

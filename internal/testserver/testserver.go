@@ -1,0 +1,242 @@
+// Package testserver starts throwaway PostgreSQL and Redis servers on free
+// loopback ports for paaskit's tests, and finds the ones `make test` already
+// started.
+//
+// `make test` starts one PostgreSQL and one Redis for the whole run and
+// passes their addresses in the environment:
+//
+//	PAASKIT_TEST_POSTGRES  a PostgreSQL connection URL
+//	PAASKIT_TEST_REDIS     a Redis address, host:port
+//
+// Plain `go test ./...` works too: when a variable is absent, Postgres and
+// Redis start a server for the test binary on first use, and Main stops it
+// when the tests end. A server whose program is missing is a test failure
+// that names the Debian package to install; nothing is ever skipped.
+package testserver
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Environment variables through which `make test` hands its servers to the
+// tests.
+const (
+	EnvPostgres = "PAASKIT_TEST_POSTGRES"
+	EnvRedis    = "PAASKIT_TEST_REDIS"
+)
+
+// Server is one running throwaway server.
+type Server struct {
+	// Addr is how clients reach it: a connection URL for PostgreSQL,
+	// host:port for Redis.
+	Addr string
+
+	cmd  *exec.Cmd
+	dir  string
+	done chan struct{}
+}
+
+// Stop stops the server and removes its data directory.
+func (s *Server) Stop() error {
+	if s == nil || s.cmd == nil {
+		return nil
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+	return os.RemoveAll(s.dir)
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("testserver: find a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// postgresBinDir finds the newest installed PostgreSQL server's bin
+// directory.
+func postgresBinDir() (string, error) {
+	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
+	sort.Slice(dirs, func(i, j int) bool {
+		vi, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[i])))
+		vj, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[j])))
+		return vi > vj
+	})
+	for _, d := range dirs {
+		if _, err := os.Stat(filepath.Join(d, "postgres")); err == nil {
+			return d, nil
+		}
+	}
+	if p, err := exec.LookPath("postgres"); err == nil {
+		return filepath.Dir(p), nil
+	}
+	return "", errors.New("testserver: PostgreSQL server not found (no /usr/lib/postgresql/*/bin/postgres): " +
+		"install it with `apt-get install postgresql`, or run `make test`, which installs it")
+}
+
+// StartPostgres starts a PostgreSQL server in a new temporary data directory
+// on a free loopback port and waits until it accepts connections. PostgreSQL
+// refuses to run as root, so as root it runs as the "postgres" user.
+func StartPostgres(ctx context.Context) (*Server, error) {
+	bin, err := postgresBinDir()
+	if err != nil {
+		return nil, err
+	}
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			return nil, fmt.Errorf("testserver: running as root needs the postgres user to start PostgreSQL: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+	}
+	dir, err := os.MkdirTemp("", "paaskit-pg-")
+	if err != nil {
+		return nil, fmt.Errorf("testserver: make PostgreSQL data directory: %w", err)
+	}
+	if cred != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("testserver: chown %s to postgres: %w", dir, err)
+		}
+	}
+	data := filepath.Join(dir, "data")
+	initdb := exec.CommandContext(ctx, filepath.Join(bin, "initdb"), "-D", data, "-U", "postgres",
+		"--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions")
+	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	initdb.Dir = dir
+	if out, err := initdb.CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("testserver: initdb: %w\n%s", err, out)
+	}
+	port, err := FreePort()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port),
+		"-k", dir, "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
+		"-c", "synchronous_commit=off", "-c", "full_page_writes=off", "-c", "max_connections=200")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGTERM, Setpgid: true}
+	cmd.Dir = dir
+	s := &Server{
+		Addr: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port),
+		dir:  dir,
+	}
+	if err := s.start(ctx, cmd, "PostgreSQL", "database system is ready to accept connections"); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// StartRedis starts a Redis server with persistence off on a free loopback
+// port and waits until it answers PING.
+func StartRedis(ctx context.Context) (*Server, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, errors.New("testserver: redis-server not found: install it with `apt-get install redis-server`, " +
+			"or run `make test`, which installs it")
+	}
+	dir, err := os.MkdirTemp("", "paaskit-redis-")
+	if err != nil {
+		return nil, fmt.Errorf("testserver: make Redis directory: %w", err)
+	}
+	port, err := FreePort()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "",
+		"--appendonly", "no", "--dir", dir, "--daemonize", "no", "--protected-mode", "yes")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
+	cmd.Dir = dir
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), dir: dir}
+	if err := s.start(ctx, cmd, "Redis", "Ready to accept connections"); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// start runs cmd and waits for readyLine in its output. The output after
+// that is drained so the server never blocks on a full pipe.
+func (s *Server) start(ctx context.Context, cmd *exec.Cmd, what, readyLine string) error {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		os.RemoveAll(s.dir)
+		return fmt.Errorf("testserver: pipe for %s: %w", what, err)
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	if err := cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		os.RemoveAll(s.dir)
+		return fmt.Errorf("testserver: start %s: %w", what, err)
+	}
+	pw.Close()
+	s.cmd = cmd
+	s.done = make(chan struct{})
+	ready := make(chan struct{})
+	var tail []string
+	var mu sync.Mutex
+	go func() {
+		sc := bufio.NewScanner(pr)
+		signalled := false
+		for sc.Scan() {
+			line := sc.Text()
+			if !signalled {
+				mu.Lock()
+				tail = append(tail, line)
+				if len(tail) > 20 {
+					tail = tail[1:]
+				}
+				mu.Unlock()
+				if strings.Contains(line, readyLine) {
+					signalled = true
+					close(ready)
+				}
+			}
+		}
+		pr.Close()
+	}()
+	go func() {
+		_ = cmd.Wait()
+		close(s.done)
+	}()
+	timeout := time.NewTimer(60 * time.Second)
+	defer timeout.Stop()
+	select {
+	case <-ready:
+		return nil
+	case <-s.done:
+	case <-timeout.C:
+	case <-ctx.Done():
+	}
+	_ = s.Stop()
+	mu.Lock()
+	defer mu.Unlock()
+	return fmt.Errorf("testserver: %s did not become ready; its last output:\n%s", what, strings.Join(tail, "\n"))
+}

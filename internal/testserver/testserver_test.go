@@ -1,0 +1,44 @@
+package testserver
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+)
+
+func TestMain(m *testing.M) { Main(m) }
+
+func TestPostgresAnswersQueries(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, Postgres(t))
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	var n int
+	require.NoError(t, conn.QueryRow(ctx, "select 40 + 2").Scan(&n))
+	require.Equal(t, 42, n)
+}
+
+func TestRedisAnswersPing(t *testing.T) {
+	c, err := net.DialTimeout("tcp", Redis(t), 5*time.Second)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = c.Write([]byte("PING\r\n"))
+	require.NoError(t, err)
+	line, err := bufio.NewReader(c).ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "+PONG\r\n", line)
+}
+
+func TestHostPort(t *testing.T) {
+	hp, err := hostPort("postgres://postgres@127.0.0.1:5433/postgres?sslmode=disable")
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1:5433", hp)
+	_, err = hostPort("postgres://postgres@127.0.0.1/postgres")
+	require.Error(t, err)
+}
