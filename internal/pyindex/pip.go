@@ -1,0 +1,89 @@
+package pyindex
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+)
+
+// Python is the interpreter the platform builds virtualenvs with: Debian's,
+// not whatever python3 comes first on PATH.
+const Python = "/usr/bin/python3"
+
+// Pip is the oracle: Debian's pip run inside a fresh virtualenv.
+type Pip struct {
+	// Venv is the virtualenv directory pip installs into.
+	Venv string
+}
+
+// NewPip creates a virtualenv (with pip, from Debian's ensurepip wheels) at
+// dir.
+func NewPip(ctx context.Context, dir string) (*Pip, error) {
+	cmd := exec.CommandContext(ctx, Python, "-m", "venv", dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("pyindex: %s -m venv %s: %w: %s (apt-get install python3-venv; make test installs it)", Python, dir, err, out)
+	}
+	return &Pip{Venv: dir}, nil
+}
+
+// Install runs `pip install --no-cache-dir args...` with the given index
+// (and no other), returning pip's combined output.
+func (p *Pip) Install(ctx context.Context, indexURL string, args ...string) ([]byte, error) {
+	full := []string{"-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check", "--no-input"}
+	if indexURL != "" {
+		full = append(full, "--index-url", indexURL)
+	}
+	full = append(full, args...)
+	cmd := exec.CommandContext(ctx, filepath.Join(p.Venv, "bin", "python"), full...)
+	cmd.Env = append(os.Environ(), "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_NO_CACHE_DIR=1", "PIP_CONFIG_FILE=/dev/null", "PYTHONDONTWRITEBYTECODE=1")
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	err := cmd.Run()
+	if err != nil {
+		return out.Bytes(), fmt.Errorf("pyindex: pip install %s: %w", strings.Join(args, " "), err)
+	}
+	return out.Bytes(), nil
+}
+
+// Installed lists the distributions in a virtualenv's site-packages as
+// sorted "name==version" strings with normalized names, reading the
+// .dist-info directories (so it works for venvs made without pip too). pip,
+// setuptools and wheel themselves are left out.
+func Installed(venv string) ([]string, error) {
+	matches, err := filepath.Glob(filepath.Join(venv, "lib", "python3*", "site-packages", "*.dist-info", "METADATA"))
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, m := range matches {
+		data, err := os.ReadFile(m)
+		if err != nil {
+			return nil, fmt.Errorf("pyindex: %w", err)
+		}
+		var name, version string
+		for _, line := range strings.Split(string(data), "\n") {
+			if line == "" {
+				break
+			}
+			if v, ok := strings.CutPrefix(line, "Name: "); ok {
+				name = Normalize(strings.TrimSpace(v))
+			}
+			if v, ok := strings.CutPrefix(line, "Version: "); ok {
+				version = strings.TrimSpace(v)
+			}
+		}
+		switch name {
+		case "pip", "setuptools", "wheel", "pkg-resources":
+			continue
+		}
+		out = append(out, name+"=="+version)
+	}
+	sort.Strings(out)
+	return out, nil
+}

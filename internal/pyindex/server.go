@@ -1,0 +1,227 @@
+package pyindex
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"html"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// ServerConfig configures a Server. The zero value serves immediately,
+// without PEP 658 metadata files and without faults.
+type ServerConfig struct {
+	// Latency is added to every request before it is answered, to model
+	// a remote index.
+	Latency time.Duration
+	// Metadata serves PEP 658/714 core-metadata files for wheels and
+	// announces them on the project pages.
+	Metadata bool
+	// Drop maps a filename to how many of its downloads are cut off: the
+	// server sends the headers and half the body, then closes the
+	// connection. A negative count drops every download.
+	Drop map[string]int
+}
+
+// Server serves an Index over HTTP on a loopback port.
+type Server struct {
+	ix   *Index
+	cfg  ServerConfig
+	ln   net.Listener
+	srv  *http.Server
+	done chan error
+
+	mu    sync.Mutex
+	drops map[string]int
+
+	requests atomic.Int64
+}
+
+// Serve starts serving ix on 127.0.0.1 on a free port. Close stops it.
+func Serve(ix *Index, cfg ServerConfig) (*Server, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, fmt.Errorf("pyindex: listen: %w", err)
+	}
+	s := &Server{ix: ix, cfg: cfg, ln: ln, done: make(chan error, 1), drops: map[string]int{}}
+	for k, v := range cfg.Drop {
+		s.drops[k] = v
+	}
+	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		err := s.srv.Serve(ln)
+		if errors.Is(err, http.ErrServerClosed) {
+			err = nil
+		}
+		s.done <- err
+	}()
+	return s, nil
+}
+
+// URL is the index's simple URL, ending in "/simple/".
+func (s *Server) URL() string { return "http://" + s.ln.Addr().String() + "/simple/" }
+
+// FileURL is the download URL of one file.
+func (s *Server) FileURL(filename string) string {
+	return "http://" + s.ln.Addr().String() + "/files/" + filename
+}
+
+// Requests is how many requests the server has received.
+func (s *Server) Requests() int64 { return s.requests.Load() }
+
+// Close stops the server and waits for it.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(ctx)
+	if err != nil {
+		_ = s.srv.Close()
+	}
+	if serr := <-s.done; serr != nil && err == nil {
+		err = serr
+	}
+	return err
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.requests.Add(1)
+	if s.cfg.Latency > 0 {
+		t := time.NewTimer(s.cfg.Latency)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+			return
+		}
+	}
+	p := r.URL.Path
+	switch {
+	case p == "/simple/" || p == "/simple":
+		s.serveRoot(w)
+	case strings.HasPrefix(p, "/simple/"):
+		name := strings.Trim(strings.TrimPrefix(p, "/simple/"), "/")
+		if Normalize(name) != name {
+			http.Redirect(w, r, "/simple/"+Normalize(name)+"/", http.StatusMovedPermanently)
+			return
+		}
+		s.serveProject(w, name)
+	case strings.HasPrefix(p, "/files/"):
+		s.serveFile(w, strings.TrimPrefix(p, "/files/"))
+	default:
+		http.NotFound(w, r)
+	}
+}
+
+func (s *Server) serveRoot(w http.ResponseWriter) {
+	var b strings.Builder
+	b.WriteString("<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.0\"><title>Simple index</title></head><body>\n")
+	for _, p := range s.ix.Projects() {
+		fmt.Fprintf(&b, "<a href=\"%s/\">%s</a><br/>\n", p, p)
+	}
+	b.WriteString("</body></html>\n")
+	w.Header().Set("Content-Type", "text/html")
+	_, _ = w.Write([]byte(b.String()))
+}
+
+func (s *Server) serveProject(w http.ResponseWriter, name string) {
+	files, ok := s.ix.projects[name]
+	if !ok {
+		http.NotFound(w, nil)
+		return
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "<!DOCTYPE html>\n<html><head><meta name=\"pypi:repository-version\" content=\"1.0\"><title>Links for %s</title></head><body>\n<h1>Links for %s</h1>\n", name, name)
+	for _, f := range files {
+		attrs := ""
+		if f.Dist.RequiresPython != "" {
+			attrs += fmt.Sprintf(" data-requires-python=\"%s\"", html.EscapeString(f.Dist.RequiresPython))
+		}
+		if f.Dist.Yanked != "" {
+			attrs += fmt.Sprintf(" data-yanked=\"%s\"", html.EscapeString(f.Dist.Yanked))
+		}
+		if s.cfg.Metadata && len(f.Metadata) > 0 {
+			attrs += fmt.Sprintf(" data-dist-info-metadata=\"sha256=%s\" data-core-metadata=\"sha256=%s\"", sha(f.Metadata), sha(f.Metadata))
+		}
+		fmt.Fprintf(&b, "<a href=\"../../files/%s#sha256=%s\"%s>%s</a><br/>\n", f.Filename, f.SHA256, attrs, f.Filename)
+	}
+	b.WriteString("</body></html>\n")
+	w.Header().Set("Content-Type", "text/html")
+	_, _ = w.Write([]byte(b.String()))
+}
+
+func (s *Server) serveFile(w http.ResponseWriter, name string) {
+	if strings.HasSuffix(name, ".metadata") && s.cfg.Metadata {
+		f := s.ix.byName[strings.TrimSuffix(name, ".metadata")]
+		if f == nil || len(f.Metadata) == 0 {
+			http.NotFound(w, nil)
+			return
+		}
+		_, _ = w.Write(f.Metadata)
+		return
+	}
+	f := s.ix.byName[name]
+	if f == nil {
+		http.NotFound(w, nil)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(len(f.Data)))
+	if s.takeDrop(name) {
+		w.WriteHeader(http.StatusOK)
+		_, _ = w.Write(f.Data[:len(f.Data)/2])
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		}
+		// Cut the connection with the body half sent.
+		if hj, ok := w.(http.Hijacker); ok {
+			if c, _, err := hj.Hijack(); err == nil {
+				_ = c.Close()
+			}
+		}
+		return
+	}
+	_, _ = w.Write(f.Data)
+}
+
+func (s *Server) takeDrop(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, ok := s.drops[name]
+	if !ok || n == 0 {
+		return false
+	}
+	if n > 0 {
+		s.drops[name] = n - 1
+	}
+	return true
+}
+
+func sha(b []byte) string {
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// WriteDir writes every file into dir, for pip's and the installer's
+// --find-links.
+func (ix *Index) WriteDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("pyindex: %w", err)
+	}
+	for _, f := range ix.Files() {
+		if err := os.WriteFile(filepath.Join(dir, f.Filename), f.Data, 0o644); err != nil {
+			return fmt.Errorf("pyindex: %w", err)
+		}
+	}
+	return nil
+}
