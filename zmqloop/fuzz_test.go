@@ -1,0 +1,108 @@
+package zmqloop
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+)
+
+// FuzzDecode feeds the envelope decoder arbitrary input. The first byte
+// picks the mode: even means the rest is a payload that the harness signs
+// correctly (so the JSON parser is reached); odd means the rest is split
+// into frames at 0xFF bytes and opened as is. Whatever the decoder accepts
+// must agree with encoding/json field by field and survive a re-seal. Seeds
+// live in testdata/fuzz/FuzzDecode and run with every go test.
+func FuzzDecode(f *testing.F) {
+	f.Add([]byte("\x00" + `{"type":"echo","id":"a1","ts":1800000000000,"body":{"x":[1,"2",null]}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		if len(data) == 0 {
+			return
+		}
+		ring, err := NewKeyRing(testKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		clock := &fakeClock{t: time.UnixMilli(1_800_000_000_000)}
+		c, err := NewCodec(CodecConfig{Keys: ring, Now: clock.Now, MaxSize: 1 << 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var frames [][]byte
+		if data[0]%2 == 0 {
+			frames = resign(testKey, [][]byte{nil, data[1:], nil})
+		} else {
+			frames = bytes.Split(data[1:], []byte{0xFF})
+		}
+		var m Message
+		err = c.open(frames, &m)
+		if err != nil && !errors.Is(err, ErrStale) {
+			for _, want := range []error{ErrFrames, ErrTooLarge, ErrUnknownKey, ErrBadMAC, ErrMalformed} {
+				if errors.Is(err, want) {
+					return
+				}
+			}
+			t.Fatalf("open failed with an unclassified error: %v", err)
+		}
+		payload := frames[1]
+		if !json.Valid(payload) {
+			t.Fatalf("decoder accepted invalid JSON %q", payload)
+		}
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(payload, &fields); err != nil {
+			t.Fatalf("decoder accepted %q, encoding/json did not: %v", payload, err)
+		}
+		str := func(key string) string {
+			var s string
+			if raw, ok := fields[key]; ok {
+				if err := json.Unmarshal(raw, &s); err != nil {
+					t.Fatalf("field %s of %q: %v", key, payload, err)
+				}
+			}
+			return s
+		}
+		var ts int64
+		if err := json.Unmarshal(fields["ts"], &ts); err != nil || ts != m.Time.UnixMilli() {
+			t.Fatalf("ts of %q: decoder %d, encoding/json %d (%v)", payload, m.Time.UnixMilli(), ts, err)
+		}
+		if m.Type != str("type") || m.ID != str("id") || m.ReplyTo != str("re") {
+			t.Fatalf("fields of %q: decoder %q %q %q", payload, m.Type, m.ID, m.ReplyTo)
+		}
+		if !bytes.Equal(m.Body, fields["body"]) {
+			t.Fatalf("body of %q: decoder %q, encoding/json %q", payload, m.Body, fields["body"])
+		}
+		if raw, ok := fields["error"]; ok != (m.Error != nil) {
+			t.Fatalf("error of %q: decoder %v, encoding/json present=%v", payload, m.Error, ok)
+		} else if ok {
+			var e map[string]json.RawMessage
+			if err := json.Unmarshal(raw, &e); err != nil {
+				t.Fatal(err)
+			}
+			var code, msg string
+			_ = json.Unmarshal(e["code"], &code)
+			if e["message"] != nil {
+				_ = json.Unmarshal(e["message"], &msg)
+			}
+			if code != m.Error.Code || msg != m.Error.Message {
+				t.Fatalf("error of %q: decoder %+v, encoding/json %q %q", payload, m.Error, code, msg)
+			}
+		}
+		// What was accepted re-seals to the same message.
+		clock.t = m.Time
+		again, err := c.Seal(m)
+		if err != nil {
+			t.Fatalf("re-seal of %+v: %v", m, err)
+		}
+		var m2 Message
+		if err := c.open(again, &m2); err != nil {
+			t.Fatalf("re-open of %q: %v", again[1], err)
+		}
+		m.KeyID, m2.KeyID = "", ""
+		if m.Type != m2.Type || m.ID != m2.ID || !m.Time.Equal(m2.Time) || m.ReplyTo != m2.ReplyTo ||
+			!bytes.Equal(m.Body, m2.Body) || (m.Error == nil) != (m2.Error == nil) ||
+			(m.Error != nil && *m.Error != *m2.Error) {
+			t.Fatalf("re-seal changed the message: %+v became %+v", m, m2)
+		}
+	})
+}

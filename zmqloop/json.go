@@ -1,0 +1,491 @@
+package zmqloop
+
+import (
+	"encoding/json"
+	"strconv"
+	"unicode/utf8"
+)
+
+// This file is the envelope's JSON: a hand-written encoder and a strict,
+// allocation-light parser for the payload object. encoding/json's reflection
+// costs more than the HMAC on a small message; the parser is fuzzed against
+// encoding/json (FuzzDecode) so both agree on every payload it accepts.
+
+const maxJSONDepth = 64
+
+// payload is the decoded payload object, with strings still pointing into
+// the input.
+type payload struct {
+	typ, id, re []byte
+	ts          int64
+	body        []byte // raw JSON value, nil when absent
+	hasErr      bool
+	errCode     []byte
+	errMsg      string
+}
+
+type parseError struct {
+	at  int
+	msg string
+}
+
+func (e *parseError) Error() string { return e.msg + " at byte " + strconv.Itoa(e.at) }
+
+func perr(at int, msg string) error { return &parseError{at: at, msg: msg} }
+
+func skipWS(b []byte, i int) int {
+	for i < len(b) {
+		switch b[i] {
+		case ' ', '\t', '\n', '\r':
+			i++
+		default:
+			return i
+		}
+	}
+	return i
+}
+
+// scanString scans a JSON string starting at b[i] == '"'. It returns the
+// index after the closing quote and whether the string has escapes.
+func scanString(b []byte, i int) (end int, escaped bool, err error) {
+	if i >= len(b) || b[i] != '"' {
+		return 0, false, perr(i, "want string")
+	}
+	i++
+	for i < len(b) {
+		c := b[i]
+		switch {
+		case c == '"':
+			return i + 1, escaped, nil
+		case c == '\\':
+			escaped = true
+			if i+1 >= len(b) {
+				return 0, false, perr(i, "unterminated escape")
+			}
+			switch b[i+1] {
+			case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+				i += 2
+			case 'u':
+				if i+6 > len(b) {
+					return 0, false, perr(i, "short \\u escape")
+				}
+				for _, h := range b[i+2 : i+6] {
+					if !(h >= '0' && h <= '9' || h >= 'a' && h <= 'f' || h >= 'A' && h <= 'F') {
+						return 0, false, perr(i, "bad \\u escape")
+					}
+				}
+				i += 6
+			default:
+				return 0, false, perr(i, "bad escape")
+			}
+		case c < 0x20:
+			return 0, false, perr(i, "control character in string")
+		default:
+			i++
+		}
+	}
+	return 0, false, perr(i, "unterminated string")
+}
+
+// scanNumber scans a JSON number at b[i]; integer reports whether it has
+// neither fraction nor exponent.
+func scanNumber(b []byte, i int) (end int, integer bool, err error) {
+	start := i
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case i < len(b) && b[i] >= '1' && b[i] <= '9':
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+	default:
+		return 0, false, perr(start, "bad number")
+	}
+	integer = true
+	if i < len(b) && b[i] == '.' {
+		integer = false
+		i++
+		d := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == d {
+			return 0, false, perr(start, "bad number fraction")
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		integer = false
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		d := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == d {
+			return 0, false, perr(start, "bad number exponent")
+		}
+	}
+	return i, integer, nil
+}
+
+// skipValue scans any JSON value at b[i] and returns the index after it.
+func skipValue(b []byte, i, depth int) (int, error) {
+	if depth > maxJSONDepth {
+		return 0, perr(i, "nesting too deep")
+	}
+	if i >= len(b) {
+		return 0, perr(i, "want value")
+	}
+	switch c := b[i]; {
+	case c == '"':
+		end, _, err := scanString(b, i)
+		return end, err
+	case c == '{':
+		i = skipWS(b, i+1)
+		if i < len(b) && b[i] == '}' {
+			return i + 1, nil
+		}
+		for {
+			end, _, err := scanString(b, i)
+			if err != nil {
+				return 0, err
+			}
+			i = skipWS(b, end)
+			if i >= len(b) || b[i] != ':' {
+				return 0, perr(i, "want ':'")
+			}
+			i, err = skipValue(b, skipWS(b, i+1), depth+1)
+			if err != nil {
+				return 0, err
+			}
+			i = skipWS(b, i)
+			if i < len(b) && b[i] == ',' {
+				i = skipWS(b, i+1)
+				continue
+			}
+			if i < len(b) && b[i] == '}' {
+				return i + 1, nil
+			}
+			return 0, perr(i, "want ',' or '}'")
+		}
+	case c == '[':
+		i = skipWS(b, i+1)
+		if i < len(b) && b[i] == ']' {
+			return i + 1, nil
+		}
+		for {
+			var err error
+			i, err = skipValue(b, i, depth+1)
+			if err != nil {
+				return 0, err
+			}
+			i = skipWS(b, i)
+			if i < len(b) && b[i] == ',' {
+				i = skipWS(b, i+1)
+				continue
+			}
+			if i < len(b) && b[i] == ']' {
+				return i + 1, nil
+			}
+			return 0, perr(i, "want ',' or ']'")
+		}
+	case c == '-' || c >= '0' && c <= '9':
+		end, _, err := scanNumber(b, i)
+		return end, err
+	case c == 't':
+		return literal(b, i, "true")
+	case c == 'f':
+		return literal(b, i, "false")
+	case c == 'n':
+		return literal(b, i, "null")
+	default:
+		return 0, perr(i, "want value")
+	}
+}
+
+func literal(b []byte, i int, lit string) (int, error) {
+	if len(b)-i < len(lit) || string(b[i:i+len(lit)]) != lit {
+		return 0, perr(i, "bad literal")
+	}
+	return i + len(lit), nil
+}
+
+// validJSON reports whether b is exactly one JSON value (with optional
+// surrounding whitespace).
+func validJSON(b []byte) bool {
+	i, err := skipValue(b, skipWS(b, 0), 0)
+	return err == nil && skipWS(b, i) == len(b)
+}
+
+// stringValue returns the decoded content of the JSON string b[start:end]
+// (quotes included).
+func stringValue(b []byte, start, end int, escaped bool) (string, error) {
+	if !escaped && utf8.Valid(b[start+1:end-1]) {
+		return string(b[start+1 : end-1]), nil
+	}
+	var s string
+	if err := json.Unmarshal(b[start:end], &s); err != nil {
+		return "", err
+	}
+	return s, nil
+}
+
+// tokenValue returns the content of a string that must be a token (no
+// escapes, token alphabet).
+func tokenValue(b []byte, start, end int, escaped bool, field string) ([]byte, error) {
+	v := b[start+1 : end-1]
+	if escaped || !validToken(v) {
+		return nil, perr(start, field+": want 1 to 128 bytes of [A-Za-z0-9._:/-] without escapes")
+	}
+	return v, nil
+}
+
+const (
+	seenType = 1 << iota
+	seenID
+	seenTS
+	seenRe
+	seenBody
+	seenError
+)
+
+// parsePayload parses the envelope payload object into p.
+func parsePayload(b []byte, p *payload) error {
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '{' {
+		return perr(i, "payload: want object")
+	}
+	i = skipWS(b, i+1)
+	seen := 0
+	if i < len(b) && b[i] == '}' {
+		i++
+	} else {
+		for {
+			kEnd, kEsc, err := scanString(b, i)
+			if err != nil {
+				return err
+			}
+			key := b[i+1 : kEnd-1]
+			if kEsc {
+				s, err := stringValue(b, i, kEnd, true)
+				if err != nil {
+					return perr(i, "bad key")
+				}
+				key = []byte(s)
+			}
+			i = skipWS(b, kEnd)
+			if i >= len(b) || b[i] != ':' {
+				return perr(i, "want ':'")
+			}
+			i = skipWS(b, i+1)
+			bit := 0
+			switch string(key) {
+			case "type":
+				bit = seenType
+			case "id":
+				bit = seenID
+			case "ts":
+				bit = seenTS
+			case "re":
+				bit = seenRe
+			case "body":
+				bit = seenBody
+			case "error":
+				bit = seenError
+			}
+			if bit != 0 && seen&bit != 0 {
+				return perr(i, "duplicate key "+strconv.Quote(string(key)))
+			}
+			seen |= bit
+			switch bit {
+			case seenType, seenID, seenRe:
+				end, esc, err := scanString(b, i)
+				if err != nil {
+					return err
+				}
+				v, err := tokenValue(b, i, end, esc, string(key))
+				if err != nil {
+					return err
+				}
+				switch bit {
+				case seenType:
+					p.typ = v
+				case seenID:
+					p.id = v
+				default:
+					p.re = v
+				}
+				i = end
+			case seenTS:
+				end, integer, err := scanNumber(b, i)
+				if err != nil {
+					return err
+				}
+				if !integer || b[i] == '-' {
+					return perr(i, "ts: want a non-negative integer (Unix milliseconds)")
+				}
+				ts, err := strconv.ParseInt(string(b[i:end]), 10, 64)
+				if err != nil {
+					return perr(i, "ts: out of range")
+				}
+				p.ts = ts
+				i = end
+			case seenBody:
+				end, err := skipValue(b, i, 1)
+				if err != nil {
+					return err
+				}
+				p.body = b[i:end]
+				i = end
+			case seenError:
+				end, err := parseErrorObject(b, i, p)
+				if err != nil {
+					return err
+				}
+				i = end
+			default:
+				end, err := skipValue(b, i, 1)
+				if err != nil {
+					return err
+				}
+				i = end
+			}
+			i = skipWS(b, i)
+			if i < len(b) && b[i] == ',' {
+				i = skipWS(b, i+1)
+				continue
+			}
+			if i < len(b) && b[i] == '}' {
+				i++
+				break
+			}
+			return perr(i, "want ',' or '}'")
+		}
+	}
+	if skipWS(b, i) != len(b) {
+		return perr(i, "trailing data after payload")
+	}
+	switch {
+	case seen&seenType == 0:
+		return perr(0, "missing type")
+	case seen&seenID == 0:
+		return perr(0, "missing id")
+	case seen&seenTS == 0:
+		return perr(0, "missing ts")
+	}
+	return nil
+}
+
+func parseErrorObject(b []byte, i int, p *payload) (int, error) {
+	if i >= len(b) || b[i] != '{' {
+		return 0, perr(i, "error: want object")
+	}
+	p.hasErr = true
+	i = skipWS(b, i+1)
+	var haveCode, haveMsg bool
+	if i < len(b) && b[i] == '}' {
+		return 0, perr(i, "error: missing code")
+	}
+	for {
+		kEnd, kEsc, err := scanString(b, i)
+		if err != nil {
+			return 0, err
+		}
+		key, err := stringValue(b, i, kEnd, kEsc)
+		if err != nil {
+			return 0, perr(i, "bad key")
+		}
+		i = skipWS(b, kEnd)
+		if i >= len(b) || b[i] != ':' {
+			return 0, perr(i, "want ':'")
+		}
+		i = skipWS(b, i+1)
+		switch key {
+		case "code":
+			if haveCode {
+				return 0, perr(i, `duplicate key "code"`)
+			}
+			haveCode = true
+			end, esc, err := scanString(b, i)
+			if err != nil {
+				return 0, err
+			}
+			if p.errCode, err = tokenValue(b, i, end, esc, "error.code"); err != nil {
+				return 0, err
+			}
+			i = end
+		case "message":
+			if haveMsg {
+				return 0, perr(i, `duplicate key "message"`)
+			}
+			haveMsg = true
+			end, esc, err := scanString(b, i)
+			if err != nil {
+				return 0, err
+			}
+			if p.errMsg, err = stringValue(b, i, end, esc); err != nil {
+				return 0, perr(i, "error.message: bad string")
+			}
+			i = end
+		default:
+			end, err := skipValue(b, i, 2)
+			if err != nil {
+				return 0, err
+			}
+			i = end
+		}
+		i = skipWS(b, i)
+		if i < len(b) && b[i] == ',' {
+			i = skipWS(b, i+1)
+			continue
+		}
+		if i < len(b) && b[i] == '}' {
+			if !haveCode {
+				return 0, perr(i, "error: missing code")
+			}
+			return i + 1, nil
+		}
+		return 0, perr(i, "want ',' or '}'")
+	}
+}
+
+// appendJSONString appends s as a JSON string literal. Invalid UTF-8 becomes
+// U+FFFD, as encoding/json does.
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			switch {
+			case c == '"' || c == '\\':
+				dst = append(dst, '\\', c)
+			case c == '\n':
+				dst = append(dst, '\\', 'n')
+			case c == '\r':
+				dst = append(dst, '\\', 'r')
+			case c == '\t':
+				dst = append(dst, '\\', 't')
+			case c < 0x20:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			default:
+				dst = append(dst, c)
+			}
+			i++
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			dst = append(dst, `\ufffd`...)
+		} else {
+			dst = append(dst, s[i:i+size]...)
+		}
+		i += size
+	}
+	return append(dst, '"')
+}
