@@ -3,9 +3,11 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"sync"
@@ -512,4 +514,41 @@ func TestStopErrorMessages(t *testing.T) {
 	assert.Equal(t, `daemon stopped: loop "a": x; loops that did not stop in time: b, c`,
 		(&StopError{Loop: "a", Err: errors.New("x"), Stuck: []string{"b", "c"}}).Error())
 	assert.True(t, strings.HasPrefix((&PanicError{Value: 3}).Error(), "loop panicked: 3"))
+}
+
+func TestEveryLoopGivesUpUnderPolicy(t *testing.T) {
+	d, buf := newTestDaemon(t, Config{})
+	require.NoError(t, d.Add("server", blockUntilDone))
+	require.NoError(t, d.Every("poller", time.Millisecond, func(ctx context.Context) error {
+		return errors.New("upstream gone")
+	}, Restart(Policy{MinBackoff: time.Millisecond, MaxBackoff: time.Millisecond, MaxFailures: 3, Window: time.Hour})))
+	err := d.Run(context.Background())
+	require.ErrorIs(t, err, ErrGaveUp)
+	assert.Contains(t, err.Error(), `loop "poller"`)
+	assert.Contains(t, err.Error(), "upstream gone")
+	assert.Equal(t, int64(3), d.Status()[1].Failures)
+	assert.Equal(t, StateFailed, d.Status()[1].State)
+	assert.Contains(t, buf.String(), "loop will retry")
+}
+
+func TestStatusHandlerServesJSON(t *testing.T) {
+	d, _ := newTestDaemon(t, Config{Name: "web"})
+	require.NoError(t, d.Every("job", time.Millisecond, func(ctx context.Context) error { return errors.New("no disk") }))
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := runAsync(ctx, d)
+	require.Eventually(t, func() bool { return d.Status()[0].Failures > 0 }, 10*time.Second, time.Millisecond)
+	rec := httptest.NewRecorder()
+	d.StatusHandler().ServeHTTP(rec, httptest.NewRequest("GET", "/status", nil))
+	cancel()
+	require.NoError(t, waitErr(t, ch))
+	var got struct {
+		Daemon string
+		Loops  []map[string]any
+	}
+	require.NoError(t, json.Unmarshal(rec.Body.Bytes(), &got))
+	assert.Equal(t, "web", got.Daemon)
+	require.Len(t, got.Loops, 1)
+	assert.Equal(t, "job", got.Loops[0]["name"])
+	assert.Equal(t, "no disk", got.Loops[0]["last_error"])
+	assert.NotEmpty(t, got.Loops[0]["last_error_at"])
 }

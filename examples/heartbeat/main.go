@@ -13,7 +13,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -74,24 +73,7 @@ func setup(d *daemon.Daemon, log *slog.Logger, listen string, interval time.Dura
 		return fmt.Errorf("status server: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, r *http.Request) {
-		type loop struct {
-			daemon.LoopStatus
-			LastError string `json:",omitempty"`
-		}
-		var out []loop
-		for _, st := range d.Status() {
-			l := loop{LoopStatus: st}
-			if st.LastError != nil {
-				l.LastError = st.LastError.Error()
-			}
-			out = append(out, l)
-		}
-		w.Header().Set("Content-Type", "application/json")
-		enc := json.NewEncoder(w)
-		enc.SetIndent("", "  ")
-		_ = enc.Encode(map[string]any{"daemon": d.Name(), "loops": out})
-	})
+	mux.Handle("GET /status", d.StatusHandler())
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 

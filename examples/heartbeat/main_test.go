@@ -51,7 +51,7 @@ func TestHeartbeatDaemon(t *testing.T) {
 			Name      string
 			Failures  int
 			Restarts  int
-			LastError string
+			LastError string `json:"last_error"`
 		}
 	}
 	var st status
