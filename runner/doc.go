@@ -1,5 +1,57 @@
-// Package runner runs isolated app instances on one node, starts them on
-// demand and reaps them when idle, and routes Host to an instance's socket.
+// Package runner runs the apps of one node: isolated app instances, started
+// on demand when a request finds none running, reaped when idle, restarted
+// with backoff when they crash, with their output captured and their CPU
+// time and memory accounted.
 //
-// Status: in progress.
+// It is the "runner" daemon of the platform (ep.io's per-machine runner,
+// PythonAnywhere's backend): the balancer hashes a site's Host to a node;
+// on that node a Runner's front (Runner.ServeHTTP) routes Host to the app's
+// instance over a unix socket, keeping connections to it alive. A request
+// that finds no instance starts one, and any number of requests arriving
+// meanwhile share that one start and are all served once the socket
+// accepts. A host the node does not know answers 404 with MissHeader, the
+// balancer's miss-hook contract.
+//
+// # Apps
+//
+// An app is a Spec: name, host names, a read-only image (a directory or a
+// mounted SquashFS image, seen at /app), a command, environment, a writable
+// data directory (/data), limits and timeouts. Apps come from the Go API
+// (Runner.Put, Runner.Remove) or from a directory of JSON spec files that
+// Run watches, uWSGI-vassal style. Each app gets a UID/GID of its own from
+// a configured range, kept across restarts in the state directory.
+//
+// # Isolation
+//
+// Everything is on by default where the kernel and the runner's privileges
+// allow, and each feature that is not is reported in Runner.Isolation and
+// logged: the app's own UID/GID; new mount, PID, UTS and IPC namespaces; a
+// sandbox root assembled per instance (the host's /usr, /lib, /bin and a
+// minimal /etc read-only, the image read-only at /app, the data directory
+// writable at /data, a private /tmp, the socket directory at /run/paaskit)
+// that it pivots into and makes read-only; RLIMIT_NPROC, RLIMIT_NOFILE; and
+// a cgroup per instance, v2 where the cgroup2 mount has the memory
+// controller and v1 otherwise, that enforces memory, process and CPU-weight
+// limits and accounts CPU time and peak memory. An instance killed for
+// memory is reported as "oom".
+//
+// Go cannot run code between fork and exec, so the sandbox is built by an
+// init helper: the runner re-executes its own binary with a marker in the
+// environment, and Init, which every program embedding a Runner calls first
+// in main (tests: in TestMain), takes over in that case. Inside the PID
+// namespace the helper stays as PID 1: it passes SIGTERM on to every
+// process of the sandbox, reaps orphans and exits with the app's status,
+// whereupon the kernel kills whatever is left. Stopping sends SIGTERM, then
+// SIGKILL after a grace period, and finally kills anything left in the
+// cgroup: no orphans.
+//
+// # Output
+//
+// Stdout and stderr are read line by line (lines longer than a bound are
+// split, so a flood keeps the runner's memory bounded) and handed to a
+// Sink with app, instance, stream and time. FileSink writes plain files;
+// the stats package provides a sink that ships lines off the node.
+//
+// Command builds an *exec.Cmd for a one-off command in an app's sandbox;
+// the pty package runs it in a terminal.
 package runner

@@ -1,0 +1,370 @@
+package runner
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// MissHeader is set to "1" on the front's 404 for a host no app serves:
+// the balancer's miss hook recognises a node that does not know the site.
+const MissHeader = "X-Paaskit-Miss"
+
+// ServeHTTP is the node front: it routes the request's Host
+// (case-insensitive, port ignored) to the app's running instance over its
+// unix socket, reusing keep-alive connections, and starts an instance when
+// none runs. Concurrent requests for a stopped app share one start and are
+// all served once it is ready. A start that fails answers 503 with a plain
+// message that includes the tail of the app's stderr; an unknown host
+// answers 404 with MissHeader set.
+func (r *Runner) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	arrival := nowFunc()
+	a := r.lookup(req.Host)
+	if a == nil {
+		w.Header().Set(MissHeader, "1")
+		http.Error(w, fmt.Sprintf("runner: no app for host %q", normHost(req.Host)), http.StatusNotFound)
+		return
+	}
+	inst, err := a.acquire(req.Context(), arrival)
+	if err != nil {
+		var se *StartError
+		switch {
+		case errors.As(err, &se):
+			msg := se.Error()
+			if !se.RetryAt.IsZero() {
+				msg += "\nnext start not before " + se.RetryAt.UTC().Format("15:04:05.000Z")
+			}
+			if se.Stderr != "" {
+				msg += "\n\nlast lines of the app's stderr:\n" + se.Stderr
+			}
+			http.Error(w, msg, http.StatusServiceUnavailable)
+		case errors.Is(err, ErrUnknownApp):
+			w.Header().Set(MissHeader, "1")
+			http.Error(w, err.Error(), http.StatusNotFound)
+		case req.Context().Err() != nil:
+			// The client went away while waiting; nobody to answer.
+		default:
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+		}
+		return
+	}
+	defer a.release(inst)
+	inst.forward(w, req)
+}
+
+// backendConn is one keep-alive connection to an instance.
+type backendConn struct {
+	c  net.Conn
+	br *bufio.Reader
+	bw *bufio.Writer
+}
+
+func newBackendConn(c net.Conn) *backendConn {
+	return &backendConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 8<<10)}
+}
+
+// connPool keeps idle connections to one instance, most recent first out.
+type connPool struct {
+	dial   func(context.Context) (net.Conn, error)
+	mu     sync.Mutex
+	idle   []*backendConn
+	closed bool
+}
+
+const maxIdlePerInstance = 1024
+
+func newConnPool(dial func(context.Context) (net.Conn, error)) *connPool {
+	return &connPool{dial: dial}
+}
+
+func (p *connPool) get(ctx context.Context) (*backendConn, bool, error) {
+	p.mu.Lock()
+	if n := len(p.idle); n > 0 {
+		bc := p.idle[n-1]
+		p.idle[n-1] = nil
+		p.idle = p.idle[:n-1]
+		p.mu.Unlock()
+		return bc, true, nil
+	}
+	p.mu.Unlock()
+	c, err := p.dial(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	return newBackendConn(c), false, nil
+}
+
+func (p *connPool) put(bc *backendConn) {
+	p.mu.Lock()
+	if p.closed || len(p.idle) >= maxIdlePerInstance {
+		p.mu.Unlock()
+		bc.c.Close()
+		return
+	}
+	p.idle = append(p.idle, bc)
+	p.mu.Unlock()
+}
+
+func (p *connPool) close() {
+	p.mu.Lock()
+	p.closed = true
+	idle := p.idle
+	p.idle = nil
+	p.mu.Unlock()
+	for _, bc := range idle {
+		bc.c.Close()
+	}
+}
+
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// hopHeaders are connection-level headers a proxy must not forward.
+var hopHeaders = map[string]bool{
+	"Connection": true, "Proxy-Connection": true, "Keep-Alive": true, "Proxy-Authenticate": true,
+	"Proxy-Authorization": true, "Te": true, "Trailer": true, "Transfer-Encoding": true, "Upgrade": true,
+}
+
+func connectionTokens(h http.Header) map[string]bool {
+	var m map[string]bool
+	for _, v := range h["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				if m == nil {
+					m = map[string]bool{}
+				}
+				m[http.CanonicalHeaderKey(f)] = true
+			}
+		}
+	}
+	return m
+}
+
+func upgradeType(h http.Header) string {
+	for _, v := range h["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(f), "upgrade") {
+				return h.Get("Upgrade")
+			}
+		}
+	}
+	return ""
+}
+
+// writeRequest writes req's head (and body) to bw in HTTP/1.1 form.
+func writeRequest(bw *bufio.Writer, req *http.Request, upgrade string) error {
+	bw.WriteString(req.Method)
+	bw.WriteByte(' ')
+	bw.WriteString(req.URL.RequestURI())
+	bw.WriteString(" HTTP/1.1\r\nHost: ")
+	bw.WriteString(req.Host)
+	bw.WriteString("\r\n")
+	conn := connectionTokens(req.Header)
+	for k, vv := range req.Header {
+		if hopHeaders[k] || conn[k] || k == "Expect" || k == "X-Forwarded-For" {
+			continue
+		}
+		for _, v := range vv {
+			bw.WriteString(k)
+			bw.WriteString(": ")
+			bw.WriteString(v)
+			bw.WriteString("\r\n")
+		}
+	}
+	if host, _, err := net.SplitHostPort(req.RemoteAddr); err == nil {
+		bw.WriteString("X-Forwarded-For: ")
+		if prior := req.Header["X-Forwarded-For"]; len(prior) > 0 {
+			bw.WriteString(strings.Join(prior, ", "))
+			bw.WriteString(", ")
+		}
+		bw.WriteString(host)
+		bw.WriteString("\r\n")
+	}
+	if upgrade != "" {
+		bw.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		bw.WriteString(upgrade)
+		bw.WriteString("\r\n")
+	}
+	hasBody := req.Body != nil && req.Body != http.NoBody && req.ContentLength != 0
+	switch {
+	case !hasBody:
+		if req.ContentLength == 0 && (req.Method == "POST" || req.Method == "PUT" || req.Method == "PATCH") {
+			bw.WriteString("Content-Length: 0\r\n")
+		}
+		bw.WriteString("\r\n")
+	case req.ContentLength > 0:
+		bw.WriteString("Content-Length: ")
+		bw.WriteString(strconv.FormatInt(req.ContentLength, 10))
+		bw.WriteString("\r\n\r\n")
+		if _, err := io.CopyN(bw, req.Body, req.ContentLength); err != nil {
+			return fmt.Errorf("copy request body: %w", err)
+		}
+	default:
+		bw.WriteString("Transfer-Encoding: chunked\r\n\r\n")
+		cw := httputil.NewChunkedWriter(bw)
+		bp := copyBufs.Get().(*[]byte)
+		_, err := io.CopyBuffer(cw, req.Body, *bp)
+		copyBufs.Put(bp)
+		if err != nil {
+			return fmt.Errorf("copy request body: %w", err)
+		}
+		cw.Close()
+		bw.WriteString("\r\n")
+	}
+	return bw.Flush()
+}
+
+func bodyless(req *http.Request) bool {
+	return req.Body == nil || req.Body == http.NoBody || req.ContentLength == 0
+}
+
+// forward sends req to the instance over a pooled connection and copies the
+// answer back. A pooled connection the app closed meanwhile is retried once
+// on a fresh one when the request has no body.
+func (i *instance) forward(w http.ResponseWriter, req *http.Request) {
+	if up := upgradeType(req.Header); up != "" {
+		i.forwardUpgrade(w, req, up)
+		return
+	}
+	ctx := req.Context()
+	var resp *http.Response
+	var bc *backendConn
+	for attempt := 0; ; attempt++ {
+		var reused bool
+		var err error
+		bc, reused, err = i.pool.get(ctx)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("runner: app %q instance %d: connect: %v", i.app.name, i.id, err), http.StatusBadGateway)
+			return
+		}
+		err = writeRequest(bc.bw, req, "")
+		if err == nil {
+			resp, err = http.ReadResponse(bc.br, req)
+		}
+		if err == nil {
+			break
+		}
+		bc.c.Close()
+		if reused && attempt == 0 && bodyless(req) && ctx.Err() == nil {
+			continue
+		}
+		if ctx.Err() == nil {
+			http.Error(w, fmt.Sprintf("runner: app %q instance %d: %v", i.app.name, i.id, err), http.StatusBadGateway)
+		}
+		return
+	}
+	h := w.Header()
+	conn := connectionTokens(resp.Header)
+	for k, vv := range resp.Header {
+		if hopHeaders[k] || conn[k] {
+			continue
+		}
+		h[k] = vv
+	}
+	if resp.ContentLength >= 0 {
+		h["Content-Length"] = []string{strconv.FormatInt(resp.ContentLength, 10)}
+	}
+	w.WriteHeader(resp.StatusCode)
+	streaming := resp.ContentLength < 0
+	fl, _ := w.(http.Flusher)
+	bp := copyBufs.Get().(*[]byte)
+	buf := *bp
+	clean := false
+	for {
+		n, rerr := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				break
+			}
+			if streaming && fl != nil {
+				fl.Flush()
+			}
+		}
+		if rerr == io.EOF {
+			clean = true
+			break
+		}
+		if rerr != nil {
+			break
+		}
+	}
+	copyBufs.Put(bp)
+	resp.Body.Close()
+	if clean && !resp.Close && !req.Close {
+		i.pool.put(bc)
+	} else {
+		bc.c.Close()
+	}
+}
+
+// forwardUpgrade relays a connection upgrade (WebSocket): the request goes
+// on a fresh connection; on 101 both sides are spliced until either ends.
+// The request counts as in flight all that time, so the instance is not
+// reaped under an open WebSocket.
+func (i *instance) forwardUpgrade(w http.ResponseWriter, req *http.Request, up string) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		http.Error(w, "runner: connection upgrade not supported here", http.StatusInternalServerError)
+		return
+	}
+	c, err := i.dial(req.Context())
+	if err != nil {
+		http.Error(w, fmt.Sprintf("runner: app %q: connect: %v", i.app.name, err), http.StatusBadGateway)
+		return
+	}
+	defer c.Close()
+	bc := newBackendConn(c)
+	if err := writeRequest(bc.bw, req, up); err != nil {
+		http.Error(w, fmt.Sprintf("runner: app %q: %v", i.app.name, err), http.StatusBadGateway)
+		return
+	}
+	resp, err := http.ReadResponse(bc.br, req)
+	if err != nil {
+		http.Error(w, fmt.Sprintf("runner: app %q: %v", i.app.name, err), http.StatusBadGateway)
+		return
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		for k, vv := range resp.Header {
+			if !hopHeaders[k] {
+				w.Header()[k] = vv
+			}
+		}
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+		resp.Body.Close()
+		return
+	}
+	cc, brw, err := hj.Hijack()
+	if err != nil {
+		return
+	}
+	defer cc.Close()
+	if err := resp.Write(cc); err != nil {
+		return
+	}
+	done := make(chan struct{}, 2)
+	go func() {
+		// Client to app, including what the server had already buffered.
+		_, _ = io.Copy(c, brw.Reader)
+		if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		done <- struct{}{}
+	}()
+	go func() {
+		_, _ = io.Copy(cc, bc.br)
+		if cw, ok := cc.(interface{ CloseWrite() error }); ok {
+			_ = cw.CloseWrite()
+		}
+		done <- struct{}{}
+	}()
+	<-done
+	<-done
+}

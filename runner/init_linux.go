@@ -1,0 +1,353 @@
+package runner
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Init runs the sandbox init helper when the process was started as one by
+// the runner, and returns at once otherwise. Go cannot run code between
+// fork and exec, so the runner starts a sandbox by re-executing its own
+// binary (Config.InitPath) in new namespaces with a marker in the
+// environment; Init, called first thing in main (or in TestMain), sees the
+// marker, assembles the sandbox root, joins the cgroup, sets rlimits, drops
+// to the app's user and runs the app. In that case it never returns.
+//
+//	func main() {
+//		runner.Init()
+//		...
+//	}
+func Init() {
+	raw, ok := os.LookupEnv(initEnv)
+	if !ok {
+		markInit()
+		return
+	}
+	var cfg initConfig
+	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
+		initFail(fmt.Errorf("read sandbox config: %w", err))
+	}
+	os.Exit(runInit(&cfg))
+}
+
+func initFail(err error) {
+	fmt.Fprintf(os.Stderr, "%s: %v\n", initArgv0, err)
+	os.Exit(127)
+}
+
+func runInit(cfg *initConfig) int {
+	for _, p := range cfg.Cgroups {
+		if err := os.WriteFile(p, []byte("0"), 0); err != nil {
+			initFail(fmt.Errorf("join cgroup %s: %w", p, err))
+		}
+	}
+	if cfg.Root != "" {
+		if err := buildRoot(cfg); err != nil {
+			initFail(err)
+		}
+	}
+	if cfg.Hostname != "" {
+		if err := unix.Sethostname([]byte(cfg.Hostname)); err != nil {
+			initFail(fmt.Errorf("set hostname %q: %w", cfg.Hostname, err))
+		}
+	}
+	for _, rl := range cfg.Rlimits {
+		l := unix.Rlimit{Cur: rl.Value, Max: rl.Value}
+		if err := unix.Setrlimit(rl.Resource, &l); err != nil {
+			initFail(fmt.Errorf("set rlimit %d to %d: %w", rl.Resource, rl.Value, err))
+		}
+	}
+	path, err := lookPath(cfg.Argv[0], cfg.Env)
+	if err != nil {
+		initFail(err)
+	}
+	if !cfg.Reaper {
+		if cfg.SetUser {
+			if err := dropUser(cfg.UID, cfg.GID); err != nil {
+				initFail(err)
+			}
+		}
+		if err := os.Chdir(cfg.Dir); err != nil {
+			initFail(fmt.Errorf("chdir %s: %w", cfg.Dir, err))
+		}
+		err := syscall.Exec(path, cfg.Argv, cfg.Env)
+		initFail(fmt.Errorf("exec %s: %w", path, err))
+	}
+	return reap(cfg, path)
+}
+
+// reap is PID 1 of the sandbox's PID namespace: it starts the app, passes
+// on stop signals to every process of the namespace, reaps orphans, and
+// exits with the app's status. When it exits the kernel kills whatever is
+// left in the namespace, so nothing outlives the instance.
+func reap(cfg *initConfig, path string) int {
+	sigs := make(chan os.Signal, 16)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT, syscall.SIGHUP,
+		syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGCHLD, syscall.SIGWINCH)
+	attr := &syscall.ProcAttr{
+		Dir:   cfg.Dir,
+		Env:   cfg.Env,
+		Files: []uintptr{0, 1, 2},
+		Sys:   &syscall.SysProcAttr{Setpgid: !cfg.Command},
+	}
+	if cfg.SetUser {
+		attr.Sys.Credential = &syscall.Credential{Uid: uint32(cfg.UID), Gid: uint32(cfg.GID), Groups: []uint32{}}
+	}
+	pid, err := syscall.ForkExec(path, cfg.Argv, attr)
+	if err != nil {
+		initFail(fmt.Errorf("start %s: %w", path, err))
+	}
+	for sig := range sigs {
+		s := sig.(syscall.Signal)
+		switch s {
+		case syscall.SIGCHLD:
+			for {
+				var ws syscall.WaitStatus
+				p, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+				if err != nil || p <= 0 {
+					break
+				}
+				if p == pid {
+					if ws.Signaled() {
+						return 128 + int(ws.Signal())
+					}
+					return ws.ExitStatus()
+				}
+			}
+		case syscall.SIGTERM, syscall.SIGINT, syscall.SIGQUIT:
+			// Every process of the namespace but this one.
+			_ = syscall.Kill(-1, s)
+		default:
+			_ = syscall.Kill(pid, s)
+		}
+	}
+	return 1
+}
+
+func dropUser(uid, gid int) error {
+	if err := syscall.Setgroups([]int{}); err != nil {
+		return fmt.Errorf("drop supplementary groups: %w", err)
+	}
+	if err := syscall.Setgid(gid); err != nil {
+		return fmt.Errorf("set GID %d: %w", gid, err)
+	}
+	if err := syscall.Setuid(uid); err != nil {
+		return fmt.Errorf("set UID %d: %w", uid, err)
+	}
+	return nil
+}
+
+// lookPath resolves name against the PATH of the app's environment.
+func lookPath(name string, env []string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	pathEnv := "/usr/local/bin:/usr/bin:/bin"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			pathEnv = v
+		}
+	}
+	for _, dir := range filepath.SplitList(pathEnv) {
+		p := filepath.Join(dir, name)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("command %q: %w in PATH %s", name, exec.ErrNotFound, pathEnv)
+}
+
+// buildRoot assembles the sandbox root on cfg.Root inside the new mount
+// namespace and pivots into it.
+func buildRoot(cfg *initConfig) error {
+	// Nothing we mount may leak back to the host.
+	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+		return fmt.Errorf("make mounts private: %w", err)
+	}
+	root := cfg.Root
+	if err := unix.Mount("tmpfs", root, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=755,size=4m"); err != nil {
+		return fmt.Errorf("mount sandbox root on %s: %w", root, err)
+	}
+	in := func(p string) string { return filepath.Join(root, p) }
+	for _, d := range cfg.SystemDirs {
+		fi, err := os.Lstat(d)
+		if err != nil {
+			continue // a host without /lib64, say
+		}
+		if fi.Mode()&os.ModeSymlink != 0 {
+			target, err := os.Readlink(d)
+			if err != nil {
+				return fmt.Errorf("read link %s: %w", d, err)
+			}
+			if err := os.MkdirAll(filepath.Dir(in(d)), 0o755); err != nil {
+				return err
+			}
+			if err := os.Symlink(target, in(d)); err != nil {
+				return fmt.Errorf("link %s: %w", d, err)
+			}
+			continue
+		}
+		if err := bindRO(d, in(d), true); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(in("/etc"), 0o755); err != nil {
+		return err
+	}
+	for _, f := range cfg.EtcFiles {
+		fi, err := os.Stat(f)
+		if err != nil {
+			continue
+		}
+		if err := bindRO(f, in(f), fi.IsDir()); err != nil {
+			return err
+		}
+	}
+	user := cfg.User
+	if user == "" {
+		user = "app"
+	}
+	home := "/data"
+	passwd := fmt.Sprintf("root:x:0:0:root:/root:/usr/sbin/nologin\n%s:x:%d:%d:%s:%s:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n", user, cfg.UID, cfg.GID, user, home)
+	group := fmt.Sprintf("root:x:0:\n%s:x:%d:\nnogroup:x:65534:\n", user, cfg.GID)
+	for name, body := range map[string]string{"passwd": passwd, "group": group, "hostname": cfg.Hostname + "\n"} {
+		if err := os.WriteFile(in("/etc/"+name), []byte(body), 0o644); err != nil {
+			return fmt.Errorf("write sandbox /etc/%s: %w", name, err)
+		}
+	}
+	for _, m := range cfg.Mounts {
+		if m.Writable {
+			if err := os.MkdirAll(in(m.Path), 0o755); err != nil {
+				return err
+			}
+			if err := unix.Mount(m.Host, in(m.Path), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+				return fmt.Errorf("bind %s at %s: %w", m.Host, m.Path, err)
+			}
+			if err := unix.Mount("", in(m.Path), "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+				return fmt.Errorf("remount %s nosuid: %w", m.Path, err)
+			}
+			continue
+		}
+		if err := bindRO(m.Host, in(m.Path), true); err != nil {
+			return err
+		}
+	}
+	tmpSize := cfg.TmpSize
+	if tmpSize <= 0 {
+		tmpSize = 64 << 20
+	}
+	if err := os.MkdirAll(in("/tmp"), 0o1777); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", in("/tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("mode=1777,size=%d", tmpSize)); err != nil {
+		return fmt.Errorf("mount private /tmp: %w", err)
+	}
+	if err := buildDev(in("/dev")); err != nil {
+		return err
+	}
+	if cfg.Proc {
+		if err := os.MkdirAll(in("/proc"), 0o555); err != nil {
+			return err
+		}
+		if err := unix.Mount("proc", in("/proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+			return fmt.Errorf("mount /proc: %w", err)
+		}
+	}
+	if err := pivot(root); err != nil {
+		return err
+	}
+	if err := unix.Mount("", "/", "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("make sandbox root read-only: %w", err)
+	}
+	return nil
+}
+
+func bindRO(src, dst string, dir bool) error {
+	if dir {
+		if err := os.MkdirAll(dst, 0o755); err != nil {
+			return err
+		}
+	} else {
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		f.Close()
+	}
+	if err := unix.Mount(src, dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+		return fmt.Errorf("bind %s: %w", src, err)
+	}
+	if err := unix.Mount("", dst, "", unix.MS_REMOUNT|unix.MS_BIND|unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV, ""); err != nil {
+		return fmt.Errorf("make %s read-only: %w", src, err)
+	}
+	return nil
+}
+
+func buildDev(dev string) error {
+	if err := os.MkdirAll(dev, 0o755); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=64k"); err != nil {
+		return fmt.Errorf("mount /dev: %w", err)
+	}
+	for _, n := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
+		src := "/dev/" + n
+		if _, err := os.Stat(src); err != nil {
+			continue
+		}
+		dst := filepath.Join(dev, n)
+		f, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY, 0o666)
+		if err != nil {
+			return err
+		}
+		f.Close()
+		if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("bind %s: %w", src, err)
+		}
+	}
+	for name, target := range map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"} {
+		if err := os.Symlink(target, filepath.Join(dev, name)); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(filepath.Join(dev, "shm"), 0o1777); err != nil {
+		return err
+	}
+	return nil
+}
+
+func pivot(root string) error {
+	old := filepath.Join(root, ".oldroot")
+	if err := os.Mkdir(old, 0o700); err != nil {
+		return err
+	}
+	if err := unix.PivotRoot(root, old); err != nil {
+		// A root that cannot be pivoted (an initramfs) still gets a chroot.
+		if !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("pivot_root to %s: %w", root, err)
+		}
+		if err := unix.Chroot(root); err != nil {
+			return fmt.Errorf("chroot to %s: %w", root, err)
+		}
+		return os.Chdir("/")
+	}
+	if err := os.Chdir("/"); err != nil {
+		return err
+	}
+	if err := unix.Unmount("/.oldroot", unix.MNT_DETACH); err != nil {
+		return fmt.Errorf("detach the host root: %w", err)
+	}
+	return os.Remove("/.oldroot")
+}

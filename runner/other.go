@@ -1,0 +1,59 @@
+//go:build !linux
+
+package runner
+
+import (
+	"errors"
+	"os/exec"
+	"time"
+)
+
+// Init does nothing where sandboxes are not supported.
+func Init() { markInit() }
+
+func markInit() {}
+
+type cgroupManager struct{ version int }
+
+type cgroup struct{}
+
+type cgroupStats struct {
+	CPU          time.Duration
+	Memory       int64
+	PeakMemory   int64
+	OOMKills     int64
+	ForkRefusals int64
+}
+
+func (m *cgroupManager) cleanupStale() []string                 { return nil }
+func (m *cgroupManager) removeRoot()                            {}
+func (m *cgroupManager) create(string, Limits) (*cgroup, error) { return nil, ErrUnsupported }
+func (c *cgroup) stats() cgroupStats                            { return cgroupStats{} }
+func (c *cgroup) kill(time.Duration) bool                       { return true }
+func (c *cgroup) remove() error                                 { return nil }
+
+type launch struct {
+	spec       Spec
+	uid, gid   int
+	dataDir    string
+	sockDir    string
+	cg         *cgroup
+	argv       []string
+	env        []string
+	reaperPgid bool
+}
+
+func (r *Runner) detectIsolation() error {
+	if !r.cfg.Isolation.Off {
+		return errors.New("runner: isolation needs Linux; set Config.Isolation.Off to run apps as plain processes")
+	}
+	r.iso = IsolationStatus{Missing: []string{"all isolation: switched off by Config.Isolation.Off"}}
+	return nil
+}
+
+func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) { return nil, ErrUnsupported }
+
+// Command is not supported on this OS.
+func (r *Runner) Command(name string, argv []string) (*exec.Cmd, error) {
+	return nil, ErrUnsupported
+}

@@ -1,0 +1,560 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Defaults for zero Config fields.
+const (
+	DefaultUIDMin       = 200000
+	DefaultUIDMax       = 299999
+	DefaultIdleTimeout  = 10 * time.Minute
+	DefaultStartTimeout = 30 * time.Second
+	DefaultStopGrace    = 10 * time.Second
+	DefaultMaxLineBytes = 16 << 10
+	DefaultReapInterval = time.Second
+	DefaultCgroupRoot   = "paaskit"
+)
+
+// DefaultLimits are the limits of an app whose spec and Config.DefaultLimits
+// leave them zero.
+var DefaultLimits = Limits{Memory: 512 << 20, Processes: 512, OpenFiles: 4096, CPUWeight: 100}
+
+// DefaultSystemDirs are the host directories a sandbox sees read-only.
+var DefaultSystemDirs = []string{"/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin"}
+
+// DefaultEtcFiles are the host files under /etc a sandbox sees read-only
+// (those that exist); passwd, group and hostname are written per sandbox.
+var DefaultEtcFiles = []string{
+	"/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ssl", "/etc/ca-certificates",
+	"/etc/localtime", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives",
+	"/etc/mime.types", "/etc/protocols", "/etc/services", "/etc/python3", "/etc/python3.11",
+}
+
+// Isolation switches isolation features off. The zero value asks for all of
+// them; those the kernel or the runner's privileges do not allow are
+// reported in Status().Isolation and logged at New, never silently dropped.
+type Isolation struct {
+	// Off runs apps as plain child processes of the runner (its user, the
+	// host's file system, no namespaces, cgroup or rlimits), in their own
+	// process group. For development and for measuring what isolation
+	// costs.
+	Off bool
+	// NoUser keeps apps on the runner's UID/GID.
+	NoUser bool
+	// NoNamespaces skips the new mount, PID, UTS and IPC namespaces (and
+	// so the sandbox root, which needs the mount namespace).
+	NoNamespaces bool
+	// NoSandboxRoot keeps the host's root instead of the assembled
+	// read-only root.
+	NoSandboxRoot bool
+	// NoCgroup skips the per-instance cgroup (no memory limit, no CPU or
+	// memory accounting).
+	NoCgroup bool
+	// NoRlimits skips RLIMIT_NPROC and RLIMIT_NOFILE.
+	NoRlimits bool
+}
+
+// IsolationStatus says which isolation features are in force.
+type IsolationStatus struct {
+	User        bool `json:"user"`
+	Namespaces  bool `json:"namespaces"`
+	SandboxRoot bool `json:"sandbox_root"`
+	Cgroup      bool `json:"cgroup"`
+	// CgroupVersion is 1 or 2 when Cgroup is true.
+	CgroupVersion int  `json:"cgroup_version,omitempty"`
+	Rlimits       bool `json:"rlimits"`
+	// Missing says, one entry per feature, what is off and why.
+	Missing []string `json:"missing,omitempty"`
+}
+
+// Config configures a Runner. Zero values are the documented defaults.
+type Config struct {
+	// StateDir holds the runner's state: the UID table, instance sockets,
+	// default data directories and logs. Required.
+	StateDir string
+	// SpecDir, if set, is a directory of app spec files (*.json, one app
+	// each) that Run loads and watches: a new file adds its app, a removed
+	// file removes it (its instance is stopped), a changed file restarts
+	// it gracefully. A bad file is logged and listed in
+	// Status().SpecErrors; other apps are unaffected.
+	SpecDir string
+	// UIDMin and UIDMax bound the UIDs (and GIDs) given to apps; zero
+	// means DefaultUIDMin and DefaultUIDMax. An app keeps its UID across
+	// restarts (<StateDir>/uids.json).
+	UIDMin, UIDMax int
+	// DefaultLimits fills zero fields of an app's limits; its own zero
+	// fields mean the package's DefaultLimits.
+	DefaultLimits Limits
+	// DefaultIdleTimeout and DefaultStartTimeout apply to specs that leave
+	// theirs zero; zero means the package defaults.
+	DefaultIdleTimeout  time.Duration
+	DefaultStartTimeout time.Duration
+	// StopGrace is how long a stopping instance has between SIGTERM and
+	// SIGKILL; zero means DefaultStopGrace.
+	StopGrace time.Duration
+	// ReapInterval is how often idle instances are looked for; zero means
+	// DefaultReapInterval.
+	ReapInterval time.Duration
+	// MaxStartBackoff caps the delay before restarting an app that
+	// crashed or failed to start; zero means 30s. The delay starts at
+	// 100ms and doubles per consecutive failure.
+	MaxStartBackoff time.Duration
+	// Isolation switches features off; see Isolation.
+	Isolation Isolation
+	// InitPath is the program re-executed as the sandbox init helper; it
+	// must call Init first thing in main. Empty means the running
+	// executable.
+	InitPath string
+	// SystemDirs and EtcFiles are what a sandbox root shows of the host;
+	// nil means DefaultSystemDirs and DefaultEtcFiles.
+	SystemDirs []string
+	EtcFiles   []string
+	// TmpSize bounds each sandbox's private /tmp; zero means 64 MiB.
+	TmpSize int64
+	// CgroupRoot names the runner's subtree in each cgroup hierarchy;
+	// "" means DefaultCgroupRoot. Two runners on a host need two roots.
+	CgroupRoot string
+	// Sink receives the apps' output; nil means a FileSink under
+	// <StateDir>/logs (closed when Run returns).
+	Sink Sink
+	// MaxLineBytes bounds one captured line; longer lines are split.
+	// Zero means DefaultMaxLineBytes.
+	MaxLineBytes int
+	// Logger receives the runner's log; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// nowFunc is the clock of request arrivals.
+var nowFunc = time.Now
+
+// Errors for control flow.
+var (
+	// ErrUnknownApp: no app has that name (or host).
+	ErrUnknownApp = errors.New("runner: unknown app")
+	// ErrNotRunning: Run is not running (not started yet, or returned).
+	ErrNotRunning = errors.New("runner: not running")
+	// ErrUnsupported: this OS cannot run sandboxes.
+	ErrUnsupported = errors.New("runner: not supported on this OS")
+)
+
+// Runner runs the apps of one node. Build it with New, configure apps with
+// Put (or a SpecDir), call Run, and serve its front (ServeHTTP).
+type Runner struct {
+	cfg      Config
+	log      *slog.Logger
+	sink     Sink
+	ownSink  *FileSink
+	uids     *uidTable
+	cg       *cgroupManager
+	iso      IsolationStatus
+	initPath string
+	cmdCg    sync.Map // app name -> *cgroup for its one-off commands
+
+	mu         sync.Mutex
+	apps       map[string]*app
+	hosts      map[string]*app
+	specErrors map[string]string
+	fileApps   map[string]string // spec file -> app name
+	state      int               // 0 new, 1 running, 2 stopped
+
+	// runCtx is Run's context, stored so that instances started by
+	// requests live as long as Run does rather than as long as the
+	// request that caused their start.
+	runCtx  context.Context
+	instSeq atomic.Int64
+	wg      sync.WaitGroup // instance goroutines
+}
+
+// New validates cfg, prepares the state directory and works out which
+// isolation features are available.
+func New(cfg Config) (*Runner, error) {
+	if cfg.StateDir == "" {
+		return nil, errors.New("runner: Config.StateDir is required")
+	}
+	if !filepath.IsAbs(cfg.StateDir) {
+		return nil, fmt.Errorf("runner: StateDir %q is not an absolute path", cfg.StateDir)
+	}
+	if cfg.UIDMin == 0 && cfg.UIDMax == 0 {
+		cfg.UIDMin, cfg.UIDMax = DefaultUIDMin, DefaultUIDMax
+	}
+	if cfg.UIDMin <= 0 || cfg.UIDMax < cfg.UIDMin || cfg.UIDMax > 1<<31-2 {
+		return nil, fmt.Errorf("runner: UID range %d-%d is not valid (want 0 < min <= max)", cfg.UIDMin, cfg.UIDMax)
+	}
+	cfg.DefaultLimits = cfg.DefaultLimits.withDefaults(DefaultLimits)
+	if err := cfg.DefaultLimits.validate(); err != nil {
+		return nil, fmt.Errorf("runner: DefaultLimits: %w", err)
+	}
+	for _, d := range []*time.Duration{&cfg.DefaultIdleTimeout, &cfg.DefaultStartTimeout, &cfg.StopGrace, &cfg.ReapInterval, &cfg.MaxStartBackoff} {
+		if *d < 0 {
+			return nil, fmt.Errorf("runner: negative duration %v in Config", *d)
+		}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	def(&cfg.DefaultIdleTimeout, DefaultIdleTimeout)
+	def(&cfg.DefaultStartTimeout, DefaultStartTimeout)
+	def(&cfg.StopGrace, DefaultStopGrace)
+	def(&cfg.ReapInterval, DefaultReapInterval)
+	def(&cfg.MaxStartBackoff, 30*time.Second)
+	if cfg.MaxLineBytes == 0 {
+		cfg.MaxLineBytes = DefaultMaxLineBytes
+	}
+	if cfg.MaxLineBytes < 64 || cfg.MaxLineBytes > 16<<20 {
+		return nil, fmt.Errorf("runner: MaxLineBytes %d is outside 64 to 16 MiB", cfg.MaxLineBytes)
+	}
+	if cfg.TmpSize == 0 {
+		cfg.TmpSize = 64 << 20
+	}
+	if cfg.CgroupRoot == "" {
+		cfg.CgroupRoot = DefaultCgroupRoot
+	}
+	if cfg.SystemDirs == nil {
+		cfg.SystemDirs = DefaultSystemDirs
+	}
+	if cfg.EtcFiles == nil {
+		cfg.EtcFiles = DefaultEtcFiles
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	for _, d := range []string{"", "run", "data", "sandbox"} {
+		if err := os.MkdirAll(filepath.Join(cfg.StateDir, d), 0o711); err != nil {
+			return nil, fmt.Errorf("runner: create state directory: %w", err)
+		}
+	}
+	uids, err := openUIDTable(filepath.Join(cfg.StateDir, "uids.json"), cfg.UIDMin, cfg.UIDMax)
+	if err != nil {
+		return nil, err
+	}
+	r := &Runner{
+		cfg:        cfg,
+		log:        log,
+		uids:       uids,
+		apps:       map[string]*app{},
+		hosts:      map[string]*app{},
+		specErrors: map[string]string{},
+		fileApps:   map[string]string{},
+	}
+	if cfg.Sink != nil {
+		r.sink = cfg.Sink
+	} else {
+		fs, err := NewFileSink(filepath.Join(cfg.StateDir, "logs"))
+		if err != nil {
+			return nil, err
+		}
+		r.sink, r.ownSink = fs, fs
+	}
+	if err := r.detectIsolation(); err != nil {
+		return nil, err
+	}
+	for _, m := range r.iso.Missing {
+		r.log.Warn("runner: isolation feature unavailable", "missing", m)
+	}
+	return r, nil
+}
+
+// Isolation reports which isolation features are in force.
+func (r *Runner) Isolation() IsolationStatus {
+	s := r.iso
+	s.Missing = append([]string(nil), r.iso.Missing...)
+	return s
+}
+
+// Put adds app s, or replaces the app of that name. A replaced app's
+// instance is stopped gracefully (it finishes what is in flight) and, if
+// one was running, a new one starts with the new spec.
+func (r *Runner) Put(s Spec) error {
+	return r.put(s, "")
+}
+
+func (r *Runner) put(s Spec, file string) error {
+	if err := s.Validate(); err != nil {
+		var se *SpecError
+		if file != "" && errors.As(err, &se) {
+			se.File = file
+		}
+		return err
+	}
+	s = s.clone()
+	r.mu.Lock()
+	if r.state == 2 {
+		r.mu.Unlock()
+		return ErrNotRunning
+	}
+	for _, h := range s.Hosts {
+		if other, ok := r.hosts[normHost(h)]; ok && other.name != s.Name {
+			r.mu.Unlock()
+			return &SpecError{File: file, App: s.Name, Err: fmt.Errorf("host %q is already routed to app %q", h, other.name)}
+		}
+	}
+	a, exists := r.apps[s.Name]
+	if !exists {
+		a = &app{r: r, name: s.Name, spec: s}
+		r.apps[s.Name] = a
+		for _, h := range s.Hosts {
+			r.hosts[normHost(h)] = a
+		}
+		r.mu.Unlock()
+		r.log.Info("runner: app added", "app", s.Name, "hosts", s.Hosts)
+		return nil
+	}
+	for _, h := range a.currentSpec().Hosts {
+		delete(r.hosts, normHost(h))
+	}
+	for _, h := range s.Hosts {
+		r.hosts[normHost(h)] = a
+	}
+	r.mu.Unlock()
+	a.replace(s)
+	return nil
+}
+
+// Remove removes the app and stops its instance gracefully. Its UID stays
+// allocated, so its data directory stays its own if it comes back.
+func (r *Runner) Remove(name string) error {
+	r.mu.Lock()
+	a, ok := r.apps[name]
+	if !ok {
+		r.mu.Unlock()
+		return fmt.Errorf("%w %q", ErrUnknownApp, name)
+	}
+	delete(r.apps, name)
+	for h, ha := range r.hosts {
+		if ha == a {
+			delete(r.hosts, h)
+		}
+	}
+	r.mu.Unlock()
+	a.remove()
+	r.log.Info("runner: app removed", "app", name)
+	return nil
+}
+
+// App returns the spec of the named app.
+func (r *Runner) App(name string) (Spec, bool) {
+	r.mu.Lock()
+	a, ok := r.apps[name]
+	r.mu.Unlock()
+	if !ok {
+		return Spec{}, false
+	}
+	s := a.currentSpec()
+	return s.clone(), true
+}
+
+// Lookup returns the app that serves host (case-insensitive, port ignored).
+func (r *Runner) Lookup(host string) (string, bool) {
+	a := r.lookup(host)
+	if a == nil {
+		return "", false
+	}
+	return a.name, true
+}
+
+func (r *Runner) lookup(host string) *app {
+	h := normHost(host)
+	r.mu.Lock()
+	a := r.hosts[h]
+	r.mu.Unlock()
+	return a
+}
+
+func (r *Runner) app(name string) (*app, error) {
+	r.mu.Lock()
+	a, ok := r.apps[name]
+	r.mu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("%w %q", ErrUnknownApp, name)
+	}
+	return a, nil
+}
+
+// Start makes sure the app has a ready instance, starting one if needed, and
+// waits for it (bounded by ctx and the app's start timeout).
+func (r *Runner) Start(ctx context.Context, name string) error {
+	a, err := r.app(name)
+	if err != nil {
+		return err
+	}
+	inst, err := a.acquire(ctx, time.Now())
+	if err != nil {
+		return err
+	}
+	a.release(inst)
+	return nil
+}
+
+// Stop stops the app's instance gracefully (SIGTERM, then SIGKILL after
+// the grace period) and waits until it is gone or ctx ends. The app stays
+// configured and starts again on the next request.
+func (r *Runner) Stop(ctx context.Context, name string) error {
+	a, err := r.app(name)
+	if err != nil {
+		return err
+	}
+	inst := a.detach()
+	if inst == nil {
+		return nil
+	}
+	inst.stop("stopped")
+	select {
+	case <-inst.finished:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("runner: stop app %q: %w", name, ctx.Err())
+	}
+}
+
+// Status is a snapshot of the runner for operators.
+type Status struct {
+	Isolation IsolationStatus `json:"isolation"`
+	Apps      []AppStatus     `json:"apps"`
+	// SpecErrors maps a spec file to what is wrong with it.
+	SpecErrors map[string]string `json:"spec_errors,omitempty"`
+}
+
+// Status returns a snapshot of every app, sorted by name.
+func (r *Runner) Status() Status {
+	r.mu.Lock()
+	apps := make([]*app, 0, len(r.apps))
+	for _, a := range r.apps {
+		apps = append(apps, a)
+	}
+	errs := make(map[string]string, len(r.specErrors))
+	for k, v := range r.specErrors {
+		errs[k] = v
+	}
+	r.mu.Unlock()
+	sort.Slice(apps, func(i, j int) bool { return apps[i].name < apps[j].name })
+	st := Status{Isolation: r.Isolation(), SpecErrors: errs}
+	for _, a := range apps {
+		st.Apps = append(st.Apps, a.status())
+	}
+	return st
+}
+
+// AppStatus returns the named app's status.
+func (r *Runner) AppStatus(name string) (AppStatus, error) {
+	a, err := r.app(name)
+	if err != nil {
+		return AppStatus{}, err
+	}
+	return a.status(), nil
+}
+
+// Run serves until ctx ends: it loads and watches the spec directory,
+// reaps idle instances and restarts crashed ones. When ctx ends it stops
+// every instance (SIGTERM, SIGKILL after the grace period) and returns
+// once they, their output capture and the watcher are all gone.
+func (r *Runner) Run(ctx context.Context) error {
+	r.mu.Lock()
+	if r.state != 0 {
+		r.mu.Unlock()
+		return errors.New("runner: Run called twice")
+	}
+	r.state = 1
+	r.runCtx = ctx
+	r.mu.Unlock()
+	if r.cg != nil {
+		if stale := r.cg.cleanupStale(); len(stale) > 0 {
+			r.log.Warn("runner: removed cgroups left by an earlier runner", "cgroups", stale)
+		}
+	}
+	var wg sync.WaitGroup
+	if r.cfg.SpecDir != "" {
+		w, err := r.newWatcher()
+		if err != nil {
+			r.shutdown()
+			return err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.run(ctx)
+		}()
+	}
+	t := time.NewTicker(r.cfg.ReapInterval)
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-t.C:
+			r.maintain()
+		}
+	}
+	t.Stop()
+	wg.Wait()
+	r.shutdown()
+	return nil
+}
+
+func (r *Runner) shutdown() {
+	r.mu.Lock()
+	r.state = 2
+	apps := make([]*app, 0, len(r.apps))
+	for _, a := range r.apps {
+		apps = append(apps, a)
+	}
+	r.mu.Unlock()
+	for _, a := range apps {
+		a.shutdown()
+	}
+	r.wg.Wait()
+	r.cmdCg.Range(func(k, v any) bool {
+		cg := v.(*cgroup)
+		cg.kill(time.Second)
+		_ = cg.remove()
+		return true
+	})
+	if r.cg != nil {
+		r.cg.removeRoot()
+	}
+	if r.ownSink != nil {
+		_ = r.ownSink.Close()
+	}
+}
+
+// running reports whether instances may start, and returns Run's context.
+func (r *Runner) running() (context.Context, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.runCtx, r.state == 1
+}
+
+func (r *Runner) maintain() {
+	r.mu.Lock()
+	apps := make([]*app, 0, len(r.apps))
+	for _, a := range r.apps {
+		apps = append(apps, a)
+	}
+	r.mu.Unlock()
+	now := time.Now()
+	for _, a := range apps {
+		a.maintain(now)
+	}
+}
+
+func (r *Runner) backoff(failures int) time.Duration {
+	d := 100 * time.Millisecond
+	for i := 1; i < failures && d < r.cfg.MaxStartBackoff; i++ {
+		d *= 2
+	}
+	if d > r.cfg.MaxStartBackoff {
+		d = r.cfg.MaxStartBackoff
+	}
+	return d
+}

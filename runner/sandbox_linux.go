@@ -1,0 +1,270 @@
+package runner
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// initCalled is set by Init when it returns, i.e. when this process is not
+// a sandbox init helper. New uses it to catch a main that forgot Init.
+var initCalled atomic.Bool
+
+func markInit() { initCalled.Store(true) }
+
+// detectIsolation works out which isolation features this process can use.
+func (r *Runner) detectIsolation() error {
+	iso := r.cfg.Isolation
+	st := IsolationStatus{}
+	miss := func(f string, args ...any) { st.Missing = append(st.Missing, fmt.Sprintf(f, args...)) }
+	if iso.Off {
+		miss("all isolation: switched off by Config.Isolation.Off")
+		r.iso = st
+		return nil
+	}
+	root := os.Geteuid() == 0
+	switch {
+	case iso.NoUser:
+		miss("user: switched off by Config")
+	case !root:
+		miss("user: the runner is not root (euid %d), so apps run as its user", os.Geteuid())
+	default:
+		st.User = true
+	}
+	switch {
+	case iso.NoNamespaces:
+		miss("namespaces: switched off by Config")
+	case !root:
+		miss("namespaces: the runner is not root (euid %d)", os.Geteuid())
+	default:
+		st.Namespaces = true
+		for _, ns := range []string{"mnt", "pid", "uts", "ipc"} {
+			if _, err := os.Stat("/proc/self/ns/" + ns); err != nil {
+				st.Namespaces = false
+				miss("namespaces: the kernel has no %s namespace (%v)", ns, err)
+			}
+		}
+	}
+	switch {
+	case iso.NoSandboxRoot:
+		miss("sandbox root: switched off by Config")
+	case !st.Namespaces:
+		miss("sandbox root: needs the mount namespace")
+	default:
+		st.SandboxRoot = true
+	}
+	switch {
+	case iso.NoCgroup:
+		miss("cgroup: switched off by Config")
+	case !root:
+		miss("cgroup: the runner is not root (euid %d)", os.Geteuid())
+	default:
+		m, err := detectCgroups(r.cfg.CgroupRoot)
+		if err == nil {
+			err = m.setup()
+		}
+		if err != nil {
+			miss("cgroup: %v", err)
+			break
+		}
+		st.Cgroup, st.CgroupVersion = true, m.version
+		for _, c := range m.missing {
+			miss("cgroup: %s is not available", c)
+		}
+		r.cg = m
+	}
+	if iso.NoRlimits {
+		miss("rlimits: switched off by Config")
+	} else {
+		st.Rlimits = true
+	}
+	r.iso = st
+	if st.User || st.Namespaces || st.Cgroup || st.Rlimits {
+		p := r.cfg.InitPath
+		if p == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return fmt.Errorf("runner: find own executable for the init helper: %w", err)
+			}
+			p = exe
+			if !initCalled.Load() {
+				return fmt.Errorf("runner: isolation needs the init helper, but this program did not call runner.Init() first in main (or TestMain); call it, set Config.InitPath, or set Config.Isolation.Off")
+			}
+		}
+		if _, err := os.Stat(p); err != nil {
+			return fmt.Errorf("runner: init helper %s: %w", p, err)
+		}
+		r.initPath = p
+	}
+	return nil
+}
+
+// launch is what buildCmd needs to start a program in an app's sandbox.
+type launch struct {
+	spec       Spec
+	uid, gid   int
+	dataDir    string
+	sockDir    string // "" for one-off commands
+	cg         *cgroup
+	argv       []string
+	env        []string
+	reaperPgid bool // an instance: own process group; a command: none (a pty's session)
+}
+
+// hostPath maps a sandbox path to the host when there is no sandbox root.
+func hostPath(p string, l *launch) string {
+	for _, m := range []struct{ in, host string }{
+		{sandboxApp, l.spec.Image}, {sandboxData, l.dataDir}, {sandboxSock, l.sockDir},
+	} {
+		if m.host == "" {
+			continue
+		}
+		if p == m.in {
+			return m.host
+		}
+		if rest, ok := strings.CutPrefix(p, m.in+"/"); ok {
+			return filepath.Join(m.host, rest)
+		}
+	}
+	return p
+}
+
+// buildCmd returns the command that runs l.argv in the app's sandbox: the
+// init helper with the sandbox's description, or, with isolation off, the
+// program itself.
+func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) {
+	workDir := l.spec.WorkDir
+	if workDir == "" {
+		workDir = sandboxApp
+	}
+	argv := append([]string(nil), l.argv...)
+	env := append([]string(nil), l.env...)
+	if !r.iso.SandboxRoot {
+		workDir = hostPath(workDir, &l)
+		if strings.HasPrefix(argv[0], "/") {
+			argv[0] = hostPath(argv[0], &l)
+		}
+		env = append(env, "HOME="+l.dataDir, "PAASKIT_DATA="+l.dataDir)
+	} else {
+		env = append(env, "HOME="+sandboxData, "PAASKIT_DATA="+sandboxData)
+	}
+	sys := &syscall.SysProcAttr{Setpgid: l.reaperPgid, Pdeathsig: syscall.SIGKILL}
+	if r.cfg.Isolation.Off || r.initPath == "" {
+		path, err := lookPath(argv[0], env)
+		if err != nil {
+			return nil, err
+		}
+		cmd := &exec.Cmd{Path: path, Args: argv, Env: env, Dir: workDir, SysProcAttr: sys}
+		return cmd, nil
+	}
+	ic := initConfig{
+		Argv:    argv,
+		Env:     env,
+		Dir:     workDir,
+		SetUser: r.iso.User,
+		UID:     l.uid,
+		GID:     l.gid,
+		User:    l.spec.Name,
+		Command: !l.reaperPgid,
+	}
+	if l.cg != nil {
+		ic.Cgroups = l.cg.procsFiles()
+	}
+	if r.iso.Rlimits {
+		lim := l.spec.Limits.withDefaults(r.cfg.DefaultLimits)
+		ic.Rlimits = []rlimit{
+			{Resource: unix.RLIMIT_NOFILE, Value: uint64(lim.OpenFiles)},
+			{Resource: unix.RLIMIT_CORE, Value: 0},
+		}
+		if r.iso.User {
+			// RLIMIT_NPROC counts the UID's tasks; it only means something
+			// when the app has a UID of its own.
+			ic.Rlimits = append(ic.Rlimits, rlimit{Resource: unix.RLIMIT_NPROC, Value: uint64(lim.Processes)})
+		}
+	}
+	if r.iso.Namespaces {
+		sys.Cloneflags = syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC
+		ic.Reaper = true
+		ic.Hostname = l.spec.Name
+	}
+	if r.iso.SandboxRoot {
+		ic.Root = filepath.Join(r.cfg.StateDir, "sandbox")
+		ic.SystemDirs = r.cfg.SystemDirs
+		ic.EtcFiles = r.cfg.EtcFiles
+		ic.TmpSize = r.cfg.TmpSize
+		ic.Proc = true
+		ic.Mounts = []sandboxMount{
+			{Host: l.spec.Image, Path: sandboxApp},
+			{Host: l.dataDir, Path: sandboxData, Writable: true},
+		}
+		if l.sockDir != "" {
+			ic.Mounts = append(ic.Mounts, sandboxMount{Host: l.sockDir, Path: sandboxSock, Writable: true})
+		}
+	}
+	raw, err := json.Marshal(ic)
+	if err != nil {
+		return nil, fmt.Errorf("encode sandbox config: %w", err)
+	}
+	cmd := &exec.Cmd{
+		Path:        r.initPath,
+		Args:        []string{initArgv0},
+		Env:         []string{initEnv + "=" + string(raw)},
+		Dir:         "/",
+		SysProcAttr: sys,
+	}
+	return cmd, nil
+}
+
+// Command returns an *exec.Cmd that runs argv in app's sandbox, as a
+// one-off command (a management command, a shell): the same image, data
+// directory, user, limits and namespaces as the app's instances, in a
+// cgroup shared by the app's commands. It has no socket. The caller sets
+// Stdin, Stdout and Stderr (or hands it to pty, which makes it a session
+// leader: the Cmd leaves Setsid and Setpgid unset for that) and runs it.
+// A caller that wants the app kept alive meanwhile holds Attach.
+func (r *Runner) Command(name string, argv []string) (*exec.Cmd, error) {
+	if len(argv) == 0 || argv[0] == "" {
+		return nil, fmt.Errorf("runner: command for app %q: empty argv", name)
+	}
+	a, err := r.app(name)
+	if err != nil {
+		return nil, err
+	}
+	s := a.currentSpec()
+	uid, gid, err := r.appUser(a)
+	if err != nil {
+		return nil, err
+	}
+	dataDir, err := r.dataDir(s, uid, gid)
+	if err != nil {
+		return nil, err
+	}
+	var cg *cgroup
+	if r.cg != nil {
+		if v, ok := r.cmdCg.Load(name); ok {
+			cg = v.(*cgroup)
+		} else {
+			cg, err = r.cg.create(name+"-cmd", s.Limits.withDefaults(r.cfg.DefaultLimits))
+			if err != nil {
+				return nil, err
+			}
+			if v, loaded := r.cmdCg.LoadOrStore(name, cg); loaded {
+				cg = v.(*cgroup)
+			}
+		}
+	}
+	env := baseEnv(s, name, 0)
+	cmd, err := r.buildCmd(launch{spec: s, uid: uid, gid: gid, dataDir: dataDir, cg: cg, argv: argv, env: env})
+	if err != nil {
+		return nil, fmt.Errorf("runner: command for app %q: %w", name, err)
+	}
+	cmd.SysProcAttr.Pdeathsig = 0
+	return cmd, nil
+}
