@@ -1,0 +1,7 @@
+//go:build !unix
+
+package upload
+
+// syscallNoFollow is 0 where O_NOFOLLOW does not exist; O_EXCL still refuses
+// an existing name.
+const syscallNoFollow = 0

@@ -1,0 +1,9 @@
+//go:build unix
+
+package upload
+
+import "syscall"
+
+// syscallNoFollow makes creating an extracted file refuse a symbolic link
+// in its place.
+const syscallNoFollow = syscall.O_NOFOLLOW
