@@ -1,0 +1,128 @@
+package balancer
+
+import (
+	"bufio"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// backend is the proxy's state for one node (id and address): its idle
+// keep-alive connections, in-flight count and health. It outlives table
+// reloads as long as the node keeps its id and address.
+type backend struct {
+	id, addr string
+
+	mu     sync.Mutex
+	idle   []*bconn // LIFO
+	closed bool
+
+	inflight  atomic.Int64
+	failSince atomic.Int64 // unix nanos of the first failure in a row; 0 = healthy
+	ejected   atomic.Bool
+}
+
+// bconn is one connection to a backend, with its buffers and a reusable
+// response head.
+type bconn struct {
+	c      net.Conn
+	r      *connReader
+	w      *bufio.Writer
+	be     *backend
+	reused bool
+	resp   head
+}
+
+// get returns an idle connection or dials a new one.
+func (b *backend) get(dialTimeout time.Duration, maxHead int, fresh bool) (*bconn, error) {
+	if !fresh {
+		b.mu.Lock()
+		if n := len(b.idle); n > 0 {
+			bc := b.idle[n-1]
+			b.idle[n-1] = nil
+			b.idle = b.idle[:n-1]
+			b.mu.Unlock()
+			bc.reused = true
+			return bc, nil
+		}
+		b.mu.Unlock()
+	}
+	c, err := net.DialTimeout("tcp", b.addr, dialTimeout)
+	if err != nil {
+		return nil, err
+	}
+	return &bconn{
+		c:  c,
+		r:  newConnReader(c, maxHead),
+		w:  bufio.NewWriterSize(c, 4096),
+		be: b,
+	}, nil
+}
+
+// put returns a connection for reuse, or closes it when the pool is full
+// or the backend is gone from the table.
+func (b *backend) put(bc *bconn, maxIdle int) {
+	b.mu.Lock()
+	if b.closed || len(b.idle) >= maxIdle {
+		b.mu.Unlock()
+		_ = bc.c.Close()
+		return
+	}
+	b.idle = append(b.idle, bc)
+	b.mu.Unlock()
+}
+
+// flushIdle closes every idle connection (after one was found stale: the
+// backend probably restarted and they all are).
+func (b *backend) flushIdle() {
+	b.mu.Lock()
+	idle := b.idle
+	b.idle = nil
+	b.mu.Unlock()
+	for _, bc := range idle {
+		_ = bc.c.Close()
+	}
+}
+
+// close marks the backend removed and closes its idle connections;
+// connections in use are closed when they are returned.
+func (b *backend) close() {
+	b.mu.Lock()
+	b.closed = true
+	idle := b.idle
+	b.idle = nil
+	b.mu.Unlock()
+	for _, bc := range idle {
+		_ = bc.c.Close()
+	}
+}
+
+// markFail records a failed connection attempt; the backend is ejected
+// once it has been failing for longer than grace. It reports whether this
+// call ejected it.
+func (b *backend) markFail(now time.Time, grace time.Duration) bool {
+	t := now.UnixNano()
+	if b.failSince.CompareAndSwap(0, t) {
+		if grace > 0 {
+			return false
+		}
+	}
+	since := b.failSince.Load()
+	if since != 0 && t-since >= int64(grace) && !b.ejected.Load() {
+		return b.ejected.CompareAndSwap(false, true)
+	}
+	return false
+}
+
+// markOK records an answer from the backend. It reports whether the
+// backend was ejected before.
+func (b *backend) markOK() bool {
+	if b.failSince.Load() != 0 {
+		b.failSince.Store(0)
+	}
+	if b.ejected.Load() {
+		return b.ejected.CompareAndSwap(true, false)
+	}
+	return false
+}

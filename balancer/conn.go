@@ -1,0 +1,709 @@
+package balancer
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// clientConn is one client connection, served by one goroutine.
+type clientConn struct {
+	p      *Proxy
+	c      net.Conn
+	r      *connReader
+	w      *bufio.Writer
+	req    head
+	host   []byte // normalized host of the current request
+	ip     string
+	proto  string
+	idle   atomic.Bool
+	closed atomic.Bool
+	tun    atomic.Pointer[net.Conn] // the node side of an open tunnel
+}
+
+var clientWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
+
+func (p *Proxy) newClientConn(c net.Conn, tlsOn bool) *clientConn {
+	cc := &clientConn{p: p, c: c, proto: "http"}
+	if tlsOn {
+		cc.proto = "https"
+	}
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		cc.ip = ta.IP.String()
+	} else if h, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
+		cc.ip = h
+	}
+	return cc
+}
+
+func (cc *clientConn) forceClose() {
+	if cc.closed.CompareAndSwap(false, true) {
+		_ = cc.c.Close()
+		if t := cc.tun.Load(); t != nil {
+			_ = (*t).Close()
+		}
+	}
+}
+
+// serve is the client connection's goroutine: read a request, forward it,
+// repeat while the connection stays keep-alive.
+func (cc *clientConn) serve() {
+	p := cc.p
+	defer p.forget(cc)
+	defer cc.forceClose()
+	cc.r = newConnReader(cc.c, p.cfg.MaxHeaderBytes)
+	cc.r.deadline = p.cfg.IdleTimeout
+	cc.w = clientWriterPool.Get().(*bufio.Writer)
+	cc.w.Reset(cc.c)
+	defer func() {
+		cc.w.Reset(nil)
+		clientWriterPool.Put(cc.w)
+	}()
+	cc.host = make([]byte, 0, 64)
+	headerStart := func() {
+		_ = cc.c.SetReadDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))
+	}
+	for {
+		cc.idle.Store(true)
+		if p.draining.Load() {
+			return
+		}
+		if cc.r.buffered() == 0 {
+			_ = cc.c.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
+		} else {
+			headerStart()
+		}
+		raw, err := cc.r.readHead(headerStart)
+		cc.idle.Store(false)
+		if err != nil {
+			switch {
+			case errors.Is(err, errHeadTooLarge):
+				cc.simple(431, "Request Header Fields Too Large", "request head larger than the limit\n", nil)
+			case cc.r.buffered() > 0 && errors.Is(err, os.ErrDeadlineExceeded):
+				cc.simple(408, "Request Timeout", "request head not received in time\n", nil)
+			}
+			return
+		}
+		if err := parseRequestHead(raw, &cc.req, p.cfg.MaxHeaderFields, ""); err != nil {
+			if errors.Is(err, errTooManyFields) {
+				cc.simple(431, "Request Header Fields Too Large", "too many header fields\n", nil)
+			} else {
+				cc.simple(400, "Bad Request", "malformed request: "+sanitize(err.Error())+"\n", nil)
+			}
+			return
+		}
+		if !cc.handle() {
+			return
+		}
+	}
+}
+
+// sanitize keeps an error message printable for a plain-text answer.
+func sanitize(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < ' ' || c >= 0x7f {
+			b[i] = '?'
+		}
+	}
+	if len(b) > 200 {
+		b = b[:200]
+	}
+	return string(b)
+}
+
+// simple writes a complete plain-text answer and asks for the connection
+// to be closed.
+func (cc *clientConn) simple(status int, reason, body string, extra []string) {
+	w := cc.w
+	_, _ = w.WriteString("HTTP/1.1 ")
+	writeInt(w, int64(status))
+	_ = w.WriteByte(' ')
+	_, _ = w.WriteString(reason)
+	_, _ = w.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\nContent-Length: ")
+	writeInt(w, int64(len(body)))
+	_, _ = w.WriteString("\r\n")
+	for _, e := range extra {
+		_, _ = w.WriteString(e)
+		_, _ = w.WriteString("\r\n")
+	}
+	_, _ = w.WriteString("\r\n")
+	if !(cc.req.method != nil && string(cc.req.method) == "HEAD") {
+		_, _ = w.WriteString(body)
+	}
+	_ = w.Flush()
+}
+
+// outcome of one exchange with a node.
+type outcome int
+
+const (
+	exDone      outcome = iota // response forwarded; client may continue
+	exClose                    // response forwarded or answered; close the client
+	exStale                    // reused connection died before any response byte; retry fresh
+	exNodeFail                 // could not reach the node, nothing sent; try the next node
+	exMiss                     // node answered a miss (already drained)
+)
+
+func idempotent(m []byte) bool {
+	switch string(m) {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
+// handle routes and forwards one parsed request. It reports whether the
+// client connection can carry another request.
+func (cc *clientConn) handle() bool {
+	p := cc.p
+	req := &cc.req
+	var ok bool
+	if req.host == nil {
+		cc.host = cc.host[:0]
+		ok = true
+	} else {
+		cc.host, ok = normalizeHost(cc.host[:0], req.host)
+	}
+	if !ok {
+		cc.simple(400, "Bad Request", "invalid Host header\n", nil)
+		return false
+	}
+	keepAlive := !req.connClose && (req.minor == 1 || req.connKeepAlive)
+	hasBody := req.chunked || req.contentLength > 0
+	if p.cfg.MaxBodyBytes > 0 && req.contentLength > p.cfg.MaxBodyBytes {
+		cc.simple(413, "Content Too Large", "request body larger than "+strconv.FormatInt(p.cfg.MaxBodyBytes, 10)+" bytes\n", nil)
+		return false
+	}
+	b := p.cur.Load()
+	var pl *pool
+	if len(cc.host) > 0 {
+		pl = b.t.lookup(cc.host)
+	} else {
+		pl = b.t.def
+	}
+	if pl == nil {
+		cc.simple(404, "Not Found", "unknown host: "+string(cc.host)+"\n", nil)
+		return false
+	}
+	h := hostHash(cc.host)
+	replayable := !hasBody && idempotent(req.method)
+	var tried [8]int32
+	ntried := 0
+	missed := false
+	staleRetries := 0
+	continueSent := false
+	for {
+		idx, be := cc.pick(b, pl, h, tried[:ntried])
+		if be == nil {
+			cc.simple(503, "Service Unavailable", "no live node for "+string(cc.host)+"\n",
+				[]string{"Retry-After: " + strconv.Itoa(int((p.cfg.RetryAfter+time.Second-1)/time.Second))})
+			return false
+		}
+		bc, err := be.get(p.cfg.DialTimeout, p.cfg.MaxHeaderBytes, staleRetries > 0)
+		if err != nil {
+			if p.markFail(be) {
+				p.log.Warn("balancer: node ejected", "node", be.id, "addr", be.addr, "err", err)
+			}
+			if ntried < len(tried) && !continueSent {
+				tried[ntried] = idx
+				ntried++
+				continue
+			}
+			cc.simple(502, "Bad Gateway", "cannot reach a node for "+string(cc.host)+"\n", nil)
+			return false
+		}
+		if req.expect100 && hasBody && !continueSent {
+			continueSent = true
+			_, _ = cc.w.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
+			if err := cc.w.Flush(); err != nil {
+				be.put(bc, p.cfg.MaxIdlePerNode)
+				return false
+			}
+		}
+		be.inflight.Add(1)
+		p.total.Add(1)
+		out := cc.exchange(bc, b.t.nodes[idx], keepAlive, replayable && !missed)
+		be.inflight.Add(-1)
+		p.total.Add(-1)
+		switch out {
+		case exDone:
+			return keepAlive
+		case exClose:
+			return false
+		case exStale:
+			be.flushIdle()
+			if staleRetries == 0 && replayable {
+				staleRetries++
+				continue
+			}
+			cc.simple(502, "Bad Gateway", "node closed the connection\n", nil)
+			return false
+		case exNodeFail:
+			if p.markFail(be) {
+				p.log.Warn("balancer: node ejected", "node", be.id, "addr", be.addr)
+			}
+			if replayable && ntried < len(tried) {
+				tried[ntried] = idx
+				ntried++
+				continue
+			}
+			cc.simple(502, "Bad Gateway", "node failed before answering\n", nil)
+			return false
+		case exMiss:
+			missed = true
+			ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.MissTimeout)
+			err := p.cfg.OnMiss(ctx, Miss{Host: string(cc.host), Node: b.t.nodes[idx]})
+			cancel()
+			if err != nil {
+				p.log.Warn("balancer: miss hook failed", "host", string(cc.host), "node", be.id, "err", err)
+				cc.simple(502, "Bad Gateway", "app not running for "+string(cc.host)+"\n", nil)
+				return false
+			}
+			// Route again: the hook may have changed the table.
+			b = p.cur.Load()
+			pl = b.t.lookup(cc.host)
+			if pl == nil {
+				cc.simple(404, "Not Found", "unknown host: "+string(cc.host)+"\n", nil)
+				return false
+			}
+			ntried = 0
+			staleRetries = 0
+			continue
+		}
+	}
+}
+
+// pick returns the first usable node in the host's order.
+func (cc *clientConn) pick(b *bound, pl *pool, h uint64, tried []int32) (int32, *backend) {
+	p := cc.p
+	n := len(pl.nodes)
+	capLoad := int64(math_MaxInt64)
+	if p.cfg.BoundedLoad > 0 {
+		mean := float64(p.total.Load()+1) / float64(len(b.be))
+		c := int64(p.cfg.BoundedLoad*mean + 0.999999)
+		capLoad = max(c, int64(p.cfg.BoundedLoadFloor))
+	}
+	var fallback *backend
+	fallbackIdx := int32(-1)
+	probes := min(4*n, 64)
+	if probes < 4 {
+		probes = 4
+	}
+	usable := func(idx int32) *backend {
+		for _, t := range tried {
+			if t == idx {
+				return nil
+			}
+		}
+		be := b.be[idx]
+		if be.ejected.Load() {
+			return nil
+		}
+		return be
+	}
+	for i := 0; i < probes; i++ {
+		idx := pl.at(h, i)
+		be := usable(idx)
+		if be == nil {
+			continue
+		}
+		if be.inflight.Load() < capLoad {
+			return idx, be
+		}
+		if fallback == nil {
+			fallback, fallbackIdx = be, idx
+		}
+	}
+	// Walk the whole pool from the host's position.
+	start := int(h % uint64(n))
+	for k := 0; k < n; k++ {
+		idx := pl.nodes[(start+k)%n]
+		be := usable(idx)
+		if be == nil {
+			continue
+		}
+		if be.inflight.Load() < capLoad {
+			return idx, be
+		}
+		if fallback == nil {
+			fallback, fallbackIdx = be, idx
+		}
+	}
+	return fallbackIdx, fallback
+}
+
+const math_MaxInt64 = 1<<63 - 1
+
+// writeRequestHead writes the forwarded request head to the node.
+func (cc *clientConn) writeRequestHead(w *bufio.Writer) {
+	req := &cc.req
+	_, _ = w.Write(req.method)
+	_ = w.WriteByte(' ')
+	_, _ = w.Write(req.target)
+	_, _ = w.WriteString(" HTTP/1.1\r\n")
+	if req.host == nil {
+		_, _ = w.WriteString("Host: ")
+		_, _ = w.Write(cc.host)
+		_, _ = w.WriteString("\r\n")
+	}
+	for i := range req.fields {
+		f := &req.fields[i]
+		if f.drop {
+			continue
+		}
+		_, _ = w.Write(f.name)
+		_, _ = w.WriteString(": ")
+		_, _ = w.Write(f.value)
+		_, _ = w.WriteString("\r\n")
+	}
+	_, _ = w.WriteString("X-Forwarded-For: ")
+	if req.xff != nil {
+		_, _ = w.Write(req.xff)
+		_, _ = w.WriteString(", ")
+	}
+	_, _ = w.WriteString(cc.ip)
+	_, _ = w.WriteString("\r\nX-Forwarded-Proto: ")
+	_, _ = w.WriteString(cc.proto)
+	if req.host != nil {
+		_, _ = w.WriteString("\r\nX-Forwarded-Host: ")
+		_, _ = w.Write(req.host)
+	}
+	_, _ = w.WriteString("\r\n")
+	if req.chunked {
+		_, _ = w.WriteString("Transfer-Encoding: chunked\r\n")
+	} else if req.contentLength >= 0 {
+		_, _ = w.WriteString("Content-Length: ")
+		writeInt(w, req.contentLength)
+		_, _ = w.WriteString("\r\n")
+	}
+	if req.connUpgrade {
+		_, _ = w.WriteString("Connection: Upgrade\r\nUpgrade: ")
+		_, _ = w.Write(req.upgrade)
+		_, _ = w.WriteString("\r\n")
+	}
+	_, _ = w.WriteString("\r\n")
+}
+
+// exchange sends the request to one node and forwards its response.
+func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) outcome {
+	p := cc.p
+	req := &cc.req
+	be := bc.be
+	closeBC := func() { _ = bc.c.Close() }
+	cc.writeRequestHead(bc.w)
+	hasBody := req.chunked || req.contentLength > 0
+	bodySent := false
+	if req.contentLength > 0 {
+		_, readErr, err := copyN(bc.w, cc.r, req.contentLength)
+		if err != nil {
+			closeBC()
+			if readErr {
+				return exClose // the client went away mid-body
+			}
+			cc.simple(502, "Bad Gateway", "node failed while receiving the request body\n", nil)
+			return exClose
+		}
+		bodySent = true
+	} else if req.chunked {
+		_, readErr, err := copyChunked(bc.w, cc.r, true, p.cfg.MaxBodyBytes)
+		if err != nil {
+			closeBC()
+			switch {
+			case errors.Is(err, errLimit):
+				cc.simple(413, "Content Too Large", "request body larger than "+strconv.FormatInt(p.cfg.MaxBodyBytes, 10)+" bytes\n", nil)
+			case errors.Is(err, ErrMalformed):
+				cc.simple(400, "Bad Request", "malformed chunked body\n", nil)
+			case !readErr:
+				cc.simple(502, "Bad Gateway", "node failed while receiving the request body\n", nil)
+			}
+			return exClose
+		}
+		bodySent = true
+	}
+	_ = bodySent
+	if err := bc.w.Flush(); err != nil {
+		closeBC()
+		if !hasBody {
+			if bc.reused {
+				return exStale
+			}
+			return exNodeFail
+		}
+		cc.simple(502, "Bad Gateway", "node failed while receiving the request\n", nil)
+		return exClose
+	}
+
+	upgrade := req.connUpgrade
+	resp := &bc.resp
+	for {
+		_ = bc.c.SetReadDeadline(time.Now().Add(p.cfg.ResponseHeaderTimeout))
+		raw, err := bc.r.readHead(nil)
+		if err != nil {
+			closeBC()
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				cc.simple(504, "Gateway Timeout", "node did not answer in time\n", nil)
+				return exClose
+			}
+			if bc.r.buffered() == 0 && !errors.Is(err, errHeadTooLarge) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				if bc.reused {
+					return exStale
+				}
+				return exNodeFail
+			}
+			cc.simple(502, "Bad Gateway", "node sent a broken response\n", nil)
+			return exClose
+		}
+		if err := parseResponseHead(raw, resp, p.cfg.MaxHeaderFields, p.cfg.MissHeader); err != nil {
+			closeBC()
+			p.log.Warn("balancer: malformed response from node", "node", node.ID, "err", err)
+			cc.simple(502, "Bad Gateway", "node sent a malformed response\n", nil)
+			return exClose
+		}
+		if resp.status >= 200 || resp.status == 101 {
+			break
+		}
+		if resp.status == 100 {
+			continue
+		}
+		// Other 1xx (103 Early Hints): pass on.
+		cc.writeResponseHead(resp, false, -2)
+		if err := cc.w.Flush(); err != nil {
+			closeBC()
+			return exClose
+		}
+	}
+	_ = bc.c.SetReadDeadline(time.Time{})
+	if be.markOK() {
+		p.log.Info("balancer: node is back", "node", be.id, "addr", be.addr)
+	}
+
+	if resp.status == 101 {
+		if !upgrade {
+			closeBC()
+			cc.simple(502, "Bad Gateway", "node switched protocols unasked\n", nil)
+			return exClose
+		}
+		cc.writeResponseHead(resp, false, -2)
+		cc.tunnel(bc)
+		return exClose
+	}
+
+	if mayMiss && resp.missMark && resp.status == 404 && p.cfg.OnMiss != nil {
+		if cc.drainResponse(bc) {
+			be.put(bc, p.cfg.MaxIdlePerNode)
+		} else {
+			closeBC()
+		}
+		return exMiss
+	}
+
+	noBody := string(req.method) == "HEAD" || resp.status == 204 || resp.status == 304
+	reuseBackend := !resp.connClose && (resp.minor == 1 || resp.connKeepAlive)
+	clientClose := !keepAlive
+	var length int64 = -1 // -1: chunked to client, -2: none, -3: until EOF
+	switch {
+	case noBody:
+		length = -2
+	case resp.chunked:
+		if req.minor == 0 {
+			length = -3
+			clientClose = true
+		} else {
+			length = -1
+		}
+	case resp.contentLength >= 0:
+		length = resp.contentLength
+	default:
+		length = -3
+		reuseBackend = false
+		clientClose = true
+	}
+	cc.writeResponseHeadFramed(resp, clientClose, length, noBody, keepAlive && req.minor == 0)
+
+	var readErr bool
+	var err error
+	switch {
+	case noBody:
+		err = nil
+	case resp.chunked:
+		_, readErr, err = copyChunked(cc.w, bc.r, req.minor == 1, 0)
+	case resp.contentLength >= 0:
+		_, readErr, err = copyN(cc.w, bc.r, resp.contentLength)
+	default:
+		readErr, err = copyUntilEOF(cc.w, bc.r)
+	}
+	if err == nil {
+		err = cc.w.Flush()
+		readErr = false
+	}
+	if err != nil {
+		closeBC()
+		if readErr {
+			p.log.Warn("balancer: node failed mid-response", "node", node.ID, "host", string(cc.host), "err", err)
+		}
+		return exClose
+	}
+	if reuseBackend {
+		be.put(bc, p.cfg.MaxIdlePerNode)
+	} else {
+		closeBC()
+	}
+	if clientClose {
+		return exClose
+	}
+	return exDone
+}
+
+// drainResponse reads and drops a small framed response body so the
+// connection can be reused. It reports whether it could.
+func (cc *clientConn) drainResponse(bc *bconn) bool {
+	resp := &bc.resp
+	if resp.connClose {
+		return false
+	}
+	discard := bufio.NewWriterSize(io.Discard, 512)
+	switch {
+	case resp.chunked:
+		_, _, err := copyChunked(discard, bc.r, false, 1<<20)
+		return err == nil
+	case resp.contentLength >= 0 && resp.contentLength <= 1<<20:
+		_, _, err := copyN(discard, bc.r, resp.contentLength)
+		return err == nil
+	case resp.contentLength < 0:
+		return false
+	}
+	return false
+}
+
+// writeResponseHead writes a 1xx or 101 head as received (minus hop-by-hop
+// fields; Upgrade is put back for 101).
+func (cc *clientConn) writeResponseHead(resp *head, _ bool, _ int64) {
+	w := cc.w
+	writeStatusLine(w, resp)
+	writeFields(w, resp.fields)
+	if resp.status == 101 {
+		_, _ = w.WriteString("Connection: Upgrade\r\n")
+		if resp.upgrade != nil {
+			_, _ = w.WriteString("Upgrade: ")
+			_, _ = w.Write(resp.upgrade)
+			_, _ = w.WriteString("\r\n")
+		}
+	}
+	_, _ = w.WriteString("\r\n")
+}
+
+func (cc *clientConn) writeResponseHeadFramed(resp *head, clientClose bool, length int64, noBody, keepAlive10 bool) {
+	w := cc.w
+	writeStatusLine(w, resp)
+	writeFields(w, resp.fields)
+	switch {
+	case noBody:
+		if resp.contentLength >= 0 {
+			_, _ = w.WriteString("Content-Length: ")
+			writeInt(w, resp.contentLength)
+			_, _ = w.WriteString("\r\n")
+		} else if resp.chunked {
+			_, _ = w.WriteString("Transfer-Encoding: chunked\r\n")
+		}
+	case length >= 0:
+		_, _ = w.WriteString("Content-Length: ")
+		writeInt(w, length)
+		_, _ = w.WriteString("\r\n")
+	case length == -1:
+		_, _ = w.WriteString("Transfer-Encoding: chunked\r\n")
+	}
+	if clientClose {
+		_, _ = w.WriteString("Connection: close\r\n")
+	} else if keepAlive10 {
+		_, _ = w.WriteString("Connection: keep-alive\r\n")
+	}
+	_, _ = w.WriteString("\r\n")
+}
+
+var statusPrefix = "HTTP/1.1 "
+
+func writeStatusLine(w *bufio.Writer, resp *head) {
+	_, _ = w.WriteString(statusPrefix)
+	writeInt(w, int64(resp.status))
+	_ = w.WriteByte(' ')
+	_, _ = w.Write(resp.reason)
+	_, _ = w.WriteString("\r\n")
+}
+
+func writeFields(w *bufio.Writer, fields []field) {
+	for i := range fields {
+		f := &fields[i]
+		if f.drop {
+			continue
+		}
+		_, _ = w.Write(f.name)
+		_, _ = w.WriteString(": ")
+		_, _ = w.Write(f.value)
+		_, _ = w.WriteString("\r\n")
+	}
+}
+
+// tunnel copies bytes both ways between the client and the node after a
+// 101 answer, until both directions end.
+func (cc *clientConn) tunnel(bc *bconn) {
+	defer func() { _ = bc.c.Close() }()
+	cc.tun.Store(&bc.c)
+	defer cc.tun.Store(nil)
+	if cc.closed.Load() {
+		return
+	}
+	if err := cc.w.Flush(); err != nil {
+		return
+	}
+	_ = cc.c.SetDeadline(time.Time{})
+	_ = bc.c.SetDeadline(time.Time{})
+	cc.r.deadline = 0
+	bc.r.deadline = 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// node -> client: buffered bytes first.
+		if n := bc.r.buffered(); n > 0 {
+			if _, err := cc.c.Write(bc.r.buf[bc.r.r:bc.r.w]); err != nil {
+				_ = bc.c.Close()
+				return
+			}
+			bc.r.r = bc.r.w
+		}
+		_, _ = io.Copy(cc.c, bc.c)
+		closeWrite(cc.c)
+	}()
+	if n := cc.r.buffered(); n > 0 {
+		if _, err := bc.c.Write(cc.r.buf[cc.r.r:cc.r.w]); err == nil {
+			cc.r.r = cc.r.w
+			_, _ = io.Copy(bc.c, cc.c)
+		}
+	} else {
+		_, _ = io.Copy(bc.c, cc.c)
+	}
+	closeWrite(bc.c)
+	select {
+	case <-done:
+	case <-time.After(cc.p.cfg.IdleTimeout):
+		_ = bc.c.Close()
+		cc.forceClose()
+		<-done
+	}
+}
+
+func closeWrite(c net.Conn) {
+	type cw interface{ CloseWrite() error }
+	if x, ok := c.(cw); ok {
+		_ = x.CloseWrite()
+		return
+	}
+	_ = c.Close()
+}

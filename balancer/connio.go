@@ -1,0 +1,375 @@
+package balancer
+
+import (
+	"bufio"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"time"
+)
+
+// errHeadTooLarge is returned when a head does not end within the limit
+// (answered with 431 for requests, 502 for responses).
+var errHeadTooLarge = errors.New("message head too large")
+
+// connReader is a small buffered reader over one connection that can hand
+// out a whole message head as one slice. The buffer starts small and grows
+// up to the head limit, so idle connections stay cheap.
+type connReader struct {
+	c        net.Conn
+	buf      []byte
+	r, w     int
+	max      int           // head size limit
+	deadline time.Duration // per-read deadline for body reads; 0 = none
+}
+
+const initialReadBuf = 4096
+
+func newConnReader(c net.Conn, max int) *connReader {
+	return &connReader{c: c, buf: make([]byte, initialReadBuf), max: max}
+}
+
+func (cr *connReader) buffered() int { return cr.w - cr.r }
+
+// fill reads more bytes from the connection into the buffer, compacting or
+// growing it as needed. limit caps how large the buffer may grow.
+func (cr *connReader) fill(limit int) error {
+	if cr.r > 0 && cr.w == len(cr.buf) || cr.r == cr.w {
+		n := copy(cr.buf, cr.buf[cr.r:cr.w])
+		cr.w = n
+		cr.r = 0
+	}
+	if cr.w == len(cr.buf) {
+		if len(cr.buf) >= limit {
+			return errHeadTooLarge
+		}
+		nb := make([]byte, min(2*len(cr.buf), limit))
+		copy(nb, cr.buf[cr.r:cr.w])
+		cr.w -= cr.r
+		cr.r = 0
+		cr.buf = nb
+	}
+	n, err := cr.c.Read(cr.buf[cr.w:])
+	cr.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// readHead returns the next message head, from its first byte through the
+// empty line, as a slice valid until the next call on cr. started is
+// called once when the head is not wholly in the buffer after its first
+// byte has arrived (to switch from the idle to the header deadline).
+func (cr *connReader) readHead(started func()) ([]byte, error) {
+	scan := cr.r
+	first := true
+	for {
+		// Scan complete lines from scan.
+		for {
+			i := indexLF(cr.buf[scan:cr.w])
+			if i < 0 {
+				break
+			}
+			lf := scan + i
+			if lf == cr.r || cr.buf[lf-1] != '\r' {
+				// Bare LF: hand what we have to the parser, which refuses it.
+				h := cr.buf[cr.r : lf+1]
+				cr.r = lf + 1
+				return h, nil
+			}
+			lineStart := lf - 1
+			if lineStart == cr.r {
+				// An empty first line.
+				h := cr.buf[cr.r : lf+1]
+				cr.r = lf + 1
+				return h, nil
+			}
+			if cr.buf[lineStart-1] == '\n' {
+				h := cr.buf[cr.r : lf+1]
+				cr.r = lf + 1
+				return h, nil
+			}
+			scan = lf + 1
+		}
+		if cr.w-cr.r >= cr.max {
+			return nil, errHeadTooLarge
+		}
+		if cr.w > cr.r && first && started != nil {
+			first = false
+			started()
+		}
+		off := scan - cr.r
+		err := cr.fill(cr.max)
+		scan = cr.r + off
+		if err != nil {
+			if err == io.EOF && cr.w > cr.r {
+				return nil, io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+}
+
+func indexLF(b []byte) int {
+	for i, c := range b {
+		if c == '\n' {
+			return i
+		}
+	}
+	return -1
+}
+
+// readLine returns the next CRLF-terminated line (without CRLF), at most
+// max bytes long. Used for chunk-size and trailer lines.
+func (cr *connReader) readLine(max int) ([]byte, error) {
+	scan := cr.r
+	for {
+		if i := indexLF(cr.buf[scan:cr.w]); i >= 0 {
+			lf := scan + i
+			if lf == cr.r || cr.buf[lf-1] != '\r' {
+				return nil, malformed("line ends in a bare LF")
+			}
+			line := cr.buf[cr.r : lf-1]
+			cr.r = lf + 1
+			for _, c := range line {
+				if c == '\r' {
+					return nil, malformed("bare CR in line")
+				}
+			}
+			return line, nil
+		}
+		if cr.w-cr.r >= max {
+			return nil, malformed("line longer than %d bytes", max)
+		}
+		off := scan - cr.r
+		cr.setBodyDeadline()
+		if err := cr.fill(max + 2); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+		scan = cr.r + off
+	}
+}
+
+func (cr *connReader) setBodyDeadline() {
+	if cr.deadline > 0 {
+		_ = cr.c.SetReadDeadline(time.Now().Add(cr.deadline))
+	}
+}
+
+// Read reads body bytes: buffered ones first, then from the connection.
+func (cr *connReader) Read(p []byte) (int, error) {
+	if cr.r < cr.w {
+		n := copy(p, cr.buf[cr.r:cr.w])
+		cr.r += n
+		return n, nil
+	}
+	cr.setBodyDeadline()
+	return cr.c.Read(p)
+}
+
+// copyBuf is the pool of body copy buffers.
+var copyBufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// errLimit is returned by copyBody when a body exceeds its limit.
+var errLimit = errors.New("body exceeds the size limit")
+
+// copyN copies exactly n body bytes from src to dst, flushing dst whenever
+// src has nothing buffered (so streamed bodies are not held back).
+// readErr reports whether a failure was on the read side.
+func copyN(dst *bufio.Writer, src *connReader, n int64) (written int64, readErr bool, err error) {
+	if n == 0 {
+		return 0, false, nil
+	}
+	// Fast path: the whole body is buffered already.
+	if int64(src.buffered()) >= n {
+		_, err = dst.Write(src.buf[src.r : src.r+int(n)])
+		src.r += int(n)
+		return n, false, err
+	}
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	for written < n {
+		want := int64(len(buf))
+		if rem := n - written; rem < want {
+			want = rem
+		}
+		m, rerr := src.Read(buf[:want])
+		if m > 0 {
+			if _, werr := dst.Write(buf[:m]); werr != nil {
+				return written, false, werr
+			}
+			written += int64(m)
+			if src.buffered() == 0 && written < n {
+				if werr := dst.Flush(); werr != nil {
+					return written, false, werr
+				}
+			}
+		}
+		if rerr != nil {
+			if written == n {
+				break
+			}
+			if rerr == io.EOF {
+				rerr = io.ErrUnexpectedEOF
+			}
+			return written, true, rerr
+		}
+	}
+	return written, false, nil
+}
+
+// copyUntilEOF copies src to dst until src ends (a response body framed by
+// the connection's close).
+func copyUntilEOF(dst *bufio.Writer, src *connReader) (readErr bool, err error) {
+	bp := copyBufPool.Get().(*[]byte)
+	defer copyBufPool.Put(bp)
+	buf := *bp
+	for {
+		m, rerr := src.Read(buf)
+		if m > 0 {
+			if _, werr := dst.Write(buf[:m]); werr != nil {
+				return false, werr
+			}
+			if src.buffered() == 0 {
+				if werr := dst.Flush(); werr != nil {
+					return false, werr
+				}
+			}
+		}
+		if rerr == io.EOF {
+			return false, nil
+		}
+		if rerr != nil {
+			return true, rerr
+		}
+	}
+}
+
+// maxChunkLine bounds a chunk-size or trailer line.
+const maxChunkLine = 4096
+
+// copyChunked decodes a chunked body from src and writes it to dst, either
+// re-chunked (rechunk) or as plain bytes. limit (>0) bounds the decoded
+// size. Trailer fields are forwarded when re-chunking, bounded by maxTrailers.
+func copyChunked(dst *bufio.Writer, src *connReader, rechunk bool, limit int64) (total int64, readErr bool, err error) {
+	trailers := 0
+	for {
+		line, err := src.readLine(maxChunkLine)
+		if err != nil {
+			return total, true, err
+		}
+		size, err := parseChunkSize(line)
+		if err != nil {
+			return total, true, err
+		}
+		if limit > 0 && total+size > limit {
+			return total, true, errLimit
+		}
+		if size == 0 {
+			if rechunk {
+				_, _ = dst.WriteString("0\r\n")
+			}
+			// Trailer section.
+			for {
+				tl, err := src.readLine(maxChunkLine)
+				if err != nil {
+					return total, true, err
+				}
+				if len(tl) == 0 {
+					break
+				}
+				trailers++
+				if trailers > 64 {
+					return total, true, malformed("too many trailer fields")
+				}
+				if tl[0] == ' ' || tl[0] == '\t' {
+					return total, true, malformed("obs-fold in trailer")
+				}
+				colon := indexByte(tl, ':')
+				if colon <= 0 || !isToken(tl[:colon]) {
+					return total, true, malformed("trailer field %q", tl)
+				}
+				if rechunk {
+					_, _ = dst.Write(tl)
+					_, _ = dst.WriteString("\r\n")
+				}
+			}
+			if rechunk {
+				_, err = dst.WriteString("\r\n")
+			}
+			return total, false, err
+		}
+		if rechunk {
+			writeHex(dst, size)
+			_, _ = dst.WriteString("\r\n")
+		}
+		n, rerr, err := copyN(dst, src, size)
+		total += n
+		if err != nil {
+			return total, rerr, err
+		}
+		crlf, err := src.readLine(2)
+		if err != nil {
+			return total, true, err
+		}
+		if len(crlf) != 0 {
+			return total, true, malformed("chunk data not followed by CRLF")
+		}
+		if rechunk {
+			_, _ = dst.WriteString("\r\n")
+		}
+		if src.buffered() == 0 {
+			if err := dst.Flush(); err != nil {
+				return total, false, err
+			}
+		}
+	}
+}
+
+func indexByte(b []byte, c byte) int {
+	for i, x := range b {
+		if x == c {
+			return i
+		}
+	}
+	return -1
+}
+
+func writeHex(w *bufio.Writer, n int64) {
+	var tmp [16]byte
+	i := len(tmp)
+	if n == 0 {
+		i--
+		tmp[i] = '0'
+	}
+	for n > 0 {
+		i--
+		tmp[i] = "0123456789abcdef"[n&15]
+		n >>= 4
+	}
+	_, _ = w.Write(tmp[i:])
+}
+
+func writeInt(w *bufio.Writer, n int64) {
+	var tmp [20]byte
+	i := len(tmp)
+	if n == 0 {
+		i--
+		tmp[i] = '0'
+	}
+	for n > 0 {
+		i--
+		tmp[i] = byte('0' + n%10)
+		n /= 10
+	}
+	_, _ = w.Write(tmp[i:])
+}

@@ -1,0 +1,541 @@
+package balancer
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Miss describes a miss: the picked node answered that it does not run
+// the app for the host (status 404 with the miss header set to "1").
+type Miss struct {
+	Host string // the normalized host
+	Node Node   // the node that answered
+}
+
+// Config configures a Proxy. Zero values mean the documented defaults.
+type Config struct {
+	// Addr is the TCP address Run listens on when Listener is nil.
+	// Default ":8080".
+	Addr string
+	// Listener, if set, is used by Run instead of listening on Addr. Run
+	// closes it when it returns.
+	Listener net.Listener
+	// Table is the initial routing table; nil means an empty table (every
+	// host is unknown) until SetTable is called.
+	Table *Table
+
+	// TLSCertDir, if set, makes the proxy terminate TLS, picking a
+	// certificate by SNI from the pairs in this directory (see CertStore).
+	// The directory is re-read every CertReloadInterval (default 30s) and
+	// on ReloadCerts.
+	TLSCertDir         string
+	CertReloadInterval time.Duration
+
+	// ReadHeaderTimeout bounds the time from a request's first byte to the
+	// end of its head (slow clients are cut off). Default 10s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout bounds the wait for the next request on a keep-alive
+	// connection, and each read of a request body. Default 90s.
+	IdleTimeout time.Duration
+	// DialTimeout bounds connecting to a node. Default 3s.
+	DialTimeout time.Duration
+	// ResponseHeaderTimeout bounds the wait for a node's response head
+	// after the request was sent; past it the client gets 504. Default 60s.
+	ResponseHeaderTimeout time.Duration
+	// ShutdownTimeout bounds how long Run lets requests in flight finish
+	// after its context is cancelled. Default 10s.
+	ShutdownTimeout time.Duration
+
+	// MaxHeaderBytes bounds a request or response head. Default 32 KiB.
+	MaxHeaderBytes int
+	// MaxHeaderFields bounds the number of header fields. Default 100.
+	MaxHeaderFields int
+	// MaxBodyBytes, if positive, bounds a request body (413 beyond it).
+	MaxBodyBytes int64
+	// MaxIdlePerNode bounds the idle keep-alive connections kept per node.
+	// Default 256.
+	MaxIdlePerNode int
+
+	// EjectAfter is the grace period: a node whose connections keep
+	// failing for this long is ejected, and its hosts go to the next node
+	// in their order until it answers again. Default 3s.
+	EjectAfter time.Duration
+	// ProbeInterval is how often ejected nodes are probed (a TCP connect,
+	// or the health check when HealthCheckPath is set). Default 1s.
+	ProbeInterval time.Duration
+	// HealthCheckPath, if set, turns on the active health check: every
+	// ProbeInterval each node gets "GET HealthCheckPath"; a status below
+	// 500 within DialTimeout+ResponseHeaderTimeout counts as healthy.
+	HealthCheckPath string
+
+	// BoundedLoad, if above 1, turns on bounded-load hashing: a host goes
+	// to the next node in its order while its node has more requests in
+	// flight than BoundedLoad times the mean (and more than
+	// BoundedLoadFloor). 0 turns it off.
+	BoundedLoad float64
+	// BoundedLoadFloor is the least in-flight cap per node in bounded-load
+	// mode, so that a second concurrent request for a host does not spill
+	// to a node where its app is cold. Default 8.
+	BoundedLoadFloor int
+
+	// MissHeader is the response header with which a node says it does not
+	// run the app for the host (with status 404 and value "1"). Default
+	// "X-Paaskit-Miss".
+	MissHeader string
+	// OnMiss, if set, is called when a node answers with a miss; when it
+	// returns nil the request is sent once more (to the node the table
+	// then picks) if it has no body, and the second answer goes to the
+	// client whatever it is. It is called on the client connection's
+	// goroutine, with a context that ends after MissTimeout (default 30s)
+	// or when the proxy stops; it must not keep the Miss after returning.
+	// When nil, a miss is passed to the client as is.
+	OnMiss      func(ctx context.Context, m Miss) error
+	MissTimeout time.Duration
+
+	// RetryAfter is the Retry-After of a 503 when no node is live.
+	// Default 5s.
+	RetryAfter time.Duration
+
+	// Logger receives the proxy's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	def := func(d *time.Duration, v time.Duration, name string) error {
+		if *d < 0 {
+			return fmt.Errorf("balancer: %s %v is negative", name, *d)
+		}
+		if *d == 0 {
+			*d = v
+		}
+		return nil
+	}
+	for _, x := range []struct {
+		d    *time.Duration
+		v    time.Duration
+		name string
+	}{
+		{&c.CertReloadInterval, 30 * time.Second, "CertReloadInterval"},
+		{&c.ReadHeaderTimeout, 10 * time.Second, "ReadHeaderTimeout"},
+		{&c.IdleTimeout, 90 * time.Second, "IdleTimeout"},
+		{&c.DialTimeout, 3 * time.Second, "DialTimeout"},
+		{&c.ResponseHeaderTimeout, 60 * time.Second, "ResponseHeaderTimeout"},
+		{&c.ShutdownTimeout, 10 * time.Second, "ShutdownTimeout"},
+		{&c.EjectAfter, 3 * time.Second, "EjectAfter"},
+		{&c.ProbeInterval, time.Second, "ProbeInterval"},
+		{&c.MissTimeout, 30 * time.Second, "MissTimeout"},
+		{&c.RetryAfter, 5 * time.Second, "RetryAfter"},
+	} {
+		if err := def(x.d, x.v, x.name); err != nil {
+			return err
+		}
+	}
+	if c.Addr == "" {
+		c.Addr = ":8080"
+	}
+	if c.MaxHeaderBytes < 0 || c.MaxHeaderFields < 0 || c.MaxBodyBytes < 0 || c.MaxIdlePerNode < 0 || c.BoundedLoadFloor < 0 {
+		return fmt.Errorf("balancer: negative size limit in Config")
+	}
+	if c.MaxHeaderBytes == 0 {
+		c.MaxHeaderBytes = 32 << 10
+	}
+	if c.MaxHeaderBytes < 256 {
+		return fmt.Errorf("balancer: MaxHeaderBytes %d is below 256", c.MaxHeaderBytes)
+	}
+	if c.MaxHeaderFields == 0 {
+		c.MaxHeaderFields = 100
+	}
+	if c.MaxIdlePerNode == 0 {
+		c.MaxIdlePerNode = 256
+	}
+	if c.BoundedLoad != 0 && (c.BoundedLoad <= 1 || math.IsNaN(c.BoundedLoad) || math.IsInf(c.BoundedLoad, 0)) {
+		return fmt.Errorf("balancer: BoundedLoad %v must be 0 (off) or above 1", c.BoundedLoad)
+	}
+	if c.BoundedLoadFloor == 0 {
+		c.BoundedLoadFloor = 8
+	}
+	if c.MissHeader == "" {
+		c.MissHeader = "X-Paaskit-Miss"
+	}
+	if !isToken([]byte(c.MissHeader)) {
+		return fmt.Errorf("balancer: MissHeader %q is not a header name", c.MissHeader)
+	}
+	if c.HealthCheckPath != "" && c.HealthCheckPath[0] != '/' {
+		return fmt.Errorf("balancer: HealthCheckPath %q must start with /", c.HealthCheckPath)
+	}
+	return nil
+}
+
+// bound is a table with its nodes resolved to the proxy's backends.
+type bound struct {
+	t  *Table
+	be []*backend // by table node index
+}
+
+// Proxy is the balancer's HTTP/1.1 front: it accepts client connections,
+// routes each request by its Host through the table to a node, and
+// forwards it over a pooled keep-alive connection. It is also an
+// http.Handler (see ServeHTTP) for embedding behind net/http.
+type Proxy struct {
+	cfg   Config
+	log   *slog.Logger
+	certs *CertStore
+
+	cur atomic.Pointer[bound]
+
+	mu       sync.Mutex // guards backends and the swap in SetTable
+	backends map[string]*backend
+
+	total atomic.Int64 // requests in flight to all nodes
+
+	connMu   sync.Mutex
+	conns    map[*clientConn]struct{}
+	draining atomic.Bool
+	connWG   sync.WaitGroup
+
+	// baseCtx is cancelled when Run stops; stored because connection
+	// goroutines hand it to OnMiss and it has no other owner.
+	baseCtx    context.Context
+	baseCancel context.CancelFunc
+
+	addrMu sync.Mutex
+	addr   net.Addr
+	ready  chan struct{}
+
+	handler handlerState
+}
+
+// New validates cfg and returns a proxy; Run starts serving.
+func New(cfg Config) (*Proxy, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	p := &Proxy{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		backends: make(map[string]*backend),
+		conns:    make(map[*clientConn]struct{}),
+		ready:    make(chan struct{}),
+	}
+	if p.log == nil {
+		p.log = slog.Default()
+	}
+	p.baseCtx, p.baseCancel = context.WithCancel(context.Background())
+	if cfg.TLSCertDir != "" {
+		cs, err := NewCertStore(cfg.TLSCertDir, p.log)
+		if err != nil {
+			return nil, err
+		}
+		p.certs = cs
+	}
+	t := cfg.Table
+	if t == nil {
+		var err error
+		if t, err = NewTable(TableConfig{}); err != nil {
+			return nil, err
+		}
+	}
+	p.SetTable(t)
+	return p, nil
+}
+
+// SetTable swaps the routing table atomically. Requests already routed
+// finish on the old table; nodes that left the table have their idle
+// connections closed. Nodes that stay (same id and address) keep their
+// connections and health.
+func (p *Proxy) SetTable(t *Table) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := &bound{t: t, be: make([]*backend, len(t.nodes))}
+	keep := make(map[string]*backend, len(t.nodes))
+	for i, n := range t.nodes {
+		key := n.ID + "\x00" + n.Addr
+		be := p.backends[key]
+		if be == nil {
+			be = &backend{id: n.ID, addr: n.Addr}
+		}
+		keep[key] = be
+		b.be[i] = be
+	}
+	p.cur.Store(b)
+	for key, be := range p.backends {
+		if keep[key] == nil {
+			be.close()
+		}
+	}
+	p.backends = keep
+}
+
+// Table returns the current routing table.
+func (p *Proxy) Table() *Table { return p.cur.Load().t }
+
+// Addr returns the address the proxy listens on, once Ready is closed.
+func (p *Proxy) Addr() net.Addr {
+	p.addrMu.Lock()
+	defer p.addrMu.Unlock()
+	return p.addr
+}
+
+// Ready is closed once Run is accepting connections.
+func (p *Proxy) Ready() <-chan struct{} { return p.ready }
+
+// ReloadCerts re-reads the TLS certificate directory now. It is a no-op
+// without TLSCertDir.
+func (p *Proxy) ReloadCerts() error {
+	if p.certs == nil {
+		return nil
+	}
+	return p.certs.Reload()
+}
+
+// NodeStatus is one node's state as the proxy sees it.
+type NodeStatus struct {
+	ID       string `json:"id"`
+	Addr     string `json:"addr"`
+	Ejected  bool   `json:"ejected"`
+	Failing  bool   `json:"failing"`
+	InFlight int64  `json:"in_flight"`
+	Idle     int    `json:"idle_conns"`
+}
+
+// Nodes returns the state of the current table's nodes, sorted by id.
+func (p *Proxy) Nodes() []NodeStatus {
+	b := p.cur.Load()
+	out := make([]NodeStatus, 0, len(b.be))
+	for i, be := range b.be {
+		be.mu.Lock()
+		idle := len(be.idle)
+		be.mu.Unlock()
+		out = append(out, NodeStatus{
+			ID: b.t.nodes[i].ID, Addr: be.addr, Ejected: be.ejected.Load(),
+			Failing: be.failSince.Load() != 0, InFlight: be.inflight.Load(), Idle: idle,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// Run listens (or uses Config.Listener) and serves until ctx is done, then
+// stops accepting, lets requests in flight finish for up to
+// ShutdownTimeout, closes every connection, and returns once all the
+// goroutines it started have ended. A Proxy runs once.
+func (p *Proxy) Run(ctx context.Context) error {
+	ln := p.cfg.Listener
+	if ln == nil {
+		var err error
+		ln, err = net.Listen("tcp", p.cfg.Addr)
+		if err != nil {
+			return fmt.Errorf("balancer: listen on %s: %w", p.cfg.Addr, err)
+		}
+	}
+	tlsOn := p.certs != nil
+	if tlsOn {
+		ln = tls.NewListener(ln, &tls.Config{
+			GetCertificate: p.certs.GetCertificate,
+			NextProtos:     []string{"http/1.1"},
+			MinVersion:     tls.VersionTLS12,
+		})
+	}
+	p.addrMu.Lock()
+	p.addr = ln.Addr()
+	p.addrMu.Unlock()
+	close(p.ready)
+
+	var bg sync.WaitGroup
+	bg.Add(1)
+	go func() { defer bg.Done(); p.probeLoop(p.baseCtx) }()
+	if tlsOn {
+		bg.Add(1)
+		go func() { defer bg.Done(); p.certLoop(p.baseCtx) }()
+	}
+
+	acceptErr := make(chan error, 1)
+	go func() { acceptErr <- p.acceptLoop(ln, tlsOn) }()
+
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-acceptErr:
+		err = fmt.Errorf("balancer: accept on %s: %w", ln.Addr(), err)
+	}
+	p.draining.Store(true)
+	_ = ln.Close()
+	if err == nil {
+		<-acceptErr
+	}
+	p.closeIdleConns()
+	done := make(chan struct{})
+	go func() { p.connWG.Wait(); close(done) }()
+	timer := time.NewTimer(p.cfg.ShutdownTimeout)
+	select {
+	case <-done:
+	case <-timer.C:
+		p.closeAllConns()
+		<-done
+	}
+	timer.Stop()
+	p.baseCancel()
+	bg.Wait()
+	p.mu.Lock()
+	for _, be := range p.backends {
+		be.close()
+	}
+	p.mu.Unlock()
+	p.handler.closeIdle()
+	return err
+}
+
+func (p *Proxy) acceptLoop(ln net.Listener, tlsOn bool) error {
+	var delay time.Duration
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if p.draining.Load() {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) ||
+				errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ECONNABORTED) {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				p.log.Warn("balancer: accept failed; retrying", "err", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			return err
+		}
+		delay = 0
+		cc := p.newClientConn(c, tlsOn)
+		p.connMu.Lock()
+		if p.draining.Load() {
+			p.connMu.Unlock()
+			_ = c.Close()
+			continue
+		}
+		p.conns[cc] = struct{}{}
+		p.connWG.Add(1)
+		p.connMu.Unlock()
+		go cc.serve()
+	}
+}
+
+func (p *Proxy) closeIdleConns() {
+	p.connMu.Lock()
+	defer p.connMu.Unlock()
+	for cc := range p.conns {
+		if cc.idle.Load() {
+			_ = cc.c.SetReadDeadline(time.Unix(1, 0))
+		}
+	}
+}
+
+func (p *Proxy) closeAllConns() {
+	p.connMu.Lock()
+	defer p.connMu.Unlock()
+	for cc := range p.conns {
+		cc.forceClose()
+	}
+}
+
+func (p *Proxy) forget(cc *clientConn) {
+	p.connMu.Lock()
+	delete(p.conns, cc)
+	p.connMu.Unlock()
+	p.connWG.Done()
+}
+
+// probeLoop brings ejected nodes back (and runs the active health check).
+func (p *Proxy) probeLoop(ctx context.Context) {
+	t := time.NewTicker(p.cfg.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		b := p.cur.Load()
+		var wg sync.WaitGroup
+		for i, be := range b.be {
+			if p.cfg.HealthCheckPath == "" && !be.ejected.Load() {
+				continue
+			}
+			wg.Add(1)
+			go func(be *backend, host string) {
+				defer wg.Done()
+				p.probe(ctx, be, host)
+			}(be, b.t.nodes[i].ID)
+		}
+		wg.Wait()
+	}
+}
+
+func (p *Proxy) probe(ctx context.Context, be *backend, id string) {
+	d := net.Dialer{Timeout: p.cfg.DialTimeout}
+	c, err := d.DialContext(ctx, "tcp", be.addr)
+	if err == nil && p.cfg.HealthCheckPath != "" {
+		err = healthCheck(c, p.cfg.HealthCheckPath, be.addr, p.cfg.ResponseHeaderTimeout, p.cfg.MaxHeaderBytes)
+	}
+	if c != nil {
+		_ = c.Close()
+	}
+	if err != nil {
+		if p.markFail(be) {
+			p.log.Warn("balancer: node ejected by health check", "node", id, "addr", be.addr, "err", err)
+		}
+		return
+	}
+	if be.markOK() {
+		p.log.Info("balancer: node is back", "node", id, "addr", be.addr)
+	}
+}
+
+func (p *Proxy) markFail(be *backend) bool {
+	return be.markFail(time.Now(), p.cfg.EjectAfter)
+}
+
+// healthCheck sends one GET and accepts a status below 500.
+func healthCheck(c net.Conn, path, host string, timeout time.Duration, maxHead int) error {
+	_ = c.SetDeadline(time.Now().Add(timeout))
+	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: paaskit-balancer-health\r\nConnection: close\r\n\r\n", path, host); err != nil {
+		return fmt.Errorf("health check %s: %w", path, err)
+	}
+	r := newConnReader(c, maxHead)
+	h, err := r.readHead(nil)
+	if err != nil {
+		return fmt.Errorf("health check %s: %w", path, err)
+	}
+	var resp head
+	if err := parseResponseHead(h, &resp, 1000, ""); err != nil {
+		return fmt.Errorf("health check %s: %w", path, err)
+	}
+	if resp.status >= 500 {
+		return fmt.Errorf("health check %s: status %d", path, resp.status)
+	}
+	return nil
+}
+
+func (p *Proxy) certLoop(ctx context.Context) {
+	t := time.NewTicker(p.cfg.CertReloadInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := p.certs.Reload(); err != nil {
+				p.log.Error("balancer: reloading certificates", "dir", p.cfg.TLSCertDir, "err", err)
+			}
+		}
+	}
+}
+

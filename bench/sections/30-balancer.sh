@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# Section: balancer. The paaskit balancer (examples/balancerd) against nginx
+# (worker_processes 2, upstream keepalive) and HAProxy (nbthread 2,
+# http-reuse always), all proxying to the same tiny Go backend
+# (internal/benchbackend) on loopback, under the same wrk load, one proxy at
+# a time, with a warm-up run first. Then the reload run: balancerd with a
+# table of 3,000 nodes and 10,000 hosts rewritten every second during a wrk
+# run; any failed request fails the section.
+#
+# Env: WRK_ARGS (default "-t2 -c64 -d10s"), WARMUP (default 3s).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+WRK_ARGS=${WRK_ARGS:-"-t2 -c64 -d10s"}
+WARMUP=${WARMUP:-3s}
+for tool in wrk nginx haproxy; do
+  command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] || { echo "missing $tool: run make bench-deps" >&2; exit 1; }
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+HAPROXY=$(command -v haproxy || echo /usr/sbin/haproxy)
+
+tmp=$(mktemp -d /tmp/paaskit-bench-balancer.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+go build -o "$tmp/benchbackend" ./internal/benchbackend/cmd/benchbackend
+go build -o "$tmp/balancerd" ./examples/balancerd
+
+BACKEND=127.0.0.1:19100
+PORT_PAASKIT=19101
+PORT_NGINX=19102
+PORT_HAPROXY=19103
+PORT_RELOAD=19104
+
+wait_port() { # host:port
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing listening on $1" >&2
+  return 1
+}
+
+"$tmp/benchbackend" -addr "$BACKEND" & pids+=($!)
+wait_port "$BACKEND"
+
+# to_us converts wrk's latency figure (e.g. 812.00us, 2.31ms, 1.02s) to µs.
+to_us() {
+  awk -v v="$1" 'BEGIN {
+    n = v + 0
+    if (v ~ /us$/) m = 1; else if (v ~ /ms$/) m = 1000; else if (v ~ /s$/) m = 1000000; else m = 1
+    printf "%.1f", n * m }'
+}
+
+# measure NAME URL: warm-up, then the measured run; sets RPS_NAME, P99_NAME.
+measure() {
+  local name=$1 url=$2 out
+  wrk -t2 -c64 -d"$WARMUP" "$url" >/dev/null
+  out=$(wrk $WRK_ARGS --latency "$url")
+  echo "--- $name ($url)" >&2
+  echo "$out" >&2
+  if grep -q -E "Non-2xx|Socket errors" <<<"$out"; then
+    echo "$name: wrk reported errors" >&2
+  fi
+  local rps p99
+  rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
+  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
+  printf -v "RPS_$name" '%s' "$rps"
+  printf -v "P99_$name" '%s' "$(to_us "$p99")"
+}
+
+# The backend alone, for context (log only).
+measure direct "http://$BACKEND/"
+
+# paaskit balancerd.
+printf 'node b1 %s\nhost *\n' "$BACKEND" >"$tmp/table"
+"$tmp/balancerd" --table "$tmp/table" --listen "127.0.0.1:$PORT_PAASKIT" --log-level warn 2>>"$tmp/balancerd.log" & bpid=$!
+pids+=($bpid)
+wait_port "127.0.0.1:$PORT_PAASKIT"
+measure paaskit "http://127.0.0.1:$PORT_PAASKIT/"
+kill "$bpid"; wait "$bpid" 2>/dev/null || true
+
+# nginx.
+mkdir -p "$tmp/nginx"
+cat >"$tmp/nginx/nginx.conf" <<CONF
+user root;
+worker_processes 2;
+daemon off;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/nginx/body;
+  proxy_temp_path $tmp/nginx/proxy;
+  fastcgi_temp_path $tmp/nginx/fastcgi;
+  uwsgi_temp_path $tmp/nginx/uwsgi;
+  scgi_temp_path $tmp/nginx/scgi;
+  upstream backend { server $BACKEND; keepalive 256; }
+  server {
+    listen 127.0.0.1:$PORT_NGINX;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+CONF
+"$NGINX" -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" 2>>"$tmp/nginx/stderr" & npid=$!
+pids+=($npid)
+wait_port "127.0.0.1:$PORT_NGINX"
+measure nginx "http://127.0.0.1:$PORT_NGINX/"
+kill "$npid"; wait "$npid" 2>/dev/null || true
+
+# HAProxy.
+cat >"$tmp/haproxy.cfg" <<CONF
+global
+  nbthread 2
+  maxconn 4000
+  pidfile $tmp/haproxy.pid
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  option forwardfor
+frontend fe
+  bind 127.0.0.1:$PORT_HAPROXY
+  default_backend be
+backend be
+  http-reuse always
+  server s1 $BACKEND
+CONF
+"$HAPROXY" -db -f "$tmp/haproxy.cfg" 2>>"$tmp/haproxy.log" & hpid=$!
+pids+=($hpid)
+wait_port "127.0.0.1:$PORT_HAPROXY"
+measure haproxy "http://127.0.0.1:$PORT_HAPROXY/"
+kill "$hpid"; wait "$hpid" 2>/dev/null || true
+
+cond="wrk $WRK_ARGS after ${WARMUP} warm-up, same Go backend, loopback, 2 shared cores, one proxy at a time"
+echo "req/s: direct $RPS_direct paaskit $RPS_paaskit nginx $RPS_nginx haproxy $RPS_haproxy" >&2
+echo "p99 us: direct $P99_direct paaskit $P99_paaskit nginx $P99_nginx haproxy $P99_haproxy" >&2
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
+printf 'row\t%s\t%s\t%s\t%s\n' "balancer throughput (req/s $RPS_paaskit vs $RPS_nginx)" "nginx" "$(ratio "$RPS_paaskit" "$RPS_nginx")" "$cond; nginx worker_processes 2, keepalive 256"
+printf 'row\t%s\t%s\t%s\t%s\n' "balancer throughput (req/s $RPS_paaskit vs $RPS_haproxy)" "haproxy" "$(ratio "$RPS_paaskit" "$RPS_haproxy")" "$cond; haproxy nbthread 2, http-reuse always"
+printf 'row\t%s\t%s\t%s\t%s\n' "balancer p99 latency (us $P99_paaskit vs $P99_nginx)" "nginx" "$(ratio "$P99_nginx" "$P99_paaskit")" "$cond; ratio = nginx p99 / balancer p99"
+printf 'row\t%s\t%s\t%s\t%s\n' "balancer p99 latency (us $P99_paaskit vs $P99_haproxy)" "haproxy" "$(ratio "$P99_haproxy" "$P99_paaskit")" "$cond; ratio = haproxy p99 / balancer p99"
+
+# Reload run: 3,000 nodes (all at the backend's address, distinct ids) and
+# 10,000 hosts, the file rewritten every second with a different node set.
+gen_table() { # variant
+  awk -v v="$1" -v be="$BACKEND" 'BEGIN {
+    for (i = 0; i < 3000; i++) printf "node n%d-%d %s\n", i, (i < 100 ? v : 0), be
+    for (i = 0; i < 10000; i++) printf "host h%d.example.com\n", i
+    print "host *"
+  }'
+}
+gen_table 0 >"$tmp/reload-table"
+"$tmp/balancerd" --table "$tmp/reload-table" --listen "127.0.0.1:$PORT_RELOAD" --log-level info 2>"$tmp/reload.log" & rpid=$!
+pids+=($rpid)
+wait_port "127.0.0.1:$PORT_RELOAD"
+(
+  for i in $(seq 1 12); do
+    sleep 1
+    gen_table $((i % 2 + 1)) >"$tmp/reload-table.new"
+    mv "$tmp/reload-table.new" "$tmp/reload-table"
+  done
+) & wpid=$!
+out=$(wrk -t2 -c64 -d10s -H "Host: h42.example.com" "http://127.0.0.1:$PORT_RELOAD/")
+wait "$wpid" || true
+echo "--- reload run" >&2; echo "$out" >&2
+reloads=$(grep -c "table reloaded" "$tmp/reload.log" || true)
+kill "$rpid"; wait "$rpid" 2>/dev/null || true
+failed=0
+if grep -q -E "Non-2xx|Socket errors" <<<"$out"; then failed=1; fi
+total=$(awk '/requests in/ {print $1}' <<<"$out")
+echo "reload run: $total requests, $reloads reloads, failed=$failed" >&2
+printf 'row\t%s\t%s\t%s\t%s\n' "balancer reload 3,000 nodes + 10,000 hosts every 1s under load: $reloads reloads, $total requests, $([[ $failed == 0 ]] && echo 0 || echo SOME) failed" "-" "$([[ $failed == 0 ]] && echo ok || echo FAILED)" "wrk -t2 -c64 -d10s; file rewritten every second"
+[[ $failed == 0 && $reloads -ge 5 ]]

@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/paaskit/paaskit/balancer"
+	"github.com/paaskit/paaskit/daemon"
+)
+
+func tableFormat() string { return balancer.TableFormat }
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n  ") + "\n"
+}
+
+type options struct {
+	listen, table, admin, certs, healthPath    string
+	poll, eject, readHeader, idle, respTimeout time.Duration
+	boundedLoad                                float64
+	maxBody                                    int64
+	log                                        *daemon.LogConfig
+}
+
+func parseFlags(args []string, stderr io.Writer) (*options, error) {
+	fs := flag.NewFlagSet("balancerd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	o := &options{}
+	fs.StringVar(&o.listen, "listen", ":8080", "address to serve HTTP (or HTTPS with --tls-certs) on")
+	fs.StringVar(&o.table, "table", "", "routing table file (required; format below)")
+	fs.StringVar(&o.admin, "admin", "", "address of the admin endpoints /healthz and /nodes (JSON); empty = off")
+	fs.StringVar(&o.certs, "tls-certs", "", "directory of NAME.crt + NAME.key pairs; turns on TLS, certificates picked by SNI, re-read every 30s")
+	fs.StringVar(&o.healthPath, "health-path", "", "path for the active health check of every node (e.g. /healthz); empty = passive only")
+	fs.DurationVar(&o.poll, "poll", time.Second, "how often the table file's size and mtime are checked, besides inotify")
+	fs.DurationVar(&o.eject, "eject-after", 3*time.Second, "grace period before a failing node is ejected")
+	fs.DurationVar(&o.readHeader, "read-header-timeout", 10*time.Second, "time allowed for a request head")
+	fs.DurationVar(&o.idle, "idle-timeout", 90*time.Second, "keep-alive idle timeout for client connections")
+	fs.DurationVar(&o.respTimeout, "response-timeout", 60*time.Second, "time a node has to start its response (504 after)")
+	fs.Float64Var(&o.boundedLoad, "bounded-load", 0, "bounded-load factor (e.g. 1.25); 0 = off")
+	fs.Int64Var(&o.maxBody, "max-body", 0, "request body limit in bytes (413 beyond); 0 = none")
+	o.log = daemon.LogFlags(fs)
+	fs.Usage = usage(fs)
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.table == "" {
+		return nil, errors.New("--table is required (see --help)")
+	}
+	if o.poll <= 0 {
+		return nil, fmt.Errorf("--poll %v must be positive", o.poll)
+	}
+	return o, nil
+}
+
+func run(args []string, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "balancerd:", err)
+		return 2
+	}
+	o.log.Name = "balancerd"
+	log, closeLog, err := daemon.NewLogger(*o.log)
+	if err != nil {
+		fmt.Fprintln(stderr, "balancerd:", err)
+		return 2
+	}
+	defer func() { _ = closeLog() }()
+	if err := serve(context.Background(), o, log, nil); err != nil {
+		log.Error("balancerd stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// serve builds the proxy and the reloader and runs them on a daemon until
+// ctx ends or a signal stops it. started, if non-nil, gets the proxy once
+// it listens (for tests).
+func serve(ctx context.Context, o *options, log *slog.Logger, started func(*balancer.Proxy)) error {
+	t, err := balancer.LoadTableFile(o.table, nil)
+	if err != nil {
+		return fmt.Errorf("initial table: %w", err)
+	}
+	p, err := balancer.New(balancer.Config{
+		Addr: o.listen, Table: t, TLSCertDir: o.certs, HealthCheckPath: o.healthPath,
+		EjectAfter: o.eject, ReadHeaderTimeout: o.readHeader, IdleTimeout: o.idle,
+		ResponseHeaderTimeout: o.respTimeout, BoundedLoad: o.boundedLoad, MaxBodyBytes: o.maxBody,
+		Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	log.Info("table loaded", "file", o.table, "nodes", len(t.Nodes()), "sites", t.Len(), "policy", t.Policy())
+	d, err := daemon.New(daemon.Config{Name: "balancerd", Logger: log})
+	if err != nil {
+		return err
+	}
+	rl := &reloader{path: o.table, poll: o.poll, proxy: p, log: log}
+	if err := d.Add("reload", rl.Run, daemon.Restart(daemon.Policy{})); err != nil {
+		return err
+	}
+	if err := d.Add("proxy", p.Run); err != nil {
+		return err
+	}
+	if o.admin != "" {
+		if err := d.Add("admin", adminServer(o.admin, p, rl)); err != nil {
+			return err
+		}
+	}
+	if started != nil {
+		go func() {
+			select {
+			case <-p.Ready():
+				started(p)
+			case <-ctx.Done():
+			}
+		}()
+	}
+	return d.Run(ctx)
+}
+
+// reloader reloads the table file on change and on SIGHUP. It is the one
+// owner of the "last good table" state.
+type reloader struct {
+	path  string
+	poll  time.Duration
+	proxy *balancer.Proxy
+	log   *slog.Logger
+
+	mu      sync.Mutex
+	lastErr error
+	loads   int
+}
+
+// Status reports the number of successful reloads and the last error.
+func (r *reloader) Status() (loads int, lastErr error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.loads, r.lastErr
+}
+
+type fileStamp struct {
+	size int64
+	mod  time.Time
+}
+
+func stamp(path string) fileStamp {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{size: -1}
+	}
+	return fileStamp{fi.Size(), fi.ModTime()}
+}
+
+// Run watches until ctx ends.
+func (r *reloader) Run(ctx context.Context) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	w, err := fsnotify.NewWatcher()
+	if err != nil {
+		return fmt.Errorf("watching %s: %w", r.path, err)
+	}
+	defer w.Close()
+	// Watch the directory: editors and atomic writers replace the file.
+	if err := w.Add(filepath.Dir(r.path)); err != nil {
+		return fmt.Errorf("watching %s: %w", filepath.Dir(r.path), err)
+	}
+	last := stamp(r.path)
+	tick := time.NewTicker(r.poll)
+	defer tick.Stop()
+	base := filepath.Base(r.path)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+			r.log.Info("SIGHUP: reloading table", "file", r.path)
+			last = stamp(r.path)
+			r.reload()
+		case ev, ok := <-w.Events:
+			if !ok {
+				return errors.New("file watcher closed")
+			}
+			if filepath.Base(ev.Name) != base {
+				continue
+			}
+			if s := stamp(r.path); s != last {
+				last = s
+				r.reload()
+			}
+		case err, ok := <-w.Errors:
+			if !ok {
+				return errors.New("file watcher closed")
+			}
+			r.log.Warn("file watcher error", "err", err)
+		case <-tick.C:
+			if s := stamp(r.path); s != last {
+				last = s
+				r.reload()
+			}
+		}
+	}
+}
+
+// reload loads the file; on error the current table stays.
+func (r *reloader) reload() {
+	t, err := balancer.LoadTableFile(r.path, r.proxy.Table())
+	r.mu.Lock()
+	r.lastErr = err
+	if err == nil {
+		r.loads++
+	}
+	r.mu.Unlock()
+	if err != nil {
+		r.log.Error("table reload failed; keeping the old table", "file", r.path, "err", err)
+		return
+	}
+	r.proxy.SetTable(t)
+	r.log.Info("table reloaded", "file", r.path, "nodes", len(t.Nodes()), "sites", t.Len())
+}
+
+func adminServer(addr string, p *balancer.Proxy, rl *reloader) func(context.Context) error {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("GET /nodes", func(w http.ResponseWriter, _ *http.Request) {
+		loads, lastErr := rl.Status()
+		st := struct {
+			Nodes       []balancer.NodeStatus `json:"nodes"`
+			Sites       int                   `json:"sites"`
+			Reloads     int                   `json:"reloads"`
+			ReloadError string                `json:"reload_error,omitempty"`
+		}{Nodes: p.Nodes(), Sites: p.Table().Len(), Reloads: loads}
+		if lastErr != nil {
+			st.ReloadError = lastErr.Error()
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(st)
+	})
+	return func(ctx context.Context) error {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("admin listen on %s: %w", addr, err)
+		}
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+		errc := make(chan error, 1)
+		go func() { errc <- srv.Serve(ln) }()
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			_ = srv.Shutdown(sctx)
+			<-errc
+			return nil
+		case err := <-errc:
+			return fmt.Errorf("admin server: %w", err)
+		}
+	}
+}
