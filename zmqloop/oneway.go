@@ -1,0 +1,274 @@
+package zmqloop
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// MessageHandler handles one verified one-way message (PULL or SUB). It
+// runs on the loop's socket goroutine, one message at a time and in arrival
+// order, so a slow handler holds back the queue (libzmq buffers up to its
+// high-water mark). ctx is cancelled when the loop stops. A returned error
+// is logged; a panic is recovered, logged and counted. The handler must not
+// keep msg after returning.
+type MessageHandler func(ctx context.Context, msg *Request) error
+
+// PullConfig configures a PullLoop. Zero values are the documented
+// defaults.
+type PullConfig struct {
+	// Bind and Connect list the PULL socket's endpoints; at least one is
+	// required.
+	Bind, Connect []string
+	// Codec verifies. Required.
+	Codec *Codec
+	// Handlers maps message types to handlers; at least one is required.
+	// Messages of other types are refused and counted.
+	Handlers map[string]MessageHandler
+	// ReplayCapacity bounds the replay window; see ReplayConfig.
+	ReplayCapacity int
+	// Curve, if set, encrypts the transport.
+	Curve *Curve
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// Rejected, if set, is called with the reason for every refused
+	// message, on the socket goroutine; it must not block.
+	Rejected func(err error)
+}
+
+// SubConfig configures a SubLoop: a PullConfig plus the topics.
+type SubConfig struct {
+	PullConfig
+	// Topics are the subscriptions: a message is delivered when its topic
+	// starts with one of them. Empty means every topic.
+	Topics []string
+}
+
+// PullLoop receives one-way messages (stats, log lines) on a PULL socket.
+type PullLoop struct{ oneway }
+
+// SubLoop receives published messages (heartbeats) on a SUB socket. A
+// published message is a topic frame followed by the envelope; the
+// envelope's type must equal the topic.
+type SubLoop struct{ oneway }
+
+type oneway struct {
+	kind     string
+	typ      zmq.Type
+	cfg      PullConfig
+	topics   []string
+	log      *slog.Logger
+	stats    loopCounters
+	started  atomic.Bool
+	ready    chan struct{}
+	mu       sync.Mutex
+	bound    []string
+	envStart int // index of the key-id frame
+}
+
+// NewPullLoop validates cfg and returns a loop; Run starts it.
+func NewPullLoop(cfg PullConfig) (*PullLoop, error) {
+	l := &PullLoop{}
+	if err := l.init("pull loop", zmq.PULL, cfg, nil); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+// NewSubLoop validates cfg and returns a loop; Run starts it.
+func NewSubLoop(cfg SubConfig) (*SubLoop, error) {
+	l := &SubLoop{}
+	topics := cfg.Topics
+	if len(topics) == 0 {
+		topics = []string{""}
+	}
+	if err := l.init("sub loop", zmq.SUB, cfg.PullConfig, topics); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *oneway) init(kind string, typ zmq.Type, cfg PullConfig, topics []string) error {
+	switch {
+	case cfg.Codec == nil:
+		return fmt.Errorf("zmqloop: new %s: Codec is required", kind)
+	case len(cfg.Bind)+len(cfg.Connect) == 0:
+		return fmt.Errorf("zmqloop: new %s: at least one Bind or Connect endpoint is required", kind)
+	case len(cfg.Handlers) == 0:
+		return fmt.Errorf("zmqloop: new %s: at least one handler is required", kind)
+	case cfg.ReplayCapacity < 0:
+		return fmt.Errorf("zmqloop: new %s: negative ReplayCapacity %d", kind, cfg.ReplayCapacity)
+	}
+	if err := validateEndpoints(kind, append(append([]string(nil), cfg.Bind...), cfg.Connect...)); err != nil {
+		return err
+	}
+	if err := cfg.Curve.validate(); err != nil {
+		return fmt.Errorf("zmqloop: new %s: %w", kind, err)
+	}
+	h := make(map[string]MessageHandler, len(cfg.Handlers))
+	for t, fn := range cfg.Handlers {
+		if !validTokenString(t) || fn == nil {
+			return fmt.Errorf("zmqloop: new %s: handler for type %q: want a non-nil handler and a type of 1 to 128 bytes of [A-Za-z0-9._:/-]", kind, t)
+		}
+		h[t] = fn
+	}
+	cfg.Handlers = h
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	l.kind, l.typ, l.cfg, l.topics, l.log = kind, typ, cfg, topics, cfg.Logger
+	l.ready = make(chan struct{})
+	if typ == zmq.SUB {
+		l.envStart = 1
+	}
+	return nil
+}
+
+// Ready is closed once Run has bound and connected its socket.
+func (l *oneway) Ready() <-chan struct{} { return l.ready }
+
+// Endpoints returns the bound endpoints with wildcard ports resolved; it is
+// empty before Ready.
+func (l *oneway) Endpoints() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]string(nil), l.bound...)
+}
+
+// Stats returns the loop's counters.
+func (l *oneway) Stats() LoopStats { return l.stats.snapshot() }
+
+// Run receives until ctx is cancelled and returns nil once its socket and
+// goroutines are gone, or an error if the socket cannot be set up or fails.
+func (l *oneway) Run(ctx context.Context) error {
+	if !l.started.CompareAndSwap(false, true) {
+		return fmt.Errorf("zmqloop: %s: Run called twice", l.kind)
+	}
+	window, err := NewReplayWindow(ReplayConfig{Window: l.cfg.Codec.window, Capacity: l.cfg.ReplayCapacity, Now: l.cfg.Codec.now})
+	if err != nil {
+		return err
+	}
+	s, bound, err := openSocket(sockOpts{typ: l.typ, bind: l.cfg.Bind, connect: l.cfg.Connect,
+		maxSize: l.cfg.Codec.maxSize, curve: l.cfg.Curve})
+	if err != nil {
+		return fmt.Errorf("zmqloop: %s: %w", l.kind, err)
+	}
+	defer closeSocket(s)
+	for _, t := range l.topics {
+		if err := s.SetSubscribe(t); err != nil {
+			return fmt.Errorf("zmqloop: %s: subscribe to %q: %w", l.kind, t, err)
+		}
+	}
+	ctlEP := inprocName("stop")
+	ctl, _, err := openSocket(sockOpts{typ: zmq.PULL, bind: []string{ctlEP}})
+	if err != nil {
+		return fmt.Errorf("zmqloop: %s: %w", l.kind, err)
+	}
+	defer closeSocket(ctl)
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	started := make(chan error, 1)
+	wg.Add(1)
+	go stopper(ctx, ctlEP, done, started, &wg)
+	if err := <-started; err != nil {
+		close(done)
+		wg.Wait()
+		return fmt.Errorf("zmqloop: %s: %w", l.kind, err)
+	}
+	l.mu.Lock()
+	l.bound = bound
+	l.mu.Unlock()
+	close(l.ready)
+	err = l.serve(ctx, s, ctl, window)
+	close(done)
+	wg.Wait()
+	return err
+}
+
+func (l *oneway) serve(ctx context.Context, s, ctl *zmq.Socket, window *ReplayWindow) error {
+	poller := zmq.NewPoller()
+	poller.Add(s, zmq.POLLIN)
+	poller.Add(ctl, zmq.POLLIN)
+	frames := make([][]byte, 0, maxFrames)
+	var m Message
+	req := &Request{}
+	for {
+		polled, err := poller.Poll(-1)
+		if err != nil {
+			return fmt.Errorf("zmqloop: %s: poll: %w", l.kind, err)
+		}
+		for _, p := range polled {
+			if p.Socket == ctl {
+				return nil
+			}
+		}
+		for {
+			frames, err = recvFrames(s, zmq.DONTWAIT, frames)
+			if isAgain(err) {
+				break
+			}
+			if err != nil && !errors.Is(err, ErrFrames) {
+				return fmt.Errorf("zmqloop: %s: receive: %w", l.kind, err)
+			}
+			l.stats.received.Add(1)
+			if err != nil {
+				l.reject(err)
+				continue
+			}
+			if len(frames) != l.envStart+3 {
+				l.reject(fmt.Errorf("zmqloop: %s: %d frames, want %d: %w", l.kind, len(frames), l.envStart+3, ErrFrames))
+				continue
+			}
+			m = Message{}
+			if err := l.cfg.Codec.open(frames[l.envStart:], &m); err != nil {
+				l.reject(err)
+				continue
+			}
+			if l.envStart == 1 && string(frames[0]) != m.Type {
+				l.reject(fmt.Errorf("zmqloop: %s: topic frame %q does not match signed type %q: %w", l.kind, truncate(frames[0]), m.Type, ErrMalformed))
+				continue
+			}
+			if err := window.Admit(&m); err != nil {
+				l.reject(err)
+				continue
+			}
+			h, ok := l.cfg.Handlers[m.Type]
+			if !ok {
+				l.reject(fmt.Errorf("zmqloop: %s: no handler for message type %q", l.kind, m.Type))
+				continue
+			}
+			*req = Request{Type: m.Type, ID: m.ID, KeyID: m.KeyID, Time: m.Time, Body: m.Body}
+			l.handle(ctx, h, req)
+			if ctx.Err() != nil {
+				return nil
+			}
+		}
+	}
+}
+
+func (l *oneway) handle(ctx context.Context, h MessageHandler, req *Request) {
+	defer func() {
+		if r := recover(); r != nil {
+			l.stats.panics.Add(1)
+			l.log.Error("zmqloop: handler panicked", "loop", l.kind, "type", req.Type, "id", req.ID, "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	l.stats.handled.Add(1)
+	if err := h(ctx, req); err != nil {
+		l.log.Warn("zmqloop: handler failed", "loop", l.kind, "type", req.Type, "id", req.ID, "err", err)
+	}
+}
+
+func (l *oneway) reject(err error) {
+	l.stats.rejected.Add(1)
+	l.log.Debug("zmqloop: refused message", "loop", l.kind, "err", err)
+	if l.cfg.Rejected != nil {
+		l.cfg.Rejected(err)
+	}
+}

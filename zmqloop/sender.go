@@ -1,0 +1,234 @@
+package zmqloop
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// Sender defaults.
+const (
+	DefaultQueue        = 1024
+	DefaultFlushTimeout = time.Second
+)
+
+// SenderConfig configures a Pusher or a Publisher. Zero values are the
+// documented defaults.
+type SenderConfig struct {
+	// Bind and Connect list the socket's endpoints; at least one is
+	// required.
+	Bind, Connect []string
+	// Codec signs. Required.
+	Codec *Codec
+	// Queue is how many sealed messages may wait for the socket; when it is
+	// full, Push waits (Publish too). Default DefaultQueue (1024).
+	Queue int
+	// FlushTimeout is how long Close keeps trying to hand queued messages
+	// to libzmq before it drops them (and logs how many). Default
+	// DefaultFlushTimeout (1s).
+	FlushTimeout time.Duration
+	// Curve, if set, encrypts the transport.
+	Curve *Curve
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Pusher sends signed one-way messages on a PUSH socket (to PullLoops).
+// It is safe for concurrent use: callers seal in their own goroutine and
+// one goroutine owns the socket.
+type Pusher struct{ sender }
+
+// Publisher sends signed messages on a PUB socket (to SubLoops); the topic
+// is the message type. It is safe for concurrent use. As with any PUB
+// socket, messages sent before a subscriber has connected and subscribed
+// are not delivered to it, and a slow subscriber loses messages past its
+// high-water mark.
+type Publisher struct{ sender }
+
+// NewPusher validates cfg, opens the PUSH socket and returns a Pusher.
+func NewPusher(cfg SenderConfig) (*Pusher, error) {
+	p := &Pusher{}
+	if err := p.start("pusher", zmq.PUSH, cfg); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// NewPublisher validates cfg, opens the PUB socket and returns a Publisher.
+func NewPublisher(cfg SenderConfig) (*Publisher, error) {
+	p := &Publisher{}
+	if err := p.start("publisher", zmq.PUB, cfg); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Push seals a message of type typ with body and queues it for sending. It
+// waits while the queue is full, until ctx is done.
+func (p *Pusher) Push(ctx context.Context, typ string, body json.RawMessage) error {
+	return p.send(ctx, false, typ, body)
+}
+
+// Publish seals a message with type topic and body and queues it for
+// sending under that topic.
+func (p *Publisher) Publish(ctx context.Context, topic string, body json.RawMessage) error {
+	return p.send(ctx, true, topic, body)
+}
+
+type sender struct {
+	kind   string
+	cfg    SenderConfig
+	log    *slog.Logger
+	queue  chan *outMsg
+	closed chan struct{}
+	done   chan struct{}
+	bound  []string
+	once   sync.Once
+	mu     sync.RWMutex // held shared by senders, exclusively by Close
+	shut   bool
+}
+
+type outMsg struct {
+	topic             []byte
+	key, payload, mac []byte
+	bufp              *[]byte
+}
+
+func (s *sender) start(kind string, typ zmq.Type, cfg SenderConfig) error {
+	switch {
+	case cfg.Codec == nil:
+		return fmt.Errorf("zmqloop: new %s: Codec is required", kind)
+	case len(cfg.Bind)+len(cfg.Connect) == 0:
+		return fmt.Errorf("zmqloop: new %s: at least one Bind or Connect endpoint is required", kind)
+	case cfg.Queue < 0 || cfg.FlushTimeout < 0:
+		return fmt.Errorf("zmqloop: new %s: negative Queue %d or FlushTimeout %v", kind, cfg.Queue, cfg.FlushTimeout)
+	}
+	if err := validateEndpoints(kind, append(append([]string(nil), cfg.Bind...), cfg.Connect...)); err != nil {
+		return err
+	}
+	if err := cfg.Curve.validate(); err != nil {
+		return fmt.Errorf("zmqloop: new %s: %w", kind, err)
+	}
+	if cfg.Queue == 0 {
+		cfg.Queue = DefaultQueue
+	}
+	if cfg.FlushTimeout == 0 {
+		cfg.FlushTimeout = DefaultFlushTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	*s = sender{kind: kind, cfg: cfg, log: cfg.Logger, queue: make(chan *outMsg, cfg.Queue),
+		closed: make(chan struct{}), done: make(chan struct{})}
+	ready := make(chan error, 1)
+	go s.own(typ, ready)
+	return <-ready
+}
+
+// Endpoints returns the bound endpoints with wildcard ports resolved.
+func (s *sender) Endpoints() []string { return append([]string(nil), s.bound...) }
+
+func (s *sender) send(ctx context.Context, topic bool, typ string, body json.RawMessage) error {
+	m := Message{Type: typ, Body: body}
+	key, payload, mac, bufp, err := s.cfg.Codec.sealInto(&m)
+	if err != nil {
+		return fmt.Errorf("zmqloop: %s: %w", s.kind, err)
+	}
+	o := &outMsg{key: key, payload: payload, mac: mac, bufp: bufp}
+	if topic {
+		o.topic = []byte(typ)
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.shut {
+		s.cfg.Codec.release(bufp)
+		return fmt.Errorf("zmqloop: %s: send %q: %w", s.kind, typ, ErrClosed)
+	}
+	select {
+	case s.queue <- o:
+		return nil
+	case <-ctx.Done():
+		s.cfg.Codec.release(bufp)
+		return fmt.Errorf("zmqloop: %s: send %q: %w", s.kind, typ, ctx.Err())
+	case <-s.closed:
+		s.cfg.Codec.release(bufp)
+		return fmt.Errorf("zmqloop: %s: send %q: %w", s.kind, typ, ErrClosed)
+	}
+}
+
+// Close sends what is queued (giving up after FlushTimeout), closes the
+// socket and returns once its goroutine has stopped.
+func (s *sender) Close() error {
+	s.once.Do(func() {
+		close(s.closed)
+		s.mu.Lock() // waits for senders blocked on a full queue to give up
+		s.shut = true
+		close(s.queue)
+		s.mu.Unlock()
+	})
+	<-s.done
+	return nil
+}
+
+// own is the socket goroutine.
+func (s *sender) own(typ zmq.Type, ready chan<- error) {
+	defer close(s.done)
+	sock, bound, err := openSocket(sockOpts{typ: typ, bind: s.cfg.Bind, connect: s.cfg.Connect, curve: s.cfg.Curve})
+	if err != nil {
+		ready <- fmt.Errorf("zmqloop: new %s: %w", s.kind, err)
+		return
+	}
+	defer closeSocket(sock)
+	s.bound = bound
+	ready <- nil
+	poller := zmq.NewPoller()
+	poller.Add(sock, zmq.POLLOUT)
+	var flushBy time.Time
+	dropped := 0
+	for o := range s.queue {
+		for {
+			var err error
+			if o.topic != nil {
+				err = sendFrames(sock, zmq.DONTWAIT, o.topic, o.key, o.payload, o.mac)
+			} else {
+				err = sendFrames(sock, zmq.DONTWAIT, o.key, o.payload, o.mac)
+			}
+			if err == nil {
+				break
+			}
+			if !isAgain(err) {
+				s.log.Warn("zmqloop: send failed; message dropped", "sender", s.kind, "err", err)
+				break
+			}
+			// No peer ready (PUSH with no connection, or at its HWM).
+			closing := false
+			select {
+			case <-s.closed:
+				closing = true
+			default:
+			}
+			if closing {
+				if flushBy.IsZero() {
+					flushBy = time.Now().Add(s.cfg.FlushTimeout)
+				}
+				if time.Now().After(flushBy) {
+					dropped++
+					break
+				}
+			}
+			if _, err := poller.Poll(min(pollSlice, s.cfg.FlushTimeout)); err != nil {
+				s.log.Warn("zmqloop: poll failed; message dropped", "sender", s.kind, "err", err)
+				break
+			}
+		}
+		s.cfg.Codec.release(o.bufp)
+	}
+	if dropped > 0 {
+		s.log.Warn("zmqloop: closed with unsent messages", "sender", s.kind, "dropped", dropped)
+	}
+}
