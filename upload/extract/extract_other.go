@@ -1,6 +1,6 @@
 //go:build !unix
 
-package upload
+package extract
 
 // syscallNoFollow is 0 where O_NOFOLLOW does not exist; O_EXCL still refuses
 // an existing name.

@@ -1,6 +1,6 @@
 //go:build unix
 
-package upload
+package extract
 
 import "syscall"
 

@@ -1,4 +1,4 @@
-package upload
+package extract
 
 import (
 	"archive/tar"
@@ -92,7 +92,7 @@ func zipball(t testing.TB, es ...entry) []byte {
 
 // extractInto extracts data into parent/app and returns the target and the
 // error.
-func extractInto(t *testing.T, data []byte, cfg ExtractConfig) (string, error) {
+func extractInto(t *testing.T, data []byte, cfg Config) (string, error) {
 	t.Helper()
 	parent := t.TempDir()
 	target := filepath.Join(parent, "app")
@@ -149,7 +149,7 @@ func TestExtractTarGzAndZip(t *testing.T) {
 				}
 				data = zipball(t, zes...)
 			}
-			target, err := extractInto(t, data, ExtractConfig{})
+			target, err := extractInto(t, data, Config{})
 			require.NoError(t, err)
 			b, err := os.ReadFile(filepath.Join(target, "current", "main.py"))
 			require.NoError(t, err)
@@ -174,20 +174,20 @@ func TestExtractTarGzAndZip(t *testing.T) {
 
 func TestExtractZipSlip(t *testing.T) {
 	data := zipball(t, entry{name: "ok.txt", data: "fine"}, entry{name: "../../evil.sh", data: "#!/bin/sh\nrm -rf /\n"})
-	target, err := extractInto(t, data, ExtractConfig{})
+	target, err := extractInto(t, data, Config{})
 	requireRefused(t, target, err, ErrUnsafePath, "../../evil.sh")
 	_, serr := os.Stat(filepath.Join(filepath.Dir(filepath.Dir(target)), "evil.sh"))
 	require.ErrorIs(t, serr, fs.ErrNotExist)
 
 	// The same in a tar, hidden in the middle of a path.
 	data = tarball(t, true, entry{name: "a/../../../evil", data: "x"})
-	target, err = extractInto(t, data, ExtractConfig{})
+	target, err = extractInto(t, data, Config{})
 	requireRefused(t, target, err, ErrUnsafePath, "a/../../../evil")
 }
 
 func TestExtractAbsolutePath(t *testing.T) {
 	data := tarball(t, false, entry{name: "/tmp/paaskit-abs-evil", data: "x"})
-	target, err := extractInto(t, data, ExtractConfig{})
+	target, err := extractInto(t, data, Config{})
 	requireRefused(t, target, err, ErrUnsafePath, "/tmp/paaskit-abs-evil")
 	_, serr := os.Stat("/tmp/paaskit-abs-evil")
 	require.ErrorIs(t, serr, fs.ErrNotExist)
@@ -195,7 +195,7 @@ func TestExtractAbsolutePath(t *testing.T) {
 
 func TestExtractBackslashName(t *testing.T) {
 	data := zipball(t, entry{name: `..\..\evil.bat`, data: "x"})
-	target, err := extractInto(t, data, ExtractConfig{})
+	target, err := extractInto(t, data, Config{})
 	requireRefused(t, target, err, ErrUnsafePath, `..\..\evil.bat`)
 }
 
@@ -203,12 +203,12 @@ func TestExtractSymlinkEscape(t *testing.T) {
 	for _, link := range []string{"../../outside", "/etc", "a/../../.."} {
 		t.Run(link, func(t *testing.T) {
 			data := tarball(t, true, entry{name: "esc", typ: tar.TypeSymlink, linkname: link})
-			target, err := extractInto(t, data, ExtractConfig{})
+			target, err := extractInto(t, data, Config{})
 			requireRefused(t, target, err, ErrLinkEscape, "esc")
 		})
 	}
 	data := zipball(t, entry{name: "esc", typ: '2', linkname: "/etc/passwd"})
-	target, err := extractInto(t, data, ExtractConfig{})
+	target, err := extractInto(t, data, Config{})
 	requireRefused(t, target, err, ErrLinkEscape, "esc")
 }
 
@@ -218,7 +218,7 @@ func TestExtractSymlinkThenWriteThroughIt(t *testing.T) {
 	data := tarball(t, false,
 		entry{name: "dir", typ: tar.TypeSymlink, linkname: outside},
 		entry{name: "dir/pwned", data: "x"})
-	target, err := extractInto(t, data, ExtractConfig{})
+	target, err := extractInto(t, data, Config{})
 	requireRefused(t, target, err, ErrLinkEscape, "dir")
 	ents, _ := os.ReadDir(outside)
 	require.Empty(t, ents)
@@ -229,14 +229,14 @@ func TestExtractSymlinkThenWriteThroughIt(t *testing.T) {
 		entry{name: "real/", typ: tar.TypeDir, mode: 0o755},
 		entry{name: "alias", typ: tar.TypeSymlink, linkname: "real"},
 		entry{name: "alias/file", data: "x"})
-	target, err = extractInto(t, data, ExtractConfig{})
+	target, err = extractInto(t, data, Config{})
 	requireRefused(t, target, err, ErrUnsafePath, "alias/file")
 
 	// Same in zip.
 	zdata := zipball(t,
 		entry{name: "l", typ: '2', linkname: "."},
 		entry{name: "l/x", data: "x"})
-	target, err = extractInto(t, zdata, ExtractConfig{})
+	target, err = extractInto(t, zdata, Config{})
 	requireRefused(t, target, err, ErrUnsafePath, "l/x")
 }
 
@@ -245,7 +245,7 @@ func TestExtractSymlinkChainEscape(t *testing.T) {
 	data := tarball(t, false,
 		entry{name: "a", typ: tar.TypeSymlink, linkname: "."},
 		entry{name: "b", typ: tar.TypeSymlink, linkname: "a/.."})
-	target, err := extractInto(t, data, ExtractConfig{})
+	target, err := extractInto(t, data, Config{})
 	requireRefused(t, target, err, ErrLinkEscape, "b")
 }
 
@@ -253,7 +253,7 @@ func TestExtractHardLinkToEtcPasswd(t *testing.T) {
 	for _, link := range []string{"/etc/passwd", "../../../../../../etc/passwd", "etc/passwd"} {
 		t.Run(link, func(t *testing.T) {
 			data := tarball(t, false, entry{name: "passwd", typ: tar.TypeLink, linkname: link})
-			target, err := extractInto(t, data, ExtractConfig{})
+			target, err := extractInto(t, data, Config{})
 			requireRefused(t, target, err, ErrLinkEscape, "passwd")
 		})
 	}
@@ -263,7 +263,7 @@ func TestExtractHardLinkToEtcPasswd(t *testing.T) {
 		entry{name: "f", data: "x"},
 		entry{name: "s", typ: tar.TypeSymlink, linkname: "f"},
 		entry{name: "h", typ: tar.TypeLink, linkname: "s"})
-	target, err := extractInto(t, data, ExtractConfig{})
+	target, err := extractInto(t, data, Config{})
 	requireRefused(t, target, err, ErrLinkEscape, "h")
 }
 
@@ -271,15 +271,15 @@ func TestExtractDecompressionBomb(t *testing.T) {
 	zeros := strings.Repeat("\x00", 32<<20)
 	data := tarball(t, true, entry{name: "bomb.bin", data: zeros})
 	require.Less(t, len(data), 100<<10)
-	target, err := extractInto(t, data, ExtractConfig{})
+	target, err := extractInto(t, data, Config{})
 	requireRefused(t, target, err, ErrCompressionRatio, "bomb.bin")
 
 	zdata := zipball(t, entry{name: "bomb.bin", data: zeros})
-	target, err = extractInto(t, zdata, ExtractConfig{})
+	target, err = extractInto(t, zdata, Config{})
 	requireRefused(t, target, err, ErrCompressionRatio, "bomb.bin")
 
 	// The same archive is fine when the limit allows it.
-	_, err = extractInto(t, data, ExtractConfig{MaxRatio: 1e6})
+	_, err = extractInto(t, data, Config{MaxRatio: 1e6})
 	require.NoError(t, err)
 }
 
@@ -300,7 +300,7 @@ func TestExtractZipLyingAboutSize(t *testing.T) {
 	_, err = w.Write(comp.Bytes())
 	require.NoError(t, err)
 	require.NoError(t, zw.Close())
-	target, err := extractInto(t, buf.Bytes(), ExtractConfig{})
+	target, err := extractInto(t, buf.Bytes(), Config{})
 	require.Error(t, err)
 	var ee *EntryError
 	require.ErrorAs(t, err, &ee)
@@ -313,7 +313,7 @@ func TestExtractDevicesAndFIFOs(t *testing.T) {
 	for _, typ := range []byte{tar.TypeChar, tar.TypeBlock, tar.TypeFifo} {
 		t.Run(fmt.Sprintf("type-%c", typ), func(t *testing.T) {
 			data := tarball(t, false, entry{name: "ok", data: "x"}, entry{name: "dev", typ: typ})
-			target, err := extractInto(t, data, ExtractConfig{})
+			target, err := extractInto(t, data, Config{})
 			requireRefused(t, target, err, ErrSpecialFile, "dev")
 		})
 	}
@@ -324,18 +324,18 @@ func TestExtractDevicesAndFIFOs(t *testing.T) {
 	_, err := zw.CreateHeader(h)
 	require.NoError(t, err)
 	require.NoError(t, zw.Close())
-	target, err := extractInto(t, buf.Bytes(), ExtractConfig{})
+	target, err := extractInto(t, buf.Bytes(), Config{})
 	requireRefused(t, target, err, ErrSpecialFile, "fifo")
 }
 
 func TestExtractSetuidSetgid(t *testing.T) {
 	for _, mode := range []int64{0o4755, 0o2755} {
 		data := tarball(t, false, entry{name: "suid", data: "x", mode: mode})
-		target, err := extractInto(t, data, ExtractConfig{})
+		target, err := extractInto(t, data, Config{})
 		requireRefused(t, target, err, ErrSetuid, "suid")
 	}
 	zdata := zipball(t, entry{name: "suid", data: "x", mode: int64(fs.ModeSetuid | 0o755)})
-	target, err := extractInto(t, zdata, ExtractConfig{})
+	target, err := extractInto(t, zdata, Config{})
 	requireRefused(t, target, err, ErrSetuid, "suid")
 }
 
@@ -344,23 +344,23 @@ func TestExtractLimits(t *testing.T) {
 	for i := 0; i < 11; i++ {
 		es = append(es, entry{name: fmt.Sprintf("f%02d", i), data: "0123456789"})
 	}
-	target, err := extractInto(t, tarball(t, false, es...), ExtractConfig{MaxFiles: 10})
+	target, err := extractInto(t, tarball(t, false, es...), Config{MaxFiles: 10})
 	requireRefused(t, target, err, ErrTooManyFiles, "f10")
-	target, err = extractInto(t, zipball(t, es...), ExtractConfig{MaxFiles: 10})
+	target, err = extractInto(t, zipball(t, es...), Config{MaxFiles: 10})
 	requireRefused(t, target, err, ErrTooManyFiles, "f10")
-	target, err = extractInto(t, tarball(t, true, es...), ExtractConfig{MaxTotalSize: 55})
+	target, err = extractInto(t, tarball(t, true, es...), Config{MaxTotalSize: 55})
 	requireRefused(t, target, err, ErrTooLarge, "f05")
-	target, err = extractInto(t, zipball(t, es...), ExtractConfig{MaxTotalSize: 55})
+	target, err = extractInto(t, zipball(t, es...), Config{MaxTotalSize: 55})
 	requireRefused(t, target, err, ErrTooLarge, "f05")
 }
 
 func TestExtractDuplicateEntry(t *testing.T) {
 	data := tarball(t, false, entry{name: "a", data: "1"}, entry{name: "./a", data: "2"})
-	target, err := extractInto(t, data, ExtractConfig{})
+	target, err := extractInto(t, data, Config{})
 	requireRefused(t, target, err, ErrDuplicate, "./a")
 	// A file replacing a directory is a duplicate too.
 	data = tarball(t, false, entry{name: "d/x", data: "1"}, entry{name: "d", data: "2"})
-	target, err = extractInto(t, data, ExtractConfig{})
+	target, err = extractInto(t, data, Config{})
 	requireRefused(t, target, err, ErrDuplicate, "d")
 }
 
@@ -368,23 +368,23 @@ func TestExtractTargetMustBeEmpty(t *testing.T) {
 	parent := t.TempDir()
 	target := filepath.Join(parent, "app")
 	require.NoError(t, os.MkdirAll(filepath.Join(target, "old"), 0o755))
-	err := Extract(context.Background(), bytes.NewReader(tarball(t, false, entry{name: "a", data: "1"})), target, FormatAuto, ExtractConfig{})
+	err := Extract(context.Background(), bytes.NewReader(tarball(t, false, entry{name: "a", data: "1"})), target, FormatAuto, Config{})
 	require.ErrorIs(t, err, ErrTargetExists)
 	require.DirExists(t, filepath.Join(target, "old"), "existing content untouched")
 
 	// An empty directory is replaced.
 	require.NoError(t, os.RemoveAll(filepath.Join(target, "old")))
-	err = Extract(context.Background(), bytes.NewReader(tarball(t, false, entry{name: "a", data: "1"})), target, FormatAuto, ExtractConfig{})
+	err = Extract(context.Background(), bytes.NewReader(tarball(t, false, entry{name: "a", data: "1"})), target, FormatAuto, Config{})
 	require.NoError(t, err)
 	require.FileExists(t, filepath.Join(target, "a"))
 }
 
 func TestExtractUnknownFormatAndGarbage(t *testing.T) {
-	_, err := extractInto(t, []byte("this is not an archive at all"), ExtractConfig{})
+	_, err := extractInto(t, []byte("this is not an archive at all"), Config{})
 	require.ErrorIs(t, err, ErrUnknownFormat)
 	// A truncated tar.gz is an error, and leaves nothing.
 	data := tarball(t, true, entry{name: "a", data: strings.Repeat("x", 10000)}, entry{name: "b", data: "y"})
-	target, err := extractInto(t, data[:len(data)/2], ExtractConfig{})
+	target, err := extractInto(t, data[:len(data)/2], Config{})
 	require.Error(t, err)
 	ents, _ := os.ReadDir(filepath.Dir(target))
 	require.Empty(t, ents)
@@ -394,14 +394,14 @@ func TestExtractFileZipFromDisk(t *testing.T) {
 	dir := t.TempDir()
 	p := filepath.Join(dir, "bundle.zip")
 	require.NoError(t, os.WriteFile(p, zipball(t, entry{name: "x/y.txt", data: "y"}), 0o644))
-	require.NoError(t, ExtractFile(context.Background(), p, filepath.Join(dir, "out"), FormatAuto, ExtractConfig{}))
+	require.NoError(t, FromFile(context.Background(), p, filepath.Join(dir, "out"), FormatAuto, Config{}))
 	b, err := os.ReadFile(filepath.Join(dir, "out", "x", "y.txt"))
 	require.NoError(t, err)
 	require.Equal(t, "y", string(b))
 }
 
 func TestExtractConfigValidation(t *testing.T) {
-	_, err := extractInto(t, tarball(t, false, entry{name: "a", data: "1"}), ExtractConfig{MaxFiles: -1})
+	_, err := extractInto(t, tarball(t, false, entry{name: "a", data: "1"}), Config{MaxFiles: -1})
 	require.Error(t, err)
 }
 

@@ -1,4 +1,4 @@
-package upload
+package extract
 
 import (
 	"archive/tar"
@@ -24,7 +24,7 @@ func FuzzExtract(f *testing.F) {
 		parent := t.TempDir()
 		target := filepath.Join(parent, "app")
 		err := Extract(context.Background(), bytes.NewReader(data), target, FormatAuto,
-			ExtractConfig{MaxTotalSize: 8 << 20, MaxFiles: 1000, RatioFloor: 1 << 20})
+			Config{MaxTotalSize: 8 << 20, MaxFiles: 1000, RatioFloor: 1 << 20})
 		ents, rerr := os.ReadDir(parent)
 		if rerr != nil {
 			t.Fatal(rerr)

@@ -1,4 +1,10 @@
-package upload
+// Package extract unpacks uploaded bundles (tar, tar.gz, zip) safely: an
+// archive from a developer or an sdist from a package index is untrusted, so
+// every entry is checked before anything is written, the tree is built in a
+// private directory beside the target and renamed into place only when the
+// whole archive was accepted, and limits stop decompression bombs. The upload
+// endpoint uses it for app bundles and the Python installer for sdists.
+package extract
 
 import (
 	"archive/tar"
@@ -89,8 +95,8 @@ func (f Format) String() string {
 	return "auto"
 }
 
-// ExtractConfig bounds an extraction. Zero values are the defaults.
-type ExtractConfig struct {
+// Config bounds an extraction. Zero values are the defaults.
+type Config struct {
 	// MaxTotalSize caps the sum of the extracted files' sizes. Default
 	// 1 GiB.
 	MaxTotalSize int64
@@ -108,9 +114,9 @@ type ExtractConfig struct {
 	Logger *slog.Logger
 }
 
-func (c ExtractConfig) withDefaults() (ExtractConfig, error) {
+func (c Config) withDefaults() (Config, error) {
 	if c.MaxTotalSize < 0 || c.MaxFiles < 0 || c.MaxRatio < 0 || c.RatioFloor < 0 {
-		return c, fmt.Errorf("upload: extract config: negative limit")
+		return c, fmt.Errorf("extract: extract config: negative limit")
 	}
 	if c.MaxTotalSize == 0 {
 		c.MaxTotalSize = 1 << 30
@@ -130,15 +136,15 @@ func (c ExtractConfig) withDefaults() (ExtractConfig, error) {
 	return c, nil
 }
 
-// ExtractFile extracts the archive at archivePath into target (see Extract).
-func ExtractFile(ctx context.Context, archivePath, target string, format Format, cfg ExtractConfig) error {
+// FromFile extracts the archive at archivePath into target (see Extract).
+func FromFile(ctx context.Context, archivePath, target string, format Format, cfg Config) error {
 	f, err := os.Open(archivePath)
 	if err != nil {
-		return fmt.Errorf("upload: extract %s: %w", archivePath, err)
+		return fmt.Errorf("extract: extract %s: %w", archivePath, err)
 	}
 	defer f.Close()
 	if err := Extract(ctx, f, target, format, cfg); err != nil {
-		return fmt.Errorf("upload: extract %s: %w", archivePath, err)
+		return fmt.Errorf("extract: extract %s: %w", archivePath, err)
 	}
 	return nil
 }
@@ -161,7 +167,7 @@ func ExtractFile(ctx context.Context, archivePath, target string, format Format,
 // a reader with ReadAt and Size (*bytes.Reader, *io.SectionReader), is read
 // whole from its start; any other reader is spooled to a temporary file
 // first.
-func Extract(ctx context.Context, r io.Reader, target string, format Format, cfg ExtractConfig) (err error) {
+func Extract(ctx context.Context, r io.Reader, target string, format Format, cfg Config) (err error) {
 	cfg, err = cfg.withDefaults()
 	if err != nil {
 		return err
@@ -169,19 +175,19 @@ func Extract(ctx context.Context, r io.Reader, target string, format Format, cfg
 	target = filepath.Clean(target)
 	if fi, err := os.Lstat(target); err == nil {
 		if !fi.IsDir() {
-			return fmt.Errorf("upload: extract into %s: %w", target, ErrTargetExists)
+			return fmt.Errorf("extract: extract into %s: %w", target, ErrTargetExists)
 		}
 		ents, err := os.ReadDir(target)
 		if err != nil {
-			return fmt.Errorf("upload: extract into %s: %w", target, err)
+			return fmt.Errorf("extract: extract into %s: %w", target, err)
 		}
 		if len(ents) > 0 {
-			return fmt.Errorf("upload: extract into %s: %w (not empty)", target, ErrTargetExists)
+			return fmt.Errorf("extract: extract into %s: %w (not empty)", target, ErrTargetExists)
 		}
 	}
 	tmp, err := os.MkdirTemp(filepath.Dir(target), "."+filepath.Base(target)+".extract-")
 	if err != nil {
-		return fmt.Errorf("upload: extract into %s: %w", target, err)
+		return fmt.Errorf("extract: extract into %s: %w", target, err)
 	}
 	defer func() {
 		if err != nil {
@@ -194,7 +200,7 @@ func Extract(ctx context.Context, r io.Reader, target string, format Format, cfg
 		head, _ := br.Peek(512)
 		format = detect(head)
 		if format == FormatAuto {
-			return fmt.Errorf("upload: extract into %s: %w", target, ErrUnknownFormat)
+			return fmt.Errorf("extract: extract into %s: %w", target, ErrUnknownFormat)
 		}
 	}
 	switch format {
@@ -205,13 +211,13 @@ func Extract(ctx context.Context, r io.Reader, target string, format Format, cfg
 		x.counted = &countingReader{r: br}
 		gz, gerr := gzip.NewReader(x.counted)
 		if gerr != nil {
-			return fmt.Errorf("upload: extract into %s: gzip: %w", target, gerr)
+			return fmt.Errorf("extract: extract into %s: gzip: %w", target, gerr)
 		}
 		err = x.tar(ctx, gz)
 	case FormatZip:
 		err = x.zipFrom(ctx, r, br)
 	default:
-		return fmt.Errorf("upload: extract into %s: %w", target, ErrUnknownFormat)
+		return fmt.Errorf("extract: extract into %s: %w", target, ErrUnknownFormat)
 	}
 	if err != nil {
 		return err
@@ -220,15 +226,15 @@ func Extract(ctx context.Context, r io.Reader, target string, format Format, cfg
 		return err
 	}
 	if err = os.Chmod(tmp, 0o755); err != nil {
-		return fmt.Errorf("upload: extract into %s: %w", target, err)
+		return fmt.Errorf("extract: extract into %s: %w", target, err)
 	}
 	// An empty target directory is replaced (rename(2) onto an empty
 	// directory is refused on some filesystems, overlayfs among them).
 	if rerr := os.Remove(target); rerr != nil && !errors.Is(rerr, fs.ErrNotExist) {
-		return fmt.Errorf("upload: extract into %s: %w", target, ErrTargetExists)
+		return fmt.Errorf("extract: extract into %s: %w", target, ErrTargetExists)
 	}
 	if err = os.Rename(tmp, target); err != nil {
-		return fmt.Errorf("upload: extract into %s: rename: %w", target, err)
+		return fmt.Errorf("extract: extract into %s: rename: %w", target, err)
 	}
 	cfg.Logger.Debug("extracted archive", "target", target, "format", format.String(), "entries", x.files, "bytes", x.written)
 	return nil
@@ -258,7 +264,7 @@ func (c *countingReader) Read(p []byte) (int, error) {
 }
 
 type extractor struct {
-	cfg     ExtractConfig
+	cfg     Config
 	root    string
 	seen    map[string]bool // cleaned relative names of non-directories
 	links   []string        // entries (names) of symlinks, for the final check
@@ -544,7 +550,7 @@ func (x *extractor) tar(ctx context.Context, r io.Reader) error {
 			return nil
 		}
 		if err != nil {
-			return fmt.Errorf("upload: read tar after %d entries: %w", x.files, err)
+			return fmt.Errorf("extract: read tar after %d entries: %w", x.files, err)
 		}
 		mode := h.FileInfo().Mode()
 		switch h.Typeflag {
@@ -609,7 +615,7 @@ func (x *extractor) zipFrom(ctx context.Context, orig io.Reader, br *bufio.Reade
 	}
 	spool, err := os.CreateTemp(x.root, ".spool-")
 	if err != nil {
-		return fmt.Errorf("upload: spool zip: %w", err)
+		return fmt.Errorf("extract: spool zip: %w", err)
 	}
 	name := spool.Name()
 	defer func() {
@@ -621,7 +627,7 @@ func (x *extractor) zipFrom(ctx context.Context, orig io.Reader, br *bufio.Reade
 	limit := x.cfg.MaxTotalSize + x.cfg.MaxTotalSize/8 + 1<<20
 	n, err := io.Copy(spool, io.LimitReader(br, limit+1))
 	if err != nil {
-		return fmt.Errorf("upload: spool zip: %w", err)
+		return fmt.Errorf("extract: spool zip: %w", err)
 	}
 	if n > limit {
 		return &EntryError{Entry: "(archive)", Detail: fmt.Sprintf("limit %d bytes", x.cfg.MaxTotalSize), Err: ErrTooLarge}
@@ -629,7 +635,7 @@ func (x *extractor) zipFrom(ctx context.Context, orig io.Reader, br *bufio.Reade
 	// The spool is not part of the tree: remove it from the root before
 	// the entries are checked.
 	if err := os.Remove(name); err != nil {
-		return fmt.Errorf("upload: spool zip: %w", err)
+		return fmt.Errorf("extract: spool zip: %w", err)
 	}
 	return x.zip(ctx, spool, n)
 }
@@ -637,7 +643,7 @@ func (x *extractor) zipFrom(ctx context.Context, orig io.Reader, br *bufio.Reade
 func (x *extractor) zip(ctx context.Context, ra io.ReaderAt, size int64) error {
 	zr, err := zip.NewReader(ra, size)
 	if err != nil {
-		return fmt.Errorf("upload: read zip: %w", err)
+		return fmt.Errorf("extract: read zip: %w", err)
 	}
 	x.compressed = size
 	if len(zr.File) > x.cfg.MaxFiles {
