@@ -1,0 +1,255 @@
+package runner_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/paaskit/paaskit/runner"
+	"github.com/stretchr/testify/require"
+)
+
+// imageDir is a directory holding the test app binary, built once per test
+// binary; it serves as every test app's image.
+var imageDir string
+
+func TestMain(m *testing.M) {
+	// A sandbox's init helper is this test binary re-executed.
+	runner.Init()
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "runner-image")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cmd := exec.Command("go", "build", "-o", filepath.Join(dir, "testapp"), "github.com/paaskit/paaskit/internal/testapp")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build the test app (needs the go tool, as `make test` has): %v\n%s", err, out)
+		return 1
+	}
+	imageDir = dir
+	return m.Run()
+}
+
+var cgroupSeq atomic.Int64
+
+// memSink keeps every line in memory, per app; tests read it.
+type memSink struct {
+	mu    sync.Mutex
+	lines []runner.Line
+	bytes atomic.Int64
+	count atomic.Int64
+	keep  bool
+}
+
+func (s *memSink) WriteLine(l *runner.Line) error {
+	s.bytes.Add(int64(len(l.Text)))
+	s.count.Add(1)
+	if !s.keep {
+		return nil
+	}
+	c := *l
+	c.Text = append([]byte(nil), l.Text...)
+	s.mu.Lock()
+	s.lines = append(s.lines, c)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *memSink) text(app string, stream runner.Stream) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var b strings.Builder
+	for _, l := range s.lines {
+		if l.App == app && l.Stream == stream {
+			b.Write(l.Text)
+			b.WriteByte('\n')
+		}
+	}
+	return b.String()
+}
+
+type env struct {
+	t     *testing.T
+	r     *runner.Runner
+	state string
+	sink  *memSink
+	front string // host:port of the front
+	cfg   runner.Config
+}
+
+// newEnv builds a Runner on a fresh state directory with fast timings,
+// runs it and serves its front on loopback; both stop at cleanup.
+func newEnv(t *testing.T, tweak func(*runner.Config)) *env {
+	t.Helper()
+	state, err := os.MkdirTemp("", "rt")
+	require.NoError(t, err)
+	require.NoError(t, os.Chmod(state, 0o711))
+	sink := &memSink{keep: true}
+	cfg := runner.Config{
+		StateDir:            state,
+		CgroupRoot:          fmt.Sprintf("paaskit-test-%d-%d", os.Getpid(), cgroupSeq.Add(1)),
+		DefaultStartTimeout: 10 * time.Second,
+		StopGrace:           2 * time.Second,
+		ReapInterval:        20 * time.Millisecond,
+		DefaultLimits:       runner.Limits{Memory: 256 << 20},
+		Sink:                sink,
+	}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	r, err := runner.New(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- r.Run(ctx) }()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	srv := &http.Server{Handler: r}
+	go srv.Serve(l)
+	e := &env{t: t, r: r, state: state, sink: sink, front: l.Addr().String(), cfg: cfg}
+	t.Cleanup(func() {
+		srv.Close()
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(30 * time.Second):
+			t.Errorf("Run did not return within 30s of cancel")
+		}
+		os.RemoveAll(state)
+	})
+	return e
+}
+
+// spec returns a spec for the test app in mode (args) serving host name.
+func spec(name string, args ...string) runner.Spec {
+	return runner.Spec{
+		Name:    name,
+		Hosts:   []string{name + ".example"},
+		Image:   imageDir,
+		Command: append([]string{"/app/testapp"}, args...),
+	}
+}
+
+var client = &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 200}, Timeout: 60 * time.Second}
+
+// get sends GET path with Host host to the front.
+func (e *env) get(host, path string) (int, string, http.Header) {
+	e.t.Helper()
+	req, err := http.NewRequest("GET", "http://"+e.front+path, nil)
+	require.NoError(e.t, err)
+	req.Host = host
+	resp, err := client.Do(req)
+	require.NoError(e.t, err)
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(e.t, err)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+func (e *env) mustGet(host, path string) string {
+	e.t.Helper()
+	code, body, _ := e.get(host, path)
+	require.Equal(e.t, 200, code, "GET %s%s: %s", host, path, body)
+	return body
+}
+
+func (e *env) put(s runner.Spec) {
+	e.t.Helper()
+	require.NoError(e.t, e.r.Put(s))
+}
+
+func (e *env) status(app string) runner.AppStatus {
+	e.t.Helper()
+	st, err := e.r.AppStatus(app)
+	require.NoError(e.t, err)
+	return st
+}
+
+type whoami struct {
+	UID      int    `json:"uid"`
+	GID      int    `json:"gid"`
+	PID      int    `json:"pid"`
+	PPID     int    `json:"ppid"`
+	Hostname string `json:"hostname"`
+	Socket   string `json:"socket"`
+	App      string `json:"app"`
+}
+
+func (e *env) whoami(host string) whoami {
+	e.t.Helper()
+	var w whoami
+	require.NoError(e.t, json.Unmarshal([]byte(e.mustGet(host, "/whoami")), &w))
+	return w
+}
+
+// procsOfUID lists the host pids of processes running as uid.
+func procsOfUID(uid int) []int {
+	ents, _ := os.ReadDir("/proc")
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "Uid:" && f[1] == strconv.Itoa(uid) {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}
+
+// childrenOf lists the direct children of pid.
+func childrenOf(pid int) []int {
+	var out []int
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	for _, t := range tasks {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/children", pid, t.Name()))
+		for _, f := range strings.Fields(string(b)) {
+			if c, err := strconv.Atoi(f); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
+}
+
+func heapInuse() uint64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapInuse
+}
+
+var _ = bytes.Contains
+
+func killPid(pid int) error { return syscallKill(pid) }

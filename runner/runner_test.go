@@ -1,0 +1,239 @@
+package runner_test
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/paaskit/paaskit/runner"
+	"github.com/stretchr/testify/require"
+)
+
+func TestOnDemandStartServesFromSandbox(t *testing.T) {
+	e := newEnv(t, nil)
+	iso := e.r.Isolation()
+	require.True(t, iso.User && iso.Namespaces && iso.SandboxRoot && iso.Cgroup && iso.Rlimits,
+		"tests run as root on Linux (make test); isolation missing: %v", iso.Missing)
+	e.put(spec("hello"))
+	require.Equal(t, "stopped", e.status("hello").State)
+
+	require.Equal(t, "hello hello\n", e.mustGet("hello.example", "/"))
+	st := e.status("hello")
+	require.Equal(t, "running", st.State)
+	require.EqualValues(t, 1, st.Starts)
+	require.GreaterOrEqual(t, st.UID, runner.DefaultUIDMin)
+	require.LessOrEqual(t, st.UID, runner.DefaultUIDMax)
+
+	w := e.whoami("hello.example")
+	require.Equal(t, st.UID, w.UID, "app runs as its own UID")
+	require.Equal(t, st.UID, w.GID)
+	require.Equal(t, "hello", w.Hostname, "own UTS namespace")
+	require.Equal(t, "/run/paaskit/app.sock", w.Socket)
+	require.Equal(t, 1, w.PPID, "the init helper is PID 1 of the app's PID namespace")
+	require.Less(t, w.PID, 10, "own PID namespace")
+	require.EqualValues(t, 1, e.status("hello").Starts, "warm requests reuse the instance")
+	require.Len(t, e.status("hello").Recent, 1)
+}
+
+func TestConcurrentFirstRequestsShareOneStart(t *testing.T) {
+	e := newEnv(t, nil)
+	e.put(spec("burst"))
+	const n = 100
+	var wg sync.WaitGroup
+	codes := make([]int, n)
+	bodies := make([]string, n)
+	start := make(chan struct{})
+	for k := 0; k < n; k++ {
+		wg.Add(1)
+		go func(k int) {
+			defer wg.Done()
+			<-start
+			codes[k], bodies[k], _ = e.get("burst.example", "/")
+		}(k)
+	}
+	close(start)
+	wg.Wait()
+	for k := 0; k < n; k++ {
+		require.Equal(t, 200, codes[k], "request %d: %s", k, bodies[k])
+		require.Equal(t, "hello burst\n", bodies[k])
+	}
+	st := e.status("burst")
+	require.EqualValues(t, 1, st.Starts, "exactly one start for the burst")
+	require.Len(t, st.Recent, 1)
+	require.Greater(t, st.Recent[0].Waiters, 0)
+	require.Greater(t, st.Recent[0].QueueWait, time.Duration(0), "queue wait is recorded")
+	require.Greater(t, st.Recent[0].StartTime, time.Duration(0), "start time is recorded")
+}
+
+func TestUnknownHostIsAMiss(t *testing.T) {
+	e := newEnv(t, nil)
+	e.put(spec("known"))
+	code, body, h := e.get("nobody.example", "/")
+	require.Equal(t, 404, code)
+	require.Equal(t, "1", h.Get(runner.MissHeader))
+	require.Contains(t, body, "nobody.example")
+}
+
+func TestHostIsCaseInsensitiveAndPortless(t *testing.T) {
+	e := newEnv(t, nil)
+	e.put(spec("casey"))
+	require.Equal(t, "hello casey\n", e.mustGet("CaSeY.Example:8080", "/"))
+	name, ok := e.r.Lookup("CASEY.EXAMPLE.")
+	require.True(t, ok)
+	require.Equal(t, "casey", name)
+}
+
+func TestAppThatExitsAtOnceFailsWaitersWithStderrTail(t *testing.T) {
+	e := newEnv(t, func(c *runner.Config) { c.MaxStartBackoff = time.Minute })
+	s := spec("quitter", "exit")
+	s.StartTimeout = runner.Duration(time.Minute)
+	e.put(s)
+	var wg sync.WaitGroup
+	for k := 0; k < 5; k++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			code, body, _ := e.get("quitter.example", "/")
+			require.Equal(t, 503, code)
+			require.Contains(t, body, "exited with status 3")
+			require.Contains(t, body, "testapp: exiting at once as asked", "the 503 carries the stderr tail")
+		}()
+	}
+	wg.Wait()
+	st := e.status("quitter")
+	require.EqualValues(t, 1, st.Starts)
+	require.Equal(t, "backoff", st.State)
+	// Inside the backoff the next request fails at once, without a start.
+	code, body, _ := e.get("quitter.example", "/")
+	require.Equal(t, 503, code)
+	require.Contains(t, body, "next start not before")
+	require.EqualValues(t, 1, e.status("quitter").Starts)
+}
+
+func TestAppThatNeverBindsTimesOut(t *testing.T) {
+	e := newEnv(t, nil)
+	s := spec("sleepy", "nobind")
+	s.StartTimeout = runner.Duration(500 * time.Millisecond)
+	e.put(s)
+	code, body, _ := e.get("sleepy.example", "/")
+	require.Equal(t, 503, code)
+	require.Contains(t, body, "did not bind /run/paaskit/app.sock within 500ms")
+	require.Contains(t, body, "sleeping, not binding")
+	uid := e.status("sleepy").UID
+	require.Eventually(t, func() bool { return len(procsOfUID(uid)) == 0 }, 10*time.Second, 10*time.Millisecond,
+		"the failed instance leaves no process")
+}
+
+func TestAppThatBindsTheWrongPathTimesOut(t *testing.T) {
+	e := newEnv(t, nil)
+	s := spec("lost", "wrongpath")
+	s.StartTimeout = runner.Duration(500 * time.Millisecond)
+	e.put(s)
+	code, body, _ := e.get("lost.example", "/")
+	require.Equal(t, 503, code)
+	require.Contains(t, body, "did not bind")
+	require.Contains(t, body, "bound the wrong path")
+}
+
+func TestIdleInstanceIsReaped(t *testing.T) {
+	e := newEnv(t, nil)
+	s := spec("idler")
+	s.IdleTimeout = runner.Duration(200 * time.Millisecond)
+	e.put(s)
+	e.mustGet("idler.example", "/")
+	uid := e.status("idler").UID
+	require.Eventually(t, func() bool {
+		st := e.status("idler")
+		return st.State == "stopped" && st.LastExit != nil
+	}, 10*time.Second, 10*time.Millisecond)
+	st := e.status("idler")
+	require.Equal(t, "reaped", st.LastExit.Reason)
+	require.Empty(t, procsOfUID(uid), "reaping leaves no orphans")
+	// The next request starts it again.
+	e.mustGet("idler.example", "/")
+	require.EqualValues(t, 2, e.status("idler").Starts)
+}
+
+func TestStreamingResponseKeepsInstanceAlive(t *testing.T) {
+	e := newEnv(t, nil)
+	s := spec("streamer")
+	s.IdleTimeout = runner.Duration(100 * time.Millisecond)
+	e.put(s)
+	// 40 lines, 10 ms apart: the stream outlasts the idle timeout.
+	body := e.mustGet("streamer.example", "/stream?n=40")
+	end := time.Now()
+	require.Equal(t, 40, strings.Count(body, "\n"))
+	require.Contains(t, body, "line 39")
+	st := e.status("streamer")
+	require.EqualValues(t, 1, st.Starts)
+	if st.LastExit != nil {
+		require.True(t, st.LastExit.Time.After(end), "not reaped while the response streamed: %+v", st.LastExit)
+	}
+}
+
+func TestAttachedCommandKeepsInstanceAlive(t *testing.T) {
+	e := newEnv(t, nil)
+	s := spec("attached")
+	s.IdleTimeout = runner.Duration(100 * time.Millisecond)
+	e.put(s)
+	release, err := e.r.Attach("attached")
+	require.NoError(t, err)
+	e.mustGet("attached.example", "/")
+	// Let several reap intervals and two idle timeouts pass, measured by
+	// the reaper's own view of the instance rather than a sleep.
+	require.Eventually(t, func() bool {
+		st := e.status("attached")
+		return st.Instance != nil && time.Duration(st.Instance.IdleFor) > 300*time.Millisecond
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, "running", e.status("attached").State)
+	release()
+	require.Eventually(t, func() bool {
+		st := e.status("attached")
+		return st.State == "stopped" && st.LastExit != nil && st.LastExit.Reason == "reaped"
+	}, 10*time.Second, 10*time.Millisecond)
+}
+
+func TestCrashedInstanceIsRestarted(t *testing.T) {
+	e := newEnv(t, nil)
+	e.put(spec("crashy"))
+	e.mustGet("crashy.example", "/")
+	st := e.status("crashy")
+	first := st.Instance.ID
+	// Kill the sandbox from outside, as a crash would.
+	require.NoError(t, killPid(st.Instance.PID))
+	require.Eventually(t, func() bool {
+		st := e.status("crashy")
+		return st.Crashes == 1 && st.State == "running" && st.Instance.ID != first
+	}, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, "crashed", e.status("crashy").LastExit.Reason)
+	e.mustGet("crashy.example", "/")
+}
+
+func TestStopIgnoringSIGTERMKillsAfterGrace(t *testing.T) {
+	e := newEnv(t, func(c *runner.Config) { c.StopGrace = 300 * time.Millisecond })
+	e.put(spec("stubborn", "ignoreterm"))
+	e.mustGet("stubborn.example", "/")
+	uid := e.status("stubborn").UID
+	require.NotEmpty(t, procsOfUID(uid))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, e.r.Stop(ctx, "stubborn"))
+	st := e.status("stubborn")
+	require.Equal(t, "stopped", st.LastExit.Reason)
+	require.Equal(t, 137, st.LastExit.Status, "killed by SIGKILL after the grace period")
+	require.Empty(t, procsOfUID(uid), "no orphans")
+}
+
+func TestGracefulStopOfWellBehavedApp(t *testing.T) {
+	e := newEnv(t, nil)
+	e.put(spec("polite"))
+	e.mustGet("polite.example", "/")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	require.NoError(t, e.r.Stop(ctx, "polite"))
+	st := e.status("polite")
+	require.Equal(t, "stopped", st.LastExit.Reason)
+	require.Equal(t, 128+15, st.LastExit.Status, "ended by the SIGTERM it was passed")
+}
