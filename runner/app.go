@@ -70,16 +70,17 @@ type StartRecord struct {
 
 // InstanceStatus is a running (or starting) instance.
 type InstanceStatus struct {
-	ID       int64     `json:"id"`
-	PID      int       `json:"pid"`
-	Started  time.Time `json:"started"`
-	Ready    bool      `json:"ready"`
-	Active   int64     `json:"active"`
-	IdleFor  Duration  `json:"idle_for"`
-	CPU      Duration  `json:"cpu"`
-	Memory   int64     `json:"memory"`
-	PeakMem  int64     `json:"peak_memory"`
-	OOMKills int64     `json:"oom_kills"`
+	ID      int64     `json:"id"`
+	PID     int       `json:"pid"`
+	Started time.Time `json:"started"`
+	Ready   bool      `json:"ready"`
+	Active  int64     `json:"active"`
+	// IdleFor is how long it has had nothing in flight (0 while busy).
+	IdleFor  Duration `json:"idle_for"`
+	CPU      Duration `json:"cpu"`
+	Memory   int64    `json:"memory"`
+	PeakMem  int64    `json:"peak_memory"`
+	OOMKills int64    `json:"oom_kills"`
 }
 
 // AppStatus is one app's state and counters.
@@ -451,7 +452,7 @@ func (a *app) status() AppStatus {
 			st.State = "running"
 		}
 		is = &InstanceStatus{ID: i.id, Started: i.created, Ready: i.isReady, Active: i.active.Load(), PID: i.pid}
-		if i.isReady {
+		if i.isReady && is.Active == 0 {
 			is.IdleFor = Duration(time.Since(time.Unix(0, i.lastActive.Load())))
 		}
 	}
@@ -483,4 +484,3 @@ func (a *app) findInstanceWait(id int64) time.Duration {
 }
 
 var errStopped = errors.New("stopped while starting")
-

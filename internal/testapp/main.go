@@ -23,6 +23,8 @@
 //	/stream?n=   stream n lines, one per 10 ms
 //	/hold?ms=    answer after ms milliseconds
 //	/stderr?s=   print s to stderr
+//	/echo        answer "<length of the body> <its first 20 bytes>"
+//	/upgrade     switch protocols (101) and echo bytes back until EOF
 package main
 
 import (
@@ -164,6 +166,28 @@ func handler() http.Handler {
 		ms, _ := strconv.Atoi(r.URL.Query().Get("ms"))
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		io.WriteString(w, "held\n")
+	})
+	mux.HandleFunc("/echo", func(w http.ResponseWriter, r *http.Request) {
+		b, err := io.ReadAll(r.Body)
+		if err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		head := b
+		if len(head) > 20 {
+			head = head[:20]
+		}
+		fmt.Fprintf(w, "%d %s", len(b), head)
+	})
+	mux.HandleFunc("/upgrade", func(w http.ResponseWriter, r *http.Request) {
+		c, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		fmt.Fprintf(brw, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: %s\r\n\r\n", r.Header.Get("Upgrade"))
+		_ = brw.Flush()
+		_, _ = io.Copy(c, brw)
 	})
 	mux.HandleFunc("/stderr", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintln(os.Stderr, r.URL.Query().Get("s"))

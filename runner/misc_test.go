@@ -1,0 +1,187 @@
+package runner_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/paaskit/paaskit/runner"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+func TestThousandConfiguredAppsCostNoProcessAndLittleMemory(t *testing.T) {
+	e := newEnv(t, nil)
+	runtime.GC()
+	before := heapInuse()
+	for k := 0; k < 1000; k++ {
+		s := spec(fmt.Sprintf("idle%d", k))
+		s.Env = map[string]string{"DJANGO_SETTINGS_MODULE": "site.settings", "SECRET": strings.Repeat("s", 64)}
+		e.put(s)
+	}
+	runtime.GC()
+	after := heapInuse()
+	t.Logf("1000 configured apps: heap in use %d KiB before, %d KiB after", before>>10, after>>10)
+	require.Less(t, after-min(before, after), uint64(50<<20))
+	require.Len(t, e.r.Status().Apps, 1000)
+	require.Empty(t, childrenOf(os.Getpid()), "no app process runs")
+	// Each is still startable.
+	require.Equal(t, "hello idle999\n", e.mustGet("idle999.example", "/"))
+}
+
+func TestRunLeaksNoGoroutines(t *testing.T) {
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	state, err := os.MkdirTemp("", "rt")
+	require.NoError(t, err)
+	defer os.RemoveAll(state)
+	specs := t.TempDir()
+	writeSpec(t, specs, "leak.json", specJSON("leak", ""))
+	r, err := runner.New(runner.Config{StateDir: state, SpecDir: specs, CgroupRoot: fmt.Sprintf("paaskit-test-%d-%d", os.Getpid(), cgroupSeq.Add(1)), Sink: &memSink{}})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	require.Eventually(t, func() bool { _, ok := r.App("leak"); return ok }, 10*time.Second, 10*time.Millisecond)
+	srv := &http.Server{Handler: r}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	go srv.Serve(l)
+	tr := &http.Transport{}
+	c := &http.Client{Transport: tr}
+	req, _ := http.NewRequest("GET", "http://"+l.Addr().String()+"/stream?n=3", nil)
+	req.Host = "leak.example"
+	resp, err := c.Do(req)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	tr.CloseIdleConnections()
+	require.NoError(t, srv.Close())
+	cancel()
+	require.NoError(t, <-done)
+	_, err = r.AppStatus("leak")
+	require.NoError(t, err)
+	require.ErrorIs(t, r.Start(context.Background(), "leak"), runner.ErrNotRunning)
+}
+
+func TestRequestBodiesAreForwarded(t *testing.T) {
+	e := newEnv(t, nil)
+	e.put(spec("echo"))
+	for _, chunked := range []bool{false, true} {
+		body := strings.Repeat("0123456789", 10000)
+		var rd io.Reader = strings.NewReader(body)
+		if chunked {
+			rd = io.MultiReader(rd) // unknown length: sent chunked
+		}
+		req, err := http.NewRequest("POST", "http://"+e.front+"/echo", rd)
+		require.NoError(t, err)
+		req.Host = "echo.example"
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		got, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		require.NoError(t, err)
+		require.Equal(t, 200, resp.StatusCode)
+		require.Equal(t, fmt.Sprintf("%d %s", len(body), body[:20]), string(got), "chunked=%v", chunked)
+	}
+}
+
+func TestWebSocketUpgradeIsRelayedAndKeepsInstanceAlive(t *testing.T) {
+	e := newEnv(t, nil)
+	s := spec("ws")
+	s.IdleTimeout = runner.Duration(100 * time.Millisecond)
+	e.put(s)
+	c, err := net.Dial("tcp", e.front)
+	require.NoError(t, err)
+	defer c.Close()
+	_, err = io.WriteString(c, "GET /upgrade HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	require.NoError(t, err)
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, 101, resp.StatusCode)
+	require.Equal(t, "echo", resp.Header.Get("Upgrade"))
+	// Echo across several idle timeouts: the open connection counts as
+	// activity, so the instance stays.
+	for k := 0; k < 3; k++ {
+		msg := "ping " + strconv.Itoa(k) + "\n"
+		_, err = io.WriteString(c, msg)
+		require.NoError(t, err)
+		line, err := br.ReadString('\n')
+		require.NoError(t, err)
+		require.Equal(t, msg, line)
+		st := e.status("ws")
+		require.EqualValues(t, 1, st.Instance.Active)
+		require.Zero(t, st.Instance.IdleFor)
+		started := st.Instance.Started
+		require.Eventually(t, func() bool {
+			return time.Since(started) > time.Duration(k+1)*2*time.Duration(s.IdleTimeout)
+		}, 10*time.Second, 5*time.Millisecond)
+	}
+	require.EqualValues(t, 1, e.status("ws").Starts)
+	require.Nil(t, e.status("ws").LastExit)
+	c.Close()
+	require.Eventually(t, func() bool {
+		st := e.status("ws")
+		return st.LastExit != nil && st.LastExit.Reason == "reaped"
+	}, 10*time.Second, 10*time.Millisecond, "reaped once the WebSocket closed")
+}
+
+func TestFileSink(t *testing.T) {
+	dir := t.TempDir()
+	fs, err := runner.NewFileSink(dir)
+	require.NoError(t, err)
+	at := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	require.NoError(t, fs.WriteLine(&runner.Line{App: "a", Instance: 7, Stream: runner.Stdout, Time: at, Text: []byte("hello")}))
+	require.NoError(t, fs.WriteLine(&runner.Line{App: "a", Instance: 7, Stream: runner.Stderr, Time: at, Text: []byte("part"), Truncated: true}))
+	require.NoError(t, fs.WriteLine(&runner.Line{App: "b", Instance: 1, Stream: runner.Stdout, Time: at, Text: []byte("other")}))
+	require.NoError(t, fs.Close())
+	b, err := os.ReadFile(filepath.Join(dir, "a.log"))
+	require.NoError(t, err)
+	require.Equal(t, "2026-01-02T03:04:05.000000006Z 7 stdout |hello\n2026-01-02T03:04:05.000000006Z 7 stderr+ |part\n", string(b))
+	b, err = os.ReadFile(filepath.Join(dir, "b.log"))
+	require.NoError(t, err)
+	require.Contains(t, string(b), "|other\n")
+	require.Error(t, fs.WriteLine(&runner.Line{App: "a"}), "closed sink refuses lines")
+}
+
+func TestDefaultFileSinkGetsAppOutput(t *testing.T) {
+	state, err := os.MkdirTemp("", "rt")
+	require.NoError(t, err)
+	defer os.RemoveAll(state)
+	r, err := runner.New(runner.Config{StateDir: state, CgroupRoot: fmt.Sprintf("paaskit-test-%d-%d", os.Getpid(), cgroupSeq.Add(1))})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- r.Run(ctx) }()
+	require.NoError(t, r.Put(spec("logged", "exit")))
+	require.Error(t, r.Start(ctx, "logged"))
+	cancel()
+	require.NoError(t, <-done)
+	b, err := os.ReadFile(filepath.Join(state, "logs", "logged.log"))
+	require.NoError(t, err)
+	require.Contains(t, string(b), "stderr |testapp: exiting at once as asked")
+}
+
+func TestNewValidatesConfig(t *testing.T) {
+	for _, c := range []runner.Config{
+		{},
+		{StateDir: "relative"},
+		{StateDir: "/tmp/x", UIDMin: 10, UIDMax: 5},
+		{StateDir: "/tmp/x", StopGrace: -time.Second},
+		{StateDir: "/tmp/x", MaxLineBytes: 10},
+		{StateDir: "/tmp/x", DefaultLimits: runner.Limits{CPUWeight: 20000}},
+	} {
+		_, err := runner.New(c)
+		require.Error(t, err, "%+v", c)
+	}
+}
