@@ -4,7 +4,7 @@ go 1.26.0
 
 require (
 	deps.dev/api/v3 v3.0.0-20260225062937-bb3cf65ba738 // indirect
-	deps.dev/util/maven v0.0.0-20240322043601-ff53416fec6a // indirect
+	deps.dev/util/maven v0.0.0-20260727054525-2946ae4a6141 // indirect
 	deps.dev/util/pypi v0.0.0-20260727054525-2946ae4a6141 // indirect
 	deps.dev/util/resolve v0.0.0-20260727054525-2946ae4a6141 // indirect
 	deps.dev/util/semver v0.0.0-20260727054525-2946ae4a6141 // indirect

@@ -1,0 +1,319 @@
+package pyinstall
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Stage is a step of one package's installation, reported through
+// Config.Progress.
+type Stage string
+
+// Stages, in the order a package normally goes through them.
+const (
+	StageResolved   Stage = "resolved"   // pinned by the resolver
+	StageCached     Stage = "cached"     // its wheel was already in the cache
+	StageDownloaded Stage = "downloaded" // a file was fetched from an index
+	StageRetry      Stage = "retry"      // a download failed and is retried
+	StageBuilt      Stage = "built"      // an sdist was built into a wheel
+	StageInstalled  Stage = "installed"  // unpacked into the virtualenv
+	StageFailed     Stage = "failed"     // it failed; Err says why
+)
+
+// Event is one progress report.
+type Event struct {
+	Package string // normalized name
+	Version string
+	Stage   Stage
+	// Detail is a filename or URL, when there is one.
+	Detail  string
+	Elapsed time.Duration
+	Err     error
+}
+
+// Config configures an Installer. Zero values are the documented defaults.
+type Config struct {
+	// IndexURL is the PEP 503 simple index. Default
+	// "https://pypi.org/simple/". A requirements file's --index-url
+	// overrides it.
+	IndexURL string
+	// ExtraIndexURLs are searched too, as with pip's --extra-index-url.
+	ExtraIndexURLs []string
+	// FindLinks are directories or HTML pages of links to distribution
+	// files, as with pip's --find-links.
+	FindLinks []string
+	// NoIndex uses only FindLinks and direct references.
+	NoIndex bool
+	// CacheDir holds the shared wheel cache. Required.
+	CacheDir string
+	// Python is the interpreter the virtualenvs are made with and builds
+	// run under. Default "/usr/bin/python3" (Debian's, which every
+	// sandbox sees at the same path).
+	Python string
+	// Workers bounds concurrent downloads and, separately, concurrent
+	// sdist builds. Default 8.
+	Workers int
+	// Retries is how many times a failed index request or download is
+	// retried (with backoff) before the install fails. Default 3.
+	Retries int
+	// HTTPClient is used for every request. Default: a client with a
+	// 60 s timeout.
+	HTTPClient *http.Client
+	// Logger gets a line per package stage; nil means slog.Default().
+	Logger *slog.Logger
+	// Progress, if set, is called for every Event. It is called from
+	// the installer's worker goroutines, possibly concurrently, and must
+	// return quickly; it must not call back into the Installer.
+	Progress func(Event)
+}
+
+// Installer resolves requirements the way pip does, fetches and builds
+// wheels in parallel into a shared cache, and installs them into
+// virtualenvs. It is safe for concurrent use; several processes may share
+// its cache directory.
+type Installer struct {
+	cfg    Config
+	log    *slog.Logger
+	cache  *Cache
+	client *http.Client
+
+	interpOnce sync.Once
+	interp     *Interpreter
+	interpErr  error
+}
+
+// New validates cfg and opens the cache.
+func New(cfg Config) (*Installer, error) {
+	if cfg.CacheDir == "" {
+		return nil, errors.New("pyinstall: Config.CacheDir is required")
+	}
+	if cfg.Workers < 0 || cfg.Retries < 0 {
+		return nil, fmt.Errorf("pyinstall: negative Workers (%d) or Retries (%d)", cfg.Workers, cfg.Retries)
+	}
+	if cfg.IndexURL == "" {
+		cfg.IndexURL = "https://pypi.org/simple/"
+	}
+	for _, u := range append([]string{cfg.IndexURL}, cfg.ExtraIndexURLs...) {
+		if !strings.HasPrefix(u, "http://") && !strings.HasPrefix(u, "https://") {
+			return nil, fmt.Errorf("pyinstall: index URL %q is not http(s)", u)
+		}
+	}
+	if cfg.Python == "" {
+		cfg.Python = "/usr/bin/python3"
+	}
+	if cfg.Workers == 0 {
+		cfg.Workers = 8
+	}
+	if cfg.Retries == 0 {
+		cfg.Retries = 3
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	client := cfg.HTTPClient
+	if client == nil {
+		client = &http.Client{Timeout: 60 * time.Second}
+	}
+	cache, err := OpenCache(cfg.CacheDir, cfg.Logger)
+	if err != nil {
+		return nil, err
+	}
+	return &Installer{cfg: cfg, log: cfg.Logger, cache: cache, client: client}, nil
+}
+
+// Cache is the installer's wheel cache.
+func (in *Installer) Cache() *Cache { return in.cache }
+
+// Interpreter probes (once) and returns the target interpreter.
+func (in *Installer) Interpreter(ctx context.Context) (*Interpreter, error) {
+	in.interpOnce.Do(func() {
+		in.interp, in.interpErr = ProbeInterpreter(ctx, in.cfg.Python, in.cache.Dir())
+	})
+	return in.interp, in.interpErr
+}
+
+func (in *Installer) emit(ev Event) {
+	attrs := []any{"package", ev.Package, "version", ev.Version, "stage", string(ev.Stage)}
+	if ev.Detail != "" {
+		attrs = append(attrs, "detail", ev.Detail)
+	}
+	if ev.Elapsed > 0 {
+		attrs = append(attrs, "elapsed", ev.Elapsed.Round(time.Millisecond))
+	}
+	if ev.Err != nil {
+		in.log.Warn("pyinstall", append(attrs, "err", ev.Err)...)
+	} else {
+		in.log.Debug("pyinstall", attrs...)
+	}
+	if in.cfg.Progress != nil {
+		in.cfg.Progress(ev)
+	}
+}
+
+// Pin is one resolved distribution.
+type Pin struct {
+	Name    string // normalized
+	Version string
+	// Requested is true for a top-level requirement.
+	Requested bool
+}
+
+func (p Pin) String() string { return p.Name + "==" + p.Version }
+
+// Result is what an Install did.
+type Result struct {
+	// Packages is the installed set, sorted by name.
+	Packages []Pin
+	// Built counts sdists built now; CacheHits wheels taken from the
+	// cache; Downloaded files fetched.
+	Built, CacheHits, Downloaded int
+	Resolve, Total               time.Duration
+}
+
+// InstallOptions are per-installation settings.
+type InstallOptions struct {
+	// ScriptPython is the interpreter path written into scripts'
+	// shebangs. Default: <venv>/bin/python. Set it when the venv will be
+	// seen at another path (for example inside an image mounted at
+	// /app).
+	ScriptPython string
+}
+
+// Resolve pins the complete set of distributions for reqs without
+// installing anything.
+func (in *Installer) Resolve(ctx context.Context, reqs *Requirements) ([]Pin, error) {
+	s, err := in.newSession(ctx, reqs)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+	return s.resolve()
+}
+
+// Install resolves reqs, fetches or builds every wheel in parallel (through
+// the cache) and installs them into the virtualenv at venv, creating it with
+// `python -m venv --without-pip` if it does not exist. Nothing is installed
+// unless every wheel was obtained.
+func (in *Installer) Install(ctx context.Context, reqs *Requirements, venv string, opts InstallOptions) (*Result, error) {
+	t0 := time.Now()
+	venv, err := filepath.Abs(venv)
+	if err != nil {
+		return nil, fmt.Errorf("pyinstall: venv %s: %w", venv, err)
+	}
+	s, err := in.newSession(ctx, reqs)
+	if err != nil {
+		return nil, err
+	}
+	defer s.close()
+
+	// The venv is made while the resolver works.
+	venvDone := make(chan error, 1)
+	s.goBackground(func() { venvDone <- in.makeVenv(s.ctx, venv) })
+
+	pins, err := s.resolve()
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Packages: pins, Resolve: time.Since(t0)}
+
+	// Fetch or build every wheel, in parallel.
+	type got struct {
+		path string
+		err  error
+	}
+	wheels := make([]got, len(pins))
+	var wg sync.WaitGroup
+	for i, p := range pins {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rel, err := s.release(p.Name, p.Version)
+			if err == nil {
+				var w wheelResult
+				w, err = s.wheel(rel).wait(s.ctx)
+				wheels[i].path = w.path
+			}
+			wheels[i].err = err
+		}()
+	}
+	wg.Wait()
+	var errs []error
+	for i, w := range wheels {
+		if w.err != nil {
+			in.emit(Event{Package: pins[i].Name, Version: pins[i].Version, Stage: StageFailed, Err: w.err})
+			errs = append(errs, w.err)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("pyinstall: %w", errors.Join(errs...))
+	}
+	if err := <-venvDone; err != nil {
+		return nil, err
+	}
+	interp := s.interp
+	lay := venvLayout{
+		root:    venv,
+		site:    filepath.Join(venv, "lib", interp.VersionDir, "site-packages"),
+		bin:     filepath.Join(venv, "bin"),
+		include: filepath.Join(venv, "include", "site", interp.VersionDir),
+		shebang: opts.ScriptPython,
+	}
+	if lay.shebang == "" {
+		lay.shebang = filepath.Join(venv, "bin", "python")
+	}
+	// Unpack in parallel: distributions own disjoint files.
+	sem := make(chan struct{}, in.cfg.Workers)
+	ierrs := make([]error, len(pins))
+	for i, p := range pins {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			t := time.Now()
+			if err := installWheel(wheels[i].path, lay, p.Requested); err != nil {
+				ierrs[i] = fmt.Errorf("install %s %s: %w", p.Name, p.Version, err)
+				in.emit(Event{Package: p.Name, Version: p.Version, Stage: StageFailed, Err: ierrs[i]})
+				return
+			}
+			in.emit(Event{Package: p.Name, Version: p.Version, Stage: StageInstalled, Elapsed: time.Since(t)})
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(ierrs...); err != nil {
+		return nil, fmt.Errorf("pyinstall: %w", err)
+	}
+	s.mu.Lock()
+	res.Built, res.CacheHits, res.Downloaded = s.built, s.cacheHits, s.downloaded
+	s.mu.Unlock()
+	res.Total = time.Since(t0)
+	in.log.Info("pyinstall: installed", "venv", venv, "packages", len(pins), "built", res.Built, "cache_hits", res.CacheHits, "downloaded", res.Downloaded, "elapsed", res.Total.Round(time.Millisecond))
+	return res, nil
+}
+
+// makeVenv creates a virtualenv without pip, unless one exists.
+func (in *Installer) makeVenv(ctx context.Context, venv string) error {
+	if _, err := os.Stat(filepath.Join(venv, "pyvenv.cfg")); err == nil {
+		return nil
+	}
+	out, err := exec.CommandContext(ctx, in.cfg.Python, "-m", "venv", "--without-pip", venv).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("pyinstall: %s -m venv --without-pip %s: %w: %s (apt-get install python3-venv)", in.cfg.Python, venv, err, tail(out, 5))
+	}
+	return nil
+}
+
+// sortPins sorts by name.
+func sortPins(p []Pin) {
+	sort.Slice(p, func(i, j int) bool { return p[i].Name < p[j].Name })
+}

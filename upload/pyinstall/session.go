@@ -1,0 +1,745 @@
+package pyinstall
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"deps.dev/util/resolve"
+	"deps.dev/util/resolve/dep"
+	"deps.dev/util/resolve/pypi"
+	"deps.dev/util/semver"
+)
+
+// Sentinels matched by errors.Is on a *ResolutionError.
+var (
+	// ErrPackageMissing: no index or find-links location has the project.
+	ErrPackageMissing = errors.New("package not found on any index")
+	// ErrConflict: the requirements cannot all be satisfied.
+	ErrConflict = errors.New("conflicting requirements")
+)
+
+// ResolutionError says why no set of versions satisfies the requirements.
+type ResolutionError struct {
+	// Package is the project the resolver could not pin.
+	Package string
+	// Missing is true when no source has the project at all.
+	Missing bool
+	// Requirements lists every requirement on Package the resolver saw,
+	// each with who asked for it, e.g. `corelib<2 (from netio 3.2)`.
+	Requirements []string
+	// Detail is the resolver's own explanation.
+	Detail string
+}
+
+func (e *ResolutionError) Error() string {
+	if e.Missing {
+		return fmt.Sprintf("package %s not found on any index (required by: %s)", e.Package, strings.Join(e.Requirements, "; "))
+	}
+	return fmt.Sprintf("conflicting requirements for %s: %s", e.Package, strings.Join(e.Requirements, "; "))
+}
+
+// Is matches ErrPackageMissing or ErrConflict.
+func (e *ResolutionError) Is(target error) bool {
+	return target == ErrPackageMissing && e.Missing || target == ErrConflict && !e.Missing
+}
+
+// future is a value computed once in the background.
+type future[T any] struct {
+	done chan struct{}
+	v    T
+	err  error
+}
+
+func (f *future[T]) wait(ctx context.Context) (T, error) {
+	select {
+	case <-f.done:
+		return f.v, f.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+}
+
+// start returns the future for key, starting fn in the background the
+// first time.
+func start[T any](s *session, m map[string]*future[T], key string, fn func() (T, error)) *future[T] {
+	s.mu.Lock()
+	f, ok := m[key]
+	if !ok {
+		f = &future[T]{done: make(chan struct{})}
+		m[key] = f
+	}
+	s.mu.Unlock()
+	if !ok {
+		s.goBackground(func() {
+			f.v, f.err = fn()
+			close(f.done)
+		})
+	}
+	return f
+}
+
+type release struct {
+	name, version string
+	wheel, sdist  *link
+}
+
+type projectInfo struct {
+	versions []resolve.Version // ascending
+	releases map[string]*release
+}
+
+type wheelResult struct {
+	path     string
+	filename string
+}
+
+// session is the state of one Resolve or Install call.
+type session struct {
+	in *Installer
+	// ctx is the call's context, kept so that prefetches started from
+	// resolver callbacks (which get their own ctx) stop with the call.
+	ctx    context.Context
+	cancel context.CancelFunc
+	bg     sync.WaitGroup
+
+	interp    *Interpreter
+	ranks     map[string]int
+	f         *fetcher
+	indexes   []string
+	findLinks []string
+
+	root      resolve.VersionKey
+	rootDeps  []Requirement
+	requested map[string]bool
+	cons      map[string][]*semver.Constraint
+	hashes    map[string]map[string]bool
+	hashMode  bool
+	direct    map[string]link
+
+	dlSem, buildSem chan struct{}
+
+	mu        sync.Mutex
+	projects  map[string]*future[*projectInfo]
+	metas     map[string]*future[*coreMetadata]
+	downloads map[string]*future[string]
+	wheels    map[string]*future[wheelResult]
+	missing   map[string]bool
+	reqFrom   map[string][]string
+
+	built, cacheHits, downloaded int
+}
+
+func (in *Installer) newSession(ctx context.Context, reqs *Requirements) (*session, error) {
+	if reqs == nil {
+		return nil, errors.New("pyinstall: no requirements")
+	}
+	interp, err := in.Interpreter(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	s := &session{
+		in: in, ctx: sctx, cancel: cancel, interp: interp, ranks: interp.tagRanks(),
+		f: &fetcher{client: in.client, retries: in.cfg.Retries, pages: map[string]*pageCall{}},
+		root:      resolve.VersionKey{PackageKey: resolve.PackageKey{System: resolve.PyPI, Name: "(app)"}, VersionType: resolve.Concrete, Version: "0"},
+		requested: map[string]bool{}, cons: map[string][]*semver.Constraint{},
+		hashes: map[string]map[string]bool{}, direct: map[string]link{},
+		dlSem: make(chan struct{}, in.cfg.Workers), buildSem: make(chan struct{}, in.cfg.Workers),
+		projects: map[string]*future[*projectInfo]{}, metas: map[string]*future[*coreMetadata]{},
+		downloads: map[string]*future[string]{}, wheels: map[string]*future[wheelResult]{},
+		missing: map[string]bool{}, reqFrom: map[string][]string{},
+	}
+	s.f.onRetry = func(u string, attempt int, err error) {
+		in.emit(Event{Stage: StageRetry, Detail: u, Err: err})
+	}
+	if !in.cfg.NoIndex && !reqs.NoIndex {
+		idx := in.cfg.IndexURL
+		if reqs.IndexURL != "" {
+			idx = reqs.IndexURL
+		}
+		for _, u := range append(append([]string{idx}, in.cfg.ExtraIndexURLs...), reqs.ExtraIndexURLs...) {
+			s.indexes = append(s.indexes, strings.TrimSuffix(u, "/")+"/")
+		}
+	}
+	s.findLinks = append(append([]string{}, in.cfg.FindLinks...), reqs.FindLinks...)
+	for _, c := range reqs.Constraints {
+		if c.Marker != nil && !c.Marker.Eval(interp.Markers, "") {
+			continue
+		}
+		con, err := semver.PyPI.ParseConstraint(c.Specifier)
+		if err != nil {
+			s.close()
+			return nil, fmt.Errorf("pyinstall: constraint %s (%s): %w", c, c.Source, err)
+		}
+		s.cons[c.Key()] = append(s.cons[c.Key()], con)
+	}
+	for _, r := range reqs.Requirements {
+		if r.Marker != nil && !r.Marker.Eval(interp.Markers, "") {
+			in.log.Debug("pyinstall: requirement skipped by its marker", "requirement", r.String(), "source", r.Source)
+			continue
+		}
+		if r.URL != "" {
+			l, err := s.directLink(r)
+			if err != nil {
+				s.close()
+				return nil, fmt.Errorf("pyinstall: %s (%s): %w", r.String(), r.Source, err)
+			}
+			r.Name = l.Project
+			if prev, ok := s.direct[l.Project]; ok && prev.URL != l.URL {
+				s.close()
+				return nil, &ResolutionError{Package: l.Project, Requirements: []string{prev.URL, l.URL}, Detail: "two direct references"}
+			}
+			s.direct[l.Project] = l
+			r.Specifier = ""
+		}
+		if len(r.Hashes) > 0 {
+			s.hashMode = true
+			set := s.hashes[r.Key()]
+			if set == nil {
+				set = map[string]bool{}
+				s.hashes[r.Key()] = set
+			}
+			for _, h := range r.Hashes {
+				algo, hex, _ := strings.Cut(h, ":")
+				if algo != "sha256" {
+					s.close()
+					return nil, fmt.Errorf("pyinstall: %s (%s): only sha256 hashes are supported", r.String(), r.Source)
+				}
+				set[hex] = true
+			}
+		}
+		s.requested[r.Key()] = true
+		s.rootDeps = append(s.rootDeps, r)
+	}
+	return s, nil
+}
+
+func (s *session) goBackground(fn func()) {
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		fn()
+	}()
+}
+
+// close stops every prefetch and waits for them.
+func (s *session) close() {
+	s.cancel()
+	s.bg.Wait()
+}
+
+// directLink turns a direct reference into a link; a source directory is
+// built into a wheel first.
+func (s *session) directLink(r Requirement) (link, error) {
+	l := link{URL: r.URL}
+	if strings.Contains(r.URL, "://") {
+		u, err := url.Parse(r.URL)
+		if err != nil {
+			return l, err
+		}
+		if h, ok := strings.CutPrefix(u.Fragment, "sha256="); ok {
+			l.SHA256 = strings.ToLower(h)
+		}
+		u.Fragment = ""
+		l.URL = u.String()
+		l.Filename = filepath.Base(u.Path)
+	} else {
+		fi, err := os.Stat(r.URL)
+		if err != nil {
+			return l, err
+		}
+		if fi.IsDir() {
+			wheel, cleanup, err := s.in.buildWheel(s.ctx, r.URL, r.Name, "")
+			if err != nil {
+				return l, err
+			}
+			defer cleanup()
+			p, sha, err := s.in.cache.PutFile(wheel)
+			if err != nil {
+				return l, err
+			}
+			s.built++
+			l = link{URL: p, Filename: filepath.Base(wheel), SHA256: sha}
+		} else {
+			l.Filename = filepath.Base(r.URL)
+		}
+	}
+	if !l.parseFilename() {
+		return l, fmt.Errorf("cannot tell project and version from %q", l.Filename)
+	}
+	if r.Name != "" && NormalizeName(r.Name) != l.Project {
+		return l, fmt.Errorf("%s is a distribution of %s, not %s", l.Filename, l.Project, r.Name)
+	}
+	return l, nil
+}
+
+// --- resolve.Client ---------------------------------------------------
+
+// Version implements resolve.Client.
+func (s *session) Version(ctx context.Context, vk resolve.VersionKey) (resolve.Version, error) {
+	return resolve.Version{VersionKey: vk}, nil
+}
+
+// Versions implements resolve.Client: every usable version, ascending.
+func (s *session) Versions(ctx context.Context, pk resolve.PackageKey) ([]resolve.Version, error) {
+	if pk == s.root.PackageKey {
+		return []resolve.Version{{VersionKey: s.root}}, nil
+	}
+	p, err := s.project(pk.Name).wait(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return append([]resolve.Version(nil), p.versions...), nil
+}
+
+// MatchingVersions implements resolve.Client.
+func (s *session) MatchingVersions(ctx context.Context, vk resolve.VersionKey) ([]resolve.Version, error) {
+	vs, err := s.Versions(ctx, vk.PackageKey)
+	if err != nil {
+		return nil, err
+	}
+	m := resolve.MatchRequirement(vk, vs)
+	if len(m) > 0 && vk.PackageKey != s.root.PackageKey {
+		// The resolver will most likely try the highest match next:
+		// have its metadata on the way.
+		s.prefetchMeta(vk.Name, m[len(m)-1].Version)
+	}
+	return m, nil
+}
+
+// Requirements implements resolve.Client: a version's dependencies with
+// environment markers evaluated for the target interpreter. Markers that
+// depend on extras are reduced to `extra == "x" or ...` for the resolver.
+func (s *session) Requirements(ctx context.Context, vk resolve.VersionKey) ([]resolve.RequirementVersion, error) {
+	if vk == s.root {
+		return s.toResolve(s.rootDeps, "the requirements"), nil
+	}
+	md, err := s.meta(vk.Name, vk.Version).wait(ctx)
+	if err != nil {
+		return nil, err
+	}
+	reqs, err := parseRequiresDist(md)
+	if err != nil {
+		return nil, fmt.Errorf("pyinstall: %s %s: %w", vk.Name, vk.Version, err)
+	}
+	return s.toResolve(reqs, vk.Name+" "+vk.Version), nil
+}
+
+func parseRequiresDist(md *coreMetadata) ([]Requirement, error) {
+	var out []Requirement
+	for _, rd := range md.RequiresDist {
+		r, err := ParseRequirement(rd)
+		if err != nil {
+			return nil, fmt.Errorf("Requires-Dist %q: %w", rd, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+func (s *session) toResolve(reqs []Requirement, parent string) []resolve.RequirementVersion {
+	var out []resolve.RequirementVersion
+	env := s.interp.Markers
+	for _, r := range reqs {
+		var t dep.Type
+		if r.Marker != nil {
+			if !r.Marker.Eval(env, "") {
+				var ok []string
+				for _, e := range r.Marker.Extras() {
+					if r.Marker.Eval(env, e) {
+						ok = append(ok, fmt.Sprintf("extra == %q", e))
+					}
+				}
+				if len(ok) == 0 {
+					continue
+				}
+				t.AddAttr(dep.Environment, strings.Join(ok, " or "))
+			}
+		}
+		if len(r.Extras) > 0 {
+			t.AddAttr(dep.EnabledDependencies, strings.Join(r.Extras, ","))
+		}
+		key := r.Key()
+		s.mu.Lock()
+		desc := r.Name
+		if len(r.Extras) > 0 {
+			desc += "[" + strings.Join(r.Extras, ",") + "]"
+		}
+		desc += r.Specifier + " (from " + parent + ")"
+		if !contains(s.reqFrom[key], desc) {
+			s.reqFrom[key] = append(s.reqFrom[key], desc)
+		}
+		s.mu.Unlock()
+		out = append(out, resolve.RequirementVersion{
+			VersionKey: resolve.VersionKey{
+				PackageKey:  resolve.PackageKey{System: resolve.PyPI, Name: key},
+				VersionType: resolve.Requirement,
+				Version:     r.Specifier,
+			},
+			Type: t,
+		})
+		if !t.HasAttr(dep.Environment) {
+			s.project(key) // prefetch the index page
+		}
+	}
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+var failedPkgRe = regexp.MustCompile(`(?m)(?:requirements conflict|no candidates at all for): (\S+)`)
+
+func (s *session) resolve() ([]Pin, error) {
+	g, err := pypi.NewResolver(s).Resolve(s.ctx, s.root)
+	if err != nil {
+		return nil, fmt.Errorf("pyinstall: resolve: %w", err)
+	}
+	if g.Error != "" {
+		re := &ResolutionError{Detail: strings.TrimSpace(g.Error)}
+		if m := failedPkgRe.FindStringSubmatch(g.Error); m != nil {
+			re.Package = m[1]
+		}
+		s.mu.Lock()
+		re.Missing = s.missing[re.Package]
+		re.Requirements = append([]string(nil), s.reqFrom[re.Package]...)
+		s.mu.Unlock()
+		return nil, fmt.Errorf("pyinstall: resolve: %w", re)
+	}
+	var pins []Pin
+	for _, n := range g.Nodes {
+		if n.Version.PackageKey == s.root.PackageKey {
+			continue
+		}
+		pins = append(pins, Pin{Name: n.Version.Name, Version: n.Version.Version, Requested: s.requested[n.Version.Name]})
+	}
+	sortPins(pins)
+	if s.hashMode {
+		for _, p := range pins {
+			if len(s.hashes[p.Name]) == 0 {
+				return nil, fmt.Errorf("pyinstall: hash-checking mode (some requirement has --hash): %s has no --hash; pin it with its hashes", p)
+			}
+		}
+	}
+	for _, p := range pins {
+		s.in.emit(Event{Package: p.Name, Version: p.Version, Stage: StageResolved})
+	}
+	return pins, nil
+}
+
+// --- projects, metadata, downloads, builds -------------------------------
+
+func (s *session) project(name string) *future[*projectInfo] {
+	return start(s, s.projects, name, func() (*projectInfo, error) { return s.fetchProject(name) })
+}
+
+func (s *session) fetchProject(name string) (*projectInfo, error) {
+	var links []link
+	if l, ok := s.direct[name]; ok {
+		links = []link{l}
+	} else {
+		pages := make([]string, 0, len(s.indexes)+len(s.findLinks))
+		for _, idx := range s.indexes {
+			pages = append(pages, idx+name+"/")
+		}
+		pages = append(pages, s.findLinks...)
+		results := make([][]link, len(pages))
+		errs := make([]error, len(pages))
+		var wg sync.WaitGroup
+		for i, p := range pages {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i], errs[i] = s.f.links(s.ctx, p, name)
+			}()
+		}
+		wg.Wait()
+		for i := range pages {
+			if errs[i] != nil && !errors.Is(errs[i], ErrNotFound) {
+				return nil, fmt.Errorf("pyinstall: project %s: %w", name, errs[i])
+			}
+			links = append(links, results[i]...)
+		}
+		if len(links) == 0 {
+			s.mu.Lock()
+			s.missing[name] = true
+			s.mu.Unlock()
+		}
+	}
+	pyver, _ := semver.PyPI.Parse(s.interp.Markers["python_full_version"])
+	p := &projectInfo{releases: map[string]*release{}}
+	bestRank := map[string]int{}
+	for i := range links {
+		l := links[i]
+		if l.Yanked {
+			continue
+		}
+		if l.RequiresPython != "" && pyver != nil {
+			if c, err := semver.PyPI.ParseConstraint(strings.ReplaceAll(l.RequiresPython, " ", "")); err == nil && !c.MatchVersion(pyver) {
+				continue
+			}
+		}
+		if set := s.hashes[name]; len(set) > 0 && l.SHA256 != "" && !set[l.SHA256] {
+			continue
+		}
+		if cs := s.cons[name]; len(cs) > 0 {
+			ok := true
+			for _, c := range cs {
+				ok = ok && c.Match(l.Version)
+			}
+			if !ok {
+				continue
+			}
+		}
+		rel := p.releases[l.Version]
+		if rel == nil {
+			rel = &release{name: name, version: l.Version}
+		}
+		if l.Wheel {
+			r := s.interp.tagRank(s.ranks, l.Tags)
+			if r < 0 {
+				continue
+			}
+			if old, ok := bestRank[l.Version]; !ok || r < old {
+				bestRank[l.Version] = r
+				rel.wheel = &l
+			}
+		} else if rel.sdist == nil || strings.HasSuffix(l.Filename, ".tar.gz") && !strings.HasSuffix(rel.sdist.Filename, ".tar.gz") {
+			rel.sdist = &l
+		}
+		p.releases[l.Version] = rel
+	}
+	for v := range p.releases {
+		p.versions = append(p.versions, resolve.Version{VersionKey: resolve.VersionKey{
+			PackageKey: resolve.PackageKey{System: resolve.PyPI, Name: name}, VersionType: resolve.Concrete, Version: v}})
+	}
+	resolve.SortVersions(p.versions)
+	// Prefetch the metadata of the newest final release: the resolver
+	// usually tries it first.
+	for i := len(p.versions) - 1; i >= 0; i-- {
+		if v, err := semver.PyPI.Parse(p.versions[i].Version); err == nil && !v.IsPrerelease() {
+			s.prefetchMeta(name, p.versions[i].Version)
+			break
+		}
+	}
+	return p, nil
+}
+
+func (s *session) release(name, version string) (*release, error) {
+	p, err := s.project(name).wait(s.ctx)
+	if err != nil {
+		return nil, err
+	}
+	rel := p.releases[version]
+	if rel == nil {
+		return nil, fmt.Errorf("pyinstall: %s %s: no such release", name, version)
+	}
+	return rel, nil
+}
+
+func (s *session) prefetchMeta(name, version string) { s.meta(name, version) }
+
+func (s *session) meta(name, version string) *future[*coreMetadata] {
+	return start(s, s.metas, name+"=="+version, func() (*coreMetadata, error) {
+		rel, err := s.release(name, version)
+		if err != nil {
+			return nil, err
+		}
+		md, err := s.fetchMeta(rel)
+		if err != nil {
+			return nil, err
+		}
+		if NormalizeName(md.Name) != name {
+			return nil, fmt.Errorf("pyinstall: %s %s: its metadata names %q", name, version, md.Name)
+		}
+		// Prefetch the index pages of its unconditional dependencies.
+		if reqs, err := parseRequiresDist(md); err == nil {
+			for _, r := range reqs {
+				if r.Marker == nil || r.Marker.Eval(s.interp.Markers, "") {
+					s.project(r.Key())
+				}
+			}
+		}
+		return md, nil
+	})
+}
+
+func (s *session) fetchMeta(rel *release) (*coreMetadata, error) {
+	if w := rel.wheel; w != nil {
+		if w.SHA256 != "" {
+			if p, ok := s.in.cache.Blob(w.SHA256); ok {
+				return wheelMetadata(p)
+			}
+		}
+		if w.HasMetadata && strings.Contains(w.URL, "://") {
+			// PEP 658: one small request; the wheel itself comes
+			// in the background.
+			s.download(*w)
+			var buf bytes.Buffer
+			if err := s.f.get(s.ctx, w.URL+".metadata", &buf, func() error { buf.Reset(); return nil }); err == nil {
+				if w.MetadataSHA256 == "" || sha256Hex(buf.Bytes()) == w.MetadataSHA256 {
+					return parseCoreMetadata(buf.Bytes())
+				}
+			}
+		}
+		p, err := s.download(*w).wait(s.ctx)
+		if err != nil {
+			return nil, err
+		}
+		md, err := wheelMetadata(p)
+		if err != nil {
+			return nil, fmt.Errorf("pyinstall: %s: %w", w.Filename, err)
+		}
+		return md, nil
+	}
+	sd := rel.sdist
+	p, err := s.download(*sd).wait(s.ctx)
+	if err != nil {
+		return nil, err
+	}
+	md, err := sdistMetadata(p, sd.Filename)
+	if err == nil && md.staticDeps() {
+		// PEP 643 static metadata: no build needed to resolve, and the
+		// build starts now, in the background, as it will most
+		// likely be installed.
+		s.wheel(rel)
+		return md, nil
+	}
+	// Dynamic metadata: pip builds to learn the dependencies, so do we.
+	w, err := s.wheel(rel).wait(s.ctx)
+	if err != nil {
+		return nil, err
+	}
+	return wheelMetadata(w.path)
+}
+
+// download fetches a file into the cache (once per session).
+func (s *session) download(l link) *future[string] {
+	return start(s, s.downloads, l.URL, func() (string, error) {
+		if l.SHA256 != "" {
+			if p, ok := s.in.cache.Blob(l.SHA256); ok {
+				return p, nil
+			}
+		}
+		select {
+		case s.dlSem <- struct{}{}:
+		case <-s.ctx.Done():
+			return "", s.ctx.Err()
+		}
+		defer func() { <-s.dlSem }()
+		t := time.Now()
+		w, err := s.in.cache.Writer()
+		if err != nil {
+			return "", err
+		}
+		if err := s.f.get(s.ctx, l.URL, w, w.Reset); err != nil {
+			w.Abort()
+			return "", fmt.Errorf("pyinstall: download %s: %w", l.Filename, err)
+		}
+		p, sum, err := w.Commit(l.SHA256, "download "+l.URL)
+		if err != nil {
+			return "", fmt.Errorf("pyinstall: %w", err)
+		}
+		if set := s.hashes[l.Project]; len(set) > 0 && !set[sum] {
+			return "", fmt.Errorf("pyinstall: %w", &HashMismatchError{What: l.Filename + " (--hash)", Want: strings.Join(keys(set), " or "), Got: sum})
+		}
+		s.mu.Lock()
+		if strings.Contains(l.URL, "://") {
+			s.downloaded++
+		}
+		s.mu.Unlock()
+		s.in.emit(Event{Package: l.Project, Version: l.Version, Stage: StageDownloaded, Detail: l.Filename, Elapsed: time.Since(t)})
+		return p, nil
+	})
+}
+
+func keys(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// wheel gets the release's wheel into the cache: downloaded, or built from
+// its sdist (once per session; a build done by any process before is
+// reused).
+func (s *session) wheel(rel *release) *future[wheelResult] {
+	return start(s, s.wheels, rel.name+"=="+rel.version, func() (wheelResult, error) {
+		if w := rel.wheel; w != nil {
+			cached := false
+			if w.SHA256 != "" {
+				_, cached = s.in.cache.Blob(w.SHA256)
+			}
+			p, err := s.download(*w).wait(s.ctx)
+			if err != nil {
+				return wheelResult{}, err
+			}
+			if cached {
+				s.mu.Lock()
+				s.cacheHits++
+				s.mu.Unlock()
+				s.in.emit(Event{Package: rel.name, Version: rel.version, Stage: StageCached, Detail: w.Filename})
+			}
+			return wheelResult{path: p, filename: w.Filename}, nil
+		}
+		if rel.sdist == nil {
+			return wheelResult{}, fmt.Errorf("pyinstall: %s %s has no usable file", rel.name, rel.version)
+		}
+		sp, err := s.download(*rel.sdist).wait(s.ctx)
+		if err != nil {
+			return wheelResult{}, err
+		}
+		sdistSHA := filepath.Base(sp)
+		if fn, p, ok := s.in.cache.Built(sdistSHA); ok {
+			s.mu.Lock()
+			s.cacheHits++
+			s.mu.Unlock()
+			s.in.emit(Event{Package: rel.name, Version: rel.version, Stage: StageCached, Detail: fn})
+			return wheelResult{path: p, filename: fn}, nil
+		}
+		select {
+		case s.buildSem <- struct{}{}:
+		case <-s.ctx.Done():
+			return wheelResult{}, s.ctx.Err()
+		}
+		defer func() { <-s.buildSem }()
+		t := time.Now()
+		wheel, cleanup, err := s.in.buildWheel(s.ctx, sp, rel.name, rel.version)
+		if err != nil {
+			return wheelResult{}, err
+		}
+		defer cleanup()
+		p, sum, err := s.in.cache.PutFile(wheel)
+		if err != nil {
+			return wheelResult{}, fmt.Errorf("pyinstall: cache built wheel: %w", err)
+		}
+		fn := filepath.Base(wheel)
+		if err := s.in.cache.SetBuilt(sdistSHA, fn, sum); err != nil {
+			return wheelResult{}, fmt.Errorf("pyinstall: record built wheel: %w", err)
+		}
+		s.mu.Lock()
+		s.built++
+		s.mu.Unlock()
+		s.in.emit(Event{Package: rel.name, Version: rel.version, Stage: StageBuilt, Detail: fn, Elapsed: time.Since(t)})
+		return wheelResult{path: p, filename: fn}, nil
+	})
+}
