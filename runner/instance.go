@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -456,25 +457,27 @@ func (r *Runner) dataDir(s Spec, uid, gid int) (string, error) {
 }
 
 func baseEnv(s Spec, name string, id int64) []string {
-	env := []string{
-		"PATH=/usr/local/bin:/usr/bin:/bin",
-		"LANG=C.UTF-8",
-		"TMPDIR=/tmp",
-		"USER=" + name,
+	vars := map[string]string{
+		"PATH":   "/usr/local/bin:/usr/bin:/bin",
+		"LANG":   "C.UTF-8",
+		"TMPDIR": "/tmp",
+		"USER":   name,
 	}
-	keys := make([]string, 0, len(s.Env))
-	for k := range s.Env {
-		if len(k) >= 8 && k[:8] == "PAASKIT_" {
-			continue
+	for k, v := range s.Env {
+		if !strings.HasPrefix(k, "PAASKIT_") {
+			vars[k] = v
 		}
+	}
+	keys := make([]string, 0, len(vars))
+	for k := range vars {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	env := make([]string, 0, len(keys)+2)
 	for _, k := range keys {
-		env = append(env, k+"="+s.Env[k])
+		env = append(env, k+"="+vars[k])
 	}
-	env = append(env, "PAASKIT_APP="+name, "PAASKIT_INSTANCE="+strconv.FormatInt(id, 10))
-	return env
+	return append(env, "PAASKIT_APP="+name, "PAASKIT_INSTANCE="+strconv.FormatInt(id, 10))
 }
 
 func freePort() (int, error) {

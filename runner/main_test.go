@@ -1,7 +1,6 @@
 package runner_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -93,7 +92,7 @@ func (s *memSink) text(app string, stream runner.Stream) string {
 }
 
 type env struct {
-	t     *testing.T
+	t     testing.TB
 	r     *runner.Runner
 	state string
 	sink  *memSink
@@ -103,7 +102,7 @@ type env struct {
 
 // newEnv builds a Runner on a fresh state directory with fast timings,
 // runs it and serves its front on loopback; both stop at cleanup.
-func newEnv(t *testing.T, tweak func(*runner.Config)) *env {
+func newEnv(t testing.TB, tweak func(*runner.Config)) *env {
 	t.Helper()
 	state, err := os.MkdirTemp("", "rt")
 	require.NoError(t, err)
@@ -250,6 +249,5 @@ func heapInuse() uint64 {
 	return ms.HeapInuse
 }
 
-var _ = bytes.Contains
 
 func killPid(pid int) error { return syscallKill(pid) }

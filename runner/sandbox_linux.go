@@ -146,15 +146,18 @@ func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) {
 	}
 	argv := append([]string(nil), l.argv...)
 	env := append([]string(nil), l.env...)
+	data := sandboxData
 	if !r.iso.SandboxRoot {
 		workDir = hostPath(workDir, &l)
 		if strings.HasPrefix(argv[0], "/") {
 			argv[0] = hostPath(argv[0], &l)
 		}
-		env = append(env, "HOME="+l.dataDir, "PAASKIT_DATA="+l.dataDir)
-	} else {
-		env = append(env, "HOME="+sandboxData, "PAASKIT_DATA="+sandboxData)
+		data = l.dataDir
 	}
+	if _, ok := l.spec.Env["HOME"]; !ok {
+		env = append(env, "HOME="+data)
+	}
+	env = append(env, "PAASKIT_DATA="+data)
 	sys := &syscall.SysProcAttr{Setpgid: l.reaperPgid, Pdeathsig: syscall.SIGKILL}
 	if r.cfg.Isolation.Off || r.initPath == "" {
 		path, err := lookPath(argv[0], env)

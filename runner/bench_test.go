@@ -1,0 +1,181 @@
+package runner_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/paaskit/paaskit/runner"
+)
+
+// BenchmarkColdStart measures a request to a stopped app, from the request
+// to the answer, through the front: on-demand start included. "plain" runs
+// the app without isolation, "isolated" with everything on. Compare with
+// BenchmarkDirectStart, the app's own time to start, bind and answer.
+func BenchmarkColdStart(b *testing.B) {
+	for _, mode := range []string{"isolated", "plain"} {
+		b.Run(mode, func(b *testing.B) {
+			e := newEnv(b, func(c *runner.Config) {
+				c.Isolation.Off = mode == "plain"
+				c.Sink = &memSink{}
+			})
+			e.put(spec("cold"))
+			ctx := context.Background()
+			b.ResetTimer()
+			for k := 0; k < b.N; k++ {
+				e.mustGet("cold.example", "/")
+				b.StopTimer()
+				if err := e.r.Stop(ctx, "cold"); err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+			}
+			b.StopTimer()
+			st := e.status("cold")
+			var sum time.Duration
+			for _, r := range st.Recent {
+				sum += r.StartTime
+			}
+			b.ReportMetric(float64(sum.Microseconds())/float64(len(st.Recent))/1000, "start-ms")
+		})
+	}
+}
+
+// BenchmarkDirectStart is the baseline of BenchmarkColdStart: exec the test
+// app directly, wait for its socket to accept, send one request.
+func BenchmarkDirectStart(b *testing.B) {
+	dir, err := os.MkdirTemp("", "rd")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	sock := filepath.Join(dir, "app.sock")
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}
+	c := &http.Client{Transport: tr}
+	for k := 0; k < b.N; k++ {
+		os.Remove(sock)
+		cmd := exec.Command(filepath.Join(imageDir, "testapp"))
+		cmd.Env = []string{"PAASKIT_SOCKET=" + sock, "PAASKIT_APP=cold"}
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		for {
+			conn, err := net.Dial("unix", sock)
+			if err == nil {
+				conn.Close()
+				break
+			}
+			time.Sleep(50 * time.Microsecond)
+		}
+		resp, err := c.Get("http://cold/")
+		if err != nil {
+			b.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		b.StopTimer()
+		tr.CloseIdleConnections()
+		cmd.Process.Kill()
+		cmd.Wait()
+		b.StartTimer()
+	}
+}
+
+// BenchmarkBurstOf100FirstRequests sends 100 concurrent requests to a
+// stopped app and waits for all answers; it fails on any error or on more
+// than one start.
+func BenchmarkBurstOf100FirstRequests(b *testing.B) {
+	e := newEnv(b, func(c *runner.Config) { c.Sink = &memSink{} })
+	e.put(spec("burst"))
+	ctx := context.Background()
+	b.ResetTimer()
+	for k := 0; k < b.N; k++ {
+		var wg sync.WaitGroup
+		errs := make(chan error, 100)
+		for j := 0; j < 100; j++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, _ := http.NewRequest("GET", "http://"+e.front+"/", nil)
+				req.Host = "burst.example"
+				resp, err := client.Do(req)
+				if err != nil {
+					errs <- err
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					errs <- fmt.Errorf("status %d", resp.StatusCode)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		if st := e.status("burst"); st.Starts != int64(k+1) {
+			b.Fatalf("%d starts after %d bursts", st.Starts, k+1)
+		}
+		if err := e.r.Stop(ctx, "burst"); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+	}
+}
+
+// BenchmarkWarm compares keep-alive GETs from many goroutines through the
+// front ("front") with the same client hitting the instance's unix socket
+// directly ("direct"). Report both as req/s; the ratio is the front's cost.
+func BenchmarkWarm(b *testing.B) {
+	e := newEnv(b, func(c *runner.Config) { c.Sink = &memSink{} })
+	e.put(spec("warm"))
+	e.mustGet("warm.example", "/")
+	sock := filepath.Join(e.state, "run", strconv.FormatInt(e.status("warm").Instance.ID, 10), "app.sock")
+	front := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, DisableCompression: true}}
+	direct := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, DisableCompression: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}}}
+	run := func(b *testing.B, c *http.Client, url, host string) {
+		b.SetParallelism(16)
+		start := time.Now()
+		b.RunParallel(func(pb *testing.PB) {
+			req, _ := http.NewRequest("GET", url, nil)
+			req.Host = host
+			for pb.Next() {
+				resp, err := c.Do(req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Errorf("status %d", resp.StatusCode)
+					return
+				}
+			}
+		})
+		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
+	}
+	b.Run("front", func(b *testing.B) { run(b, front, "http://"+e.front+"/", "warm.example") })
+	b.Run("direct", func(b *testing.B) { run(b, direct, "http://warm/", "warm") })
+}
