@@ -40,7 +40,7 @@ type instance struct {
 	// finished is closed when run has returned: the instance is gone and
 	// cleaned up.
 	finished chan struct{}
-	stopCh chan struct{} // closed by stop
+	stopCh   chan struct{} // closed by stop
 	// stopOnce guards stopCh and stopReason.
 	stopOnce   sync.Once
 	stopReason string
@@ -488,4 +488,3 @@ func freePort() (int, error) {
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
-

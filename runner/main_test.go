@@ -249,5 +249,4 @@ func heapInuse() uint64 {
 	return ms.HeapInuse
 }
 
-
 func killPid(pid int) error { return syscallKill(pid) }

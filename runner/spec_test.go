@@ -93,9 +93,9 @@ func TestLoadSpecFile(t *testing.T) {
 	require.Equal(t, Bytes(64<<20), s.Limits.Memory)
 	require.Equal(t, Duration(5*time.Minute), s.IdleTimeout)
 	for body, want := range map[string]string{
-		`{"name": `:                  "malformed JSON",
+		`{"name": `:                   "malformed JSON",
 		`{"name": "x"} {"name": "y"}`: "more than one value",
-		`{"nmae": "x"}`:              `unknown field "nmae"`,
+		`{"nmae": "x"}`:               `unknown field "nmae"`,
 		`{"name": "x", "hosts": ["x"], "image": "/nonexistent", "command": ["/x"]}`: "/nonexistent",
 	} {
 		_, err := LoadSpecFile(write(body))
