@@ -3,6 +3,7 @@ package pyindex
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -49,6 +50,43 @@ func (p *Pip) Install(ctx context.Context, indexURL string, args ...string) ([]b
 		return out.Bytes(), fmt.Errorf("pyindex: pip install %s: %w", strings.Join(args, " "), err)
 	}
 	return out.Bytes(), nil
+}
+
+// Resolve asks pip what it would install (`pip install --dry-run
+// --ignore-installed --report`), as sorted "name==version" strings with
+// normalized names. This is the oracle for the Go resolver.
+func (p *Pip) Resolve(ctx context.Context, indexURL string, args ...string) ([]string, error) {
+	report, err := os.CreateTemp("", "pip-report-*.json")
+	if err != nil {
+		return nil, err
+	}
+	report.Close()
+	defer os.Remove(report.Name())
+	full := append([]string{"--dry-run", "--ignore-installed", "--quiet", "--report", report.Name()}, args...)
+	if out, err := p.Install(ctx, indexURL, full...); err != nil {
+		return nil, fmt.Errorf("%w: %s", err, out)
+	}
+	data, err := os.ReadFile(report.Name())
+	if err != nil {
+		return nil, err
+	}
+	var rep struct {
+		Install []struct {
+			Metadata struct {
+				Name    string `json:"name"`
+				Version string `json:"version"`
+			} `json:"metadata"`
+		} `json:"install"`
+	}
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return nil, fmt.Errorf("pyindex: pip report: %w", err)
+	}
+	var out []string
+	for _, in := range rep.Install {
+		out = append(out, Normalize(in.Metadata.Name)+"=="+in.Metadata.Version)
+	}
+	sort.Strings(out)
+	return out, nil
 }
 
 // Installed lists the distributions in a virtualenv's site-packages as

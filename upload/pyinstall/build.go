@@ -76,10 +76,10 @@ func (in *Installer) buildWheel(ctx context.Context, source, pkg, version string
 	if err != nil {
 		return "", nil, fmt.Errorf("pyinstall: build %s: %w", source, err)
 	}
-	cleanup = func() { _ = os.RemoveAll(work) }
+	remove := func() { _ = os.RemoveAll(work) }
 	defer func() {
 		if err != nil {
-			cleanup()
+			remove()
 		}
 	}()
 	srcDir := source
@@ -132,7 +132,7 @@ func (in *Installer) buildWheel(ctx context.Context, source, pkg, version string
 	if _, err := os.Stat(wheel); err != nil {
 		return "", nil, &BuildError{Package: pkg, Version: version, Source: source, Err: fmt.Errorf("backend said %s but wrote no such file", name), StderrTail: tail(output.Bytes(), 20)}
 	}
-	return wheel, cleanup, nil
+	return wheel, remove, nil
 }
 
 // sdistRoot finds the project directory of an unpacked sdist: the single

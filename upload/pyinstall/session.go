@@ -136,6 +136,7 @@ type session struct {
 	wheels    map[string]*future[wheelResult]
 	missing   map[string]bool
 	reqFrom   map[string][]string
+	hits      map[string]bool // URLs found in the cache
 
 	built, cacheHits, downloaded int
 }
@@ -151,14 +152,14 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements) (*sessi
 	sctx, cancel := context.WithCancel(ctx)
 	s := &session{
 		in: in, ctx: sctx, cancel: cancel, interp: interp, ranks: interp.tagRanks(),
-		f: &fetcher{client: in.client, retries: in.cfg.Retries, pages: map[string]*pageCall{}},
+		f:         &fetcher{client: in.client, retries: in.cfg.Retries, pages: map[string]*pageCall{}},
 		root:      resolve.VersionKey{PackageKey: resolve.PackageKey{System: resolve.PyPI, Name: "(app)"}, VersionType: resolve.Concrete, Version: "0"},
 		requested: map[string]bool{}, cons: map[string][]*semver.Constraint{},
 		hashes: map[string]map[string]bool{}, direct: map[string]link{},
 		dlSem: make(chan struct{}, in.cfg.Workers), buildSem: make(chan struct{}, in.cfg.Workers),
 		projects: map[string]*future[*projectInfo]{}, metas: map[string]*future[*coreMetadata]{},
 		downloads: map[string]*future[string]{}, wheels: map[string]*future[wheelResult]{},
-		missing: map[string]bool{}, reqFrom: map[string][]string{},
+		missing: map[string]bool{}, reqFrom: map[string][]string{}, hits: map[string]bool{},
 	}
 	s.f.onRetry = func(u string, attempt int, err error) {
 		in.emit(Event{Stage: StageRetry, Detail: u, Err: err})
@@ -405,7 +406,7 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-var failedPkgRe = regexp.MustCompile(`(?m)(?:requirements conflict|no candidates at all for): (\S+)`)
+var failedPkgRe = regexp.MustCompile(`(?m)(?:requirements conflict|no candidates at all for): ([^\s:"]+)`)
 
 func (s *session) resolve() ([]Pin, error) {
 	g, err := pypi.NewResolver(s).Resolve(s.ctx, s.root)
@@ -635,6 +636,9 @@ func (s *session) download(l link) *future[string] {
 	return start(s, s.downloads, l.URL, func() (string, error) {
 		if l.SHA256 != "" {
 			if p, ok := s.in.cache.Blob(l.SHA256); ok {
+				s.mu.Lock()
+				s.hits[l.URL] = true
+				s.mu.Unlock()
 				return p, nil
 			}
 		}
@@ -685,14 +689,13 @@ func keys(m map[string]bool) []string {
 func (s *session) wheel(rel *release) *future[wheelResult] {
 	return start(s, s.wheels, rel.name+"=="+rel.version, func() (wheelResult, error) {
 		if w := rel.wheel; w != nil {
-			cached := false
-			if w.SHA256 != "" {
-				_, cached = s.in.cache.Blob(w.SHA256)
-			}
 			p, err := s.download(*w).wait(s.ctx)
 			if err != nil {
 				return wheelResult{}, err
 			}
+			s.mu.Lock()
+			cached := s.hits[w.URL]
+			s.mu.Unlock()
 			if cached {
 				s.mu.Lock()
 				s.cacheHits++
