@@ -261,6 +261,7 @@ func parseOption(text, name, dir string, line int, out *Requirements, seen map[s
 
 var (
 	nameStartRe = regexp.MustCompile(`^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)`)
+	vcsRe       = regexp.MustCompile(`^(git|hg|svn|bzr)\+[a-z]+://`)
 	hashRe      = regexp.MustCompile(`^(sha256|sha384|sha512):[0-9a-fA-F]+$`)
 	extraRe     = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$`)
 	distFileRe  = regexp.MustCompile(`^([A-Za-z0-9][A-Za-z0-9._]*?)-([0-9][^-]*?)(?:-[^-]+)?(?:-[^-]+-[^-]+-[^-]+\.whl|\.tar\.gz|\.zip)$`)
@@ -292,6 +293,9 @@ func parseRequirementLine(text, dir string) (Requirement, error) {
 			}
 			hashes = append(hashes, strings.ToLower(v))
 		}
+	}
+	if vcsRe.MatchString(text) || strings.Contains(text, "@ git+") {
+		return Requirement{}, fmt.Errorf("VCS requirements (%s) are not supported; build a wheel or an sdist", strings.SplitN(text, "://", 2)[0]+"://")
 	}
 	// A bare URL or path: name and version come from the filename.
 	if isPathOrURL(text) {
