@@ -147,6 +147,14 @@ func BenchmarkWarm(b *testing.B) {
 	e := newEnv(b, func(c *runner.Config) { c.Sink = &memSink{} })
 	e.put(spec("warm"))
 	e.mustGet("warm.example", "/")
+	// The same runner behind net/http and ServeHTTP, for comparison.
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs := &http.Server{Handler: e.r}
+	go hs.Serve(hl)
+	defer hs.Close()
 	sock := filepath.Join(e.state, "run", strconv.FormatInt(e.status("warm").Instance.ID, 10), "app.sock")
 	front := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, DisableCompression: true}}
 	direct := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, DisableCompression: true,
@@ -177,5 +185,6 @@ func BenchmarkWarm(b *testing.B) {
 		b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "req/s")
 	}
 	b.Run("front", func(b *testing.B) { run(b, front, "http://"+e.front+"/", "warm.example") })
+	b.Run("handler", func(b *testing.B) { run(b, front, "http://"+hl.Addr().String()+"/", "warm.example") })
 	b.Run("direct", func(b *testing.B) { run(b, direct, "http://warm/", "warm") })
 }

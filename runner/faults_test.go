@@ -251,19 +251,20 @@ func TestUIDsAreStableAcrossRestarts(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error)
 		go func() { done <- r.Run(ctx) }()
-		out := map[string]int{}
+		uids := map[string]int{}
 		for _, n := range names {
 			require.NoError(t, r.Put(spec(n)))
 			cmd, err := r.Command(n, []string{"/bin/true"})
 			require.NoError(t, err)
-			require.NoError(t, cmd.Run())
+			out, err := cmd.CombinedOutput()
+			require.NoError(t, err, "%s", out)
 			st, err := r.AppStatus(n)
 			require.NoError(t, err)
-			out[n] = st.UID
+			uids[n] = st.UID
 		}
 		cancel()
 		require.NoError(t, <-done)
-		return out
+		return uids
 	}
 	first := uidOf("alpha", "beta")
 	require.NotEqual(t, first["alpha"], first["beta"])

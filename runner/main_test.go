@@ -104,6 +104,13 @@ type env struct {
 // runs it and serves its front on loopback; both stop at cleanup.
 func newEnv(t testing.TB, tweak func(*runner.Config)) *env {
 	t.Helper()
+	return newEnvFront(t, tweak, false)
+}
+
+// newEnvFront is newEnv with a choice of front: Runner.Serve (the fast
+// path, the default) or net/http serving Runner.ServeHTTP.
+func newEnvFront(t testing.TB, tweak func(*runner.Config), handler bool) *env {
+	t.Helper()
 	state, err := os.MkdirTemp("", "rt")
 	require.NoError(t, err)
 	require.NoError(t, os.Chmod(state, 0o711))
@@ -125,13 +132,31 @@ func newEnv(t testing.TB, tweak func(*runner.Config)) *env {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.Run(ctx) }()
+	<-r.Ready()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	srv := &http.Server{Handler: r}
-	go srv.Serve(l)
+	frontCtx, frontCancel := context.WithCancel(context.Background())
+	frontDone := make(chan error, 1)
+	if handler {
+		go srv.Serve(l)
+	} else {
+		go func() { frontDone <- r.Serve(frontCtx, l) }()
+	}
 	e := &env{t: t, r: r, state: state, sink: sink, front: l.Addr().String(), cfg: cfg}
 	t.Cleanup(func() {
-		srv.Close()
+		if handler {
+			srv.Close()
+		} else {
+			frontCancel()
+			select {
+			case err := <-frontDone:
+				require.NoError(t, err)
+			case <-time.After(30 * time.Second):
+				t.Errorf("Serve did not return within 30s of cancel")
+			}
+		}
+		frontCancel()
 		cancel()
 		select {
 		case err := <-done:

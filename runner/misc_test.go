@@ -163,6 +163,7 @@ func TestDefaultFileSinkGetsAppOutput(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- r.Run(ctx) }()
+	<-r.Ready()
 	require.NoError(t, r.Put(spec("logged", "exit")))
 	require.Error(t, r.Start(ctx, "logged"))
 	cancel()

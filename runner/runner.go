@@ -160,7 +160,7 @@ type Runner struct {
 	initPath string
 	cmdCg    sync.Map // app name -> *cgroup for its one-off commands
 
-	mu         sync.Mutex
+	mu         sync.RWMutex
 	apps       map[string]*app
 	hosts      map[string]*app
 	specErrors map[string]string
@@ -171,6 +171,7 @@ type Runner struct {
 	// requests live as long as Run does rather than as long as the
 	// request that caused their start.
 	runCtx  context.Context
+	ready   chan struct{} // closed when Run has started
 	instSeq atomic.Int64
 	wg      sync.WaitGroup // instance goroutines
 }
@@ -248,6 +249,7 @@ func New(cfg Config) (*Runner, error) {
 		hosts:      map[string]*app{},
 		specErrors: map[string]string{},
 		fileApps:   map[string]string{},
+		ready:      make(chan struct{}),
 	}
 	if cfg.Sink != nil {
 		r.sink = cfg.Sink
@@ -263,6 +265,12 @@ func New(cfg Config) (*Runner, error) {
 	}
 	for _, m := range r.iso.Missing {
 		r.log.Warn("runner: isolation feature unavailable", "missing", m)
+	}
+	if r.cg != nil {
+		// Two runners must not share a CgroupRoot: this one owns it.
+		if stale := r.cg.cleanupStale(); len(stale) > 0 {
+			r.log.Warn("runner: removed cgroups left by an earlier runner", "cgroups", stale)
+		}
 	}
 	return r, nil
 }
@@ -367,9 +375,17 @@ func (r *Runner) Lookup(host string) (string, bool) {
 
 func (r *Runner) lookup(host string) *app {
 	h := normHost(host)
-	r.mu.Lock()
+	r.mu.RLock()
 	a := r.hosts[h]
-	r.mu.Unlock()
+	r.mu.RUnlock()
+	return a
+}
+
+// lookupBytes is lookup for an already normalised host, without allocating.
+func (r *Runner) lookupBytes(h []byte) *app {
+	r.mu.RLock()
+	a := r.hosts[string(h)]
+	r.mu.RUnlock()
 	return a
 }
 
@@ -456,6 +472,10 @@ func (r *Runner) AppStatus(name string) (AppStatus, error) {
 	return a.status(), nil
 }
 
+// Ready is closed once Run has started: from then on instances can start
+// (before, requests and Start fail with ErrNotRunning).
+func (r *Runner) Ready() <-chan struct{} { return r.ready }
+
 // Run serves until ctx ends: it loads and watches the spec directory,
 // reaps idle instances and restarts crashed ones. When ctx ends it stops
 // every instance (SIGTERM, SIGKILL after the grace period) and returns
@@ -469,11 +489,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.state = 1
 	r.runCtx = ctx
 	r.mu.Unlock()
-	if r.cg != nil {
-		if stale := r.cg.cleanupStale(); len(stale) > 0 {
-			r.log.Warn("runner: removed cgroups left by an earlier runner", "cgroups", stale)
-		}
-	}
+	close(r.ready)
 	var wg sync.WaitGroup
 	if r.cfg.SpecDir != "" {
 		w, err := r.newWatcher()
@@ -530,8 +546,8 @@ func (r *Runner) shutdown() {
 
 // running reports whether instances may start, and returns Run's context.
 func (r *Runner) running() (context.Context, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	return r.runCtx, r.state == 1
 }
 

@@ -1,0 +1,753 @@
+package runner
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Serve runs the node front on l until ctx ends, then closes l and every
+// connection it accepted and returns once their goroutines are gone.
+//
+// It is ServeHTTP's fast path: plain HTTP/1.1 requests (no
+// Transfer-Encoding, Upgrade or Expect; one Host; at most one
+// Content-Length) are forwarded by a purpose-built relay, one goroutine per
+// client connection, the request head passed on as received (plus
+// X-Forwarded-For) and the response head re-framed, over a pooled
+// keep-alive connection to the instance. Anything else, from HTTP/1.0 to a
+// WebSocket upgrade to a malformed head, hands the connection to net/http
+// and ServeHTTP, which answer it properly (a 400 for what net/http
+// refuses). Both paths route, start on demand and answer misses and failed
+// starts the same way.
+func (r *Runner) Serve(ctx context.Context, l net.Listener) error {
+	f := &front{r: r, ctx: ctx, conns: map[net.Conn]struct{}{}}
+	f.handoff = &handoffListener{ch: make(chan net.Conn), done: make(chan struct{}), addr: l.Addr()}
+	f.slow = &http.Server{Handler: r, ReadHeaderTimeout: time.Minute, IdleTimeout: frontIdleTimeout,
+		ErrorLog: log.New(io.Discard, "", 0)}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		_ = f.slow.Serve(f.handoff)
+	}()
+	stop := context.AfterFunc(ctx, func() { l.Close() })
+	defer stop()
+	var err error
+	for {
+		c, aerr := l.Accept()
+		if aerr != nil {
+			if ctx.Err() == nil {
+				var ne net.Error
+				if errors.As(aerr, &ne) && ne.Timeout() {
+					time.Sleep(5 * time.Millisecond)
+					continue
+				}
+				err = fmt.Errorf("runner: front accept on %s: %w", l.Addr(), aerr)
+			}
+			break
+		}
+		if !f.track(c) {
+			c.Close()
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.serveConn(c)
+		}()
+	}
+	l.Close()
+	f.closeAll()
+	close(f.handoff.done)
+	_ = f.slow.Close()
+	wg.Wait()
+	return err
+}
+
+const (
+	frontIdleTimeout = 2 * time.Minute
+	maxHead          = 16 << 10
+	maxHeaders       = 100
+	maxDiscardBody   = 1 << 20
+)
+
+type front struct {
+	r       *Runner
+	ctx     context.Context // Serve's: bounds waits for starts
+	handoff *handoffListener
+	slow    *http.Server
+
+	mu     sync.Mutex
+	conns  map[net.Conn]struct{}
+	closed bool
+}
+
+func (f *front) track(c net.Conn) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.closed {
+		return false
+	}
+	f.conns[c] = struct{}{}
+	return true
+}
+
+func (f *front) untrack(c net.Conn) {
+	f.mu.Lock()
+	delete(f.conns, c)
+	f.mu.Unlock()
+}
+
+func (f *front) closeAll() {
+	f.mu.Lock()
+	f.closed = true
+	for c := range f.conns {
+		c.Close()
+	}
+	f.mu.Unlock()
+}
+
+// handoffListener feeds connections the fast path gave up on to net/http.
+type handoffListener struct {
+	ch   chan net.Conn
+	done chan struct{}
+	addr net.Addr
+}
+
+func (h *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-h.ch:
+		return c, nil
+	case <-h.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (h *handoffListener) Close() error   { return nil }
+func (h *handoffListener) Addr() net.Addr { return h.addr }
+
+// bufferedConn replays what the fast path had read but not consumed.
+type bufferedConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func (c *bufferedConn) Read(p []byte) (int, error) { return c.br.Read(p) }
+
+var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxHead) }}
+var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
+
+func (f *front) serveConn(c net.Conn) {
+	br := readerPool.Get().(*bufio.Reader)
+	br.Reset(c)
+	bw := writerPool.Get().(*bufio.Writer)
+	bw.Reset(c)
+	handedOff := false
+	defer func() {
+		bw.Reset(nil)
+		writerPool.Put(bw)
+		if !handedOff {
+			br.Reset(nil)
+			readerPool.Put(br)
+			c.Close()
+		}
+		f.untrack(c)
+	}()
+	clientIP := ""
+	if host, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
+		clientIP = host
+	}
+	var rq reqHead
+	scratch := make([]byte, 0, 1024)
+	for {
+		_ = c.SetReadDeadline(time.Now().Add(frontIdleTimeout))
+		head, err := peekHead(br)
+		if err != nil {
+			if errors.Is(err, errNeedSlowPath) {
+				handedOff = f.handOff(c, br)
+			}
+			return
+		}
+		_ = c.SetReadDeadline(time.Time{})
+		arrival := nowFunc()
+		if !parseRequestHead(head, &rq) {
+			handedOff = f.handOff(c, br)
+			return
+		}
+		if !f.serveOne(head, &rq, br, bw, clientIP, arrival, &scratch) {
+			return
+		}
+	}
+}
+
+// handOff gives the connection, with its unread bytes, to net/http.
+func (f *front) handOff(c net.Conn, br *bufio.Reader) bool {
+	select {
+	case f.handoff.ch <- &bufferedConn{Conn: c, br: br}:
+		return true
+	case <-f.handoff.done:
+		return false
+	}
+}
+
+// serveOne answers one request; it reports whether the client connection
+// can carry another.
+func (f *front) serveOne(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.Writer, clientIP string, arrival time.Time, scratch *[]byte) bool {
+	var hb [256]byte
+	a := f.r.lookupBytes(normHostBytes(hb[:0], rq.host))
+	if a == nil {
+		return f.answer(head, rq, br, bw, http.StatusNotFound, fmt.Sprintf("runner: no app for host %q\n", normHostBytes(hb[:0], rq.host)), true)
+	}
+	inst, err := a.acquire(f.ctx, arrival)
+	if err != nil {
+		var se *StartError
+		switch {
+		case errors.As(err, &se):
+			return f.answer(head, rq, br, bw, http.StatusServiceUnavailable, startErrorText(se), false)
+		case errors.Is(err, ErrUnknownApp):
+			return f.answer(head, rq, br, bw, http.StatusNotFound, err.Error()+"\n", true)
+		default:
+			return f.answer(head, rq, br, bw, http.StatusServiceUnavailable, err.Error()+"\n", false)
+		}
+	}
+	defer a.release(inst)
+	return inst.relay(head, rq, br, bw, clientIP, scratch)
+}
+
+func startErrorText(se *StartError) string {
+	msg := se.Error()
+	if !se.RetryAt.IsZero() {
+		msg += "\nnext start not before " + se.RetryAt.UTC().Format("15:04:05.000Z")
+	}
+	if se.Stderr != "" {
+		msg += "\n\nlast lines of the app's stderr:\n" + se.Stderr
+	}
+	return msg + "\n"
+}
+
+// answer writes the front's own plain-text response after consuming the
+// request; it reports whether the connection stays usable.
+func (f *front) answer(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.Writer, code int, body string, miss bool) bool {
+	keep := !rq.close
+	if _, err := br.Discard(len(head)); err != nil {
+		return false
+	}
+	if rq.contentLength > maxDiscardBody {
+		keep = false
+	} else if rq.contentLength > 0 {
+		if _, err := io.CopyN(io.Discard, br, rq.contentLength); err != nil {
+			return false
+		}
+	}
+	fmt.Fprintf(bw, "HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: %d\r\n",
+		code, http.StatusText(code), len(body))
+	if miss {
+		bw.WriteString(MissHeader + ": 1\r\n")
+	}
+	if !keep {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+	if !rq.head {
+		bw.WriteString(body)
+	}
+	return bw.Flush() == nil && keep
+}
+
+// relay forwards one request to the instance and its response back.
+func (i *instance) relay(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.Writer, clientIP string, scratch *[]byte) bool {
+	bodyless := rq.contentLength == 0
+	var bc *backendConn
+	var rs respHead
+	var rhead []byte
+	for attempt := 0; ; attempt++ {
+		var reused bool
+		var err error
+		bc, reused, err = i.pool.get(context.Background())
+		if err != nil {
+			if attempt > 0 {
+				head = nil // consumed by the first attempt
+			}
+			return i.badGateway(head, rq, br, bw, err)
+		}
+		// The head as received, minus its final CRLF, plus our header.
+		bc.bw.Write(head[:len(head)-2])
+		if clientIP != "" {
+			bc.bw.WriteString("X-Forwarded-For: ")
+			bc.bw.WriteString(clientIP)
+			bc.bw.WriteString("\r\n")
+		}
+		bc.bw.WriteString("\r\n")
+		if attempt == 0 {
+			if _, err := br.Discard(len(head)); err != nil {
+				bc.c.Close()
+				return false
+			}
+		}
+		if rq.contentLength > 0 {
+			if _, err := io.CopyN(bc.bw, br, rq.contentLength); err != nil {
+				bc.c.Close()
+				return false
+			}
+		}
+		err = bc.bw.Flush()
+		if err == nil {
+			rhead, err = readResponseHead(bc.br, rq.head, &rs, *scratch)
+		}
+		if err == nil {
+			break
+		}
+		bc.c.Close()
+		if reused && attempt == 0 && bodyless && !errors.Is(err, errBadResponse) {
+			continue // the app closed an idle connection: try a fresh one
+		}
+		return i.badGateway(nil, rq, br, bw, err)
+	}
+	// The response head, re-framed for the client.
+	*scratch = rhead[:0]
+	keepClient := !rq.close && !rs.untilEOF
+	bw.Write(rhead)
+	if !keepClient {
+		bw.WriteString("Connection: close\r\n")
+	}
+	bw.WriteString("\r\n")
+	var err error
+	switch {
+	case rs.noBody:
+	case rs.chunked:
+		err = copyChunked(bw, bc.br)
+	case rs.contentLength >= 0:
+		_, err = io.CopyN(bw, bc.br, rs.contentLength)
+	default:
+		err = copyUntilEOF(bw, bc.br)
+	}
+	if err != nil {
+		bc.c.Close()
+		return false
+	}
+	if ferr := bw.Flush(); ferr != nil {
+		keepClient = false
+	}
+	if rs.close || rs.untilEOF {
+		bc.c.Close()
+	} else {
+		i.pool.put(bc)
+	}
+	return keepClient
+}
+
+func (i *instance) badGateway(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.Writer, cause error) bool {
+	if head != nil {
+		if _, err := br.Discard(len(head)); err != nil {
+			return false
+		}
+	}
+	body := fmt.Sprintf("runner: app %q instance %d: %v\n", i.app.name, i.id, cause)
+	fmt.Fprintf(bw, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	_ = bw.Flush()
+	return false // the request body may be half sent: do not reuse
+}
+
+var (
+	errNeedSlowPath = errors.New("request needs the net/http path")
+	errBadResponse  = errors.New("malformed response from app")
+)
+
+// peekHead returns the request head (through its blank line) without
+// consuming it. A head larger than the buffer goes to the slow path.
+func peekHead(br *bufio.Reader) ([]byte, error) {
+	if _, err := br.Peek(1); err != nil {
+		return nil, err
+	}
+	for {
+		n := br.Buffered()
+		buf, _ := br.Peek(n)
+		if k := bytes.Index(buf, crlfcrlf); k >= 0 {
+			return buf[:k+4], nil
+		}
+		if n >= br.Size() {
+			return nil, errNeedSlowPath
+		}
+		if _, err := br.Peek(n + 1); err != nil {
+			if n > 0 && !errors.Is(err, bufio.ErrBufferFull) {
+				return nil, err
+			}
+			return nil, errNeedSlowPath
+		}
+	}
+}
+
+var crlfcrlf = []byte("\r\n\r\n")
+
+// reqHead is what the fast path needs from a request head.
+type reqHead struct {
+	host          []byte
+	contentLength int64
+	close         bool
+	head          bool
+}
+
+// parseRequestHead accepts only plain HTTP/1.1 heads and reports false for
+// anything else (which then goes to net/http).
+func parseRequestHead(h []byte, rq *reqHead) bool {
+	*rq = reqHead{}
+	line, rest, ok := cutLine(h)
+	if !ok {
+		return false
+	}
+	sp1 := bytes.IndexByte(line, ' ')
+	if sp1 <= 0 {
+		return false
+	}
+	method := line[:sp1]
+	for _, c := range method {
+		if c < 'A' || c > 'Z' {
+			return false
+		}
+	}
+	rq.head = string(method) == "HEAD"
+	line = line[sp1+1:]
+	sp2 := bytes.IndexByte(line, ' ')
+	if sp2 <= 0 || line[0] != '/' || string(line[sp2+1:]) != "HTTP/1.1" {
+		return false
+	}
+	for _, c := range line[:sp2] {
+		if c <= ' ' || c == 0x7f {
+			return false
+		}
+	}
+	hosts, lengths := 0, 0
+	for n := 0; ; n++ {
+		line, rest, ok = cutLine(rest)
+		if !ok || n > maxHeaders {
+			return false
+		}
+		if len(line) == 0 {
+			break
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 {
+			return false
+		}
+		name := line[:colon]
+		for _, c := range name {
+			if !isTokenChar(c) {
+				return false
+			}
+		}
+		value := trimOWS(line[colon+1:])
+		for _, c := range value {
+			if (c < ' ' && c != '\t') || c == 0x7f {
+				return false
+			}
+		}
+		switch {
+		case equalFold(name, "host"):
+			hosts++
+			rq.host = value
+		case equalFold(name, "content-length"):
+			lengths++
+			if len(value) == 0 || len(value) > 15 {
+				return false
+			}
+			var v int64
+			for _, c := range value {
+				if c < '0' || c > '9' {
+					return false
+				}
+				v = v*10 + int64(c-'0')
+			}
+			rq.contentLength = v
+		case equalFold(name, "connection"):
+			switch {
+			case equalFold(value, "close"):
+				rq.close = true
+			case equalFold(value, "keep-alive"):
+			default:
+				return false
+			}
+		case equalFold(name, "transfer-encoding"), equalFold(name, "upgrade"), equalFold(name, "expect"), equalFold(name, "te"):
+			return false
+		}
+	}
+	return hosts == 1 && lengths <= 1 && len(rq.host) > 0 && len(rq.host) < 256
+}
+
+// cutLine splits off one CRLF-terminated line; bare CR or LF fail.
+func cutLine(b []byte) (line, rest []byte, ok bool) {
+	k := bytes.IndexByte(b, '\n')
+	if k < 1 || b[k-1] != '\r' {
+		return nil, nil, false
+	}
+	line = b[:k-1]
+	if bytes.IndexByte(line, '\r') >= 0 {
+		return nil, nil, false
+	}
+	return line, b[k+1:], true
+}
+
+func trimOWS(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func isTokenChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0
+}
+
+// equalFold compares ASCII b with lower-case s, ignoring case.
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for k := 0; k < len(b); k++ {
+		c := b[k]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[k] {
+			return false
+		}
+	}
+	return true
+}
+
+// normHostBytes lower-cases host into dst and strips a port and a final
+// dot, like normHost without allocating.
+func normHostBytes(dst, host []byte) []byte {
+	for _, c := range host {
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		dst = append(dst, c)
+	}
+	if len(dst) > 0 && dst[0] == '[' {
+		if k := bytes.IndexByte(dst, ']'); k > 0 {
+			return dst[:k+1]
+		}
+		return dst
+	}
+	if k := bytes.LastIndexByte(dst, ':'); k >= 0 {
+		dst = dst[:k]
+	}
+	if n := len(dst); n > 0 && dst[n-1] == '.' {
+		dst = dst[:n-1]
+	}
+	return dst
+}
+
+// respHead is the framing of a response from an app.
+type respHead struct {
+	contentLength int64
+	chunked       bool
+	close         bool
+	noBody        bool
+	untilEOF      bool
+}
+
+// readResponseHead reads the app's response head, skipping interim 1xx
+// responses other than 101, and returns it re-framed for the client: the
+// status line and end-to-end headers, without the blank line.
+func readResponseHead(br *bufio.Reader, headReq bool, rs *respHead, dst []byte) ([]byte, error) {
+	for {
+		head, err := peekHead(br)
+		if err != nil {
+			if errors.Is(err, errNeedSlowPath) {
+				return nil, fmt.Errorf("%w: head over %d bytes", errBadResponse, maxHead)
+			}
+			return nil, err
+		}
+		*rs = respHead{contentLength: -1}
+		out, interim, err := parseResponseHead(head, headReq, rs, dst)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := br.Discard(len(head)); err != nil {
+			return nil, err
+		}
+		if !interim {
+			return out, nil
+		}
+	}
+}
+
+func parseResponseHead(h []byte, headReq bool, rs *respHead, dst []byte) (out []byte, interim bool, err error) {
+	line, rest, ok := cutLine(h)
+	if !ok || len(line) < 12 || string(line[:5]) != "HTTP/" || line[8] != ' ' {
+		return nil, false, fmt.Errorf("%w: bad status line %q", errBadResponse, clip(line))
+	}
+	http10 := string(line[5:8]) == "1.0"
+	if !http10 && string(line[5:8]) != "1.1" {
+		return nil, false, fmt.Errorf("%w: bad status line %q", errBadResponse, clip(line))
+	}
+	code := 0
+	for _, c := range line[9:12] {
+		if c < '0' || c > '9' {
+			return nil, false, fmt.Errorf("%w: bad status line %q", errBadResponse, clip(line))
+		}
+		code = code*10 + int(c-'0')
+	}
+	if code >= 100 && code < 200 && code != 101 {
+		return nil, true, nil
+	}
+	out = append(dst[:0], "HTTP/1.1"...)
+	out = append(out, line[8:]...)
+	out = append(out, "\r\n"...)
+	keepAlive := false
+	lengths := 0
+	for n := 0; ; n++ {
+		line, rest, ok = cutLine(rest)
+		if !ok || n > maxHeaders {
+			return nil, false, fmt.Errorf("%w: bad header line", errBadResponse)
+		}
+		if len(line) == 0 {
+			break
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon <= 0 || line[0] == ' ' || line[0] == '\t' {
+			return nil, false, fmt.Errorf("%w: bad header line %q", errBadResponse, clip(line))
+		}
+		name, value := line[:colon], trimOWS(line[colon+1:])
+		switch {
+		case equalFold(name, "connection"):
+			if bytes.Contains(bytes.ToLower(value), []byte("close")) {
+				rs.close = true
+			}
+			if bytes.Contains(bytes.ToLower(value), []byte("keep-alive")) {
+				keepAlive = true
+			}
+			continue
+		case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"):
+			continue
+		case equalFold(name, "transfer-encoding"):
+			v := bytes.ToLower(value)
+			if !bytes.HasSuffix(v, []byte("chunked")) {
+				return nil, false, fmt.Errorf("%w: transfer-encoding %q", errBadResponse, clip(value))
+			}
+			rs.chunked = true
+		case equalFold(name, "content-length"):
+			lengths++
+			v, perr := strconv.ParseInt(string(value), 10, 64)
+			if perr != nil || v < 0 || (lengths > 1 && v != rs.contentLength) {
+				return nil, false, fmt.Errorf("%w: content-length %q", errBadResponse, clip(value))
+			}
+			rs.contentLength = v
+		}
+		out = append(out, line...)
+		out = append(out, "\r\n"...)
+	}
+	if rs.chunked && lengths > 0 {
+		return nil, false, fmt.Errorf("%w: both content-length and chunked", errBadResponse)
+	}
+	if http10 && !keepAlive {
+		rs.close = true
+	}
+	switch {
+	case headReq || code == 101 || code == 204 || code == 304:
+		rs.noBody = true
+	case !rs.chunked && rs.contentLength < 0:
+		rs.untilEOF = true
+	}
+	return out, false, nil
+}
+
+func clip(b []byte) string {
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	return string(b)
+}
+
+// copyChunked copies a chunked body as is, flushing after each chunk when
+// nothing more is waiting, so streams stream.
+func copyChunked(bw *bufio.Writer, br *bufio.Reader) error {
+	for {
+		line, err := br.ReadSlice('\n')
+		if err != nil {
+			return err
+		}
+		size, ok := parseChunkSize(line)
+		if !ok {
+			return fmt.Errorf("%w: bad chunk size line", errBadResponse)
+		}
+		if _, err := bw.Write(line); err != nil {
+			return err
+		}
+		if size == 0 {
+			// Trailers, then the blank line.
+			for {
+				t, err := br.ReadSlice('\n')
+				if err != nil {
+					return err
+				}
+				if _, err := bw.Write(t); err != nil {
+					return err
+				}
+				if len(t) <= 2 {
+					return nil
+				}
+			}
+		}
+		if _, err := io.CopyN(bw, br, size+2); err != nil {
+			return err
+		}
+		if br.Buffered() == 0 {
+			if err := bw.Flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func parseChunkSize(line []byte) (int64, bool) {
+	line = bytes.TrimRight(line, "\r\n")
+	if k := bytes.IndexByte(line, ';'); k >= 0 {
+		line = line[:k]
+	}
+	line = trimOWS(line)
+	if len(line) == 0 || len(line) > 15 {
+		return 0, false
+	}
+	v, err := strconv.ParseInt(string(line), 16, 64)
+	return v, err == nil && v >= 0
+}
+
+func copyUntilEOF(bw *bufio.Writer, br *bufio.Reader) error {
+	bp := copyBufs.Get().(*[]byte)
+	defer copyBufs.Put(bp)
+	for {
+		n, err := br.Read(*bp)
+		if n > 0 {
+			if _, werr := bw.Write((*bp)[:n]); werr != nil {
+				return werr
+			}
+			if werr := bw.Flush(); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
