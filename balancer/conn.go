@@ -145,11 +145,11 @@ func (cc *clientConn) simple(status int, reason, body string, extra []string) {
 type outcome int
 
 const (
-	exDone      outcome = iota // response forwarded; client may continue
-	exClose                    // response forwarded or answered; close the client
-	exStale                    // reused connection died before any response byte; retry fresh
-	exNodeFail                 // could not reach the node, nothing sent; try the next node
-	exMiss                     // node answered a miss (already drained)
+	exDone     outcome = iota // response forwarded; client may continue
+	exClose                   // response forwarded or answered; close the client
+	exStale                   // reused connection died before any response byte; retry fresh
+	exNodeFail                // could not reach the node, nothing sent; try the next node
+	exMiss                    // node answered a miss (already drained)
 )
 
 func idempotent(m []byte) bool {

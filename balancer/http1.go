@@ -57,7 +57,7 @@ type head struct {
 	connUpgrade   bool
 	upgrade       []byte // Upgrade field value, nil when absent
 	expect100     bool
-	missMark      bool // the miss header was present with value "1"
+	missMark      bool   // the miss header was present with value "1"
 	xff           []byte // the first X-Forwarded-For value (requests)
 }
 

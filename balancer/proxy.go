@@ -538,4 +538,3 @@ func (p *Proxy) certLoop(ctx context.Context) {
 		}
 	}
 }
-

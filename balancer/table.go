@@ -98,6 +98,9 @@ func NewTable(cfg TableConfig) (*Table, error) {
 		reuse = cfg.Reuse.pools
 	}
 	getPool := func(ids []string) (*pool, error) {
+		if len(ids) == 0 && t.all != nil {
+			return t.all, nil
+		}
 		if len(ids) == 0 {
 			if len(t.nodes) == 0 {
 				return nil, fmt.Errorf("no nodes in the table")
@@ -142,6 +145,9 @@ func NewTable(cfg TableConfig) (*Table, error) {
 		p, err := getPool(s.Nodes)
 		if err != nil {
 			return nil, fmt.Errorf("balancer: site %q: %w", s.Host, err)
+		}
+		if len(s.Nodes) == 0 {
+			t.all = p
 		}
 		switch {
 		case s.Host == "*":
