@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 
 	"github.com/paaskit/paaskit/internal/pyindex"
 )
@@ -597,4 +599,24 @@ func TestResolveCancelled(t *testing.T) {
 	cancel()
 	_, err := f.in.Resolve(ctx, f.reqs("top"))
 	require.True(t, errors.Is(err, context.Canceled), "%v", err)
+}
+
+func TestInstallLeavesNoGoroutines(t *testing.T) {
+	ds, reqs := pyindex.BenchSet(0)
+	f := newFixture(t, ds, pyindex.ServerConfig{Metadata: true})
+	tr := &http.Transport{}
+	in := f.installer(Config{HTTPClient: &http.Client{Transport: tr}})
+	if _, err := in.Interpreter(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	// A failing install (cancelled in the middle) and a good one: neither
+	// leaves a prefetch, download or build goroutine behind.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	_, err := in.Install(ctx, f.reqs(reqs...), filepath.Join(f.dir, "v0"), InstallOptions{})
+	cancel()
+	require.Error(t, err)
+	_, err = in.Install(context.Background(), f.reqs(reqs...), filepath.Join(f.dir, "v1"), InstallOptions{})
+	require.NoError(t, err)
+	tr.CloseIdleConnections()
 }

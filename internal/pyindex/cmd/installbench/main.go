@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"time"
 
@@ -27,16 +28,24 @@ func main() {
 	latency := flag.Duration("latency", 100*time.Millisecond, "added latency per index request")
 	build := flag.Duration("build", time.Second, "time each sdist build takes")
 	workers := flag.Int("workers", 0, "installer workers (0: the default)")
+	dynamic := flag.Bool("dynamic", false, "sdists declare dynamic dependencies (Metadata-Version 2.1), so both installers must build them to resolve")
 	flag.Parse()
-	if err := run(*latency, *build, *workers); err != nil {
+	if err := run(*latency, *build, *workers, *dynamic); err != nil {
 		fmt.Fprintln(os.Stderr, "installbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(latency, build time.Duration, workers int) error {
+func run(latency, build time.Duration, workers int, dynamic bool) error {
 	ctx := context.Background()
 	dists, reqs := pyindex.BenchSet(build)
+	metaKind := "static PEP 643 sdist metadata"
+	if dynamic {
+		metaKind = "dynamic sdist metadata (built to resolve)"
+		for i := range dists {
+			dists[i].DynamicMetadata = true
+		}
+	}
 	ix, err := pyindex.New(dists)
 	if err != nil {
 		return err
@@ -116,7 +125,7 @@ func run(latency, build time.Duration, workers int) error {
 	}
 	fmt.Fprintf(os.Stderr, "paaskit warm: %v (resolve %v, built %d, cache hits %d)\n", warm.Round(time.Millisecond), res.Resolve.Round(time.Millisecond), res.Built, res.CacheHits)
 
-	cond := fmt.Sprintf("15 reqs -> %d pkgs, 12 sdists building %v each, %v/request, 2 cores", len(pipSet), build, latency)
+	cond := fmt.Sprintf("15 reqs -> %d pkgs, 12 sdists building %v each, %s, %v/request, %d cores", len(pipSet), build, metaKind, latency, runtime.NumCPU())
 	fmt.Printf("row\t%s\t%s\t%.2fx\t%s\n", "installer cold (empty cache), "+cold.Round(10*time.Millisecond).String(),
 		"pip install -r (serial), "+pipTime.Round(10*time.Millisecond).String(), pipTime.Seconds()/cold.Seconds(), cond)
 	fmt.Printf("row\t%s\t%s\t%.2fx\t%s\n", "installer warm cache, "+warm.Round(10*time.Millisecond).String(),
