@@ -188,3 +188,67 @@ func BenchmarkWarm(b *testing.B) {
 	b.Run("handler", func(b *testing.B) { run(b, front, "http://"+hl.Addr().String()+"/", "warm.example") })
 	b.Run("direct", func(b *testing.B) { run(b, direct, "http://warm/", "warm") })
 }
+
+// BenchmarkWarmRatio alternates rounds of 500ms through the front and
+// directly to the socket (32 keep-alive client goroutines each, the same
+// client code) and reports the ratio of their throughputs, so that load
+// from elsewhere on the machine hits both sides alike. Each iteration is one
+// pair of rounds: run it with -benchtime 6x or so.
+func BenchmarkWarmRatio(b *testing.B) {
+	e := newEnv(b, func(c *runner.Config) { c.Sink = &memSink{} })
+	e.put(spec("warm"))
+	e.mustGet("warm.example", "/")
+	sock := filepath.Join(e.state, "run", strconv.FormatInt(e.status("warm").Instance.ID, 10), "app.sock")
+	front := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, DisableCompression: true}}
+	direct := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, DisableCompression: true,
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}}}
+	round := func(c *http.Client, url, host string) int64 {
+		var n int64
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		end := time.Now().Add(500 * time.Millisecond)
+		for g := 0; g < 32; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, _ := http.NewRequest("GET", url, nil)
+				req.Host = host
+				var k int64
+				for time.Now().Before(end) {
+					resp, err := c.Do(req)
+					if err != nil {
+						b.Error(err)
+						return
+					}
+					io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if resp.StatusCode != 200 {
+						b.Errorf("status %d", resp.StatusCode)
+						return
+					}
+					k++
+				}
+				mu.Lock()
+				n += k
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		return n
+	}
+	// Warm both pools first.
+	round(front, "http://"+e.front+"/", "warm.example")
+	round(direct, "http://warm/", "warm")
+	var nf, nd int64
+	b.ResetTimer()
+	for k := 0; k < b.N; k++ {
+		nf += round(front, "http://"+e.front+"/", "warm.example")
+		nd += round(direct, "http://warm/", "warm")
+	}
+	b.ReportMetric(float64(nf)/float64(nd), "front/direct")
+	b.ReportMetric(float64(nf)/(float64(b.N)*0.5), "front-req/s")
+	b.ReportMetric(float64(nd)/(float64(b.N)*0.5), "direct-req/s")
+}

@@ -168,18 +168,28 @@ func (f *front) serveConn(c net.Conn) {
 	}
 	var rq reqHead
 	scratch := make([]byte, 0, 1024)
+	// The read deadline bounds how long an idle client may hold its
+	// connection; it is pushed forward at most every idle/2 to keep timer
+	// updates off the per-request path. A request that takes longer
+	// (a slow start, a long download) does not read from the client
+	// meanwhile, and a request body gets at least idle/2.
+	var deadline time.Time
 	for {
-		_ = c.SetReadDeadline(time.Now().Add(frontIdleTimeout))
+		if now := nowFunc(); deadline.Sub(now) < frontIdleTimeout/2 {
+			deadline = now.Add(frontIdleTimeout)
+			_ = c.SetReadDeadline(deadline)
+		}
 		head, err := peekHead(br)
 		if err != nil {
 			if errors.Is(err, errNeedSlowPath) {
+				_ = c.SetReadDeadline(time.Time{})
 				handedOff = f.handOff(c, br)
 			}
 			return
 		}
-		_ = c.SetReadDeadline(time.Time{})
 		arrival := nowFunc()
 		if !parseRequestHead(head, &rq) {
+			_ = c.SetReadDeadline(time.Time{})
 			handedOff = f.handOff(c, br)
 			return
 		}
