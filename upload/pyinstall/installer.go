@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -66,8 +67,10 @@ type Config struct {
 	// Retries is how many times a failed index request or download is
 	// retried (with backoff) before the install fails. Default 3.
 	Retries int
-	// HTTPClient is used for every request. Default: a client with a
-	// 60 s timeout.
+	// HTTPClient is used for every request. Default: a client that keeps
+	// 2*Workers idle connections per host, honours the proxy environment
+	// variables, and gives up on a connect after 30 s or on response
+	// headers after 60 s.
 	HTTPClient *http.Client
 	// Logger gets a line per package stage; nil means slog.Default().
 	Logger *slog.Logger
@@ -122,7 +125,17 @@ func New(cfg Config) (*Installer, error) {
 	}
 	client := cfg.HTTPClient
 	if client == nil {
-		client = &http.Client{Timeout: 60 * time.Second}
+		// No overall timeout (a large wheel may take long); a stalled
+		// connection fails on the header timeout or is cut by ctx.
+		client = &http.Client{Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   30 * time.Second,
+			ResponseHeaderTimeout: 60 * time.Second,
+			MaxIdleConnsPerHost:   2 * cfg.Workers,
+			IdleConnTimeout:       90 * time.Second,
+			ForceAttemptHTTP2:     true,
+		}}
 	}
 	cache, err := OpenCache(cfg.CacheDir, cfg.Logger)
 	if err != nil {

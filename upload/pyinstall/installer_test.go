@@ -620,3 +620,14 @@ func TestInstallLeavesNoGoroutines(t *testing.T) {
 	require.NoError(t, err)
 	tr.CloseIdleConnections()
 }
+
+func TestYankedOnlyForExactPinsSameAsPip(t *testing.T) {
+	dists := []pyindex.Dist{
+		{Name: "lib", Version: "1.0"},
+		{Name: "lib", Version: "2.0", Yanked: "broken release"},
+		{Name: "user", Version: "1.0", Requires: []string{"lib>=1"}},
+	}
+	f := newFixture(t, dists, pyindex.ServerConfig{})
+	require.Equal(t, []string{"lib==1.0", "user==1.0"}, f.requireSameAsPip("user"))
+	require.Equal(t, []string{"lib==2.0"}, f.requireSameAsPip("lib==2.0"))
+}

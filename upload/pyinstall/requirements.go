@@ -249,6 +249,12 @@ func parseOption(text, name, dir string, line int, out *Requirements, seen map[s
 		out.FindLinks = append(out.FindLinks, val)
 	case "--no-index":
 		out.NoIndex = true
+	case "--trusted-host":
+		// Accepted for compatibility: certificates are always
+		// verified for https, and http indexes need no exception.
+		if err := needVal(); err != nil {
+			return err
+		}
 	case "--hash":
 		return serr("--hash must follow a requirement on the same line")
 	case "-e", "--editable":

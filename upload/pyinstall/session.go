@@ -95,8 +95,11 @@ type release struct {
 }
 
 type projectInfo struct {
-	versions []resolve.Version // ascending
+	versions []resolve.Version // ascending, yanked ones left out
 	releases map[string]*release
+	// yanked are releases whose every file is yanked (PEP 592): used only
+	// for an exact == or === pin, as pip does.
+	yanked map[string]*release
 }
 
 type wheelResult struct {
@@ -311,12 +314,34 @@ func (s *session) MatchingVersions(ctx context.Context, vk resolve.VersionKey) (
 		return nil, err
 	}
 	m := resolve.MatchRequirement(vk, vs)
+	if len(m) == 0 && vk.PackageKey != s.root.PackageKey {
+		m = s.matchYanked(ctx, vk)
+	}
 	if len(m) > 0 && vk.PackageKey != s.root.PackageKey {
 		// The resolver will most likely try the highest match next:
 		// have its metadata on the way.
 		s.prefetchMeta(vk.Name, m[len(m)-1].Version)
 	}
 	return m, nil
+}
+
+// matchYanked returns the yanked release an exact pin names, if any.
+func (s *session) matchYanked(ctx context.Context, vk resolve.VersionKey) []resolve.Version {
+	spec := vk.Version
+	if !strings.HasPrefix(spec, "==") || strings.Contains(spec, ",") || strings.HasSuffix(spec, "*") {
+		return nil
+	}
+	p, err := s.project(vk.Name).wait(ctx)
+	if err != nil {
+		return nil
+	}
+	var out []resolve.Version
+	for v := range p.yanked {
+		cand := []resolve.Version{{VersionKey: resolve.VersionKey{PackageKey: vk.PackageKey, VersionType: resolve.Concrete, Version: v}}}
+		out = append(out, resolve.MatchRequirement(vk, cand)...)
+	}
+	resolve.SortVersions(out)
+	return out
 }
 
 // Requirements implements resolve.Client: a version's dependencies with
@@ -485,11 +510,18 @@ func (s *session) fetchProject(name string) (*projectInfo, error) {
 		}
 	}
 	pyver, _ := semver.PyPI.Parse(s.interp.Markers["python_full_version"])
-	p := &projectInfo{releases: map[string]*release{}}
+	p := &projectInfo{releases: map[string]*release{}, yanked: map[string]*release{}}
 	bestRank := map[string]int{}
+	hasLive := map[string]bool{}
+	for _, l := range links {
+		if !l.Yanked {
+			hasLive[l.Version] = true
+		}
+	}
 	for i := range links {
 		l := links[i]
-		if l.Yanked {
+		if l.Yanked && hasLive[l.Version] {
+			// A release keeps only its files that are not yanked.
 			continue
 		}
 		if l.RequiresPython != "" && pyver != nil {
@@ -527,7 +559,12 @@ func (s *session) fetchProject(name string) (*projectInfo, error) {
 		}
 		p.releases[l.Version] = rel
 	}
-	for v := range p.releases {
+	for v, rel := range p.releases {
+		if !hasLive[v] {
+			p.yanked[v] = rel
+			delete(p.releases, v)
+			continue
+		}
 		p.versions = append(p.versions, resolve.Version{VersionKey: resolve.VersionKey{
 			PackageKey: resolve.PackageKey{System: resolve.PyPI, Name: name}, VersionType: resolve.Concrete, Version: v}})
 	}
@@ -549,6 +586,9 @@ func (s *session) release(name, version string) (*release, error) {
 		return nil, err
 	}
 	rel := p.releases[version]
+	if rel == nil {
+		rel = p.yanked[version]
+	}
 	if rel == nil {
 		return nil, fmt.Errorf("pyinstall: %s %s: no such release", name, version)
 	}
