@@ -186,3 +186,103 @@ func TestNewValidatesConfig(t *testing.T) {
 		require.Error(t, err, "%+v", c)
 	}
 }
+
+// rawExchange writes raw bytes to the front and reads one response.
+func rawExchange(t *testing.T, e *env, c net.Conn, br *bufio.Reader, raw string, method string) (*http.Response, string) {
+	t.Helper()
+	_, err := io.WriteString(c, raw)
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(br, &http.Request{Method: method})
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+func TestFrontFastPathAndFallback(t *testing.T) {
+	e := newEnv(t, nil)
+	e.put(spec("raw"))
+	c, err := net.Dial("tcp", e.front)
+	require.NoError(t, err)
+	defer c.Close()
+	br := bufio.NewReader(c)
+
+	// Plain requests on one keep-alive connection, the host in any case.
+	resp, body := rawExchange(t, e, c, br, "GET / HTTP/1.1\r\nHost: RAW.example:80\r\n\r\n", "GET")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "hello raw\n", body)
+	resp, body = rawExchange(t, e, c, br, "HEAD / HTTP/1.1\r\nHost: raw.example\r\n\r\n", "HEAD")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Empty(t, body)
+	// Pipelined: two requests in one write, answered in order.
+	_, err = io.WriteString(c, "GET /whoami HTTP/1.1\r\nHost: raw.example\r\n\r\nPOST /echo HTTP/1.1\r\nHost: raw.example\r\nContent-Length: 5\r\n\r\nhello")
+	require.NoError(t, err)
+	r1, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	b1, _ := io.ReadAll(r1.Body)
+	require.Contains(t, string(b1), `"app":"raw"`)
+	r2, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	b2, _ := io.ReadAll(r2.Body)
+	require.Equal(t, "5 hello", string(b2))
+	// A miss keeps the connection.
+	resp, _ = rawExchange(t, e, c, br, "GET / HTTP/1.1\r\nHost: none.example\r\nContent-Length: 3\r\n\r\nabc", "GET")
+	require.Equal(t, 404, resp.StatusCode)
+	require.Equal(t, "1", resp.Header.Get(runner.MissHeader))
+	// A chunked request body goes to net/http, which forwards it.
+	resp, body = rawExchange(t, e, c, br, "POST /echo HTTP/1.1\r\nHost: raw.example\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n", "POST")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "3 abc", body)
+	// And the connection goes on working on the net/http path.
+	resp, body = rawExchange(t, e, c, br, "GET / HTTP/1.1\r\nHost: raw.example\r\n\r\n", "GET")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "hello raw\n", body)
+
+	// HTTP/1.0 is served by the net/http path.
+	c2, err := net.Dial("tcp", e.front)
+	require.NoError(t, err)
+	defer c2.Close()
+	resp, body = rawExchange(t, e, c2, bufio.NewReader(c2), "GET / HTTP/1.0\r\nHost: raw.example\r\n\r\n", "GET")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "hello raw\n", body)
+
+	// Request smuggling attempts get a 400 and reach no app. (Content-Length
+	// with chunked goes to net/http, which reads it as chunked, as RFC 9112
+	// allows, and obs-fold, which net/http unfolds: either way the app gets a
+	// freshly framed request.)
+	for _, bad := range []string{
+		"GET / HTTP/1.1\r\nHost: raw.example\r\nHost: other.example\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: raw.example\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+	} {
+		c3, err := net.Dial("tcp", e.front)
+		require.NoError(t, err)
+		resp, _ := rawExchange(t, e, c3, bufio.NewReader(c3), bad, "GET")
+		c3.Close()
+		require.Equal(t, 400, resp.StatusCode, "%q", bad)
+	}
+}
+
+func TestHandlerPath(t *testing.T) {
+	e := newEnvFront(t, nil, true)
+	e.put(spec("viahandler"))
+	e.put(spec("broken", "exit"))
+	require.Equal(t, "hello viahandler\n", e.mustGet("viahandler.example", "/"))
+	code, _, h := e.get("nothere.example", "/")
+	require.Equal(t, 404, code)
+	require.Equal(t, "1", h.Get(runner.MissHeader))
+	code, body, _ := e.get("broken.example", "/")
+	require.Equal(t, 503, code)
+	require.Contains(t, body, "exiting at once as asked")
+	require.Equal(t, "100000 0123456789012345678", func() string {
+		req, _ := http.NewRequest("POST", "http://"+e.front+"/echo", strings.NewReader(strings.Repeat("0123456789", 10000)))
+		req.Host = "viahandler.example"
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}()[:26])
+	body = e.mustGet("viahandler.example", "/stream?n=3")
+	require.Equal(t, "line 0\nline 1\nline 2\n", body)
+}

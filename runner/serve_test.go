@@ -1,0 +1,153 @@
+package runner
+
+import (
+	"bufio"
+	"bytes"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseRequestHeadAcceptsPlainRequests(t *testing.T) {
+	var rq reqHead
+	h := []byte("GET /a?b=c HTTP/1.1\r\nHost: Blog.Example:8080\r\nUser-Agent: x\r\nAccept: */*\r\n\r\n")
+	require.True(t, parseRequestHead(h, &rq))
+	require.Equal(t, "Blog.Example:8080", string(rq.host))
+	require.Equal(t, "blog.example", string(normHostBytes(nil, rq.host)))
+	require.Zero(t, rq.contentLength)
+	require.False(t, rq.close)
+
+	h = []byte("POST / HTTP/1.1\r\nhost: a\r\nContent-Length: 12\r\nConnection: close\r\n\r\n")
+	require.True(t, parseRequestHead(h, &rq))
+	require.EqualValues(t, 12, rq.contentLength)
+	require.True(t, rq.close)
+
+	h = []byte("HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+	require.True(t, parseRequestHead(h, &rq))
+	require.True(t, rq.head)
+}
+
+func TestParseRequestHeadSendsAnythingElseToNetHTTP(t *testing.T) {
+	for name, h := range map[string]string{
+		"http/1.0":           "GET / HTTP/1.0\r\nHost: a\r\n\r\n",
+		"no host":            "GET / HTTP/1.1\r\nX: y\r\n\r\n",
+		"two hosts":          "GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+		"chunked":            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"cl and te":          "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"two lengths":        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+		"bad length":         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +3\r\n\r\n",
+		"upgrade":            "GET / HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
+		"expect":             "POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",
+		"obs-fold":           "GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n z\r\n\r\n",
+		"bare lf":            "GET / HTTP/1.1\nHost: a\n\n",
+		"bare cr":            "GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n",
+		"space in name":      "GET / HTTP/1.1\r\nHost : a\r\n\r\n",
+		"ctl in value":       "GET / HTTP/1.1\r\nHost: a\x01\r\n\r\n",
+		"absolute target":    "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+		"lower method":       "get / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"space in target":    "GET /a b HTTP/1.1\r\nHost: a\r\n\r\n",
+		"other connection":   "GET / HTTP/1.1\r\nHost: a\r\nConnection: foo\r\n\r\n",
+		"te header":          "GET / HTTP/1.1\r\nHost: a\r\nTE: trailers\r\n\r\n",
+		"empty host":         "GET / HTTP/1.1\r\nHost: \r\n\r\n",
+		"header without sep": "GET / HTTP/1.1\r\nHost: a\r\nnocolon\r\n\r\n",
+	} {
+		var rq reqHead
+		require.False(t, parseRequestHead([]byte(h), &rq), name)
+	}
+}
+
+// FuzzParseRequestHead checks the fast path against net/http: whatever the
+// fast path accepts, net/http reads the same way (same host, same body
+// length), so the two front paths can never disagree on framing.
+func FuzzParseRequestHead(f *testing.F) {
+	for _, s := range []string{
+		"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		"POST /x HTTP/1.1\r\nHost: a.example:80\r\nContent-Length: 5\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+		"GET / HTTP/1.1\r\nhOsT: a\r\nX:\t y \r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, h []byte) {
+		var rq reqHead
+		end := bytes.Index(h, crlfcrlf)
+		if end < 0 {
+			return
+		}
+		h = h[:end+4]
+		if !parseRequestHead(h, &rq) {
+			return
+		}
+		req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(append(h, bytes.Repeat([]byte("x"), int(min(rq.contentLength, 1<<16)))...))))
+		if err != nil {
+			t.Fatalf("fast path accepted what net/http refuses (%v): %q", err, h)
+		}
+		if req.Host != string(rq.host) {
+			t.Fatalf("host: fast path %q, net/http %q: %q", rq.host, req.Host, h)
+		}
+		if req.ContentLength != rq.contentLength {
+			t.Fatalf("length: fast path %d, net/http %d: %q", rq.contentLength, req.ContentLength, h)
+		}
+		if len(req.TransferEncoding) > 0 {
+			t.Fatalf("fast path accepted a transfer coding: %q", h)
+		}
+	})
+}
+
+func TestParseResponseHead(t *testing.T) {
+	var rs respHead
+	rs.contentLength = -1
+	out, interim, err := parseResponseHead([]byte("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A: b\r\n\r\n"), false, &rs, nil)
+	require.NoError(t, err)
+	require.False(t, interim)
+	require.Equal(t, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n", string(out), "hop-by-hop headers dropped")
+	require.EqualValues(t, 5, rs.contentLength)
+
+	rs = respHead{contentLength: -1}
+	_, _, err = parseResponseHead([]byte("HTTP/1.0 200 OK\r\n\r\n"), false, &rs, nil)
+	require.NoError(t, err)
+	require.True(t, rs.close && rs.untilEOF)
+
+	rs = respHead{contentLength: -1}
+	_, _, err = parseResponseHead([]byte("HTTP/1.1 304 Not Modified\r\nContent-Length: 10\r\n\r\n"), false, &rs, nil)
+	require.NoError(t, err)
+	require.True(t, rs.noBody)
+
+	rs = respHead{contentLength: -1}
+	_, interim, err = parseResponseHead([]byte("HTTP/1.1 103 Early Hints\r\nLink: x\r\n\r\n"), false, &rs, nil)
+	require.NoError(t, err)
+	require.True(t, interim)
+
+	for _, bad := range []string{
+		"HTTP/2 200 OK\r\n\r\n",
+		"HTTP/1.1 2x0 OK\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+		"HTTP/1.1 200 OK\r\n folded\r\n\r\n",
+		"garbage\r\n\r\n",
+	} {
+		rs = respHead{contentLength: -1}
+		_, _, err := parseResponseHead([]byte(bad), false, &rs, nil)
+		require.ErrorIs(t, err, errBadResponse, bad)
+	}
+}
+
+func TestCopyChunkedPassesBodyThrough(t *testing.T) {
+	body := "5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT"
+	br := bufio.NewReader(strings.NewReader(body))
+	var out bytes.Buffer
+	bw := bufio.NewWriter(&out)
+	require.NoError(t, copyChunked(bw, br))
+	require.NoError(t, bw.Flush())
+	require.Equal(t, strings.TrimSuffix(body, "NEXT"), out.String())
+	rest, _ := br.ReadString(0)
+	require.Equal(t, "NEXT", rest, "stops exactly at the end of the body")
+
+	br = bufio.NewReader(strings.NewReader("zz\r\n"))
+	require.ErrorIs(t, copyChunked(bufio.NewWriter(&out), br), errBadResponse)
+}
