@@ -85,7 +85,7 @@ func (p *Pip) Resolve(ctx context.Context, indexURL string, args ...string) ([]s
 	for _, in := range rep.Install {
 		out = append(out, Normalize(in.Metadata.Name)+"=="+in.Metadata.Version)
 	}
-	sort.Strings(out)
+	sortByName(out)
 	return out, nil
 }
 
@@ -122,6 +122,18 @@ func Installed(venv string) ([]string, error) {
 		}
 		out = append(out, name+"=="+version)
 	}
-	sort.Strings(out)
+	sortByName(out)
 	return out, nil
+}
+
+// sortByName sorts "name==version" strings by name.
+func sortByName(s []string) {
+	sort.Slice(s, func(i, j int) bool {
+		a, _, _ := strings.Cut(s[i], "==")
+		b, _, _ := strings.Cut(s[j], "==")
+		if a != b {
+			return a < b
+		}
+		return s[i] < s[j]
+	})
 }

@@ -75,6 +75,21 @@ type Dist struct {
 	DynamicMetadata bool
 	// Yanked marks the file yanked (PEP 592) with this reason.
 	Yanked string
+	// BuildBackend makes an sdist use a backend that is not in the tree:
+	// pyproject.toml names this module as build-backend and lists
+	// BuildRequires, so the builder must install them first (build
+	// isolation). Publish the backend with BackendWheel.
+	BuildBackend  string
+	BuildRequires []string
+
+	moduleSource string
+}
+
+// BackendWheel is a wheel whose module is the generated PEP 517 backend, for
+// sdists with BuildBackend set to the module name (the project name with
+// dashes as underscores).
+func BackendWheel(name, version string) Dist {
+	return Dist{Name: name, Version: version, moduleSource: backendSource}
 }
 
 // File is one generated distribution file.
@@ -168,6 +183,9 @@ var epoch = time.Date(2020, 1, 1, 0, 0, 0, 0, time.UTC)
 func moduleName(name string) string { return distName(name) }
 
 func moduleSource(d Dist) string {
+	if d.moduleSource != "" {
+		return d.moduleSource
+	}
 	return fmt.Sprintf("NAME = %q\nVERSION = %q\n\n\ndef main():\n    print(NAME, VERSION)\n", d.Name, d.Version)
 }
 
@@ -271,11 +289,9 @@ import sys
 import time
 import zipfile
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-
-
 def _cfg():
-    with open(os.path.join(_HERE, "pkbuild.json")) as f:
+    # PEP 517 runs hooks in the source tree.
+    with open("pkbuild.json") as f:
         return json.load(f)
 
 
@@ -352,15 +368,27 @@ func makeSdist(d Dist) (*File, error) {
 		pkginfo = coreMetadata(d, "2.2", false)
 	}
 	pyproject := "[build-system]\nrequires = []\nbuild-backend = \"pkbackend\"\nbackend-path = [\".\"]\n\n[project]\nname = \"" + d.Name + "\"\nversion = \"" + d.Version + "\"\n"
+	if d.BuildBackend != "" {
+		var reqs []string
+		for _, r := range d.BuildRequires {
+			reqs = append(reqs, fmt.Sprintf("%q", r))
+		}
+		pyproject = fmt.Sprintf("[build-system]\nrequires = [%s]\nbuild-backend = %q\n\n[project]\nname = %q\nversion = %q\n", strings.Join(reqs, ", "), d.BuildBackend, d.Name, d.Version)
+	}
 	files := []struct {
 		name string
 		data []byte
 	}{
 		{root + "/PKG-INFO", pkginfo},
-		{root + "/pkbackend.py", []byte(backendSource)},
 		{root + "/pkbuild.json", []byte(cfg)},
 		{root + "/pyproject.toml", []byte(pyproject)},
 		{root + "/" + moduleName(d.Name) + "/__init__.py", []byte(moduleSource(d))},
+	}
+	if d.BuildBackend == "" {
+		files = append(files[:1], append([]struct {
+			name string
+			data []byte
+		}{{root + "/pkbackend.py", []byte(backendSource)}}, files[1:]...)...)
 	}
 	var buf bytes.Buffer
 	gz, err := gzip.NewWriterLevel(&buf, gzip.BestSpeed)

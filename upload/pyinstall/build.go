@@ -3,11 +3,13 @@ package pyinstall
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 
 	"github.com/paaskit/paaskit/upload/extract"
@@ -71,7 +73,11 @@ func tail(b []byte, n int) string {
 // buildWheel builds a wheel from an sdist archive or a source directory and
 // returns the path of the wheel (inside a temporary directory the caller
 // removes with cleanup).
-func (in *Installer) buildWheel(ctx context.Context, source, pkg, version string) (wheel string, cleanup func(), err error) {
+//
+// envFor, when not nil, is asked for an interpreter that has the source's
+// build-system.requires installed (build isolation, as pip does); nil builds
+// with the target interpreter itself.
+func (in *Installer) buildWheel(ctx context.Context, source, pkg, version string, envFor func(context.Context, []string) (string, error)) (wheel string, cleanup func(), err error) {
 	work, err := in.cache.TempDir("build-")
 	if err != nil {
 		return "", nil, fmt.Errorf("pyinstall: build %s: %w", source, err)
@@ -97,11 +103,22 @@ func (in *Installer) buildWheel(ctx context.Context, source, pkg, version string
 			return "", nil, fmt.Errorf("pyinstall: sdist %s: %w", filepath.Base(source), err)
 		}
 	}
+	python := in.interp.Path
+	requires, err := in.buildRequires(ctx, srcDir)
+	if err != nil {
+		return "", nil, &BuildError{Package: pkg, Version: version, Source: source, Err: err, StderrTail: err.Error()}
+	}
+	if len(requires) > 0 && envFor != nil {
+		python, err = envFor(ctx, requires)
+		if err != nil {
+			return "", nil, fmt.Errorf("pyinstall: build requirements of %s %s (%s): %w", pkg, version, strings.Join(requires, ", "), err)
+		}
+	}
 	out := filepath.Join(work, "out")
 	if err := os.Mkdir(out, 0o755); err != nil {
 		return "", nil, err
 	}
-	cmd := exec.CommandContext(ctx, in.interp.Path, "-I", "-c", buildDriver, srcDir, out)
+	cmd := exec.CommandContext(ctx, python, "-I", "-c", buildDriver, srcDir, out)
 	cmd.Dir = srcDir
 	cmd.Env = []string{
 		"PATH=/usr/local/bin:/usr/bin:/bin",
@@ -133,6 +150,45 @@ func (in *Installer) buildWheel(ctx context.Context, source, pkg, version string
 		return "", nil, &BuildError{Package: pkg, Version: version, Source: source, Err: fmt.Errorf("backend said %s but wrote no such file", name), StderrTail: tail(output.Bytes(), 20)}
 	}
 	return wheel, remove, nil
+}
+
+// legacyBuildRequires is what pip installs to build a project without a
+// pyproject.toml [build-system] table.
+var legacyBuildRequires = []string{"setuptools>=40.8.0", "wheel"}
+
+var noRequiresRe = regexp.MustCompile(`(?m)^\s*requires\s*=\s*\[\s*\]`)
+
+const buildRequiresScript = `
+import json, sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    bs = tomllib.load(f).get("build-system")
+print(json.dumps(None if bs is None else bs.get("requires", [])))
+`
+
+// buildRequires reads a source tree's build-system.requires (PEP 518).
+func (in *Installer) buildRequires(ctx context.Context, srcDir string) ([]string, error) {
+	p := filepath.Join(srcDir, "pyproject.toml")
+	data, err := os.ReadFile(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return legacyBuildRequires, nil
+	} else if err != nil {
+		return nil, err
+	}
+	if noRequiresRe.Match(data) {
+		return nil, nil
+	}
+	out, err := exec.CommandContext(ctx, in.interp.Path, "-I", "-c", buildRequiresScript, p).Output()
+	if err != nil {
+		return nil, fmt.Errorf("read build-system.requires from pyproject.toml: %w", err)
+	}
+	var reqs *[]string
+	if err := json.Unmarshal(out, &reqs); err != nil {
+		return nil, fmt.Errorf("pyproject.toml: build-system.requires is not a list of strings: %w", err)
+	}
+	if reqs == nil {
+		return legacyBuildRequires, nil
+	}
+	return *reqs, nil
 }
 
 // sdistRoot finds the project directory of an unpacked sdist: the single

@@ -205,7 +205,7 @@ type InstallOptions struct {
 // Resolve pins the complete set of distributions for reqs without
 // installing anything.
 func (in *Installer) Resolve(ctx context.Context, reqs *Requirements) ([]Pin, error) {
-	s, err := in.newSession(ctx, reqs)
+	s, err := in.newSession(ctx, reqs, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -218,12 +218,17 @@ func (in *Installer) Resolve(ctx context.Context, reqs *Requirements) ([]Pin, er
 // `python -m venv --without-pip` if it does not exist. Nothing is installed
 // unless every wheel was obtained.
 func (in *Installer) Install(ctx context.Context, reqs *Requirements, venv string, opts InstallOptions) (*Result, error) {
+	return in.install(ctx, reqs, venv, opts, 0)
+}
+
+// install is Install at a build-environment depth (0 for an app).
+func (in *Installer) install(ctx context.Context, reqs *Requirements, venv string, opts InstallOptions, depth int) (*Result, error) {
 	t0 := time.Now()
 	venv, err := filepath.Abs(venv)
 	if err != nil {
 		return nil, fmt.Errorf("pyinstall: venv %s: %w", venv, err)
 	}
-	s, err := in.newSession(ctx, reqs)
+	s, err := in.newSession(ctx, reqs, depth)
 	if err != nil {
 		return nil, err
 	}

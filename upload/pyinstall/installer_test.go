@@ -631,3 +631,38 @@ func TestYankedOnlyForExactPinsSameAsPip(t *testing.T) {
 	require.Equal(t, []string{"lib==1.0", "user==1.0"}, f.requireSameAsPip("user"))
 	require.Equal(t, []string{"lib==2.0"}, f.requireSameAsPip("lib==2.0"))
 }
+
+func TestBuildRequiresInstalledInIsolation(t *testing.T) {
+	dists := []pyindex.Dist{
+		pyindex.BackendWheel("pk-backend-lib", "1.0"),
+		{Name: "needs-backend", Version: "0.3", Kind: pyindex.Sdist, BuildBackend: "pk_backend_lib", BuildRequires: []string{"pk-backend-lib>=1"}},
+		{Name: "needs-backend-too", Version: "0.1", Kind: pyindex.Sdist, BuildBackend: "pk_backend_lib", BuildRequires: []string{"pk-backend-lib"}},
+		{Name: "orphan-backend", Version: "1.0", Kind: pyindex.Sdist, BuildBackend: "nowhere_backend", BuildRequires: []string{"nowhere-backend"}},
+	}
+	f := newFixture(t, dists, pyindex.ServerConfig{})
+	venv := filepath.Join(f.dir, "venv")
+	res, err := f.in.Install(context.Background(), f.reqs("needs-backend", "needs-backend-too"), venv, InstallOptions{})
+	require.NoError(t, err)
+	// The backend was installed for the builds, not into the app's venv.
+	require.Equal(t, []string{"needs-backend==0.3", "needs-backend-too==0.1"}, pinStrings(res.Packages))
+	got, err := pyindex.Installed(venv)
+	require.NoError(t, err)
+	require.Equal(t, pinStrings(res.Packages), got)
+	// pip does the same.
+	pip, err := pyindex.NewPip(context.Background(), filepath.Join(f.dir, "pipvenv"))
+	require.NoError(t, err)
+	out, err := pip.Install(context.Background(), f.srv.URL(), "needs-backend", "needs-backend-too")
+	require.NoError(t, err, "%s", out)
+	want, err := pyindex.Installed(pip.Venv)
+	require.NoError(t, err)
+	require.Equal(t, want, got)
+	// No build environment is left behind.
+	tmp, _ := os.ReadDir(filepath.Join(f.dir, "cache", "tmp"))
+	require.Empty(t, tmp)
+
+	// A build requirement that no index has is a clear error.
+	_, err = f.in.Install(context.Background(), f.reqs("orphan-backend"), filepath.Join(f.dir, "venv2"), InstallOptions{})
+	require.ErrorIs(t, err, ErrPackageMissing)
+	require.Contains(t, err.Error(), "nowhere-backend")
+	require.Contains(t, err.Error(), "build requirements of orphan-backend 1.0")
+}

@@ -140,11 +140,14 @@ type session struct {
 	missing   map[string]bool
 	reqFrom   map[string][]string
 	hits      map[string]bool // URLs found in the cache
+	buildEnvs map[string]*future[string]
+	tmpDirs   []string
+	depth     int // build-environment nesting: 0 for an app's install
 
 	built, cacheHits, downloaded int
 }
 
-func (in *Installer) newSession(ctx context.Context, reqs *Requirements) (*session, error) {
+func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth int) (*session, error) {
 	if reqs == nil {
 		return nil, errors.New("pyinstall: no requirements")
 	}
@@ -162,7 +165,7 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements) (*sessi
 		dlSem: make(chan struct{}, in.cfg.Workers), buildSem: make(chan struct{}, in.cfg.Workers),
 		projects: map[string]*future[*projectInfo]{}, metas: map[string]*future[*coreMetadata]{},
 		downloads: map[string]*future[string]{}, wheels: map[string]*future[wheelResult]{},
-		missing: map[string]bool{}, reqFrom: map[string][]string{}, hits: map[string]bool{},
+		depth: depth, missing: map[string]bool{}, reqFrom: map[string][]string{}, hits: map[string]bool{}, buildEnvs: map[string]*future[string]{},
 	}
 	s.f.onRetry = func(u string, attempt int, err error) {
 		in.emit(Event{Stage: StageRetry, Detail: u, Err: err})
@@ -237,10 +240,55 @@ func (s *session) goBackground(fn func()) {
 	}()
 }
 
-// close stops every prefetch and waits for them.
+// close stops every prefetch, waits for them and removes build
+// environments.
 func (s *session) close() {
 	s.cancel()
 	s.bg.Wait()
+	for _, d := range s.tmpDirs {
+		_ = os.RemoveAll(d)
+	}
+}
+
+// maxBuildDepth bounds build environments that need build environments.
+const maxBuildDepth = 3
+
+// buildEnv returns the interpreter of a private virtualenv with requires
+// installed by this installer (from the same indexes), made once per session
+// for each distinct set: pip's build isolation.
+func (s *session) buildEnv(ctx context.Context, requires []string) (string, error) {
+	if s.depth >= maxBuildDepth {
+		return "", fmt.Errorf("build requirements nested more than %d deep (%s)", maxBuildDepth, strings.Join(requires, ", "))
+	}
+	sorted := append([]string(nil), requires...)
+	sort.Strings(sorted)
+	f := start(s, s.buildEnvs, strings.Join(sorted, "\n"), func() (string, error) {
+		reqs := &Requirements{NoIndex: len(s.indexes) == 0, FindLinks: s.findLinks}
+		if len(s.indexes) > 0 {
+			reqs.IndexURL, reqs.ExtraIndexURLs = s.indexes[0], s.indexes[1:]
+		}
+		for _, r := range requires {
+			req, err := ParseRequirement(r)
+			if err != nil {
+				return "", fmt.Errorf("build requirement %q: %w", r, err)
+			}
+			req.Source = "build-system.requires"
+			reqs.Requirements = append(reqs.Requirements, req)
+		}
+		dir, err := s.in.cache.TempDir("buildenv-")
+		if err != nil {
+			return "", err
+		}
+		s.mu.Lock()
+		s.tmpDirs = append(s.tmpDirs, dir)
+		s.mu.Unlock()
+		venv := filepath.Join(dir, "venv")
+		if _, err := s.in.install(s.ctx, reqs, venv, InstallOptions{}, s.depth+1); err != nil {
+			return "", err
+		}
+		return filepath.Join(venv, "bin", "python"), nil
+	})
+	return f.wait(ctx)
 }
 
 // directLink turns a direct reference into a link; a source directory is
@@ -264,7 +312,7 @@ func (s *session) directLink(r Requirement) (link, error) {
 			return l, err
 		}
 		if fi.IsDir() {
-			wheel, cleanup, err := s.in.buildWheel(s.ctx, r.URL, r.Name, "")
+			wheel, cleanup, err := s.in.buildWheel(s.ctx, r.URL, r.Name, "", s.buildEnv)
 			if err != nil {
 				return l, err
 			}
@@ -766,7 +814,7 @@ func (s *session) wheel(rel *release) *future[wheelResult] {
 		}
 		defer func() { <-s.buildSem }()
 		t := time.Now()
-		wheel, cleanup, err := s.in.buildWheel(s.ctx, sp, rel.name, rel.version)
+		wheel, cleanup, err := s.in.buildWheel(s.ctx, sp, rel.name, rel.version, s.buildEnv)
 		if err != nil {
 			return wheelResult{}, err
 		}
