@@ -26,8 +26,9 @@
 //
 // pip remains the oracle: the tests resolve every test index with both and
 // require the same set. Progress is reported per package through
-// Config.Progress and the logger. Build isolation (installing an sdist's
-// build-system.requires into a private environment) is not done yet: a
-// backend must be importable by the interpreter itself or live in the sdist
-// (backend-path).
+// Config.Progress and the logger. An sdist's build-system.requires are
+// installed by the installer itself into a private virtualenv for the build
+// (pip's build isolation). A requirements file that came with an upload is
+// parsed with ParseRequirementsFileIn, which keeps its includes and local
+// paths inside the app's tree.
 package pyinstall

@@ -99,23 +99,69 @@ var normRe = regexp.MustCompile(`[-_.]+`)
 // is a *SyntaxError naming the file and line.
 func ParseRequirementsFile(path string) (*Requirements, error) {
 	out := &Requirements{}
-	if err := parseFile(path, false, out, map[string]bool{}); err != nil {
+	if err := parseFile(path, false, out, map[string]bool{}, ""); err != nil {
 		return nil, err
 	}
 	return out, nil
+}
+
+// ErrOutsideRoot is returned by ParseRequirementsFileIn for an include, a
+// find-links directory or a local path outside the allowed root.
+var ErrOutsideRoot = errors.New("path outside the app's tree")
+
+// ParseRequirementsFileIn is ParseRequirementsFile for an untrusted file
+// (one that came in an upload): every -r/-c include, -f directory and local
+// path must resolve, symbolic links followed, inside root. Anything else is
+// an error wrapping ErrOutsideRoot that does not reveal the file's content.
+func ParseRequirementsFileIn(root, path string) (*Requirements, error) {
+	r, err := filepath.EvalSymlinks(root)
+	if err != nil {
+		return nil, fmt.Errorf("pyinstall: requirements root %s: %w", root, err)
+	}
+	if err := checkInside(r, path); err != nil {
+		return nil, fmt.Errorf("pyinstall: requirements %s: %w", path, err)
+	}
+	out := &Requirements{}
+	if err := parseFile(path, false, out, map[string]bool{}, r); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// checkInside reports an error unless p (resolved through symbolic links,
+// as far as it exists) is root or below it.
+func checkInside(root, p string) error {
+	if root == "" {
+		return nil
+	}
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		return err
+	}
+	real, err := filepath.EvalSymlinks(abs)
+	if err != nil {
+		if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		real = filepath.Clean(abs)
+	}
+	if real != root && !strings.HasPrefix(real, root+string(filepath.Separator)) {
+		return ErrOutsideRoot
+	}
+	return nil
 }
 
 // ParseRequirements parses requirements from r; name is used in errors and
 // dir resolves relative includes and paths.
 func ParseRequirements(r io.Reader, name, dir string) (*Requirements, error) {
 	out := &Requirements{}
-	if err := parse(r, name, dir, false, out, map[string]bool{}); err != nil {
+	if err := parse(r, name, dir, false, out, map[string]bool{}, ""); err != nil {
 		return nil, err
 	}
 	return out, nil
 }
 
-func parseFile(path string, constraint bool, out *Requirements, seen map[string]bool) error {
+func parseFile(path string, constraint bool, out *Requirements, seen map[string]bool, root string) error {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return fmt.Errorf("pyinstall: requirements %s: %w", path, err)
@@ -129,10 +175,10 @@ func parseFile(path string, constraint bool, out *Requirements, seen map[string]
 		return fmt.Errorf("pyinstall: requirements: %w", err)
 	}
 	defer f.Close()
-	return parse(f, path, filepath.Dir(abs), constraint, out, seen)
+	return parse(f, path, filepath.Dir(abs), constraint, out, seen, root)
 }
 
-func parse(r io.Reader, name, dir string, constraint bool, out *Requirements, seen map[string]bool) error {
+func parse(r io.Reader, name, dir string, constraint bool, out *Requirements, seen map[string]bool, root string) error {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	lineNo := 0
@@ -157,7 +203,7 @@ func parse(r io.Reader, name, dir string, constraint bool, out *Requirements, se
 			return &SyntaxError{File: name, Line: start, Text: strings.TrimSpace(line), Msg: msg}
 		}
 		if strings.HasPrefix(text, "-") {
-			if err := parseOption(text, name, dir, start, out, seen, serr); err != nil {
+			if err := parseOption(text, name, dir, start, out, seen, serr, root); err != nil {
 				return err
 			}
 			continue
@@ -165,6 +211,11 @@ func parse(r io.Reader, name, dir string, constraint bool, out *Requirements, se
 		req, err := parseRequirementLine(text, dir)
 		if err != nil {
 			return serr(err.Error())
+		}
+		if req.URL != "" && !strings.Contains(req.URL, "://") {
+			if err := checkInside(root, req.URL); err != nil {
+				return fmt.Errorf("%s:%d: local path: %w", name, start, err)
+			}
 		}
 		req.Source = fmt.Sprintf("%s:%d", name, start)
 		if constraint {
@@ -204,7 +255,7 @@ func splitOption(text string) (opt, val string) {
 	return text, ""
 }
 
-func parseOption(text, name, dir string, line int, out *Requirements, seen map[string]bool, serr func(string) error) error {
+func parseOption(text, name, dir string, line int, out *Requirements, seen map[string]bool, serr func(string) error, root string) error {
 	opt, val := splitOption(text)
 	needVal := func() error {
 		if val == "" {
@@ -221,7 +272,10 @@ func parseOption(text, name, dir string, line int, out *Requirements, seen map[s
 		if !filepath.IsAbs(p) {
 			p = filepath.Join(dir, p)
 		}
-		err := parseFile(p, opt == "-c" || opt == "--constraint", out, seen)
+		if err := checkInside(root, p); err != nil {
+			return fmt.Errorf("%s:%d: %s: %w", name, line, opt, err)
+		}
+		err := parseFile(p, opt == "-c" || opt == "--constraint", out, seen, root)
 		if err != nil {
 			var se *SyntaxError
 			if errors.As(err, &se) {
@@ -245,6 +299,11 @@ func parseOption(text, name, dir string, line int, out *Requirements, seen map[s
 		}
 		if !strings.Contains(val, "://") && !filepath.IsAbs(val) {
 			val = filepath.Join(dir, val)
+		}
+		if !strings.Contains(val, "://") {
+			if err := checkInside(root, val); err != nil {
+				return fmt.Errorf("%s:%d: %s: %w", name, line, opt, err)
+			}
 		}
 		out.FindLinks = append(out.FindLinks, val)
 	case "--no-index":

@@ -161,3 +161,38 @@ func TestMarkers(t *testing.T) {
 		require.Error(t, err, bad)
 	}
 }
+
+func TestParseRequirementsFileInRefusesOutsidePaths(t *testing.T) {
+	root := t.TempDir()
+	outside := t.TempDir()
+	secret := filepath.Join(outside, "secret.txt")
+	require.NoError(t, os.WriteFile(secret, []byte("hunter2-password\n"), 0o600))
+	require.NoError(t, os.Symlink(secret, filepath.Join(root, "sneaky.txt")))
+	require.NoError(t, os.MkdirAll(filepath.Join(root, "wheels"), 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(root, "base.txt"), []byte("six\n"), 0o644))
+	cases := map[string]string{
+		"absolute include":  "-r " + secret,
+		"relative include":  "-r ../" + filepath.Base(outside) + "/secret.txt",
+		"symlinked include": "-r sneaky.txt",
+		"constraint":        "-c /etc/passwd",
+		"find-links":        "-f /etc",
+		"local path":        "/etc/some_pkg-1.0-py3-none-any.whl",
+		"file URL":          "file:///etc/some_pkg-1.0-py3-none-any.whl",
+	}
+	for name, line := range cases {
+		t.Run(name, func(t *testing.T) {
+			p := filepath.Join(root, "requirements.txt")
+			require.NoError(t, os.WriteFile(p, []byte("flask\n"+line+"\n"), 0o644))
+			_, err := ParseRequirementsFileIn(root, p)
+			require.ErrorIs(t, err, ErrOutsideRoot)
+			require.NotContains(t, err.Error(), "hunter2")
+			require.Contains(t, err.Error(), "requirements.txt:2")
+		})
+	}
+	// Inside the tree is fine.
+	p := filepath.Join(root, "requirements.txt")
+	require.NoError(t, os.WriteFile(p, []byte("-r base.txt\n-f wheels\nflask\n"), 0o644))
+	r, err := ParseRequirementsFileIn(root, p)
+	require.NoError(t, err)
+	require.Len(t, r.Requirements, 2)
+}
