@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# Section: runner. Figures of issue 6, each against its peer measured in the
+# same run:
+#   - on-demand start (a request to a stopped app, through the front, until
+#     the answer) with full isolation and with isolation off, against the
+#     test app started directly (exec, bind, one request);
+#   - 100 concurrent first requests to a stopped app (one start, 100
+#     answers, 0 errors) against a single cold request;
+#   - warm keep-alive GETs through the front against the same Go client
+#     hitting the app's unix socket directly (rounds interleaved);
+#   - runnerd's front against nginx proxying to the same instance's socket
+#     (upstream keepalive), both under wrk, rounds interleaved;
+#   - 1,000 configured idle apps (heap, processes) and 100 active at once.
+# Needs root (sandboxes, cgroups), wrk and nginx (make bench-deps).
+#
+# Env: WRK_ARGS (default "-t2 -c64 -d5s"), ROUNDS (default 3).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+WRK_ARGS=${WRK_ARGS:-"-t2 -c64 -d5s"}
+ROUNDS=${ROUNDS:-3}
+[[ $(id -u) == 0 ]] || { echo "runner benchmarks need root (sandboxes and cgroups)" >&2; exit 1; }
+for tool in wrk nginx; do
+  command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] || { echo "missing $tool: run make bench-deps" >&2; exit 1; }
+done
+NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+
+tmp=$(mktemp -d /tmp/pkr.XXXXXX)
+chmod 755 "$tmp"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+go test -c -o "$tmp/runner.test" ./runner
+go build -o "$tmp/runnerd" ./examples/runnerd
+mkdir -p "$tmp/image" "$tmp/specs"
+CGO_ENABLED=0 go build -o "$tmp/image/testapp" ./internal/testapp
+
+bench() { # regexp benchtime
+  local out
+  out=$("$tmp/runner.test" -test.run '^$' -test.bench "$1" -test.benchtime "$2" 2>>"$tmp/bench.stderr")
+  echo "$out" >&2
+  echo "$out"
+}
+field() { # line unit
+  grep -oP "[0-9.]+(?= $2)" <<<"$1" | head -1
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
+ms() { awk -v n="$1" 'BEGIN { printf "%.2f", n / 1e6 }'; }
+
+# 1. Cold starts, then the baseline, then the cold starts again: the
+#    machine is shared, so both sides get the same noise.
+out1=$(bench 'ColdStart|DirectStart' 100x)
+out2=$(bench 'DirectStart|ColdStart' 100x)
+avg() { # name
+  awk -v n="$1" '$1 ~ "^"n"(-[0-9]+)?$" { s += $3; c++ } END { printf "%.0f", s / c }' <<<"$out1
+$out2"
+}
+iso=$(avg 'BenchmarkColdStart/isolated')
+plain=$(avg 'BenchmarkColdStart/plain')
+direct=$(avg 'BenchmarkDirectStart')
+cond="go test -bench, 200 starts each, tiny Go app binding at once, $(nproc) shared cores"
+printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, full isolation: $(ms "$iso") ms vs $(ms "$direct") ms (overhead $(ms $((iso - direct))) ms, target < 20)" \
+  "direct exec + bind + 1 request" "$(ratio "$direct" "$iso")" "$cond; namespaces, pivot_root, cgroup v1/v2, own UID"
+printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, isolation off: $(ms "$plain") ms vs $(ms "$direct") ms (overhead $(ms $((plain - direct))) ms)" \
+  "direct exec + bind + 1 request" "$(ratio "$direct" "$plain")" "$cond"
+
+# 2. A burst of 100 first requests.
+out=$(bench 'BurstOf100FirstRequests' 20x)
+burst=$(awk '$1 ~ /^BenchmarkBurstOf100FirstRequests/ { print $3 }' <<<"$out")
+printf 'row\t%s\t%s\t%s\t%s\n' "runner 100 concurrent first requests: 1 start, 100 answers, 0 errors, $(ms "$burst") ms" \
+  "1 cold request, full isolation" "$(ratio "$iso" "$burst")" "go test -bench, 20 bursts, each checked for exactly one start and no error"
+
+# 3. Warm: front against the app's socket, same client.
+out=$(bench 'WarmRatio' 8x)
+wr=$(awk -v r="$(field "$out" 'front/direct')" 'BEGIN { printf "%.2f", r }')
+fr=$(field "$out" 'front-req/s')
+dr=$(field "$out" 'direct-req/s')
+printf 'row\t%s\t%s\t%s\t%s\n' "runner front, warm keep-alive GETs: $fr vs $dr req/s (target 0.8x)" \
+  "same Go client straight to the unix socket" "${wr}x" "8 interleaved pairs of 500 ms rounds, 32 client goroutines, all 3 processes on $(nproc) shared cores"
+
+# 4. runnerd against nginx in front of the same instance.
+cat >"$tmp/specs/warm.json" <<JSON
+{"name": "warm", "hosts": ["warm.example"], "image": "$tmp/image", "command": ["/app/testapp"], "idle_timeout": "1h"}
+JSON
+PORT_RUNNERD=19401
+PORT_ADMIN=19402
+PORT_NGINX=19403
+"$tmp/runnerd" -listen 127.0.0.1:$PORT_RUNNERD -admin 127.0.0.1:$PORT_ADMIN -specs "$tmp/specs" -state "$tmp/state" \
+  -cgroup-root paaskit-bench -log-level warn 2>>"$tmp/runnerd.log" & rpid=$!
+pids+=($rpid)
+for _ in $(seq 1 100); do
+  curl -fsS -H 'Host: warm.example' "http://127.0.0.1:$PORT_RUNNERD/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+sock=$(ls "$tmp"/state/run/*/app.sock | head -1)
+mkdir -p "$tmp/nginx"
+cat >"$tmp/nginx/nginx.conf" <<CONF
+user root;
+worker_processes 2;
+daemon off;
+pid $tmp/nginx/nginx.pid;
+error_log $tmp/nginx/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/nginx/body;
+  proxy_temp_path $tmp/nginx/proxy;
+  fastcgi_temp_path $tmp/nginx/fastcgi;
+  uwsgi_temp_path $tmp/nginx/uwsgi;
+  scgi_temp_path $tmp/nginx/scgi;
+  upstream app { server unix:$sock; keepalive 256; }
+  server {
+    listen 127.0.0.1:$PORT_NGINX;
+    location / {
+      proxy_pass http://app;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+    }
+  }
+}
+CONF
+"$NGINX" -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" 2>>"$tmp/nginx/stderr" & npid=$!
+pids+=($npid)
+for _ in $(seq 1 100); do
+  curl -fsS "http://127.0.0.1:$PORT_NGINX/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+wrk_rps() { # url
+  local out
+  out=$(wrk $WRK_ARGS -H 'Host: warm.example' "$1")
+  echo "--- $1" >&2; echo "$out" >&2
+  if grep -q -E "Non-2xx|Socket errors" <<<"$out"; then echo "wrk reported errors on $1" >&2; return 1; fi
+  awk '/^Requests\/sec:/ {print $2}' <<<"$out"
+}
+wrk -t2 -c64 -d2s -H 'Host: warm.example' "http://127.0.0.1:$PORT_RUNNERD/" >/dev/null
+wrk -t2 -c64 -d2s "http://127.0.0.1:$PORT_NGINX/" >/dev/null
+sr=0; sn=0
+for _ in $(seq 1 "$ROUNDS"); do
+  r=$(wrk_rps "http://127.0.0.1:$PORT_RUNNERD/"); sr=$(awk -v a="$sr" -v b="$r" 'BEGIN { print a + b }')
+  n=$(wrk_rps "http://127.0.0.1:$PORT_NGINX/"); sn=$(awk -v a="$sn" -v b="$n" 'BEGIN { print a + b }')
+done
+kill "$npid" "$rpid"; wait "$npid" 2>/dev/null || true; wait "$rpid" 2>/dev/null || true
+avg_r=$(awk -v s="$sr" -v n="$ROUNDS" 'BEGIN { printf "%.0f", s / n }')
+avg_n=$(awk -v s="$sn" -v n="$ROUNDS" 'BEGIN { printf "%.0f", s / n }')
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front to an app's unix socket: $avg_r vs $avg_n req/s" \
+  "nginx (2 workers, upstream keepalive 256) to the same socket" "$(ratio "$avg_r" "$avg_n")" \
+  "wrk $WRK_ARGS, $ROUNDS interleaved rounds after warm-up, tiny Go app, $(nproc) shared cores"
+
+# 5. 1,000 idle apps; 100 active at once.
+out=$("$tmp/runner.test" -test.run 'TestThousandConfiguredApps|TestHundredAppsActiveAtOnce' -test.v 2>&1 | grep -E '^(---|ok|PASS|FAIL)|heap in use' || true)
+echo "$out" >&2
+delta=$(grep -oP '[0-9-]+(?= KiB, )' <<<"$out")
+perapp=$(grep -oP '[0-9-]+(?= bytes per app)' <<<"$out")
+((delta < 1)) && delta=1
+grep -q -- '--- PASS: TestThousandConfiguredApps' <<<"$out" && ok1=ok || ok1=FAILED
+grep -q -- '--- PASS: TestHundredAppsActiveAtOnce' <<<"$out" && ok2=ok || ok2=FAILED
+hundred=$(grep -oP '(?<=--- PASS: TestHundredAppsActiveAtOnce \()[0-9.]+s' <<<"$out" || echo "?")
+printf 'row\t%s\t%s\t%s\t%s\n' "runner 1,000 configured apps, none running: +${delta} KiB live heap (${perapp} B/app), 0 processes ($ok1)" \
+  "50 MB budget (issue 6)" "$(awk -v d="$delta" 'BEGIN { printf "%.0fx", 51200 / d }')" "live heap after GC, before and after 1,000 Put"
+printf 'row\t%s\t%s\t%s\t%s\n' "runner 100 apps active at once, full isolation ($ok2, all started in $hundred)" "-" "$ok2" \
+  "100 concurrent first requests to 100 different apps, each answered"
+[[ $ok1 == ok && $ok2 == ok ]]
