@@ -202,6 +202,10 @@ func (cc *clientConn) handle() bool {
 	continueSent := false
 	for {
 		idx, be := cc.pick(b, pl, h, tried[:ntried])
+		if be == nil && ntried > 0 {
+			cc.simple(502, "Bad Gateway", "cannot reach a node for "+string(cc.host)+"\n", nil)
+			return false
+		}
 		if be == nil {
 			cc.simple(503, "Service Unavailable", "no live node for "+string(cc.host)+"\n",
 				[]string{"Retry-After: " + strconv.Itoa(int((p.cfg.RetryAfter+time.Second-1)/time.Second))})
@@ -392,53 +396,116 @@ func (cc *clientConn) writeRequestHead(w *bufio.Writer) {
 	_, _ = w.WriteString("\r\n")
 }
 
+// bodyResult is how sending a request body ended.
+type bodyResult struct {
+	readErr bool // the failure was reading from the client
+	err     error
+}
+
+// sendBody copies the request body to the node and flushes. It runs on
+// the connection goroutine, or on its own goroutine while the response is
+// read (streaming), never on both at once.
+func (cc *clientConn) sendBody(bc *bconn) bodyResult {
+	req := &cc.req
+	var res bodyResult
+	if req.contentLength > 0 {
+		_, res.readErr, res.err = copyN(bc.w, cc.r, req.contentLength)
+	} else if req.chunked {
+		_, res.readErr, res.err = copyChunked(bc.w, cc.r, true, cc.p.cfg.MaxBodyBytes)
+	}
+	if res.err == nil {
+		res.err = bc.w.Flush()
+	}
+	return res
+}
+
+// answerBodyError answers a request whose body could not be read from
+// the client; it reports false when the failure was on the node's side.
+func (cc *clientConn) answerBodyError(res bodyResult) bool {
+	switch {
+	case errors.Is(res.err, errLimit):
+		cc.simple(413, "Content Too Large", "request body larger than "+strconv.FormatInt(cc.p.cfg.MaxBodyBytes, 10)+" bytes\n", nil)
+	case errors.Is(res.err, ErrMalformed):
+		cc.simple(400, "Bad Request", "malformed chunked body\n", nil)
+	case res.readErr:
+		// The client went away or stalled mid-body: nobody to answer.
+	default:
+		return false
+	}
+	return true
+}
+
 // exchange sends the request to one node and forwards its response.
-func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) outcome {
+func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (result outcome) {
 	p := cc.p
 	req := &cc.req
 	be := bc.be
 	closeBC := func() { _ = bc.c.Close() }
 	cc.writeRequestHead(bc.w)
 	hasBody := req.chunked || req.contentLength > 0
-	bodySent := false
-	if req.contentLength > 0 {
-		_, readErr, err := copyN(bc.w, cc.r, req.contentLength)
-		if err != nil {
+	// A body already in the buffer (the common small POST) is sent with
+	// the head; otherwise it streams on its own goroutine while the
+	// response is read, so that both directions flow at once.
+	var bodyCh chan bodyResult
+	var finishBody func() bool
+	if !hasBody || !req.chunked && int64(cc.r.buffered()) >= req.contentLength {
+		if res := cc.sendBody(bc); res.err != nil {
 			closeBC()
-			if readErr {
-				return exClose // the client went away mid-body
+			if !hasBody {
+				if bc.reused {
+					return exStale
+				}
+				return exNodeFail
 			}
-			cc.simple(502, "Bad Gateway", "node failed while receiving the request body\n", nil)
-			return exClose
-		}
-		bodySent = true
-	} else if req.chunked {
-		_, readErr, err := copyChunked(bc.w, cc.r, true, p.cfg.MaxBodyBytes)
-		if err != nil {
-			closeBC()
-			switch {
-			case errors.Is(err, errLimit):
-				cc.simple(413, "Content Too Large", "request body larger than "+strconv.FormatInt(p.cfg.MaxBodyBytes, 10)+" bytes\n", nil)
-			case errors.Is(err, ErrMalformed):
-				cc.simple(400, "Bad Request", "malformed chunked body\n", nil)
-			case !readErr:
-				cc.simple(502, "Bad Gateway", "node failed while receiving the request body\n", nil)
+			if !cc.answerBodyError(res) {
+				cc.simple(502, "Bad Gateway", "node failed while receiving the request\n", nil)
 			}
 			return exClose
 		}
-		bodySent = true
+	} else {
+		bodyCh = make(chan bodyResult, 1)
+		go func() {
+			res := cc.sendBody(bc)
+			if res.err != nil {
+				// Unblock the response read: this exchange is over.
+				closeBC()
+			}
+			bodyCh <- res
+		}()
+		defer func() {
+			if bodyCh != nil && !finishBody() {
+				closeBC()
+				result = exClose
+			}
+		}()
 	}
-	_ = bodySent
-	if err := bc.w.Flush(); err != nil {
-		closeBC()
-		if !hasBody {
-			if bc.reused {
-				return exStale
-			}
-			return exNodeFail
+	// finishBody waits for a streaming body once the response is done:
+	// it gives the body a moment to end, then cuts it (the node answered
+	// without reading it all). It reports whether the body ended well.
+	finishBody = func() bool {
+		t := time.NewTimer(time.Second)
+		defer t.Stop()
+		var res bodyResult
+		select {
+		case res = <-bodyCh:
+		case <-t.C:
+			_ = cc.c.SetReadDeadline(time.Unix(1, 0))
+			closeBC()
+			res = <-bodyCh
+			res.err = errors.New("body cut")
 		}
-		cc.simple(502, "Bad Gateway", "node failed while receiving the request\n", nil)
-		return exClose
+		bodyCh = nil
+		return res.err == nil
+	}
+	// bodyFailed waits for a streaming body after the node connection was
+	// closed, and answers for it if the client side failed.
+	bodyFailed := func() bool {
+		if bodyCh == nil {
+			return false
+		}
+		res := <-bodyCh
+		bodyCh = nil
+		return res.err != nil && cc.answerBodyError(res)
 	}
 
 	upgrade := req.connUpgrade
@@ -448,6 +515,9 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) ou
 		raw, err := bc.r.readHead(nil)
 		if err != nil {
 			closeBC()
+			if bodyFailed() {
+				return exClose
+			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				cc.simple(504, "Gateway Timeout", "node did not answer in time\n", nil)
 				return exClose
@@ -461,8 +531,11 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) ou
 			cc.simple(502, "Bad Gateway", "node sent a broken response\n", nil)
 			return exClose
 		}
-		if err := parseResponseHead(raw, resp, p.cfg.MaxHeaderFields, p.cfg.MissHeader); err != nil {
+		if err := parseResponseHead(raw, resp, p.cfg.MaxHeaderFields, p.missLower); err != nil {
 			closeBC()
+			if bodyFailed() {
+				return exClose
+			}
 			p.log.Warn("balancer: malformed response from node", "node", node.ID, "err", err)
 			cc.simple(502, "Bad Gateway", "node sent a malformed response\n", nil)
 			return exClose
@@ -489,6 +562,10 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) ou
 		if !upgrade {
 			closeBC()
 			cc.simple(502, "Bad Gateway", "node switched protocols unasked\n", nil)
+			return exClose
+		}
+		if bodyCh != nil && !finishBody() {
+			closeBC()
 			return exClose
 		}
 		cc.writeResponseHead(resp, false, -2)
@@ -549,6 +626,10 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) ou
 		if readErr {
 			p.log.Warn("balancer: node failed mid-response", "node", node.ID, "host", string(cc.host), "err", err)
 		}
+		return exClose
+	}
+	if bodyCh != nil && !finishBody() {
+		closeBC()
 		return exClose
 	}
 	if reuseBackend {

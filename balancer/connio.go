@@ -90,6 +90,9 @@ func (cr *connReader) readHead(started func()) ([]byte, error) {
 				return h, nil
 			}
 			if cr.buf[lineStart-1] == '\n' {
+				if lf+1-cr.r > cr.max {
+					return nil, errHeadTooLarge
+				}
 				h := cr.buf[cr.r : lf+1]
 				cr.r = lf + 1
 				return h, nil

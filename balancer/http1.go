@@ -394,6 +394,7 @@ func (h *head) interpret(f *field, request bool, hosts *int, sawTE *bool, missHe
 			f.drop = true
 		}
 	}
+	// missHeader is lower case (Config.setDefaults).
 	if missHeader != "" && len(n) == len(missHeader) && !request && asciiEqualFold(n, missHeader) {
 		if string(f.value) == "1" {
 			h.missMark = true

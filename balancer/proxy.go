@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -187,8 +188,9 @@ type bound struct {
 // forwards it over a pooled keep-alive connection. It is also an
 // http.Handler (see ServeHTTP) for embedding behind net/http.
 type Proxy struct {
-	cfg   Config
-	log   *slog.Logger
+	cfg       Config
+	log       *slog.Logger
+	missLower string // cfg.MissHeader in lower case, as the parser wants it
 	certs *CertStore
 
 	cur atomic.Pointer[bound]
@@ -230,6 +232,7 @@ func New(cfg Config) (*Proxy, error) {
 	if p.log == nil {
 		p.log = slog.Default()
 	}
+	p.missLower = strings.ToLower(cfg.MissHeader)
 	p.baseCtx, p.baseCancel = context.WithCancel(context.Background())
 	if cfg.TLSCertDir != "" {
 		cs, err := NewCertStore(cfg.TLSCertDir, p.log)
