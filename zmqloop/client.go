@@ -3,7 +3,6 @@ package zmqloop
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -16,10 +15,13 @@ import (
 
 // Client defaults.
 const (
-	DefaultMaxConcurrent = 16
-	DefaultTryTimeout    = time.Second
-	DefaultCallTimeout   = 30 * time.Second
+	DefaultTryTimeout  = time.Second
+	DefaultCallTimeout = 30 * time.Second
 )
+
+// reconnectRetry is how often a call that found no connected endpoint
+// tries again, besides whenever a socket reports a change.
+const reconnectRetry = 20 * time.Millisecond
 
 // ClientConfig configures a Client. Zero values are the documented
 // defaults.
@@ -29,11 +31,6 @@ type ClientConfig struct {
 	Endpoints []string
 	// Codec signs and verifies. Required.
 	Codec *Codec
-	// MaxConcurrent bounds the calls in flight at once; more callers wait
-	// for a free slot. Each slot is a goroutine owning one DEALER socket per
-	// endpoint, opened the first time it is needed. Default
-	// DefaultMaxConcurrent (16).
-	MaxConcurrent int
 	// TryTimeout is how long a call waits for one endpoint before it also
 	// sends the request (under a new message id) to the next endpoint; the
 	// first reply from any of them wins, and the slow endpoint is tried last
@@ -51,21 +48,24 @@ type ClientConfig struct {
 }
 
 // Client calls a service served by ReplyLoops on one or more endpoints. It
-// is safe for concurrent use by many goroutines. A request may reach more
-// than one endpoint when the first is slow (at-least-once delivery), so
-// handlers behind a failover client should be idempotent.
+// is safe for concurrent use by many goroutines: calls are multiplexed over
+// one DEALER socket per endpoint, owned by one goroutine, and matched to
+// replies by message id (zguide's Freelance pattern, not REQ lockstep). A
+// request may reach more than one endpoint when the first is slow
+// (at-least-once delivery), so handlers behind a failover client should be
+// idempotent.
 type Client struct {
-	cfg     ClientConfig
-	log     *slog.Logger
-	jobs    chan *callJob
-	closed  chan struct{}
-	next    atomic.Uint64
-	suspect []atomic.Int64 // per endpoint: unix ns until which it is tried last
+	cfg    ClientConfig
+	log    *slog.Logger
+	jobs   chan *callJob
+	closed chan struct{}
+	done   chan struct{}
 
+	running  atomic.Bool
 	mu       sync.Mutex
+	started  bool
 	isClosed bool
-	lanes    int
-	wg       sync.WaitGroup
+	startErr error
 }
 
 type callJob struct {
@@ -81,25 +81,22 @@ type callResult struct {
 	err error
 }
 
-// NewClient validates cfg and returns a Client. It opens no socket until
-// the first call.
+// NewClient validates cfg and returns a Client. It opens its sockets on the
+// first call.
 func NewClient(cfg ClientConfig) (*Client, error) {
 	switch {
 	case cfg.Codec == nil:
 		return nil, fmt.Errorf("zmqloop: new client: Codec is required")
 	case len(cfg.Endpoints) == 0:
 		return nil, fmt.Errorf("zmqloop: new client: at least one endpoint is required")
-	case cfg.MaxConcurrent < 0 || cfg.TryTimeout < 0 || cfg.Timeout < 0:
-		return nil, fmt.Errorf("zmqloop: new client: negative MaxConcurrent %d, TryTimeout %v or Timeout %v", cfg.MaxConcurrent, cfg.TryTimeout, cfg.Timeout)
+	case cfg.TryTimeout < 0 || cfg.Timeout < 0:
+		return nil, fmt.Errorf("zmqloop: new client: negative TryTimeout %v or Timeout %v", cfg.TryTimeout, cfg.Timeout)
 	}
 	if err := validateEndpoints("client", cfg.Endpoints); err != nil {
 		return nil, err
 	}
 	if err := cfg.Curve.validate(); err != nil {
 		return nil, fmt.Errorf("zmqloop: new client: %w", err)
-	}
-	if cfg.MaxConcurrent == 0 {
-		cfg.MaxConcurrent = DefaultMaxConcurrent
 	}
 	if cfg.TryTimeout == 0 {
 		cfg.TryTimeout = DefaultTryTimeout
@@ -112,7 +109,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	}
 	cfg.Endpoints = append([]string(nil), cfg.Endpoints...)
 	return &Client{cfg: cfg, log: cfg.Logger, jobs: make(chan *callJob), closed: make(chan struct{}),
-		suspect: make([]atomic.Int64, len(cfg.Endpoints))}, nil
+		done: make(chan struct{})}, nil
 }
 
 // Call sends a request of type typ with body (any JSON value, or empty) and
@@ -124,6 +121,11 @@ func (c *Client) Call(ctx context.Context, typ string, body json.RawMessage) (js
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("zmqloop: call %q: %w", typ, err)
 	}
+	if !c.running.Load() {
+		if err := c.start(); err != nil {
+			return nil, fmt.Errorf("zmqloop: call %q: %w", typ, err)
+		}
+	}
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(c.cfg.Timeout)
@@ -133,17 +135,8 @@ func (c *Client) Call(ctx context.Context, typ string, body json.RawMessage) (js
 	case c.jobs <- j:
 	case <-c.closed:
 		return nil, fmt.Errorf("zmqloop: call %q: %w", typ, ErrClosed)
-	default:
-		if err := c.spawnLane(); err != nil {
-			return nil, fmt.Errorf("zmqloop: call %q: %w", typ, err)
-		}
-		select {
-		case c.jobs <- j:
-		case <-c.closed:
-			return nil, fmt.Errorf("zmqloop: call %q: %w", typ, ErrClosed)
-		case <-ctx.Done():
-			return nil, fmt.Errorf("zmqloop: call %q: waiting for a free slot: %w", typ, ctx.Err())
-		}
+	case <-ctx.Done():
+		return nil, fmt.Errorf("zmqloop: call %q: %w", typ, ctx.Err())
 	}
 	select {
 	case r := <-j.result:
@@ -183,9 +176,9 @@ func CallJSON[Resp any](ctx context.Context, c *Client, typ string, req any) (Re
 	return out, nil
 }
 
-// Close fails calls in flight with ErrClosed, closes every socket and
-// returns once all the client's goroutines have stopped (within about
-// 100ms). Calling it again does nothing.
+// Close fails calls in flight with ErrClosed, closes the sockets and
+// returns once the client's goroutines have stopped. Calling it again does
+// nothing.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.isClosed {
@@ -194,208 +187,283 @@ func (c *Client) Close() error {
 	}
 	c.isClosed = true
 	close(c.closed)
+	wait := c.started && c.startErr == nil
 	c.mu.Unlock()
-	c.wg.Wait()
+	if wait {
+		<-c.done
+	}
 	return nil
 }
 
-// spawnLane starts one more lane unless MaxConcurrent are running.
-func (c *Client) spawnLane() error {
+func (c *Client) start() error {
 	c.mu.Lock()
-	if c.isClosed || c.lanes >= c.cfg.MaxConcurrent {
-		c.mu.Unlock()
-		return nil
+	defer c.mu.Unlock()
+	if c.isClosed {
+		return ErrClosed
 	}
-	c.lanes++
-	c.wg.Add(1)
-	c.mu.Unlock()
+	if c.started {
+		return c.startErr
+	}
+	c.started = true
 	ready := make(chan error, 1)
-	go c.lane(ready)
-	if err := <-ready; err != nil {
-		c.mu.Lock()
-		c.lanes--
-		c.mu.Unlock()
-		return err
+	go c.own(ready)
+	c.startErr = <-ready
+	if c.startErr == nil {
+		c.running.Store(true)
 	}
-	return nil
+	return c.startErr
 }
 
-// lane owns one DEALER socket per endpoint and runs one call at a time.
-func (c *Client) lane(ready chan<- error) {
-	defer c.wg.Done()
-	socks := make([]*zmq.Socket, len(c.cfg.Endpoints))
+// own is the socket goroutine: one DEALER per endpoint, all calls in flight.
+func (c *Client) own(ready chan<- error) {
+	o := &clientOwner{c: c, cfg: &c.cfg, byID: make(map[string]*pendingCall),
+		suspect: make([]time.Time, len(c.cfg.Endpoints)), frames: make([][]byte, 0, maxFrames)}
+	sig := make(chan struct{}, 1)
 	defer func() {
-		for _, s := range socks {
+		for _, w := range o.watches {
+			w.stop()
+		}
+		for _, s := range o.socks {
 			closeSocket(s)
 		}
 	}()
-	poller := zmq.NewPoller()
-	for i, ep := range c.cfg.Endpoints {
+	for _, ep := range c.cfg.Endpoints {
 		s, _, err := openSocket(sockOpts{typ: zmq.DEALER, connect: []string{ep}, maxSize: c.cfg.Codec.maxSize,
 			curve: c.cfg.Curve, immediate: true})
 		if err != nil {
 			ready <- err
 			return
 		}
-		socks[i] = s
-		poller.Add(s, zmq.POLLIN)
+		o.socks = append(o.socks, s)
+		w, err := newFDWatch(s, sig)
+		if err != nil {
+			ready <- err
+			return
+		}
+		o.watches = append(o.watches, w)
 	}
+	defer close(c.done)
 	ready <- nil
-	l := &laneState{c: c, socks: socks, poller: poller, frames: make([][]byte, 0, maxFrames)}
+	o.loop(sig)
+}
+
+type clientOwner struct {
+	c       *Client
+	cfg     *ClientConfig
+	socks   []*zmq.Socket
+	watches []*fdWatch
+	byID    map[string]*pendingCall // attempt id -> call
+	active  []*pendingCall
+	suspect []time.Time // per endpoint: tried last until then
+	rr      int
+	frames  [][]byte
+	wakeAt  time.Time
+	unsent  int
+}
+
+type pendingCall struct {
+	j        *callJob
+	attempts []string
+	order    []int
+	next     int       // position in order of the next endpoint to try
+	last     int       // endpoint of the latest attempt, -1 before the first
+	tryAt    time.Time // when to try the next endpoint
+	sent     bool
+	done     bool
+}
+
+func (o *clientOwner) loop(sig <-chan struct{}) {
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	var timerAt time.Time
 	for {
+		o.drain()
+		if !o.wakeAt.Equal(timerAt) {
+			timerAt = o.wakeAt
+			if timerAt.IsZero() {
+				timer.Stop()
+			} else {
+				timer.Reset(time.Until(timerAt))
+			}
+		}
 		select {
-		case j := <-c.jobs:
-			r := l.call(j)
-			j.result <- r
-		case <-c.closed:
+		case j := <-o.c.jobs:
+			o.start(j)
+		case <-sig:
+			if o.unsent > 0 {
+				o.scan(time.Now(), true)
+			}
+		case <-timer.C:
+			timerAt = time.Time{}
+			o.scan(time.Now(), false)
+		case <-o.c.closed:
+			for _, pc := range o.active {
+				if !pc.done {
+					o.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: %w", pc.j.typ, ErrClosed)})
+				}
+			}
 			return
 		}
 	}
 }
 
-type laneState struct {
-	c        *Client
-	socks    []*zmq.Socket
-	poller   *zmq.Poller
-	frames   [][]byte
-	attempts []string // message ids sent for the current call
-	order    []int
-	pollOut  bool
+func (o *clientOwner) wake(at time.Time) {
+	if o.wakeAt.IsZero() || at.Before(o.wakeAt) {
+		o.wakeAt = at
+	}
+}
+
+func (o *clientOwner) start(j *callJob) {
+	n := len(o.socks)
+	pc := &pendingCall{j: j, last: -1, order: make([]int, 0, n)}
+	now := time.Now()
+	o.rr++
+	for pass := 0; pass < 2; pass++ {
+		for k := 0; k < n; k++ {
+			i := (o.rr + k) % n
+			if o.suspect[i].After(now) == (pass == 1) {
+				pc.order = append(pc.order, i)
+			}
+		}
+	}
+	o.active = append(o.active, pc)
+	o.send(pc, now)
+	o.wake(j.deadline)
+}
+
+// send sends a new attempt of pc to the next endpoint that has a live
+// connection; if none has, pc waits for one.
+func (o *clientOwner) send(pc *pendingCall, now time.Time) {
+	j := pc.j
+	for k := 0; k < len(pc.order); k++ {
+		i := pc.order[pc.next%len(pc.order)]
+		pc.next++
+		m := Message{Type: j.typ, Body: j.body}
+		key, payload, mac, bufp, err := o.cfg.Codec.sealInto(&m)
+		if err != nil {
+			o.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: %w", j.typ, err)})
+			return
+		}
+		err = sendFrames(o.socks[i], zmq.DONTWAIT, emptyFrame, key, payload, mac)
+		o.cfg.Codec.release(bufp)
+		switch {
+		case err == nil:
+			pc.sent = true
+			if pc.last >= 0 && pc.last != i {
+				// The previous endpoint had its TryTimeout and did not answer.
+				o.suspect[pc.last] = now.Add(10 * o.cfg.TryTimeout)
+			}
+			pc.last = i
+			pc.attempts = append(pc.attempts, m.ID)
+			o.byID[m.ID] = pc
+			pc.tryAt = now.Add(o.cfg.TryTimeout)
+			o.wake(pc.tryAt)
+			return
+		case isAgain(err): // no live connection to this endpoint: next
+		default:
+			o.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: send to %s: %w", j.typ, o.cfg.Endpoints[i], err)})
+			return
+		}
+	}
+	// Nothing is connected: retry when a socket changes, or soon.
+	o.unsent++
+	pc.sent = false
+	pc.tryAt = now.Add(reconnectRetry)
+	o.wake(pc.tryAt)
+}
+
+// scan fails calls past their deadline or cancelled, fails over calls past
+// their TryTimeout, and (onlyUnsent) retries calls waiting for a connection.
+func (o *clientOwner) scan(now time.Time, onlyUnsent bool) {
+	o.wakeAt = time.Time{}
+	kept := o.active[:0]
+	o.unsent = 0
+	for _, pc := range o.active {
+		if pc.done {
+			continue
+		}
+		j := pc.j
+		switch {
+		case j.ctx.Err() != nil:
+			o.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: %w", j.typ, j.ctx.Err())})
+			continue
+		case !now.Before(j.deadline):
+			o.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q to %s: no reply after %d attempt(s): %w",
+				j.typ, strings.Join(o.cfg.Endpoints, ","), len(pc.attempts), ErrTimeout)})
+			continue
+		case !pc.sent || (!onlyUnsent && !now.Before(pc.tryAt)):
+			o.send(pc, now)
+			if pc.done {
+				continue
+			}
+		}
+		if !pc.sent {
+			o.unsent++
+		}
+		o.wake(pc.tryAt)
+		o.wake(j.deadline)
+		kept = append(kept, pc)
+	}
+	for i := len(kept); i < len(o.active); i++ {
+		o.active[i] = nil
+	}
+	o.active = kept
+}
+
+func (o *clientOwner) finish(pc *pendingCall, r callResult) {
+	pc.done = true
+	for _, id := range pc.attempts {
+		delete(o.byID, id)
+	}
+	pc.j.result <- r // capacity 1, sent once
+}
+
+// drain reads every waiting reply on every socket.
+func (o *clientOwner) drain() {
+	for i, s := range o.socks {
+		for {
+			ev, err := s.GetEvents()
+			if err != nil || ev&zmq.POLLIN == 0 {
+				break
+			}
+			frames, err := recvFrames(s, zmq.DONTWAIT, o.frames)
+			if isAgain(err) {
+				continue
+			}
+			if err != nil || len(frames) != 4 || len(frames[0]) != 0 {
+				o.c.log.Debug("zmqloop: client: dropped reply with bad framing", "endpoint", o.cfg.Endpoints[i], "frames", len(frames), "err", err)
+				continue
+			}
+			m := new(Message)
+			if err := o.cfg.Codec.open(frames[1:], m); err != nil {
+				o.c.log.Debug("zmqloop: client: dropped reply", "endpoint", o.cfg.Endpoints[i], "err", err)
+				continue
+			}
+			pc, ok := o.byID[m.ReplyTo]
+			if !ok {
+				continue // a late reply to a finished call or an earlier attempt
+			}
+			o.suspect[i] = time.Time{}
+			o.finish(pc, callResult{msg: m})
+		}
+		o.watches[i].drained()
+	}
+	if len(o.active) > 64 && len(o.byID) < len(o.active)/2 {
+		o.compact()
+	}
+}
+
+func (o *clientOwner) compact() {
+	kept := o.active[:0]
+	for _, pc := range o.active {
+		if !pc.done {
+			kept = append(kept, pc)
+		}
+	}
+	for i := len(kept); i < len(o.active); i++ {
+		o.active[i] = nil
+	}
+	o.active = kept
 }
 
 var emptyFrame = []byte{}
-
-func (l *laneState) setPollOut(on bool) {
-	if l.pollOut == on {
-		return
-	}
-	ev := zmq.POLLIN
-	if on {
-		ev |= zmq.POLLOUT
-	}
-	for i := range l.socks {
-		_, _ = l.poller.Update(i, ev)
-	}
-	l.pollOut = on
-}
-
-// endpointOrder returns the endpoints to try: rotating start, suspects last.
-func (l *laneState) endpointOrder() []int {
-	c := l.c
-	n := len(c.cfg.Endpoints)
-	start := int(c.next.Add(1) % uint64(n))
-	now := time.Now().UnixNano()
-	l.order = l.order[:0]
-	for pass := 0; pass < 2; pass++ {
-		for k := 0; k < n; k++ {
-			i := (start + k) % n
-			if (c.suspect[i].Load() > now) == (pass == 1) {
-				l.order = append(l.order, i)
-			}
-		}
-	}
-	return l.order
-}
-
-func (l *laneState) call(j *callJob) callResult {
-	c := l.c
-	cfg := &c.cfg
-	l.attempts = l.attempts[:0]
-	order := l.endpointOrder()
-	next := 0             // position in order of the next endpoint to try
-	last := -1            // endpoint of the latest attempt
-	var nextTry time.Time // when to try another endpoint
-	for {
-		select {
-		case <-c.closed:
-			return callResult{err: fmt.Errorf("zmqloop: call %q: %w", j.typ, ErrClosed)}
-		default:
-		}
-		if err := j.ctx.Err(); err != nil {
-			return callResult{err: fmt.Errorf("zmqloop: call %q: %w", j.typ, err)}
-		}
-		now := time.Now()
-		if !now.Before(j.deadline) {
-			return callResult{err: fmt.Errorf("zmqloop: call %q to %s: no reply after %d attempt(s): %w",
-				j.typ, strings.Join(cfg.Endpoints, ","), len(l.attempts), ErrTimeout)}
-		}
-		if !now.Before(nextTry) {
-			if last >= 0 && len(l.attempts) > 0 {
-				// The endpoint had its TryTimeout and did not answer.
-				c.suspect[last].Store(now.Add(10 * cfg.TryTimeout).UnixNano())
-			}
-			sent := false
-			for k := 0; k < len(order) && !sent; k++ {
-				i := order[next%len(order)]
-				next++
-				m := Message{Type: j.typ, Body: j.body}
-				key, payload, mac, bufp, err := cfg.Codec.sealInto(&m)
-				if err != nil {
-					return callResult{err: fmt.Errorf("zmqloop: call %q: %w", j.typ, err)}
-				}
-				err = sendFrames(l.socks[i], zmq.DONTWAIT, emptyFrame, key, payload, mac)
-				cfg.Codec.release(bufp)
-				switch {
-				case err == nil:
-					sent = true
-					last = i
-					l.attempts = append(l.attempts, m.ID)
-				case isAgain(err): // no live connection to this endpoint: next
-				default:
-					return callResult{err: fmt.Errorf("zmqloop: call %q: send to %s: %w", j.typ, cfg.Endpoints[i], err)}
-				}
-			}
-			if sent {
-				nextTry = now.Add(cfg.TryTimeout)
-				l.setPollOut(false)
-			} else {
-				// Nothing is connected: wake when a socket becomes writable.
-				nextTry = time.Time{}
-				l.setPollOut(true)
-			}
-		}
-		wait := j.deadline.Sub(now)
-		if !nextTry.IsZero() {
-			wait = min(wait, nextTry.Sub(now))
-		}
-		wait = max(min(wait, pollSlice), time.Millisecond)
-		polled, err := l.poller.Poll(wait)
-		if err != nil {
-			return callResult{err: fmt.Errorf("zmqloop: call %q: poll: %w", j.typ, err)}
-		}
-		for _, p := range polled {
-			if p.Events&zmq.POLLIN == 0 {
-				continue
-			}
-			for {
-				frames, err := recvFrames(p.Socket, zmq.DONTWAIT, l.frames)
-				if isAgain(err) {
-					break
-				}
-				if err != nil && !errors.Is(err, ErrFrames) {
-					return callResult{err: fmt.Errorf("zmqloop: call %q: receive: %w", j.typ, err)}
-				}
-				if err != nil || len(frames) != 4 || len(frames[0]) != 0 {
-					c.log.Debug("zmqloop: client: dropped reply with bad framing", "frames", len(frames))
-					continue
-				}
-				m := new(Message)
-				if err := cfg.Codec.open(frames[1:], m); err != nil {
-					c.log.Debug("zmqloop: client: dropped reply", "err", err)
-					continue
-				}
-				for _, id := range l.attempts {
-					if m.ReplyTo == id {
-						for i, s := range l.socks {
-							if s == p.Socket {
-								c.suspect[i].Store(0)
-							}
-						}
-						return callResult{msg: m}
-					}
-				}
-				// A late reply to an earlier call or attempt: drop it.
-			}
-		}
-	}
-}

@@ -165,53 +165,36 @@ func (l *oneway) Run(ctx context.Context) error {
 			return fmt.Errorf("zmqloop: %s: subscribe to %q: %w", l.kind, t, err)
 		}
 	}
-	ctlEP := inprocName("stop")
-	ctl, _, err := openSocket(sockOpts{typ: zmq.PULL, bind: []string{ctlEP}})
+	sig := make(chan struct{}, 1)
+	w, err := newFDWatch(s, sig)
 	if err != nil {
 		return fmt.Errorf("zmqloop: %s: %w", l.kind, err)
 	}
-	defer closeSocket(ctl)
-	var wg sync.WaitGroup
-	done := make(chan struct{})
-	started := make(chan error, 1)
-	wg.Add(1)
-	go stopper(ctx, ctlEP, done, started, &wg)
-	if err := <-started; err != nil {
-		close(done)
-		wg.Wait()
-		return fmt.Errorf("zmqloop: %s: %w", l.kind, err)
-	}
+	defer w.stop()
 	l.mu.Lock()
 	l.bound = bound
 	l.mu.Unlock()
 	close(l.ready)
-	err = l.serve(ctx, s, ctl, window)
-	close(done)
-	wg.Wait()
-	return err
+	return l.serve(ctx, s, w, sig, window)
 }
 
-func (l *oneway) serve(ctx context.Context, s, ctl *zmq.Socket, window *ReplayWindow) error {
-	poller := zmq.NewPoller()
-	poller.Add(s, zmq.POLLIN)
-	poller.Add(ctl, zmq.POLLIN)
+func (l *oneway) serve(ctx context.Context, s *zmq.Socket, w *fdWatch, sig <-chan struct{}, window *ReplayWindow) error {
 	frames := make([][]byte, 0, maxFrames)
 	var m Message
 	req := &Request{}
 	for {
-		polled, err := poller.Poll(-1)
-		if err != nil {
-			return fmt.Errorf("zmqloop: %s: poll: %w", l.kind, err)
-		}
-		for _, p := range polled {
-			if p.Socket == ctl {
-				return nil
+		for ctx.Err() == nil {
+			ev, err := s.GetEvents()
+			if err != nil {
+				return fmt.Errorf("zmqloop: %s: socket events: %w", l.kind, err)
 			}
-		}
-		for {
+			if ev&zmq.POLLIN == 0 {
+				w.drained()
+				break
+			}
 			frames, err = recvFrames(s, zmq.DONTWAIT, frames)
 			if isAgain(err) {
-				break
+				continue
 			}
 			if err != nil && !errors.Is(err, ErrFrames) {
 				return fmt.Errorf("zmqloop: %s: receive: %w", l.kind, err)
@@ -245,9 +228,11 @@ func (l *oneway) serve(ctx context.Context, s, ctl *zmq.Socket, window *ReplayWi
 			}
 			*req = Request{Type: m.Type, ID: m.ID, KeyID: m.KeyID, Time: m.Time, Body: m.Body}
 			l.handle(ctx, h, req)
-			if ctx.Err() != nil {
-				return nil
-			}
+		}
+		select {
+		case <-sig:
+		case <-ctx.Done():
+			return nil
 		}
 	}
 }

@@ -172,7 +172,7 @@ type replyJob struct {
 // Run serves until ctx is cancelled, then stops reading requests, waits for
 // running handlers (their ctx is cancelled too), sends their replies, and
 // returns nil after every goroutine and socket it started is gone. It
-// returns an error if a socket cannot be set up or fails.
+// returns an error if the socket cannot be set up or fails.
 func (l *ReplyLoop) Run(ctx context.Context) error {
 	if !l.started.CompareAndSwap(false, true) {
 		return fmt.Errorf("zmqloop: reply loop: Run called twice")
@@ -187,94 +187,117 @@ func (l *ReplyLoop) Run(ctx context.Context) error {
 		return fmt.Errorf("zmqloop: reply loop: %w", err)
 	}
 	defer closeSocket(router)
-	backEP := inprocName("reply")
-	back, _, err := openSocket(sockOpts{typ: zmq.PULL, bind: []string{backEP}})
+	sig := make(chan struct{}, 1)
+	w, err := newFDWatch(router, sig)
 	if err != nil {
 		return fmt.Errorf("zmqloop: reply loop: %w", err)
 	}
-	defer closeSocket(back)
+	defer w.stop()
 
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	n := l.cfg.MaxInFlight
-	jobs := make(chan *replyJob, n)
-	done := make(chan struct{})
-	started := make(chan error, n+1)
 	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		go l.worker(hctx, backEP, jobs, started, &wg)
-	}
-	wg.Add(1)
-	go stopper(ctx, backEP, done, started, &wg)
-	for i := 0; i < n+1; i++ {
-		if e := <-started; e != nil && err == nil {
-			err = fmt.Errorf("zmqloop: reply loop: start worker: %w", e)
-		}
-	}
-	if err == nil {
-		l.mu.Lock()
-		l.endpoints = bound
-		l.mu.Unlock()
-		close(l.ready)
-		err = l.serve(router, back, jobs, window)
-	}
+	l.mu.Lock()
+	l.endpoints = bound
+	l.mu.Unlock()
+	close(l.ready)
+	err = l.serve(ctx, hctx, router, w, sig, window, &wg)
 	cancel()
-	close(jobs)
-	close(done)
 	wg.Wait()
 	return err
 }
 
-// stopper owns a PUSH socket into the loop's inproc back channel and sends
-// one stop message when ctx is cancelled, so the socket goroutine never
-// polls on a timer.
-func stopper(ctx context.Context, ep string, done <-chan struct{}, started chan<- error, wg *sync.WaitGroup) {
-	defer wg.Done()
-	s, _, err := openSocket(sockOpts{typ: zmq.PUSH, connect: []string{ep}})
-	started <- err
-	if err != nil {
-		return
-	}
-	defer closeSocket(s)
-	select {
-	case <-ctx.Done():
-		_ = sendFrames(s, 0, []byte{'s'})
-		<-done
-	case <-done:
+// reply is a sealed reply on its way from a handler goroutine to the
+// socket goroutine.
+type reply struct {
+	frames [][]byte
+	bufp   *[]byte
+}
+
+// serve is the socket goroutine's loop. It parks in a select between the
+// router's readiness, finished handlers and ctx; handlers run on their own
+// goroutines (at most MaxInFlight) and hand back sealed replies.
+func (l *ReplyLoop) serve(ctx, hctx context.Context, router *zmq.Socket, w *fdWatch, sig <-chan struct{},
+	window *ReplayWindow, wg *sync.WaitGroup) error {
+	max := l.cfg.MaxInFlight
+	replies := make(chan reply, max)
+	inflight, stopping := 0, false
+	done := ctx.Done()
+	frames := make([][]byte, 0, maxFrames)
+	for {
+		// Drain: read requests while there is room. Sends below may have
+		// made the socket readable without a new edge, so this runs after
+		// every wake-up.
+		for !stopping && inflight < max {
+			ev, err := router.GetEvents()
+			if err != nil {
+				return fmt.Errorf("zmqloop: reply loop: socket events: %w", err)
+			}
+			if ev&zmq.POLLIN == 0 {
+				w.drained()
+				break
+			}
+			frames, err = recvFrames(router, zmq.DONTWAIT, frames)
+			if isAgain(err) {
+				continue
+			}
+			if err != nil && !errors.Is(err, ErrFrames) {
+				return fmt.Errorf("zmqloop: reply loop: read request: %w", err)
+			}
+			l.stats.received.Add(1)
+			if err != nil {
+				l.reject(err)
+				continue
+			}
+			if j := l.admit(router, frames, window); j != nil {
+				inflight++
+				wg.Add(1)
+				go l.work(hctx, j, replies, wg)
+			}
+		}
+		if stopping && inflight == 0 {
+			return nil
+		}
+		select {
+		case <-sig:
+		case r := <-replies:
+			for {
+				inflight--
+				if err := sendFrames(router, zmq.DONTWAIT, r.frames...); err != nil {
+					l.log.Debug("zmqloop: reply loop: reply not sent", "err", err)
+				}
+				l.cfg.Codec.release(r.bufp)
+				select {
+				case r = <-replies:
+					continue
+				default:
+				}
+				break
+			}
+		case <-done:
+			stopping, done = true, nil
+		}
 	}
 }
 
-func (l *ReplyLoop) worker(ctx context.Context, ep string, jobs <-chan *replyJob, started chan<- error, wg *sync.WaitGroup) {
+// work runs one handler on its own goroutine and hands the sealed reply
+// back to the socket goroutine.
+func (l *ReplyLoop) work(ctx context.Context, j *replyJob, replies chan<- reply, wg *sync.WaitGroup) {
 	defer wg.Done()
-	s, _, err := openSocket(sockOpts{typ: zmq.PUSH, connect: []string{ep}})
-	started <- err
+	body, herr := l.call(ctx, j)
+	msg := Message{Type: j.msg.Type, ReplyTo: j.msg.ID}
+	if herr != nil {
+		msg.Error = asRemote(herr)
+	} else {
+		msg.Body = body
+	}
+	key, payload, mac, bufp, err := l.cfg.Codec.sealInto(&msg)
 	if err != nil {
-		return
+		l.log.Warn("zmqloop: reply loop: cannot seal reply", "type", j.msg.Type, "id", j.msg.ID, "err", err)
+		msg = Message{Type: j.msg.Type, ReplyTo: j.msg.ID, Error: Errorf(CodeInternal, "reply could not be sealed: %v", err)}
+		key, payload, mac, bufp, _ = l.cfg.Codec.sealInto(&msg)
 	}
-	defer closeSocket(s)
-	kind := []byte{'r'}
-	out := make([][]byte, 0, maxFrames)
-	for j := range jobs {
-		body, herr := l.call(ctx, j)
-		reply := Message{Type: j.msg.Type, ReplyTo: j.msg.ID}
-		if herr != nil {
-			reply.Error = asRemote(herr)
-		} else {
-			reply.Body = body
-		}
-		key, payload, mac, bufp, err := l.cfg.Codec.sealInto(&reply)
-		if err != nil {
-			l.log.Warn("zmqloop: reply loop: cannot seal reply", "type", j.msg.Type, "id", j.msg.ID, "err", err)
-			reply = Message{Type: j.msg.Type, ReplyTo: j.msg.ID, Error: Errorf(CodeInternal, "reply could not be sealed: %v", err)}
-			key, payload, mac, bufp, _ = l.cfg.Codec.sealInto(&reply)
-		}
-		out = append(append(append(out[:0], kind), j.routing...), key, payload, mac)
-		if err := sendFrames(s, 0, out...); err != nil {
-			l.log.Error("zmqloop: reply loop: hand reply to socket goroutine", "err", err)
-		}
-		l.cfg.Codec.release(bufp)
-	}
+	replies <- reply{frames: append(j.routing, key, payload, mac), bufp: bufp}
 }
 
 // call runs the handler, turning a panic into an error.
@@ -311,77 +334,6 @@ func splitRouting(frames [][]byte) (routing, env [][]byte) {
 		return nil, nil
 	}
 	return frames[:1], frames[1:]
-}
-
-// serve is the socket goroutine's loop.
-func (l *ReplyLoop) serve(router, back *zmq.Socket, jobs chan<- *replyJob, window *ReplayWindow) error {
-	poller := zmq.NewPoller()
-	rid := poller.Add(router, zmq.POLLIN)
-	poller.Add(back, zmq.POLLIN)
-	routerOn, stopping, inflight := true, false, 0
-	max := l.cfg.MaxInFlight
-	frames := make([][]byte, 0, maxFrames)
-	bframes := make([][]byte, 0, maxFrames)
-	for {
-		if stopping && inflight == 0 {
-			return nil
-		}
-		if want := !stopping && inflight < max; want != routerOn {
-			ev := zmq.State(0)
-			if want {
-				ev = zmq.POLLIN
-			}
-			if _, err := poller.Update(rid, ev); err != nil {
-				return fmt.Errorf("zmqloop: reply loop: update poller: %w", err)
-			}
-			routerOn = want
-		}
-		polled, err := poller.Poll(-1)
-		if err != nil {
-			return fmt.Errorf("zmqloop: reply loop: poll: %w", err)
-		}
-		for _, p := range polled {
-			if p.Socket == back {
-				for {
-					bf, err := recvFrames(back, zmq.DONTWAIT, bframes)
-					if isAgain(err) {
-						break
-					}
-					if err != nil {
-						return fmt.Errorf("zmqloop: reply loop: read worker reply: %w", err)
-					}
-					if len(bf) == 1 && bf[0][0] == 's' {
-						stopping = true
-						continue
-					}
-					inflight--
-					if err := sendFrames(router, zmq.DONTWAIT, bf[1:]...); err != nil {
-						l.log.Debug("zmqloop: reply loop: reply not sent", "err", err)
-					}
-				}
-				continue
-			}
-			for !stopping && inflight < max {
-				var err error
-				frames, err = recvFrames(router, zmq.DONTWAIT, frames)
-				if isAgain(err) {
-					break
-				}
-				if err != nil && !errors.Is(err, ErrFrames) {
-					return fmt.Errorf("zmqloop: reply loop: read request: %w", err)
-				}
-				l.stats.received.Add(1)
-				if err != nil {
-					l.reject(err)
-					continue
-				}
-				if j := l.admit(router, frames, window); j != nil {
-					jobs <- j // never blocks: cap(jobs) == max > inflight
-					inflight++
-				}
-			}
-		}
-	}
 }
 
 // admit verifies one request; it answers authentic requests it refuses and

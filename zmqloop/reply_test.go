@@ -241,7 +241,7 @@ func TestReplyLoopBoundsConcurrency(t *testing.T) {
 			return json.RawMessage(`true`), nil
 		},
 	}, func(cfg *ReplyConfig) { cfg.MaxInFlight = 3 })
-	cl := newClient(t, c, []string{ep}, func(cfg *ClientConfig) { cfg.MaxConcurrent = 10; cfg.TryTimeout = time.Minute })
+	cl := newClient(t, c, []string{ep}, func(cfg *ClientConfig) { cfg.TryTimeout = time.Minute })
 	var wg sync.WaitGroup
 	errs := make(chan error, 10)
 	for i := 0; i < 10; i++ {

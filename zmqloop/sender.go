@@ -175,19 +175,38 @@ func (s *sender) Close() error {
 	return nil
 }
 
+// closedIfNil returns the closed channel until the flush deadline is set.
+func (s *sender) closedIfNil(flushBy time.Time) <-chan struct{} {
+	if flushBy.IsZero() {
+		return s.closed
+	}
+	return nil
+}
+
 // own is the socket goroutine.
 func (s *sender) own(typ zmq.Type, ready chan<- error) {
 	defer close(s.done)
-	sock, bound, err := openSocket(sockOpts{typ: typ, bind: s.cfg.Bind, connect: s.cfg.Connect, curve: s.cfg.Curve})
+	sock, bound, err := openSocket(sockOpts{typ: typ, bind: s.cfg.Bind, connect: s.cfg.Connect, curve: s.cfg.Curve,
+		linger: s.cfg.FlushTimeout})
 	if err != nil {
 		ready <- fmt.Errorf("zmqloop: new %s: %w", s.kind, err)
 		return
 	}
-	defer closeSocket(sock)
+	defer sock.Close() // keeps the linger: libzmq flushes in the background
 	s.bound = bound
 	ready <- nil
-	poller := zmq.NewPoller()
-	poller.Add(sock, zmq.POLLOUT)
+	sig := make(chan struct{}, 1)
+	w, err := newFDWatch(sock, sig)
+	if err != nil {
+		s.log.Error("zmqloop: cannot watch socket; messages dropped", "sender", s.kind, "err", err)
+		for o := range s.queue {
+			s.cfg.Codec.release(o.bufp)
+		}
+		return
+	}
+	defer w.stop()
+	retry := time.NewTimer(time.Hour)
+	defer retry.Stop()
 	var flushBy time.Time
 	dropped := 0
 	for o := range s.queue {
@@ -205,25 +224,23 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 				s.log.Warn("zmqloop: send failed; message dropped", "sender", s.kind, "err", err)
 				break
 			}
-			// No peer ready (PUSH with no connection, or at its HWM).
-			closing := false
-			select {
-			case <-s.closed:
-				closing = true
-			default:
-			}
-			if closing {
-				if flushBy.IsZero() {
-					flushBy = time.Now().Add(s.cfg.FlushTimeout)
-				}
+			// No peer ready (PUSH with no connection, or at its HWM): wait
+			// for the socket to change, or retry soon.
+			w.drained()
+			wait := reconnectRetry
+			if !flushBy.IsZero() {
 				if time.Now().After(flushBy) {
 					dropped++
 					break
 				}
+				wait = min(wait, time.Until(flushBy))
 			}
-			if _, err := poller.Poll(min(pollSlice, s.cfg.FlushTimeout)); err != nil {
-				s.log.Warn("zmqloop: poll failed; message dropped", "sender", s.kind, "err", err)
-				break
+			retry.Reset(wait)
+			select {
+			case <-sig:
+			case <-retry.C:
+			case <-s.closedIfNil(flushBy):
+				flushBy = time.Now().Add(s.cfg.FlushTimeout)
 			}
 		}
 		s.cfg.Codec.release(o.bufp)

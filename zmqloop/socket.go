@@ -3,7 +3,6 @@ package zmqloop
 import (
 	"fmt"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -108,13 +107,7 @@ type sockOpts struct {
 	maxSize   int
 	curve     *Curve
 	immediate bool
-}
-
-var inprocSeq atomic.Uint64
-
-// inprocName returns a process-unique inproc endpoint.
-func inprocName(kind string) string {
-	return fmt.Sprintf("inproc://zmqloop-%s-%d", kind, inprocSeq.Add(1))
+	linger    time.Duration // how long libzmq keeps sending after close
 }
 
 // openSocket creates, configures and binds/connects a socket; the calling
@@ -131,7 +124,7 @@ func openSocket(o sockOpts) (s *zmq.Socket, bound []string, err error) {
 			s, bound = nil, nil
 		}
 	}()
-	if err = s.SetLinger(0); err != nil {
+	if err = s.SetLinger(o.linger); err != nil {
 		return nil, nil, fmt.Errorf("zmqloop: set linger: %w", err)
 	}
 	if o.maxSize > 0 {
@@ -229,8 +222,3 @@ func sendFrames(s *zmq.Socket, flags zmq.Flag, frames ...[]byte) error {
 }
 
 func isAgain(err error) bool { return zmq.AsErrno(err) == zmq.Errno(syscall.EAGAIN) }
-
-
-// pollSlice bounds how long an owner goroutine sleeps in zmq_poll before it
-// looks at Go-side state (a caller's ctx, Close).
-const pollSlice = 100 * time.Millisecond
