@@ -301,6 +301,11 @@ func copyChunked(dst *bufio.Writer, src *connReader, rechunk bool, limit int64) 
 				if colon <= 0 || !isToken(tl[:colon]) {
 					return total, true, malformed("trailer field %q", tl)
 				}
+				for _, c := range tl[colon+1:] {
+					if c < ' ' && c != '\t' || c == 0x7f {
+						return total, true, malformed("control character in trailer field")
+					}
+				}
 				if rechunk {
 					_, _ = dst.Write(tl)
 					_, _ = dst.WriteString("\r\n")

@@ -191,7 +191,7 @@ type Proxy struct {
 	cfg       Config
 	log       *slog.Logger
 	missLower string // cfg.MissHeader in lower case, as the parser wants it
-	certs *CertStore
+	certs     *CertStore
 
 	cur atomic.Pointer[bound]
 
