@@ -13,11 +13,14 @@
 #   - 1,000 configured idle apps (heap, processes) and 100 active at once.
 # Needs root (sandboxes, cgroups), wrk and nginx (make bench-deps).
 #
-# Env: WRK_ARGS (default "-t2 -c64 -d5s"), ROUNDS (default 3).
+# Throughput rounds are interleaved and each ratio is the median of the
+# per-round ratios, so a burst of load from elsewhere skews one round only.
+#
+# Env: WRK_ARGS (default "-t2 -c64 -d3s"), ROUNDS (default 5).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-WRK_ARGS=${WRK_ARGS:-"-t2 -c64 -d5s"}
-ROUNDS=${ROUNDS:-3}
+WRK_ARGS=${WRK_ARGS:-"-t2 -c64 -d3s"}
+ROUNDS=${ROUNDS:-5}
 [[ $(id -u) == 0 ]] || { echo "runner benchmarks need root (sandboxes and cgroups)" >&2; exit 1; }
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] || { echo "missing $tool: run make bench-deps" >&2; exit 1; }
@@ -38,6 +41,7 @@ go test -c -o "$tmp/runner.test" ./runner
 go build -o "$tmp/runnerd" ./examples/runnerd
 mkdir -p "$tmp/image" "$tmp/specs"
 CGO_ENABLED=0 go build -o "$tmp/image/testapp" ./internal/testapp
+go build -o "$tmp/load" ./internal/testapp/load
 
 bench() { # regexp benchtime
   local out
@@ -49,6 +53,16 @@ field() { # line unit
   grep -oP "[0-9.]+(?= $2)" <<<"$1" | head -1
 }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
+median() { # numbers...
+  printf '%s\n' "$@" | sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+# mratio A B: the median over rounds of A[i]/B[i] (arrays named A and B).
+mratio() {
+  local -n a=$1 b=$2
+  local rs=() i
+  for i in "${!a[@]}"; do rs+=("$(awk -v x="${a[$i]}" -v y="${b[$i]}" 'BEGIN { print x / y }')"); done
+  awk -v r="$(median "${rs[@]}")" 'BEGIN { printf "%.2fx", r }'
+}
 ms() { awk -v n="$1" 'BEGIN { printf "%.2f", n / 1e6 }'; }
 
 # 1. Cold starts, then the baseline, then the cold starts again: the
@@ -140,20 +154,38 @@ wrk_rps() { # url
 }
 wrk -t2 -c64 -d2s -H 'Host: warm.example' "http://127.0.0.1:$PORT_RUNNERD/" >/dev/null
 wrk -t2 -c64 -d2s "http://127.0.0.1:$PORT_NGINX/" >/dev/null
-sr=0; sn=0
+WR=(); WN=()
 for _ in $(seq 1 "$ROUNDS"); do
-  r=$(wrk_rps "http://127.0.0.1:$PORT_RUNNERD/"); sr=$(awk -v a="$sr" -v b="$r" 'BEGIN { print a + b }')
-  n=$(wrk_rps "http://127.0.0.1:$PORT_NGINX/"); sn=$(awk -v a="$sn" -v b="$n" 'BEGIN { print a + b }')
+  WR+=("$(wrk_rps "http://127.0.0.1:$PORT_RUNNERD/")")
+  WN+=("$(wrk_rps "http://127.0.0.1:$PORT_NGINX/")")
+done
+# The same Go client (internal/testapp/load) against runnerd, nginx and the
+# socket itself, interleaved.
+go_rps() { # args...
+  local out
+  out=$("$tmp/load" -c 32 -d 2s "$@")
+  echo "--- load $*: $out" >&2
+  awk '{print $1}' <<<"$out"
+}
+GR=(); GN=(); GD=()
+for _ in $(seq 1 "$ROUNDS"); do
+  GR+=("$(go_rps -url "http://127.0.0.1:$PORT_RUNNERD/" -host warm.example)")
+  GN+=("$(go_rps -url "http://127.0.0.1:$PORT_NGINX/")")
+  GD+=("$(go_rps -unix "$sock")")
 done
 kill "$npid" "$rpid"; wait "$npid" 2>/dev/null || true; wait "$rpid" 2>/dev/null || true
-avg_r=$(awk -v s="$sr" -v n="$ROUNDS" 'BEGIN { printf "%.0f", s / n }')
-avg_n=$(awk -v s="$sn" -v n="$ROUNDS" 'BEGIN { printf "%.0f", s / n }')
-printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front to an app's unix socket: $avg_r vs $avg_n req/s" \
-  "nginx (2 workers, upstream keepalive 256) to the same socket" "$(ratio "$avg_r" "$avg_n")" \
-  "wrk $WRK_ARGS, $ROUNDS interleaved rounds after warm-up, tiny Go app, $(nproc) shared cores"
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front to an app's unix socket: $(median "${WR[@]}") vs $(median "${WN[@]}") req/s (medians)" \
+  "nginx (2 workers, upstream keepalive 256) to the same socket" "$(mratio WR WN)" \
+  "wrk $WRK_ARGS, $ROUNDS interleaved rounds after warm-up, median of per-round ratios, tiny Go app, $(nproc) shared cores"
+
+gcond="Go net/http client (separate process), 32 keep-alive goroutines, $ROUNDS interleaved rounds of 2 s, median of per-round ratios, tiny Go app, $(nproc) shared cores"
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front, Go client: $(median "${GR[@]}") vs $(median "${GD[@]}") req/s (target 0.8x; nginx gets $(mratio GN GD) of direct)" \
+  "same Go client straight to the unix socket" "$(mratio GR GD)" "$gcond"
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front, Go client: $(median "${GR[@]}") vs $(median "${GN[@]}") req/s" \
+  "nginx (2 workers, upstream keepalive 256) to the same socket" "$(mratio GR GN)" "$gcond"
 
 # 5. 1,000 idle apps; 100 active at once.
-out=$("$tmp/runner.test" -test.run 'TestThousandConfiguredApps|TestHundredAppsActiveAtOnce' -test.v 2>&1 | grep -E '^(---|ok|PASS|FAIL)|heap in use' || true)
+out=$("$tmp/runner.test" -test.run 'TestThousandConfiguredApps|TestHundredAppsActiveAtOnce' -test.v 2>&1 | grep -E '^(---|ok|PASS|FAIL)|live heap' || true)
 echo "$out" >&2
 delta=$(grep -oP '[0-9-]+(?= KiB, )' <<<"$out")
 perapp=$(grep -oP '[0-9-]+(?= bytes per app)' <<<"$out")
