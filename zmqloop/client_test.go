@@ -1,0 +1,236 @@
+package zmqloop
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestClientConcurrentCallers(t *testing.T) {
+	c := newTestCodec(t, nil)
+	_, ep := startReply(t, c, nil)
+	cl := newClient(t, c, []string{ep})
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for g := 0; g < 50; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				want := fmt.Sprintf(`{"g":%d,"i":%d}`, g, i)
+				got, err := cl.Call(context.Background(), "echo", json.RawMessage(want))
+				if err == nil && string(got) != want {
+					err = fmt.Errorf("caller %d call %d got %s, want %s", g, i, got, want)
+				}
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+}
+
+func TestClientSkipsDeadEndpoint(t *testing.T) {
+	c := newTestCodec(t, nil)
+	_, live := startReply(t, c, nil)
+	dead := deadEndpoint(t)
+	// A long TryTimeout proves the dead endpoint is skipped at once rather
+	// than timed out.
+	cl := newClient(t, c, []string{dead, live, dead}, func(cfg *ClientConfig) { cfg.TryTimeout = time.Hour })
+	for i := 0; i < 20; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		got, err := cl.Call(ctx, "echo", json.RawMessage(`"x"`))
+		cancel()
+		require.NoError(t, err, "call %d", i)
+		require.Equal(t, `"x"`, string(got))
+	}
+}
+
+func TestClientFailsOverFromSlowEndpoint(t *testing.T) {
+	c := newTestCodec(t, nil)
+	stuck := make(chan struct{})
+	defer close(stuck)
+	var slowCalls atomic.Int32
+	_, slow := startReply(t, c, map[string]Handler{"echo": func(ctx context.Context, r *Request) (json.RawMessage, error) {
+		slowCalls.Add(1)
+		select {
+		case <-stuck:
+		case <-ctx.Done():
+		}
+		return json.RawMessage(`"slow"`), nil
+	}})
+	_, fast := startReply(t, c, map[string]Handler{"echo": func(context.Context, *Request) (json.RawMessage, error) {
+		return json.RawMessage(`"fast"`), nil
+	}})
+	cl := newClient(t, c, []string{slow, fast}, func(cfg *ClientConfig) { cfg.TryTimeout = 50 * time.Millisecond })
+	for i := 0; i < 10; i++ {
+		got, err := cl.Call(context.Background(), "echo", nil)
+		require.NoError(t, err)
+		require.Equal(t, `"fast"`, string(got))
+	}
+	// After the first timeout the slow endpoint is tried last, so it is not
+	// asked again for every call.
+	require.LessOrEqual(t, slowCalls.Load(), int32(2))
+}
+
+func TestClientSurvivesEndpointDeath(t *testing.T) {
+	c := newTestCodec(t, nil)
+	ctxA, stopA := context.WithCancel(context.Background())
+	a, err := NewReplyLoop(ReplyConfig{Bind: []string{"tcp://127.0.0.1:*"}, Codec: c, Logger: quietLog,
+		Handlers: map[string]Handler{"echo": func(context.Context, *Request) (json.RawMessage, error) { return json.RawMessage(`"a"`), nil }}})
+	require.NoError(t, err)
+	errA := make(chan error, 1)
+	go func() { errA <- a.Run(ctxA) }()
+	<-a.Ready()
+	_, b := startReply(t, c, map[string]Handler{"echo": func(context.Context, *Request) (json.RawMessage, error) {
+		return json.RawMessage(`"b"`), nil
+	}})
+	cl := newClient(t, c, []string{a.Endpoints()[0], b}, func(cfg *ClientConfig) { cfg.TryTimeout = 100 * time.Millisecond })
+	seen := map[string]bool{}
+	for i := 0; i < 10; i++ {
+		got, err := cl.Call(context.Background(), "echo", nil)
+		require.NoError(t, err)
+		seen[string(got)] = true
+	}
+	require.True(t, seen[`"a"`] && seen[`"b"`], "calls spread over both endpoints: %v", seen)
+	stopA()
+	require.NoError(t, <-errA)
+	for i := 0; i < 20; i++ {
+		got, err := cl.Call(context.Background(), "echo", nil)
+		require.NoError(t, err, "call %d after endpoint a died", i)
+		require.Equal(t, `"b"`, string(got))
+	}
+}
+
+func TestClientWaitsForFirstConnection(t *testing.T) {
+	// The endpoint comes up after the call started: the call waits for the
+	// connection instead of failing.
+	c := newTestCodec(t, nil)
+	ep := deadEndpoint(t)
+	cl := newClient(t, c, []string{ep})
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_, err := cl.Call(ctx, "echo", nil)
+		res <- err
+	}()
+	l, err := NewReplyLoop(ReplyConfig{Bind: []string{ep}, Codec: c, Logger: quietLog, Handlers: map[string]Handler{"echo": echoHandler}})
+	require.NoError(t, err)
+	start(t, l)
+	require.NoError(t, <-res)
+}
+
+func TestClientTimeouts(t *testing.T) {
+	c := newTestCodec(t, nil)
+	stuck := make(chan struct{})
+	defer close(stuck)
+	_, ep := startReply(t, c, map[string]Handler{"echo": func(ctx context.Context, _ *Request) (json.RawMessage, error) {
+		select {
+		case <-stuck:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	}})
+	cl := newClient(t, c, []string{ep}, func(cfg *ClientConfig) { cfg.Timeout = 200 * time.Millisecond; cfg.TryTimeout = 50 * time.Millisecond })
+	// No deadline on ctx: the client's Timeout applies.
+	_, err := cl.Call(context.Background(), "echo", nil)
+	require.ErrorIs(t, err, ErrTimeout)
+	// A ctx deadline applies.
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err = cl.Call(ctx, "echo", nil)
+	require.True(t, errors.Is(err, ErrTimeout) || errors.Is(err, context.DeadlineExceeded), "%v", err)
+	// A cancelled ctx returns at once.
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	_, err = cl.Call(ctx2, "echo", nil)
+	require.ErrorIs(t, err, context.Canceled)
+	// Nothing listening at all: ErrTimeout, not a hang.
+	cl2 := newClient(t, c, []string{deadEndpoint(t)}, func(cfg *ClientConfig) { cfg.Timeout = 100 * time.Millisecond })
+	_, err = cl2.Call(context.Background(), "echo", nil)
+	require.ErrorIs(t, err, ErrTimeout)
+}
+
+func TestClientClose(t *testing.T) {
+	c := newTestCodec(t, nil)
+	stuck := make(chan struct{})
+	defer close(stuck)
+	var started atomic.Int32
+	_, ep := startReply(t, c, map[string]Handler{
+		"echo": echoHandler,
+		"stuck": func(ctx context.Context, _ *Request) (json.RawMessage, error) {
+			started.Add(1)
+			select {
+			case <-stuck:
+			case <-ctx.Done():
+			}
+			return nil, nil
+		}})
+	cl, err := NewClient(ClientConfig{Endpoints: []string{ep}, Codec: c, Logger: quietLog})
+	require.NoError(t, err)
+	_, err = cl.Call(context.Background(), "echo", nil)
+	require.NoError(t, err)
+	res := make(chan error, 1)
+	go func() {
+		_, err := cl.Call(context.Background(), "stuck", nil)
+		res <- err
+	}()
+	require.Eventually(t, func() bool { return started.Load() == 1 }, 5*time.Second, time.Millisecond)
+	require.NoError(t, cl.Close())
+	require.ErrorIs(t, <-res, ErrClosed)
+	_, err = cl.Call(context.Background(), "echo", nil)
+	require.ErrorIs(t, err, ErrClosed)
+	require.NoError(t, cl.Close(), "second Close")
+
+	// A client closed before its first call never opened anything.
+	cl2, err := NewClient(ClientConfig{Endpoints: []string{ep}, Codec: c})
+	require.NoError(t, err)
+	require.NoError(t, cl2.Close())
+	_, err = cl2.Call(context.Background(), "echo", nil)
+	require.ErrorIs(t, err, ErrClosed)
+}
+
+func TestClientRejectsForgedReplies(t *testing.T) {
+	// A server signing with a key the client does not have is never
+	// believed: the call times out.
+	good := newTestCodec(t, nil)
+	other := newTestCodec(t, nil, testKey2)
+	_, ep := startReply(t, other, nil)
+	cl := newClient(t, good, []string{ep}, func(cfg *ClientConfig) { cfg.Timeout = 200 * time.Millisecond })
+	_, err := cl.Call(context.Background(), "echo", nil)
+	require.ErrorIs(t, err, ErrTimeout)
+}
+
+func TestClientConfigErrors(t *testing.T) {
+	c := newTestCodec(t, nil)
+	for name, cfg := range map[string]ClientConfig{
+		"no codec":         {Endpoints: []string{"tcp://127.0.0.1:1"}},
+		"no endpoints":     {Codec: c},
+		"bad endpoint":     {Codec: c, Endpoints: []string{"localhost"}},
+		"negative timeout": {Codec: c, Endpoints: []string{"tcp://127.0.0.1:1"}, Timeout: -1},
+	} {
+		_, err := NewClient(cfg)
+		require.Error(t, err, name)
+	}
+	// A bad type is an error from Call, not a panic.
+	_, ep := startReply(t, c, nil)
+	cl := newClient(t, c, []string{ep})
+	_, err := cl.Call(context.Background(), "bad type", nil)
+	require.ErrorIs(t, err, ErrMalformed)
+	_, err = cl.Call(context.Background(), "echo", json.RawMessage(`{`))
+	require.ErrorIs(t, err, ErrMalformed)
+}
