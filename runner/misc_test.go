@@ -12,6 +12,8 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -293,4 +295,68 @@ func TestHandlerPath(t *testing.T) {
 	}()[:26])
 	body = e.mustGet("viahandler.example", "/stream?n=3")
 	require.Equal(t, "line 0\nline 1\nline 2\n", body)
+}
+
+func TestSpecChangeUnderLoadLosesNoRequest(t *testing.T) {
+	e := newEnv(t, nil)
+	s := spec("busy-change")
+	e.put(s)
+	e.mustGet("busy-change.example", "/")
+	stop := make(chan struct{})
+	errs := make(chan string, 100)
+	var served atomic.Int64
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				req, _ := http.NewRequest("GET", "http://"+e.front+"/hold?ms=5", nil)
+				req.Host = "busy-change.example"
+				resp, err := client.Do(req)
+				if err != nil {
+					errs <- err.Error()
+					return
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					errs <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+					return
+				}
+				served.Add(1)
+			}
+		}()
+	}
+	for k := 1; k <= 3; k++ {
+		s.Env = map[string]string{"GENERATION": strconv.Itoa(k)}
+		e.put(s)
+		want := int64(k + 1)
+		require.Eventually(t, func() bool {
+			st := e.status("busy-change")
+			return st.Starts == want && st.State == "running" && served.Load() > 0
+		}, 20*time.Second, 5*time.Millisecond)
+		n := served.Load()
+		require.Eventually(t, func() bool { return served.Load() > n+20 }, 20*time.Second, 5*time.Millisecond)
+	}
+	close(stop)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error("request failed during a graceful restart:", err)
+	}
+	st := e.status("busy-change")
+	require.EqualValues(t, 4, st.Starts)
+	require.Equal(t, "replaced", st.LastExit.Reason)
+}
+
+func TestNewChecksInitHelper(t *testing.T) {
+	state := t.TempDir()
+	_, err := runner.New(runner.Config{StateDir: state, InitPath: "/nonexistent/helper", CgroupRoot: "paaskit-test-init"})
+	require.ErrorContains(t, err, "init helper /nonexistent/helper")
 }

@@ -113,7 +113,8 @@ type Config struct {
 	Isolation Isolation
 	// InitPath is the program re-executed as the sandbox init helper; it
 	// must call Init first thing in main. Empty means the running
-	// executable.
+	// executable (/proc/self/exe, so an upgrade of the file on disk does
+	// not mix versions), which must then have called Init.
 	InitPath string
 	// SystemDirs and EtcFiles are what a sandbox root shows of the host;
 	// nil means DefaultSystemDirs and DefaultEtcFiles.
@@ -165,7 +166,11 @@ type Runner struct {
 	hosts      map[string]*app
 	specErrors map[string]string
 	fileApps   map[string]string // spec file -> app name
-	state      int               // 0 new, 1 running, 2 stopped
+
+	// state is 0 before Run, 1 while it runs, 2 after; runCtx is set
+	// before state becomes 1 and read only after seeing 1. Both are read
+	// without r.mu so that app code holding an app's lock may ask.
+	state atomic.Int32
 
 	// runCtx is Run's context, stored so that instances started by
 	// requests live as long as Run does rather than as long as the
@@ -299,7 +304,7 @@ func (r *Runner) put(s Spec, file string) error {
 	}
 	s = s.clone()
 	r.mu.Lock()
-	if r.state == 2 {
+	if r.state.Load() == 2 {
 		r.mu.Unlock()
 		return ErrNotRunning
 	}
@@ -320,8 +325,10 @@ func (r *Runner) put(s Spec, file string) error {
 		r.log.Info("runner: app added", "app", s.Name, "hosts", s.Hosts)
 		return nil
 	}
-	for _, h := range a.currentSpec().Hosts {
-		delete(r.hosts, normHost(h))
+	for h, ha := range r.hosts {
+		if ha == a {
+			delete(r.hosts, h)
+		}
 	}
 	for _, h := range s.Hosts {
 		r.hosts[normHost(h)] = a
@@ -482,12 +489,12 @@ func (r *Runner) Ready() <-chan struct{} { return r.ready }
 // once they, their output capture and the watcher are all gone.
 func (r *Runner) Run(ctx context.Context) error {
 	r.mu.Lock()
-	if r.state != 0 {
+	if r.state.Load() != 0 {
 		r.mu.Unlock()
 		return errors.New("runner: Run called twice")
 	}
-	r.state = 1
 	r.runCtx = ctx
+	r.state.Store(1)
 	r.mu.Unlock()
 	close(r.ready)
 	var wg sync.WaitGroup
@@ -520,7 +527,7 @@ func (r *Runner) Run(ctx context.Context) error {
 
 func (r *Runner) shutdown() {
 	r.mu.Lock()
-	r.state = 2
+	r.state.Store(2)
 	apps := make([]*app, 0, len(r.apps))
 	for _, a := range r.apps {
 		apps = append(apps, a)
@@ -546,9 +553,10 @@ func (r *Runner) shutdown() {
 
 // running reports whether instances may start, and returns Run's context.
 func (r *Runner) running() (context.Context, bool) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	return r.runCtx, r.state == 1
+	if r.state.Load() != 1 {
+		return nil, false
+	}
+	return r.runCtx, true
 }
 
 func (r *Runner) maintain() {

@@ -89,11 +89,8 @@ func (r *Runner) detectIsolation() error {
 	if st.User || st.Namespaces || st.Cgroup || st.Rlimits {
 		p := r.cfg.InitPath
 		if p == "" {
-			exe, err := os.Executable()
-			if err != nil {
-				return fmt.Errorf("runner: find own executable for the init helper: %w", err)
-			}
-			p = exe
+			// This very binary, even if the file was replaced since.
+			p = "/proc/self/exe"
 			if !initCalled.Load() {
 				return fmt.Errorf("runner: isolation needs the init helper, but this program did not call runner.Init() first in main (or TestMain); call it, set Config.InitPath, or set Config.Isolation.Off")
 			}
