@@ -26,6 +26,10 @@ type clientConn struct {
 	idle   atomic.Bool
 	closed atomic.Bool
 	tun    atomic.Pointer[net.Conn] // the node side of an open tunnel
+	// isHead is set before the request body is read: reading the body may
+	// reuse the buffer the head's slices point into, so nothing in req
+	// but its plain values is used after that.
+	isHead bool
 }
 
 var clientWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
@@ -83,6 +87,7 @@ func (cc *clientConn) serve() {
 		raw, err := cc.r.readHead(headerStart)
 		cc.idle.Store(false)
 		if err != nil {
+			cc.isHead = false
 			switch {
 			case errors.Is(err, errHeadTooLarge):
 				cc.simple(431, "Request Header Fields Too Large", "request head larger than the limit\n", nil)
@@ -92,6 +97,7 @@ func (cc *clientConn) serve() {
 			return
 		}
 		if err := parseRequestHead(raw, &cc.req, p.cfg.MaxHeaderFields, ""); err != nil {
+			cc.isHead = false
 			if errors.Is(err, errTooManyFields) {
 				cc.simple(431, "Request Header Fields Too Large", "too many header fields\n", nil)
 			} else {
@@ -135,7 +141,7 @@ func (cc *clientConn) simple(status int, reason, body string, extra []string) {
 		_, _ = w.WriteString("\r\n")
 	}
 	_, _ = w.WriteString("\r\n")
-	if !(cc.req.method != nil && string(cc.req.method) == "HEAD") {
+	if !cc.isHead {
 		_, _ = w.WriteString(body)
 	}
 	_ = w.Flush()
@@ -176,6 +182,7 @@ func (cc *clientConn) handle() bool {
 		cc.simple(400, "Bad Request", "invalid Host header\n", nil)
 		return false
 	}
+	cc.isHead = string(req.method) == "HEAD"
 	keepAlive := !req.connClose && (req.minor == 1 || req.connKeepAlive)
 	hasBody := req.chunked || req.contentLength > 0
 	if p.cfg.MaxBodyBytes > 0 && req.contentLength > p.cfg.MaxBodyBytes {
@@ -582,7 +589,7 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 		return exMiss
 	}
 
-	noBody := string(req.method) == "HEAD" || resp.status == 204 || resp.status == 304
+	noBody := cc.isHead || resp.status == 204 || resp.status == 304
 	reuseBackend := !resp.connClose && (resp.minor == 1 || resp.connKeepAlive)
 	clientClose := !keepAlive
 	var length int64 = -1 // -1: chunked to client, -2: none, -3: until EOF

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,12 +32,14 @@ func echoInfo(name string) http.Handler {
 
 func TestForwardsWithKeepAliveAndForwardedHeaders(t *testing.T) {
 	var conns atomic.Int32
-	be := backendServer(t, echoInfo("a"))
+	be := httptest.NewUnstartedServer(echoInfo("a"))
 	be.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			conns.Add(1)
 		}
 	}
+	be.Start()
+	t.Cleanup(be.Close)
 	p := startProxy(t, Config{Table: table(t, map[string]string{"a": addrOf(be)}, map[string]string{"example.com": ""})})
 	rc := dialRaw(t, p)
 	for i := 0; i < 5; i++ {

@@ -34,18 +34,21 @@ type certSet struct {
 }
 
 // NewCertStore loads the certificates in dir. It fails when dir cannot be
-// read or holds no usable pair.
+// read or holds no usable pair; unusable pairs next to usable ones are
+// logged and skipped.
 func NewCertStore(dir string, log *slog.Logger) (*CertStore, error) {
 	if log == nil {
 		log = slog.Default()
 	}
 	cs := &CertStore{dir: dir, log: log}
-	if err := cs.Reload(); err != nil {
-		return nil, err
-	}
-	if cs.cur.Load().first == nil {
+	err := cs.Reload()
+	if set := cs.cur.Load(); set == nil || set.first == nil {
+		if err != nil {
+			return nil, err
+		}
 		return nil, fmt.Errorf("balancer: no certificate pair (NAME.crt + NAME.key) in %s", dir)
 	}
+	// Bad pairs next to good ones were logged by Reload; serve the good ones.
 	return cs, nil
 }
 
