@@ -5,12 +5,24 @@
 //
 // It is the "runner" daemon of the platform (ep.io's per-machine runner,
 // PythonAnywhere's backend): the balancer hashes a site's Host to a node;
-// on that node a Runner's front (Runner.ServeHTTP) routes Host to the app's
-// instance over a unix socket, keeping connections to it alive. A request
-// that finds no instance starts one, and any number of requests arriving
-// meanwhile share that one start and are all served once the socket
-// accepts. A host the node does not know answers 404 with MissHeader, the
-// balancer's miss-hook contract.
+// on that node a Runner's front routes Host to the app's instance over a
+// unix socket, keeping connections to it alive. A request that finds no
+// instance starts one, and any number of requests arriving meanwhile share
+// that one start and are all served once the socket accepts; a start that
+// fails answers them all at once with 503 and the tail of the app's
+// stderr, and the next start waits for a backoff. A host the node does not
+// know answers 404 with MissHeader, the balancer's miss-hook contract.
+// Every start's time and queue wait are kept in Status for operators.
+//
+// The front comes in two forms. Runner.Serve owns a listener and relays
+// plain HTTP/1.1 requests with a purpose-built forwarder (one goroutine per
+// client connection, request heads passed on as received, no per-request
+// allocation of headers), handing anything else (HTTP/1.0, chunked request
+// bodies, WebSocket upgrades, malformed heads) to net/http. Runner.ServeHTTP
+// is the same front as an http.Handler, for embedding behind TLS or in a
+// larger mux. Idle instances are reaped only when nothing is in flight:
+// a streaming response, an open WebSocket or an attached command
+// (Runner.Attach) keeps an instance alive.
 //
 // # Apps
 //

@@ -66,16 +66,35 @@ func TestRunLeaksNoGoroutines(t *testing.T) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	go srv.Serve(l)
+	fl, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	frontCtx, frontCancel := context.WithCancel(context.Background())
+	frontDone := make(chan error)
+	go func() { frontDone <- r.Serve(frontCtx, fl) }()
 	tr := &http.Transport{}
 	c := &http.Client{Transport: tr}
-	req, _ := http.NewRequest("GET", "http://"+l.Addr().String()+"/stream?n=3", nil)
-	req.Host = "leak.example"
-	resp, err := c.Do(req)
+	for _, addr := range []string{l.Addr().String(), fl.Addr().String()} {
+		for _, path := range []string{"/stream?n=3", "/"} {
+			req, _ := http.NewRequest("GET", "http://"+addr+path, nil)
+			req.Host = "leak.example"
+			resp, err := c.Do(req)
+			require.NoError(t, err)
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	// A connection handed to net/http by Serve's fast path, left open.
+	hc, err := net.Dial("tcp", fl.Addr().String())
 	require.NoError(t, err)
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
+	defer hc.Close()
+	_, err = io.WriteString(hc, "GET / HTTP/1.0\r\nHost: leak.example\r\nConnection: keep-alive\r\n\r\n")
+	require.NoError(t, err)
+	_, err = http.ReadResponse(bufio.NewReader(hc), nil)
+	require.NoError(t, err)
 	tr.CloseIdleConnections()
 	require.NoError(t, srv.Close())
+	frontCancel()
+	require.NoError(t, <-frontDone)
 	cancel()
 	require.NoError(t, <-done)
 	_, err = r.AppStatus("leak")
