@@ -88,9 +88,13 @@ type AppStatus struct {
 	Name  string   `json:"name"`
 	Hosts []string `json:"hosts"`
 	UID   int      `json:"uid,omitempty"`
-	// State is "stopped", "starting", "running" or "backoff" (a start
-	// failed; the next is not tried before RetryAt).
-	State        string          `json:"state"`
+	// State is "stopped", "starting", "running", "stopping" (no current
+	// instance, but one is still draining) or "backoff" (a start failed;
+	// the next is not tried before RetryAt).
+	State string `json:"state"`
+	// Draining counts instances taken out of service (reaped, replaced,
+	// stopped) that have not ended yet.
+	Draining     int             `json:"draining,omitempty"`
 	RetryAt      time.Time       `json:"retry_at,omitzero"`
 	Instance     *InstanceStatus `json:"instance,omitempty"`
 	Starts       int64           `json:"starts"`
@@ -103,8 +107,11 @@ type AppStatus struct {
 	LastExit *ExitInfo     `json:"last_exit,omitempty"`
 	// LastError is the last start failure.
 	LastError string `json:"last_error,omitempty"`
-	// Recent holds the last starts, oldest first.
-	Recent []StartRecord `json:"recent,omitempty"`
+	// Recent holds the last starts, oldest first; MaxStartTime and
+	// MaxQueueWait are the worst since the app was added.
+	Recent       []StartRecord `json:"recent,omitempty"`
+	MaxStartTime time.Duration `json:"max_start_time"`
+	MaxQueueWait time.Duration `json:"max_queue_wait"`
 }
 
 const keepRecords = 32
@@ -134,6 +141,21 @@ type app struct {
 	lastExit       *ExitInfo
 	attached       int
 	waits          map[int64]time.Duration // longest queue wait per recent instance
+	draining       map[*instance]struct{}  // taken off cur, not yet ended
+	maxStartTime   time.Duration
+	maxQueueWait   time.Duration
+}
+
+// detachLocked notes that i, just taken off a.cur, is being stopped; a.mu
+// is held.
+func (a *app) detachLocked(i *instance) {
+	if i == nil {
+		return
+	}
+	if a.draining == nil {
+		a.draining = map[*instance]struct{}{}
+	}
+	a.draining[i] = struct{}{}
 }
 
 func (a *app) currentSpec() Spec {
@@ -212,6 +234,9 @@ func (a *app) acquire(ctx context.Context, arrival time.Time) (*instance, error)
 		if wait > a.waits[i.id] {
 			a.waits[i.id] = wait
 		}
+		if wait > a.maxQueueWait {
+			a.maxQueueWait = wait
+		}
 		if len(a.waits) > 4*keepRecords {
 			for k := range a.waits {
 				if k < i.id-2*keepRecords {
@@ -271,6 +296,7 @@ func (a *app) detach() *instance {
 	defer a.mu.Unlock()
 	i := a.cur
 	a.cur = nil
+	a.detachLocked(i)
 	a.pendingRestart = false
 	return i
 }
@@ -280,6 +306,7 @@ func (a *app) replace(s Spec) {
 	a.spec = s
 	old := a.cur
 	a.cur = nil
+	a.detachLocked(old)
 	a.failures = 0
 	a.failedUntil = time.Time{}
 	a.lastStartErr = nil
@@ -302,6 +329,7 @@ func (a *app) remove() {
 	a.removed = true
 	i := a.cur
 	a.cur = nil
+	a.detachLocked(i)
 	a.pendingRestart = false
 	a.mu.Unlock()
 	if i != nil {
@@ -335,6 +363,7 @@ func (a *app) maintain(now time.Time) {
 		}
 		if now.Sub(time.Unix(0, i.lastActive.Load())) >= idle {
 			a.cur = nil
+			a.detachLocked(i)
 			reap = i
 		}
 	}
@@ -354,6 +383,9 @@ func (a *app) startedOK(i *instance, took time.Duration) {
 	a.failedUntil = time.Time{}
 	a.lastStartErr = nil
 	close(i.ready)
+	if took > a.maxStartTime {
+		a.maxStartTime = took
+	}
 	a.addRecord(StartRecord{Time: i.created, Instance: i.id, StartTime: took, Waiters: i.waiters})
 	a.mu.Unlock()
 }
@@ -372,6 +404,7 @@ func (a *app) startFailed(i *instance, err *StartError, asked bool) {
 	if a.cur == i {
 		a.cur = nil
 	}
+	delete(a.draining, i)
 	i.failed = err
 	close(i.ready)
 	a.addRecord(StartRecord{Time: i.created, Instance: i.id, StartTime: now.Sub(i.created), Waiters: i.waiters, Error: err.Error()})
@@ -396,6 +429,7 @@ func (a *app) exitedAfterReady(i *instance, info ExitInfo) {
 	if a.cur == i {
 		a.cur = nil
 	}
+	delete(a.draining, i)
 	if info.Reason != "crashed" && info.Reason != "oom" {
 		return
 	}
@@ -433,6 +467,12 @@ func (a *app) status() AppStatus {
 		OOMKills:     a.oomKills,
 		CPU:          a.cpuDone,
 		Recent:       append([]StartRecord(nil), a.records...),
+		Draining:     len(a.draining),
+		MaxStartTime: a.maxStartTime,
+		MaxQueueWait: a.maxQueueWait,
+	}
+	if st.Draining > 0 {
+		st.State = "stopping"
 	}
 	if a.lastExit != nil {
 		e := *a.lastExit

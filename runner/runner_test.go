@@ -65,6 +65,8 @@ func TestConcurrentFirstRequestsShareOneStart(t *testing.T) {
 	require.Greater(t, st.Recent[0].Waiters, 0)
 	require.Greater(t, st.Recent[0].QueueWait, time.Duration(0), "queue wait is recorded")
 	require.Greater(t, st.Recent[0].StartTime, time.Duration(0), "start time is recorded")
+	require.Equal(t, st.Recent[0].QueueWait, st.MaxQueueWait)
+	require.Equal(t, st.Recent[0].StartTime, st.MaxStartTime)
 }
 
 func TestUnknownHostIsAMiss(t *testing.T) {
