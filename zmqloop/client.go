@@ -3,6 +3,7 @@ package zmqloop
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -217,7 +218,7 @@ func (c *Client) start() error {
 // own is the socket goroutine: one DEALER per endpoint, all calls in flight.
 func (c *Client) own(ready chan<- error) {
 	o := &clientOwner{c: c, cfg: &c.cfg, byID: make(map[string]*pendingCall),
-		suspect: make([]time.Time, len(c.cfg.Endpoints)), frames: make([][]byte, 0, maxFrames)}
+		suspect: make([]time.Time, len(c.cfg.Endpoints)), io: newMsgIO(c.cfg.Codec.maxSize)}
 	sig := make(chan struct{}, 1)
 	defer func() {
 		for _, w := range o.watches {
@@ -256,7 +257,7 @@ type clientOwner struct {
 	active  []*pendingCall
 	suspect []time.Time // per endpoint: tried last until then
 	rr      int
-	frames  [][]byte
+	io      *msgIO
 	wakeAt  time.Time
 	unsent  int
 }
@@ -344,7 +345,7 @@ func (o *clientOwner) send(pc *pendingCall, now time.Time) {
 			o.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: %w", j.typ, err)})
 			return
 		}
-		err = sendFrames(o.socks[i], zmq.DONTWAIT, emptyFrame, key, payload, mac)
+		err = o.io.send(o.socks[i], zmq.DONTWAIT, emptyFrame, key, payload, mac)
 		o.cfg.Codec.release(bufp)
 		switch {
 		case err == nil:
@@ -422,13 +423,13 @@ func (o *clientOwner) finish(pc *pendingCall, r callResult) {
 func (o *clientOwner) drain() {
 	for i, s := range o.socks {
 		for {
-			ev, err := s.GetEvents()
-			if err != nil || ev&zmq.POLLIN == 0 {
+			frames, err := o.io.recv(s, zmq.DONTWAIT)
+			if isAgain(err) {
 				break
 			}
-			frames, err := recvFrames(s, zmq.DONTWAIT, o.frames)
-			if isAgain(err) {
-				continue
+			if err != nil && !errors.Is(err, ErrFrames) && !errors.Is(err, ErrTooLarge) {
+				o.c.log.Warn("zmqloop: client: receive failed", "endpoint", o.cfg.Endpoints[i], "err", err)
+				break
 			}
 			if err != nil || len(frames) != 4 || len(frames[0]) != 0 {
 				o.c.log.Debug("zmqloop: client: dropped reply with bad framing", "endpoint", o.cfg.Endpoints[i], "frames", len(frames), "err", err)

@@ -229,6 +229,11 @@ func (c *Codec) Open(frames [][]byte) (*Message, error) {
 // open is Open into a caller-provided Message. On ErrStale m is filled, so
 // a loop can still answer the (authentic) request with an error.
 func (c *Codec) open(frames [][]byte, m *Message) error {
+	return c.openAt(frames, m, c.now())
+}
+
+// openAt is open with the receiver's clock already read.
+func (c *Codec) openAt(frames [][]byte, m *Message, now time.Time) error {
 	if len(frames) != 3 {
 		return fmt.Errorf("zmqloop: open: %d envelope frames, want 3 (key id, payload, MAC): %w", len(frames), ErrFrames)
 	}
@@ -260,7 +265,6 @@ func (c *Codec) open(frames [][]byte, m *Message) error {
 	if p.hasErr {
 		m.Error = &RemoteError{Code: string(p.errCode), Message: p.errMsg}
 	}
-	now := c.now()
 	if d := now.Sub(m.Time); d > c.window || d < -c.window {
 		return fmt.Errorf("zmqloop: open: %q message %q: timestamp %s is %v from now: %w (window %v)",
 			m.Type, m.ID, m.Time.UTC().Format(time.RFC3339Nano), d.Round(time.Millisecond), ErrStale, c.window)

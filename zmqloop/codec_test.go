@@ -266,3 +266,47 @@ func TestRemoteErrorIs(t *testing.T) {
 	require.Equal(t, "try 2", re.Message)
 	require.Contains(t, err.Error(), "busy")
 }
+
+func TestReplayWindowCodecIDs(t *testing.T) {
+	clock := &fakeClock{t: time.Unix(1_800_000_000, 0)}
+	w, err := NewReplayWindow(ReplayConfig{Window: 10 * time.Second, Capacity: 16 * 512, Now: clock.Now})
+	require.NoError(t, err)
+	c := newTestCodec(t, clock.Now)
+	ids := make([]string, 6000)
+	for i := range ids {
+		ids[i] = c.NewID()
+		_, _, ok := parseSeqID(ids[i])
+		require.True(t, ok, ids[i])
+	}
+	msg := func(key, id string) *Message { return &Message{KeyID: key, ID: id, Time: clock.t} }
+
+	// Out of order within the bitmap: fine; each only once.
+	for _, i := range []int{5, 3, 4, 1, 2, 100, 50} {
+		require.NoError(t, w.Admit(msg("k1", ids[i])), "id %d", i)
+	}
+	for _, i := range []int{5, 3, 4, 1, 2, 100, 50} {
+		require.ErrorIs(t, w.Admit(msg("k1", ids[i])), ErrReplay, "id %d", i)
+	}
+	require.NoError(t, w.Admit(msg("k2", ids[5])), "per key")
+	// Far ahead, then far behind: refused even though never seen.
+	require.NoError(t, w.Admit(msg("k1", ids[5999])))
+	require.ErrorIs(t, w.Admit(msg("k1", ids[60])), ErrReplay)
+	require.NoError(t, w.Admit(msg("k1", ids[5999-seqBits+1])))
+	require.Equal(t, 0, w.Len(), "codec ids use no per-id memory")
+
+	// Sender table full: silent senders are forgotten first, then the
+	// oldest, raising the floor.
+	for i := 0; i < 40; i++ {
+		other := newTestCodec(t, clock.Now)
+		clock.t = clock.t.Add(time.Millisecond)
+		require.NoError(t, w.Admit(msg("k1", other.NewID())))
+	}
+	require.LessOrEqual(t, len(w.senders), 16)
+	require.ErrorIs(t, w.Admit(&Message{KeyID: "k1", ID: c.NewID(), Time: time.Unix(1_800_000_000, 0)}), ErrReplay)
+	require.NoError(t, w.Admit(msg("k1", c.NewID())))
+
+	for _, bad := range []string{"0123456789abcdef-", "0123456789abcdeF-1", "0123456789abcdef-0", "0123456789abcdef_1", "0123456789abcdef-zzzzzzzzzzzzzz"} {
+		_, _, ok := parseSeqID(bad)
+		require.False(t, ok, bad)
+	}
+}

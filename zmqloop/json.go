@@ -45,6 +45,15 @@ func skipWS(b []byte, i int) int {
 	return i
 }
 
+// plainStringByte marks bytes that may appear unescaped inside a JSON
+// string and need no further look.
+var plainStringByte = func() (t [256]bool) {
+	for c := 0x20; c < 256; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
 // scanString scans a JSON string starting at b[i] == '"'. It returns the
 // index after the closing quote and whether the string has escapes.
 func scanString(b []byte, i int) (end int, escaped bool, err error) {
@@ -53,6 +62,13 @@ func scanString(b []byte, i int) (end int, escaped bool, err error) {
 	}
 	i++
 	for i < len(b) {
+		// Skip the plain run first: most bytes need no attention.
+		for i < len(b) && plainStringByte[b[i]] {
+			i++
+		}
+		if i >= len(b) {
+			break
+		}
 		c := b[i]
 		switch {
 		case c == '"':

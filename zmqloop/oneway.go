@@ -2,7 +2,6 @@ package zmqloop
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
@@ -179,55 +178,52 @@ func (l *oneway) Run(ctx context.Context) error {
 }
 
 func (l *oneway) serve(ctx context.Context, s *zmq.Socket, w *fdWatch, sig <-chan struct{}, window *ReplayWindow) error {
-	frames := make([][]byte, 0, maxFrames)
+	rd := newBatchReader(l.cfg.Codec.maxSize)
 	var m Message
 	req := &Request{}
 	for {
 		for ctx.Err() == nil {
-			ev, err := s.GetEvents()
-			if err != nil {
-				return fmt.Errorf("zmqloop: %s: socket events: %w", l.kind, err)
-			}
-			if ev&zmq.POLLIN == 0 {
+			msgs, err := rd.read(s, batchMsgs, l.envStart+3)
+			if isAgain(err) {
 				w.drained()
 				break
 			}
-			frames, err = recvFrames(s, zmq.DONTWAIT, frames)
-			if isAgain(err) {
-				continue
-			}
-			if err != nil && !errors.Is(err, ErrFrames) {
+			if err != nil {
 				return fmt.Errorf("zmqloop: %s: receive: %w", l.kind, err)
 			}
-			l.stats.received.Add(1)
-			if err != nil {
-				l.reject(err)
-				continue
+			now := l.cfg.Codec.now()
+			for _, rm := range msgs {
+				l.stats.received.Add(1)
+				if rm.err != nil {
+					l.reject(rm.err)
+					continue
+				}
+				frames := rm.frames
+				if len(frames) != l.envStart+3 {
+					l.reject(fmt.Errorf("zmqloop: %s: %d frames, want %d: %w", l.kind, len(frames), l.envStart+3, ErrFrames))
+					continue
+				}
+				m = Message{}
+				if err := l.cfg.Codec.openAt(frames[l.envStart:], &m, now); err != nil {
+					l.reject(err)
+					continue
+				}
+				if l.envStart == 1 && string(frames[0]) != m.Type {
+					l.reject(fmt.Errorf("zmqloop: %s: topic frame %q does not match signed type %q: %w", l.kind, truncate(frames[0]), m.Type, ErrMalformed))
+					continue
+				}
+				if err := window.admitAt(&m, now); err != nil {
+					l.reject(err)
+					continue
+				}
+				h, ok := l.cfg.Handlers[m.Type]
+				if !ok {
+					l.reject(fmt.Errorf("zmqloop: %s: no handler for message type %q", l.kind, m.Type))
+					continue
+				}
+				*req = Request{Type: m.Type, ID: m.ID, KeyID: m.KeyID, Time: m.Time, Body: m.Body}
+				l.handle(ctx, h, req)
 			}
-			if len(frames) != l.envStart+3 {
-				l.reject(fmt.Errorf("zmqloop: %s: %d frames, want %d: %w", l.kind, len(frames), l.envStart+3, ErrFrames))
-				continue
-			}
-			m = Message{}
-			if err := l.cfg.Codec.open(frames[l.envStart:], &m); err != nil {
-				l.reject(err)
-				continue
-			}
-			if l.envStart == 1 && string(frames[0]) != m.Type {
-				l.reject(fmt.Errorf("zmqloop: %s: topic frame %q does not match signed type %q: %w", l.kind, truncate(frames[0]), m.Type, ErrMalformed))
-				continue
-			}
-			if err := window.Admit(&m); err != nil {
-				l.reject(err)
-				continue
-			}
-			h, ok := l.cfg.Handlers[m.Type]
-			if !ok {
-				l.reject(fmt.Errorf("zmqloop: %s: no handler for message type %q", l.kind, m.Type))
-				continue
-			}
-			*req = Request{Type: m.Type, ID: m.ID, KeyID: m.KeyID, Time: m.Time, Body: m.Body}
-			l.handle(ctx, h, req)
 		}
 		select {
 		case <-sig:

@@ -223,25 +223,19 @@ func (l *ReplyLoop) serve(ctx, hctx context.Context, router *zmq.Socket, w *fdWa
 	replies := make(chan reply, max)
 	inflight, stopping := 0, false
 	done := ctx.Done()
-	frames := make([][]byte, 0, maxFrames)
+	io := newMsgIO(l.cfg.Codec.maxSize)
 	for {
 		// Drain: read requests while there is room. Sends below may have
 		// made the socket readable without a new edge, so this runs after
-		// every wake-up.
+		// every wake-up; the EAGAIN that ends it also consumes libzmq's
+		// pending commands, which is what re-arms the watcher.
 		for !stopping && inflight < max {
-			ev, err := router.GetEvents()
-			if err != nil {
-				return fmt.Errorf("zmqloop: reply loop: socket events: %w", err)
-			}
-			if ev&zmq.POLLIN == 0 {
+			frames, err := io.recv(router, zmq.DONTWAIT)
+			if isAgain(err) {
 				w.drained()
 				break
 			}
-			frames, err = recvFrames(router, zmq.DONTWAIT, frames)
-			if isAgain(err) {
-				continue
-			}
-			if err != nil && !errors.Is(err, ErrFrames) {
+			if err != nil && !errors.Is(err, ErrFrames) && !errors.Is(err, ErrTooLarge) {
 				return fmt.Errorf("zmqloop: reply loop: read request: %w", err)
 			}
 			l.stats.received.Add(1)
@@ -249,7 +243,7 @@ func (l *ReplyLoop) serve(ctx, hctx context.Context, router *zmq.Socket, w *fdWa
 				l.reject(err)
 				continue
 			}
-			if j := l.admit(router, frames, window); j != nil {
+			if j := l.admit(router, io, frames, window); j != nil {
 				inflight++
 				wg.Add(1)
 				go l.work(hctx, j, replies, wg)
@@ -263,7 +257,7 @@ func (l *ReplyLoop) serve(ctx, hctx context.Context, router *zmq.Socket, w *fdWa
 		case r := <-replies:
 			for {
 				inflight--
-				if err := sendFrames(router, zmq.DONTWAIT, r.frames...); err != nil {
+				if err := io.send(router, zmq.DONTWAIT, r.frames...); err != nil {
 					l.log.Debug("zmqloop: reply loop: reply not sent", "err", err)
 				}
 				l.cfg.Codec.release(r.bufp)
@@ -338,17 +332,21 @@ func splitRouting(frames [][]byte) (routing, env [][]byte) {
 
 // admit verifies one request; it answers authentic requests it refuses and
 // returns the job for requests that go to a handler.
-func (l *ReplyLoop) admit(router *zmq.Socket, frames [][]byte, window *ReplayWindow) *replyJob {
+func (l *ReplyLoop) admit(router *zmq.Socket, io *msgIO, frames [][]byte, window *ReplayWindow) *replyJob {
 	routing, env := splitRouting(frames)
 	if len(env) != 3 {
 		l.reject(fmt.Errorf("zmqloop: reply loop: request with %d routing and %d envelope frames, want 3 envelope frames: %w", len(routing), len(env), ErrFrames))
 		return nil
 	}
-	j := &replyJob{routing: append([][]byte(nil), routing...)}
+	// frames alias io's buffer: keep a copy of the routing frames.
+	j := &replyJob{routing: make([][]byte, len(routing))}
+	for i, f := range routing {
+		j.routing[i] = append([]byte(nil), f...)
+	}
 	if err := l.cfg.Codec.open(env, &j.msg); err != nil {
 		l.reject(err)
 		if errors.Is(err, ErrStale) {
-			l.replyError(router, j, Errorf(CodeRejected, "%v", err))
+			l.replyError(router, io, j, Errorf(CodeRejected, "%v", err))
 		}
 		return nil
 	}
@@ -360,14 +358,14 @@ func (l *ReplyLoop) admit(router *zmq.Socket, frames [][]byte, window *ReplayWin
 	if !ok {
 		err := Errorf(CodeUnknownType, "no handler for message type %q", j.msg.Type)
 		l.reject(err)
-		l.replyError(router, j, err)
+		l.replyError(router, io, j, err)
 		return nil
 	}
 	j.h = h
 	return j
 }
 
-func (l *ReplyLoop) replyError(router *zmq.Socket, j *replyJob, re *RemoteError) {
+func (l *ReplyLoop) replyError(router *zmq.Socket, io *msgIO, j *replyJob, re *RemoteError) {
 	reply := Message{Type: j.msg.Type, ReplyTo: j.msg.ID, Error: re}
 	key, payload, mac, bufp, err := l.cfg.Codec.sealInto(&reply)
 	if err != nil {
@@ -375,7 +373,7 @@ func (l *ReplyLoop) replyError(router *zmq.Socket, j *replyJob, re *RemoteError)
 	}
 	defer l.cfg.Codec.release(bufp)
 	out := append(append(j.routing, key), payload, mac)
-	if err := sendFrames(router, zmq.DONTWAIT, out...); err != nil {
+	if err := io.send(router, zmq.DONTWAIT, out...); err != nil {
 		l.log.Debug("zmqloop: reply loop: error reply not sent", "err", err)
 	}
 }

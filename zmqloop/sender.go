@@ -207,45 +207,82 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 	defer w.stop()
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
-	var flushBy time.Time
-	dropped := 0
-	for o := range s.queue {
-		for {
-			var err error
-			if o.topic != nil {
-				err = sendFrames(sock, zmq.DONTWAIT, o.topic, o.key, o.payload, o.mac)
-			} else {
-				err = sendFrames(sock, zmq.DONTWAIT, o.key, o.payload, o.mac)
-			}
-			if err == nil {
-				break
-			}
-			if !isAgain(err) {
-				s.log.Warn("zmqloop: send failed; message dropped", "sender", s.kind, "err", err)
-				break
-			}
-			// No peer ready (PUSH with no connection, or at its HWM): wait
-			// for the socket to change, or retry soon.
-			w.drained()
-			wait := reconnectRetry
-			if !flushBy.IsZero() {
-				if time.Now().After(flushBy) {
-					dropped++
-					break
-				}
-				wait = min(wait, time.Until(flushBy))
-			}
-			retry.Reset(wait)
-			select {
-			case <-sig:
-			case <-retry.C:
-			case <-s.closedIfNil(flushBy):
-				flushBy = time.Now().Add(s.cfg.FlushTimeout)
-			}
+	wr := newBatchWriter()
+	add := func(o *outMsg) {
+		if o.topic != nil {
+			wr.add(o.topic, o.key, o.payload, o.mac)
+		} else {
+			wr.add(o.key, o.payload, o.mac)
 		}
 		s.cfg.Codec.release(o.bufp)
 	}
-	if dropped > 0 {
-		s.log.Warn("zmqloop: closed with unsent messages", "sender", s.kind, "dropped", dropped)
+	var flushBy time.Time // set once Close was called
+	queue := s.queue
+	for {
+		if wr.pending() == 0 {
+			if queue == nil {
+				return
+			}
+			o, ok := <-queue
+			if !ok {
+				return
+			}
+			add(o)
+		}
+	fill:
+		for queue != nil && wr.pending() < batchMsgs {
+			select {
+			case o, ok := <-queue:
+				if !ok {
+					queue = nil
+					break fill
+				}
+				add(o)
+			default:
+				break fill
+			}
+		}
+		_, err := wr.flush(sock)
+		if err == nil {
+			continue
+		}
+		if !isAgain(err) {
+			s.log.Warn("zmqloop: send failed; message dropped", "sender", s.kind, "err", err)
+			wr.drop(1)
+			continue
+		}
+		// No peer ready (PUSH with no connection, or at its HWM): wait for
+		// the socket to change, or retry soon.
+		w.drained()
+		select {
+		case <-s.closed:
+			if flushBy.IsZero() {
+				flushBy = time.Now().Add(s.cfg.FlushTimeout)
+			}
+		default:
+		}
+		wait := reconnectRetry
+		if !flushBy.IsZero() {
+			if !time.Now().Before(flushBy) {
+				dropped := wr.pending()
+				for queue != nil {
+					if o, ok := <-queue; !ok {
+						queue = nil
+					} else {
+						s.cfg.Codec.release(o.bufp)
+						dropped++
+					}
+				}
+				s.log.Warn("zmqloop: closed with unsent messages", "sender", s.kind, "dropped", dropped)
+				return
+			}
+			wait = min(wait, time.Until(flushBy))
+		}
+		retry.Reset(wait)
+		select {
+		case <-sig:
+		case <-retry.C:
+		case <-s.closedIfNil(flushBy):
+		}
 	}
 }
