@@ -25,9 +25,11 @@ bench-deps:
 build: deps
 	$(GO) build ./...
 
-## demo: run the reference platform on loopback (Ctrl-C stops it).
+## demo: run the reference platform on loopback (Ctrl-C stops it). As root
+## the apps run in full sandboxes; otherwise the platform says what is off.
 demo: deps
-	$(GO) run ./examples/heartbeat
+	$(GO) build -o bin/platform ./examples/platform
+	bin/platform
 
 ## test: gofmt, go vet and the race-enabled suite against real servers.
 test: deps fmt-check vet
