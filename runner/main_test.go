@@ -33,6 +33,10 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "runner's tests build real sandboxes (namespaces, cgroups, other UIDs) and must run as root, as `make test` does in CI")
+		return 1
+	}
 	dir, err := os.MkdirTemp("", "runner-image")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
