@@ -34,6 +34,8 @@ type bconn struct {
 	resp   head
 }
 
+func (bc *bconn) close() { _ = bc.c.Close() }
+
 // get returns an idle connection or dials a new one.
 func (b *backend) get(dialTimeout time.Duration, maxHead int, fresh bool) (*bconn, error) {
 	if !fresh {

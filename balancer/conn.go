@@ -442,22 +442,66 @@ func (cc *clientConn) answerBodyError(res bodyResult) bool {
 	return true
 }
 
+// bodyStream is a request body being sent on its own goroutine.
+type bodyStream struct {
+	ch   chan bodyResult
+	done bool // the result was received (owned by the connection goroutine)
+}
+
+// streamBody is the body goroutine: it sends the body and, on failure,
+// closes the node connection so the response read ends too.
+func (cc *clientConn) streamBody(bc *bconn, bs *bodyStream) {
+	res := cc.sendBody(bc)
+	if res.err != nil {
+		bc.close()
+	}
+	bs.ch <- res
+}
+
+// finishBody waits for a streaming body once the response is done: it
+// gives the body a moment to end, then cuts it (the node answered without
+// reading it all). It reports whether the body ended well.
+func (cc *clientConn) finishBody(bc *bconn, bs *bodyStream) bool {
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	var res bodyResult
+	select {
+	case res = <-bs.ch:
+	case <-t.C:
+		_ = cc.c.SetReadDeadline(time.Unix(1, 0))
+		bc.close()
+		res = <-bs.ch
+		res.err = errors.New("request body cut: the node answered first")
+	}
+	bs.done = true
+	return res.err == nil
+}
+
+// bodyFailed waits for a streaming body after the node connection was
+// closed, and answers for it if the client side failed.
+func (cc *clientConn) bodyFailed(bs *bodyStream) bool {
+	if bs.done {
+		return false
+	}
+	res := <-bs.ch
+	bs.done = true
+	return res.err != nil && cc.answerBodyError(res)
+}
+
 // exchange sends the request to one node and forwards its response.
 func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (result outcome) {
 	p := cc.p
 	req := &cc.req
 	be := bc.be
-	closeBC := func() { _ = bc.c.Close() }
 	cc.writeRequestHead(bc.w)
 	hasBody := req.chunked || req.contentLength > 0
 	// A body already in the buffer (the common small POST) is sent with
 	// the head; otherwise it streams on its own goroutine while the
 	// response is read, so that both directions flow at once.
-	var bodyCh chan bodyResult
-	var finishBody func() bool
+	var bs *bodyStream
 	if !hasBody || !req.chunked && int64(cc.r.buffered()) >= req.contentLength {
 		if res := cc.sendBody(bc); res.err != nil {
-			closeBC()
+			bc.close()
 			if !hasBody {
 				if bc.reused {
 					return exStale
@@ -470,50 +514,16 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 			return exClose
 		}
 	} else {
-		bodyCh = make(chan bodyResult, 1)
-		go func() {
-			res := cc.sendBody(bc)
-			if res.err != nil {
-				// Unblock the response read: this exchange is over.
-				closeBC()
-			}
-			bodyCh <- res
-		}()
+		bs = &bodyStream{ch: make(chan bodyResult, 1)}
+		go cc.streamBody(bc, bs)
 		defer func() {
-			if bodyCh != nil && !finishBody() {
-				closeBC()
+			if !bs.done && !cc.finishBody(bc, bs) {
+				bc.close()
 				result = exClose
 			}
 		}()
 	}
-	// finishBody waits for a streaming body once the response is done:
-	// it gives the body a moment to end, then cuts it (the node answered
-	// without reading it all). It reports whether the body ended well.
-	finishBody = func() bool {
-		t := time.NewTimer(time.Second)
-		defer t.Stop()
-		var res bodyResult
-		select {
-		case res = <-bodyCh:
-		case <-t.C:
-			_ = cc.c.SetReadDeadline(time.Unix(1, 0))
-			closeBC()
-			res = <-bodyCh
-			res.err = errors.New("body cut")
-		}
-		bodyCh = nil
-		return res.err == nil
-	}
-	// bodyFailed waits for a streaming body after the node connection was
-	// closed, and answers for it if the client side failed.
-	bodyFailed := func() bool {
-		if bodyCh == nil {
-			return false
-		}
-		res := <-bodyCh
-		bodyCh = nil
-		return res.err != nil && cc.answerBodyError(res)
-	}
+	bodyFailed := func() bool { return bs != nil && cc.bodyFailed(bs) }
 
 	upgrade := req.connUpgrade
 	resp := &bc.resp
@@ -521,7 +531,7 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 		_ = bc.c.SetReadDeadline(time.Now().Add(p.cfg.ResponseHeaderTimeout))
 		raw, err := bc.r.readHead(nil)
 		if err != nil {
-			closeBC()
+			bc.close()
 			if bodyFailed() {
 				return exClose
 			}
@@ -539,7 +549,7 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 			return exClose
 		}
 		if err := parseResponseHead(raw, resp, p.cfg.MaxHeaderFields, p.missLower); err != nil {
-			closeBC()
+			bc.close()
 			if bodyFailed() {
 				return exClose
 			}
@@ -556,7 +566,7 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 		// Other 1xx (103 Early Hints): pass on.
 		cc.writeResponseHead(resp, false, -2)
 		if err := cc.w.Flush(); err != nil {
-			closeBC()
+			bc.close()
 			return exClose
 		}
 	}
@@ -567,12 +577,12 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 
 	if resp.status == 101 {
 		if !upgrade {
-			closeBC()
+			bc.close()
 			cc.simple(502, "Bad Gateway", "node switched protocols unasked\n", nil)
 			return exClose
 		}
-		if bodyCh != nil && !finishBody() {
-			closeBC()
+		if bs != nil && !bs.done && !cc.finishBody(bc, bs) {
+			bc.close()
 			return exClose
 		}
 		cc.writeResponseHead(resp, false, -2)
@@ -584,7 +594,7 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 		if cc.drainResponse(bc) {
 			be.put(bc, p.cfg.MaxIdlePerNode)
 		} else {
-			closeBC()
+			bc.close()
 		}
 		return exMiss
 	}
@@ -629,20 +639,20 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 		readErr = false
 	}
 	if err != nil {
-		closeBC()
+		bc.close()
 		if readErr {
 			p.log.Warn("balancer: node failed mid-response", "node", node.ID, "host", string(cc.host), "err", err)
 		}
 		return exClose
 	}
-	if bodyCh != nil && !finishBody() {
-		closeBC()
+	if bs != nil && !bs.done && !cc.finishBody(bc, bs) {
+		bc.close()
 		return exClose
 	}
 	if reuseBackend {
 		be.put(bc, p.cfg.MaxIdlePerNode)
 	} else {
-		closeBC()
+		bc.close()
 	}
 	if clientClose {
 		return exClose

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -353,31 +354,9 @@ func indexByte(b []byte, c byte) int {
 }
 
 func writeHex(w *bufio.Writer, n int64) {
-	var tmp [16]byte
-	i := len(tmp)
-	if n == 0 {
-		i--
-		tmp[i] = '0'
-	}
-	for n > 0 {
-		i--
-		tmp[i] = "0123456789abcdef"[n&15]
-		n >>= 4
-	}
-	_, _ = w.Write(tmp[i:])
+	_, _ = w.Write(strconv.AppendInt(w.AvailableBuffer(), n, 16))
 }
 
 func writeInt(w *bufio.Writer, n int64) {
-	var tmp [20]byte
-	i := len(tmp)
-	if n == 0 {
-		i--
-		tmp[i] = '0'
-	}
-	for n > 0 {
-		i--
-		tmp[i] = byte('0' + n%10)
-		n /= 10
-	}
-	_, _ = w.Write(tmp[i:])
+	_, _ = w.Write(strconv.AppendInt(w.AvailableBuffer(), n, 10))
 }
