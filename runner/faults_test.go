@@ -437,3 +437,35 @@ func TestHundredAppsActiveAtOnce(t *testing.T) {
 	}
 	require.Equal(t, n, running)
 }
+
+func TestLimitsApplyInsideTheSandbox(t *testing.T) {
+	e := newEnv(t, nil)
+	s := spec("limited")
+	s.Limits = runner.Limits{Memory: 64 << 20, Processes: 77, OpenFiles: 123, CPUWeight: 50}
+	e.put(s)
+	cmd, err := e.r.Command("limited", []string{"/usr/bin/awk", "/Max (core file size|processes|open files)/ { print $(NF-2) }", "/proc/self/limits"})
+	require.NoError(t, err)
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Equal(t, "0\n77\n123\n", string(out), "core, processes, open files")
+	// The instance's cgroup carries the same limits.
+	e.mustGet("limited.example", "/")
+	id := e.status("limited").Instance.ID
+	cg := fmt.Sprintf("%s/limited-%d", e.cfg.CgroupRoot, id)
+	if e.r.Isolation().CgroupVersion == 1 {
+		requireFile(t, "/sys/fs/cgroup/memory/"+cg+"/memory.limit_in_bytes", strconv.Itoa(64<<20))
+		requireFile(t, "/sys/fs/cgroup/pids/"+cg+"/pids.max", "77")
+		requireFile(t, "/sys/fs/cgroup/cpu/"+cg+"/cpu.shares", strconv.Itoa(50*1024/100))
+	} else {
+		requireFile(t, "/sys/fs/cgroup/"+cg+"/memory.max", strconv.Itoa(64<<20))
+		requireFile(t, "/sys/fs/cgroup/"+cg+"/pids.max", "77")
+		requireFile(t, "/sys/fs/cgroup/"+cg+"/cpu.weight", "50")
+	}
+}
+
+func requireFile(t *testing.T, path, want string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.Equal(t, want, strings.TrimSpace(string(b)), path)
+}
