@@ -72,7 +72,7 @@ func (cc *clientConn) serve() {
 	}()
 	cc.host = make([]byte, 0, 64)
 	headerStart := func() {
-		_ = cc.c.SetReadDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))
+		cc.r.setDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))
 	}
 	for {
 		cc.idle.Store(true)
@@ -80,7 +80,7 @@ func (cc *clientConn) serve() {
 			return
 		}
 		if cc.r.buffered() == 0 {
-			_ = cc.c.SetReadDeadline(time.Now().Add(p.cfg.IdleTimeout))
+			cc.r.lazyDeadline(time.Now(), p.cfg.IdleTimeout)
 		} else {
 			headerStart()
 		}
@@ -528,7 +528,7 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 	upgrade := req.connUpgrade
 	resp := &bc.resp
 	for {
-		_ = bc.c.SetReadDeadline(time.Now().Add(p.cfg.ResponseHeaderTimeout))
+		bc.r.lazyDeadline(time.Now(), p.cfg.ResponseHeaderTimeout)
 		raw, err := bc.r.readHead(nil)
 		if err != nil {
 			bc.close()
@@ -570,7 +570,8 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 			return exClose
 		}
 	}
-	_ = bc.c.SetReadDeadline(time.Time{})
+	// The head deadline stays until a body read needs the connection
+	// (setBodyDeadline clears it): most bodies are already buffered.
 	if be.markOK() {
 		p.log.Info("balancer: node is back", "node", be.id, "addr", be.addr)
 	}
@@ -763,8 +764,8 @@ func (cc *clientConn) tunnel(bc *bconn) {
 	}
 	_ = cc.c.SetDeadline(time.Time{})
 	_ = bc.c.SetDeadline(time.Time{})
-	cc.r.deadline = 0
-	bc.r.deadline = 0
+	cc.r.deadline, cc.r.dl = 0, time.Time{}
+	bc.r.deadline, bc.r.dl = 0, time.Time{}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)

@@ -23,6 +23,23 @@ type connReader struct {
 	r, w     int
 	max      int           // head size limit
 	deadline time.Duration // per-read deadline for body reads; 0 = none
+	dl       time.Time     // the read deadline set on c; zero = none
+}
+
+// setDeadline sets the connection's read deadline (zero = none).
+func (cr *connReader) setDeadline(t time.Time) {
+	cr.dl = t
+	_ = cr.c.SetReadDeadline(t)
+}
+
+// lazyDeadline makes the read deadline about d from now: it is only moved
+// when it is off by more than d/8, so a busy connection does not pay for
+// a timer update on every message.
+func (cr *connReader) lazyDeadline(now time.Time, d time.Duration) {
+	want := now.Add(d)
+	if cr.dl.IsZero() || cr.dl.After(want) || want.Sub(cr.dl) > d/8 {
+		cr.setDeadline(want)
+	}
 }
 
 const initialReadBuf = 4096
@@ -162,9 +179,13 @@ func (cr *connReader) readLine(max int) ([]byte, error) {
 	}
 }
 
+// setBodyDeadline is called before a body read from the connection: it
+// applies the per-read body deadline, or clears a head deadline.
 func (cr *connReader) setBodyDeadline() {
 	if cr.deadline > 0 {
-		_ = cr.c.SetReadDeadline(time.Now().Add(cr.deadline))
+		cr.lazyDeadline(time.Now(), cr.deadline)
+	} else if !cr.dl.IsZero() {
+		cr.setDeadline(time.Time{})
 	}
 }
 
