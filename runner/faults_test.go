@@ -469,3 +469,22 @@ func requireFile(t *testing.T, path, want string) {
 	require.NoError(t, err)
 	require.Equal(t, want, strings.TrimSpace(string(b)), path)
 }
+
+func TestHungAppGetsGatewayTimeout(t *testing.T) {
+	for _, handler := range []bool{false, true} {
+		e := newEnvFront(t, func(c *runner.Config) { c.ResponseTimeout = 300 * time.Millisecond }, handler)
+		e.put(spec("hung"))
+		e.mustGet("hung.example", "/")
+		code, body, _ := e.get("hung.example", "/hold?ms=5000")
+		require.Equal(t, 504, code, "handler path %v: %s", handler, body)
+		require.Contains(t, body, "timeout")
+		// The app and the front go on; nothing stays in flight.
+		require.Equal(t, "hello hung\n", e.mustGet("hung.example", "/"))
+		require.Eventually(t, func() bool {
+			st := e.status("hung")
+			return st.Instance != nil && st.Instance.Active == 0
+		}, 10*time.Second, 10*time.Millisecond)
+		// A slow answer within the bound is not cut.
+		require.Equal(t, "held\n", e.mustGet("hung.example", "/hold?ms=100"))
+	}
+}

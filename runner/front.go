@@ -9,9 +9,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 )
 
 // MissHeader is set to "1" on the front's 404 for a host no app serves:
@@ -67,22 +69,47 @@ type backendConn struct {
 	bw *bufio.Writer
 }
 
-func newBackendConn(c net.Conn) *backendConn {
-	return &backendConn{c: c, br: bufio.NewReaderSize(c, 16<<10), bw: bufio.NewWriterSize(c, 8<<10)}
+func newBackendConn(c net.Conn, timeout time.Duration) *backendConn {
+	var r io.Reader = c
+	if timeout > 0 {
+		r = &deadlineReader{c: c, timeout: timeout}
+	}
+	return &backendConn{c: c, br: bufio.NewReaderSize(r, 16<<10), bw: bufio.NewWriterSize(c, 8<<10)}
+}
+
+// deadlineReader bounds how long a read from an app may wait: the deadline
+// is pushed forward (to now+timeout) whenever less than half of it is left,
+// so a read times out after between timeout/2 and timeout of silence, and
+// the per-read cost is a clock read.
+type deadlineReader struct {
+	c        net.Conn
+	timeout  time.Duration
+	deadline time.Time
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	if now := time.Now(); d.deadline.Sub(now) < d.timeout/2 {
+		d.deadline = now.Add(d.timeout)
+		if err := d.c.SetReadDeadline(d.deadline); err != nil {
+			return 0, err
+		}
+	}
+	return d.c.Read(p)
 }
 
 // connPool keeps idle connections to one instance, most recent first out.
 type connPool struct {
-	dial   func(context.Context) (net.Conn, error)
-	mu     sync.Mutex
-	idle   []*backendConn
-	closed bool
+	dial    func(context.Context) (net.Conn, error)
+	timeout time.Duration // see Config.ResponseTimeout
+	mu      sync.Mutex
+	idle    []*backendConn
+	closed  bool
 }
 
 const maxIdlePerInstance = 1024
 
-func newConnPool(dial func(context.Context) (net.Conn, error)) *connPool {
-	return &connPool{dial: dial}
+func newConnPool(dial func(context.Context) (net.Conn, error), timeout time.Duration) *connPool {
+	return &connPool{dial: dial, timeout: timeout}
 }
 
 func (p *connPool) get(ctx context.Context) (*backendConn, bool, error) {
@@ -99,7 +126,7 @@ func (p *connPool) get(ctx context.Context) (*backendConn, bool, error) {
 	if err != nil {
 		return nil, false, err
 	}
-	return newBackendConn(c), false, nil
+	return newBackendConn(c, p.timeout), false, nil
 }
 
 func (p *connPool) put(bc *backendConn) {
@@ -252,11 +279,16 @@ func (i *instance) forward(w http.ResponseWriter, req *http.Request) {
 			break
 		}
 		bc.c.Close()
-		if reused && attempt == 0 && bodyless(req) && ctx.Err() == nil {
+		timedOut := errors.Is(err, os.ErrDeadlineExceeded)
+		if reused && attempt == 0 && bodyless(req) && ctx.Err() == nil && !timedOut {
 			continue
 		}
 		if ctx.Err() == nil {
-			http.Error(w, fmt.Sprintf("runner: app %q instance %d: %v", i.app.name, i.id, err), http.StatusBadGateway)
+			code := http.StatusBadGateway
+			if timedOut {
+				code = http.StatusGatewayTimeout
+			}
+			http.Error(w, fmt.Sprintf("runner: app %q instance %d: %v", i.app.name, i.id, err), code)
 		}
 		return
 	}
@@ -320,7 +352,8 @@ func (i *instance) forwardUpgrade(w http.ResponseWriter, req *http.Request, up s
 		return
 	}
 	defer c.Close()
-	bc := newBackendConn(c)
+	// No read timeout: an open WebSocket may be quiet for long.
+	bc := newBackendConn(c, 0)
 	if err := writeRequest(bc.bw, req, up); err != nil {
 		http.Error(w, fmt.Sprintf("runner: app %q: %v", i.app.name, err), http.StatusBadGateway)
 		return

@@ -256,7 +256,7 @@ func (i *instance) spawn() error {
 			})
 		}(f)
 	}
-	i.pool = newConnPool(i.dial)
+	i.pool = newConnPool(i.dial, r.cfg.ResponseTimeout)
 	go func() {
 		_ = cmd.Wait()
 		i.procState = cmd.ProcessState
@@ -306,7 +306,7 @@ func (i *instance) waitReady(ctx context.Context) *StartError {
 		case <-poll.C:
 		}
 		if c, err := i.dial(ctx); err == nil {
-			i.pool.put(newBackendConn(c))
+			i.pool.put(newBackendConn(c, a.r.cfg.ResponseTimeout))
 			return nil
 		}
 		poll.Reset(wait)

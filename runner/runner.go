@@ -22,7 +22,9 @@ const (
 	DefaultStopGrace    = 10 * time.Second
 	DefaultMaxLineBytes = 16 << 10
 	DefaultReapInterval = time.Second
-	DefaultCgroupRoot   = "paaskit"
+	// DefaultResponseTimeout: see Config.ResponseTimeout.
+	DefaultResponseTimeout = 5 * time.Minute
+	DefaultCgroupRoot      = "paaskit"
 )
 
 // DefaultLimits are the limits of an app whose spec and Config.DefaultLimits
@@ -102,6 +104,14 @@ type Config struct {
 	// StopGrace is how long a stopping instance has between SIGTERM and
 	// SIGKILL; zero means DefaultStopGrace.
 	StopGrace time.Duration
+	// ResponseTimeout bounds how long the front waits for an app: for the
+	// head of its response, and between two reads of its body. A request
+	// that hits it gets 504 (or, mid-body, a closed connection), so a hung
+	// app cannot hold the front's connections forever. The bound is
+	// enforced within a factor of two (a read may give up after
+	// ResponseTimeout/2 of silence). Zero means DefaultResponseTimeout;
+	// negative means none. Open WebSockets have none.
+	ResponseTimeout time.Duration
 	// ReapInterval is how often idle instances are looked for; zero means
 	// DefaultReapInterval.
 	ReapInterval time.Duration
@@ -201,6 +211,7 @@ func New(cfg Config) (*Runner, error) {
 		return nil, fmt.Errorf("runner: DefaultLimits: %w", err)
 	}
 	for _, d := range []*time.Duration{&cfg.DefaultIdleTimeout, &cfg.DefaultStartTimeout, &cfg.StopGrace, &cfg.ReapInterval, &cfg.MaxStartBackoff} {
+		// (ResponseTimeout may be negative: none.)
 		if *d < 0 {
 			return nil, fmt.Errorf("runner: negative duration %v in Config", *d)
 		}
@@ -214,6 +225,12 @@ func New(cfg Config) (*Runner, error) {
 	def(&cfg.DefaultStartTimeout, DefaultStartTimeout)
 	def(&cfg.StopGrace, DefaultStopGrace)
 	def(&cfg.ReapInterval, DefaultReapInterval)
+	switch {
+	case cfg.ResponseTimeout == 0:
+		cfg.ResponseTimeout = DefaultResponseTimeout
+	case cfg.ResponseTimeout < 0:
+		cfg.ResponseTimeout = 0
+	}
 	def(&cfg.MaxStartBackoff, 30*time.Second)
 	if cfg.MaxLineBytes == 0 {
 		cfg.MaxLineBytes = DefaultMaxLineBytes

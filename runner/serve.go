@@ -10,6 +10,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -317,7 +318,8 @@ func (i *instance) relay(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.W
 			break
 		}
 		bc.c.Close()
-		if reused && attempt == 0 && bodyless && !errors.Is(err, errBadResponse) {
+		timedOut := errors.Is(err, os.ErrDeadlineExceeded)
+		if reused && attempt == 0 && bodyless && !errors.Is(err, errBadResponse) && !timedOut {
 			continue // the app closed an idle connection: try a fresh one
 		}
 		return i.badGateway(nil, rq, br, bw, err)
@@ -362,7 +364,11 @@ func (i *instance) badGateway(head []byte, rq *reqHead, br *bufio.Reader, bw *bu
 		}
 	}
 	body := fmt.Sprintf("runner: app %q instance %d: %v\n", i.app.name, i.id, cause)
-	fmt.Fprintf(bw, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", len(body), body)
+	status := "502 Bad Gateway"
+	if errors.Is(cause, os.ErrDeadlineExceeded) {
+		status = "504 Gateway Timeout"
+	}
+	fmt.Fprintf(bw, "HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", status, len(body), body)
 	_ = bw.Flush()
 	return false // the request body may be half sent: do not reuse
 }
