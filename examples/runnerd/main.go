@@ -66,7 +66,7 @@ func usage(fs *flag.FlagSet) func() {
 
 type options struct {
 	listen, admin, specs, state, uidRange, cgroupRoot, memory, logDir string
-	idle, startTimeout, grace                                         time.Duration
+	idle, startTimeout, grace, respTimeout                            time.Duration
 	processes, openFiles                                              int
 	noIsolation                                                       bool
 }
@@ -86,6 +86,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&o.openFiles, "open-files", runner.DefaultLimits.OpenFiles, "default open-file limit of an instance")
 	fs.DurationVar(&o.idle, "idle-timeout", runner.DefaultIdleTimeout, "default idle time before an instance is stopped")
 	fs.DurationVar(&o.startTimeout, "start-timeout", runner.DefaultStartTimeout, "default time an instance has to bind its socket")
+	fs.DurationVar(&o.respTimeout, "response-timeout", runner.DefaultResponseTimeout, "how long the front waits for an app's answer (and between reads of it) before a 504")
 	fs.DurationVar(&o.grace, "stop-grace", runner.DefaultStopGrace, "time between SIGTERM and SIGKILL when stopping an instance")
 	fs.StringVar(&o.logDir, "log-dir", "", "directory of the apps' output files (default STATE/logs)")
 	fs.BoolVar(&o.noIsolation, "no-isolation", false, "run apps as plain child processes (development only)")
@@ -166,6 +167,7 @@ func (o *options) config() (runner.Config, error) {
 		DefaultIdleTimeout:  o.idle,
 		DefaultStartTimeout: o.startTimeout,
 		StopGrace:           o.grace,
+		ResponseTimeout:     o.respTimeout,
 		Isolation:           runner.Isolation{Off: o.noIsolation},
 	}
 	lo, hi, ok := strings.Cut(o.uidRange, "-")
