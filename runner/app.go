@@ -247,6 +247,11 @@ func (a *app) acquire(ctx context.Context, arrival time.Time) (*instance, error)
 		if i.failed != nil {
 			err := i.failed
 			a.mu.Unlock()
+			if errors.Is(err, errStopped) {
+				// Replaced or stopped while starting: not a failure of
+				// the app. Go round: a new instance serves us.
+				continue
+			}
 			return nil, err
 		}
 		if i.isReady && a.cur == i {

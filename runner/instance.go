@@ -99,7 +99,7 @@ func (i *instance) run(ctx context.Context) {
 		case <-t.C:
 		case <-i.stopCh:
 			t.Stop()
-			a.startFailed(i, &StartError{App: a.name, Instance: i.id, Reason: "stopped (" + i.stopReason + ") before it started"}, true)
+			a.startFailed(i, &StartError{App: a.name, Instance: i.id, Reason: "stopped (" + i.stopReason + ") before it started", Err: errStopped}, true)
 			return
 		case <-ctx.Done():
 			t.Stop()

@@ -2,6 +2,7 @@ package runner_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -238,4 +239,26 @@ func TestGracefulStopOfWellBehavedApp(t *testing.T) {
 	st := e.status("polite")
 	require.Equal(t, "stopped", st.LastExit.Reason)
 	require.Equal(t, 128+15, st.LastExit.Status, "ended by the SIGTERM it was passed")
+}
+
+func TestChangeWhileStartingServesTheWaiters(t *testing.T) {
+	e := newEnv(t, nil)
+	s := spec("slowstart")
+	s.Command = []string{"/bin/sh", "-c", "sleep 0.5; exec /app/testapp"}
+	e.put(s)
+	got := make(chan string, 1)
+	go func() {
+		code, body, _ := e.get("slowstart.example", "/")
+		got <- strconv.Itoa(code) + " " + body
+	}()
+	require.Eventually(t, func() bool { return e.status("slowstart").State == "starting" }, 10*time.Second, 5*time.Millisecond)
+	s.Command = []string{"/app/testapp"}
+	e.put(s)
+	select {
+	case r := <-got:
+		require.Equal(t, "200 hello slowstart\n", r, "the waiter is served by the new instance")
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer")
+	}
+	require.EqualValues(t, 2, e.status("slowstart").Starts)
 }
