@@ -187,12 +187,11 @@ func (l *ReplyLoop) Run(ctx context.Context) error {
 		return fmt.Errorf("zmqloop: reply loop: %w", err)
 	}
 	defer closeSocket(router)
-	sig := make(chan struct{}, 1)
-	w, err := newFDWatch(router, sig)
+	fw, err := newFDWaiter(router)
 	if err != nil {
 		return fmt.Errorf("zmqloop: reply loop: %w", err)
 	}
-	defer w.stop()
+	defer fw.close()
 
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -201,7 +200,7 @@ func (l *ReplyLoop) Run(ctx context.Context) error {
 	l.endpoints = bound
 	l.mu.Unlock()
 	close(l.ready)
-	err = l.serve(ctx, hctx, router, w, sig, window, &wg)
+	err = l.serve(ctx, hctx, router, fw, window, &wg)
 	cancel()
 	wg.Wait()
 	return err
@@ -214,69 +213,112 @@ type reply struct {
 	bufp   *[]byte
 }
 
-// serve is the socket goroutine's loop. It parks in a select between the
-// router's readiness, finished handlers and ctx; handlers run on their own
-// goroutines (at most MaxInFlight) and hand back sealed replies.
-func (l *ReplyLoop) serve(ctx, hctx context.Context, router *zmq.Socket, w *fdWatch, sig <-chan struct{},
+// serve is the socket goroutine's loop. It waits in Go's netpoller for
+// the router's ZMQ_FD; a finished handler or ctx cancellation interrupts
+// the wait. Handlers run on their own goroutines (at most MaxInFlight) and
+// hand back sealed replies on a channel.
+func (l *ReplyLoop) serve(ctx, hctx context.Context, router *zmq.Socket, fw *fdWaiter,
 	window *ReplayWindow, wg *sync.WaitGroup) error {
 	max := l.cfg.MaxInFlight
-	replies := make(chan reply, max)
+	out := &replyQueue{c: make(chan reply, max), fw: fw}
+	stop := context.AfterFunc(ctx, fw.interrupt)
+	defer stop()
 	inflight, stopping := 0, false
-	done := ctx.Done()
 	io := newMsgIO(l.cfg.Codec.maxSize)
+	rd := newBatchReader(l.cfg.Codec.maxSize)
+	jobs := make([]*replyJob, 0, batchMsgs)
 	for {
-		// Drain: read requests while there is room. Sends below may have
-		// made the socket readable without a new edge, so this runs after
-		// every wake-up; the EAGAIN that ends it also consumes libzmq's
-		// pending commands, which is what re-arms the watcher.
-		for !stopping && inflight < max {
-			frames, err := io.recv(router, zmq.DONTWAIT)
-			if isAgain(err) {
-				w.drained()
-				break
-			}
-			if err != nil && !errors.Is(err, ErrFrames) && !errors.Is(err, ErrTooLarge) {
-				return fmt.Errorf("zmqloop: reply loop: read request: %w", err)
-			}
-			l.stats.received.Add(1)
-			if err != nil {
-				l.reject(err)
-				continue
-			}
-			if j := l.admit(router, io, frames, window); j != nil {
-				inflight++
-				wg.Add(1)
-				go l.work(hctx, j, replies, wg)
-			}
+		fw.rearm()
+		if ctx.Err() != nil {
+			stopping = true
 		}
-		if stopping && inflight == 0 {
-			return nil
-		}
-		select {
-		case <-sig:
-		case r := <-replies:
-			for {
+		// Send finished replies.
+	replies:
+		for {
+			select {
+			case r := <-out.c:
 				inflight--
 				if err := io.send(router, zmq.DONTWAIT, r.frames...); err != nil {
 					l.log.Debug("zmqloop: reply loop: reply not sent", "err", err)
 				}
 				l.cfg.Codec.release(r.bufp)
-				select {
-				case r = <-replies:
-					continue
-				default:
-				}
+			default:
+				break replies
+			}
+		}
+		if stopping && inflight == 0 {
+			return nil
+		}
+		// Read requests while there is room. Sends may have made the socket
+		// readable without a new edge, so this runs after every wake-up;
+		// the EAGAIN that ends it also consumes libzmq's pending commands.
+		drained := false
+		for !stopping && inflight < max {
+			msgs, err := rd.read(router, max-inflight, maxFrames)
+			if isAgain(err) {
+				drained = true
 				break
 			}
-		case <-done:
-			stopping, done = true, nil
+			if err != nil {
+				return fmt.Errorf("zmqloop: reply loop: read request: %w", err)
+			}
+			now := l.cfg.Codec.now()
+			for _, rm := range msgs {
+				l.stats.received.Add(1)
+				if rm.err != nil {
+					l.reject(rm.err)
+					continue
+				}
+				if j := l.admit(router, io, rm.frames, window, now); j != nil {
+					inflight++
+					jobs = append(jobs, j)
+				}
+			}
 		}
+		if !drained {
+			// Not reading (full or stopping): consume libzmq's commands so
+			// a pending edge does not make the wait below return at once.
+			if _, err := router.GetEvents(); err != nil {
+				return fmt.Errorf("zmqloop: reply loop: socket events: %w", err)
+			}
+		}
+		// Start the handlers last, right before this goroutine parks, so
+		// the newest one runs on this P at once instead of waiting for
+		// another thread to wake and steal it.
+		for i, j := range jobs {
+			wg.Add(1)
+			go l.work(hctx, j, out, wg)
+			jobs[i] = nil
+		}
+		jobs = jobs[:0]
+		out.waiting.Store(true)
+		if len(out.c) == 0 && ctx.Err() == nil {
+			if err := fw.wait(); err != nil {
+				return fmt.Errorf("zmqloop: reply loop: wait for socket: %w", err)
+			}
+		}
+		out.waiting.Store(false)
+	}
+}
+
+// replyQueue carries sealed replies from handler goroutines to the socket
+// goroutine and wakes it if it is waiting.
+type replyQueue struct {
+	c       chan reply // capacity MaxInFlight: never blocks
+	fw      *fdWaiter
+	waiting atomic.Bool
+}
+
+func (q *replyQueue) put(r reply) {
+	q.c <- r
+	if q.waiting.Load() {
+		q.fw.interrupt()
 	}
 }
 
 // work runs one handler on its own goroutine and hands the sealed reply
 // back to the socket goroutine.
-func (l *ReplyLoop) work(ctx context.Context, j *replyJob, replies chan<- reply, wg *sync.WaitGroup) {
+func (l *ReplyLoop) work(ctx context.Context, j *replyJob, out *replyQueue, wg *sync.WaitGroup) {
 	defer wg.Done()
 	body, herr := l.call(ctx, j)
 	msg := Message{Type: j.msg.Type, ReplyTo: j.msg.ID}
@@ -291,7 +333,7 @@ func (l *ReplyLoop) work(ctx context.Context, j *replyJob, replies chan<- reply,
 		msg = Message{Type: j.msg.Type, ReplyTo: j.msg.ID, Error: Errorf(CodeInternal, "reply could not be sealed: %v", err)}
 		key, payload, mac, bufp, _ = l.cfg.Codec.sealInto(&msg)
 	}
-	replies <- reply{frames: append(j.routing, key, payload, mac), bufp: bufp}
+	out.put(reply{frames: append(j.routing, key, payload, mac), bufp: bufp})
 }
 
 // call runs the handler, turning a panic into an error.
@@ -332,7 +374,7 @@ func splitRouting(frames [][]byte) (routing, env [][]byte) {
 
 // admit verifies one request; it answers authentic requests it refuses and
 // returns the job for requests that go to a handler.
-func (l *ReplyLoop) admit(router *zmq.Socket, io *msgIO, frames [][]byte, window *ReplayWindow) *replyJob {
+func (l *ReplyLoop) admit(router *zmq.Socket, io *msgIO, frames [][]byte, window *ReplayWindow, now time.Time) *replyJob {
 	routing, env := splitRouting(frames)
 	if len(env) != 3 {
 		l.reject(fmt.Errorf("zmqloop: reply loop: request with %d routing and %d envelope frames, want 3 envelope frames: %w", len(routing), len(env), ErrFrames))
@@ -343,14 +385,14 @@ func (l *ReplyLoop) admit(router *zmq.Socket, io *msgIO, frames [][]byte, window
 	for i, f := range routing {
 		j.routing[i] = append([]byte(nil), f...)
 	}
-	if err := l.cfg.Codec.open(env, &j.msg); err != nil {
+	if err := l.cfg.Codec.openAt(env, &j.msg, now); err != nil {
 		l.reject(err)
 		if errors.Is(err, ErrStale) {
 			l.replyError(router, io, j, Errorf(CodeRejected, "%v", err))
 		}
 		return nil
 	}
-	if err := window.Admit(&j.msg); err != nil {
+	if err := window.admitAt(&j.msg, now); err != nil {
 		l.reject(err)
 		return nil
 	}

@@ -17,3 +17,11 @@ type fdWatch struct{}
 func newFDWatch(*zmq.Socket, chan<- struct{}) (*fdWatch, error) { return nil, ErrUnsupportedOS }
 func (*fdWatch) drained()                                       {}
 func (*fdWatch) stop()                                          {}
+
+type fdWaiter struct{}
+
+func newFDWaiter(*zmq.Socket) (*fdWaiter, error) { return nil, ErrUnsupportedOS }
+func (*fdWaiter) wait() error                    { return ErrUnsupportedOS }
+func (*fdWaiter) interrupt()                     {}
+func (*fdWaiter) rearm()                         {}
+func (*fdWaiter) close()                         {}

@@ -3,9 +3,11 @@
 package zmqloop
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"syscall"
+	"time"
 
 	zmq "github.com/pebbe/zmq4"
 	"golang.org/x/sys/unix"
@@ -105,3 +107,59 @@ func (w *fdWatch) stop() {
 	_ = w.f.Close()
 	<-w.done
 }
+
+// fdWaiter lets the goroutine that owns a socket wait for its ZMQ_FD in Go's
+// netpoller itself (no watcher goroutine, one hand-off less per message).
+// Other goroutines wake it with interrupt, which sets a read deadline in the
+// past; ctx cancellation does the same through context.AfterFunc. The same
+// drain-before-wait rule as fdWatch applies.
+type fdWaiter struct {
+	f  *os.File
+	rc syscall.RawConn
+}
+
+func newFDWaiter(s *zmq.Socket) (*fdWaiter, error) {
+	fd, err := s.GetFd()
+	if err != nil {
+		return nil, fmt.Errorf("zmqloop: get ZMQ_FD: %w", err)
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("zmqloop: dup ZMQ_FD %d: %w", fd, err)
+	}
+	f := os.NewFile(uintptr(dup), "zmq-fd")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("zmqloop: watch ZMQ_FD: %w", err)
+	}
+	return &fdWaiter{f: f, rc: rc}, nil
+}
+
+// wait blocks until the fd is readable (now or after an edge) or until
+// interrupt is called. Owner only.
+func (w *fdWaiter) wait() error {
+	checked := false
+	err := w.rc.Read(func(fd uintptr) bool {
+		if checked {
+			return true
+		}
+		checked = true
+		pfd := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(pfd, 0)
+		return err == nil && n > 0
+	})
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil
+	}
+	return err
+}
+
+// interrupt wakes a wait in progress or makes the next one return at once
+// (until rearm). Safe from any goroutine.
+func (w *fdWaiter) interrupt() { _ = w.f.SetReadDeadline(time.Unix(1, 0)) }
+
+// rearm clears an interrupt. Owner only; check for work after it.
+func (w *fdWaiter) rearm() { _ = w.f.SetReadDeadline(time.Time{}) }
+
+func (w *fdWaiter) close() { _ = w.f.Close() }

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# zmqloop: signed messaging against raw pebbe/zmq4, same machine, same run.
+#
+# The go test benchmarks in ./zmqloop come in sibling pairs (raw pebbe/zmq4
+# baseline, signed zmqloop equivalent). The 2 cores are shared and noisy, so
+# this section compiles the test binary once and runs the pairs alternately
+# ROUNDS times (raw, signed, raw, signed, ...), taking each side's median
+# ns/op. Rows (larger is better for paaskit):
+#   round trip:  raw RTT / signed RTT        (bar: signed <= 1.5x raw, i.e. >= 0.67x)
+#   push/pull:   raw ns/msg / signed ns/msg  (bar: >= 0.50x)
+#   64 callers:  signed req/s / 50,000       (bar: >= 1.00x; absolute, no peer)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROUNDS=${ROUNDS:-7}
+BENCHTIME=${BENCHTIME:-1s}
+bin=$(mktemp -d)/zmqloop.test
+trap 'rm -rf "$(dirname "$bin")"' EXIT
+go test -c -o "$bin" ./zmqloop >&2
+
+# run NAME -> prints ns/op of one run of benchmark NAME
+run() {
+  "$bin" -test.run '^$' -test.bench "^Benchmark$1\$" -test.benchtime "$BENCHTIME" 2>&1 |
+    awk -v n="Benchmark$1" '$1 ~ "^"n"(-[0-9]+)?$" {print $3; found=1} END {if (!found) exit 1}'
+}
+
+median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+
+declare -A res
+for pair in "RawReqRep SignedReqRep" "RawPushPull SignedPushPull" "ReplyLoop64"; do
+  for name in $pair; do res[$name]=""; done
+  for ((i = 1; i <= ROUNDS; i++)); do
+    for name in $pair; do
+      v=$(run "$name")
+      echo "round $i $name $v ns/op" >&2
+      res[$name]+="$v"$'\n'
+    done
+  done
+done
+
+med() { printf '%s' "${res[$1]}" | median; }
+rr=$(med RawReqRep); sr=$(med SignedReqRep)
+rp=$(med RawPushPull); sp=$(med SignedPushPull)
+l64=$(med ReplyLoop64)
+echo "medians (ns/op): RawReqRep=$rr SignedReqRep=$sr RawPushPull=$rp SignedPushPull=$sp ReplyLoop64=$l64" >&2
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a/b}'; }
+printf 'row\t%s\t%s\t%s\t%s\n' "zmqloop signed request/reply round trip (Client.Call -> ReplyLoop)" \
+  "raw pebbe/zmq4 REQ/REP" "$(ratio "$rr" "$sr")" \
+  "TCP loopback, 100-byte body, 1 caller, median of $ROUNDS alternating ${BENCHTIME} runs; signed $(awk -v s="$sr" 'BEGIN{printf "%.1f", s/1000}')us vs raw $(awk -v s="$rr" 'BEGIN{printf "%.1f", s/1000}')us; bar >=0.67x (signed <=1.5x raw)"
+printf 'row\t%s\t%s\t%s\t%s\n' "zmqloop signed PUSH/PULL throughput (Pusher -> PullLoop)" \
+  "raw pebbe/zmq4 PUSH/PULL" "$(ratio "$rp" "$sp")" \
+  "TCP loopback, 100-byte body, sender and receiver in one process, median of $ROUNDS alternating ${BENCHTIME} runs; signed $(awk -v s="$sp" 'BEGIN{printf "%.0f", 1e9/s}') msg/s vs raw $(awk -v s="$rp" 'BEGIN{printf "%.0f", 1e9/s}') msg/s; bar >=0.50x"
+printf 'row\t%s\t%s\t%s\t%s\n' "zmqloop ReplyLoop, 64 concurrent callers (one Client)" \
+  "bar: 50,000 signed req/s" "$(awk -v s="$l64" 'BEGIN{printf "%.2fx", (1e9/s)/50000}')" \
+  "TCP loopback, 100-byte body, client and loop in one process on 2 cores, median of $ROUNDS ${BENCHTIME} runs: $(awk -v s="$l64" 'BEGIN{printf "%.0f", 1e9/s}') req/s"
