@@ -86,6 +86,19 @@ func (r *Runner) detectIsolation() error {
 		st.Rlimits = true
 	}
 	r.iso = st
+	if err := r.findInitHelper(); err != nil {
+		if r.cg != nil {
+			r.cg.removeRoot()
+			r.cg = nil
+		}
+		return err
+	}
+	return nil
+}
+
+// findInitHelper sets r.initPath when any isolation needs the helper.
+func (r *Runner) findInitHelper() error {
+	st := r.iso
 	if st.User || st.Namespaces || st.Cgroup || st.Rlimits {
 		p := r.cfg.InitPath
 		if p == "" {
