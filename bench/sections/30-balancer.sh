@@ -7,11 +7,13 @@
 # table of 3,000 nodes and 10,000 hosts rewritten every second during a wrk
 # run; any failed request fails the section.
 #
-# Env: WRK_ARGS (default "-t2 -c64 -d10s"), WARMUP (default 3s).
+# Env: WRK_ARGS (default "-t2 -c64 -d10s"), WARMUP (default 3s), ROUNDS
+# (default 3; the median per proxy is compared).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WRK_ARGS=${WRK_ARGS:-"-t2 -c64 -d10s"}
 WARMUP=${WARMUP:-3s}
+ROUNDS=${ROUNDS:-3}
 for tool in wrk nginx haproxy; do
   command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] || { echo "missing $tool: run make bench-deps" >&2; exit 1; }
 done
@@ -56,7 +58,8 @@ to_us() {
     printf "%.1f", n * m }'
 }
 
-# measure NAME URL: warm-up, then the measured run; sets RPS_NAME, P99_NAME.
+# measure NAME URL: warm-up, then the measured run; appends to RPS_NAME
+# and P99_NAME (space-separated, one figure per round).
 measure() {
   local name=$1 url=$2 out
   wrk -t2 -c64 -d"$WARMUP" "$url" >/dev/null
@@ -66,25 +69,24 @@ measure() {
   if grep -q -E "Non-2xx|Socket errors" <<<"$out"; then
     echo "$name: wrk reported errors" >&2
   fi
-  local rps p99
+  local rps p99 v
   rps=$(awk '/^Requests\/sec:/ {print $2}' <<<"$out")
-  p99=$(awk '$1 == "99%" {print $2}' <<<"$out")
-  printf -v "RPS_$name" '%s' "$rps"
-  printf -v "P99_$name" '%s' "$(to_us "$p99")"
+  p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
+  v="RPS_$name"; printf -v "$v" '%s' "${!v:-} $rps"
+  v="P99_$name"; printf -v "$v" '%s' "${!v:-} $p99"
 }
 
-# The backend alone, for context (log only).
-measure direct "http://$BACKEND/"
+median() { tr ' ' '\n' <<<"$*" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-# paaskit balancerd.
-printf 'node b1 %s\nhost *\n' "$BACKEND" >"$tmp/table"
-"$tmp/balancerd" --table "$tmp/table" --listen "127.0.0.1:$PORT_PAASKIT" --log-level warn 2>>"$tmp/balancerd.log" & bpid=$!
-pids+=($bpid)
-wait_port "127.0.0.1:$PORT_PAASKIT"
-measure paaskit "http://127.0.0.1:$PORT_PAASKIT/"
-kill "$bpid"; wait "$bpid" 2>/dev/null || true
+run_paaskit() {
+  printf 'node b1 %s\nhost *\n' "$BACKEND" >"$tmp/table"
+  "$tmp/balancerd" --table "$tmp/table" --listen "127.0.0.1:$PORT_PAASKIT" --log-level warn 2>>"$tmp/balancerd.log" & local pid=$!
+  pids+=($pid)
+  wait_port "127.0.0.1:$PORT_PAASKIT"
+  measure paaskit "http://127.0.0.1:$PORT_PAASKIT/"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
 
-# nginx.
 mkdir -p "$tmp/nginx"
 cat >"$tmp/nginx/nginx.conf" <<CONF
 user root;
@@ -113,13 +115,14 @@ http {
   }
 }
 CONF
-"$NGINX" -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" 2>>"$tmp/nginx/stderr" & npid=$!
-pids+=($npid)
-wait_port "127.0.0.1:$PORT_NGINX"
-measure nginx "http://127.0.0.1:$PORT_NGINX/"
-kill "$npid"; wait "$npid" 2>/dev/null || true
+run_nginx() {
+  "$NGINX" -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" 2>>"$tmp/nginx/stderr" & local pid=$!
+  pids+=($pid)
+  wait_port "127.0.0.1:$PORT_NGINX"
+  measure nginx "http://127.0.0.1:$PORT_NGINX/"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
 
-# HAProxy.
 cat >"$tmp/haproxy.cfg" <<CONF
 global
   nbthread 2
@@ -138,20 +141,37 @@ backend be
   http-reuse always
   server s1 $BACKEND
 CONF
-"$HAPROXY" -db -f "$tmp/haproxy.cfg" 2>>"$tmp/haproxy.log" & hpid=$!
-pids+=($hpid)
-wait_port "127.0.0.1:$PORT_HAPROXY"
-measure haproxy "http://127.0.0.1:$PORT_HAPROXY/"
-kill "$hpid"; wait "$hpid" 2>/dev/null || true
+run_haproxy() {
+  "$HAPROXY" -db -f "$tmp/haproxy.cfg" 2>>"$tmp/haproxy.log" & local pid=$!
+  pids+=($pid)
+  wait_port "127.0.0.1:$PORT_HAPROXY"
+  measure haproxy "http://127.0.0.1:$PORT_HAPROXY/"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+}
 
-cond="wrk $WRK_ARGS after ${WARMUP} warm-up, same Go backend, loopback, 2 shared cores, one proxy at a time"
-echo "req/s: direct $RPS_direct paaskit $RPS_paaskit nginx $RPS_nginx haproxy $RPS_haproxy" >&2
-echo "p99 us: direct $P99_direct paaskit $P99_paaskit nginx $P99_nginx haproxy $P99_haproxy" >&2
+# The backend alone, for context (log only).
+measure direct "http://$BACKEND/"
+# ROUNDS rounds, the order rotated each round so no proxy always runs
+# first or last; the median of the rounds is compared.
+order=(paaskit nginx haproxy)
+for ((r = 0; r < ROUNDS; r++)); do
+  for ((k = 0; k < 3; k++)); do
+    "run_${order[(r + k) % 3]}"
+  done
+done
+
+cond="median of $ROUNDS rounds of wrk $WRK_ARGS after ${WARMUP} warm-up each, same Go backend, loopback, 2 shared cores, one proxy at a time"
+for n in direct paaskit nginx haproxy; do
+  v="RPS_$n"; w="P99_$n"
+  echo "$n: req/s${!v} p99 us${!w}" >&2
+done
+rp=$(median $RPS_paaskit); rn=$(median $RPS_nginx); rh=$(median $RPS_haproxy)
+pp=$(median $P99_paaskit); pn=$(median $P99_nginx); ph=$(median $P99_haproxy)
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
-printf 'row\t%s\t%s\t%s\t%s\n' "balancer throughput (req/s $RPS_paaskit vs $RPS_nginx)" "nginx" "$(ratio "$RPS_paaskit" "$RPS_nginx")" "$cond; nginx worker_processes 2, keepalive 256"
-printf 'row\t%s\t%s\t%s\t%s\n' "balancer throughput (req/s $RPS_paaskit vs $RPS_haproxy)" "haproxy" "$(ratio "$RPS_paaskit" "$RPS_haproxy")" "$cond; haproxy nbthread 2, http-reuse always"
-printf 'row\t%s\t%s\t%s\t%s\n' "balancer p99 latency (us $P99_paaskit vs $P99_nginx)" "nginx" "$(ratio "$P99_nginx" "$P99_paaskit")" "$cond; ratio = nginx p99 / balancer p99"
-printf 'row\t%s\t%s\t%s\t%s\n' "balancer p99 latency (us $P99_paaskit vs $P99_haproxy)" "haproxy" "$(ratio "$P99_haproxy" "$P99_paaskit")" "$cond; ratio = haproxy p99 / balancer p99"
+printf 'row\t%s\t%s\t%s\t%s\n' "balancer throughput (req/s $rp vs $rn)" "nginx" "$(ratio "$rp" "$rn")" "$cond; nginx worker_processes 2, keepalive 256"
+printf 'row\t%s\t%s\t%s\t%s\n' "balancer throughput (req/s $rp vs $rh)" "haproxy" "$(ratio "$rp" "$rh")" "$cond; haproxy nbthread 2, http-reuse always"
+printf 'row\t%s\t%s\t%s\t%s\n' "balancer p99 latency (us $pp vs $pn)" "nginx" "$(ratio "$pn" "$pp")" "$cond; ratio = nginx p99 / balancer p99"
+printf 'row\t%s\t%s\t%s\t%s\n' "balancer p99 latency (us $pp vs $ph)" "haproxy" "$(ratio "$ph" "$pp")" "$cond; ratio = haproxy p99 / balancer p99"
 
 # Reload run: 3,000 nodes (all at the backend's address, distinct ids) and
 # 10,000 hosts, the file rewritten every second with a different node set.

@@ -81,6 +81,9 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	o.log.Name = "balancerd"
+	if o.log.Stderr == nil {
+		o.log.Stderr = stderr
+	}
 	log, closeLog, err := daemon.NewLogger(*o.log)
 	if err != nil {
 		fmt.Fprintln(stderr, "balancerd:", err)
