@@ -362,5 +362,6 @@ func TestRunDrainsAndLeaksNothing(t *testing.T) {
 	}
 	_, err = net.Dial("tcp", ln.Addr().String())
 	require.Error(t, err, "the listener is closed")
+	require.ErrorIs(t, p.Run(context.Background()), ErrRunTwice)
 	c.CloseIdleConnections()
 }

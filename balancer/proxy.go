@@ -215,7 +215,11 @@ type Proxy struct {
 	ready  chan struct{}
 
 	handler handlerState
+	started atomic.Bool
 }
+
+// ErrRunTwice is returned by a second call of Proxy.Run.
+var ErrRunTwice = errors.New("balancer: Proxy.Run called twice")
 
 // New validates cfg and returns a proxy; Run starts serving.
 func New(cfg Config) (*Proxy, error) {
@@ -333,6 +337,9 @@ func (p *Proxy) Nodes() []NodeStatus {
 // ShutdownTimeout, closes every connection, and returns once all the
 // goroutines it started have ended. A Proxy runs once.
 func (p *Proxy) Run(ctx context.Context) error {
+	if !p.started.CompareAndSwap(false, true) {
+		return ErrRunTwice
+	}
 	ln := p.cfg.Listener
 	if ln == nil {
 		var err error

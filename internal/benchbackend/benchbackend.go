@@ -23,8 +23,8 @@ var response = []byte("HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Le
 	strconv.Itoa(len(Body)) + "\r\n\r\n" + Body)
 
 // Serve accepts connections on ln until it is closed, answering each
-// request. It returns nil once ln is closed and every connection it
-// started has ended... connections are closed by their clients.
+// request. Once ln is closed it waits for the open connections to be
+// closed by their clients, then returns nil.
 func Serve(ln net.Listener) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
