@@ -1,6 +1,133 @@
-// Package zmqloop is the platform's internal messaging over ZeroMQ: a signed,
-// replay-proof JSON envelope, serve loops per socket kind, and clients that
-// fail over between endpoints.
+// Package zmqloop is the platform's internal messaging: every message
+// between paaskit daemons (control requests, stats and log lines,
+// heartbeats, lock traffic, remote ptys) rides on it. Following ep.io, the
+// internal network is treated as public: every message is signed with a
+// shared HMAC key and carries a timestamp and an id, so a receiver rejects
+// forged, altered, replayed and stale messages; CURVE can encrypt the
+// transport too.
 //
-// Status: in progress.
+// The package is in layers that stand alone:
+//
+//   - The envelope codec (Codec, KeyRing, ReplayWindow) seals and opens
+//     messages and has no sockets. Several keys can be live at once, so keys
+//     rotate without downtime: add the new key to every node's ring, then
+//     make it the signing key everywhere (KeyRing.SetSigning), then remove
+//     the old one.
+//   - Serve loops, one per socket kind, each with Run(ctx) error so they
+//     plug into the daemon package as main loops: ReplyLoop (ROUTER: runs
+//     handlers concurrently, at most MaxInFlight at once, and routes each
+//     reply to its caller; a handler's error reaches the caller as a
+//     *RemoteError with a code and a message), PullLoop (one-way messages
+//     such as stats and log lines) and SubLoop (published messages such as
+//     heartbeats, filtered by topic).
+//   - Senders: Client calls a service that runs on several endpoints (a
+//     redundant pair, say), is safe for concurrent use, applies a per-call
+//     timeout from ctx (30s if ctx has none, as ep.io did) and fails over:
+//     an endpoint without a live connection is skipped at once, and one that
+//     has not answered within TryTimeout gets company (the request goes to
+//     the next endpoint too, under a new id; the first reply wins), so the
+//     caller sees no error while any endpoint lives. It multiplexes all
+//     calls over one DEALER socket per endpoint, matching replies by message
+//     id (zguide's Freelance pattern), so a lost reply never wedges it the
+//     way a REQ socket's lockstep does. Pusher and Publisher seal and send
+//     one-way messages.
+//
+// # Wire format
+//
+// This section is enough to write a compatible peer in another language
+// with a ZeroMQ binding, an HMAC-SHA256 and a JSON library.
+//
+// A message is a ZeroMQ multipart message. After the routing frames of the
+// socket kind come exactly three envelope frames:
+//
+//	frame  key id    the id of the key that signed, 1-64 bytes of [A-Za-z0-9._-]
+//	frame  payload   a JSON object (UTF-8), described below
+//	frame  MAC       HMAC-SHA256(secret, key id || 0x00 || payload): 32 raw bytes
+//
+// The routing frames are, per socket kind:
+//
+//	request/reply  [empty delimiter] key id, payload, MAC
+//	               A client (DEALER) sends an empty frame first, exactly as a
+//	               REQ socket does, so REQ clients work unchanged. The ROUTER
+//	               side sees its peer's identity frame(s) before that; it
+//	               treats every frame up to and including the first empty
+//	               one (or, if there is none, the first frame) as routing and
+//	               echoes them unchanged in front of the reply's envelope.
+//	PUSH/PULL      key id, payload, MAC (no routing frames)
+//	PUB/SUB        topic, key id, payload, MAC; the topic frame must equal
+//	               the payload's "type" (subscriptions filter on it, the MAC
+//	               covers the type, and a mismatch is refused)
+//
+// The payload is one JSON object with these members, in any order, with
+// optional whitespace; members with other names are ignored (room for later
+// versions); a known member given twice is an error:
+//
+//	"type"   string, required: what the message is; receivers route on it
+//	"id"     string, required: unique per signing key within the window
+//	"ts"     integer, required: the sender's clock in Unix milliseconds
+//	         (no fraction, no exponent, not negative)
+//	"re"     string: on a reply, the "id" of the request it answers
+//	"body"   any JSON value: the content; absent means none
+//	"error"  object: on an error reply, {"code": string, "message": string};
+//	         "code" is required, "message" may be any JSON string
+//
+// "type", "id", "re" and "error.code" are tokens: 1 to 128 bytes of
+// [A-Za-z0-9._:/-], written without escapes. Example, with key id "k1" and
+// the secret "0123456789abcdef0123456789abcdef" (ASCII):
+//
+//	key id   k1
+//	payload  {"type":"echo","id":"a1","ts":1800000000000,"body":{"x":1}}
+//	MAC      23e2b0d3dc5a6064999e4b854a0a86d7223f7d8b72338789cf473be0f3c80a7e (hex)
+//
+// A receiver refuses, in this order, without crashing or stalling its loop:
+// a message with the wrong number of frames (ErrFrames); one whose envelope
+// frames sum to more than MaxSize bytes, 1 MiB by default (ErrTooLarge;
+// libzmq's ZMQ_MAXMSGSIZE also drops the connection of a peer that sends a
+// larger single frame); an unknown key id (ErrUnknownKey); a MAC that does
+// not match, compared in constant time (ErrBadMAC); a payload that is not
+// the object above (ErrMalformed); a "ts" more than the window (30 s by
+// default) away from its own clock, either way (ErrStale); an id it has
+// already accepted from that key (ErrReplay). Only then does the message
+// reach a handler. A reply loop answers an authentic request it refuses
+// with an error reply when it can address it: code "unknown_type" for a
+// type without a handler, "rejected" for a stale timestamp. It answers
+// nothing that fails the MAC.
+//
+// A reply has the request's "type", its own fresh "id" and "ts", and "re"
+// set to the request's "id"; it carries either "body" or "error". Error
+// codes from the loop itself are "unknown_type", "panic" (the handler
+// panicked), "internal" (the handler returned a plain error; the message is
+// its text), "rejected" and "bad_request" (HandleJSON could not decode the
+// body); handlers choose their own codes with Errorf.
+//
+// Message ids: any token unique per key within the window will do (32
+// random hex digits, say). Ids of the form Codec.NewID makes, 16 lowercase
+// hex digits (random per sender), "-", and a base-36 counter (digits and
+// lowercase letters) that starts at 1 and only grows, are remembered per
+// sender as a counter and a 4096-message bitmap, which is cheaper; such a
+// message more than 4096 counts behind the newest one from its sender is
+// refused as a replay.
+//
+// # Sockets and goroutines
+//
+// ZeroMQ sockets are not safe across goroutines, and a goroutine blocked in
+// a cgo call (zmq_poll, a blocking recv) keeps its P from the Go scheduler
+// until sysmon notices. So each socket here belongs to one goroutine that
+// never blocks in libzmq: it does non-blocking reads and writes (one cgo
+// call per batch of messages) and waits for the socket's ZMQ_FD in Go's
+// netpoller, next to its channels and ctx. Handlers run on their own
+// goroutines and hand sealed replies back on a channel. Close and ctx
+// cancellation release every socket (linger 0; senders linger up to their
+// FlushTimeout to deliver what was queued) and goroutine; the tests check
+// that 10,000 clients created and closed leave no goroutine or file
+// descriptor behind. The package uses the default ZeroMQ context (one per
+// process) and never terminates it. It runs on unix systems.
+//
+// # Encryption
+//
+// Set Curve on both sides to encrypt with CurveZMQ. The side holding the
+// service's long-term key pair (NewCurveKeyPair) is the CURVE server; the
+// other side must know its public key, and with the wrong one the handshake
+// fails and nothing is delivered. There is no ZAP handler, so a CURVE
+// server accepts any client key; who may send is decided by the HMAC keys.
 package zmqloop
