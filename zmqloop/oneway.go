@@ -164,20 +164,23 @@ func (l *oneway) Run(ctx context.Context) error {
 			return fmt.Errorf("zmqloop: %s: subscribe to %q: %w", l.kind, t, err)
 		}
 	}
-	sig := make(chan struct{}, 1)
-	w, err := newFDWatch(s, sig)
+	fw, err := newFDWaiter(s)
 	if err != nil {
 		return fmt.Errorf("zmqloop: %s: %w", l.kind, err)
 	}
-	defer w.stop()
+	defer fw.close()
 	l.mu.Lock()
 	l.bound = bound
 	l.mu.Unlock()
 	close(l.ready)
-	return l.serve(ctx, s, w, sig, window)
+	return l.serve(ctx, s, fw, window)
 }
 
-func (l *oneway) serve(ctx context.Context, s *zmq.Socket, w *fdWatch, sig <-chan struct{}, window *ReplayWindow) error {
+// serve is the socket goroutine's loop: drain, then wait for the socket's
+// ZMQ_FD in Go's netpoller (ctx cancellation interrupts the wait).
+func (l *oneway) serve(ctx context.Context, s *zmq.Socket, fw *fdWaiter, window *ReplayWindow) error {
+	stop := context.AfterFunc(ctx, fw.interrupt)
+	defer stop()
 	rd := newBatchReader(l.cfg.Codec.maxSize)
 	var m Message
 	req := &Request{}
@@ -185,7 +188,6 @@ func (l *oneway) serve(ctx context.Context, s *zmq.Socket, w *fdWatch, sig <-cha
 		for ctx.Err() == nil {
 			msgs, err := rd.read(s, batchMsgs, l.envStart+3)
 			if isAgain(err) {
-				w.drained()
 				break
 			}
 			if err != nil {
@@ -225,10 +227,11 @@ func (l *oneway) serve(ctx context.Context, s *zmq.Socket, w *fdWatch, sig <-cha
 				l.handle(ctx, h, req)
 			}
 		}
-		select {
-		case <-sig:
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return nil
+		}
+		if err := fw.wait(); err != nil {
+			return fmt.Errorf("zmqloop: %s: wait for socket: %w", l.kind, err)
 		}
 	}
 }
