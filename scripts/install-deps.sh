@@ -15,7 +15,7 @@ pkgs=(
   mercurial iproute2 procps util-linux
 )
 if [[ "${1:-}" == "--bench" ]]; then
-  pkgs+=(nginx haproxy wrk)
+  pkgs+=(nginx haproxy wrk curl)
 fi
 
 missing=()
