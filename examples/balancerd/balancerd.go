@@ -101,6 +101,9 @@ func run(args []string, stderr io.Writer) int {
 // ctx ends or a signal stops it. started, if non-nil, gets the proxy once
 // it listens (for tests).
 func serve(ctx context.Context, o *options, log *slog.Logger, started func(*balancer.Proxy)) error {
+	// The stamp is taken before the load, so a change made while the
+	// daemon starts is seen by the reloader, never lost between the two.
+	loaded := stamp(o.table)
 	t, err := balancer.LoadTableFile(o.table, nil)
 	if err != nil {
 		return fmt.Errorf("initial table: %w", err)
@@ -119,7 +122,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, started func(*bala
 	if err != nil {
 		return err
 	}
-	rl := &reloader{path: o.table, poll: o.poll, proxy: p, log: log}
+	rl := &reloader{path: o.table, poll: o.poll, proxy: p, log: log, loaded: loaded}
 	if err := d.Add("reload", rl.Run, daemon.Restart(daemon.Policy{})); err != nil {
 		return err
 	}
@@ -150,6 +153,8 @@ type reloader struct {
 	poll  time.Duration
 	proxy *balancer.Proxy
 	log   *slog.Logger
+	// loaded is the file's stamp when the table in force was read.
+	loaded fileStamp
 
 	mu      sync.Mutex
 	lastErr error
@@ -190,7 +195,12 @@ func (r *reloader) Run(ctx context.Context) error {
 	if err := w.Add(filepath.Dir(r.path)); err != nil {
 		return fmt.Errorf("watching %s: %w", filepath.Dir(r.path), err)
 	}
-	last := stamp(r.path)
+	last := r.loaded
+	if s := stamp(r.path); s != last {
+		// Changed after the initial load, before the watch began.
+		last = s
+		r.reload()
+	}
 	tick := time.NewTicker(r.poll)
 	defer tick.Stop()
 	base := filepath.Base(r.path)
