@@ -2,9 +2,13 @@ package balancer
 
 import (
 	"bufio"
+	"errors"
+	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -32,9 +36,90 @@ type bconn struct {
 	be     *backend
 	reused bool
 	resp   head
+
+	// raw and step implement sendThenRead (nil raw: not a plain socket).
+	raw     syscall.RawConn
+	step    func(fd uintptr) bool
+	send    *clientConn // the request to send in the first step
+	sendRes bodyResult
 }
 
 func (bc *bconn) close() { _ = bc.c.Close() }
+
+func newBconn(c net.Conn, b *backend, maxHead int) *bconn {
+	bc := &bconn{
+		c:  c,
+		r:  newConnReader(c, maxHead),
+		w:  bufio.NewWriterSize(c, 4096),
+		be: b,
+	}
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			bc.raw = raw
+			bc.step = bc.rawStep
+		}
+	}
+	return bc
+}
+
+// sendThenRead sends cc's request (head and buffered body) and reads the
+// first bytes of the answer, inside one wait on the connection's poller:
+// the request is written after the poller's readiness was reset, so the
+// answer cannot arrive unseen, and the read is tried only once the socket
+// is readable (a plain read right after the write almost always fails
+// with EAGAIN first: one wasted system call per request). The send's
+// result is returned; a read failure is kept in bc.r for readHead. It
+// reports false when the connection cannot take this path (not a plain
+// socket, or bytes already buffered), having done nothing.
+func (bc *bconn) sendThenRead(cc *clientConn) (bodyResult, bool) {
+	if bc.raw == nil || bc.r.buffered() != 0 {
+		return bodyResult{}, false
+	}
+	bc.r.r, bc.r.w = 0, 0
+	bc.send = cc
+	bc.sendRes = bodyResult{}
+	err := bc.raw.Read(bc.step)
+	if bc.send != nil {
+		// The poller refused before the first step (closed, or the
+		// deadline passed): nothing was sent.
+		bc.send = nil
+		if err == nil {
+			err = errors.New("connection not readable")
+		}
+		return bodyResult{err: err}, true
+	}
+	if err != nil && bc.sendRes.err == nil && bc.r.err == nil && bc.r.w == 0 {
+		bc.r.err = err
+	}
+	return bc.sendRes, true
+}
+
+// rawStep is the RawConn callback of sendThenRead: the first call sends,
+// later ones (after the poller reported the socket readable) read.
+func (bc *bconn) rawStep(fd uintptr) bool {
+	if cc := bc.send; cc != nil {
+		bc.send = nil
+		bc.sendRes = cc.sendBody(bc)
+		return bc.sendRes.err != nil
+	}
+	cr := bc.r
+	for {
+		n, err := syscall.Read(int(fd), cr.buf[cr.w:])
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false
+		case err != nil:
+			cr.err = os.NewSyscallError("read", err)
+		case n == 0:
+			cr.err = io.EOF
+		default:
+			cr.w += n
+		}
+		return true
+	}
+}
 
 // get returns an idle connection or dials a new one.
 func (b *backend) get(dialTimeout time.Duration, maxHead int, fresh bool) (*bconn, error) {
@@ -54,12 +139,7 @@ func (b *backend) get(dialTimeout time.Duration, maxHead int, fresh bool) (*bcon
 	if err != nil {
 		return nil, err
 	}
-	return &bconn{
-		c:  c,
-		r:  newConnReader(c, maxHead),
-		w:  bufio.NewWriterSize(c, 4096),
-		be: b,
-	}, nil
+	return newBconn(c, b, maxHead), nil
 }
 
 // put returns a connection for reuse, or closes it when the pool is full

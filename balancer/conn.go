@@ -499,8 +499,14 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 	// the head; otherwise it streams on its own goroutine while the
 	// response is read, so that both directions flow at once.
 	var bs *bodyStream
+	// The response head deadline runs from before the request is sent.
+	bc.r.lazyDeadline(time.Now(), p.cfg.ResponseHeaderTimeout)
 	if !hasBody || !req.chunked && int64(cc.r.buffered()) >= req.contentLength {
-		if res := cc.sendBody(bc); res.err != nil {
+		res, ok := bc.sendThenRead(cc)
+		if !ok {
+			res = cc.sendBody(bc)
+		}
+		if res.err != nil {
 			bc.close()
 			if !hasBody {
 				if bc.reused {
@@ -527,8 +533,10 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 
 	upgrade := req.connUpgrade
 	resp := &bc.resp
-	for {
-		bc.r.lazyDeadline(time.Now(), p.cfg.ResponseHeaderTimeout)
+	for first := true; ; first = false {
+		if !first {
+			bc.r.lazyDeadline(time.Now(), p.cfg.ResponseHeaderTimeout)
+		}
 		raw, err := bc.r.readHead(nil)
 		if err != nil {
 			bc.close()

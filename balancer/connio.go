@@ -24,6 +24,7 @@ type connReader struct {
 	max      int           // head size limit
 	deadline time.Duration // per-read deadline for body reads; 0 = none
 	dl       time.Time     // the read deadline set on c; zero = none
+	err      error         // a read error met outside fill, returned by its next call
 }
 
 // setDeadline sets the connection's read deadline (zero = none).
@@ -53,6 +54,10 @@ func (cr *connReader) buffered() int { return cr.w - cr.r }
 // fill reads more bytes from the connection into the buffer, compacting or
 // growing it as needed. limit caps how large the buffer may grow.
 func (cr *connReader) fill(limit int) error {
+	if err := cr.err; err != nil {
+		cr.err = nil
+		return err
+	}
 	if cr.r > 0 && cr.w == len(cr.buf) || cr.r == cr.w {
 		n := copy(cr.buf, cr.buf[cr.r:cr.w])
 		cr.w = n
