@@ -84,19 +84,23 @@ type sender struct {
 	kind   string
 	cfg    SenderConfig
 	log    *slog.Logger
-	queue  chan *outMsg
+	work   chan struct{} // capacity 1: senders queued messages while the owner was idle
 	closed chan struct{}
 	done   chan struct{}
 	bound  []string
 	once   sync.Once
-	mu     sync.RWMutex // held shared by senders, exclusively by Close
-	shut   bool
-}
 
-type outMsg struct {
-	topic             []byte
-	key, payload, mac []byte
-	bufp              *[]byte
+	// Senders seal in their own goroutine and append the frames to pending
+	// under mu; the socket goroutine takes the whole batch at once and hands
+	// it to libzmq in one cgo call. No channel operation or goroutine
+	// wake-up per message: a sender signals work only when the owner went
+	// idle (notified false).
+	mu       sync.Mutex
+	pending  *batchWriter
+	count    int           // messages queued here or held by the owner, not yet sent
+	notified bool          // the owner will look at pending without a signal
+	space    chan struct{} // closed when count drops; made by a sender waiting on a full queue
+	shut     bool
 }
 
 func (s *sender) start(kind string, typ zmq.Type, cfg SenderConfig) error {
@@ -123,8 +127,8 @@ func (s *sender) start(kind string, typ zmq.Type, cfg SenderConfig) error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	*s = sender{kind: kind, cfg: cfg, log: cfg.Logger, queue: make(chan *outMsg, cfg.Queue),
-		closed: make(chan struct{}), done: make(chan struct{})}
+	*s = sender{kind: kind, cfg: cfg, log: cfg.Logger, work: make(chan struct{}, 1),
+		closed: make(chan struct{}), done: make(chan struct{}), pending: newBatchWriter()}
 	ready := make(chan error, 1)
 	go s.own(typ, ready)
 	return <-ready
@@ -139,25 +143,43 @@ func (s *sender) send(ctx context.Context, topic bool, typ string, body json.Raw
 	if err != nil {
 		return fmt.Errorf("zmqloop: %s: %w", s.kind, err)
 	}
-	o := &outMsg{key: key, payload: payload, mac: mac, bufp: bufp}
-	if topic {
-		o.topic = []byte(typ)
-	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.shut {
-		s.cfg.Codec.release(bufp)
-		return fmt.Errorf("zmqloop: %s: send %q: %w", s.kind, typ, ErrClosed)
-	}
-	select {
-	case s.queue <- o:
-		return nil
-	case <-ctx.Done():
-		s.cfg.Codec.release(bufp)
-		return fmt.Errorf("zmqloop: %s: send %q: %w", s.kind, typ, ctx.Err())
-	case <-s.closed:
-		s.cfg.Codec.release(bufp)
-		return fmt.Errorf("zmqloop: %s: send %q: %w", s.kind, typ, ErrClosed)
+	defer s.cfg.Codec.release(bufp)
+	for {
+		s.mu.Lock()
+		if s.shut {
+			s.mu.Unlock()
+			return fmt.Errorf("zmqloop: %s: send %q: %w", s.kind, typ, ErrClosed)
+		}
+		if s.count < s.cfg.Queue {
+			if topic {
+				s.pending.addTopic(typ, key, payload, mac)
+			} else {
+				s.pending.add(key, payload, mac)
+			}
+			s.count++
+			wake := !s.notified
+			s.notified = true
+			s.mu.Unlock()
+			if wake {
+				select {
+				case s.work <- struct{}{}:
+				default:
+				}
+			}
+			return nil
+		}
+		if s.space == nil {
+			s.space = make(chan struct{})
+		}
+		space := s.space
+		s.mu.Unlock()
+		select {
+		case <-space:
+		case <-ctx.Done():
+			return fmt.Errorf("zmqloop: %s: send %q: %w", s.kind, typ, ctx.Err())
+		case <-s.closed:
+			return fmt.Errorf("zmqloop: %s: send %q: %w", s.kind, typ, ErrClosed)
+		}
 	}
 }
 
@@ -165,14 +187,44 @@ func (s *sender) send(ctx context.Context, topic bool, typ string, body json.Raw
 // socket and returns once its goroutine has stopped.
 func (s *sender) Close() error {
 	s.once.Do(func() {
-		close(s.closed)
-		s.mu.Lock() // waits for senders blocked on a full queue to give up
+		s.mu.Lock()
 		s.shut = true
-		close(s.queue)
 		s.mu.Unlock()
+		close(s.closed)
 	})
 	<-s.done
 	return nil
+}
+
+// take moves what senders queued into wr (owner only). It reports whether
+// Close was called; when there is nothing to send it clears notified, so
+// the next sender signals work.
+func (s *sender) take(wr *batchWriter) (*batchWriter, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pending.pending() > 0 {
+		if wr.pending() == 0 {
+			wr, s.pending = s.pending, wr
+		} else {
+			wr.appendFrom(s.pending)
+			s.pending.drop(s.pending.pending())
+		}
+	}
+	if wr.pending() == 0 {
+		s.notified = false
+	}
+	return wr, s.shut
+}
+
+// sent frees n queue places (owner only).
+func (s *sender) sent(n int) {
+	s.mu.Lock()
+	s.count -= n
+	if s.space != nil {
+		close(s.space)
+		s.space = nil
+	}
+	s.mu.Unlock()
 }
 
 // closedIfNil returns the closed channel until the flush deadline is set.
@@ -199,80 +251,54 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 	w, err := newFDWatch(sock, sig)
 	if err != nil {
 		s.log.Error("zmqloop: cannot watch socket; messages dropped", "sender", s.kind, "err", err)
-		for o := range s.queue {
-			s.cfg.Codec.release(o.bufp)
-		}
+		s.mu.Lock()
+		s.shut = true
+		s.mu.Unlock()
 		return
 	}
 	defer w.stop()
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
 	wr := newBatchWriter()
-	add := func(o *outMsg) {
-		if o.topic != nil {
-			wr.add(o.topic, o.key, o.payload, o.mac)
-		} else {
-			wr.add(o.key, o.payload, o.mac)
-		}
-		s.cfg.Codec.release(o.bufp)
-	}
 	var flushBy time.Time // set once Close was called
-	queue := s.queue
 	for {
+		var shut bool
+		wr, shut = s.take(wr)
 		if wr.pending() == 0 {
-			if queue == nil {
+			if shut {
 				return
 			}
-			o, ok := <-queue
-			if !ok {
-				return
-			}
-			add(o)
-		}
-	fill:
-		for queue != nil && wr.pending() < batchMsgs {
 			select {
-			case o, ok := <-queue:
-				if !ok {
-					queue = nil
-					break fill
-				}
-				add(o)
-			default:
-				break fill
+			case <-s.work:
+			case <-s.closed:
 			}
+			continue
 		}
-		_, err := wr.flush(sock)
+		n, err := wr.flush(sock)
+		if n > 0 {
+			s.sent(n)
+		}
 		if err == nil {
 			continue
 		}
 		if !isAgain(err) {
 			s.log.Warn("zmqloop: send failed; message dropped", "sender", s.kind, "err", err)
 			wr.drop(1)
+			s.sent(1)
 			continue
 		}
 		// No peer ready (PUSH with no connection, or at its HWM): wait for
 		// the socket to change, or retry soon.
 		w.drained()
-		select {
-		case <-s.closed:
-			if flushBy.IsZero() {
-				flushBy = time.Now().Add(s.cfg.FlushTimeout)
-			}
-		default:
+		if shut && flushBy.IsZero() {
+			flushBy = time.Now().Add(s.cfg.FlushTimeout)
 		}
 		wait := reconnectRetry
 		if !flushBy.IsZero() {
 			if !time.Now().Before(flushBy) {
-				dropped := wr.pending()
-				for queue != nil {
-					if o, ok := <-queue; !ok {
-						queue = nil
-					} else {
-						s.cfg.Codec.release(o.bufp)
-						dropped++
-					}
-				}
+				s.mu.Lock()
+				dropped := wr.pending() + s.pending.pending()
+				s.mu.Unlock()
 				s.log.Warn("zmqloop: closed with unsent messages", "sender", s.kind, "dropped", dropped)
 				return
 			}

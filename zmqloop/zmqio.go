@@ -326,6 +326,24 @@ func (w *batchWriter) add(frames ...[]byte) {
 	w.counts = append(w.counts, C.int(len(frames)))
 }
 
+// addTopic queues one message whose first frame is topic.
+func (w *batchWriter) addTopic(topic string, frames ...[]byte) {
+	w.buf = append(w.buf, topic...)
+	w.lens = append(w.lens, C.int(len(topic)))
+	for _, f := range frames {
+		w.buf = append(w.buf, f...)
+		w.lens = append(w.lens, C.int(len(f)))
+	}
+	w.counts = append(w.counts, C.int(len(frames)+1))
+}
+
+// appendFrom queues every message queued in o (o is left as it was).
+func (w *batchWriter) appendFrom(o *batchWriter) {
+	w.buf = append(w.buf, o.buf...)
+	w.lens = append(w.lens, o.lens...)
+	w.counts = append(w.counts, o.counts...)
+}
+
 // flush sends the queued messages, each with DONTWAIT on its first frame.
 // It returns how many were sent; the rest stay queued, and err says why
 // (EAGAIN: no peer ready).
