@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -26,6 +27,11 @@ type clientConn struct {
 	idle   atomic.Bool
 	closed atomic.Bool
 	tun    atomic.Pointer[net.Conn] // the node side of an open tunnel
+	// raw and step implement the common path (rawStep); nil raw: not a
+	// plain socket (TLS). rawNext is what serve does after it.
+	raw     syscall.RawConn
+	step    func(fd uintptr) bool
+	rawNext int
 	// isHead is set before the request body is read: reading the body may
 	// reuse the buffer the head's slices point into, so nothing in req
 	// but its plain values is used after that.
@@ -39,6 +45,12 @@ func (p *Proxy) newClientConn(c net.Conn, tlsOn bool) *clientConn {
 	if tlsOn {
 		cc.proto = "https"
 	}
+	if sc, ok := c.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			cc.raw = raw
+			cc.step = cc.rawStep
+		}
+	}
 	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 		cc.ip = ta.IP.String()
 	} else if h, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
@@ -49,7 +61,19 @@ func (p *Proxy) newClientConn(c net.Conn, tlsOn bool) *clientConn {
 
 func (cc *clientConn) forceClose() {
 	if cc.closed.CompareAndSwap(false, true) {
-		_ = cc.c.Close()
+		if cc.raw != nil {
+			// Close would wait for a request being served inside
+			// rawStep (it holds the socket's read lock); cut the
+			// socket instead, which ends that request's writes and
+			// its wait. serve closes the socket when it returns.
+			_ = cc.c.SetDeadline(time.Unix(1, 0))
+			if tc, ok := cc.c.(*net.TCPConn); ok {
+				_ = tc.CloseRead()
+				_ = tc.CloseWrite()
+			}
+		} else {
+			_ = cc.c.Close()
+		}
 		if t := cc.tun.Load(); t != nil {
 			_ = (*t).Close()
 		}
@@ -61,7 +85,10 @@ func (cc *clientConn) forceClose() {
 func (cc *clientConn) serve() {
 	p := cc.p
 	defer p.forget(cc)
-	defer cc.forceClose()
+	defer func() {
+		cc.forceClose()
+		_ = cc.c.Close()
+	}()
 	cc.r = newConnReader(cc.c, p.cfg.MaxHeaderBytes)
 	cc.r.deadline = p.cfg.IdleTimeout
 	cc.w = clientWriterPool.Get().(*bufio.Writer)
@@ -71,9 +98,6 @@ func (cc *clientConn) serve() {
 		clientWriterPool.Put(cc.w)
 	}()
 	cc.host = make([]byte, 0, 64)
-	headerStart := func() {
-		cc.r.setDeadline(time.Now().Add(p.cfg.ReadHeaderTimeout))
-	}
 	for {
 		cc.idle.Store(true)
 		if p.draining.Load() {
@@ -82,33 +106,128 @@ func (cc *clientConn) serve() {
 		if cc.r.buffered() == 0 {
 			cc.r.lazyDeadline(time.Now(), p.cfg.IdleTimeout)
 		} else {
-			headerStart()
+			cc.headerStart()
 		}
-		raw, err := cc.r.readHead(headerStart)
+		if cc.raw != nil && cc.r.buffered() == 0 {
+			cc.rawNext = rawClose
+			err := cc.raw.Read(cc.step)
+			switch cc.rawNext {
+			case rawHandle:
+				if !cc.handle() {
+					return
+				}
+				continue
+			case rawSlow:
+				cc.headerStart()
+			default:
+				_ = err // idle deadline, closed or read error: nothing to answer
+				return
+			}
+		}
+		raw, err := cc.r.readHead(cc.headerStart)
 		cc.idle.Store(false)
-		if err != nil {
-			cc.isHead = false
-			switch {
-			case errors.Is(err, errHeadTooLarge):
-				cc.simple(431, "Request Header Fields Too Large", "request head larger than the limit\n", nil)
-			case cc.r.buffered() > 0 && errors.Is(err, os.ErrDeadlineExceeded):
-				cc.simple(408, "Request Timeout", "request head not received in time\n", nil)
-			}
-			return
-		}
-		if err := parseRequestHead(raw, &cc.req, p.cfg.MaxHeaderFields, ""); err != nil {
-			cc.isHead = false
-			if errors.Is(err, errTooManyFields) {
-				cc.simple(431, "Request Header Fields Too Large", "too many header fields\n", nil)
-			} else {
-				cc.simple(400, "Bad Request", "malformed request: "+sanitize(err.Error())+"\n", nil)
-			}
-			return
-		}
-		if !cc.handle() {
+		if !cc.afterHead(raw, err) || !cc.handle() {
 			return
 		}
 	}
+}
+
+// headerStart switches the read deadline to the request head's.
+func (cc *clientConn) headerStart() {
+	cc.r.setDeadline(time.Now().Add(cc.p.cfg.ReadHeaderTimeout))
+}
+
+// afterHead answers a failed head read or a malformed head; it reports
+// whether cc.req holds a request to handle.
+func (cc *clientConn) afterHead(raw []byte, err error) bool {
+	p := cc.p
+	if err != nil {
+		cc.isHead = false
+		switch {
+		case errors.Is(err, errHeadTooLarge):
+			cc.simple(431, "Request Header Fields Too Large", "request head larger than the limit\n", nil)
+		case cc.r.buffered() > 0 && errors.Is(err, os.ErrDeadlineExceeded):
+			cc.simple(408, "Request Timeout", "request head not received in time\n", nil)
+		}
+		return false
+	}
+	if err := parseRequestHead(raw, &cc.req, p.cfg.MaxHeaderFields, ""); err != nil {
+		cc.isHead = false
+		if errors.Is(err, errTooManyFields) {
+			cc.simple(431, "Request Header Fields Too Large", "too many header fields\n", nil)
+		} else {
+			cc.simple(400, "Bad Request", "malformed request: "+sanitize(err.Error())+"\n", nil)
+		}
+		return false
+	}
+	return true
+}
+
+// What serve does after a raw read (rawStep) ends.
+const (
+	rawClose  = iota // close the connection
+	rawSlow          // bytes are buffered: go on with readHead
+	rawHandle        // cc.req holds a request that may read the client: handle it
+)
+
+// rawStep is the RawConn read callback of the common path. It reads the
+// client socket only when called after the poller found it readable (or
+// first in a fresh wait), and serves whole requests that need nothing
+// more from the client right here, so that after the answer is written
+// the goroutine waits for the next request without first trying a read
+// that would fail with EAGAIN. That is safe because the wait is never
+// left between the last read and the next one: a request arriving while
+// one is served leaves the poller readable.
+func (cc *clientConn) rawStep(fd uintptr) bool {
+	p := cc.p
+	cr := cc.r
+	cr.r, cr.w = 0, 0
+	for {
+		n, err := syscall.Read(int(fd), cr.buf)
+		switch {
+		case err == syscall.EINTR:
+			continue
+		case err == syscall.EAGAIN:
+			return false
+		case err != nil || n == 0:
+			cc.rawNext = rawClose
+			return true
+		}
+		cr.w = n
+		break
+	}
+	cc.idle.Store(false)
+	cr.noFill = true
+	raw, err := cr.readHead(nil)
+	cr.noFill = false
+	if err == errWouldBlock {
+		cc.rawNext = rawSlow
+		return true
+	}
+	if !cc.afterHead(raw, err) {
+		cc.rawNext = rawClose
+		return true
+	}
+	req := &cc.req
+	if req.connUpgrade || req.chunked || req.contentLength > int64(cr.buffered()) {
+		cc.rawNext = rawHandle
+		return true
+	}
+	if !cc.handle() {
+		cc.rawNext = rawClose
+		return true
+	}
+	cc.idle.Store(true)
+	if p.draining.Load() {
+		cc.rawNext = rawClose
+		return true
+	}
+	if cr.buffered() > 0 {
+		cc.rawNext = rawSlow
+		return true
+	}
+	cr.lazyDeadline(time.Now(), p.cfg.IdleTimeout)
+	return false
 }
 
 // sanitize keeps an error message printable for a plain-text answer.

@@ -25,7 +25,12 @@ type connReader struct {
 	deadline time.Duration // per-read deadline for body reads; 0 = none
 	dl       time.Time     // the read deadline set on c; zero = none
 	err      error         // a read error met outside fill, returned by its next call
+	noFill   bool          // readHead returns errWouldBlock instead of reading
 }
+
+// errWouldBlock is readHead's answer under noFill when the head is not
+// wholly buffered.
+var errWouldBlock = errors.New("head not wholly buffered")
 
 // setDeadline sets the connection's read deadline (zero = none).
 func (cr *connReader) setDeadline(t time.Time) {
@@ -128,6 +133,9 @@ func (cr *connReader) readHead(started func()) ([]byte, error) {
 		if cr.w > cr.r && first && started != nil {
 			first = false
 			started()
+		}
+		if cr.noFill {
+			return nil, errWouldBlock
 		}
 		off := scan - cr.r
 		err := cr.fill(cr.max)
