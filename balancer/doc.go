@@ -66,6 +66,16 @@
 // MaxBodyBytes 413. It is fuzzed and checked differentially against
 // net/http's request reader (FuzzParseRequest).
 //
+// On plain TCP sockets the forwarder waits in the runtime's poller
+// (syscall.RawConn) instead of trying a read first: the request is written
+// to the node inside the wait for its answer, and a request that needs
+// nothing more from its client is served inside the wait for the client's
+// next one, so no read fails with EAGAIN on the common path. Under wrk
+// -t2 -c64 this takes 4.2 system calls per request (nginx 5.0; before, 6.0)
+// and about 7% less CPU per request; throughput is still about 0.88x
+// nginx's on this 2-core machine, the rest being the Go scheduler (sysmon
+// and idle-thread wake-ups) that nginx's single-threaded workers do not pay.
+//
 // The proxy removes hop-by-hop fields, sets X-Forwarded-For/-Proto/-Host,
 // tunnels Upgrade (WebSocket) connections after a 101, times out slow
 // request heads (ReadHeaderTimeout), idle clients (IdleTimeout) and silent
