@@ -11,6 +11,7 @@
 # (default 3; the median per proxy is compared).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source bench/lib.sh
 WRK_ARGS=${WRK_ARGS:-"-t2 -c64 -d10s"}
 WARMUP=${WARMUP:-3s}
 ROUNDS=${ROUNDS:-3}
@@ -87,34 +88,7 @@ run_paaskit() {
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
-mkdir -p "$tmp/nginx"
-cat >"$tmp/nginx/nginx.conf" <<CONF
-user root;
-worker_processes 2;
-daemon off;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $tmp/nginx/body;
-  proxy_temp_path $tmp/nginx/proxy;
-  fastcgi_temp_path $tmp/nginx/fastcgi;
-  uwsgi_temp_path $tmp/nginx/uwsgi;
-  scgi_temp_path $tmp/nginx/scgi;
-  upstream backend { server $BACKEND; keepalive 256; }
-  server {
-    listen 127.0.0.1:$PORT_NGINX;
-    location / {
-      proxy_pass http://backend;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    }
-  }
-}
-CONF
+write_nginx_conf "$tmp/nginx" "$PORT_NGINX" "$BACKEND"
 run_nginx() {
   "$NGINX" -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" 2>>"$tmp/nginx/stderr" & local pid=$!
   pids+=($pid)

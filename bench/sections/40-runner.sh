@@ -19,6 +19,7 @@
 # Env: WRK_ARGS (default "-t2 -c64 -d3s"), ROUNDS (default 5).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source bench/lib.sh
 WRK_ARGS=${WRK_ARGS:-"-t2 -c64 -d3s"}
 ROUNDS=${ROUNDS:-5}
 [[ $(id -u) == 0 ]] || { echo "runner benchmarks need root (sandboxes and cgroups)" >&2; exit 1; }
@@ -111,34 +112,7 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 sock=$(ls "$tmp"/state/run/*/app.sock | head -1)
-mkdir -p "$tmp/nginx"
-cat >"$tmp/nginx/nginx.conf" <<CONF
-user root;
-worker_processes 2;
-daemon off;
-pid $tmp/nginx/nginx.pid;
-error_log $tmp/nginx/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path $tmp/nginx/body;
-  proxy_temp_path $tmp/nginx/proxy;
-  fastcgi_temp_path $tmp/nginx/fastcgi;
-  uwsgi_temp_path $tmp/nginx/uwsgi;
-  scgi_temp_path $tmp/nginx/scgi;
-  upstream app { server unix:$sock; keepalive 256; }
-  server {
-    listen 127.0.0.1:$PORT_NGINX;
-    location / {
-      proxy_pass http://app;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-    }
-  }
-}
-CONF
+write_nginx_conf "$tmp/nginx" "$PORT_NGINX" "unix:$sock"
 "$NGINX" -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" 2>>"$tmp/nginx/stderr" & npid=$!
 pids+=($npid)
 for _ in $(seq 1 100); do
