@@ -40,19 +40,9 @@ type fdWatch struct {
 // newFDWatch starts a watcher for s that signals c (capacity 1; signals
 // coalesce). Call from the goroutine that owns s.
 func newFDWatch(s *zmq.Socket, c chan<- struct{}) (*fdWatch, error) {
-	fd, err := s.GetFd()
+	f, rc, err := pollableFD(s)
 	if err != nil {
-		return nil, fmt.Errorf("zmqloop: get ZMQ_FD: %w", err)
-	}
-	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("zmqloop: dup ZMQ_FD %d: %w", fd, err)
-	}
-	f := os.NewFile(uintptr(dup), "zmq-fd")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("zmqloop: watch ZMQ_FD: %w", err)
+		return nil, err
 	}
 	w := &fdWatch{f: f, c: c, rearm: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{})}
 	go w.run(rc)
@@ -119,19 +109,9 @@ type fdWaiter struct {
 }
 
 func newFDWaiter(s *zmq.Socket) (*fdWaiter, error) {
-	fd, err := s.GetFd()
+	f, rc, err := pollableFD(s)
 	if err != nil {
-		return nil, fmt.Errorf("zmqloop: get ZMQ_FD: %w", err)
-	}
-	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("zmqloop: dup ZMQ_FD %d: %w", fd, err)
-	}
-	f := os.NewFile(uintptr(dup), "zmq-fd")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		_ = f.Close()
-		return nil, fmt.Errorf("zmqloop: watch ZMQ_FD: %w", err)
+		return nil, err
 	}
 	return &fdWaiter{f: f, rc: rc}, nil
 }
@@ -163,3 +143,23 @@ func (w *fdWaiter) interrupt() { _ = w.f.SetReadDeadline(time.Unix(1, 0)) }
 func (w *fdWaiter) rearm() { _ = w.f.SetReadDeadline(time.Time{}) }
 
 func (w *fdWaiter) close() { _ = w.f.Close() }
+
+// pollableFD duplicates s's ZMQ_FD into an *os.File whose RawConn waits in
+// Go's netpoller. The duplicate belongs to the caller, who closes it.
+func pollableFD(s *zmq.Socket) (*os.File, syscall.RawConn, error) {
+	fd, err := s.GetFd()
+	if err != nil {
+		return nil, nil, fmt.Errorf("zmqloop: get ZMQ_FD: %w", err)
+	}
+	dup, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, nil, fmt.Errorf("zmqloop: dup ZMQ_FD %d: %w", fd, err)
+	}
+	f := os.NewFile(uintptr(dup), "zmq-fd")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		_ = f.Close()
+		return nil, nil, fmt.Errorf("zmqloop: watch ZMQ_FD: %w", err)
+	}
+	return f, rc, nil
+}

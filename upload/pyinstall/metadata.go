@@ -86,53 +86,44 @@ func (md *coreMetadata) staticDeps() bool {
 
 // wheelMetadata reads METADATA from a wheel file.
 func wheelMetadata(path string) (*coreMetadata, error) {
+	return zipMetadata(path, func(parts []string) bool {
+		return len(parts) == 2 && strings.HasSuffix(parts[0], ".dist-info") && parts[1] == "METADATA"
+	}, "wheel has no .dist-info/METADATA")
+}
+
+// zipMetadata parses the first entry of the zip file at path whose
+// slash-separated name parts match, read up to 16 MiB.
+func zipMetadata(path string, match func(parts []string) bool, missing string) (*coreMetadata, error) {
 	zr, err := zip.OpenReader(path)
 	if err != nil {
 		return nil, err
 	}
 	defer zr.Close()
 	for _, f := range zr.File {
-		parts := strings.Split(f.Name, "/")
-		if len(parts) == 2 && strings.HasSuffix(parts[0], ".dist-info") && parts[1] == "METADATA" {
-			rc, err := f.Open()
-			if err != nil {
-				return nil, err
-			}
-			data, err := io.ReadAll(io.LimitReader(rc, 16<<20))
-			rc.Close()
-			if err != nil {
-				return nil, err
-			}
-			return parseCoreMetadata(data)
+		if !match(strings.Split(f.Name, "/")) {
+			continue
 		}
+		rc, err := f.Open()
+		if err != nil {
+			return nil, err
+		}
+		data, err := io.ReadAll(io.LimitReader(rc, 16<<20))
+		rc.Close()
+		if err != nil {
+			return nil, err
+		}
+		return parseCoreMetadata(data)
 	}
-	return nil, errors.New("wheel has no .dist-info/METADATA")
+	return nil, errors.New(missing)
 }
 
 // sdistMetadata reads the top-level PKG-INFO of a .tar.gz or .zip sdist
 // (filename tells which) without unpacking anything else.
 func sdistMetadata(path, filename string) (*coreMetadata, error) {
 	if strings.HasSuffix(filename, ".zip") {
-		zr, err := zip.OpenReader(path)
-		if err != nil {
-			return nil, err
-		}
-		defer zr.Close()
-		for _, f := range zr.File {
-			if parts := strings.Split(f.Name, "/"); len(parts) == 2 && parts[1] == "PKG-INFO" {
-				rc, err := f.Open()
-				if err != nil {
-					return nil, err
-				}
-				data, err := io.ReadAll(io.LimitReader(rc, 16<<20))
-				rc.Close()
-				if err != nil {
-					return nil, err
-				}
-				return parseCoreMetadata(data)
-			}
-		}
-		return nil, errors.New("sdist has no PKG-INFO")
+		return zipMetadata(path, func(parts []string) bool {
+			return len(parts) == 2 && parts[1] == "PKG-INFO"
+		}, "sdist has no PKG-INFO")
 	}
 	f, err := os.Open(path)
 	if err != nil {
