@@ -209,7 +209,7 @@ func (cc *clientConn) rawStep(fd uintptr) bool {
 		return true
 	}
 	req := &cc.req
-	if req.connUpgrade || req.chunked || req.contentLength > int64(cr.buffered()) {
+	if req.ConnUpgrade || req.Chunked || req.ContentLength > int64(cr.buffered()) {
 		cc.rawNext = rawHandle
 		return true
 	}
@@ -291,20 +291,20 @@ func (cc *clientConn) handle() bool {
 	p := cc.p
 	req := &cc.req
 	var ok bool
-	if req.host == nil {
+	if req.Host == nil {
 		cc.host = cc.host[:0]
 		ok = true
 	} else {
-		cc.host, ok = normalizeHost(cc.host[:0], req.host)
+		cc.host, ok = normalizeHost(cc.host[:0], req.Host)
 	}
 	if !ok {
 		cc.simple(400, "Bad Request", "invalid Host header\n", nil)
 		return false
 	}
-	cc.isHead = string(req.method) == "HEAD"
-	keepAlive := !req.connClose && (req.minor == 1 || req.connKeepAlive)
-	hasBody := req.chunked || req.contentLength > 0
-	if p.cfg.MaxBodyBytes > 0 && req.contentLength > p.cfg.MaxBodyBytes {
+	cc.isHead = string(req.Method) == "HEAD"
+	keepAlive := !req.ConnClose && (req.Minor == 1 || req.ConnKeepAlive)
+	hasBody := req.Chunked || req.ContentLength > 0
+	if p.cfg.MaxBodyBytes > 0 && req.ContentLength > p.cfg.MaxBodyBytes {
 		cc.simple(413, "Content Too Large", "request body larger than "+strconv.FormatInt(p.cfg.MaxBodyBytes, 10)+" bytes\n", nil)
 		return false
 	}
@@ -320,7 +320,7 @@ func (cc *clientConn) handle() bool {
 		return false
 	}
 	h := hostHash(cc.host)
-	replayable := !hasBody && idempotent(req.method)
+	replayable := !hasBody && idempotent(req.Method)
 	var tried [8]int32
 	ntried := 0
 	missed := false
@@ -350,7 +350,7 @@ func (cc *clientConn) handle() bool {
 			cc.simple(502, "Bad Gateway", "cannot reach a node for "+string(cc.host)+"\n", nil)
 			return false
 		}
-		if req.expect100 && hasBody && !continueSent {
+		if req.Expect100 && hasBody && !continueSent {
 			continueSent = true
 			_, _ = cc.w.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 			if err := cc.w.Flush(); err != nil {
@@ -475,48 +475,48 @@ const math_MaxInt64 = 1<<63 - 1
 // writeRequestHead writes the forwarded request head to the node.
 func (cc *clientConn) writeRequestHead(w *bufio.Writer) {
 	req := &cc.req
-	_, _ = w.Write(req.method)
+	_, _ = w.Write(req.Method)
 	_ = w.WriteByte(' ')
-	_, _ = w.Write(req.target)
+	_, _ = w.Write(req.Target)
 	_, _ = w.WriteString(" HTTP/1.1\r\n")
-	if req.host == nil {
+	if req.Host == nil {
 		_, _ = w.WriteString("Host: ")
 		_, _ = w.Write(cc.host)
 		_, _ = w.WriteString("\r\n")
 	}
-	for i := range req.fields {
-		f := &req.fields[i]
-		if f.drop {
+	for i := range req.Fields {
+		f := &req.Fields[i]
+		if f.Drop {
 			continue
 		}
-		_, _ = w.Write(f.name)
+		_, _ = w.Write(f.Name)
 		_, _ = w.WriteString(": ")
-		_, _ = w.Write(f.value)
+		_, _ = w.Write(f.Value)
 		_, _ = w.WriteString("\r\n")
 	}
 	_, _ = w.WriteString("X-Forwarded-For: ")
-	if req.xff != nil {
-		_, _ = w.Write(req.xff)
+	if req.XFF != nil {
+		_, _ = w.Write(req.XFF)
 		_, _ = w.WriteString(", ")
 	}
 	_, _ = w.WriteString(cc.ip)
 	_, _ = w.WriteString("\r\nX-Forwarded-Proto: ")
 	_, _ = w.WriteString(cc.proto)
-	if req.host != nil {
+	if req.Host != nil {
 		_, _ = w.WriteString("\r\nX-Forwarded-Host: ")
-		_, _ = w.Write(req.host)
+		_, _ = w.Write(req.Host)
 	}
 	_, _ = w.WriteString("\r\n")
-	if req.chunked {
+	if req.Chunked {
 		_, _ = w.WriteString("Transfer-Encoding: chunked\r\n")
-	} else if req.contentLength >= 0 {
+	} else if req.ContentLength >= 0 {
 		_, _ = w.WriteString("Content-Length: ")
-		writeInt(w, req.contentLength)
+		writeInt(w, req.ContentLength)
 		_, _ = w.WriteString("\r\n")
 	}
-	if req.connUpgrade {
+	if req.ConnUpgrade {
 		_, _ = w.WriteString("Connection: Upgrade\r\nUpgrade: ")
-		_, _ = w.Write(req.upgrade)
+		_, _ = w.Write(req.Upgrade)
 		_, _ = w.WriteString("\r\n")
 	}
 	_, _ = w.WriteString("\r\n")
@@ -534,9 +534,9 @@ type bodyResult struct {
 func (cc *clientConn) sendBody(bc *bconn) bodyResult {
 	req := &cc.req
 	var res bodyResult
-	if req.contentLength > 0 {
-		_, res.readErr, res.err = copyN(bc.w, cc.r, req.contentLength)
-	} else if req.chunked {
+	if req.ContentLength > 0 {
+		_, res.readErr, res.err = copyN(bc.w, cc.r, req.ContentLength)
+	} else if req.Chunked {
 		_, res.readErr, res.err = copyChunked(bc.w, cc.r, true, cc.p.cfg.MaxBodyBytes)
 	}
 	if res.err == nil {
@@ -613,14 +613,14 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 	req := &cc.req
 	be := bc.be
 	cc.writeRequestHead(bc.w)
-	hasBody := req.chunked || req.contentLength > 0
+	hasBody := req.Chunked || req.ContentLength > 0
 	// A body already in the buffer (the common small POST) is sent with
 	// the head; otherwise it streams on its own goroutine while the
 	// response is read, so that both directions flow at once.
 	var bs *bodyStream
 	// The response head deadline runs from before the request is sent.
 	bc.r.lazyDeadline(time.Now(), p.cfg.ResponseHeaderTimeout)
-	if !hasBody || !req.chunked && int64(cc.r.buffered()) >= req.contentLength {
+	if !hasBody || !req.Chunked && int64(cc.r.buffered()) >= req.ContentLength {
 		res, ok := bc.sendThenRead(cc)
 		if !ok {
 			res = cc.sendBody(bc)
@@ -650,7 +650,7 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 	}
 	bodyFailed := func() bool { return bs != nil && cc.bodyFailed(bs) }
 
-	upgrade := req.connUpgrade
+	upgrade := req.ConnUpgrade
 	resp := &bc.resp
 	for first := true; ; first = false {
 		if !first {
@@ -684,10 +684,10 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 			cc.simple(502, "Bad Gateway", "node sent a malformed response\n", nil)
 			return exClose
 		}
-		if resp.status >= 200 || resp.status == 101 {
+		if resp.Status >= 200 || resp.Status == 101 {
 			break
 		}
-		if resp.status == 100 {
+		if resp.Status == 100 {
 			continue
 		}
 		// Other 1xx (103 Early Hints): pass on.
@@ -703,7 +703,7 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 		p.log.Info("balancer: node is back", "node", be.id, "addr", be.addr)
 	}
 
-	if resp.status == 101 {
+	if resp.Status == 101 {
 		if !upgrade {
 			bc.close()
 			cc.simple(502, "Bad Gateway", "node switched protocols unasked\n", nil)
@@ -718,7 +718,7 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 		return exClose
 	}
 
-	if mayMiss && resp.missMark && resp.status == 404 && p.cfg.OnMiss != nil {
+	if mayMiss && resp.MissMark && resp.Status == 404 && p.cfg.OnMiss != nil {
 		if cc.drainResponse(bc) {
 			be.put(bc, p.cfg.MaxIdlePerNode)
 		} else {
@@ -727,38 +727,38 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 		return exMiss
 	}
 
-	noBody := cc.isHead || resp.status == 204 || resp.status == 304
-	reuseBackend := !resp.connClose && (resp.minor == 1 || resp.connKeepAlive)
+	noBody := cc.isHead || resp.Status == 204 || resp.Status == 304
+	reuseBackend := !resp.ConnClose && (resp.Minor == 1 || resp.ConnKeepAlive)
 	clientClose := !keepAlive
 	var length int64 = -1 // -1: chunked to client, -2: none, -3: until EOF
 	switch {
 	case noBody:
 		length = -2
-	case resp.chunked:
-		if req.minor == 0 {
+	case resp.Chunked:
+		if req.Minor == 0 {
 			length = -3
 			clientClose = true
 		} else {
 			length = -1
 		}
-	case resp.contentLength >= 0:
-		length = resp.contentLength
+	case resp.ContentLength >= 0:
+		length = resp.ContentLength
 	default:
 		length = -3
 		reuseBackend = false
 		clientClose = true
 	}
-	cc.writeResponseHeadFramed(resp, clientClose, length, noBody, keepAlive && req.minor == 0)
+	cc.writeResponseHeadFramed(resp, clientClose, length, noBody, keepAlive && req.Minor == 0)
 
 	var readErr bool
 	var err error
 	switch {
 	case noBody:
 		err = nil
-	case resp.chunked:
-		_, readErr, err = copyChunked(cc.w, bc.r, req.minor == 1, 0)
-	case resp.contentLength >= 0:
-		_, readErr, err = copyN(cc.w, bc.r, resp.contentLength)
+	case resp.Chunked:
+		_, readErr, err = copyChunked(cc.w, bc.r, req.Minor == 1, 0)
+	case resp.ContentLength >= 0:
+		_, readErr, err = copyN(cc.w, bc.r, resp.ContentLength)
 	default:
 		readErr, err = copyUntilEOF(cc.w, bc.r)
 	}
@@ -792,18 +792,18 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 // connection can be reused. It reports whether it could.
 func (cc *clientConn) drainResponse(bc *bconn) bool {
 	resp := &bc.resp
-	if resp.connClose {
+	if resp.ConnClose {
 		return false
 	}
 	discard := bufio.NewWriterSize(io.Discard, 512)
 	switch {
-	case resp.chunked:
+	case resp.Chunked:
 		_, _, err := copyChunked(discard, bc.r, false, 1<<20)
 		return err == nil
-	case resp.contentLength >= 0 && resp.contentLength <= 1<<20:
-		_, _, err := copyN(discard, bc.r, resp.contentLength)
+	case resp.ContentLength >= 0 && resp.ContentLength <= 1<<20:
+		_, _, err := copyN(discard, bc.r, resp.ContentLength)
 		return err == nil
-	case resp.contentLength < 0:
+	case resp.ContentLength < 0:
 		return false
 	}
 	return false
@@ -814,12 +814,12 @@ func (cc *clientConn) drainResponse(bc *bconn) bool {
 func (cc *clientConn) writeResponseHead(resp *head, _ bool, _ int64) {
 	w := cc.w
 	writeStatusLine(w, resp)
-	writeFields(w, resp.fields)
-	if resp.status == 101 {
+	writeFields(w, resp.Fields)
+	if resp.Status == 101 {
 		_, _ = w.WriteString("Connection: Upgrade\r\n")
-		if resp.upgrade != nil {
+		if resp.Upgrade != nil {
 			_, _ = w.WriteString("Upgrade: ")
-			_, _ = w.Write(resp.upgrade)
+			_, _ = w.Write(resp.Upgrade)
 			_, _ = w.WriteString("\r\n")
 		}
 	}
@@ -829,14 +829,14 @@ func (cc *clientConn) writeResponseHead(resp *head, _ bool, _ int64) {
 func (cc *clientConn) writeResponseHeadFramed(resp *head, clientClose bool, length int64, noBody, keepAlive10 bool) {
 	w := cc.w
 	writeStatusLine(w, resp)
-	writeFields(w, resp.fields)
+	writeFields(w, resp.Fields)
 	switch {
 	case noBody:
-		if resp.contentLength >= 0 {
+		if resp.ContentLength >= 0 {
 			_, _ = w.WriteString("Content-Length: ")
-			writeInt(w, resp.contentLength)
+			writeInt(w, resp.ContentLength)
 			_, _ = w.WriteString("\r\n")
-		} else if resp.chunked {
+		} else if resp.Chunked {
 			_, _ = w.WriteString("Transfer-Encoding: chunked\r\n")
 		}
 	case length >= 0:
@@ -858,21 +858,21 @@ var statusPrefix = "HTTP/1.1 "
 
 func writeStatusLine(w *bufio.Writer, resp *head) {
 	_, _ = w.WriteString(statusPrefix)
-	writeInt(w, int64(resp.status))
+	writeInt(w, int64(resp.Status))
 	_ = w.WriteByte(' ')
-	_, _ = w.Write(resp.reason)
+	_, _ = w.Write(resp.Reason)
 	_, _ = w.WriteString("\r\n")
 }
 
 func writeFields(w *bufio.Writer, fields []field) {
 	for i := range fields {
 		f := &fields[i]
-		if f.drop {
+		if f.Drop {
 			continue
 		}
-		_, _ = w.Write(f.name)
+		_, _ = w.Write(f.Name)
 		_, _ = w.WriteString(": ")
-		_, _ = w.Write(f.value)
+		_, _ = w.Write(f.Value)
 		_, _ = w.WriteString("\r\n")
 	}
 }

@@ -528,8 +528,8 @@ func healthCheck(c net.Conn, path, host string, timeout time.Duration, maxHead i
 	if err := parseResponseHead(h, &resp, 1000, ""); err != nil {
 		return fmt.Errorf("health check %s: %w", path, err)
 	}
-	if resp.status >= 500 {
-		return fmt.Errorf("health check %s: status %d", path, resp.status)
+	if resp.Status >= 500 {
+		return fmt.Errorf("health check %s: status %d", path, resp.Status)
 	}
 	return nil
 }

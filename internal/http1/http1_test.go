@@ -1,0 +1,74 @@
+package http1
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseRequestHeadAccepts(t *testing.T) {
+	var h Head
+	raw := "POST /a?b=c HTTP/1.1\r\nHost: Example.com:80\r\nContent-Length: 5\r\nContent-Length: 5\r\nConnection: keep-alive, X-Drop\r\nX-Drop: 1\r\nX-Keep:  spaced value \t\r\n\r\n"
+	require.NoError(t, ParseRequestHead([]byte(raw), &h, 100, ""))
+	require.Equal(t, "POST", string(h.Method))
+	require.Equal(t, "/a?b=c", string(h.Target))
+	require.Equal(t, "Example.com:80", string(h.Host))
+	require.EqualValues(t, 5, h.ContentLength)
+	require.True(t, h.ConnKeepAlive)
+	kept := map[string]string{}
+	for _, f := range h.Fields {
+		if !f.Drop {
+			kept[string(f.Name)] = string(f.Value)
+		}
+	}
+	require.Equal(t, map[string]string{"Host": "Example.com:80", "X-Keep": "spaced value"}, kept)
+
+	require.NoError(t, ParseRequestHead([]byte("GET / HTTP/1.0\r\n\r\n"), &h, 100, ""))
+	require.Nil(t, h.Host)
+	require.NoError(t, ParseRequestHead([]byte("OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n"), &h, 100, ""))
+	require.NoError(t, ParseRequestHead([]byte("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n"), &h, 100, ""))
+	require.True(t, h.Chunked)
+}
+
+func TestParseResponseHead(t *testing.T) {
+	var h Head
+	require.NoError(t, ParseResponseHead([]byte("HTTP/1.1 404 Not Found\r\nX-Paaskit-Miss: 1\r\nContent-Length: 0\r\n\r\n"), &h, 100, "x-paaskit-miss"))
+	require.Equal(t, 404, h.Status)
+	require.True(t, h.MissMark)
+	require.NoError(t, ParseResponseHead([]byte("HTTP/1.1 204\r\n\r\n"), &h, 100, ""))
+	require.Equal(t, 204, h.Status)
+	for _, bad := range []string{
+		"HTTP/1.1 20 OK\r\n\r\n", "HTTP/1.1 abc OK\r\n\r\n", "HTTP/2 200 OK\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+		"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+		"HTTP/1.1 200 OK\r\n Folded: x\r\n\r\n",
+	} {
+		require.ErrorIs(t, ParseResponseHead([]byte(bad), &h, 100, ""), ErrMalformed, "%q", bad)
+	}
+}
+
+func TestParseChunkSize(t *testing.T) {
+	for in, want := range map[string]int64{"0": 0, "a": 10, "FF": 255, "10;ext=1": 16, "5 ;x": 5} {
+		n, err := ParseChunkSize([]byte(in))
+		require.NoError(t, err, in)
+		require.Equal(t, want, n, in)
+	}
+	for _, in := range []string{"", "g", "-1", "0x10", "1234567890abcdef0", ";x"} {
+		_, err := ParseChunkSize([]byte(in))
+		require.Error(t, err, in)
+	}
+}
+
+func TestHeadEnd(t *testing.T) {
+	for in, want := range map[string]int{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\nrest": 27,
+		"GET / HTTP/1.1\r\nHost: x\r\n":         -1,
+		"GET / HTTP/1.1\r\nHost: x\r\n\r":       -1,
+		"":                                      -1,
+		"\r\nGET":                               2,
+		"GET / HTTP/1.1\nHost: x\r\n\r\n":       15,
+		"\n":                                    1,
+	} {
+		require.Equal(t, want, HeadEnd([]byte(in)), "%q", in)
+	}
+}
