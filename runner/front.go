@@ -62,41 +62,6 @@ func (r *Runner) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	inst.forward(w, req)
 }
 
-// backendConn is one keep-alive connection to an instance.
-type backendConn struct {
-	c  net.Conn
-	br *bufio.Reader
-	bw *bufio.Writer
-}
-
-func newBackendConn(c net.Conn, timeout time.Duration) *backendConn {
-	var r io.Reader = c
-	if timeout > 0 {
-		r = &deadlineReader{c: c, timeout: timeout}
-	}
-	return &backendConn{c: c, br: bufio.NewReaderSize(r, 16<<10), bw: bufio.NewWriterSize(c, 8<<10)}
-}
-
-// deadlineReader bounds how long a read from an app may wait: the deadline
-// is pushed forward (to now+timeout) whenever less than half of it is left,
-// so a read times out after between timeout/2 and timeout of silence, and
-// the per-read cost is a clock read.
-type deadlineReader struct {
-	c        net.Conn
-	timeout  time.Duration
-	deadline time.Time
-}
-
-func (d *deadlineReader) Read(p []byte) (int, error) {
-	if now := time.Now(); d.deadline.Sub(now) < d.timeout/2 {
-		d.deadline = now.Add(d.timeout)
-		if err := d.c.SetReadDeadline(d.deadline); err != nil {
-			return 0, err
-		}
-	}
-	return d.c.Read(p)
-}
-
 // connPool keeps idle connections to one instance, most recent first out.
 type connPool struct {
 	dial    func(context.Context) (net.Conn, error)

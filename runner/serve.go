@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -108,11 +109,12 @@ func (f *front) untrack(c net.Conn) {
 	f.mu.Unlock()
 }
 
+// closeAll cuts every tracked connection; each one's goroutine closes it.
 func (f *front) closeAll() {
 	f.mu.Lock()
 	f.closed = true
 	for c := range f.conns {
-		c.Close()
+		shutdownConn(c)
 	}
 	f.mu.Unlock()
 }
@@ -147,56 +149,139 @@ func (c *bufferedConn) Read(p []byte) (int, error) { return c.br.Read(p) }
 var readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, maxHead) }}
 var writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 16<<10) }}
 
+// clientConn is one client connection of the fast path, served by one
+// goroutine.
+type clientConn struct {
+	f        *front
+	c        net.Conn
+	src      *srcReader
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	clientIP string
+	rq       reqHead
+	scratch  []byte
+	// The read deadline bounds how long an idle client may hold its
+	// connection; it is pushed forward only when less than idle/2 is
+	// left, keeping timer updates off the per-request path. A request
+	// that takes longer (a slow start, a long download) does not read
+	// from the client meanwhile, and a request body gets at least
+	// idle/2.
+	deadline time.Time
+	// raw and step serve requests inside the poller wait (rawStep);
+	// raw is nil when c is not a plain socket. next says what serveConn
+	// does once the wait ends.
+	raw  syscall.RawConn
+	step func(fd uintptr) bool
+	next int
+}
+
+// What serveConn does after a poller wait (rawStep) ends.
+const (
+	nextClose = iota // close the connection
+	nextRead         // bytes are buffered: go on reading outside the wait
+)
+
 func (f *front) serveConn(c net.Conn) {
-	br := readerPool.Get().(*bufio.Reader)
-	br.Reset(c)
-	bw := writerPool.Get().(*bufio.Writer)
-	bw.Reset(c)
+	cc := &clientConn{f: f, c: c, src: newSrcReader(c, 0), scratch: make([]byte, 0, 1024)}
+	cc.br = readerPool.Get().(*bufio.Reader)
+	cc.br.Reset(cc.src)
+	cc.bw = writerPool.Get().(*bufio.Writer)
+	cc.bw.Reset(c)
+	if cc.raw = rawConnOf(c); cc.raw != nil {
+		cc.step = cc.rawStep
+	}
 	handedOff := false
 	defer func() {
-		bw.Reset(nil)
-		writerPool.Put(bw)
+		cc.bw.Reset(nil)
+		writerPool.Put(cc.bw)
 		if !handedOff {
-			br.Reset(nil)
-			readerPool.Put(br)
+			cc.br.Reset(nil)
+			readerPool.Put(cc.br)
 			c.Close()
 		}
 		f.untrack(c)
 	}()
-	clientIP := ""
 	if host, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
-		clientIP = host
+		cc.clientIP = host
 	}
-	var rq reqHead
-	scratch := make([]byte, 0, 1024)
-	// The read deadline bounds how long an idle client may hold its
-	// connection; it is pushed forward at most every idle/2 to keep timer
-	// updates off the per-request path. A request that takes longer
-	// (a slow start, a long download) does not read from the client
-	// meanwhile, and a request body gets at least idle/2.
-	var deadline time.Time
 	for {
-		if now := nowFunc(); deadline.Sub(now) < frontIdleTimeout/2 {
-			deadline = now.Add(frontIdleTimeout)
-			_ = c.SetReadDeadline(deadline)
+		cc.idleDeadline()
+		if cc.raw != nil && cc.br.Buffered() == 0 {
+			cc.next = nextClose
+			_ = cc.raw.Read(cc.step) // its error (idle deadline, closed) ends the connection
+			if cc.next == nextClose {
+				return
+			}
 		}
-		head, err := peekHead(br)
+		head, err := peekHead(cc.br)
 		if err != nil {
 			if errors.Is(err, errNeedSlowPath) {
 				_ = c.SetReadDeadline(time.Time{})
-				handedOff = f.handOff(c, br)
+				handedOff = f.handOff(c, cc.br)
 			}
 			return
 		}
-		arrival := nowFunc()
-		if !parseRequestHead(head, &rq) {
+		if !parseRequestHead(head, &cc.rq) {
 			_ = c.SetReadDeadline(time.Time{})
-			handedOff = f.handOff(c, br)
+			handedOff = f.handOff(c, cc.br)
 			return
 		}
-		if !f.serveOne(head, &rq, br, bw, clientIP, arrival, &scratch) {
+		if !cc.serveOne(head) {
 			return
 		}
+	}
+}
+
+func (cc *clientConn) idleDeadline() {
+	if now := time.Now(); cc.deadline.Sub(now) < frontIdleTimeout/2 {
+		cc.deadline = now.Add(frontIdleTimeout)
+		_ = cc.c.SetReadDeadline(cc.deadline)
+	}
+}
+
+// rawStep is the RawConn read callback of the warm path. It is called
+// first when the wait begins, then each time the poller finds the client
+// socket readable; it reads what is there and serves every whole request
+// whose body is wholly buffered right here, so that after an answer the
+// goroutine waits for the next request without a read that would fail
+// with EAGAIN first. The wait is never left between the last read and
+// the next, so a request arriving meanwhile leaves the socket readable.
+// Anything else (a partial head, a body still to come, a head for the
+// slow path) ends the wait with nextRead, and serveConn goes on outside
+// it. Inside, nothing may read the client socket through c (see
+// srcReader.fd): the requests served here need no more bytes from it.
+func (cc *clientConn) rawStep(fd uintptr) bool {
+	cc.src.fd = int(fd)
+	for {
+		head, err := peekHead(cc.br)
+		if err != nil {
+			switch {
+			case err == errAgain && cc.br.Buffered() == 0:
+				cc.src.fd = -1
+				return false
+			case err == errAgain, errors.Is(err, errNeedSlowPath):
+				cc.next = nextRead
+			default:
+				cc.next = nextClose
+			}
+			cc.src.fd = -1
+			return true
+		}
+		if !parseRequestHead(head, &cc.rq) || int64(len(head))+cc.rq.contentLength > int64(cc.br.Buffered()) {
+			cc.next = nextRead // serveConn parses it again, then hands it off or reads the body
+			cc.src.fd = -1
+			return true
+		}
+		if !cc.serveOne(head) {
+			cc.next = nextClose
+			cc.src.fd = -1
+			return true
+		}
+		if cc.br.Buffered() > 0 || cc.src.full {
+			continue // pipelined, or more may be waiting in the socket
+		}
+		cc.idleDeadline()
+		return false
 	}
 }
 
@@ -210,28 +295,32 @@ func (f *front) handOff(c net.Conn, br *bufio.Reader) bool {
 	}
 }
 
-// serveOne answers one request; it reports whether the client connection
-// can carry another.
-func (f *front) serveOne(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.Writer, clientIP string, arrival time.Time, scratch *[]byte) bool {
+// serveOne answers one request, whose head is at the start of cc.br and
+// parsed into cc.rq; it reports whether the client connection can carry
+// another.
+func (cc *clientConn) serveOne(head []byte) bool {
+	f, rq := cc.f, &cc.rq
+	arrival := nowFunc()
 	var hb [256]byte
 	a := f.r.lookupBytes(normHostBytes(hb[:0], rq.host))
 	if a == nil {
-		return f.answer(head, rq, br, bw, http.StatusNotFound, fmt.Sprintf("runner: no app for host %q\n", normHostBytes(hb[:0], rq.host)), true)
+		return f.answer(head, rq, cc.br, cc.bw, http.StatusNotFound, fmt.Sprintf("runner: no app for host %q\n", normHostBytes(hb[:0], rq.host)), true)
 	}
 	inst, err := a.acquire(f.ctx, arrival)
 	if err != nil {
 		var se *StartError
 		switch {
 		case errors.As(err, &se):
-			return f.answer(head, rq, br, bw, http.StatusServiceUnavailable, startErrorText(se), false)
+			return f.answer(head, rq, cc.br, cc.bw, http.StatusServiceUnavailable, startErrorText(se), false)
 		case errors.Is(err, ErrUnknownApp):
-			return f.answer(head, rq, br, bw, http.StatusNotFound, err.Error()+"\n", true)
+			return f.answer(head, rq, cc.br, cc.bw, http.StatusNotFound, err.Error()+"\n", true)
 		default:
-			return f.answer(head, rq, br, bw, http.StatusServiceUnavailable, err.Error()+"\n", false)
+			return f.answer(head, rq, cc.br, cc.bw, http.StatusServiceUnavailable, err.Error()+"\n", false)
 		}
 	}
-	defer a.release(inst)
-	return inst.relay(head, rq, br, bw, clientIP, scratch)
+	keep := inst.relay(head, rq, cc.br, cc.bw, cc.clientIP, &cc.scratch)
+	a.release(inst)
+	return keep
 }
 
 func startErrorText(se *StartError) string {
@@ -310,7 +399,7 @@ func (i *instance) relay(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.W
 				return false
 			}
 		}
-		err = bc.bw.Flush()
+		err = bc.sendAndWait()
 		if err == nil {
 			rhead, err = readResponseHead(bc.br, rq.head, &rs, *scratch)
 		}

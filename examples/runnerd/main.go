@@ -16,6 +16,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -66,6 +67,7 @@ func usage(fs *flag.FlagSet) func() {
 
 type options struct {
 	listen, admin, specs, state, uidRange, cgroupRoot, memory, logDir string
+	cpuProfile                                                        string
 	idle, startTimeout, grace, respTimeout                            time.Duration
 	processes, openFiles                                              int
 	noIsolation                                                       bool
@@ -90,6 +92,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.DurationVar(&o.grace, "stop-grace", runner.DefaultStopGrace, "time between SIGTERM and SIGKILL when stopping an instance")
 	fs.StringVar(&o.logDir, "log-dir", "", "directory of the apps' output files (default STATE/logs)")
 	fs.BoolVar(&o.noIsolation, "no-isolation", false, "run apps as plain child processes (development only)")
+	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the daemon to this file until it stops (for go tool pprof)")
 	lc := daemon.LogFlags(fs)
 	fs.Usage = usage(fs)
 	if err := fs.Parse(args); err != nil {
@@ -116,6 +119,14 @@ func run(args []string, stderr io.Writer) int {
 		return 2
 	}
 	cfg.Logger = log
+	if o.cpuProfile != "" {
+		stop, err := startCPUProfile(o.cpuProfile)
+		if err != nil {
+			log.Error("runnerd: cpu profile", "file", o.cpuProfile, "err", err)
+			return 1
+		}
+		defer stop()
+	}
 	r, err := runner.New(cfg)
 	if err != nil {
 		log.Error("runnerd: cannot start", "err", err)
@@ -151,6 +162,22 @@ func run(args []string, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// startCPUProfile profiles the process into file until stop is called.
+func startCPUProfile(file string) (stop func(), err error) {
+	f, err := os.Create(file)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start profile into %s: %w", file, err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		_ = f.Close()
+	}, nil
 }
 
 func must(err error) {
