@@ -6,9 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
+	"syscall"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
@@ -50,31 +51,53 @@ type ClientConfig struct {
 
 // Client calls a service served by ReplyLoops on one or more endpoints. It
 // is safe for concurrent use by many goroutines: calls are multiplexed over
-// one DEALER socket per endpoint, owned by one goroutine, and matched to
-// replies by message id (zguide's Freelance pattern, not REQ lockstep). A
+// one DEALER socket per endpoint and matched to replies by message id
+// (zguide's Freelance pattern, not REQ lockstep). Each caller sends its own
+// request; one caller at a time (the leader) waits for the sockets in Go's
+// netpoller and hands other callers their replies (see the package doc). A
 // request may reach more than one endpoint when the first is slow
 // (at-least-once delivery), so handlers behind a failover client should be
 // idempotent.
 type Client struct {
-	cfg    ClientConfig
-	log    *slog.Logger
-	jobs   chan *callJob
-	closed chan struct{}
-	done   chan struct{}
+	cfg ClientConfig
+	log *slog.Logger
 
-	running  atomic.Bool
+	// mu guards the sockets (libzmq sockets may be used from any thread if
+	// access is serialised with a full memory barrier, which mu gives) and
+	// every field below.
 	mu       sync.Mutex
 	started  bool
 	isClosed bool
 	startErr error
+	socks    []*zmq.Socket
+	wait     *os.File // readable when a socket has pending commands
+	rc       syscall.RawConn
+	io       *msgIO
+	byID     map[string]*call // attempt id -> call
+	live     map[*call]struct{}
+	suspect  []time.Time // per endpoint: tried last until then
+	rr       int
+	leader   *call // the call whose goroutine reads replies; nil if none
+	parked   bool  // the leader waits in the netpoller (wake it to hand it its reply)
+	unsent   int   // live calls that found no connected endpoint
 }
 
-type callJob struct {
-	ctx      context.Context
+// call is one Call in flight. Its fields are guarded by Client.mu except
+// sig, which wakes its goroutine.
+type call struct {
 	typ      string
 	body     json.RawMessage
 	deadline time.Time
-	result   chan callResult
+	sig      chan struct{} // capacity 1: the result is in, or leadership was handed over
+	attempts []string
+	order    []int
+	next     int       // position in order of the next endpoint to try
+	last     int       // endpoint of the latest attempt, -1 before the first
+	tryAt    time.Time // when to try the next endpoint
+	sent     bool
+	waiting  bool // counted in Client.unsent: no endpoint was connected
+	done     bool
+	res      callResult
 }
 
 type callResult struct {
@@ -109,8 +132,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Endpoints = append([]string(nil), cfg.Endpoints...)
-	return &Client{cfg: cfg, log: cfg.Logger, jobs: make(chan *callJob), closed: make(chan struct{}),
-		done: make(chan struct{})}, nil
+	return &Client{cfg: cfg, log: cfg.Logger}, nil
 }
 
 // Call sends a request of type typ with body (any JSON value, or empty) and
@@ -122,34 +144,145 @@ func (c *Client) Call(ctx context.Context, typ string, body json.RawMessage) (js
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("zmqloop: call %q: %w", typ, err)
 	}
-	if !c.running.Load() {
-		if err := c.start(); err != nil {
+	now := time.Now()
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = now.Add(c.cfg.Timeout)
+	}
+	pc := &call{typ: typ, body: body, deadline: deadline, last: -1, sig: make(chan struct{}, 1)}
+	c.mu.Lock()
+	if !c.started {
+		if err := c.startLocked(); err != nil {
+			c.mu.Unlock()
 			return nil, fmt.Errorf("zmqloop: call %q: %w", typ, err)
 		}
 	}
-	deadline, ok := ctx.Deadline()
-	if !ok {
-		deadline = time.Now().Add(c.cfg.Timeout)
-	}
-	j := &callJob{ctx: ctx, typ: typ, body: body, deadline: deadline, result: make(chan callResult, 1)}
-	select {
-	case c.jobs <- j:
-	case <-c.closed:
+	if c.isClosed {
+		c.mu.Unlock()
 		return nil, fmt.Errorf("zmqloop: call %q: %w", typ, ErrClosed)
-	case <-ctx.Done():
-		return nil, fmt.Errorf("zmqloop: call %q: %w", typ, ctx.Err())
 	}
-	select {
-	case r := <-j.result:
-		if r.err != nil {
-			return nil, r.err
+	if c.startErr != nil {
+		c.mu.Unlock()
+		return nil, fmt.Errorf("zmqloop: call %q: %w", typ, c.startErr)
+	}
+	c.begin(pc, now)
+	c.mu.Unlock()
+
+	var timer *time.Timer
+	var stopCtx func() bool
+	defer func() {
+		if timer != nil {
+			timer.Stop()
 		}
-		if r.msg.Error != nil {
-			return nil, r.msg.Error
+		if stopCtx != nil {
+			stopCtx()
 		}
-		return r.msg.Body, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("zmqloop: call %q: %w", typ, ctx.Err())
+	}()
+	for {
+		c.mu.Lock()
+		c.check(ctx, pc, time.Now())
+		if pc.done {
+			if c.leader == pc {
+				c.passLead()
+			}
+			c.mu.Unlock()
+			break
+		}
+		if c.leader == nil {
+			c.leader = pc
+		}
+		lead := c.leader == pc
+		f, rc := c.wait, c.rc
+		wake := pc.deadline
+		if pc.tryAt.Before(wake) {
+			wake = pc.tryAt
+		}
+		c.mu.Unlock()
+		if lead {
+			if stopCtx == nil && ctx.Done() != nil {
+				stopCtx = context.AfterFunc(ctx, c.interrupt)
+			}
+			c.await(ctx, pc, f, rc, wake)
+			continue
+		}
+		d := time.Until(wake)
+		if timer == nil {
+			timer = time.NewTimer(d)
+		} else {
+			timer.Reset(d)
+		}
+		select {
+		case <-pc.sig:
+		case <-timer.C:
+		case <-ctx.Done():
+		}
+	}
+	if pc.res.err != nil {
+		return nil, pc.res.err
+	}
+	if pc.res.msg.Error != nil {
+		return nil, pc.res.msg.Error
+	}
+	return pc.res.msg.Body, nil
+}
+
+// await is the leader's wait: in Go's netpoller for the sockets' readiness
+// until pc is done, its next attempt or deadline is due (wake), or it is
+// interrupted. The readiness callback drains every socket and hands
+// replies to their callers.
+func (c *Client) await(ctx context.Context, pc *call, f *os.File, rc syscall.RawConn, wake time.Time) {
+	_ = f.SetReadDeadline(wake)
+	err := rc.Read(func(uintptr) bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.parked = false
+		if c.isClosed {
+			return true
+		}
+		for i := range c.socks {
+			c.drain(i)
+		}
+		if c.unsent > 0 {
+			c.retryUnsent(time.Now())
+		}
+		if pc.done || ctx.Err() != nil {
+			return true
+		}
+		c.parked = true
+		return false
+	})
+	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+		c.mu.Lock()
+		c.parked = false
+		if !pc.done && !c.isClosed {
+			c.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: wait for reply: %w", pc.typ, err)})
+		}
+		c.mu.Unlock()
+	}
+}
+
+// interrupt wakes the leader from its netpoller wait. Safe from any
+// goroutine; a wake-up nobody needed costs one pass of the wait loop.
+func (c *Client) interrupt() {
+	c.mu.Lock()
+	f := c.wait
+	c.mu.Unlock()
+	if f != nil {
+		_ = f.SetReadDeadline(time.Unix(1, 0))
+	}
+}
+
+// passLead hands the leadership to another live call, if any (mu held).
+func (c *Client) passLead() {
+	c.leader = nil
+	c.parked = false
+	for pc := range c.live {
+		c.leader = pc
+		select {
+		case pc.sig <- struct{}{}:
+		default:
+		}
+		return
 	}
 }
 
@@ -177,9 +310,8 @@ func CallJSON[Resp any](ctx context.Context, c *Client, typ string, req any) (Re
 	return out, nil
 }
 
-// Close fails calls in flight with ErrClosed, closes the sockets and
-// returns once the client's goroutines have stopped. Calling it again does
-// nothing.
+// Close fails calls in flight with ErrClosed and closes the sockets; it
+// returns once no caller is using them. Calling it again does nothing.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	if c.isClosed {
@@ -187,284 +319,215 @@ func (c *Client) Close() error {
 		return nil
 	}
 	c.isClosed = true
-	close(c.closed)
-	wait := c.started && c.startErr == nil
-	c.mu.Unlock()
-	if wait {
-		<-c.done
+	for pc := range c.live {
+		c.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: %w", pc.typ, ErrClosed)})
 	}
+	f := c.wait
+	c.wait = nil
+	c.mu.Unlock()
+	// Closing the file wakes a leader waiting on it and waits until its
+	// callback has returned; then nobody touches the sockets.
+	if f != nil {
+		_ = f.Close()
+	}
+	c.mu.Lock()
+	for _, s := range c.socks {
+		closeSocket(s)
+	}
+	c.socks = nil
+	c.mu.Unlock()
 	return nil
 }
 
+// start opens the sockets (the first Call does it).
 func (c *Client) start() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.isClosed {
 		return ErrClosed
 	}
-	if c.started {
-		return c.startErr
-	}
-	c.started = true
-	ready := make(chan error, 1)
-	go c.own(ready)
-	c.startErr = <-ready
-	if c.startErr == nil {
-		c.running.Store(true)
+	if !c.started {
+		return c.startLocked()
 	}
 	return c.startErr
 }
 
-// own is the socket goroutine: one DEALER per endpoint, all calls in flight.
-func (c *Client) own(ready chan<- error) {
-	o := &clientOwner{c: c, cfg: &c.cfg, byID: make(map[string]*pendingCall),
-		suspect: make([]time.Time, len(c.cfg.Endpoints)), io: newMsgIO(c.cfg.Codec.maxSize)}
-	sig := make(chan struct{}, 1)
-	defer func() {
-		for _, w := range o.watches {
-			w.stop()
-		}
-		for _, s := range o.socks {
-			closeSocket(s)
-		}
-	}()
+// startLocked opens one DEALER per endpoint and the file to wait on (mu
+// held). On error nothing is left open and every call fails with it.
+func (c *Client) startLocked() error {
+	c.started = true
+	c.byID = make(map[string]*call)
+	c.live = make(map[*call]struct{})
+	c.suspect = make([]time.Time, len(c.cfg.Endpoints))
+	c.io = newMsgIO(c.cfg.Codec.maxSize)
 	for _, ep := range c.cfg.Endpoints {
 		s, _, err := openSocket(sockOpts{typ: zmq.DEALER, connect: []string{ep}, maxSize: c.cfg.Codec.maxSize,
 			curve: c.cfg.Curve, immediate: true})
 		if err != nil {
-			ready <- err
-			return
+			c.startErr = err
+			break
 		}
-		o.socks = append(o.socks, s)
-		w, err := newFDWatch(s, sig)
-		if err != nil {
-			ready <- err
-			return
-		}
-		o.watches = append(o.watches, w)
+		c.socks = append(c.socks, s)
 	}
-	defer close(c.done)
-	ready <- nil
-	o.loop(sig)
-}
-
-type clientOwner struct {
-	c       *Client
-	cfg     *ClientConfig
-	socks   []*zmq.Socket
-	watches []*fdWatch
-	byID    map[string]*pendingCall // attempt id -> call
-	active  []*pendingCall
-	suspect []time.Time // per endpoint: tried last until then
-	rr      int
-	io      *msgIO
-	wakeAt  time.Time
-	unsent  int
-}
-
-type pendingCall struct {
-	j        *callJob
-	attempts []string
-	order    []int
-	next     int       // position in order of the next endpoint to try
-	last     int       // endpoint of the latest attempt, -1 before the first
-	tryAt    time.Time // when to try the next endpoint
-	sent     bool
-	done     bool
-}
-
-func (o *clientOwner) loop(sig <-chan struct{}) {
-	timer := time.NewTimer(time.Hour)
-	defer timer.Stop()
-	var timerAt time.Time
-	for {
-		o.drain()
-		if !o.wakeAt.Equal(timerAt) {
-			timerAt = o.wakeAt
-			if timerAt.IsZero() {
-				timer.Stop()
-			} else {
-				timer.Reset(time.Until(timerAt))
-			}
-		}
-		select {
-		case j := <-o.c.jobs:
-			o.start(j)
-		case <-sig:
-			if o.unsent > 0 {
-				o.scan(time.Now(), true)
-			}
-		case <-timer.C:
-			timerAt = time.Time{}
-			o.scan(time.Now(), false)
-		case <-o.c.closed:
-			for _, pc := range o.active {
-				if !pc.done {
-					o.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: %w", pc.j.typ, ErrClosed)})
-				}
-			}
-			return
-		}
+	if c.startErr == nil {
+		c.wait, c.rc, c.startErr = waitFD(c.socks)
 	}
-}
-
-func (o *clientOwner) wake(at time.Time) {
-	if o.wakeAt.IsZero() || at.Before(o.wakeAt) {
-		o.wakeAt = at
+	if c.startErr != nil {
+		for _, s := range c.socks {
+			closeSocket(s)
+		}
+		c.socks = nil
 	}
+	return c.startErr
 }
 
-func (o *clientOwner) start(j *callJob) {
-	n := len(o.socks)
-	pc := &pendingCall{j: j, last: -1, order: make([]int, 0, n)}
-	now := time.Now()
-	o.rr++
+// begin orders the endpoints for pc (suspects last) and sends its first
+// attempt (mu held).
+func (c *Client) begin(pc *call, now time.Time) {
+	n := len(c.socks)
+	pc.order = make([]int, 0, n)
+	c.rr++
 	for pass := 0; pass < 2; pass++ {
 		for k := 0; k < n; k++ {
-			i := (o.rr + k) % n
-			if o.suspect[i].After(now) == (pass == 1) {
+			i := (c.rr + k) % n
+			if c.suspect[i].After(now) == (pass == 1) {
 				pc.order = append(pc.order, i)
 			}
 		}
 	}
-	o.active = append(o.active, pc)
-	o.send(pc, now)
-	o.wake(j.deadline)
+	c.live[pc] = struct{}{}
+	c.send(pc, now)
+}
+
+// check finishes pc if it is cancelled or past its deadline and sends its
+// next attempt when due (mu held).
+func (c *Client) check(ctx context.Context, pc *call, now time.Time) {
+	switch {
+	case pc.done:
+	case c.isClosed:
+		c.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: %w", pc.typ, ErrClosed)})
+	case ctx.Err() != nil:
+		c.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: %w", pc.typ, ctx.Err())})
+	case !now.Before(pc.deadline):
+		c.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q to %s: no reply after %d attempt(s): %w",
+			pc.typ, strings.Join(c.cfg.Endpoints, ","), len(pc.attempts), ErrTimeout)})
+	case !now.Before(pc.tryAt):
+		c.send(pc, now)
+	}
+}
+
+// retryUnsent sends the calls that found no connected endpoint (mu held).
+func (c *Client) retryUnsent(now time.Time) {
+	for pc := range c.live {
+		if !pc.sent && !pc.done {
+			c.send(pc, now)
+		}
+	}
 }
 
 // send sends a new attempt of pc to the next endpoint that has a live
-// connection; if none has, pc waits for one.
-func (o *clientOwner) send(pc *pendingCall, now time.Time) {
-	j := pc.j
+// connection; if none has, pc waits for one (mu held). Whoever sends then
+// drains that socket: a send may consume the ZMQ_FD notification of a reply
+// that is already there, and the leader would not see it.
+func (c *Client) send(pc *call, now time.Time) {
+	if pc.waiting {
+		pc.waiting = false
+		c.unsent--
+	}
 	for k := 0; k < len(pc.order); k++ {
 		i := pc.order[pc.next%len(pc.order)]
 		pc.next++
-		m := Message{Type: j.typ, Body: j.body}
-		key, payload, mac, bufp, err := o.cfg.Codec.sealInto(&m)
+		m := Message{Type: pc.typ, Body: pc.body}
+		key, payload, mac, bufp, err := c.cfg.Codec.sealInto(&m)
 		if err != nil {
-			o.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: %w", j.typ, err)})
+			c.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: %w", pc.typ, err)})
 			return
 		}
-		err = o.io.send(o.socks[i], zmq.DONTWAIT, emptyFrame, key, payload, mac)
-		o.cfg.Codec.release(bufp)
+		err = c.io.send(c.socks[i], zmq.DONTWAIT, emptyFrame, key, payload, mac)
+		c.cfg.Codec.release(bufp)
 		switch {
 		case err == nil:
-			pc.sent = true
 			if pc.last >= 0 && pc.last != i {
 				// The previous endpoint had its TryTimeout and did not answer.
-				o.suspect[pc.last] = now.Add(10 * o.cfg.TryTimeout)
+				c.suspect[pc.last] = now.Add(10 * c.cfg.TryTimeout)
 			}
+			pc.sent = true
 			pc.last = i
 			pc.attempts = append(pc.attempts, m.ID)
-			o.byID[m.ID] = pc
-			pc.tryAt = now.Add(o.cfg.TryTimeout)
-			o.wake(pc.tryAt)
+			c.byID[m.ID] = pc
+			pc.tryAt = now.Add(c.cfg.TryTimeout)
+			c.drain(i)
 			return
 		case isAgain(err): // no live connection to this endpoint: next
+			c.drain(i)
 		default:
-			o.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: send to %s: %w", j.typ, o.cfg.Endpoints[i], err)})
+			c.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: send to %s: %w", pc.typ, c.cfg.Endpoints[i], err)})
 			return
 		}
 	}
-	// Nothing is connected: retry when a socket changes, or soon.
-	o.unsent++
+	// Nothing is connected: the leader retries when a socket changes, the
+	// caller itself soon.
 	pc.sent = false
+	pc.waiting = true
+	c.unsent++
 	pc.tryAt = now.Add(reconnectRetry)
-	o.wake(pc.tryAt)
 }
 
-// scan fails calls past their deadline or cancelled, fails over calls past
-// their TryTimeout, and (onlyUnsent) retries calls waiting for a connection.
-func (o *clientOwner) scan(now time.Time, onlyUnsent bool) {
-	o.wakeAt = time.Time{}
-	kept := o.active[:0]
-	o.unsent = 0
-	for _, pc := range o.active {
-		if pc.done {
-			continue
-		}
-		j := pc.j
-		switch {
-		case j.ctx.Err() != nil:
-			o.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: %w", j.typ, j.ctx.Err())})
-			continue
-		case !now.Before(j.deadline):
-			o.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q to %s: no reply after %d attempt(s): %w",
-				j.typ, strings.Join(o.cfg.Endpoints, ","), len(pc.attempts), ErrTimeout)})
-			continue
-		case !pc.sent || (!onlyUnsent && !now.Before(pc.tryAt)):
-			o.send(pc, now)
-			if pc.done {
-				continue
-			}
-		}
-		if !pc.sent {
-			o.unsent++
-		}
-		o.wake(pc.tryAt)
-		o.wake(j.deadline)
-		kept = append(kept, pc)
+// finish records pc's result and wakes its goroutine (mu held).
+func (c *Client) finish(pc *call, r callResult) {
+	if pc.done {
+		return
 	}
-	for i := len(kept); i < len(o.active); i++ {
-		o.active[i] = nil
+	if pc.waiting {
+		pc.waiting = false
+		c.unsent--
 	}
-	o.active = kept
-}
-
-func (o *clientOwner) finish(pc *pendingCall, r callResult) {
 	pc.done = true
+	pc.res = r
 	for _, id := range pc.attempts {
-		delete(o.byID, id)
+		delete(c.byID, id)
 	}
-	pc.j.result <- r // capacity 1, sent once
-}
-
-// drain reads every waiting reply on every socket.
-func (o *clientOwner) drain() {
-	for i, s := range o.socks {
-		for {
-			frames, err := o.io.recv(s, zmq.DONTWAIT)
-			if isAgain(err) {
-				break
-			}
-			if err != nil && !errors.Is(err, ErrFrames) && !errors.Is(err, ErrTooLarge) {
-				o.c.log.Warn("zmqloop: client: receive failed", "endpoint", o.cfg.Endpoints[i], "err", err)
-				break
-			}
-			if err != nil || len(frames) != 4 || len(frames[0]) != 0 {
-				o.c.log.Debug("zmqloop: client: dropped reply with bad framing", "endpoint", o.cfg.Endpoints[i], "frames", len(frames), "err", err)
-				continue
-			}
-			m := new(Message)
-			if err := o.cfg.Codec.open(frames[1:], m); err != nil {
-				o.c.log.Debug("zmqloop: client: dropped reply", "endpoint", o.cfg.Endpoints[i], "err", err)
-				continue
-			}
-			pc, ok := o.byID[m.ReplyTo]
-			if !ok {
-				continue // a late reply to a finished call or an earlier attempt
-			}
-			o.suspect[i] = time.Time{}
-			o.finish(pc, callResult{msg: m})
-		}
-		o.watches[i].drained()
+	delete(c.live, pc)
+	select {
+	case pc.sig <- struct{}{}:
+	default:
 	}
-	if len(o.active) > 64 && len(o.byID) < len(o.active)/2 {
-		o.compact()
+	if pc == c.leader && c.parked && c.wait != nil {
+		c.parked = false
+		_ = c.wait.SetReadDeadline(time.Unix(1, 0))
 	}
 }
 
-func (o *clientOwner) compact() {
-	kept := o.active[:0]
-	for _, pc := range o.active {
-		if !pc.done {
-			kept = append(kept, pc)
+// drain reads every waiting reply on socket i until EAGAIN and hands each
+// to its call (mu held). The EAGAIN also consumes libzmq's pending
+// commands, so the next reply makes ZMQ_FD readable again.
+func (c *Client) drain(i int) {
+	s := c.socks[i]
+	for {
+		frames, err := c.io.recv(s, zmq.DONTWAIT)
+		if isAgain(err) {
+			return
 		}
+		if err != nil && !errors.Is(err, ErrFrames) && !errors.Is(err, ErrTooLarge) {
+			c.log.Warn("zmqloop: client: receive failed", "endpoint", c.cfg.Endpoints[i], "err", err)
+			return
+		}
+		if err != nil || len(frames) != 4 || len(frames[0]) != 0 {
+			c.log.Debug("zmqloop: client: dropped reply with bad framing", "endpoint", c.cfg.Endpoints[i], "frames", len(frames), "err", err)
+			continue
+		}
+		m := new(Message)
+		if err := c.cfg.Codec.open(frames[1:], m); err != nil {
+			c.log.Debug("zmqloop: client: dropped reply", "endpoint", c.cfg.Endpoints[i], "err", err)
+			continue
+		}
+		pc, ok := c.byID[m.ReplyTo]
+		if !ok {
+			continue // a late reply to a finished call or an earlier attempt
+		}
+		c.suspect[i] = time.Time{}
+		c.finish(pc, callResult{msg: m})
 	}
-	for i := len(kept); i < len(o.active); i++ {
-		o.active[i] = nil
-	}
-	o.active = kept
 }
 
 var emptyFrame = []byte{}

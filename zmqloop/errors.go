@@ -30,6 +30,10 @@ var (
 	ErrTimeout = errors.New("zmqloop: call timed out")
 	// ErrCurveUnsupported: libzmq was built without CURVE support.
 	ErrCurveUnsupported = errors.New("zmqloop: libzmq has no CURVE support")
+	// ErrUnsupportedOS: the serve loops and clients wait for ZMQ_FD in the
+	// Go netpoller, which this package implements for unix systems (and a
+	// client of several endpoints for Linux) only.
+	ErrUnsupportedOS = errors.New("zmqloop: not implemented on this operating system")
 )
 
 // Error codes the serve loops put in a RemoteError when the failure is

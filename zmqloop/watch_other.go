@@ -3,14 +3,11 @@
 package zmqloop
 
 import (
-	"errors"
+	"os"
+	"syscall"
 
 	zmq "github.com/pebbe/zmq4"
 )
-
-// ErrUnsupportedOS: the serve loops and clients need ZMQ_FD in the Go
-// netpoller, which this package implements for unix systems only.
-var ErrUnsupportedOS = errors.New("zmqloop: serve loops and clients are implemented for unix systems only")
 
 type fdWatch struct{}
 
@@ -25,3 +22,5 @@ func (*fdWaiter) wait() error                    { return ErrUnsupportedOS }
 func (*fdWaiter) interrupt()                     {}
 func (*fdWaiter) rearm()                         {}
 func (*fdWaiter) close()                         {}
+
+func waitFD([]*zmq.Socket) (*os.File, syscall.RawConn, error) { return nil, nil, ErrUnsupportedOS }
