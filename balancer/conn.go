@@ -32,6 +32,9 @@ type clientConn struct {
 	raw     syscall.RawConn
 	step    func(fd uintptr) bool
 	rawNext int
+	// pre holds the bytes an event loop read before handing the
+	// connection over (see loop.go); serve starts with them.
+	pre []byte
 	// isHead is set before the request body is read: reading the body may
 	// reuse the buffer the head's slices point into, so nothing in req
 	// but its plain values is used after that.
@@ -91,6 +94,14 @@ func (cc *clientConn) serve() {
 	}()
 	cc.r = newConnReader(cc.c, p.cfg.MaxHeaderBytes)
 	cc.r.deadline = p.cfg.IdleTimeout
+	if len(cc.pre) > 0 {
+		// Handed off by an event loop with these bytes already read.
+		if len(cc.pre) > len(cc.r.buf) {
+			cc.r.buf = make([]byte, max(len(cc.pre), min(2*len(cc.pre), p.cfg.MaxHeaderBytes)))
+		}
+		cc.r.w = copy(cc.r.buf, cc.pre)
+		cc.pre = nil
+	}
 	cc.w = clientWriterPool.Get().(*bufio.Writer)
 	cc.w.Reset(cc.c)
 	defer func() {
@@ -327,7 +338,7 @@ func (cc *clientConn) handle() bool {
 	staleRetries := 0
 	continueSent := false
 	for {
-		idx, be := cc.pick(b, pl, h, tried[:ntried])
+		idx, be := p.pick(b, pl, h, tried[:ntried])
 		if be == nil && ntried > 0 {
 			cc.simple(502, "Bad Gateway", "cannot reach a node for "+string(cc.host)+"\n", nil)
 			return false
@@ -412,8 +423,7 @@ func (cc *clientConn) handle() bool {
 }
 
 // pick returns the first usable node in the host's order.
-func (cc *clientConn) pick(b *bound, pl *pool, h uint64, tried []int32) (int32, *backend) {
-	p := cc.p
+func (p *Proxy) pick(b *bound, pl *pool, h uint64, tried []int32) (int32, *backend) {
 	n := len(pl.nodes)
 	capLoad := int64(math_MaxInt64)
 	if p.cfg.BoundedLoad > 0 {

@@ -151,7 +151,7 @@ func TestBoundedLoadSpillsWithFloor(t *testing.T) {
 	pl := b.t.lookup(norm)
 	cc := &clientConn{p: p}
 	pick := func() string {
-		idx, be := cc.pick(b, pl, hostHash(norm), nil)
+		idx, be := cc.p.pick(b, pl, hostHash(norm), nil)
 		require.NotNil(t, be)
 		return b.t.nodes[idx].ID
 	}

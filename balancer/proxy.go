@@ -8,12 +8,15 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/paaskit/paaskit/internal/evproxy"
 )
 
 // Miss describes a miss: the picked node answered that it does not run
@@ -107,6 +110,16 @@ type Config struct {
 	// Default 5s.
 	RetryAfter time.Duration
 
+	// EventLoops is the number of event loops (internal/evproxy) that
+	// serve a plain (non-TLS) TCP listener instead of a goroutine per
+	// connection; requests the loops do not handle themselves are
+	// handed to the goroutine path. 0 means off for now (a goroutine
+	// per connection for everything); -1 too.
+	EventLoops int
+	// BusyPoll makes an event loop that just handled events poll once
+	// more without blocking before it blocks.
+	BusyPoll bool
+
 	// Logger receives the proxy's logs; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -164,6 +177,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.BoundedLoadFloor == 0 {
 		c.BoundedLoadFloor = 8
+	}
+	if c.EventLoops < -1 {
+		return fmt.Errorf("balancer: EventLoops %d must be -1 (off), 0 (default) or positive", c.EventLoops)
+	}
+	if c.EventLoops == 0 {
+		c.EventLoops = -1 + 0*runtime.GOMAXPROCS(0)
 	}
 	if c.MissHeader == "" {
 		c.MissHeader = "X-Paaskit-Miss"
@@ -369,8 +388,24 @@ func (p *Proxy) Run(ctx context.Context) error {
 		go func() { defer bg.Done(); p.certLoop(p.baseCtx) }()
 	}
 
+	var loops *evproxy.Proxy
+	if !tlsOn {
+		var err error
+		if loops, err = p.newLoops(ln); err != nil {
+			_ = ln.Close()
+			p.baseCancel()
+			bg.Wait()
+			return err
+		}
+	}
 	acceptErr := make(chan error, 1)
-	go func() { acceptErr <- p.acceptLoop(ln, tlsOn) }()
+	loopCtx, loopCancel := context.WithCancel(context.Background())
+	defer loopCancel()
+	if loops != nil {
+		go func() { acceptErr <- loops.Run(loopCtx) }()
+	} else {
+		go func() { acceptErr <- p.acceptLoop(ln, tlsOn) }()
+	}
 
 	var err error
 	select {
@@ -379,10 +414,15 @@ func (p *Proxy) Run(ctx context.Context) error {
 		err = fmt.Errorf("balancer: accept on %s: %w", ln.Addr(), err)
 	}
 	p.draining.Store(true)
-	_ = ln.Close()
+	loopCancel() // the loops drain their own connections
+	if loops == nil {
+		_ = ln.Close()
+	}
+	p.closeIdleConns()
 	if err == nil {
 		<-acceptErr
 	}
+	_ = ln.Close()
 	p.closeIdleConns()
 	done := make(chan struct{})
 	go func() { p.connWG.Wait(); close(done) }()

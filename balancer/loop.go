@@ -1,0 +1,127 @@
+package balancer
+
+import (
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/paaskit/paaskit/internal/evproxy"
+)
+
+// loopHandler is the balancer's side of the event-loop forwarder
+// (internal/evproxy): routing by the table, the pick with health and
+// bounded load, in-flight counts, and health marks from the outcomes.
+type loopHandler struct{ p *Proxy }
+
+func reply(status int, reason, body string, extra ...string) evproxy.Decision {
+	return evproxy.Decision{Action: evproxy.Reply, Status: status, Reason: reason, Body: body, Extra: extra}
+}
+
+// Route implements evproxy.Handler with the same answers as handle.
+func (h loopHandler) Route(r *evproxy.Request) evproxy.Decision {
+	p := h.p
+	req := r.Head
+	host, ok := normalizeHost(r.Scratch[:0], req.Host)
+	r.Scratch = host
+	if !ok {
+		return reply(400, "Bad Request", "invalid Host header\n")
+	}
+	if p.cfg.MaxBodyBytes > 0 && req.ContentLength > p.cfg.MaxBodyBytes {
+		return reply(413, "Content Too Large", "request body larger than "+strconv.FormatInt(p.cfg.MaxBodyBytes, 10)+" bytes\n")
+	}
+	b := p.cur.Load()
+	var pl *pool
+	if len(host) > 0 {
+		pl = b.t.lookup(host)
+	} else {
+		pl = b.t.def
+	}
+	if pl == nil {
+		return reply(404, "Not Found", "unknown host: "+string(host)+"\n")
+	}
+	idx, be := p.pick(b, pl, hostHash(host), r.Tried)
+	if be == nil && len(r.Tried) > 0 {
+		return reply(502, "Bad Gateway", "cannot reach a node for "+string(host)+"\n")
+	}
+	if be == nil {
+		return reply(503, "Service Unavailable", "no live node for "+string(host)+"\n",
+			"Retry-After: "+strconv.Itoa(int((p.cfg.RetryAfter+time.Second-1)/time.Second)))
+	}
+	be.inflight.Add(1)
+	p.total.Add(1)
+	r.Tag = be
+	replayable := req.ContentLength <= 0 && idempotent(req.Method)
+	return evproxy.Decision{
+		Action:        evproxy.Forward,
+		Target:        evproxy.Target{Network: "tcp", Addr: be.addr},
+		ID:            idx,
+		Replayable:    replayable,
+		HandoffOnMiss: replayable && p.cfg.OnMiss != nil,
+	}
+}
+
+// Done implements evproxy.Handler.
+func (h loopHandler) Done(r *evproxy.Request, o evproxy.Outcome) {
+	p := h.p
+	be, _ := r.Tag.(*backend)
+	if be == nil {
+		return
+	}
+	r.Tag = nil
+	be.inflight.Add(-1)
+	p.total.Add(-1)
+	switch o {
+	case evproxy.Answered, evproxy.Missed:
+		if be.markOK() {
+			p.log.Info("balancer: node is back", "node", be.id, "addr", be.addr)
+		}
+	case evproxy.ConnectFailed, evproxy.Failed:
+		if p.markFail(be) {
+			p.log.Warn("balancer: node ejected", "node", be.id, "addr", be.addr, "err", o.String())
+		}
+	}
+}
+
+// handoff takes a client connection from an event loop onto the
+// goroutine path, starting with the bytes the loop had read.
+func (p *Proxy) handoff(c net.Conn, buffered []byte) {
+	cc := p.newClientConn(c, false)
+	cc.pre = buffered
+	p.connMu.Lock()
+	if p.draining.Load() {
+		p.connMu.Unlock()
+		_ = c.Close()
+		return
+	}
+	p.conns[cc] = struct{}{}
+	p.connWG.Add(1)
+	p.connMu.Unlock()
+	go cc.serve()
+}
+
+// newLoops returns the event-loop forwarder for a plain TCP listener, or
+// nil when it is off or the listener is not TCP.
+func (p *Proxy) newLoops(ln net.Listener) (*evproxy.Proxy, error) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok || p.cfg.EventLoops <= 0 {
+		return nil, nil
+	}
+	return evproxy.New(evproxy.Config{
+		Listener:              tl,
+		Handler:               loopHandler{p},
+		Handoff:               p.handoff,
+		Loops:                 p.cfg.EventLoops,
+		ReadHeaderTimeout:     p.cfg.ReadHeaderTimeout,
+		IdleTimeout:           p.cfg.IdleTimeout,
+		DialTimeout:           p.cfg.DialTimeout,
+		ResponseHeaderTimeout: p.cfg.ResponseHeaderTimeout,
+		ShutdownTimeout:       p.cfg.ShutdownTimeout,
+		MaxHeaderBytes:        p.cfg.MaxHeaderBytes,
+		MaxHeaderFields:       p.cfg.MaxHeaderFields,
+		MaxIdlePerTarget:      p.cfg.MaxIdlePerNode,
+		MaxBodyBytes:          p.cfg.MaxBodyBytes,
+		MissHeader:            p.missLower,
+		BusyPoll:              p.cfg.BusyPoll,
+		Logger:                p.log,
+	})
+}

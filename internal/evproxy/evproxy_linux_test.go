@@ -1,0 +1,685 @@
+package evproxy
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// testHandler routes every request to targets[0], then (after a
+// connection failure) to the next target.
+type testHandler struct {
+	mu       sync.Mutex
+	targets  []Target
+	outcomes []Outcome
+	routes   atomic.Int64
+	decide   func(r *Request) *Decision
+}
+
+func (h *testHandler) Route(r *Request) Decision {
+	h.routes.Add(1)
+	if h.decide != nil {
+		if d := h.decide(r); d != nil {
+			return *d
+		}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(r.Tried) >= len(h.targets) {
+		return Decision{Action: Reply, Status: 502, Reason: "Bad Gateway", Body: "no target left\n"}
+	}
+	i := len(r.Tried)
+	return Decision{Action: Forward, Target: h.targets[i], ID: int32(i), Replayable: len(r.Head.Method) == 3 && string(r.Head.Method) == "GET"}
+}
+
+func (h *testHandler) Done(r *Request, o Outcome) {
+	h.mu.Lock()
+	h.outcomes = append(h.outcomes, o)
+	h.mu.Unlock()
+}
+
+func (h *testHandler) seen() []Outcome {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Outcome(nil), h.outcomes...)
+}
+
+type handedOff struct {
+	c        net.Conn
+	buffered []byte
+}
+
+type harness struct {
+	addr    string
+	h       *testHandler
+	p       *Proxy
+	handoff chan handedOff
+}
+
+func start(t *testing.T, h *testHandler, mod func(*Config)) *harness {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	hs := &harness{addr: ln.Addr().String(), h: h, handoff: make(chan handedOff, 16)}
+	cfg := Config{
+		Listener: ln,
+		Handler:  h,
+		Handoff: func(c net.Conn, b []byte) {
+			hs.handoff <- handedOff{c, b}
+		},
+		Loops:      2,
+		MissHeader: "x-miss",
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	p, err := New(cfg)
+	require.NoError(t, err)
+	hs.p = p
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		case <-time.After(15 * time.Second):
+			t.Error("Run did not return")
+		}
+		_ = ln.Close()
+		for {
+			select {
+			case ho := <-hs.handoff:
+				_ = ho.c.Close()
+				continue
+			default:
+			}
+			break
+		}
+	})
+	return hs
+}
+
+// backend serves each connection with fn on a real TCP socket.
+func backend(t *testing.T, fn func(c net.Conn, br *bufio.Reader)) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				fn(c, bufio.NewReader(c))
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// echoBackend answers each request with its method, path, body size and
+// the X-Forwarded-For it saw.
+func echoBackend(t *testing.T) string {
+	return backend(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			b, _ := io.ReadAll(r.Body)
+			body := fmt.Sprintf("%s %s %d %s %s", r.Method, r.URL.Path, len(b), r.Header.Get("X-Forwarded-For"), r.Header.Get("X-Forwarded-Host"))
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(body), body); err != nil {
+				return
+			}
+		}
+	})
+}
+
+func tcp(addr string) Target { return Target{Network: "tcp", Addr: addr} }
+
+func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	return c, bufio.NewReader(c)
+}
+
+func readBody(t *testing.T, br *bufio.Reader) (*http.Response, string) {
+	t.Helper()
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	return resp, string(b)
+}
+
+func TestForwardsAndKeepsAlive(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, ignore) }) // after the others
+	h := &testHandler{targets: []Target{tcp(echoBackend(t))}}
+	hs := start(t, h, nil)
+	cl := &http.Client{}
+	for i := 0; i < 20; i++ {
+		resp, err := cl.Post("http://"+hs.addr+"/p"+strconv.Itoa(i), "text/plain", strings.NewReader("hello"))
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		require.Equal(t, 200, resp.StatusCode)
+		require.Equal(t, fmt.Sprintf("POST /p%d 5 127.0.0.1 %s", i, hs.addr), string(b))
+	}
+	cl.CloseIdleConnections()
+	require.EqualValues(t, 20, hs.p.Stats().Requests)
+	require.Zero(t, hs.p.Stats().Handoffs)
+	require.GreaterOrEqual(t, hs.p.Stats().IdleConns, int64(1), "the target connection is pooled")
+}
+
+func TestPipelinedRequests(t *testing.T) {
+	h := &testHandler{targets: []Target{tcp(echoBackend(t))}}
+	hs := start(t, h, nil)
+	c, br := dial(t, hs.addr)
+	var all strings.Builder
+	for i := 0; i < 50; i++ {
+		fmt.Fprintf(&all, "GET /r%d HTTP/1.1\r\nHost: h\r\n\r\n", i)
+	}
+	all.WriteString("POST /last HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc")
+	_, err := io.WriteString(c, all.String())
+	require.NoError(t, err)
+	for i := 0; i < 50; i++ {
+		_, body := readBody(t, br)
+		require.Equal(t, fmt.Sprintf("GET /r%d 0 127.0.0.1 h", i), body)
+	}
+	_, body := readBody(t, br)
+	require.Equal(t, "POST /last 3 127.0.0.1 h", body)
+}
+
+func TestChunkedResponseIsReframed(t *testing.T) {
+	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n")
+			time.Sleep(10 * time.Millisecond) // split across reads
+			_, _ = io.WriteString(c, "6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n")
+		}
+	})
+	hs := start(t, &testHandler{targets: []Target{tcp(addr)}}, nil)
+	c, br := dial(t, hs.addr)
+	for i := 0; i < 3; i++ {
+		_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		require.NoError(t, err)
+		resp, body := readBody(t, br)
+		require.Equal(t, "hello world", body)
+		require.Equal(t, []string{"chunked"}, resp.TransferEncoding)
+		require.Equal(t, "t", resp.Trailer.Get("X-Trailer"))
+	}
+}
+
+func TestMalformedChunkedResponseCutsTheClient(t *testing.T) {
+	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n")
+		_, _ = io.Copy(io.Discard, br)
+	})
+	hs := start(t, &testHandler{targets: []Target{tcp(addr)}}, nil)
+	c, br := dial(t, hs.addr)
+	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	_, err = io.ReadAll(resp.Body)
+	require.Error(t, err, "the client sees the cut, not a short success")
+}
+
+func TestBackendClosesMidResponse(t *testing.T) {
+	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n0123456789")
+	})
+	h := &testHandler{targets: []Target{tcp(addr)}}
+	hs := start(t, h, nil)
+	c, br := dial(t, hs.addr)
+	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	b, err := io.ReadAll(resp.Body)
+	require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	require.Equal(t, "0123456789", string(b))
+	require.Equal(t, []Outcome{Answered}, h.seen())
+}
+
+func TestBackendNeverAnswers(t *testing.T) {
+	addr := backend(t, func(c net.Conn, br *bufio.Reader) { _, _ = io.Copy(io.Discard, br) })
+	h := &testHandler{targets: []Target{tcp(addr)}}
+	hs := start(t, h, func(c *Config) { c.ResponseHeaderTimeout = 300 * time.Millisecond })
+	c, br := dial(t, hs.addr)
+	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	require.NoError(t, err)
+	resp, _ := readBody(t, br)
+	require.Equal(t, 504, resp.StatusCode)
+	require.Equal(t, []Outcome{TimedOut}, h.seen())
+}
+
+func TestBackendBreaksBeforeAnsweringIsRetriedWhenReplayable(t *testing.T) {
+	var broken atomic.Int64
+	bad := backend(t, func(c net.Conn, br *bufio.Reader) {
+		_, _ = http.ReadRequest(br)
+		broken.Add(1) // close without a byte
+	})
+	h := &testHandler{targets: []Target{tcp(bad), tcp(echoBackend(t))}}
+	hs := start(t, h, nil)
+	c, br := dial(t, hs.addr)
+	_, err := io.WriteString(c, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
+	require.NoError(t, err)
+	resp, body := readBody(t, br)
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "GET /x 0 127.0.0.1 h", body)
+	require.Equal(t, []Outcome{Failed, Answered}, h.seen())
+
+	// A POST is not replayed: 502.
+	c2, br2 := dial(t, hs.addr)
+	_, err = io.WriteString(c2, "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nz")
+	require.NoError(t, err)
+	resp, _ = readBody(t, br2)
+	require.Equal(t, 502, resp.StatusCode)
+}
+
+func TestConnectFailureRoutesAgain(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	dead := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	h := &testHandler{targets: []Target{tcp(dead), tcp(echoBackend(t))}}
+	hs := start(t, h, nil)
+	c, br := dial(t, hs.addr)
+	// Even a POST: nothing was sent to the dead target.
+	_, err = io.WriteString(c, "POST /y HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab")
+	require.NoError(t, err)
+	resp, body := readBody(t, br)
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "POST /y 2 127.0.0.1 h", body)
+	require.Equal(t, []Outcome{ConnectFailed, Answered}, h.seen())
+}
+
+func TestStalePooledConnectionIsRetriedFresh(t *testing.T) {
+	var n atomic.Int64
+	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+		// Answer one request, keep-alive, then close the connection
+		// after a moment (a restart).
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		n.Add(1)
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		_ = c.(*net.TCPConn).CloseRead()
+	})
+	h := &testHandler{targets: []Target{tcp(addr)}}
+	hs := start(t, h, func(c *Config) { c.Loops = 1 })
+	c, br := dial(t, hs.addr)
+	for i := 0; i < 3; i++ {
+		_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		require.NoError(t, err)
+		resp, body := readBody(t, br)
+		require.Equal(t, 200, resp.StatusCode)
+		require.Equal(t, "ok", body)
+	}
+	require.EqualValues(t, 3, n.Load())
+}
+
+func TestClientDisconnectsMidResponse(t *testing.T) {
+	gone := make(chan struct{})
+	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				close(gone) // the proxy closed the target connection
+				return
+			}
+		}
+	})
+	h := &testHandler{targets: []Target{tcp(addr)}}
+	hs := start(t, h, nil)
+	c, br := dial(t, hs.addr)
+	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	_, err = io.ReadFull(resp.Body, make([]byte, 1<<20))
+	require.NoError(t, err)
+	require.NoError(t, c.Close())
+	select {
+	case <-gone:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the target connection was not closed after the client left")
+	}
+	require.Eventually(t, func() bool { return hs.p.Stats().Conns == 0 }, 5*time.Second, 10*time.Millisecond)
+}
+
+func TestBackPressureSlowClient(t *testing.T) {
+	const size = 32 << 20
+	var sent atomic.Int64
+	sum := make(chan [32]byte, 1)
+	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size)
+		hsh := sha256.New()
+		buf := make([]byte, 32<<10)
+		for i := 0; i < size/len(buf); i++ {
+			for j := range buf {
+				buf[j] = byte(i + j)
+			}
+			hsh.Write(buf)
+			if _, err := c.Write(buf); err != nil {
+				return
+			}
+			sent.Add(int64(len(buf)))
+		}
+		var s [32]byte
+		copy(s[:], hsh.Sum(nil))
+		sum <- s
+	})
+	hs := start(t, &testHandler{targets: []Target{tcp(addr)}}, nil)
+	c, br := dial(t, hs.addr)
+	_ = c.(*net.TCPConn).SetReadBuffer(64 << 10)
+	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	// The client does not read: the target must stall well before the
+	// whole body is sent (only socket buffers and the loop's bounded
+	// buffers hold it).
+	var last int64 = -1
+	require.Eventually(t, func() bool {
+		s := sent.Load()
+		stalled := s == last && s > 0
+		last = s
+		return stalled
+	}, 10*time.Second, 200*time.Millisecond)
+	require.Less(t, sent.Load(), int64(size/2), "the proxy must not buffer the body")
+	hsh := sha256.New()
+	n, err := io.Copy(hsh, resp.Body)
+	require.NoError(t, err)
+	require.EqualValues(t, size, n)
+	var got [32]byte
+	copy(got[:], hsh.Sum(nil))
+	require.Equal(t, <-sum, got)
+}
+
+func TestSlowlorisOnTheLoop(t *testing.T) {
+	h := &testHandler{targets: []Target{tcp(echoBackend(t))}}
+	hs := start(t, h, func(c *Config) { c.ReadHeaderTimeout = 300 * time.Millisecond })
+	c, br := dial(t, hs.addr)
+	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHo")
+	require.NoError(t, err)
+	start := time.Now()
+	// Trickle one byte at a time; others are served meanwhile.
+	go func() {
+		for _, b := range []byte("st: h\r\nX: y") {
+			time.Sleep(100 * time.Millisecond)
+			if _, err := c.Write([]byte{b}); err != nil {
+				return
+			}
+		}
+	}()
+	resp, err := http.Get("http://" + hs.addr + "/other")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, 200, resp.StatusCode)
+	resp, err = http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, 408, resp.StatusCode)
+	require.Less(t, time.Since(start), 5*time.Second)
+}
+
+func TestIdleClientIsClosed(t *testing.T) {
+	hs := start(t, &testHandler{targets: []Target{tcp(echoBackend(t))}}, func(c *Config) { c.IdleTimeout = 200 * time.Millisecond })
+	c, _ := dial(t, hs.addr)
+	_, err := c.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF)
+}
+
+func TestBadRequests(t *testing.T) {
+	hs := start(t, &testHandler{targets: []Target{tcp(echoBackend(t))}}, func(c *Config) {
+		c.MaxHeaderBytes = 1024
+		c.MaxBodyBytes = 10
+	})
+	for _, tc := range []struct {
+		req    string
+		status int
+	}{
+		{"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400},
+		{"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nHost: h\r\nX: a\r\n b\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\n\r\n", 400},
+		{"GET / HTTP/1.1\r\nHost: h\r\nX: " + strings.Repeat("a", 2000) + "\r\n\r\n", 431},
+		{"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n", 413},
+	} {
+		c, br := dial(t, hs.addr)
+		_, err := io.WriteString(c, tc.req)
+		require.NoError(t, err)
+		resp, _ := readBody(t, br)
+		require.Equal(t, tc.status, resp.StatusCode, "%q", tc.req)
+		require.True(t, resp.Close)
+	}
+}
+
+func TestHandoffUpgradeLosesNoByte(t *testing.T) {
+	hs := start(t, &testHandler{targets: []Target{tcp(echoBackend(t))}}, nil)
+	c, _ := dial(t, hs.addr)
+	first := "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nframe-1"
+	_, err := io.WriteString(c, first)
+	require.NoError(t, err)
+	var ho handedOff
+	select {
+	case ho = <-hs.handoff:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no hand-off")
+	}
+	defer ho.c.Close()
+	_, err = io.WriteString(c, "frame-2")
+	require.NoError(t, err)
+	got := make([]byte, len(first)+len("frame-2")-len(ho.buffered))
+	_ = ho.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = io.ReadFull(ho.c, got)
+	require.NoError(t, err)
+	require.Equal(t, first+"frame-2", string(ho.buffered)+string(got))
+	// The handed-off connection works both ways.
+	_, err = io.WriteString(ho.c, "pong")
+	require.NoError(t, err)
+	b := make([]byte, 4)
+	_, err = io.ReadFull(c, b)
+	require.NoError(t, err)
+	require.Equal(t, "pong", string(b))
+	require.EqualValues(t, 1, hs.p.Stats().Handoffs)
+}
+
+func TestHandoffBigStreamedBodyLosesNoByte(t *testing.T) {
+	hs := start(t, &testHandler{targets: []Target{tcp(echoBackend(t))}}, nil)
+	c, _ := dial(t, hs.addr)
+	body := bytes.Repeat([]byte("0123456789abcdef"), 1<<16) // 1 MiB, more than a buffer
+	head := fmt.Sprintf("PUT /big HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n", len(body))
+	want := append([]byte(head), body...)
+	go func() { _, _ = c.Write(want) }()
+	var ho handedOff
+	select {
+	case ho = <-hs.handoff:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no hand-off")
+	}
+	defer ho.c.Close()
+	rest := make([]byte, len(want)-len(ho.buffered))
+	_ = ho.c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.ReadFull(ho.c, rest)
+	require.NoError(t, err)
+	require.True(t, bytes.Equal(want, append(ho.buffered, rest...)))
+}
+
+func TestHandoffPipelinedAfterServedRequest(t *testing.T) {
+	hs := start(t, &testHandler{targets: []Target{tcp(echoBackend(t))}}, nil)
+	c, br := dial(t, hs.addr)
+	second := "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+	_, err := io.WriteString(c, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"+second)
+	require.NoError(t, err)
+	_, body := readBody(t, br)
+	require.Equal(t, "GET /a 0 127.0.0.1 h", body)
+	select {
+	case ho := <-hs.handoff:
+		defer ho.c.Close()
+		require.Equal(t, second, string(ho.buffered))
+	case <-time.After(10 * time.Second):
+		t.Fatal("no hand-off")
+	}
+}
+
+func TestMissIsHandedOff(t *testing.T) {
+	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			if _, err := http.ReadRequest(br); err != nil {
+				return
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 404 Not Found\r\nX-Miss: 1\r\nContent-Length: 0\r\n\r\n")
+		}
+	})
+	h := &testHandler{targets: []Target{tcp(addr)}}
+	h.decide = func(r *Request) *Decision {
+		return &Decision{Action: Forward, Target: tcp(addr), Replayable: true, HandoffOnMiss: true}
+	}
+	hs := start(t, h, nil)
+	c, _ := dial(t, hs.addr)
+	req := "GET /m HTTP/1.1\r\nHost: h\r\n\r\n"
+	_, err := io.WriteString(c, req)
+	require.NoError(t, err)
+	select {
+	case ho := <-hs.handoff:
+		defer ho.c.Close()
+		require.Equal(t, req, string(ho.buffered))
+	case <-time.After(10 * time.Second):
+		t.Fatal("no hand-off")
+	}
+	require.Equal(t, []Outcome{Missed}, h.seen())
+}
+
+func TestUnixSocketTarget(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.sock")
+	ln, err := net.Listen("unix", path)
+	require.NoError(t, err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "unix "+r.URL.Path)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	hs := start(t, &testHandler{targets: []Target{{Network: "unix", Addr: path}}}, nil)
+	resp, err := http.Get("http://" + hs.addr + "/u")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.Equal(t, "unix /u", string(b))
+}
+
+func TestNonLiteralTargetIsHandedOff(t *testing.T) {
+	h := &testHandler{targets: []Target{tcp("localhost:1")}}
+	hs := start(t, h, nil)
+	c, _ := dial(t, hs.addr)
+	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	require.NoError(t, err)
+	select {
+	case ho := <-hs.handoff:
+		_ = ho.c.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("no hand-off")
+	}
+	require.Equal(t, []Outcome{Aborted}, h.seen())
+}
+
+func TestConfigValidation(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer ln.Close()
+	h := &testHandler{}
+	ho := func(net.Conn, []byte) {}
+	for _, cfg := range []Config{
+		{Handler: h, Handoff: ho},
+		{Listener: ln, Handoff: ho},
+		{Listener: ln, Handler: h},
+		{Listener: ln, Handler: h, Handoff: ho, IdleTimeout: -1},
+		{Listener: ln, Handler: h, Handoff: ho, MaxHeaderBytes: 10},
+		{Listener: ln, Handler: h, Handoff: ho, Loops: -1},
+	} {
+		_, err := New(cfg)
+		require.Error(t, err)
+	}
+}
+
+func TestShutdownLetsExchangeFinish(t *testing.T) {
+	release := make(chan struct{})
+	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+		if _, err := http.ReadRequest(br); err != nil {
+			return
+		}
+		<-release
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\ndone")
+	})
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer ln.Close()
+	h := &testHandler{targets: []Target{tcp(addr)}}
+	p, err := New(Config{Listener: ln, Handler: h, Handoff: func(c net.Conn, _ []byte) { _ = c.Close() }})
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	c, br := dial(t, ln.Addr().String())
+	_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return p.Stats().Requests == 1 }, 5*time.Second, 5*time.Millisecond)
+	cancel()
+	close(release)
+	resp, body := readBody(t, br)
+	require.Equal(t, "done", body)
+	require.True(t, resp.Close, "the last answer says the connection closes")
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	require.Error(t, p.Run(context.Background()), "runs once")
+}

@@ -1,0 +1,138 @@
+package evproxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrRunTwice is returned by a second call of Proxy.Run.
+var ErrRunTwice = errors.New("evproxy: Proxy.Run called twice")
+
+// Proxy is a set of event loops serving one listener.
+type Proxy struct {
+	cfg     Config
+	start   time.Time
+	loops   []*loop
+	loopsP  atomic.Pointer[[]*loop] // loops, for Stats
+	lnfd    int
+	stop    atomic.Bool
+	started atomic.Bool
+	sweep   int64 // nanoseconds between deadline sweeps
+}
+
+// New validates cfg and returns a proxy; Run serves.
+func New(cfg Config) (*Proxy, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	p := &Proxy{cfg: cfg, start: time.Now(), lnfd: -1}
+	sw := 250 * time.Millisecond
+	for _, d := range []time.Duration{cfg.ReadHeaderTimeout, cfg.IdleTimeout, cfg.DialTimeout, cfg.ResponseHeaderTimeout} {
+		sw = min(sw, max(d/4, time.Millisecond))
+	}
+	p.sweep = int64(sw)
+	return p, nil
+}
+
+func (p *Proxy) nanotime() int64 { return int64(time.Since(p.start)) }
+
+// Run serves until ctx ends, then stops accepting, lets exchanges in
+// flight finish for up to ShutdownTimeout, closes every connection it
+// owns (handed-off ones belong to Config.Handoff) and returns once every
+// loop has stopped. A Proxy runs once.
+func (p *Proxy) Run(ctx context.Context) error {
+	if !p.started.CompareAndSwap(false, true) {
+		return ErrRunTwice
+	}
+	sc, err := p.cfg.Listener.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("evproxy: listener %s: %w", p.cfg.Listener.Addr(), err)
+	}
+	var derr error
+	if cerr := sc.Control(func(fd uintptr) {
+		p.lnfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0)
+	}); cerr != nil {
+		return fmt.Errorf("evproxy: listener %s: %w", p.cfg.Listener.Addr(), cerr)
+	}
+	if derr != nil {
+		return fmt.Errorf("evproxy: dup listener %s: %w", p.cfg.Listener.Addr(), derr)
+	}
+	defer func() { _ = unix.Close(p.lnfd) }()
+	if err := unix.SetNonblock(p.lnfd, true); err != nil {
+		return fmt.Errorf("evproxy: listener %s: %w", p.cfg.Listener.Addr(), err)
+	}
+	for i := 0; i < p.cfg.Loops; i++ {
+		l, err := newLoop(p, i)
+		if err != nil {
+			for _, l := range p.loops {
+				l.closeFds()
+			}
+			return err
+		}
+		p.loops = append(p.loops, l)
+	}
+	p.loopsP.Store(&p.loops)
+	var wg sync.WaitGroup
+	for _, l := range p.loops {
+		wg.Add(1)
+		go func() { defer wg.Done(); l.run() }()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-ctx.Done():
+		p.stop.Store(true)
+		for _, l := range p.loops {
+			l.wake()
+		}
+		<-done
+	case <-done:
+	}
+	var errs []error
+	for _, l := range p.loops {
+		if l.err != nil {
+			errs = append(errs, l.err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Stats are a proxy's counters, summed over its loops.
+type Stats struct {
+	Conns     int64 // client connections served by the loops now
+	Requests  int64 // requests forwarded by the loops so far
+	Handoffs  int64 // client connections handed off so far
+	IdleConns int64 // idle pooled target connections now
+}
+
+// Stats returns the proxy's counters.
+func (p *Proxy) Stats() Stats {
+	var s Stats
+	lp := p.loopsP.Load()
+	if lp == nil {
+		return s
+	}
+	for _, l := range *lp {
+		s.Conns += l.nconns.Load()
+		s.Requests += l.nreq.Load()
+		s.Handoffs += l.nhandoff.Load()
+		s.IdleConns += l.nidle.Load()
+	}
+	return s
+}
+
+// handoffConn turns a raw client fd into a net.Conn; the fd is closed.
+func handoffConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "client")
+	c, err := net.FileConn(f)
+	_ = f.Close()
+	return c, err
+}

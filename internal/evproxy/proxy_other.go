@@ -1,0 +1,33 @@
+//go:build !linux
+
+package evproxy
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrRunTwice is returned by a second call of Proxy.Run.
+var ErrRunTwice = errors.New("evproxy: Proxy.Run called twice")
+
+// Proxy is a set of event loops serving one listener (Linux only).
+type Proxy struct{}
+
+// Stats are a proxy's counters, summed over its loops.
+type Stats struct {
+	Conns, Requests, Handoffs, IdleConns int64
+}
+
+// New returns ErrUnsupported outside Linux.
+func New(cfg Config) (*Proxy, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	return nil, ErrUnsupported
+}
+
+// Run returns ErrUnsupported.
+func (p *Proxy) Run(ctx context.Context) error { return ErrUnsupported }
+
+// Stats returns zero counters.
+func (p *Proxy) Stats() Stats { return Stats{} }
