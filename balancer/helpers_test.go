@@ -34,6 +34,7 @@ func startProxy(t testing.TB, cfg Config) *Proxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	cfg.Listener = ln
+	testForwarder(&cfg)
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
 	}

@@ -125,3 +125,22 @@ func (p *Proxy) newLoops(ln net.Listener) (*evproxy.Proxy, error) {
 		Logger:                p.log,
 	})
 }
+
+// ForwarderStats counts what the event loops did (all zero when they are
+// off or the listener is TLS).
+type ForwarderStats struct {
+	LoopConns     int64 `json:"loop_conns"`      // client connections on the loops now
+	LoopRequests  int64 `json:"loop_requests"`   // requests the loops forwarded so far
+	Handoffs      int64 `json:"handoffs"`        // connections handed to the goroutine path so far
+	LoopIdleConns int64 `json:"loop_idle_conns"` // idle node connections pooled by the loops now
+}
+
+// ForwarderStats returns the event loops' counters.
+func (p *Proxy) ForwarderStats() ForwarderStats {
+	l := p.loops.Load()
+	if l == nil {
+		return ForwarderStats{}
+	}
+	s := l.Stats()
+	return ForwarderStats{LoopConns: s.Conns, LoopRequests: s.Requests, Handoffs: s.Handoffs, LoopIdleConns: s.IdleConns}
+}

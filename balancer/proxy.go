@@ -113,8 +113,8 @@ type Config struct {
 	// EventLoops is the number of event loops (internal/evproxy) that
 	// serve a plain (non-TLS) TCP listener instead of a goroutine per
 	// connection; requests the loops do not handle themselves are
-	// handed to the goroutine path. 0 means off for now (a goroutine
-	// per connection for everything); -1 too.
+	// handed to the goroutine path. 0 means GOMAXPROCS loops; -1 turns
+	// the loops off (a goroutine per connection for everything).
 	EventLoops int
 	// BusyPoll makes an event loop that just handled events poll once
 	// more without blocking before it blocks.
@@ -182,7 +182,7 @@ func (c *Config) setDefaults() error {
 		return fmt.Errorf("balancer: EventLoops %d must be -1 (off), 0 (default) or positive", c.EventLoops)
 	}
 	if c.EventLoops == 0 {
-		c.EventLoops = -1 + 0*runtime.GOMAXPROCS(0)
+		c.EventLoops = runtime.GOMAXPROCS(0)
 	}
 	if c.MissHeader == "" {
 		c.MissHeader = "X-Paaskit-Miss"
@@ -235,6 +235,7 @@ type Proxy struct {
 
 	handler handlerState
 	started atomic.Bool
+	loops   atomic.Pointer[evproxy.Proxy] // the event loops while Run serves with them
 }
 
 // ErrRunTwice is returned by a second call of Proxy.Run.
@@ -402,6 +403,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	loopCtx, loopCancel := context.WithCancel(context.Background())
 	defer loopCancel()
 	if loops != nil {
+		p.loops.Store(loops)
 		go func() { acceptErr <- loops.Run(loopCtx) }()
 	} else {
 		go func() { acceptErr <- p.acceptLoop(ln, tlsOn) }()

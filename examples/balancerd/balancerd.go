@@ -35,6 +35,7 @@ type options struct {
 	poll, eject, readHeader, idle, respTimeout time.Duration
 	boundedLoad                                float64
 	maxBody                                    int64
+	eventLoops                                 int
 	log                                        *daemon.LogConfig
 }
 
@@ -54,6 +55,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.respTimeout, "response-timeout", 60*time.Second, "time a node has to start its response (504 after)")
 	fs.Float64Var(&o.boundedLoad, "bounded-load", 0, "bounded-load factor (e.g. 1.25); 0 = off")
 	fs.Int64Var(&o.maxBody, "max-body", 0, "request body limit in bytes (413 beyond); 0 = none")
+	fs.IntVar(&o.eventLoops, "event-loops", 0, "event loops serving plain HTTP (an epoll loop per core; WebSocket, TLS and big or chunked uploads go to a goroutine per connection); 0 = GOMAXPROCS, -1 = off (a goroutine per connection for everything)")
 	o.log = daemon.LogFlags(fs)
 	fs.Usage = usage(fs)
 	if err := fs.Parse(args); err != nil {
@@ -112,7 +114,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, started func(*bala
 		Addr: o.listen, Table: t, TLSCertDir: o.certs, HealthCheckPath: o.healthPath,
 		EjectAfter: o.eject, ReadHeaderTimeout: o.readHeader, IdleTimeout: o.idle,
 		ResponseHeaderTimeout: o.respTimeout, BoundedLoad: o.boundedLoad, MaxBodyBytes: o.maxBody,
-		Logger: log,
+		EventLoops: o.eventLoops, Logger: log,
 	})
 	if err != nil {
 		return err
@@ -262,11 +264,12 @@ func adminServer(addr string, p *balancer.Proxy, rl *reloader) func(context.Cont
 	mux.HandleFunc("GET /nodes", func(w http.ResponseWriter, _ *http.Request) {
 		loads, lastErr := rl.Status()
 		st := struct {
-			Nodes       []balancer.NodeStatus `json:"nodes"`
-			Sites       int                   `json:"sites"`
-			Reloads     int                   `json:"reloads"`
-			ReloadError string                `json:"reload_error,omitempty"`
-		}{Nodes: p.Nodes(), Sites: p.Table().Len(), Reloads: loads}
+			Nodes       []balancer.NodeStatus   `json:"nodes"`
+			Sites       int                     `json:"sites"`
+			Reloads     int                     `json:"reloads"`
+			ReloadError string                  `json:"reload_error,omitempty"`
+			Forwarder   balancer.ForwarderStats `json:"forwarder"`
+		}{Nodes: p.Nodes(), Sites: p.Table().Len(), Reloads: loads, Forwarder: p.ForwarderStats()}
 		if lastErr != nil {
 			st.ReloadError = lastErr.Error()
 		}

@@ -1,0 +1,85 @@
+package balancer
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestEventLoopPathServesRoutesAndHeals runs the balancer's behaviours
+// that the loops serve themselves (routing, in-flight counts, retry and
+// ejection of a dead node, return of the node) and the ones they hand
+// off (the miss hook) with the event loops on, and checks through
+// ForwarderStats that the loops did serve them.
+func TestEventLoopPathServesRoutesAndHeals(t *testing.T) {
+	a := backendServer(t, echoInfo("a"))
+	bAddr := deadAddr(t)
+	tb := table(t, map[string]string{"a": addrOf(a), "b": bAddr}, map[string]string{"*": ""})
+	p := startProxy(t, Config{Table: tb, EventLoops: 2, EjectAfter: 100 * time.Millisecond, ProbeInterval: 20 * time.Millisecond})
+	c := &http.Client{}
+	hostA, hostB := hostOn(t, tb, "a"), hostOn(t, tb, "b")
+	for i := 0; i < 10; i++ {
+		resp, _ := get(t, c, proxyURL(p)+"/", hostA)
+		require.Equal(t, "a", resp.Header.Get("X-Node"))
+	}
+	s := p.ForwarderStats()
+	require.EqualValues(t, 10, s.LoopRequests)
+	require.Zero(t, s.Handoffs)
+	require.GreaterOrEqual(t, s.LoopIdleConns, int64(1))
+	// b refuses connections: retried on a, then ejected.
+	resp, _ := get(t, c, proxyURL(p)+"/", hostB)
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "a", resp.Header.Get("X-Node"))
+	require.Eventually(t, func() bool {
+		resp, _ := get(t, c, proxyURL(p)+"/", hostB)
+		require.Equal(t, 200, resp.StatusCode)
+		for _, n := range p.Nodes() {
+			if n.ID == "b" {
+				return n.Ejected
+			}
+		}
+		return false
+	}, 5*time.Second, 20*time.Millisecond)
+	for _, n := range p.Nodes() {
+		require.Zero(t, n.InFlight, "node %s", n.ID)
+	}
+	require.Zero(t, p.ForwarderStats().Handoffs)
+}
+
+func TestEventLoopMissIsHandedOffAndRetried(t *testing.T) {
+	var started atomic.Bool
+	a := backendServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !started.Load() {
+			w.Header().Set("X-Paaskit-Miss", "1")
+			w.WriteHeader(404)
+			return
+		}
+		_, _ = io.WriteString(w, "app says hi")
+	}))
+	var calls atomic.Int64
+	p := startProxy(t, Config{
+		Table:      table(t, map[string]string{"a": addrOf(a)}, map[string]string{"*": ""}),
+		EventLoops: 2,
+		OnMiss: func(context.Context, Miss) error {
+			calls.Add(1)
+			started.Store(true)
+			return nil
+		},
+	})
+	c := &http.Client{}
+	resp, body := get(t, c, proxyURL(p)+"/", "app.example.com")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "app says hi", body)
+	require.EqualValues(t, 1, calls.Load())
+	require.EqualValues(t, 1, p.ForwarderStats().Handoffs)
+	// New connections are served by the loops again.
+	c.CloseIdleConnections()
+	resp, _ = get(t, c, proxyURL(p)+"/", "app.example.com")
+	require.Equal(t, 200, resp.StatusCode)
+	require.EqualValues(t, 2, p.ForwarderStats().LoopRequests)
+}
