@@ -1299,6 +1299,7 @@ func (l *loop) finish(c *cconn) {
 	c.ir += c.reqLen
 	c.reqLen = 0
 	c.req.Tag = nil
+	c.head.Method = nil // its bytes are consumed
 	if c.clientClose {
 		c.state = stClose
 		c.deadline = l.now + int64(l.p.cfg.IdleTimeout)

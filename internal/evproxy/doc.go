@@ -1,0 +1,41 @@
+// Package evproxy is an event-loop HTTP/1.1 forwarder: the fast path of
+// the balancer (and, later, of the runner's node front, which forwards to
+// unix sockets). It is the design nginx, HAProxy and gnet use, written for
+// the Go runtime: the goroutine-per-connection forwarder pays a park and
+// an unpark through the runtime's netpoller for every wait, and on a
+// small shared machine the scheduler's spinning threads and futex
+// wake-ups take CPU from the load and the backends.
+//
+// A Proxy runs Config.Loops loops (GOMAXPROCS by default). Each is one
+// goroutine locked to its OS thread around its own epoll set, serving
+// non-blocking raw descriptors registered edge-triggered: client
+// connections, and connections to targets kept in a per-loop keep-alive
+// pool. The listener is in every loop's set (EPOLLEXCLUSIVE); the loop
+// that wakes accepts and gives each connection to the loop with the
+// fewest clients. Reads and writes are raw system calls (the
+// descriptors never block); a read shorter than the buffer marks the
+// socket drained, so the common exchange costs one read and one write on
+// each side and no read that fails with EAGAIN.
+//
+// A Handler picks the target of each request (a network and an address,
+// chosen per request) and learns how each exchange ended, which is where
+// the balancer keeps its health, ejection, retries and in-flight counts.
+// Request heads are parsed by the strict internal/http1 parser in the
+// client's buffer; the forwarded head and a buffered body are written to
+// the target in one write. Response heads are parsed in the target
+// connection's buffer; bodies (Content-Length, chunked, which is
+// validated and re-framed, or until close) go through the loop's buffers
+// with back-pressure: a target is not read while its client has unsent
+// bytes. Deadlines (request head, idle keep-alive, connect, response
+// head, body stalls) are checked by each loop a few times per shortest
+// timeout.
+//
+// What the loop does not serve itself is handed off, before any byte of
+// the request was sent anywhere, to Config.Handoff together with every
+// byte already read from the client: Upgrade (WebSocket), Expect:
+// 100-continue, chunked request bodies and bodies larger than
+// MaxBufferedBody, HTTP/1.0, targets that are not literal addresses, and a
+// target's miss answer (the slow path calls the miss hook and sends the
+// request again). The balancer's goroutine path takes them over with no
+// byte lost.
+package evproxy
