@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,7 +18,8 @@ const forwarderEnv = "PAASKIT_BALANCER_TEST_FORWARDER"
 // behaviour of the proxy.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if os.Getenv(forwarderEnv) == "" && code == 0 {
+	fuzzing := flag.Lookup("test.fuzz") != nil && flag.Lookup("test.fuzz").Value.String() != ""
+	if os.Getenv(forwarderEnv) == "" && code == 0 && !fuzzing {
 		cmd := exec.Command(os.Args[0], os.Args[1:]...)
 		cmd.Env = append(os.Environ(), forwarderEnv+"=goroutine")
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr

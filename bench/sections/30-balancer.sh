@@ -8,13 +8,17 @@
 # run; any failed request fails the section.
 #
 # Env: WRK_ARGS (default "-t2 -c64 -d10s"), WARMUP (default 3s), ROUNDS
-# (default 3; the median per proxy is compared).
+# (default 3, at least 3; the median per proxy is compared). Rounds are
+# interleaved (balancerd, nginx, haproxy, then the next round starting one
+# further along), so a noisy stretch on the shared machine hits every
+# proxy alike.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source bench/lib.sh
 WRK_ARGS=${WRK_ARGS:-"-t2 -c64 -d10s"}
 WARMUP=${WARMUP:-3s}
 ROUNDS=${ROUNDS:-3}
+if ((ROUNDS < 3)); then echo "ROUNDS=$ROUNDS: at least 3 rounds are needed for a median" >&2; exit 1; fi
 for tool in wrk nginx haproxy; do
   command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] || { echo "missing $tool: run make bench-deps" >&2; exit 1; }
 done
