@@ -77,9 +77,14 @@ func newConnPool(dial func(context.Context) (net.Conn, error), timeout time.Dura
 	return &connPool{dial: dial, timeout: timeout}
 }
 
-func (p *connPool) get(ctx context.Context) (*backendConn, bool, error) {
+// get returns an idle connection (reused true) or, when there is none or
+// fresh is set, a new one. A retry after a stale idle connection asks
+// for a fresh one: when the app closed its idle connections (gunicorn
+// does after its keep-alive timeout), the next ones in the pool are
+// likely stale too.
+func (p *connPool) get(ctx context.Context, fresh bool) (*backendConn, bool, error) {
 	p.mu.Lock()
-	if n := len(p.idle); n > 0 {
+	if n := len(p.idle); n > 0 && !fresh {
 		bc := p.idle[n-1]
 		p.idle[n-1] = nil
 		p.idle = p.idle[:n-1]
@@ -231,7 +236,7 @@ func (i *instance) forward(w http.ResponseWriter, req *http.Request) {
 	for attempt := 0; ; attempt++ {
 		var reused bool
 		var err error
-		bc, reused, err = i.pool.get(ctx)
+		bc, reused, err = i.pool.get(ctx, attempt > 0)
 		if err != nil {
 			http.Error(w, fmt.Sprintf("runner: app %q instance %d: connect: %v", i.app.name, i.id, err), http.StatusBadGateway)
 			return

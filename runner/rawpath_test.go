@@ -3,6 +3,7 @@ package runner_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -104,4 +105,37 @@ func TestServeStopsWhileAResponseStreams(t *testing.T) {
 	}
 	_, err = io.Copy(io.Discard, resp.Body)
 	require.Error(t, err, "the cut stream must not look complete")
+}
+
+// An app that drops its idle keep-alive connections (gunicorn does after
+// its keep-alive timeout) leaves the front's pool full of stale ones: a
+// request that meets one goes on to a fresh connection, not to the next
+// stale one, and no request fails.
+func TestStaleIdleConnectionsAreRetriedOnAFreshOne(t *testing.T) {
+	for _, handler := range []bool{false, true} {
+		e := newEnvFront(t, nil, handler)
+		e.put(spec("stale", "dropidle"))
+		require.Equal(t, "hello stale\n", e.mustGet("stale.example", "/"))
+		for round := 0; round < 3; round++ {
+			// Fill the pool with connections the app then drops.
+			errs := make(chan error, 16)
+			for k := 0; k < 16; k++ {
+				go func() {
+					code, body, _ := e.get("stale.example", "/hold?ms=20")
+					if code != 200 || body != "held\n" {
+						errs <- fmt.Errorf("concurrent request: %d %q", code, body)
+						return
+					}
+					errs <- nil
+				}()
+			}
+			for k := 0; k < 16; k++ {
+				require.NoError(t, <-errs)
+			}
+			for k := 0; k < 16; k++ {
+				code, body, _ := e.get("stale.example", "/")
+				require.Equal(t, 200, code, "handler path %v, round %d, request %d: %s", handler, round, k, body)
+			}
+		}
+	}
 }

@@ -372,7 +372,7 @@ func (i *instance) relay(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.W
 	for attempt := 0; ; attempt++ {
 		var reused bool
 		var err error
-		bc, reused, err = i.pool.get(context.Background())
+		bc, reused, err = i.pool.get(context.Background(), attempt > 0)
 		if err != nil {
 			if attempt > 0 {
 				head = nil // consumed by the first attempt

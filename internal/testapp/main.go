@@ -10,6 +10,9 @@
 //	wrongpath   bind a socket at another path than $PAASKIT_SOCKET
 //	flood=N     write N bytes of 4 KiB lines to stdout, then bind and serve
 //	ignoreterm  ignore SIGTERM, then bind and serve
+//	dropidle    bind and serve, but close every connection once its
+//	            response is sent, without saying so (a stale keep-alive
+//	            connection for the client's next request)
 //	sleeper     sleep forever (the children of /forkbomb)
 //
 // Paths it serves:
@@ -69,7 +72,7 @@ func main() {
 		flood(n)
 	case mode == "ignoreterm":
 		signal.Ignore(syscall.SIGTERM)
-	case mode == "serve":
+	case mode == "serve", mode == "dropidle":
 	default:
 		fmt.Fprintln(os.Stderr, "testapp: unknown mode", mode)
 		os.Exit(2)
@@ -80,6 +83,13 @@ func main() {
 		os.Exit(1)
 	}
 	srv := &http.Server{Handler: handler()}
+	if mode == "dropidle" {
+		srv.ConnState = func(c net.Conn, s http.ConnState) {
+			if s == http.StateIdle {
+				c.Close()
+			}
+		}
+	}
 	_ = srv.Serve(l)
 }
 

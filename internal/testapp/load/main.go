@@ -36,6 +36,10 @@ func main() {
 	}
 	c := &http.Client{Transport: tr}
 	var n, errs atomic.Int64
+	var firstErr sync.Once
+	report := func(msg string) {
+		firstErr.Do(func() { fmt.Fprintln(os.Stderr, "load: first error:", msg) })
+	}
 	end := time.Now().Add(*dur)
 	var wg sync.WaitGroup
 	start := time.Now()
@@ -51,12 +55,14 @@ func main() {
 				resp, err := c.Do(req)
 				if err != nil {
 					errs.Add(1)
+					report(err.Error())
 					continue
 				}
-				io.Copy(io.Discard, resp.Body)
+				body, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				if resp.StatusCode != 200 {
 					errs.Add(1)
+					report(fmt.Sprintf("status %d: %.200s", resp.StatusCode, body))
 					continue
 				}
 				n.Add(1)
