@@ -264,6 +264,23 @@ func (a *app) acquire(ctx context.Context, arrival time.Time) (*instance, error)
 	}
 }
 
+// tryAcquire returns the app's ready instance with its active count
+// raised, or nil when there is none; it never waits or starts one.
+func (a *app) tryAcquire() *instance {
+	if _, ok := a.r.running(); !ok {
+		return nil
+	}
+	a.mu.Lock()
+	i := a.cur
+	if a.removed || i == nil || !i.isReady {
+		a.mu.Unlock()
+		return nil
+	}
+	i.active.Add(1)
+	a.mu.Unlock()
+	return i
+}
+
 // release ends one use of i.
 func (a *app) release(i *instance) {
 	i.lastActive.Store(time.Now().UnixNano())

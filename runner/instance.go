@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"github.com/paaskit/paaskit/internal/evproxy"
+
 	"context"
 	"fmt"
 	"net"
@@ -60,6 +62,7 @@ type instance struct {
 	sockHost  string
 	tcpAddr   string
 	pool      *connPool
+	target    evproxy.Target // the same socket for the event loops
 	procState *os.ProcessState
 	capture   sync.WaitGroup
 	readEnds  []*os.File
@@ -257,6 +260,7 @@ func (i *instance) spawn() error {
 		}(f)
 	}
 	i.pool = newConnPool(i.dial, r.cfg.ResponseTimeout)
+	i.target = loopTarget(i.tcpAddr, i.sockHost)
 	go func() {
 		_ = cmd.Wait()
 		i.procState = cmd.ProcessState

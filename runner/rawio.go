@@ -26,6 +26,9 @@ var errAgain = errors.New("socket would block")
 // srcReader is the reader under a connection's bufio.Reader.
 type srcReader struct {
 	c net.Conn
+	// pre is read first: bytes read from c by someone else (an event
+	// loop that handed the connection over).
+	pre []byte
 	// fd is the socket while inside a RawConn callback, -1 otherwise.
 	// Inside, the net.Conn must not be read: its read lock is held by
 	// the wait, and a Read would wait for it forever.
@@ -59,6 +62,11 @@ func (s *srcReader) touch() error {
 }
 
 func (s *srcReader) Read(p []byte) (int, error) {
+	if len(s.pre) > 0 {
+		n := copy(p, s.pre)
+		s.pre = s.pre[n:]
+		return n, nil
+	}
 	if s.fd < 0 {
 		if err := s.touch(); err != nil {
 			return 0, err

@@ -141,6 +141,19 @@ type Config struct {
 	// MaxLineBytes bounds one captured line; longer lines are split.
 	// Zero means DefaultMaxLineBytes.
 	MaxLineBytes int
+	// EventLoops, if positive, is the number of event loops
+	// (internal/evproxy) that serve warm requests when Serve's listener
+	// is plain TCP: a request whose app has a ready instance is
+	// forwarded by a loop; everything else (a cold start, a miss, an
+	// upgrade, a chunked or large body, HTTP/1.0) is handed, with every
+	// byte read, to the goroutine path. Zero (the default) means a
+	// goroutine per connection for everything. The loops end a request's
+	// in-flight count when the app's response head arrives, not when its
+	// body has been relayed, so a streaming response longer than the
+	// app's idle timeout does not keep its instance from being reaped;
+	// see the package doc for why they are off by default.
+	EventLoops int
+
 	// Logger receives the runner's log; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -232,6 +245,9 @@ func New(cfg Config) (*Runner, error) {
 		cfg.ResponseTimeout = 0
 	}
 	def(&cfg.MaxStartBackoff, 30*time.Second)
+	if cfg.EventLoops < 0 {
+		return nil, fmt.Errorf("runner: EventLoops %d is negative", cfg.EventLoops)
+	}
 	if cfg.MaxLineBytes == 0 {
 		cfg.MaxLineBytes = DefaultMaxLineBytes
 	}

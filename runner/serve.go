@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"github.com/paaskit/paaskit/internal/evproxy"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -44,28 +46,16 @@ func (r *Runner) Serve(ctx context.Context, l net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
 	var err error
-	for {
-		c, aerr := l.Accept()
-		if aerr != nil {
-			if ctx.Err() == nil {
-				var ne net.Error
-				if errors.As(aerr, &ne) && ne.Timeout() {
-					time.Sleep(5 * time.Millisecond)
-					continue
-				}
-				err = fmt.Errorf("runner: front accept on %s: %w", l.Addr(), aerr)
-			}
-			break
+	loops := false
+	if tl, ok := l.(*net.TCPListener); ok && r.cfg.EventLoops > 0 {
+		err = f.serveLoops(ctx, tl, &wg)
+		loops = !errors.Is(err, evproxy.ErrUnsupported)
+		if !loops {
+			err = nil
 		}
-		if !f.track(c) {
-			c.Close()
-			break
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			f.serveConn(c)
-		}()
+	}
+	if !loops {
+		err = f.acceptLoop(ctx, l, &wg)
 	}
 	l.Close()
 	f.closeAll()
@@ -73,6 +63,34 @@ func (r *Runner) Serve(ctx context.Context, l net.Listener) error {
 	_ = f.slow.Close()
 	wg.Wait()
 	return err
+}
+
+// acceptLoop serves l with a goroutine per connection until l fails or
+// is closed.
+func (f *front) acceptLoop(ctx context.Context, l net.Listener, wg *sync.WaitGroup) error {
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(5 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("runner: front accept on %s: %w", l.Addr(), err)
+		}
+		if !f.track(c) {
+			c.Close()
+			return nil
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f.serveConn(c)
+		}()
+	}
 }
 
 const (
@@ -181,8 +199,13 @@ const (
 	nextRead         // bytes are buffered: go on reading outside the wait
 )
 
-func (f *front) serveConn(c net.Conn) {
+func (f *front) serveConn(c net.Conn) { f.serveConnWith(c, nil) }
+
+// serveConnWith serves c, whose first bytes (read by an event loop) are
+// pre.
+func (f *front) serveConnWith(c net.Conn, pre []byte) {
 	cc := &clientConn{f: f, c: c, src: newSrcReader(c, 0), scratch: make([]byte, 0, 1024)}
+	cc.src.pre = pre
 	cc.br = readerPool.Get().(*bufio.Reader)
 	cc.br.Reset(cc.src)
 	cc.bw = writerPool.Get().(*bufio.Writer)
@@ -206,7 +229,7 @@ func (f *front) serveConn(c net.Conn) {
 	}
 	for {
 		cc.idleDeadline()
-		if cc.raw != nil && cc.br.Buffered() == 0 {
+		if cc.raw != nil && cc.br.Buffered() == 0 && len(cc.src.pre) == 0 {
 			cc.next = nextClose
 			_ = cc.raw.Read(cc.step) // its error (idle deadline, closed) ends the connection
 			if cc.next == nextClose {

@@ -69,7 +69,7 @@ type options struct {
 	listen, admin, specs, state, uidRange, cgroupRoot, memory, logDir string
 	cpuProfile                                                        string
 	idle, startTimeout, grace, respTimeout                            time.Duration
-	processes, openFiles                                              int
+	processes, openFiles, eventLoops                                  int
 	noIsolation                                                       bool
 }
 
@@ -92,6 +92,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.DurationVar(&o.grace, "stop-grace", runner.DefaultStopGrace, "time between SIGTERM and SIGKILL when stopping an instance")
 	fs.StringVar(&o.logDir, "log-dir", "", "directory of the apps' output files (default STATE/logs)")
 	fs.BoolVar(&o.noIsolation, "no-isolation", false, "run apps as plain child processes (development only)")
+	fs.IntVar(&o.eventLoops, "event-loops", 0, "event loops serving warm requests (0: none, a goroutine per connection)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the daemon to this file until it stops (for go tool pprof)")
 	lc := daemon.LogFlags(fs)
 	fs.Usage = usage(fs)
@@ -195,6 +196,7 @@ func (o *options) config() (runner.Config, error) {
 		DefaultStartTimeout: o.startTimeout,
 		StopGrace:           o.grace,
 		ResponseTimeout:     o.respTimeout,
+		EventLoops:          o.eventLoops,
 		Isolation:           runner.Isolation{Off: o.noIsolation},
 	}
 	lo, hi, ok := strings.Cut(o.uidRange, "-")

@@ -26,6 +26,7 @@ func main() {
 	unix := flag.String("unix", "", "dial this unix socket instead of the URL's host")
 	conc := flag.Int("c", 32, "concurrent keep-alive clients")
 	dur := flag.Duration("d", 2*time.Second, "how long to run")
+	timeout := flag.Duration("timeout", 10*time.Second, "give up on one request after this long (counted as an error)")
 	flag.Parse()
 	tr := &http.Transport{MaxIdleConnsPerHost: 1024, DisableCompression: true}
 	if *unix != "" {
@@ -34,7 +35,7 @@ func main() {
 			return d.DialContext(ctx, "unix", *unix)
 		}
 	}
-	c := &http.Client{Transport: tr}
+	c := &http.Client{Transport: tr, Timeout: *timeout}
 	var n, errs atomic.Int64
 	var firstErr sync.Once
 	report := func(msg string) {

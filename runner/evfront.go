@@ -1,0 +1,99 @@
+package runner
+
+import (
+	"context"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/paaskit/paaskit/internal/evproxy"
+)
+
+// loopHandler routes the event loops' requests: a request whose app has
+// a ready instance goes to that instance's socket, with the instance's
+// active count raised from Route to Done; anything else is handed to the
+// goroutine path, which starts instances, waits for them and answers
+// misses.
+type loopHandler struct {
+	f *front
+}
+
+func (h loopHandler) Route(r *evproxy.Request) evproxy.Decision {
+	if len(r.Tried) > 0 {
+		// The instance's socket failed before anything was sent: the
+		// goroutine path retries on a fresh connection and answers
+		// what it cannot.
+		return evproxy.Decision{Action: evproxy.Handoff}
+	}
+	r.Scratch = normHostBytes(r.Scratch[:0], r.Head.Host)
+	a := h.f.r.lookupBytes(r.Scratch)
+	if a == nil {
+		return evproxy.Decision{Action: evproxy.Handoff}
+	}
+	i := a.tryAcquire()
+	if i == nil {
+		return evproxy.Decision{Action: evproxy.Handoff}
+	}
+	r.Tag = i
+	m := r.Head.Method
+	bodyless := r.Head.ContentLength <= 0 && !r.Head.Chunked
+	return evproxy.Decision{
+		Action:     evproxy.Forward,
+		Target:     i.target,
+		ID:         int32(i.id),
+		Replayable: bodyless && (string(m) == "GET" || string(m) == "HEAD" || string(m) == "OPTIONS"),
+	}
+}
+
+func (h loopHandler) Done(r *evproxy.Request, _ evproxy.Outcome) {
+	if i, ok := r.Tag.(*instance); ok {
+		r.Tag = nil
+		i.app.release(i)
+	}
+}
+
+// serveLoops serves l with event loops until ctx ends, handing what they
+// do not serve to serveConn goroutines counted in wg. It returns
+// evproxy.ErrUnsupported, having done nothing, where there are no loops.
+func (f *front) serveLoops(ctx context.Context, l *net.TCPListener, wg *sync.WaitGroup) error {
+	cfg := f.r.cfg
+	respTimeout := cfg.ResponseTimeout
+	if respTimeout <= 0 {
+		respTimeout = 365 * 24 * time.Hour // none
+	}
+	p, err := evproxy.New(evproxy.Config{
+		Listener: l,
+		Handler:  loopHandler{f: f},
+		Handoff: func(c net.Conn, buffered []byte) {
+			if !f.track(c) {
+				c.Close()
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				f.serveConnWith(c, buffered)
+			}()
+		},
+		Loops:                 cfg.EventLoops,
+		ReadHeaderTimeout:     time.Minute,
+		IdleTimeout:           frontIdleTimeout,
+		ResponseHeaderTimeout: respTimeout,
+		ShutdownTimeout:       cfg.StopGrace,
+		MaxHeaderBytes:        maxHead,
+		MaxHeaderFields:       maxHeaders,
+		Logger:                f.r.log,
+	})
+	if err != nil {
+		return err
+	}
+	return p.Run(ctx)
+}
+
+// loopTarget is where the event loops reach an instance.
+func loopTarget(tcpAddr, sockHost string) evproxy.Target {
+	if tcpAddr != "" {
+		return evproxy.Target{Network: "tcp", Addr: tcpAddr}
+	}
+	return evproxy.Target{Network: "unix", Addr: sockHost}
+}
