@@ -197,11 +197,70 @@ func BenchmarkWarm(b *testing.B) {
 // in this process, sharing its cores with the front; the bench section also
 // measures with the client in a process of its own. Each iteration is one
 // pair of rounds: run it with -benchtime 6x or so.
+//
+// "goapp" is the tiny Go test app (the worst case for the front: the app
+// costs about what the front does), "wsgi" a Python WSGI app under
+// Debian's gunicorn (internal/testapp/wsgi, the workload the platform is
+// for); "loops" variants serve warm requests with Config.EventLoops.
 func BenchmarkWarmRatio(b *testing.B) {
-	e := newEnv(b, func(c *runner.Config) { c.Sink = &memSink{} })
-	e.put(spec("warm"))
-	e.mustGet("warm.example", "/")
-	sock := filepath.Join(e.state, "run", strconv.FormatInt(e.status("warm").Instance.ID, 10), "app.sock")
+	for _, bc := range []struct {
+		name  string
+		loops int
+		wsgi  bool
+	}{
+		{"goapp", 0, false},
+		{"goapp-loops", 2, false},
+		{"wsgi", 0, true},
+		{"wsgi-loops", 2, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			e := newEnv(b, func(c *runner.Config) {
+				c.Sink = &memSink{}
+				c.EventLoops = bc.loops
+			})
+			s := spec("warm")
+			if bc.wsgi {
+				s = wsgiSpec(b, "warm")
+			}
+			e.put(s)
+			e.mustGet("warm.example", "/")
+			warmRatio(b, e, "warm")
+		})
+	}
+}
+
+// wsgiSpec is an app spec for internal/testapp/wsgi under gunicorn.
+func wsgiSpec(b testing.TB, name string) runner.Spec {
+	if _, err := os.Stat("/usr/bin/gunicorn"); err != nil {
+		b.Fatal("the WSGI benchmark needs gunicorn: apt-get install gunicorn, or run scripts/install-deps.sh")
+	}
+	src, err := os.ReadFile("../internal/testapp/wsgi/app.py")
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir, err := os.MkdirTemp("", "wsgi-image")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "app.py"), src, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	return runner.Spec{
+		Name:  name,
+		Hosts: []string{name + ".example"},
+		Image: dir,
+		Command: []string{"/bin/sh", "-c",
+			"exec /usr/bin/gunicorn --workers 2 --worker-class gthread --threads 4 --bind unix:$PAASKIT_SOCKET app:app"},
+	}
+}
+
+func warmRatio(b *testing.B, e *env, name string) {
+	host := name + ".example"
+	sock := filepath.Join(e.state, "run", strconv.FormatInt(e.status(name).Instance.ID, 10), "app.sock")
 	front := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, DisableCompression: true}}
 	direct := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 512, DisableCompression: true,
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -243,14 +302,14 @@ func BenchmarkWarmRatio(b *testing.B) {
 		return n
 	}
 	// Warm both pools first.
-	round(front, "http://"+e.front+"/", "warm.example")
-	round(direct, "http://warm/", "warm")
+	round(front, "http://"+e.front+"/", host)
+	round(direct, "http://"+name+"/", name)
 	var nf, nd int64
 	var ratios []float64
 	b.ResetTimer()
 	for k := 0; k < b.N; k++ {
-		f := round(front, "http://"+e.front+"/", "warm.example")
-		d := round(direct, "http://warm/", "warm")
+		f := round(front, "http://"+e.front+"/", host)
+		d := round(direct, "http://"+name+"/", name)
 		nf += f
 		nd += d
 		ratios = append(ratios, float64(f)/float64(d))

@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"github.com/paaskit/paaskit/internal/http1"
+
 	"bufio"
 	"errors"
 	"io"
@@ -113,6 +115,8 @@ type backendConn struct {
 	src *srcReader
 	br  *bufio.Reader
 	bw  *bufio.Writer
+	// resp is the last response head, reused.
+	resp http1.Head
 	// raw and step implement sendAndWait; raw is nil when c is not a
 	// plain socket.
 	raw     syscall.RawConn

@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"github.com/paaskit/paaskit/internal/http1"
+
 	"github.com/paaskit/paaskit/internal/evproxy"
 
 	"bufio"
@@ -402,14 +404,7 @@ func (i *instance) relay(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.W
 			}
 			return i.badGateway(head, rq, br, bw, err)
 		}
-		// The head as received, minus its final CRLF, plus our header.
-		bc.bw.Write(head[:len(head)-2])
-		if clientIP != "" {
-			bc.bw.WriteString("X-Forwarded-For: ")
-			bc.bw.WriteString(clientIP)
-			bc.bw.WriteString("\r\n")
-		}
-		bc.bw.WriteString("\r\n")
+		writeRequestHead(bc.bw, rq, clientIP)
 		if attempt == 0 {
 			if _, err := br.Discard(len(head)); err != nil {
 				bc.c.Close()
@@ -424,7 +419,7 @@ func (i *instance) relay(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.W
 		}
 		err = bc.sendAndWait()
 		if err == nil {
-			rhead, err = readResponseHead(bc.br, rq.head, &rs, *scratch)
+			rhead, err = readResponseHead(bc.br, rq.head, &rs, *scratch, &bc.resp)
 		}
 		if err == nil {
 			break
@@ -516,111 +511,73 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 
 var crlfcrlf = []byte("\r\n\r\n")
 
-// reqHead is what the fast path needs from a request head.
+// reqHead is a request head parsed by internal/http1, plus what the fast
+// path derives from it.
 type reqHead struct {
+	h             http1.Head
 	host          []byte
 	contentLength int64
 	close         bool
 	head          bool
 }
 
-// parseRequestHead accepts only plain HTTP/1.1 heads and reports false for
-// anything else (which then goes to net/http).
+// parseRequestHead parses h with the shared strict parser and reports
+// whether the fast path takes the request: HTTP/1.1, one Host, no
+// transfer coding, no Upgrade, no Expect. Anything else, malformed heads
+// included, goes to net/http, which serves it or answers 400.
 func parseRequestHead(h []byte, rq *reqHead) bool {
-	*rq = reqHead{}
-	line, rest, ok := cutLine(h)
-	if !ok {
+	if err := http1.ParseRequestHead(h, &rq.h, maxHeaders, ""); err != nil {
 		return false
 	}
-	sp1 := bytes.IndexByte(line, ' ')
-	if sp1 <= 0 {
+	x := &rq.h
+	if x.Minor != 1 || x.Chunked || x.Upgrade != nil || x.ConnUpgrade || x.Expect100 || len(x.Host) >= 256 {
 		return false
 	}
-	method := line[:sp1]
-	for _, c := range method {
-		if c < 'A' || c > 'Z' {
-			return false
-		}
-	}
-	rq.head = string(method) == "HEAD"
-	line = line[sp1+1:]
-	sp2 := bytes.IndexByte(line, ' ')
-	if sp2 <= 0 || line[0] != '/' || string(line[sp2+1:]) != "HTTP/1.1" {
-		return false
-	}
-	for _, c := range line[:sp2] {
-		if c <= ' ' || c == 0x7f {
-			return false
-		}
-	}
-	hosts, lengths := 0, 0
-	for n := 0; ; n++ {
-		line, rest, ok = cutLine(rest)
-		if !ok || n > maxHeaders {
-			return false
-		}
-		if len(line) == 0 {
-			break
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 {
-			return false
-		}
-		name := line[:colon]
-		for _, c := range name {
-			if !isTokenChar(c) {
-				return false
-			}
-		}
-		value := trimOWS(line[colon+1:])
-		for _, c := range value {
-			if (c < ' ' && c != '\t') || c == 0x7f {
-				return false
-			}
-		}
-		switch {
-		case equalFold(name, "host"):
-			hosts++
-			rq.host = value
-		case equalFold(name, "content-length"):
-			lengths++
-			if len(value) == 0 || len(value) > 15 {
-				return false
-			}
-			var v int64
-			for _, c := range value {
-				if c < '0' || c > '9' {
-					return false
-				}
-				v = v*10 + int64(c-'0')
-			}
-			rq.contentLength = v
-		case equalFold(name, "connection"):
-			switch {
-			case equalFold(value, "close"):
-				rq.close = true
-			case equalFold(value, "keep-alive"):
-			default:
-				return false
-			}
-		case equalFold(name, "transfer-encoding"), equalFold(name, "upgrade"), equalFold(name, "expect"), equalFold(name, "te"):
-			return false
-		}
-	}
-	return hosts == 1 && lengths <= 1 && len(rq.host) > 0 && len(rq.host) < 256
+	rq.host = x.Host
+	rq.contentLength = max(x.ContentLength, 0)
+	rq.close = x.ConnClose
+	rq.head = string(x.Method) == "HEAD"
+	return true
 }
 
-// cutLine splits off one CRLF-terminated line; bare CR or LF fail.
-func cutLine(b []byte) (line, rest []byte, ok bool) {
-	k := bytes.IndexByte(b, '\n')
-	if k < 1 || b[k-1] != '\r' {
-		return nil, nil, false
+// writeRequestHead writes the request head to send to the app: the
+// request line and the client's fields but the hop-by-hop ones, its
+// Content-Length, and X-Forwarded-For with the client's address appended.
+// X-Forwarded-Proto and -Host pass through: they come from the balancer
+// in front.
+func writeRequestHead(w *bufio.Writer, rq *reqHead, clientIP string) {
+	x := &rq.h
+	w.Write(x.Method)
+	w.WriteByte(' ')
+	w.Write(x.Target)
+	w.WriteString(" HTTP/1.1\r\n")
+	for k := range x.Fields {
+		f := &x.Fields[k]
+		if f.Drop && !equalFold(f.Name, "x-forwarded-proto") && !equalFold(f.Name, "x-forwarded-host") {
+			continue
+		}
+		w.Write(f.Name)
+		w.WriteString(": ")
+		w.Write(f.Value)
+		w.WriteString("\r\n")
 	}
-	line = b[:k-1]
-	if bytes.IndexByte(line, '\r') >= 0 {
-		return nil, nil, false
+	if rq.contentLength > 0 || x.ContentLength == 0 {
+		w.WriteString("Content-Length: ")
+		w.Write(strconv.AppendInt(w.AvailableBuffer(), rq.contentLength, 10))
+		w.WriteString("\r\n")
 	}
-	return line, b[k+1:], true
+	if x.XFF != nil || clientIP != "" {
+		w.WriteString("X-Forwarded-For: ")
+		if x.XFF != nil {
+			w.Write(x.XFF)
+			if clientIP != "" {
+				w.WriteString(", ")
+			}
+		}
+		w.WriteString(clientIP)
+		w.WriteString("\r\n")
+	}
+	w.WriteString("\r\n")
 }
 
 func trimOWS(b []byte) []byte {
@@ -631,14 +588,6 @@ func trimOWS(b []byte) []byte {
 		b = b[:len(b)-1]
 	}
 	return b
-}
-
-func isTokenChar(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
-	}
-	return bytes.IndexByte([]byte("!#$%&'*+-.^_`|~"), c) >= 0
 }
 
 // equalFold compares ASCII b with lower-case s, ignoring case.
@@ -694,7 +643,7 @@ type respHead struct {
 // readResponseHead reads the app's response head, skipping interim 1xx
 // responses other than 101, and returns it re-framed for the client: the
 // status line and end-to-end headers, without the blank line.
-func readResponseHead(br *bufio.Reader, headReq bool, rs *respHead, dst []byte) ([]byte, error) {
+func readResponseHead(br *bufio.Reader, headReq bool, rs *respHead, dst []byte, x *http1.Head) ([]byte, error) {
 	for {
 		head, err := peekHead(br)
 		if err != nil {
@@ -704,7 +653,7 @@ func readResponseHead(br *bufio.Reader, headReq bool, rs *respHead, dst []byte) 
 			return nil, err
 		}
 		*rs = respHead{contentLength: -1}
-		out, interim, err := parseResponseHead(head, headReq, rs, dst)
+		out, interim, err := parseResponseHead(head, headReq, rs, dst, x)
 		if err != nil {
 			return nil, err
 		}
@@ -717,79 +666,56 @@ func readResponseHead(br *bufio.Reader, headReq bool, rs *respHead, dst []byte) 
 	}
 }
 
-func parseResponseHead(h []byte, headReq bool, rs *respHead, dst []byte) (out []byte, interim bool, err error) {
-	line, rest, ok := cutLine(h)
-	if !ok || len(line) < 12 || string(line[:5]) != "HTTP/" || line[8] != ' ' {
-		return nil, false, fmt.Errorf("%w: bad status line %q", errBadResponse, clip(line))
+// parseResponseHead parses the response head h into x (reused across
+// responses) and rs, and returns it re-framed for the client in dst.
+func parseResponseHead(h []byte, headReq bool, rs *respHead, dst []byte, x *http1.Head) (out []byte, interim bool, err error) {
+	if err := http1.ParseResponseHead(h, x, maxHeaders, ""); err != nil {
+		return nil, false, fmt.Errorf("%w: %w", errBadResponse, err)
 	}
-	http10 := string(line[5:8]) == "1.0"
-	if !http10 && string(line[5:8]) != "1.1" {
-		return nil, false, fmt.Errorf("%w: bad status line %q", errBadResponse, clip(line))
-	}
-	code := 0
-	for _, c := range line[9:12] {
-		if c < '0' || c > '9' {
-			return nil, false, fmt.Errorf("%w: bad status line %q", errBadResponse, clip(line))
+	if x.Status < 200 {
+		if x.Status == 101 {
+			// The fast path never asks for an upgrade.
+			return nil, false, fmt.Errorf("%w: switched protocols unasked", errBadResponse)
 		}
-		code = code*10 + int(c-'0')
-	}
-	if code >= 100 && code < 200 && code != 101 {
 		return nil, true, nil
 	}
-	out = append(dst[:0], "HTTP/1.1"...)
-	out = append(out, line[8:]...)
+	out = append(dst[:0], "HTTP/1.1 "...)
+	out = strconv.AppendInt(out, int64(x.Status), 10)
+	out = append(out, ' ')
+	out = append(out, x.Reason...)
 	out = append(out, "\r\n"...)
-	keepAlive := false
-	lengths := 0
-	for n := 0; ; n++ {
-		line, rest, ok = cutLine(rest)
-		if !ok || n > maxHeaders {
-			return nil, false, fmt.Errorf("%w: bad header line", errBadResponse)
-		}
-		if len(line) == 0 {
-			break
-		}
-		colon := bytes.IndexByte(line, ':')
-		if colon <= 0 || line[0] == ' ' || line[0] == '\t' {
-			return nil, false, fmt.Errorf("%w: bad header line %q", errBadResponse, clip(line))
-		}
-		name, value := line[:colon], trimOWS(line[colon+1:])
-		switch {
-		case equalFold(name, "connection"):
-			if bytes.Contains(bytes.ToLower(value), []byte("close")) {
-				rs.close = true
+	framed := false
+	for k := range x.Fields {
+		f := &x.Fields[k]
+		if f.Drop {
+			// Framing fields are written once, in place, normalised.
+			switch {
+			case framed:
+				continue
+			case x.Chunked && equalFold(f.Name, "transfer-encoding"):
+				out = append(out, "Transfer-Encoding: chunked\r\n"...)
+			case !x.Chunked && equalFold(f.Name, "content-length"):
+				out = append(out, "Content-Length: "...)
+				out = strconv.AppendInt(out, x.ContentLength, 10)
+				out = append(out, "\r\n"...)
+			default:
+				continue
 			}
-			if bytes.Contains(bytes.ToLower(value), []byte("keep-alive")) {
-				keepAlive = true
-			}
+			framed = true
 			continue
-		case equalFold(name, "keep-alive"), equalFold(name, "proxy-connection"):
-			continue
-		case equalFold(name, "transfer-encoding"):
-			v := bytes.ToLower(value)
-			if !bytes.HasSuffix(v, []byte("chunked")) {
-				return nil, false, fmt.Errorf("%w: transfer-encoding %q", errBadResponse, clip(value))
-			}
-			rs.chunked = true
-		case equalFold(name, "content-length"):
-			lengths++
-			v, perr := strconv.ParseInt(string(value), 10, 64)
-			if perr != nil || v < 0 || (lengths > 1 && v != rs.contentLength) {
-				return nil, false, fmt.Errorf("%w: content-length %q", errBadResponse, clip(value))
-			}
-			rs.contentLength = v
 		}
-		out = append(out, line...)
+		out = append(out, f.Name...)
+		out = append(out, ": "...)
+		out = append(out, f.Value...)
 		out = append(out, "\r\n"...)
 	}
-	if rs.chunked && lengths > 0 {
-		return nil, false, fmt.Errorf("%w: both content-length and chunked", errBadResponse)
+	rs.chunked = x.Chunked
+	if !x.Chunked {
+		rs.contentLength = x.ContentLength
 	}
-	if http10 && !keepAlive {
-		rs.close = true
-	}
+	rs.close = x.ConnClose || x.Minor == 0 && !x.ConnKeepAlive
 	switch {
-	case headReq || code == 101 || code == 204 || code == 304:
+	case headReq || x.Status == 204 || x.Status == 304:
 		rs.noBody = true
 	case !rs.chunked && rs.contentLength < 0:
 		rs.untilEOF = true
