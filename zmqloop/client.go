@@ -232,7 +232,7 @@ func (c *Client) Call(ctx context.Context, typ string, body json.RawMessage) (js
 // replies to their callers.
 func (c *Client) await(ctx context.Context, pc *call, f *os.File, rc syscall.RawConn, wake time.Time) {
 	_ = f.SetReadDeadline(wake)
-	err := rc.Read(func(uintptr) bool {
+	cb := func(uintptr) bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.parked = false
@@ -240,7 +240,9 @@ func (c *Client) await(ctx context.Context, pc *call, f *os.File, rc syscall.Raw
 			return true
 		}
 		for i := range c.socks {
-			c.drain(i)
+			if c.drain(i, pc) {
+				return true // the rest is for the next leader, who drains first
+			}
 		}
 		if c.unsent > 0 {
 			c.retryUnsent(time.Now())
@@ -250,7 +252,8 @@ func (c *Client) await(ctx context.Context, pc *call, f *os.File, rc syscall.Raw
 		}
 		c.parked = true
 		return false
-	})
+	}
+	err := rc.Read(cb)
 	if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 		c.mu.Lock()
 		c.parked = false
@@ -456,10 +459,10 @@ func (c *Client) send(pc *call, now time.Time) {
 			pc.attempts = append(pc.attempts, m.ID)
 			c.byID[m.ID] = pc
 			pc.tryAt = now.Add(c.cfg.TryTimeout)
-			c.drain(i)
+			c.afterSend(i)
 			return
 		case isAgain(err): // no live connection to this endpoint: next
-			c.drain(i)
+			c.afterSend(i)
 		default:
 			c.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: send to %s: %w", pc.typ, c.cfg.Endpoints[i], err)})
 			return
@@ -498,19 +501,32 @@ func (c *Client) finish(pc *call, r callResult) {
 	}
 }
 
+// afterSend keeps the leader's wait sound after a send on socket i (mu
+// held): the send may have consumed the ZMQ_FD notification of a reply
+// that is already there, so unless the sender is about to lead (and drain
+// first), it drains the socket itself. Each drain to EAGAIN costs libzmq
+// a poll(2), so this is skipped when it is not needed.
+func (c *Client) afterSend(i int) {
+	if c.leader != nil {
+		c.drain(i, nil)
+	}
+}
+
 // drain reads every waiting reply on socket i until EAGAIN and hands each
 // to its call (mu held). The EAGAIN also consumes libzmq's pending
-// commands, so the next reply makes ZMQ_FD readable again.
-func (c *Client) drain(i int) {
+// commands, so the next reply makes ZMQ_FD readable again. If mine's
+// reply arrives, drain stops there and reports true; the caller then
+// stops leading, and the next leader drains before it waits.
+func (c *Client) drain(i int, mine *call) bool {
 	s := c.socks[i]
 	for {
 		frames, err := c.io.recv(s, zmq.DONTWAIT)
 		if isAgain(err) {
-			return
+			return false
 		}
 		if err != nil && !errors.Is(err, ErrFrames) && !errors.Is(err, ErrTooLarge) {
 			c.log.Warn("zmqloop: client: receive failed", "endpoint", c.cfg.Endpoints[i], "err", err)
-			return
+			return false
 		}
 		if err != nil || len(frames) != 4 || len(frames[0]) != 0 {
 			c.log.Debug("zmqloop: client: dropped reply with bad framing", "endpoint", c.cfg.Endpoints[i], "frames", len(frames), "err", err)
@@ -527,6 +543,9 @@ func (c *Client) drain(i int) {
 		}
 		c.suspect[i] = time.Time{}
 		c.finish(pc, callResult{msg: m})
+		if pc == mine {
+			return true
+		}
 	}
 }
 

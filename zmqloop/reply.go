@@ -255,40 +255,58 @@ func (s *replyServer) interrupt() {
 	_ = s.f.SetReadDeadline(time.Unix(1, 0))
 }
 
-// rearm clears an interrupt before a worker waits, unless the loop stops.
-// A worker parked at the time may then miss the interrupt, but the one
-// clearing it takes a request before it waits, so none is left unseen.
-func (s *replyServer) rearm() {
+// wakeIfPending interrupts the waiting worker if a request is there
+// (mu held).
+func (s *replyServer) wakeIfPending() {
+	if s.interrupted {
+		return
+	}
+	if ev, err := s.router.GetEvents(); err != nil || ev&zmq.POLLIN != 0 {
+		s.interrupt()
+	}
+}
+
+// rearm clears an interrupt before a worker waits, unless the loop stops,
+// and reports whether it did. A worker parked at the time may then miss
+// the interrupt, so the one clearing it must take a request before it
+// waits: none is left unseen.
+func (s *replyServer) rearm() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.interrupted && !s.stopping {
 		s.interrupted = false
 		_ = s.f.SetReadDeadline(time.Time{})
+		return true
 	}
+	return false
 }
 
 // worker is one of the loop's MaxInFlight goroutines.
 func (s *replyServer) worker(ctx context.Context) {
 	w := &replyWorker{}
 	for ctx.Err() == nil {
-		got := s.take(w)
-		if !got {
-			// Wait for the socket. An interrupt (more requests than one
-			// worker took, or cancellation) ends the wait early.
-			s.rearm()
-			err := s.rc.Read(func(uintptr) bool {
-				got = s.take(w)
-				return got || ctx.Err() != nil
-			})
-			if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-				s.fail(fmt.Errorf("zmqloop: reply loop: wait for socket: %w", err))
-				return
-			}
-			if !got {
-				continue
-			}
+		// Take a request, or wait for the socket. Only the worker holding
+		// the file's read lock takes requests, so when it has one and
+		// returns, the next worker in line takes the next or waits. An
+		// interrupt (see reply) or cancellation ends the wait early.
+		if s.rearm() && s.take(w, false) {
+			// This worker cleared an interrupt, which the worker it was
+			// for may now miss: so it takes the request itself.
+			s.serve(ctx, w)
+			continue
 		}
-		s.serve(ctx, w)
+		got := false
+		err := s.rc.Read(func(uintptr) bool {
+			got = s.take(w, true)
+			return got || ctx.Err() != nil
+		})
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			s.fail(fmt.Errorf("zmqloop: reply loop: wait for socket: %w", err))
+			return
+		}
+		if got {
+			s.serve(ctx, w)
+		}
 	}
 }
 
@@ -304,19 +322,23 @@ type replyWorker struct {
 }
 
 // take receives one request without waiting and copies it into w (it
-// reports whether it got one). If more requests are waiting and another
-// worker waits in the netpoller, it wakes that one: the receive consumed
-// the ZMQ_FD notification, so the netpoller will not.
-func (s *replyServer) take(w *replyWorker) bool {
+// reports whether it got one). waiter says the caller holds the file's
+// read lock: it is the one worker that waits in the netpoller when there
+// is nothing to take. Any other caller that takes a request wakes the
+// waiter if more are there, since its receive may have consumed the
+// ZMQ_FD notification.
+func (s *replyServer) take(w *replyWorker, waiter bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.parked = false
+	if waiter {
+		s.parked = false
+	}
 	if s.err != nil {
 		return false
 	}
 	frames, err := s.io.recv(s.router, zmq.DONTWAIT)
 	if isAgain(err) {
-		s.parked = true
+		s.parked = waiter
 		return false
 	}
 	if err != nil && !errors.Is(err, ErrFrames) && !errors.Is(err, ErrTooLarge) {
@@ -330,8 +352,8 @@ func (s *replyServer) take(w *replyWorker) bool {
 	} else {
 		w.copyIn(frames)
 	}
-	if ev, err := s.router.GetEvents(); err == nil && ev&zmq.POLLIN != 0 {
-		s.interrupt()
+	if !waiter && s.parked {
+		s.wakeIfPending()
 	}
 	return true
 }
@@ -433,6 +455,11 @@ func (s *replyServer) reply(w *replyWorker, body json.RawMessage, re *RemoteErro
 	s.mu.Lock()
 	if err := s.io.send(s.router, zmq.DONTWAIT, frames...); err != nil {
 		l.log.Debug("zmqloop: reply loop: reply not sent", "err", err)
+	}
+	if s.parked {
+		// The send may have consumed the ZMQ_FD notification of a request
+		// that is already there; the worker waiting would not see it.
+		s.wakeIfPending()
 	}
 	s.mu.Unlock()
 	w.routing = frames[:len(w.routing)]
