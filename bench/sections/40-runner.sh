@@ -7,11 +7,15 @@
 #   - 100 concurrent first requests to a stopped app (one start, 100
 #     answers, 0 errors) against a single cold request;
 #   - warm keep-alive GETs through the front against the same Go client
-#     hitting the app's unix socket directly (rounds interleaved);
+#     hitting the app's unix socket directly (rounds interleaved), for two
+#     apps: the tiny Go test app (the worst case for the front: it costs
+#     about what the front does per request) and a Python WSGI app under
+#     Debian's gunicorn (internal/testapp/wsgi: the workload the platform
+#     runs), each also against nginx in front of the same socket;
 #   - runnerd's front against nginx proxying to the same instance's socket
 #     (upstream keepalive), both under wrk, rounds interleaved;
 #   - 1,000 configured idle apps (heap, processes) and 100 active at once.
-# Needs root (sandboxes, cgroups), wrk and nginx (make bench-deps).
+# Needs root (sandboxes, cgroups), wrk, nginx and gunicorn (make bench-deps).
 #
 # Throughput rounds are interleaved and each ratio is the median of the
 # per-round ratios, so a burst of load from elsewhere skews one round only.
@@ -26,6 +30,7 @@ ROUNDS=${ROUNDS:-5}
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] || { echo "missing $tool: run make bench-deps" >&2; exit 1; }
 done
+[[ -x /usr/bin/gunicorn ]] || { echo "missing /usr/bin/gunicorn: run scripts/install-deps.sh (apt-get install gunicorn)" >&2; exit 1; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 tmp=$(mktemp -d /tmp/pkr.XXXXXX)
@@ -40,7 +45,8 @@ trap cleanup EXIT
 
 go test -c -o "$tmp/runner.test" ./runner
 go build -o "$tmp/runnerd" ./examples/runnerd
-mkdir -p "$tmp/image" "$tmp/specs"
+mkdir -p "$tmp/image" "$tmp/wimage" "$tmp/specs"
+cp internal/testapp/wsgi/app.py "$tmp/wimage/"
 CGO_ENABLED=0 go build -o "$tmp/image/testapp" ./internal/testapp
 go build -o "$tmp/load" ./internal/testapp/load
 
@@ -89,21 +95,26 @@ burst=$(awk '$1 ~ /^BenchmarkBurstOf100FirstRequests/ { print $3 }' <<<"$out")
 printf 'row\t%s\t%s\t%s\t%s\n' "runner 100 concurrent first requests: 1 start, 100 answers, 0 errors, $(ms "$burst") ms" \
   "1 cold request, full isolation" "$(ratio "$iso" "$burst")" "go test -bench, 20 bursts, each checked for exactly one start and no error"
 
-# 3. Warm: front against the app's socket, same client.
-out=$(bench 'WarmRatio' 8x)
+# 3. Warm: front against the app's socket, same client (in-process).
+out=$(bench 'WarmRatio/goapp$' 8x)
 wr=$(awk -v r="$(field "$out" 'front/direct')" 'BEGIN { printf "%.2f", r }')
 fr=$(field "$out" 'front-req/s')
 dr=$(field "$out" 'direct-req/s')
-printf 'row\t%s\t%s\t%s\t%s\n' "runner front, warm keep-alive GETs: $fr vs $dr req/s (target 0.8x)" \
+printf 'row\t%s\t%s\t%s\t%s\n' "runner front, warm keep-alive GETs, tiny Go app: $fr vs $dr req/s (target 0.8x)" \
   "same Go client straight to the unix socket" "${wr}x" "8 interleaved pairs of 500 ms rounds, 32 client goroutines, all 3 processes on $(nproc) shared cores"
 
 # 4. runnerd against nginx in front of the same instance.
 cat >"$tmp/specs/warm.json" <<JSON
 {"name": "warm", "hosts": ["warm.example"], "image": "$tmp/image", "command": ["/app/testapp"], "idle_timeout": "1h"}
 JSON
+WSGI_CMD='exec /usr/bin/gunicorn --workers 2 --worker-class gthread --threads 4 --bind unix:$PAASKIT_SOCKET app:app'
+cat >"$tmp/specs/wsgi.json" <<JSON
+{"name": "wsgi", "hosts": ["wsgi.example"], "image": "$tmp/wimage", "command": ["/bin/sh", "-c", "$WSGI_CMD"], "idle_timeout": "1h"}
+JSON
 PORT_RUNNERD=19401
 PORT_ADMIN=19402
 PORT_NGINX=19403
+PORT_NGINX_WSGI=19404
 "$tmp/runnerd" -listen 127.0.0.1:$PORT_RUNNERD -admin 127.0.0.1:$PORT_ADMIN -specs "$tmp/specs" -state "$tmp/state" \
   -cgroup-root paaskit-bench -log-level warn 2>>"$tmp/runnerd.log" & rpid=$!
 pids+=($rpid)
@@ -111,13 +122,30 @@ for _ in $(seq 1 100); do
   curl -fsS -H 'Host: warm.example' "http://127.0.0.1:$PORT_RUNNERD/" >/dev/null 2>&1 && break
   sleep 0.1
 done
-sock=$(ls "$tmp"/state/run/*/app.sock | head -1)
+for _ in $(seq 1 300); do
+  curl -fsS -H 'Host: wsgi.example' "http://127.0.0.1:$PORT_RUNNERD/" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+# Each instance's socket, from runnerd's status.
+sock_of() { # app
+  local id
+  id=$(curl -fsS "http://127.0.0.1:$PORT_ADMIN/status" | python3 -c 'import json,sys; print([a for a in json.load(sys.stdin)["apps"] if a["name"]==sys.argv[1]][0]["instance"]["id"])' "$1")
+  echo "$tmp/state/run/$id/app.sock"
+}
+sock=$(sock_of warm)
+wsock=$(sock_of wsgi)
+[[ -S $sock && -S $wsock ]] || { echo "instance sockets not found: $sock $wsock" >&2; exit 1; }
 write_nginx_conf "$tmp/nginx" "$PORT_NGINX" "unix:$sock"
 "$NGINX" -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" 2>>"$tmp/nginx/stderr" & npid=$!
 pids+=($npid)
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$PORT_NGINX/" >/dev/null 2>&1 && break
-  sleep 0.1
+write_nginx_conf "$tmp/nginxw" "$PORT_NGINX_WSGI" "unix:$wsock"
+"$NGINX" -c "$tmp/nginxw/nginx.conf" -p "$tmp/nginxw" 2>>"$tmp/nginxw/stderr" & nwpid=$!
+pids+=($nwpid)
+for port in $PORT_NGINX $PORT_NGINX_WSGI; do
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
 done
 wrk_rps() { # url
   local out
@@ -147,16 +175,31 @@ for _ in $(seq 1 "$ROUNDS"); do
   GN+=("$(go_rps -url "http://127.0.0.1:$PORT_NGINX/")")
   GD+=("$(go_rps -unix "$sock")")
 done
-kill "$npid" "$rpid"; wait "$npid" 2>/dev/null || true; wait "$rpid" 2>/dev/null || true
+# The same for the WSGI app under gunicorn.
+SR=(); SN=(); SD=()
+go_rps -url "http://127.0.0.1:$PORT_RUNNERD/" -host wsgi.example >/dev/null
+go_rps -url "http://127.0.0.1:$PORT_NGINX_WSGI/" >/dev/null
+go_rps -unix "$wsock" >/dev/null
+for _ in $(seq 1 "$ROUNDS"); do
+  SR+=("$(go_rps -url "http://127.0.0.1:$PORT_RUNNERD/" -host wsgi.example)")
+  SN+=("$(go_rps -url "http://127.0.0.1:$PORT_NGINX_WSGI/")")
+  SD+=("$(go_rps -unix "$wsock")")
+done
+kill "$npid" "$nwpid" "$rpid"; wait "$npid" 2>/dev/null || true; wait "$nwpid" 2>/dev/null || true; wait "$rpid" 2>/dev/null || true
 printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front to an app's unix socket: $(median "${WR[@]}") vs $(median "${WN[@]}") req/s (medians)" \
   "nginx (2 workers, upstream keepalive 256) to the same socket" "$(mratio WR WN)" \
   "wrk $WRK_ARGS, $ROUNDS interleaved rounds after warm-up, median of per-round ratios, tiny Go app, $(nproc) shared cores"
 
 gcond="Go net/http client (separate process), 32 keep-alive goroutines, $ROUNDS interleaved rounds of 2 s, median of per-round ratios, tiny Go app, $(nproc) shared cores"
-printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front, Go client: $(median "${GR[@]}") vs $(median "${GD[@]}") req/s (target 0.8x; nginx gets $(mratio GN GD) of direct)" \
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front, tiny Go app: $(median "${GR[@]}") vs $(median "${GD[@]}") req/s (target 0.8x; nginx gets $(mratio GN GD) of direct)" \
   "same Go client straight to the unix socket" "$(mratio GR GD)" "$gcond"
-printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front, Go client: $(median "${GR[@]}") vs $(median "${GN[@]}") req/s" \
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front, tiny Go app: $(median "${GR[@]}") vs $(median "${GN[@]}") req/s" \
   "nginx (2 workers, upstream keepalive 256) to the same socket" "$(mratio GR GN)" "$gcond"
+wcond="Go net/http client (separate process), 32 keep-alive goroutines, $ROUNDS interleaved rounds of 2 s, median of per-round ratios, WSGI app under Debian's gunicorn (2 gthread workers x 4 threads), $(nproc) shared cores"
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front, gunicorn WSGI app: $(median "${SR[@]}") vs $(median "${SD[@]}") req/s (target 0.8x; nginx gets $(mratio SN SD) of direct)" \
+  "same Go client straight to gunicorn's unix socket" "$(mratio SR SD)" "$wcond"
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front, gunicorn WSGI app: $(median "${SR[@]}") vs $(median "${SN[@]}") req/s" \
+  "nginx (2 workers, upstream keepalive 256) to the same socket" "$(mratio SR SN)" "$wcond"
 
 # 5. 1,000 idle apps; 100 active at once.
 out=$("$tmp/runner.test" -test.run 'TestThousandConfiguredApps|TestHundredAppsActiveAtOnce' -test.v 2>&1 | grep -E '^(---|ok|PASS|FAIL)|live heap' || true)
