@@ -127,10 +127,10 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 # Each instance's socket, from runnerd's status.
-sock_of() { # app
+sock_of() { # app [admin-port state-dir]
   local id
-  id=$(curl -fsS "http://127.0.0.1:$PORT_ADMIN/status" | python3 -c 'import json,sys; print([a for a in json.load(sys.stdin)["apps"] if a["name"]==sys.argv[1]][0]["instance"]["id"])' "$1")
-  echo "$tmp/state/run/$id/app.sock"
+  id=$(curl -fsS "http://127.0.0.1:${2:-$PORT_ADMIN}/status" | python3 -c 'import json,sys; print([a for a in json.load(sys.stdin)["apps"] if a["name"]==sys.argv[1]][0]["instance"]["id"])' "$1")
+  echo "${3:-$tmp/state}/run/$id/app.sock"
 }
 sock=$(sock_of warm)
 wsock=$(sock_of wsgi)
@@ -186,6 +186,32 @@ for _ in $(seq 1 "$ROUNDS"); do
   SD+=("$(go_rps -unix "$wsock")")
 done
 kill "$npid" "$nwpid" "$rpid"; wait "$npid" 2>/dev/null || true; wait "$nwpid" 2>/dev/null || true; wait "$rpid" 2>/dev/null || true
+# runnerd again with its warm requests on one event loop (-event-loops 1,
+# internal/evproxy), each app against its own instance's socket.
+PORT_LOOPS=19405
+PORT_LOOPS_ADMIN=19406
+"$tmp/runnerd" -listen 127.0.0.1:$PORT_LOOPS -admin 127.0.0.1:$PORT_LOOPS_ADMIN -event-loops 1 -specs "$tmp/specs" -state "$tmp/state2" \
+  -cgroup-root paaskit-bench2 -log-level warn 2>>"$tmp/runnerd2.log" & lpid=$!
+pids+=($lpid)
+for host in warm.example wsgi.example; do
+  for _ in $(seq 1 300); do
+    curl -fsS -H "Host: $host" "http://127.0.0.1:$PORT_LOOPS/" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+done
+lsock=$(sock_of warm $PORT_LOOPS_ADMIN "$tmp/state2")
+lwsock=$(sock_of wsgi $PORT_LOOPS_ADMIN "$tmp/state2")
+go_rps -url "http://127.0.0.1:$PORT_LOOPS/" -host warm.example >/dev/null
+go_rps -url "http://127.0.0.1:$PORT_LOOPS/" -host wsgi.example >/dev/null
+LR=(); LD=(); LSR=(); LSD=()
+for _ in $(seq 1 "$ROUNDS"); do
+  LR+=("$(go_rps -url "http://127.0.0.1:$PORT_LOOPS/" -host warm.example)")
+  LD+=("$(go_rps -unix "$lsock")")
+  LSR+=("$(go_rps -url "http://127.0.0.1:$PORT_LOOPS/" -host wsgi.example)")
+  LSD+=("$(go_rps -unix "$lwsock")")
+done
+kill "$lpid"; wait "$lpid" 2>/dev/null || true
+
 printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front to an app's unix socket: $(median "${WR[@]}") vs $(median "${WN[@]}") req/s (medians)" \
   "nginx (2 workers, upstream keepalive 256) to the same socket" "$(mratio WR WN)" \
   "wrk $WRK_ARGS, $ROUNDS interleaved rounds after warm-up, median of per-round ratios, tiny Go app, $(nproc) shared cores"
@@ -200,6 +226,10 @@ printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front, gunicorn WSGI app: $(median "${SR
   "same Go client straight to gunicorn's unix socket" "$(mratio SR SD)" "$wcond"
 printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front, gunicorn WSGI app: $(median "${SR[@]}") vs $(median "${SN[@]}") req/s" \
   "nginx (2 workers, upstream keepalive 256) to the same socket" "$(mratio SR SN)" "$wcond"
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd -event-loops 1, tiny Go app: $(median "${LR[@]}") vs $(median "${LD[@]}") req/s (target 0.8x)" \
+  "same Go client straight to the unix socket" "$(mratio LR LD)" "${gcond/interleaved rounds/interleaved rounds (Go app and WSGI alternating)}"
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd -event-loops 1, gunicorn WSGI app: $(median "${LSR[@]}") vs $(median "${LSD[@]}") req/s (target 0.8x)" \
+  "same Go client straight to gunicorn's unix socket" "$(mratio LSR LSD)" "$wcond"
 
 # 5. 1,000 idle apps; 100 active at once.
 out=$("$tmp/runner.test" -test.run 'TestThousandConfiguredApps|TestHundredAppsActiveAtOnce' -test.v 2>&1 | grep -E '^(---|ok|PASS|FAIL)|live heap' || true)
