@@ -16,13 +16,49 @@
 //
 // The front comes in two forms. Runner.Serve owns a listener and relays
 // plain HTTP/1.1 requests with a purpose-built forwarder (one goroutine per
-// client connection, request heads passed on as received, no per-request
-// allocation of headers), handing anything else (HTTP/1.0, chunked request
-// bodies, WebSocket upgrades, malformed heads) to net/http. Runner.ServeHTTP
-// is the same front as an http.Handler, for embedding behind TLS or in a
-// larger mux. Idle instances are reaped only when nothing is in flight:
-// a streaming response, an open WebSocket or an attached command
-// (Runner.Attach) keeps an instance alive.
+// client connection, heads parsed by the strict internal/http1 parser shared
+// with the balancer, the forwarded head rebuilt without hop-by-hop fields),
+// handing anything else (HTTP/1.0, chunked request bodies, WebSocket
+// upgrades, malformed heads) to net/http. Runner.ServeHTTP is the same
+// front as an http.Handler, for embedding behind TLS or in a larger mux.
+// Idle instances are reaped only when nothing is in flight: a streaming
+// response, an open WebSocket or an attached command (Runner.Attach) keeps
+// an instance alive.
+//
+// # The front's cost
+//
+// Serve's warm path waits in the runtime's poller itself (syscall.RawConn):
+// it reads a request only once the client socket is readable, and writes
+// it to the instance from inside the wait for the answer, so a warm
+// request costs one read and one write on each side and no read that fails
+// with EAGAIN. Config.EventLoops instead serves warm requests on
+// internal/evproxy event loops (epoll on locked threads, no goroutine wake
+// per request), everything else still going to the goroutine path.
+//
+// Measured with bench/compare.sh runner (2 shared cores; load generator,
+// front and app on the same machine; the same Go client against the front
+// and straight against the app's unix socket, interleaved rounds, medians
+// of per-round ratios), warm keep-alive GETs reach:
+//
+//   - a Python WSGI app under Debian's gunicorn (2 gthread workers): 0.73x
+//     and 0.74x of direct through the goroutine front, 0.81x with
+//     EventLoops: 1; nginx in front of the same socket reaches 0.95x.
+//     At a few thousand requests per second the goroutine front spends
+//     80-95 µs of CPU per request, most of it parking and waking
+//     goroutines and threads (futex, netpoll) twice per request; one
+//     event loop spends 30-40 µs, as nginx does.
+//   - the tiny Go test app: 0.49x to 0.56x, with or without event loops;
+//     nginx reaches 0.47x. This app costs the client and itself about
+//     30 µs of CPU per request together, and the front adds about 17 µs of
+//     its own (two thirds of it in the four read and write system calls)
+//     plus the client's TCP instead of a unix socket (13% by itself) and
+//     the wake-ups of a third process: (W+A)/(W+A+F) cannot reach 0.8 on
+//     two shared cores with any relay, as nginx shows.
+//
+// EventLoops is off by default because evproxy ends a request's in-flight
+// count when the response head arrives (Handler.Done), before the body is
+// relayed: a streaming response longer than the app's idle timeout would
+// not keep its instance alive. Turn it on where responses are short.
 //
 // # Apps
 //
