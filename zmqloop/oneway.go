@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
+	"time"
 
 	zmq "github.com/pebbe/zmq4"
 )
@@ -164,35 +167,43 @@ func (l *oneway) Run(ctx context.Context) error {
 			return fmt.Errorf("zmqloop: %s: subscribe to %q: %w", l.kind, t, err)
 		}
 	}
-	fw, err := newFDWaiter(s)
+	f, rc, err := pollableFD(s)
 	if err != nil {
 		return fmt.Errorf("zmqloop: %s: %w", l.kind, err)
 	}
-	defer fw.close()
+	defer f.Close()
 	l.mu.Lock()
 	l.bound = bound
 	l.mu.Unlock()
 	close(l.ready)
-	return l.serve(ctx, s, fw, window)
+	return l.serve(ctx, s, f, rc, window)
 }
 
-// serve is the socket goroutine's loop: drain, then wait for the socket's
-// ZMQ_FD in Go's netpoller (ctx cancellation interrupts the wait).
-func (l *oneway) serve(ctx context.Context, s *zmq.Socket, fw *fdWaiter, window *ReplayWindow) error {
-	stop := context.AfterFunc(ctx, fw.interrupt)
+// serve is the socket goroutine's loop. It reads a batch of messages
+// inside the netpoller's readiness callback and waits only when that read
+// finds nothing (its EAGAIN also consumed libzmq's pending commands, so the
+// next message makes ZMQ_FD readable again); ctx cancellation ends the
+// wait through an expired read deadline.
+func (l *oneway) serve(ctx context.Context, s *zmq.Socket, f *os.File, rc syscall.RawConn, window *ReplayWindow) error {
+	stop := context.AfterFunc(ctx, func() { _ = f.SetReadDeadline(time.Unix(1, 0)) })
 	defer stop()
 	rd := newBatchReader(l.cfg.Codec.maxSize)
 	var m Message
 	req := &Request{}
 	for {
-		for ctx.Err() == nil {
-			msgs, err := rd.read(s, batchMsgs, l.envStart+3)
-			if isAgain(err) {
-				break
-			}
-			if err != nil {
-				return fmt.Errorf("zmqloop: %s: receive: %w", l.kind, err)
-			}
+		var msgs []rmsg
+		var rerr error
+		err := rc.Read(func(uintptr) bool {
+			msgs, rerr = rd.read(s, batchMsgs, l.envStart+3)
+			return !isAgain(rerr) || ctx.Err() != nil
+		})
+		if err != nil && ctx.Err() == nil {
+			return fmt.Errorf("zmqloop: %s: wait for socket: %w", l.kind, err)
+		}
+		if rerr != nil && !isAgain(rerr) {
+			return fmt.Errorf("zmqloop: %s: receive: %w", l.kind, rerr)
+		}
+		if rerr == nil {
 			now := l.cfg.Codec.now()
 			for _, rm := range msgs {
 				l.stats.received.Add(1)
@@ -229,9 +240,6 @@ func (l *oneway) serve(ctx context.Context, s *zmq.Socket, fw *fdWaiter, window 
 		}
 		if ctx.Err() != nil {
 			return nil
-		}
-		if err := fw.wait(); err != nil {
-			return fmt.Errorf("zmqloop: %s: wait for socket: %w", l.kind, err)
 		}
 	}
 }

@@ -95,7 +95,17 @@ type sender struct {
 	// it to libzmq in one cgo call. No channel operation or goroutine
 	// wake-up per message: a sender signals work only when the owner went
 	// idle (notified false).
+	//
+	// When nothing is queued and the socket goroutine is not flushing, a
+	// sender sends its message itself, under mu (libzmq sockets may be
+	// used from any thread with a full memory barrier between uses): no
+	// hand-off at all. Only when the socket pushes back (EAGAIN: no peer,
+	// or at the high-water mark) do messages queue for the socket
+	// goroutine, which waits for the socket and keeps their order.
 	mu       sync.Mutex
+	sock     *zmq.Socket // nil once the socket goroutine closes it
+	io       *msgIO      // buffers for direct sends
+	flushing bool        // the socket goroutine holds queued messages
 	pending  *batchWriter
 	count    int           // messages queued here or held by the owner, not yet sent
 	notified bool          // the owner will look at pending without a signal
@@ -128,7 +138,7 @@ func (s *sender) start(kind string, typ zmq.Type, cfg SenderConfig) error {
 		cfg.Logger = slog.Default()
 	}
 	*s = sender{kind: kind, cfg: cfg, log: cfg.Logger, work: make(chan struct{}, 1),
-		closed: make(chan struct{}), done: make(chan struct{}), pending: newBatchWriter()}
+		closed: make(chan struct{}), done: make(chan struct{}), pending: newBatchWriter(), io: newMsgIO(0)}
 	ready := make(chan error, 1)
 	go s.own(typ, ready)
 	return <-ready
@@ -149,6 +159,23 @@ func (s *sender) send(ctx context.Context, topic bool, typ string, body json.Raw
 		if s.shut {
 			s.mu.Unlock()
 			return fmt.Errorf("zmqloop: %s: send %q: %w", s.kind, typ, ErrClosed)
+		}
+		if s.pending.pending() == 0 && !s.flushing && s.sock != nil {
+			var err error
+			if topic {
+				err = s.io.send(s.sock, zmq.DONTWAIT, []byte(typ), key, payload, mac)
+			} else {
+				err = s.io.send(s.sock, zmq.DONTWAIT, key, payload, mac)
+			}
+			if err == nil {
+				s.mu.Unlock()
+				return nil
+			}
+			if !isAgain(err) {
+				s.mu.Unlock()
+				return fmt.Errorf("zmqloop: %s: send %q: %w", s.kind, typ, err)
+			}
+			// Pushed back: queue it for the socket goroutine.
 		}
 		if s.count < s.cfg.Queue {
 			if topic {
@@ -213,6 +240,7 @@ func (s *sender) take(wr *batchWriter) (*batchWriter, bool) {
 	if wr.pending() == 0 {
 		s.notified = false
 	}
+	s.flushing = wr.pending() > 0
 	return wr, s.shut
 }
 
@@ -244,7 +272,15 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 		ready <- fmt.Errorf("zmqloop: new %s: %w", s.kind, err)
 		return
 	}
-	defer sock.Close() // keeps the linger: libzmq flushes in the background
+	defer func() {
+		s.mu.Lock()
+		s.sock = nil
+		s.mu.Unlock()
+		sock.Close() // keeps the linger: libzmq flushes in the background
+	}()
+	s.mu.Lock()
+	s.sock = sock
+	s.mu.Unlock()
 	s.bound = bound
 	ready <- nil
 	sig := make(chan struct{}, 1)
