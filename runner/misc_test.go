@@ -51,12 +51,21 @@ func TestThousandConfiguredAppsCostNoProcessAndLittleMemory(t *testing.T) {
 
 func TestRunLeaksNoGoroutines(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+	for _, loops := range []int{0, 1} {
+		t.Run(fmt.Sprintf("EventLoops=%d", loops), func(t *testing.T) {
+			testRunLeaksNoGoroutines(t, loops)
+		})
+	}
+}
+
+func testRunLeaksNoGoroutines(t *testing.T, loops int) {
 	state, err := os.MkdirTemp("", "rt")
 	require.NoError(t, err)
 	defer os.RemoveAll(state)
 	specs := t.TempDir()
 	writeSpec(t, specs, "leak.json", specJSON("leak", ""))
-	r, err := runner.New(runner.Config{StateDir: state, SpecDir: specs, CgroupRoot: fmt.Sprintf("paaskit-test-%d-%d", os.Getpid(), cgroupSeq.Add(1)), Sink: &memSink{}})
+	r, err := runner.New(runner.Config{StateDir: state, SpecDir: specs, CgroupRoot: fmt.Sprintf("paaskit-test-%d-%d", os.Getpid(), cgroupSeq.Add(1)), Sink: &memSink{},
+		EventLoops: loops})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
