@@ -123,6 +123,9 @@ type backendConn struct {
 	step    func(fd uintptr) bool
 	sent    bool
 	stepErr error
+	// sendFailed reports that the last sendAndWait failed writing the
+	// request: the app got none of it, or only a part it cannot answer.
+	sendFailed bool
 }
 
 func newBackendConn(c net.Conn, timeout time.Duration) *backendConn {
@@ -138,8 +141,10 @@ func newBackendConn(c net.Conn, timeout time.Duration) *backendConn {
 // the answer are in bc.br, in one poller wait when it can. The error is
 // the send's, or the read's (a deadline as os.ErrDeadlineExceeded).
 func (bc *backendConn) sendAndWait() error {
+	bc.sendFailed = false
 	if bc.raw == nil || bc.br.Buffered() > 0 {
 		if err := bc.bw.Flush(); err != nil {
+			bc.sendFailed = true
 			return err
 		}
 		_, err := bc.br.Peek(1)
@@ -171,6 +176,7 @@ func (bc *backendConn) rawStep(fd uintptr) bool {
 		bc.sent = true
 		if err := bc.bw.Flush(); err != nil {
 			bc.stepErr = err
+			bc.sendFailed = true
 			return true
 		}
 		return false

@@ -391,6 +391,22 @@ func (f *front) answer(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.Wri
 // relay forwards one request to the instance and its response back.
 func (i *instance) relay(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.Writer, clientIP string, scratch *[]byte) bool {
 	bodyless := rq.contentLength == 0
+	// A body wholly buffered behind its head is written from the buffer
+	// and consumed only once sent, so that it can be sent again.
+	var body []byte
+	if !bodyless && int64(len(head))+rq.contentLength <= int64(br.Buffered()) {
+		all, _ := br.Peek(len(head) + int(rq.contentLength))
+		body = all[len(head):]
+	}
+	consumed := false // head (and body) taken from br
+	consume := func() bool {
+		if consumed {
+			return true
+		}
+		consumed = true
+		_, err := br.Discard(len(head) + len(body))
+		return err == nil
+	}
 	var bc *backendConn
 	var rs respHead
 	var rhead []byte
@@ -399,19 +415,22 @@ func (i *instance) relay(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.W
 		var err error
 		bc, reused, err = i.pool.get(context.Background(), attempt > 0)
 		if err != nil {
-			if attempt > 0 {
-				head = nil // consumed by the first attempt
+			if consumed {
+				head = nil
 			}
 			return i.badGateway(head, rq, br, bw, err)
 		}
 		writeRequestHead(bc.bw, rq, clientIP)
-		if attempt == 0 {
-			if _, err := br.Discard(len(head)); err != nil {
+		switch {
+		case bodyless:
+		case body != nil:
+			bc.bw.Write(body)
+		default:
+			// A body still arriving streams through, once.
+			if !consume() {
 				bc.c.Close()
 				return false
 			}
-		}
-		if rq.contentLength > 0 {
 			if _, err := io.CopyN(bc.bw, br, rq.contentLength); err != nil {
 				bc.c.Close()
 				return false
@@ -426,10 +445,23 @@ func (i *instance) relay(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.W
 		}
 		bc.c.Close()
 		timedOut := errors.Is(err, os.ErrDeadlineExceeded)
-		if reused && attempt == 0 && bodyless && !errors.Is(err, errBadResponse) && !timedOut {
+		retry := reused && attempt == 0 && !errors.Is(err, errBadResponse) && !timedOut &&
+			// Without a body any failure may be an idle connection the
+			// app closed; with one, only a failed send or a reset
+			// before the answer proves the app did not take the
+			// request.
+			(bodyless || body != nil && (bc.sendFailed || unread(err, bc)))
+		if retry {
 			continue // the app closed an idle connection: try a fresh one
 		}
+		if !consumed && !consume() {
+			return false
+		}
 		return i.badGateway(nil, rq, br, bw, err)
+	}
+	if !consume() {
+		bc.c.Close()
+		return false
 	}
 	// The response head, re-framed for the client.
 	*scratch = rhead[:0]
@@ -462,6 +494,13 @@ func (i *instance) relay(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.W
 		i.pool.put(bc)
 	}
 	return keepClient
+}
+
+// unread reports whether err shows that the app closed its connection
+// with the request still unread: a reset before any byte of the answer
+// (a socket closed with data in it is reset).
+func unread(err error, bc *backendConn) bool {
+	return errors.Is(err, syscall.ECONNRESET) && bc.br.Buffered() == 0
 }
 
 func (i *instance) badGateway(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.Writer, cause error) bool {
