@@ -50,31 +50,58 @@
 //
 // # The forwarder
 //
-// Proxy.Run serves HTTP/1.1 with a purpose-built forwarder rather than
+// Proxy.Run serves HTTP/1.1 with purpose-built forwarders rather than
 // net/http and httputil.ReverseProxy (which the design measured at about
-// 40% of nginx's throughput on this kind of machine): one
-// goroutine per client connection, a pooled keep-alive node connection
-// taken for one exchange, request and response heads parsed once in place
-// in reused buffers, bodies copied with pooled buffers and streamed both
-// ways (a request body that is not yet complete is sent from its own
-// goroutine while the response is read), and no per-request allocation on
-// the common path. Its parser is strict (RFC 9112): one Content-Length or
-// chunked, never both; differing Content-Lengths, obs-fold, bare CR or LF,
-// whitespace before a colon, control characters, unknown transfer codings
-// and non-origin-form targets are refused with 400; heads beyond
+// 40% of nginx's throughput on this kind of machine). Both share the
+// strict parser of internal/http1: one Content-Length or chunked, never
+// both; differing Content-Lengths, obs-fold, bare CR or LF, whitespace
+// before a colon, control characters, unknown transfer codings and
+// non-origin-form targets are refused with 400; heads beyond
 // MaxHeaderBytes or MaxHeaderFields get 431 and bodies beyond
 // MaxBodyBytes 413. It is fuzzed and checked differentially against
 // net/http's request reader (FuzzParseRequest).
 //
-// On plain TCP sockets the forwarder waits in the runtime's poller
-// (syscall.RawConn) instead of trying a read first: the request is written
-// to the node inside the wait for its answer, and a request that needs
-// nothing more from its client is served inside the wait for the client's
-// next one, so no read fails with EAGAIN on the common path. Under wrk
-// -t2 -c64 this takes 4.2 system calls per request (nginx 5.0; before, 6.0)
-// and about 7% less CPU per request; throughput is still about 0.88x
-// nginx's on this 2-core machine, the rest being the Go scheduler (sysmon
-// and idle-thread wake-ups) that nginx's single-threaded workers do not pay.
+// Plain-HTTP listeners are served by event loops (internal/evproxy; on by
+// default, Config.EventLoops): one loop per P, each a goroutine locked to
+// its thread around its own epoll set of non-blocking sockets, with its
+// own pool of keep-alive node connections, request and response heads
+// parsed in place in per-connection buffers, response bodies (length,
+// chunked or until close) streamed through the loop with back-pressure,
+// and the header, idle and response timeouts kept as per-loop deadlines.
+// The loop asks the balancer (through a small handler) where each
+// request goes, so the table, the consistent hash, bounded load, health,
+// ejection, retries and in-flight counts work the same on both paths.
+// This is the design of nginx and HAProxy, and the reason for it is the
+// Go runtime: the goroutine-per-connection forwarder parks and unparks
+// through the runtime poller on every wait, and on a small machine
+// shared by load, proxy and backend the scheduler's idle-thread
+// wake-ups and spinning take the CPU that the others need. Measured in
+// bench/compare.sh balancer (wrk -t2 -c64, medians of 3 interleaved
+// rounds, 2 shared cores): the goroutine forwarder made 0.91x nginx's
+// throughput (84k against 92k req/s) and 0.97x HAProxy's; the loops make
+// 1.01-1.17x nginx's and 1.11-1.32x HAProxy's (about 100k req/s) in
+// three runs, with p99 0.93-1.23x nginx's (that is, from 7% worse to
+// 23% better: the medians swing by a few hundred microseconds between
+// runs). A CPU profile of the loops under that load is 88% system calls
+// (four per request: one read and one write on each side, plus a share
+// of epoll_wait), with no garbage collection at all; what is left is
+// the kernel's loopback TCP. Two loops beat one on two cores (about 100k
+// against 90k req/s); an extra non-blocking poll before blocking
+// (Config.BusyPoll) and leaving the loops unlocked from their threads
+// made no difference beyond the noise, so BusyPoll is off by default.
+//
+// What the loops do not serve themselves goes, with every byte already
+// read, to the goroutine-per-connection forwarder: TLS, WebSocket and
+// other Upgrades, Expect: 100-continue, chunked or large request bodies,
+// HTTP/1.0 clients, nodes whose address is a name, and misses (see
+// below). That forwarder takes a pooled keep-alive node connection for one
+// exchange, parses heads once in reused buffers, copies bodies with
+// pooled buffers and streams them both ways (a request body that is not
+// yet complete is sent from its own goroutine while the response is read).
+// On plain sockets it waits in the runtime's poller (syscall.RawConn)
+// instead of trying a read first, so no read fails with EAGAIN on the
+// common path (4.2 system calls per request under wrk -t2 -c64; nginx
+// 5.0). ForwarderStats tells how much each path served.
 //
 // The proxy removes hop-by-hop fields, sets X-Forwarded-For/-Proto/-Host,
 // tunnels Upgrade (WebSocket) connections after a 101, times out slow
@@ -99,5 +126,8 @@
 // A runner node that does not host the app for a Host answers 404 with
 // "X-Paaskit-Miss: 1" (Config.MissHeader). Config.OnMiss is then called
 // (PythonAnywhere's 502 fallback: tell the platform to place the app), and
-// the request is sent once more.
+// the request is sent once more. On the event loops a miss hands the
+// connection, from the start of the request, to the goroutine path,
+// which sends the request again, calls the hook and retries (the hook
+// may block; a loop must not).
 package balancer
