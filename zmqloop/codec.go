@@ -138,9 +138,15 @@ func (c *Codec) Seal(m Message) ([][]byte, error) {
 // sealInto is Seal for the loops: the payload and MAC are appended to one
 // pooled buffer, returned in *bufp for release with c.release.
 func (c *Codec) sealInto(m *Message) (key, payload, mac []byte, bufp *[]byte, err error) {
+	return c.sealIntoID(m, true)
+}
+
+// sealIntoID is sealInto; needID false leaves a fresh id out of m (see
+// appendPayloadID).
+func (c *Codec) sealIntoID(m *Message, needID bool) (key, payload, mac []byte, bufp *[]byte, err error) {
 	st := c.keys.state.Load()
 	bufp = c.bufs.Get().(*[]byte)
-	b, err := c.appendPayload((*bufp)[:0], m)
+	b, err := c.appendPayloadID((*bufp)[:0], m, needID)
 	if err != nil {
 		c.release(bufp)
 		return nil, nil, nil, nil, err
@@ -162,8 +168,20 @@ func (c *Codec) release(bufp *[]byte) {
 }
 
 func (c *Codec) appendPayload(dst []byte, m *Message) ([]byte, error) {
+	return c.appendPayloadID(dst, m, true)
+}
+
+// appendPayloadID is appendPayload; with needID false and m.ID empty it
+// writes a fresh Codec id straight into dst and leaves m.ID empty (one
+// allocation less for senders that never look at the id).
+func (c *Codec) appendPayloadID(dst []byte, m *Message, needID bool) ([]byte, error) {
+	var seq uint64
 	if m.ID == "" {
-		m.ID = c.NewID()
+		if needID {
+			m.ID = c.NewID()
+		} else {
+			seq = c.idSeq.Add(1)
+		}
 	}
 	if m.Time.IsZero() {
 		m.Time = c.now()
@@ -171,7 +189,7 @@ func (c *Codec) appendPayload(dst []byte, m *Message) ([]byte, error) {
 	if !validTokenString(m.Type) {
 		return nil, fmt.Errorf("zmqloop: seal: type %q: %w: want 1 to 128 bytes of [A-Za-z0-9._:/-]", m.Type, ErrMalformed)
 	}
-	if !validTokenString(m.ID) {
+	if seq == 0 && !validTokenString(m.ID) {
 		return nil, fmt.Errorf("zmqloop: seal %q message: id %q: %w: want 1 to 128 bytes of [A-Za-z0-9._:/-]", m.Type, m.ID, ErrMalformed)
 	}
 	if m.ReplyTo != "" && !validTokenString(m.ReplyTo) {
@@ -190,7 +208,12 @@ func (c *Codec) appendPayload(dst []byte, m *Message) ([]byte, error) {
 	dst = append(dst, `{"type":"`...)
 	dst = append(dst, m.Type...)
 	dst = append(dst, `","id":"`...)
-	dst = append(dst, m.ID...)
+	if seq != 0 {
+		dst = append(dst, c.idPrefix...)
+		dst = strconv.AppendUint(dst, seq, 36)
+	} else {
+		dst = append(dst, m.ID...)
+	}
 	dst = append(dst, `","ts":`...)
 	dst = strconv.AppendInt(dst, ms, 10)
 	if m.ReplyTo != "" {
@@ -234,6 +257,14 @@ func (c *Codec) open(frames [][]byte, m *Message) error {
 
 // openAt is open with the receiver's clock already read.
 func (c *Codec) openAt(frames [][]byte, m *Message, now time.Time) error {
+	return c.openWith(frames, m, now, nil, false)
+}
+
+// openWith is openAt for the serve loops: intern, if set, maps the type
+// bytes to a string without allocating when it knows them (the loop's
+// handler names), and aliasBody leaves m.Body pointing into frames
+// instead of copying it.
+func (c *Codec) openWith(frames [][]byte, m *Message, now time.Time, intern func([]byte) string, aliasBody bool) error {
 	if len(frames) != 3 {
 		return fmt.Errorf("zmqloop: open: %d envelope frames, want 3 (key id, payload, MAC): %w", len(frames), ErrFrames)
 	}
@@ -254,12 +285,20 @@ func (c *Codec) openAt(frames [][]byte, m *Message, now time.Time) error {
 	if err := parsePayload(body, &p); err != nil {
 		return fmt.Errorf("zmqloop: open: message signed with key %q: %w: %v", e.id, ErrMalformed, err)
 	}
-	m.Type = string(p.typ)
+	if intern != nil {
+		m.Type = intern(p.typ)
+	} else {
+		m.Type = string(p.typ)
+	}
 	m.ID = string(p.id)
 	m.Time = time.UnixMilli(p.ts)
 	m.ReplyTo = string(p.re)
 	m.KeyID = e.id
-	if len(p.body) > 0 {
+	switch {
+	case len(p.body) == 0:
+	case aliasBody:
+		m.Body = p.body
+	default:
 		m.Body = append(json.RawMessage(nil), p.body...)
 	}
 	if p.hasErr {

@@ -1,6 +1,7 @@
 package zmqloop
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"strconv"
 	"unicode/utf8"
@@ -54,6 +55,31 @@ var plainStringByte = func() (t [256]bool) {
 	return t
 }()
 
+const (
+	swarOnes  = 0x0101010101010101
+	swarHighs = 0x8080808080808080
+)
+
+// skipPlain returns the index of the first byte at or after i that is not
+// a plainStringByte (or len(b)). It tests eight bytes at a time: a word
+// with no '"', no '\\' and no byte below 0x20 is skipped whole (the
+// classic "has a zero byte" test, exact for whether such a byte exists).
+func skipPlain(b []byte, i int) int {
+	for ; i+8 <= len(b); i += 8 {
+		v := binary.LittleEndian.Uint64(b[i:])
+		q := v ^ (swarOnes * '"')
+		bs := v ^ (swarOnes * '\\')
+		special := ((q - swarOnes) &^ q) | ((bs - swarOnes) &^ bs) | ((v - swarOnes*0x20) &^ v)
+		if special&swarHighs != 0 {
+			break
+		}
+	}
+	for i < len(b) && plainStringByte[b[i]] {
+		i++
+	}
+	return i
+}
+
 // scanString scans a JSON string starting at b[i] == '"'. It returns the
 // index after the closing quote and whether the string has escapes.
 func scanString(b []byte, i int) (end int, escaped bool, err error) {
@@ -63,9 +89,7 @@ func scanString(b []byte, i int) (end int, escaped bool, err error) {
 	i++
 	for i < len(b) {
 		// Skip the plain run first: most bytes need no attention.
-		for i < len(b) && plainStringByte[b[i]] {
-			i++
-		}
+		i = skipPlain(b, i)
 		if i >= len(b) {
 			break
 		}

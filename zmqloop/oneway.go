@@ -19,7 +19,8 @@ import (
 // order, so a slow handler holds back the queue (libzmq buffers up to its
 // high-water mark). ctx is cancelled when the loop stops. A returned error
 // is logged; a panic is recovered, logged and counted. The handler must not
-// keep msg after returning.
+// keep msg after returning: msg.Body points into the loop's receive buffer
+// (no copy per message), so copy it to keep it.
 type MessageHandler func(ctx context.Context, msg *Request) error
 
 // PullConfig configures a PullLoop. Zero values are the documented
@@ -72,6 +73,7 @@ type oneway struct {
 	mu       sync.Mutex
 	bound    []string
 	envStart int // index of the key-id frame
+	intern   func([]byte) string
 }
 
 // NewPullLoop validates cfg and returns a loop; Run starts it.
@@ -121,6 +123,16 @@ func (l *oneway) init(kind string, typ zmq.Type, cfg PullConfig, topics []string
 		h[t] = fn
 	}
 	cfg.Handlers = h
+	names := make(map[string]string, len(h))
+	for t := range h {
+		names[t] = t
+	}
+	l.intern = func(b []byte) string {
+		if t, ok := names[string(b)]; ok {
+			return t
+		}
+		return string(b)
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -217,7 +229,7 @@ func (l *oneway) serve(ctx context.Context, s *zmq.Socket, f *os.File, rc syscal
 					continue
 				}
 				m = Message{}
-				if err := l.cfg.Codec.openAt(frames[l.envStart:], &m, now); err != nil {
+				if err := l.cfg.Codec.openWith(frames[l.envStart:], &m, now, l.intern, true); err != nil {
 					l.reject(err)
 					continue
 				}

@@ -37,7 +37,9 @@ type Request struct {
 // cancelled when the loop stops. A *RemoteError (or an error wrapping one)
 // reaches the caller with its code; any other error reaches it with code
 // CodeInternal and the error's text. A panic is recovered and reaches the
-// caller as code CodePanic. The handler must not keep req after returning.
+// caller as code CodePanic. The handler must not keep req after returning:
+// req.Body points into its worker's receive buffer (no copy per request),
+// so copy it to keep it; returning it as the reply body is fine.
 type Handler func(ctx context.Context, req *Request) (json.RawMessage, error)
 
 // HandleJSON adapts a typed function into a Handler: the request body is
@@ -108,6 +110,7 @@ type ReplyLoop struct {
 	cfg      ReplyConfig
 	log      *slog.Logger
 	handlers map[string]Handler
+	intern   func([]byte) string // handler names without an allocation
 	stats    loopCounters
 
 	started   atomic.Bool
@@ -147,7 +150,17 @@ func NewReplyLoop(cfg ReplyConfig) (*ReplyLoop, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &ReplyLoop{cfg: cfg, log: cfg.Logger, handlers: h, ready: make(chan struct{})}, nil
+	names := make(map[string]string, len(h))
+	for t := range h {
+		names[t] = t
+	}
+	intern := func(b []byte) string {
+		if t, ok := names[string(b)]; ok {
+			return t
+		}
+		return string(b)
+	}
+	return &ReplyLoop{cfg: cfg, log: cfg.Logger, handlers: h, intern: intern, ready: make(chan struct{})}, nil
 }
 
 // Ready is closed once Run has bound and connected its socket and started
@@ -409,7 +422,7 @@ func (s *replyServer) serve(ctx context.Context, w *replyWorker) {
 	}
 	now := l.cfg.Codec.now()
 	w.msg = Message{}
-	if err := l.cfg.Codec.openAt(w.env, &w.msg, now); err != nil {
+	if err := l.cfg.Codec.openWith(w.env, &w.msg, now, l.intern, true); err != nil {
 		l.reject(err)
 		if errors.Is(err, ErrStale) {
 			s.reply(w, nil, Errorf(CodeRejected, "%v", err))

@@ -149,7 +149,7 @@ func (s *sender) Endpoints() []string { return append([]string(nil), s.bound...)
 
 func (s *sender) send(ctx context.Context, topic bool, typ string, body json.RawMessage) error {
 	m := Message{Type: typ, Body: body}
-	key, payload, mac, bufp, err := s.cfg.Codec.sealInto(&m)
+	key, payload, mac, bufp, err := s.cfg.Codec.sealIntoID(&m, false)
 	if err != nil {
 		return fmt.Errorf("zmqloop: %s: %w", s.kind, err)
 	}

@@ -251,6 +251,7 @@ type batchReader struct {
 	reserve int
 	lens    [batchMsgs * 4]C.int
 	counts  [batchMsgs]C.int
+	fbuf    [batchMsgs * 4][]byte // the frames of one read's messages
 	msgs    []rmsg
 	one     *msgIO // fallback without fastIO
 }
@@ -295,7 +296,7 @@ func (r *batchReader) read(s *zmq.Socket, limit, permsg int) ([]rmsg, error) {
 			r.msgs = append(r.msgs, rmsg{err: fmt.Errorf("zmqloop: message with more than %d frames or %d bytes: %w", permsg, r.reserve, ErrFrames)})
 			continue
 		}
-		frames := make([][]byte, c)
+		frames := r.fbuf[li : li+c : li+c]
 		for i := 0; i < c; i++ {
 			l := int(r.lens[li])
 			frames[i] = r.buf[off : off+l : off+l]
