@@ -35,30 +35,36 @@
 // internal/evproxy event loops (epoll on locked threads, no goroutine wake
 // per request), everything else still going to the goroutine path.
 //
-// Measured with bench/compare.sh runner (2 shared cores; load generator,
-// front and app on the same machine; the same Go client against the front
-// and straight against the app's unix socket, interleaved rounds, medians
-// of per-round ratios), warm keep-alive GETs reach:
+// Measured with bench/compare.sh runner (2 cores shared with other
+// builds; load generator, front and app on the same machine; the same Go
+// client, 32 keep-alive connections, against the front and straight
+// against the app's unix socket, 5 interleaved rounds, median of the
+// per-round ratios), warm requests reach, over four runs:
 //
-//   - a Python WSGI app under Debian's gunicorn (2 gthread workers): 0.73x
-//     and 0.74x of direct through the goroutine front, 0.81x with
-//     EventLoops: 1; nginx in front of the same socket reaches 0.95x.
-//     At a few thousand requests per second the goroutine front spends
-//     80-95 µs of CPU per request, most of it parking and waking
-//     goroutines and threads (futex, netpoll) twice per request; one
-//     event loop spends 30-40 µs, as nginx does.
-//   - the tiny Go test app: 0.49x to 0.56x, with or without event loops;
-//     nginx reaches 0.47x. This app costs the client and itself about
-//     30 µs of CPU per request together, and the front adds about 17 µs of
-//     its own (two thirds of it in the four read and write system calls)
-//     plus the client's TCP instead of a unix socket (13% by itself) and
-//     the wake-ups of a third process: (W+A)/(W+A+F) cannot reach 0.8 on
-//     two shared cores with any relay, as nginx shows.
+//   - a Python WSGI app under Debian's gunicorn (2 gthread workers, about
+//     7,500 requests/s direct): 0.72x to 0.74x of direct through the
+//     goroutine front, 0.81x, 0.86x and 0.92x with EventLoops: 1 (three
+//     runs); nginx in front of the same socket reaches 0.77x to 0.96x. At
+//     this rate the goroutine front spends 80-95 µs of CPU per request,
+//     most of it parking and waking goroutines and threads (futex,
+//     netpoll) twice per request; one event loop spends 30-40 µs, as
+//     nginx does.
+//   - the tiny Go test app (50,000 requests/s direct): 0.48x to 0.51x,
+//     0.49x and 0.51x with event loops; nginx reaches 0.45x to 0.50x, and
+//     runnerd beats it by 1.05x-1.10x. This app and the client cost about
+//     30 µs of CPU per request together; the front adds about 17 µs (two
+//     thirds of it in its four read and write system calls), the client's
+//     TCP costs 13% more than a unix socket, and a third process must be
+//     woken twice per request: (W+A)/(W+A+F) cannot reach 0.8 on two
+//     shared cores with any relay, as nginx shows.
 //
 // EventLoops is off by default because evproxy ends a request's in-flight
 // count when the response head arrives (Handler.Done), before the body is
-// relayed: a streaming response longer than the app's idle timeout would
-// not keep its instance alive. Turn it on where responses are short.
+// relayed, so a streaming response longer than the app's idle timeout
+// would not keep its instance alive, and because it does not yet send a
+// request body again when a pooled connection the app closed turns out
+// stale (a 502, where the goroutine path retries). Turn it on where
+// responses are short and bodies rare.
 //
 // # Apps
 //
