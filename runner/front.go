@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -72,6 +73,10 @@ type connPool struct {
 }
 
 const maxIdlePerInstance = 1024
+
+// maxReplayBody bounds the request body ServeHTTP reads ahead so that it
+// can send it again after a stale connection.
+const maxReplayBody = 64 << 10
 
 func newConnPool(dial func(context.Context) (net.Conn, error), timeout time.Duration) *connPool {
 	return &connPool{dial: dial, timeout: timeout}
@@ -231,6 +236,16 @@ func (i *instance) forward(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	ctx := req.Context()
+	// A small body of known length is read first, so that it can be sent
+	// again when a pooled connection turns out stale.
+	var replay []byte
+	if !bodyless(req) && req.ContentLength > 0 && req.ContentLength <= maxReplayBody {
+		replay = make([]byte, req.ContentLength)
+		if _, err := io.ReadFull(req.Body, replay); err != nil {
+			http.Error(w, fmt.Sprintf("runner: reading the request body: %v", err), http.StatusBadRequest)
+			return
+		}
+	}
 	var resp *http.Response
 	var bc *backendConn
 	for attempt := 0; ; attempt++ {
@@ -241,7 +256,11 @@ func (i *instance) forward(w http.ResponseWriter, req *http.Request) {
 			http.Error(w, fmt.Sprintf("runner: app %q instance %d: connect: %v", i.app.name, i.id, err), http.StatusBadGateway)
 			return
 		}
+		if replay != nil {
+			req.Body = io.NopCloser(bytes.NewReader(replay))
+		}
 		err = writeRequest(bc.bw, req, "")
+		sendFailed := err != nil
 		if err == nil {
 			resp, err = http.ReadResponse(bc.br, req)
 		}
@@ -250,7 +269,11 @@ func (i *instance) forward(w http.ResponseWriter, req *http.Request) {
 		}
 		bc.c.Close()
 		timedOut := errors.Is(err, os.ErrDeadlineExceeded)
-		if reused && attempt == 0 && bodyless(req) && ctx.Err() == nil && !timedOut {
+		// As in relay: without a body any failure may be a stale idle
+		// connection; with one, only a failed send or a reset before the
+		// answer proves the app did not take the request.
+		if reused && attempt == 0 && ctx.Err() == nil && !timedOut &&
+			(bodyless(req) || replay != nil && (sendFailed || unread(err, bc))) {
 			continue
 		}
 		if ctx.Err() == nil {

@@ -149,7 +149,13 @@ func TestStaleIdleConnectionsAreRetriedOnAFreshOne(t *testing.T) {
 // with a body only once, and answers 502 when its pooled connection turns
 // out closed.)
 func TestStaleConnectionRetriesABufferedBody(t *testing.T) {
-	e := newEnv(t, nil)
+	for _, handler := range []bool{false, true} {
+		t.Run(fmt.Sprintf("handler=%v", handler), func(t *testing.T) { testStaleConnectionRetriesABufferedBody(t, handler) })
+	}
+}
+
+func testStaleConnectionRetriesABufferedBody(t *testing.T, handler bool) {
+	e := newEnvFront(t, nil, handler)
 	e.put(spec("stalepost", "dropidle"))
 	require.Equal(t, "hello stalepost\n", e.mustGet("stalepost.example", "/"))
 	c, err := net.Dial("tcp", e.front)
