@@ -79,16 +79,17 @@
 // bench/compare.sh balancer (wrk -t2 -c64, medians of 3 interleaved
 // rounds, 2 shared cores): the goroutine forwarder made 0.91x nginx's
 // throughput (84k against 92k req/s) and 0.97x HAProxy's; the loops make
-// 1.01-1.17x nginx's and 1.11-1.32x HAProxy's (about 100k req/s) in
-// three runs, with p99 0.93-1.23x nginx's (that is, from 7% worse to
-// 23% better: the medians swing by a few hundred microseconds between
-// runs). A CPU profile of the loops under that load is 88% system calls
-// (four per request: one read and one write on each side, plus a share
-// of epoll_wait), with no garbage collection at all; what is left is
-// the kernel's loopback TCP. Two loops beat one on two cores (about 100k
-// against 90k req/s); an extra non-blocking poll before blocking
-// (Config.BusyPoll) and leaving the loops unlocked from their threads
-// made no difference beyond the noise, so BusyPoll is off by default.
+// about 100k req/s, 1.01-1.17x nginx's and 1.11-1.32x HAProxy's in four
+// runs, with a p99 from 0.93x to 1.23x nginx's (a ratio below 1 is
+// worse; the medians move by a few hundred microseconds from run to
+// run, nginx's p99 being about 1.9-2.2 ms). A CPU profile of the loops
+// under that load is 88% system calls (four per request: one read and
+// one write on each side, plus a share of epoll_wait) and no garbage
+// collection at all; what is left is the kernel's loopback TCP. Two
+// loops beat one on two cores (about 100k against 90k req/s); loops not
+// locked to their threads were slower (77-97k against 89-97k), and an
+// extra non-blocking poll before blocking (Config.BusyPoll) changed
+// nothing beyond the noise, so it is off by default.
 //
 // What the loops do not serve themselves goes, with every byte already
 // read, to the goroutine-per-connection forwarder: TLS, WebSocket and
