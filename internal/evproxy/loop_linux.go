@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"github.com/paaskit/paaskit/internal/http1"
@@ -33,6 +34,10 @@ type loop struct {
 	draining bool
 	stopAt   int64
 	lastSwp  int64
+	// acceptPaused is when accepting resumes after the descriptor table
+	// or memory ran out (0: not paused); the listener is out of the
+	// epoll set meanwhile, so a full table cannot make the loop spin.
+	acceptPaused int64
 
 	inboxMu sync.Mutex
 	inbox   []accepted
@@ -279,6 +284,14 @@ func (l *loop) run() {
 			}
 		}
 		l.takeInbox()
+		if l.acceptPaused != 0 && l.now >= l.acceptPaused && !l.draining {
+			l.acceptPaused = 0
+			if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, p.lnfd, &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLEXCLUSIVE, Fd: int32(p.lnfd)}); err != nil {
+				l.err = fmt.Errorf("evproxy: epoll_ctl listener: %w", err)
+				l.shutdown()
+				return
+			}
+		}
 		if l.now-l.lastSwp >= p.sweep {
 			l.lastSwp = l.now
 			l.sweepDeadlines()
@@ -293,7 +306,9 @@ func (l *loop) run() {
 func (l *loop) startDrain() {
 	l.draining = true
 	l.stopAt = l.now + int64(l.p.cfg.ShutdownTimeout)
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.p.lnfd, nil)
+	if l.acceptPaused == 0 {
+		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.p.lnfd, nil)
+	}
 	for i := len(l.conns) - 1; i >= 0; i-- {
 		if i >= len(l.conns) {
 			continue
@@ -341,7 +356,11 @@ func (l *loop) accept() {
 			case unix.ECONNABORTED:
 				continue
 			}
-			l.p.cfg.Logger.Warn("evproxy: accept failed", "err", err)
+			delay := 100 * time.Millisecond
+			l.p.cfg.Logger.Warn("evproxy: accept failed; pausing", "err", err, "delay", delay)
+			if unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, l.p.lnfd, nil) == nil {
+				l.acceptPaused = l.now + int64(delay)
+			}
 			return
 		}
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
