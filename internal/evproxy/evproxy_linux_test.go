@@ -671,6 +671,7 @@ func TestShutdownLetsExchangeFinish(t *testing.T) {
 	require.NoError(t, err)
 	require.Eventually(t, func() bool { return p.Stats().Requests == 1 }, 5*time.Second, 5*time.Millisecond)
 	cancel()
+	require.Eventually(t, p.stop.Load, 5*time.Second, time.Millisecond) // Run saw the cancel
 	close(release)
 	resp, body := readBody(t, br)
 	require.Equal(t, "done", body)
