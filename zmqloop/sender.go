@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"time"
 
@@ -106,6 +107,7 @@ type sender struct {
 	sock     *zmq.Socket // nil once the socket goroutine closes it
 	io       *msgIO      // buffers for direct sends
 	flushing bool        // the socket goroutine holds queued messages
+	wait     *os.File    // the socket goroutine waits on it when pushed back
 	pending  *batchWriter
 	count    int           // messages queued here or held by the owner, not yet sent
 	notified bool          // the owner will look at pending without a signal
@@ -216,8 +218,12 @@ func (s *sender) Close() error {
 	s.once.Do(func() {
 		s.mu.Lock()
 		s.shut = true
+		f := s.wait
 		s.mu.Unlock()
 		close(s.closed)
+		if f != nil {
+			_ = f.SetReadDeadline(time.Unix(1, 0)) // end a wait for the socket
+		}
 	})
 	<-s.done
 	return nil
@@ -255,14 +261,6 @@ func (s *sender) sent(n int) {
 	s.mu.Unlock()
 }
 
-// closedIfNil returns the closed channel until the flush deadline is set.
-func (s *sender) closedIfNil(flushBy time.Time) <-chan struct{} {
-	if flushBy.IsZero() {
-		return s.closed
-	}
-	return nil
-}
-
 // own is the socket goroutine.
 func (s *sender) own(typ zmq.Type, ready chan<- error) {
 	defer close(s.done)
@@ -283,8 +281,7 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 	s.mu.Unlock()
 	s.bound = bound
 	ready <- nil
-	sig := make(chan struct{}, 1)
-	w, err := newFDWatch(sock, sig)
+	f, rc, err := pollableFD(sock)
 	if err != nil {
 		s.log.Error("zmqloop: cannot watch socket; messages dropped", "sender", s.kind, "err", err)
 		s.mu.Lock()
@@ -292,9 +289,10 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 		s.mu.Unlock()
 		return
 	}
-	defer w.stop()
-	retry := time.NewTimer(time.Hour)
-	defer retry.Stop()
+	defer f.Close()
+	s.mu.Lock()
+	s.wait = f
+	s.mu.Unlock()
 	wr := newBatchWriter()
 	var flushBy time.Time // set once Close was called
 	for {
@@ -323,9 +321,9 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 			s.sent(1)
 			continue
 		}
-		// No peer ready (PUSH with no connection, or at its HWM): wait for
-		// the socket to change, or retry soon.
-		w.drained()
+		// No peer ready (PUSH with no connection, or at its HWM): wait in
+		// the netpoller for the socket to change, or retry soon; Close
+		// interrupts the wait.
 		if shut && flushBy.IsZero() {
 			flushBy = time.Now().Add(s.cfg.FlushTimeout)
 		}
@@ -340,11 +338,20 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 			}
 			wait = min(wait, time.Until(flushBy))
 		}
-		retry.Reset(wait)
-		select {
-		case <-sig:
-		case <-retry.C:
-		case <-s.closedIfNil(flushBy):
-		}
+		_ = f.SetReadDeadline(time.Now().Add(wait))
+		_ = rc.Read(func(uintptr) bool {
+			if flushBy.IsZero() {
+				select {
+				case <-s.closed:
+					return true
+				default:
+				}
+			}
+			// A DONTWAIT send that fails does not always process libzmq's
+			// commands, so a pending "room again" may sit unseen with its
+			// ZMQ_FD edge already gone: ZMQ_EVENTS processes them.
+			ev, err := sock.GetEvents()
+			return err != nil || ev&zmq.POLLOUT != 0
+		})
 	}
 }
