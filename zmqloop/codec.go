@@ -136,7 +136,8 @@ func (c *Codec) Seal(m Message) ([][]byte, error) {
 }
 
 // sealInto is Seal for the loops: the payload and MAC are appended to one
-// pooled buffer, returned in *bufp for release with c.release.
+// pooled buffer, returned in *bufp for release with c.release. key is
+// shared: callers copy it out and never modify it.
 func (c *Codec) sealInto(m *Message) (key, payload, mac []byte, bufp *[]byte, err error) {
 	return c.sealIntoID(m, true)
 }
@@ -158,7 +159,7 @@ func (c *Codec) sealIntoID(m *Message, needID bool) (key, payload, mac []byte, b
 	}
 	b = st.signing.mac(b, b[:n])
 	*bufp = b
-	return []byte(st.signing.id), b[:n:n], b[n:], bufp, nil
+	return st.signing.idb[:len(st.signing.idb):len(st.signing.idb)], b[:n:n], b[n:], bufp, nil
 }
 
 func (c *Codec) release(bufp *[]byte) {

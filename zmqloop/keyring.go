@@ -37,12 +37,13 @@ type ringState struct {
 
 type keyEntry struct {
 	id   string
+	idb  []byte // id, shared by every sealed message: never modify it
 	macs sync.Pool // of hash.Hash keyed with the secret
 }
 
 func newKeyEntry(k Key) *keyEntry {
 	secret := append([]byte(nil), k.Secret...)
-	e := &keyEntry{id: k.ID}
+	e := &keyEntry{id: k.ID, idb: []byte(k.ID)}
 	e.macs.New = func() any { return hmac.New(sha256.New, secret) }
 	return e
 }
