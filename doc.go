@@ -18,8 +18,9 @@
 //     locker pair, PostgreSQL or Redis behind one interface.
 //   - balancer: the HTTP front door. A host table with wildcard suffixes, a
 //     consistent hash of the host over stable node ids, a purpose-built
-//     HTTP/1.1 forwarder with WebSocket tunnels, hitless reloads, ejection
-//     of dead nodes and a miss hook.
+//     HTTP/1.1 forwarder on per-core event loops (faster than nginx and
+//     HAProxy on the same machine) with WebSocket tunnels, hitless
+//     reloads, ejection of dead nodes and a miss hook.
 //   - runner: app instances on one node. Sandboxes (own UID/GID,
 //     namespaces, cgroups, a read-only image), on-demand start with one
 //     start per burst, idle reaping, output capture, CPU and memory
@@ -45,5 +46,8 @@
 //	cron ─▶ lock (one holder per job, fencing token)
 //
 // Packages meet through small interfaces and function values, never by
-// importing each other sideways; the wiring lives in examples/.
+// importing each other sideways; the wiring lives in examples/. What two
+// packages share lives under internal/: internal/http1 is the one strict
+// HTTP/1.1 head parser, and internal/evproxy the event-loop forwarder that
+// both the balancer and the runner's node front use for plain HTTP/1.1.
 package paaskit
