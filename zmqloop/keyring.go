@@ -37,7 +37,7 @@ type ringState struct {
 
 type keyEntry struct {
 	id   string
-	idb  []byte // id, shared by every sealed message: never modify it
+	idb  []byte    // id, shared by every sealed message: never modify it
 	macs sync.Pool // of hash.Hash keyed with the secret
 }
 
