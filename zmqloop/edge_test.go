@@ -86,3 +86,60 @@ func TestReplyLoopEdgeTrap(t *testing.T) {
 		require.NoError(t, err)
 	}
 }
+
+// TestClientLeaderHandOff: the caller that waits for the sockets (the
+// leader) gives up while another call is in flight; that call must take
+// over the waiting, or its reply would never be read (TryTimeout is an
+// hour, so nothing else would look).
+func TestClientLeaderHandOff(t *testing.T) {
+	c := newTestCodec(t, nil)
+	stuck := make(chan struct{})
+	defer close(stuck)
+	slowStarted := make(chan struct{}, 1)
+	release := make(chan struct{})
+	_, ep := startReply(t, c, map[string]Handler{
+		"stuck": func(ctx context.Context, _ *Request) (json.RawMessage, error) {
+			select {
+			case <-stuck:
+			case <-ctx.Done():
+			}
+			return nil, nil
+		},
+		"slow": func(ctx context.Context, _ *Request) (json.RawMessage, error) {
+			slowStarted <- struct{}{}
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			return json.RawMessage(`"slow"`), nil
+		},
+	})
+	cl := newClient(t, c, []string{ep}, func(cfg *ClientConfig) { cfg.TryTimeout = time.Hour })
+	leaderCtx, cancelLeader := context.WithCancel(context.Background())
+	leaderDone := make(chan error, 1)
+	go func() {
+		_, err := cl.Call(leaderCtx, "stuck", nil)
+		leaderDone <- err
+	}()
+	// Wait until the first call leads, then start the second.
+	require.Eventually(t, func() bool {
+		cl.mu.Lock()
+		defer cl.mu.Unlock()
+		return cl.leader != nil && cl.parked
+	}, 5*time.Second, time.Millisecond)
+	res := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		got, err := cl.Call(ctx, "slow", nil)
+		if err == nil && string(got) != `"slow"` {
+			err = fmt.Errorf("got %s", got)
+		}
+		res <- err
+	}()
+	<-slowStarted
+	cancelLeader()
+	require.ErrorIs(t, <-leaderDone, context.Canceled)
+	close(release)
+	require.NoError(t, <-res)
+}

@@ -1,0 +1,73 @@
+package zmqloop
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestPusherBackpressure stalls the receiver until the Pusher's queue is
+// full (every libzmq and TCP buffer on the way is full too, so the socket
+// pushes back and messages queue for the socket goroutine, which waits for
+// the socket), then lets it go: every message arrives once, in order, and
+// the pusher's callers were held up rather than failed.
+func TestPusherBackpressure(t *testing.T) {
+	c := newTestCodec(t, nil)
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var got []int
+	l, err := NewPullLoop(PullConfig{Bind: []string{"tcp://127.0.0.1:*"}, Codec: c, Logger: quietLog,
+		Handlers: map[string]MessageHandler{"stat": func(_ context.Context, r *Request) error {
+			<-gate
+			var v struct{ N int }
+			if err := json.Unmarshal(r.Body, &v); err != nil {
+				return err
+			}
+			mu.Lock()
+			got = append(got, v.N)
+			mu.Unlock()
+			return nil
+		}}})
+	require.NoError(t, err)
+	ep := start(t, l)
+	p, err := NewPusher(SenderConfig{Connect: []string{ep}, Codec: c, Logger: quietLog, Queue: 64})
+	require.NoError(t, err)
+	defer p.Close()
+
+	const total = 20000
+	pad := strings.Repeat("x", 2000)
+	pushed := make(chan error, 1)
+	go func() {
+		for i := 0; i < total; i++ {
+			body := json.RawMessage(fmt.Sprintf(`{"N":%d,"pad":%q}`, i, pad))
+			if err := p.Push(context.Background(), "stat", body); err != nil {
+				pushed <- err
+				return
+			}
+		}
+		pushed <- nil
+	}()
+	require.Eventually(t, func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return p.count == 64
+	}, 20*time.Second, time.Millisecond, "the pusher's queue never filled")
+	close(gate)
+	require.NoError(t, <-pushed)
+	require.Eventually(t, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) == total
+	}, 30*time.Second, 5*time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	for i, n := range got {
+		require.Equal(t, i, n, "message %d out of order", i)
+	}
+}
