@@ -9,6 +9,15 @@
 #   round trip:  raw RTT / signed RTT        (bar: signed <= 1.5x raw, i.e. >= 0.67x)
 #   push/pull:   raw ns/msg / signed ns/msg  (bar: >= 0.50x)
 #   64 callers:  signed req/s / 50,000       (bar: >= 1.00x; absolute, no peer)
+#
+# Fairness: each pair has the same 100-byte body, TCP loopback, one process
+# with one libzmq context (one I/O thread), default high-water marks, and
+# the same goroutine layout (raw: REQ and REP, or PUSH and PULL, each on its
+# own goroutine; signed: Client/Pusher on the benchmark goroutine, the loop
+# on its own). The signed side sends three frames per message (key id,
+# payload, MAC) where raw sends one, as the wire format requires; the raw
+# side uses pebbe/zmq4's per-frame API (several cgo calls per message)
+# where zmqloop uses its own one-call-per-message (or per batch) helpers.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-7}
