@@ -145,8 +145,9 @@
 // the notification for input that is already there. So whoever touches a
 // socket while another goroutine waits for it either drains it (receives
 // until EAGAIN) or checks ZMQ_EVENTS and wakes the waiter (an expired read
-// deadline on the file); TestClientEdgeTrap and TestReplyLoopEdgeTrap hang
-// if this is wrong.
+// deadline on the file). TestClientEdgeTrap and TestReplyLoopEdgeTrap
+// overlap sends and arrivals with no fallback (an hour's TryTimeout), so a
+// lost wake-up fails them.
 //
 // Close and ctx cancellation release every socket (linger 0; senders linger
 // up to their FlushTimeout to deliver what was queued) and goroutine; the
