@@ -23,6 +23,7 @@ type payload struct {
 	hasErr      bool
 	errCode     []byte
 	errMsg      string
+	seen        int // seenType, seenID, ... for the members present
 }
 
 type parseError struct {
@@ -296,9 +297,38 @@ const (
 
 // parsePayload parses the envelope payload object into p.
 func parsePayload(b []byte, p *payload) error {
-	i := skipWS(b, 0)
+	if err := parsePayloadFields(b, p); err != nil {
+		return err
+	}
+	switch {
+	case p.seen&seenType == 0:
+		return perr(0, "missing type")
+	case p.seen&seenID == 0:
+		return perr(0, "missing id")
+	case p.seen&seenTS == 0:
+		return perr(0, "missing ts")
+	}
+	return nil
+}
+
+// parsePayloadFields parses a payload-shaped object that is all of b into
+// p and records in p.seen which members it had, without requiring any.
+func parsePayloadFields(b []byte, p *payload) error {
+	i, err := parseObjectAt(b, skipWS(b, 0), p)
+	if err != nil {
+		return err
+	}
+	if skipWS(b, i) != len(b) {
+		return perr(i, "trailing data after payload")
+	}
+	return nil
+}
+
+// parseObjectAt parses the payload-shaped object at b[i] into p (p.seen
+// says which members it had) and returns the index after it.
+func parseObjectAt(b []byte, i int, p *payload) (int, error) {
 	if i >= len(b) || b[i] != '{' {
-		return perr(i, "payload: want object")
+		return 0, perr(i, "payload: want object")
 	}
 	i = skipWS(b, i+1)
 	seen := 0
@@ -308,19 +338,19 @@ func parsePayload(b []byte, p *payload) error {
 		for {
 			kEnd, kEsc, err := scanString(b, i)
 			if err != nil {
-				return err
+				return 0, err
 			}
 			key := b[i+1 : kEnd-1]
 			if kEsc {
 				s, err := stringValue(b, i, kEnd, true)
 				if err != nil {
-					return perr(i, "bad key")
+					return 0, perr(i, "bad key")
 				}
 				key = []byte(s)
 			}
 			i = skipWS(b, kEnd)
 			if i >= len(b) || b[i] != ':' {
-				return perr(i, "want ':'")
+				return 0, perr(i, "want ':'")
 			}
 			i = skipWS(b, i+1)
 			bit := 0
@@ -339,18 +369,18 @@ func parsePayload(b []byte, p *payload) error {
 				bit = seenError
 			}
 			if bit != 0 && seen&bit != 0 {
-				return perr(i, "duplicate key "+strconv.Quote(string(key)))
+				return 0, perr(i, "duplicate key "+strconv.Quote(string(key)))
 			}
 			seen |= bit
 			switch bit {
 			case seenType, seenID, seenRe:
 				end, esc, err := scanString(b, i)
 				if err != nil {
-					return err
+					return 0, err
 				}
 				v, err := tokenValue(b, i, end, esc, string(key))
 				if err != nil {
-					return err
+					return 0, err
 				}
 				switch bit {
 				case seenType:
@@ -364,34 +394,34 @@ func parsePayload(b []byte, p *payload) error {
 			case seenTS:
 				end, integer, err := scanNumber(b, i)
 				if err != nil {
-					return err
+					return 0, err
 				}
 				if !integer || b[i] == '-' {
-					return perr(i, "ts: want a non-negative integer (Unix milliseconds)")
+					return 0, perr(i, "ts: want a non-negative integer (Unix milliseconds)")
 				}
 				ts, err := strconv.ParseInt(string(b[i:end]), 10, 64)
 				if err != nil {
-					return perr(i, "ts: out of range")
+					return 0, perr(i, "ts: out of range")
 				}
 				p.ts = ts
 				i = end
 			case seenBody:
 				end, err := skipValue(b, i, 1)
 				if err != nil {
-					return err
+					return 0, err
 				}
 				p.body = b[i:end]
 				i = end
 			case seenError:
 				end, err := parseErrorObject(b, i, p)
 				if err != nil {
-					return err
+					return 0, err
 				}
 				i = end
 			default:
 				end, err := skipValue(b, i, 1)
 				if err != nil {
-					return err
+					return 0, err
 				}
 				i = end
 			}
@@ -404,21 +434,11 @@ func parsePayload(b []byte, p *payload) error {
 				i++
 				break
 			}
-			return perr(i, "want ',' or '}'")
+			return 0, perr(i, "want ',' or '}'")
 		}
 	}
-	if skipWS(b, i) != len(b) {
-		return perr(i, "trailing data after payload")
-	}
-	switch {
-	case seen&seenType == 0:
-		return perr(0, "missing type")
-	case seen&seenID == 0:
-		return perr(0, "missing id")
-	case seen&seenTS == 0:
-		return perr(0, "missing ts")
-	}
-	return nil
+	p.seen = seen
+	return i, nil
 }
 
 func parseErrorObject(b []byte, i int, p *payload) (int, error) {
@@ -528,4 +548,63 @@ func appendJSONString(dst []byte, s string) []byte {
 		i += size
 	}
 	return append(dst, '"')
+}
+
+// batchItem is one decoded item of a batch body, pointing into the input.
+type batchItem struct {
+	typ, id []byte
+	ts      int64
+	hasTS   bool
+	body    []byte // raw JSON value, nil when absent
+}
+
+// parseBatch parses a BatchType message's body: a non-empty JSON array of
+// item objects with "type" and "id" (tokens), optionally "ts" and "body";
+// other members are ignored, "re" and "error" are refused, and so is an
+// item whose type is BatchType (no nesting). Items are appended to items.
+func parseBatch(b []byte, items []batchItem) ([]batchItem, error) {
+	i := skipWS(b, 0)
+	if i >= len(b) || b[i] != '[' {
+		return items, perr(i, "batch body: want a JSON array of items")
+	}
+	i = skipWS(b, i+1)
+	if i < len(b) && b[i] == ']' {
+		return items, perr(i, "batch body: empty array")
+	}
+	for n := 0; ; n++ {
+		start := i
+		if i >= len(b) || b[i] != '{' {
+			return items, perr(i, "batch item "+strconv.Itoa(n)+": want object")
+		}
+		var p payload
+		end, err := parseObjectAt(b, i, &p)
+		if err != nil {
+			return items, perr(start, "batch item "+strconv.Itoa(n)+": "+err.Error())
+		}
+		switch {
+		case p.seen&seenType == 0:
+			return items, perr(start, "batch item "+strconv.Itoa(n)+": missing type")
+		case p.seen&seenID == 0:
+			return items, perr(start, "batch item "+strconv.Itoa(n)+": missing id")
+		case p.seen&(seenRe|seenError) != 0:
+			return items, perr(start, "batch item "+strconv.Itoa(n)+": \"re\" and \"error\" are not allowed in a batch item")
+		case string(p.typ) == BatchType:
+			return items, perr(start, "batch item "+strconv.Itoa(n)+": a batch nested in a batch")
+		}
+		items = append(items, batchItem{typ: p.typ, id: p.id, ts: p.ts, hasTS: p.seen&seenTS != 0, body: p.body})
+		i = skipWS(b, end)
+		if i < len(b) && b[i] == ',' {
+			i = skipWS(b, i+1)
+			continue
+		}
+		if i < len(b) && b[i] == ']' {
+			i++
+			break
+		}
+		return items, perr(i, "batch body: want ',' or ']'")
+	}
+	if skipWS(b, i) != len(b) {
+		return items, perr(i, "batch body: trailing data after array")
+	}
+	return items, nil
 }

@@ -120,13 +120,17 @@ func (l *oneway) init(kind string, typ zmq.Type, cfg PullConfig, topics []string
 		if !validTokenString(t) || fn == nil {
 			return fmt.Errorf("zmqloop: new %s: handler for type %q: want a non-nil handler and a type of 1 to 128 bytes of [A-Za-z0-9._:/-]", kind, t)
 		}
+		if t == BatchType {
+			return fmt.Errorf("zmqloop: new %s: handler for type %q: the type is reserved for batches, which the loop unpacks itself", kind, t)
+		}
 		h[t] = fn
 	}
 	cfg.Handlers = h
-	names := make(map[string]string, len(h))
+	names := make(map[string]string, len(h)+1)
 	for t := range h {
 		names[t] = t
 	}
+	names[BatchType] = BatchType
 	l.intern = func(b []byte) string {
 		if t, ok := names[string(b)]; ok {
 			return t
@@ -202,6 +206,7 @@ func (l *oneway) serve(ctx context.Context, s *zmq.Socket, f *os.File, rc syscal
 	rd := newBatchReader(l.cfg.Codec.maxSize)
 	var m Message
 	req := &Request{}
+	var items []batchItem
 	for {
 		var msgs []rmsg
 		var rerr error
@@ -241,6 +246,10 @@ func (l *oneway) serve(ctx context.Context, s *zmq.Socket, f *os.File, rc syscal
 					l.reject(err)
 					continue
 				}
+				if m.Type == BatchType {
+					items = l.deliverBatch(ctx, &m, now, req, items[:0])
+					continue
+				}
 				h, ok := l.cfg.Handlers[m.Type]
 				if !ok {
 					l.reject(fmt.Errorf("zmqloop: %s: no handler for message type %q", l.kind, m.Type))
@@ -254,6 +263,46 @@ func (l *oneway) serve(ctx context.Context, s *zmq.Socket, f *os.File, rc syscal
 			return nil
 		}
 	}
+}
+
+// deliverBatch unpacks a verified, admitted batch (see BatchType) and runs
+// the handler of each item in order, as if the items had come one by one:
+// an item of a type without a handler, or whose timestamp is outside the
+// window, is refused alone. A batch whose body is not a well-formed,
+// non-empty array of items is refused whole and nothing of it is
+// delivered. It returns items for reuse.
+func (l *oneway) deliverBatch(ctx context.Context, m *Message, now time.Time, req *Request, items []batchItem) []batchItem {
+	items, err := parseBatch(m.Body, items)
+	if err != nil {
+		// The batch passed the MAC, so its sender holds a key: a bug
+		// worth a warning, not a flood from outside.
+		err = fmt.Errorf("zmqloop: %s: batch %q signed with key %q: %w: %v", l.kind, m.ID, m.KeyID, ErrMalformed, err)
+		l.log.Warn("zmqloop: refused batch", "loop", l.kind, "err", err)
+		l.reject(err)
+		return items
+	}
+	l.stats.received.Add(uint64(len(items) - 1))
+	window := l.cfg.Codec.window
+	for _, it := range items {
+		ts := m.Time
+		if it.hasTS {
+			ts = time.UnixMilli(it.ts)
+		}
+		typ := l.intern(it.typ)
+		if d := now.Sub(ts); d > window || d < -window {
+			l.reject(fmt.Errorf("zmqloop: %s: %q message %q in batch %q: timestamp %s is %v from now: %w (window %v)",
+				l.kind, typ, it.id, m.ID, ts.UTC().Format(time.RFC3339Nano), d.Round(time.Millisecond), ErrStale, window))
+			continue
+		}
+		h, ok := l.cfg.Handlers[typ]
+		if !ok {
+			l.reject(fmt.Errorf("zmqloop: %s: no handler for message type %q (in batch %q)", l.kind, typ, m.ID))
+			continue
+		}
+		*req = Request{Type: typ, ID: string(it.id), KeyID: m.KeyID, Time: ts, Body: it.body}
+		l.handle(ctx, h, req)
+	}
+	return items
 }
 
 func (l *oneway) handle(ctx context.Context, h MessageHandler, req *Request) {

@@ -91,7 +91,7 @@ type ReplyConfig struct {
 
 // LoopStats counts what a serve loop did since it started.
 type LoopStats struct {
-	Received uint64 // messages read from the socket
+	Received uint64 // messages read from the socket (each item of a batch counts as one)
 	Handled  uint64 // messages given to a handler
 	Rejected uint64 // messages refused (bad MAC, replay, unknown type, ...)
 	Panics   uint64 // handler panics recovered

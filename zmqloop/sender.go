@@ -12,6 +12,12 @@ import (
 	zmq "github.com/pebbe/zmq4"
 )
 
+// pusherHWM is a Pusher's ZMQ_SNDHWM, in messages (libzmq's default is
+// 1000). A batch counts as one, so libzmq still holds up to 6,400 queued
+// messages; pushing back early is what lets a backlog be coalesced instead
+// of going out one envelope at a time (see the package doc's "Batches").
+const pusherHWM = 100
+
 // Sender defaults.
 const (
 	DefaultQueue        = 1024
@@ -150,6 +156,9 @@ func (s *sender) start(kind string, typ zmq.Type, cfg SenderConfig) error {
 func (s *sender) Endpoints() []string { return append([]string(nil), s.bound...) }
 
 func (s *sender) send(ctx context.Context, topic bool, typ string, body json.RawMessage) error {
+	if typ == BatchType {
+		return fmt.Errorf("zmqloop: %s: send: type %q is reserved for batches: %w", s.kind, typ, ErrMalformed)
+	}
 	m := Message{Type: typ, Body: body}
 	key, payload, mac, bufp, err := s.cfg.Codec.sealIntoID(&m, false)
 	if err != nil {
@@ -229,10 +238,11 @@ func (s *sender) Close() error {
 	return nil
 }
 
-// take moves what senders queued into wr (owner only). It reports whether
-// Close was called; when there is nothing to send it clears notified, so
-// the next sender signals work.
-func (s *sender) take(wr *batchWriter) (*batchWriter, bool) {
+// take moves what senders queued into wr (owner only); held is how many
+// messages the owner holds elsewhere. It reports whether Close was called;
+// when there is nothing to send it clears notified, so the next sender
+// signals work.
+func (s *sender) take(wr *batchWriter, held int) (*batchWriter, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.pending.pending() > 0 {
@@ -243,10 +253,10 @@ func (s *sender) take(wr *batchWriter) (*batchWriter, bool) {
 			s.pending.drop(s.pending.pending())
 		}
 	}
-	if wr.pending() == 0 {
+	if wr.pending()+held == 0 {
 		s.notified = false
 	}
-	s.flushing = wr.pending() > 0
+	s.flushing = wr.pending()+held > 0
 	return wr, s.shut
 }
 
@@ -264,8 +274,11 @@ func (s *sender) sent(n int) {
 // own is the socket goroutine.
 func (s *sender) own(typ zmq.Type, ready chan<- error) {
 	defer close(s.done)
-	sock, bound, err := openSocket(sockOpts{typ: typ, bind: s.cfg.Bind, connect: s.cfg.Connect, curve: s.cfg.Curve,
-		linger: s.cfg.FlushTimeout})
+	o := sockOpts{typ: typ, bind: s.cfg.Bind, connect: s.cfg.Connect, curve: s.cfg.Curve, linger: s.cfg.FlushTimeout}
+	if typ == zmq.PUSH {
+		o.sndhwm = pusherHWM
+	}
+	sock, bound, err := openSocket(o)
 	if err != nil {
 		ready <- fmt.Errorf("zmqloop: new %s: %w", s.kind, err)
 		return
@@ -293,12 +306,43 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 	s.mu.Lock()
 	s.wait = f
 	s.mu.Unlock()
+	// wr gets what senders queued. A Pusher coalesces it into out (batches
+	// of up to MaxBatchItems messages, see coalescer) once out is empty;
+	// a Publisher sends wr as it is. counts[i] is how many queued messages
+	// out's i-th message carries.
 	wr := newBatchWriter()
+	out, co := wr, (*coalescer)(nil)
+	if typ == zmq.PUSH {
+		out, co = newBatchWriter(), &coalescer{codec: s.cfg.Codec}
+	}
+	sentOut := func(n int) { // n of out's messages went to libzmq (or were dropped)
+		if co == nil {
+			s.sent(n)
+			return
+		}
+		items := 0
+		for _, c := range co.counts[:n] {
+			items += c
+		}
+		co.counts = co.counts[:copy(co.counts, co.counts[n:])]
+		s.sent(items)
+	}
 	var flushBy time.Time // set once Close was called
 	for {
 		var shut bool
-		wr, shut = s.take(wr)
-		if wr.pending() == 0 {
+		held := 0
+		if co != nil {
+			held = out.pending()
+		}
+		wr, shut = s.take(wr, held)
+		if co != nil {
+			if out.pending() == 0 && wr.pending() > 0 {
+				co.coalesce(wr, out)
+			}
+		} else {
+			out = wr
+		}
+		if out.pending() == 0 {
 			if shut {
 				return
 			}
@@ -308,17 +352,21 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 			}
 			continue
 		}
-		n, err := wr.flush(sock)
+		n, err := out.flush(sock)
 		if n > 0 {
-			s.sent(n)
+			sentOut(n)
 		}
 		if err == nil {
 			continue
 		}
 		if !isAgain(err) {
-			s.log.Warn("zmqloop: send failed; message dropped", "sender", s.kind, "err", err)
-			wr.drop(1)
-			s.sent(1)
+			lost := 1
+			if co != nil {
+				lost = co.counts[0]
+			}
+			s.log.Warn("zmqloop: send failed; message dropped", "sender", s.kind, "messages", lost, "err", err)
+			out.drop(1)
+			sentOut(1)
 			continue
 		}
 		// No peer ready (PUSH with no connection, or at its HWM): wait in
@@ -331,7 +379,7 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 		if !flushBy.IsZero() {
 			if !time.Now().Before(flushBy) {
 				s.mu.Lock()
-				dropped := wr.pending() + s.pending.pending()
+				dropped := s.count
 				s.mu.Unlock()
 				s.log.Warn("zmqloop: closed with unsent messages", "sender", s.kind, "dropped", dropped)
 				return

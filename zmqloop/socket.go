@@ -108,6 +108,7 @@ type sockOpts struct {
 	curve     *Curve
 	immediate bool
 	linger    time.Duration // how long libzmq keeps sending after close
+	sndhwm    int           // ZMQ_SNDHWM when > 0
 }
 
 // openSocket creates, configures and binds/connects a socket; the calling
@@ -131,6 +132,11 @@ func openSocket(o sockOpts) (s *zmq.Socket, bound []string, err error) {
 		// libzmq applies ZMQ_MAXMSGSIZE per frame; the codec bounds the sum.
 		if err = s.SetMaxmsgsize(int64(o.maxSize)); err != nil {
 			return nil, nil, fmt.Errorf("zmqloop: set max message size %d: %w", o.maxSize, err)
+		}
+	}
+	if o.sndhwm > 0 {
+		if err = s.SetSndhwm(o.sndhwm); err != nil {
+			return nil, nil, fmt.Errorf("zmqloop: set send high-water mark %d: %w", o.sndhwm, err)
 		}
 	}
 	if o.immediate {
