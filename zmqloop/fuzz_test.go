@@ -16,6 +16,7 @@ import (
 // live in testdata/fuzz/FuzzDecode and run with every go test.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte("\x00" + `{"type":"echo","id":"a1","ts":1800000000000,"body":{"x":[1,"2",null]}}`))
+	f.Add([]byte("\x00" + `{"type":"zmqloop.batch","id":"b1","ts":1800000000000,"body":[{"type":"stat","id":"i1","ts":1800000000000,"body":1},{"type":"stat","id":"i2"}]}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) == 0 {
 			return
@@ -88,6 +89,9 @@ func FuzzDecode(f *testing.F) {
 				t.Fatalf("error of %q: decoder %+v, encoding/json %q %q", payload, m.Error, code, msg)
 			}
 		}
+		if m.Type == BatchType {
+			checkBatch(t, m.Body)
+		}
 		// What was accepted re-seals to the same message.
 		clock.t = m.Time
 		again, err := c.Seal(m)
@@ -105,4 +109,43 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-seal changed the message: %+v became %+v", m, m2)
 		}
 	})
+}
+
+// checkBatch holds parseBatch to encoding/json on a batch body: what it
+// accepts is a non-empty array of objects whose members agree, none of
+// them a batch.
+func checkBatch(t *testing.T, body []byte) {
+	t.Helper()
+	items, err := parseBatch(body, nil)
+	if err != nil {
+		return
+	}
+	var arr []map[string]json.RawMessage
+	if err := json.Unmarshal(body, &arr); err != nil {
+		t.Fatalf("parseBatch accepted %q, encoding/json did not: %v", body, err)
+	}
+	if len(arr) == 0 || len(arr) != len(items) {
+		t.Fatalf("batch %q: parseBatch %d items, encoding/json %d", body, len(items), len(arr))
+	}
+	for i, it := range items {
+		var typ, id string
+		if json.Unmarshal(arr[i]["type"], &typ) != nil || json.Unmarshal(arr[i]["id"], &id) != nil ||
+			typ != string(it.typ) || id != string(it.id) || typ == BatchType {
+			t.Fatalf("batch %q item %d: parseBatch %q %q, encoding/json %q %q", body, i, it.typ, it.id, typ, id)
+		}
+		if !bytes.Equal(it.body, arr[i]["body"]) {
+			t.Fatalf("batch %q item %d: body %q, encoding/json %q", body, i, it.body, arr[i]["body"])
+		}
+		raw, hasTS := arr[i]["ts"]
+		var ts int64
+		if hasTS != it.hasTS || (hasTS && (json.Unmarshal(raw, &ts) != nil || ts != it.ts)) {
+			t.Fatalf("batch %q item %d: ts %d (%v), encoding/json %s", body, i, it.ts, it.hasTS, raw)
+		}
+		if _, ok := arr[i]["re"]; ok {
+			t.Fatalf("batch %q item %d: accepted \"re\"", body, i)
+		}
+		if _, ok := arr[i]["error"]; ok {
+			t.Fatalf("batch %q item %d: accepted \"error\"", body, i)
+		}
+	}
 }
