@@ -11,7 +11,7 @@ import (
 
 // loopHandler routes the event loops' requests: a request whose app has
 // a ready instance goes to that instance's socket, with the instance's
-// active count raised from Route to Done; anything else is handed to the
+// active count raised from Route to End; anything else is handed to the
 // goroutine path, which starts instances, waits for them and answers
 // misses.
 type loopHandler struct {
@@ -45,7 +45,14 @@ func (h loopHandler) Route(r *evproxy.Request) evproxy.Decision {
 	}
 }
 
-func (h loopHandler) Done(r *evproxy.Request, _ evproxy.Outcome) {
+// Done implements evproxy.Handler. The instance stays in flight until
+// End: an answered request may still be streaming its body.
+func (h loopHandler) Done(*evproxy.Request, evproxy.Outcome) {}
+
+// End implements evproxy.Ender: the exchange is wholly over (body
+// relayed or cut, or never answered), so the instance's in-flight count
+// drops and its idle clock may run again.
+func (h loopHandler) End(r *evproxy.Request) {
 	if i, ok := r.Tag.(*instance); ok {
 		r.Tag = nil
 		i.app.release(i)

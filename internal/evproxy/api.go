@@ -81,7 +81,11 @@ const (
 	// 101 nobody asked for (answered 502; not a health signal).
 	Broken
 	// Stale: a pooled connection turned out closed and the request
-	// could not be sent again (answered 502; not a health signal).
+	// could not be sent again (answered 502; not a health signal). A
+	// request is sent again once on a fresh connection when it is
+	// Replayable, or when the pooled connection failed the send (EPIPE)
+	// or was reset (ECONNRESET) before any response byte: the target had
+	// dropped it without reading the request.
 	Stale
 	// Aborted: the request ended before an answer from the target: the
 	// client went away, the proxy stopped, or it was handed off.
@@ -145,6 +149,19 @@ type Handler interface {
 	Route(r *Request) Decision
 	// Done reports how a Forward decision ended.
 	Done(r *Request, o Outcome)
+}
+
+// Ender is an optional interface of a Handler that needs to know when an
+// exchange is wholly over, not only answered: Done(Answered) comes when
+// the response head arrives, while the body may stream for much longer.
+// End is called exactly once per Forward decision, after its Done: when
+// the response body was wholly relayed, or the exchange was cut (the
+// client went away, the target closed mid-body, the proxy stopped), or
+// at once for an outcome other than Answered (including a hand-off).
+// It runs on the event loop, like Route and Done; Request.Tag is still
+// set.
+type Ender interface {
+	End(r *Request)
 }
 
 // Config configures a Proxy. Zero values mean the documented defaults.

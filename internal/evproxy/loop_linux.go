@@ -46,6 +46,7 @@ type loop struct {
 	nreq     atomic.Int64
 	nhandoff atomic.Int64
 	nidle    atomic.Int64
+	npools   atomic.Int64
 
 	hex []byte // scratch for chunk sizes
 }
@@ -61,6 +62,11 @@ type tpool struct {
 	sa   unix.Sockaddr
 	fam  int
 	idle []*bconn // LIFO
+	// active counts the pool's connections in use by an exchange; a
+	// pool is freed only when it has none.
+	active int
+	// lastUse is when a connection was last taken or returned.
+	lastUse int64
 }
 
 // bconn is a connection to a target.
@@ -132,6 +138,7 @@ type cconn struct {
 	be         *bconn
 	dec        Decision
 	routed     bool // Done is owed
+	ending     bool // End is owed (Done said Answered; the body is under way)
 	staleRetry bool
 
 	mode        int
@@ -295,6 +302,7 @@ func (l *loop) run() {
 		if l.now-l.lastSwp >= p.sweep {
 			l.lastSwp = l.now
 			l.sweepDeadlines()
+			l.sweepPools()
 		}
 		if l.draining && (len(l.conns) == 0 || l.now >= l.stopAt) {
 			l.shutdown()
@@ -332,6 +340,8 @@ func (l *loop) shutdown() {
 		}
 		tp.idle = nil
 	}
+	clear(l.pools)
+	l.npools.Store(0)
 	l.nidle.Store(0)
 	// Descriptors handed over but not yet taken.
 	l.inboxMu.Lock()
@@ -455,10 +465,8 @@ func (l *loop) closeClient(c *cconn) {
 		l.closeTarget(c.be)
 		c.be = nil
 	}
-	if c.routed {
-		c.routed = false
-		l.p.cfg.Handler.Done(&c.req, Aborted)
-	}
+	l.done(c, Aborted)
+	l.end(c)
 	l.removeClient(c)
 	_ = unix.Close(c.fd)
 }
@@ -467,12 +475,40 @@ func (l *loop) closeClient(c *cconn) {
 func (l *loop) abort(c *cconn) { l.closeClient(c) }
 
 func (l *loop) closeTarget(b *bconn) {
+	if b.fd < 0 {
+		return
+	}
 	if b.fd < len(l.objs) && l.objs[b.fd] == b {
 		l.objs[b.fd] = nil
 	}
 	_ = unix.Close(b.fd)
+	if b.owner != nil {
+		b.pool.active--
+	}
 	b.owner = nil
 	b.fd = -1
+}
+
+// sweepPools closes idle connections of pools unused for IdleTimeout
+// and frees pools with no connection left (a target that is gone, such
+// as an instance socket that was removed, would otherwise keep its pool
+// for ever).
+func (l *loop) sweepPools() {
+	for t, tp := range l.pools {
+		if tp.active > 0 {
+			continue
+		}
+		if len(tp.idle) > 0 && l.now-tp.lastUse < int64(l.p.cfg.IdleTimeout) {
+			continue
+		}
+		for _, b := range tp.idle {
+			l.closeTarget(b)
+		}
+		l.nidle.Add(-int64(len(tp.idle)))
+		tp.idle = nil
+		delete(l.pools, t)
+		l.npools.Add(-1)
+	}
 }
 
 func (l *loop) dropIdle(b *bconn) {
@@ -521,10 +557,32 @@ func (l *loop) sweepDeadlines() {
 	}
 }
 
+// done reports o for the current Forward decision (once). Any outcome
+// but Answered also ends the exchange; an answered one ends in end, when
+// the body was relayed or cut.
 func (l *loop) done(c *cconn, o Outcome) {
-	if c.routed {
-		c.routed = false
-		l.p.cfg.Handler.Done(&c.req, o)
+	if !c.routed {
+		return
+	}
+	c.routed = false
+	l.p.cfg.Handler.Done(&c.req, o)
+	if o == Answered {
+		c.ending = true
+		return
+	}
+	c.ending = true
+	l.end(c)
+}
+
+// end tells the handler the exchange is wholly over (once per Forward
+// decision).
+func (l *loop) end(c *cconn) {
+	if !c.ending {
+		return
+	}
+	c.ending = false
+	if l.p.ender != nil {
+		l.p.ender.End(&c.req)
 	}
 }
 
@@ -564,7 +622,7 @@ func (l *loop) drive(c *cconn) {
 				return
 			}
 			if e != 0 && e != unix.EINTR {
-				l.targetFailed(c)
+				l.targetFailed(c, e)
 				continue
 			}
 			c.so += n
@@ -787,6 +845,7 @@ func (l *loop) pool(t Target) *tpool {
 		return nil
 	}
 	l.pools[t] = tp
+	l.npools.Add(1)
 	return tp
 }
 
@@ -807,6 +866,8 @@ func (l *loop) startExchange(c *cconn, tp *tpool, fresh bool) {
 		}
 	}
 	b.owner = c
+	tp.active++
+	tp.lastUse = l.now
 	c.be = b
 	c.so = 0
 	if b.connecting {
@@ -857,15 +918,23 @@ func (l *loop) connectFailed(c *cconn, o Outcome) {
 	l.routeAgain(c)
 }
 
-// targetFailed: the connection broke before any response byte.
-func (l *loop) targetFailed(c *cconn) {
+// targetFailed: the connection broke before any response byte (e is
+// the error, 0 for an orderly close).
+func (l *loop) targetFailed(c *cconn, e syscall.Errno) {
 	b := c.be
 	reused := b.reused
 	tp := b.pool
 	l.closeTarget(b)
 	c.be = nil
+	// The target never took a request it did not read: a write that
+	// failed (EPIPE) or a reset (ECONNRESET) on a pooled connection
+	// means it had dropped the connection before the request came, so
+	// even a request with a body (wholly buffered here) can be sent
+	// again. An orderly close after the send may mean the request was
+	// read, so only a replayable request is sent again then.
+	unread := e == unix.EPIPE || e == unix.ECONNRESET
 	switch {
-	case reused && c.dec.Replayable && !c.staleRetry:
+	case reused && (c.dec.Replayable || unread) && !c.staleRetry:
 		// A pooled connection the target had closed: the others
 		// probably are too. Retry once on a fresh one.
 		c.staleRetry = true
@@ -979,7 +1048,7 @@ func (l *loop) readResponseHead(c *cconn) bool {
 				l.brokenResponse(c, "node sent a broken response\n")
 				return true
 			}
-			l.targetFailed(c)
+			l.targetFailed(c, e)
 			return true
 		}
 		b.w += n
@@ -1307,8 +1376,11 @@ func (l *loop) finish(c *cconn) {
 	b := c.be
 	c.be = nil
 	tp := b.pool
+	l.end(c)
 	if c.reuse && b.r == b.w && !b.hup && !l.draining && len(tp.idle) < l.p.cfg.MaxIdlePerTarget {
 		b.owner = nil
+		tp.active--
+		tp.lastUse = l.now
 		b.r, b.w = 0, 0
 		tp.idle = append(tp.idle, b)
 		l.nidle.Add(1)
@@ -1339,6 +1411,7 @@ func (l *loop) reply(c *cconn, status int, reason, body string, extra []string) 
 		c.be = nil
 	}
 	l.done(c, Aborted)
+	l.end(c)
 	o := c.out
 	o = append(o, "HTTP/1.1 "...)
 	o = strconv.AppendInt(o, int64(status), 10)
@@ -1369,6 +1442,7 @@ func (l *loop) handoff(c *cconn) {
 		c.be = nil
 	}
 	l.done(c, Aborted)
+	l.end(c)
 	buffered := append([]byte(nil), c.in[c.ir:c.iw]...)
 	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 	l.removeClient(c)

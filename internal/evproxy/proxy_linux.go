@@ -26,6 +26,7 @@ type Proxy struct {
 	stop    atomic.Bool
 	started atomic.Bool
 	sweep   int64 // nanoseconds between deadline sweeps
+	ender   Ender // the Handler's End, if it has one
 }
 
 // New validates cfg and returns a proxy; Run serves.
@@ -34,6 +35,7 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	p := &Proxy{cfg: cfg, start: time.Now(), lnfd: -1}
+	p.ender, _ = cfg.Handler.(Ender)
 	sw := 250 * time.Millisecond
 	for _, d := range []time.Duration{cfg.ReadHeaderTimeout, cfg.IdleTimeout, cfg.DialTimeout, cfg.ResponseHeaderTimeout} {
 		sw = min(sw, max(d/4, time.Millisecond))
@@ -111,6 +113,7 @@ type Stats struct {
 	Requests  int64 // requests forwarded by the loops so far
 	Handoffs  int64 // client connections handed off so far
 	IdleConns int64 // idle pooled target connections now
+	Pools     int64 // per-target pools kept by the loops now
 }
 
 // Stats returns the proxy's counters.
@@ -125,6 +128,7 @@ func (p *Proxy) Stats() Stats {
 		s.Requests += l.nreq.Load()
 		s.Handoffs += l.nhandoff.Load()
 		s.IdleConns += l.nidle.Load()
+		s.Pools += l.npools.Load()
 	}
 	return s
 }

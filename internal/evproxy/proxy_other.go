@@ -15,7 +15,7 @@ type Proxy struct{}
 
 // Stats are a proxy's counters, summed over its loops.
 type Stats struct {
-	Conns, Requests, Handoffs, IdleConns int64
+	Conns, Requests, Handoffs, IdleConns, Pools int64
 }
 
 // New returns ErrUnsupported outside Linux.
