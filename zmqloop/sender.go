@@ -47,7 +47,10 @@ type SenderConfig struct {
 
 // Pusher sends signed one-way messages on a PUSH socket (to PullLoops).
 // It is safe for concurrent use: callers seal in their own goroutine and
-// one goroutine owns the socket.
+// send directly when nothing is queued. Messages that queue because the
+// socket pushed back go out coalesced, up to MaxBatchItems in one signed
+// BatchType envelope (see the package doc's "Batches"); the PullLoop
+// delivers them one by one, in order.
 type Pusher struct{ sender }
 
 // Publisher sends signed messages on a PUB socket (to SubLoops); the topic
