@@ -44,15 +44,16 @@ func (c *Codec) sealBatch(buf []byte, items [][]byte) (key, payload, mac, out []
 	return st.signing.idb[:len(st.signing.idb):len(st.signing.idb)], b[:n:n], b[n:], b
 }
 
-// coalescer rewrites a Pusher's queue (messages of three frames: key id,
-// payload, MAC) into batches of up to MaxBatchItems messages and MaxSize
-// bytes; a message that would travel alone is kept as it was sealed.
+// coalescer rewrites a Pusher's queue (messages of one frame: an unsigned
+// payload, see Codec.payloadInto) into signed envelopes: batches of up to
+// MaxBatchItems messages and MaxSize bytes, or a message signed alone when
+// its run is one long.
 type coalescer struct {
 	codec *Codec
 	items [][]byte
 	buf   []byte
-	// counts has, for each message of the last coalesce's output, how many
-	// queued messages it carries.
+	// counts has, for each message of out not yet sent, how many queued
+	// messages it carries.
 	counts []int
 }
 
@@ -60,39 +61,30 @@ type coalescer struct {
 // appends each output message's item count to c.counts. in is left empty.
 func (c *coalescer) coalesce(in, out *batchWriter) {
 	limit := c.codec.maxSize - batchOverhead
-	var single [3][]byte // the frames of a group's first message
 	size := 0
 	emit := func() {
+		var key, payload, mac []byte
 		switch len(c.items) {
 		case 0:
 			return
 		case 1:
-			out.add(single[0], single[1], single[2])
+			payload = c.items[0]
+			key, c.buf = c.codec.sign(c.buf[:0], payload)
+			mac = c.buf
 		default:
-			key, payload, mac, b := c.codec.sealBatch(c.buf, c.items)
-			c.buf = b
-			out.add(key, payload, mac)
+			key, payload, mac, c.buf = c.codec.sealBatch(c.buf, c.items)
 		}
+		out.add(key, payload, mac)
 		c.counts = append(c.counts, len(c.items))
 		c.items, size = c.items[:0], 0
 	}
-	off, li := 0, 0
-	for _, n := range in.counts { // n is 3: a Pusher queues whole envelopes
-		frames := [3][]byte{}
-		for i := 0; i < int(n); i++ {
-			l := int(in.lens[li])
-			if i < 3 {
-				frames[i] = in.buf[off : off+l : off+l]
-			}
-			off += l
-			li++
-		}
-		p := frames[1]
+	off := 0
+	for i := range in.counts { // one frame each: the payload
+		l := int(in.lens[i])
+		p := in.buf[off : off+l : off+l]
+		off += l
 		if len(c.items) == MaxBatchItems || (len(c.items) > 0 && size+len(p)+1 > limit) {
 			emit()
-		}
-		if len(c.items) == 0 {
-			single = frames
 		}
 		c.items = append(c.items, p)
 		size += len(p) + 1

@@ -162,6 +162,31 @@ func (c *Codec) sealIntoID(m *Message, needID bool) (key, payload, mac []byte, b
 	return st.signing.idb[:len(st.signing.idb):len(st.signing.idb)], b[:n:n], b[n:], bufp, nil
 }
 
+// payloadInto is sealIntoID without the MAC, for a Pusher: a message that
+// ends up in a batch is never signed alone. The payload is in *bufp.
+func (c *Codec) payloadInto(m *Message, needID bool) (payload []byte, bufp *[]byte, err error) {
+	st := c.keys.state.Load()
+	bufp = c.bufs.Get().(*[]byte)
+	b, err := c.appendPayloadID((*bufp)[:0], m, needID)
+	if err != nil {
+		c.release(bufp)
+		return nil, nil, err
+	}
+	if len(st.signing.id)+len(b)+sha256.Size > c.maxSize {
+		c.release(bufp)
+		return nil, nil, fmt.Errorf("zmqloop: seal %q message: %d-byte payload: %w (max %d)", m.Type, len(b), ErrTooLarge, c.maxSize)
+	}
+	*bufp = b
+	return b[:len(b):len(b)], bufp, nil
+}
+
+// sign returns the signing key's id frame (shared: never modify it) and
+// the MAC of payload, appended to dst.
+func (c *Codec) sign(dst, payload []byte) (key, mac []byte) {
+	st := c.keys.state.Load()
+	return st.signing.idb[:len(st.signing.idb):len(st.signing.idb)], st.signing.mac(dst, payload)
+}
+
 func (c *Codec) release(bufp *[]byte) {
 	if bufp != nil && cap(*bufp) <= 64<<10 {
 		c.bufs.Put(bufp)

@@ -163,11 +163,20 @@ func (s *sender) send(ctx context.Context, topic bool, typ string, body json.Raw
 		return fmt.Errorf("zmqloop: %s: send: type %q is reserved for batches: %w", s.kind, typ, ErrMalformed)
 	}
 	m := Message{Type: typ, Body: body}
-	key, payload, mac, bufp, err := s.cfg.Codec.sealIntoID(&m, false)
+	var key, payload, mac []byte
+	var bufp *[]byte
+	var err error
+	if topic {
+		key, payload, mac, bufp, err = s.cfg.Codec.sealIntoID(&m, false)
+	} else {
+		// A Pusher signs only what it sends alone: a message that queues
+		// is signed as part of a batch (or alone, by the socket goroutine).
+		payload, bufp, err = s.cfg.Codec.payloadInto(&m, false)
+	}
 	if err != nil {
 		return fmt.Errorf("zmqloop: %s: %w", s.kind, err)
 	}
-	defer s.cfg.Codec.release(bufp)
+	defer func() { s.cfg.Codec.release(bufp) }()
 	for {
 		s.mu.Lock()
 		if s.shut {
@@ -179,6 +188,11 @@ func (s *sender) send(ctx context.Context, topic bool, typ string, body json.Raw
 			if topic {
 				err = s.io.send(s.sock, zmq.DONTWAIT, []byte(typ), key, payload, mac)
 			} else {
+				if mac == nil {
+					n := len(*bufp)
+					key, *bufp = s.cfg.Codec.sign(*bufp, payload)
+					mac = (*bufp)[n:]
+				}
 				err = s.io.send(s.sock, zmq.DONTWAIT, key, payload, mac)
 			}
 			if err == nil {
@@ -195,7 +209,7 @@ func (s *sender) send(ctx context.Context, topic bool, typ string, body json.Raw
 			if topic {
 				s.pending.addTopic(typ, key, payload, mac)
 			} else {
-				s.pending.add(key, payload, mac)
+				s.pending.add(payload) // the socket goroutine signs it
 			}
 			s.count++
 			wake := !s.notified
