@@ -311,3 +311,33 @@ func TestPusherBatchCount(t *testing.T) {
 	require.NotEmpty(t, sizes)
 	require.Equal(t, MaxBatchItems, slices.Max(sizes), "batch sizes %v", sizes)
 }
+
+// TestPusherFlushesBatchesOnClose: a backlog beyond what libzmq's pipe
+// holds is still delivered, coalesced, when Close is called before the
+// receiver binds (within FlushTimeout), in order.
+func TestPusherFlushesBatchesOnClose(t *testing.T) {
+	c := newTestCodec(t, nil)
+	ep := deadEndpoint(t)
+	p, err := NewPusher(SenderConfig{Connect: []string{ep}, Codec: c, Logger: quietLog, FlushTimeout: 20 * time.Second})
+	require.NoError(t, err)
+	const total = 500
+	var want []string
+	for i := 0; i < total; i++ {
+		require.NoError(t, p.Push(context.Background(), "stat", json.RawMessage(strconv.Itoa(i))))
+		want = append(want, "stat:"+strconv.Itoa(i))
+	}
+	p.mu.Lock()
+	queued := p.count
+	p.mu.Unlock()
+	require.Greater(t, queued, 2*MaxBatchItems, "messages queued behind libzmq's pipe")
+	closed := make(chan error, 1)
+	go func() { closed <- p.Close() }()
+	var got collector
+	l, err := NewPullLoop(PullConfig{Bind: []string{ep}, Codec: c, Logger: quietLog,
+		Handlers: map[string]MessageHandler{"stat": got.handle}})
+	require.NoError(t, err)
+	start(t, l)
+	require.NoError(t, <-closed)
+	require.Eventually(t, func() bool { return len(got.list()) == total }, 10*time.Second, time.Millisecond)
+	require.Equal(t, want, got.list())
+}
