@@ -19,6 +19,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+	"golang.org/x/sys/unix"
 )
 
 // testHandler routes every request to targets[0], then (after a
@@ -29,9 +30,25 @@ type testHandler struct {
 	outcomes []Outcome
 	routes   atomic.Int64
 	decide   func(r *Request) *Decision
+
+	// Forward decisions, Done and End calls, and End calls that came
+	// without their Done first or twice.
+	forwards, dones, ends, badEnds atomic.Int64
 }
 
+// endTag marks a Forward decision's Request from Route to End.
+type endTag struct{ done, ended bool }
+
 func (h *testHandler) Route(r *Request) Decision {
+	d := h.route(r)
+	if d.Action == Forward {
+		h.forwards.Add(1)
+		r.Tag = &endTag{}
+	}
+	return d
+}
+
+func (h *testHandler) route(r *Request) Decision {
 	h.routes.Add(1)
 	if h.decide != nil {
 		if d := h.decide(r); d != nil {
@@ -48,9 +65,23 @@ func (h *testHandler) Route(r *Request) Decision {
 }
 
 func (h *testHandler) Done(r *Request, o Outcome) {
+	h.dones.Add(1)
+	if et, ok := r.Tag.(*endTag); ok {
+		et.done = true
+	}
 	h.mu.Lock()
 	h.outcomes = append(h.outcomes, o)
 	h.mu.Unlock()
+}
+
+func (h *testHandler) End(r *Request) {
+	h.ends.Add(1)
+	et, ok := r.Tag.(*endTag)
+	if !ok || !et.done || et.ended {
+		h.badEnds.Add(1)
+		return
+	}
+	et.ended = true
 }
 
 func (h *testHandler) seen() []Outcome {
@@ -99,6 +130,11 @@ func start(t *testing.T, h *testHandler, mod func(*Config)) *harness {
 		select {
 		case err := <-done:
 			require.NoError(t, err)
+			// Every Forward decision got one Done and then one End,
+			// whatever path its exchange took.
+			require.Equal(t, h.forwards.Load(), h.dones.Load(), "Done once per Forward decision")
+			require.Equal(t, h.forwards.Load(), h.ends.Load(), "End once per Forward decision")
+			require.Zero(t, h.badEnds.Load(), "End after its Done, once")
 		case <-time.After(15 * time.Second):
 			t.Error("Run did not return")
 		}
@@ -197,7 +233,9 @@ func TestForwardsAndKeepsAlive(t *testing.T) {
 	cl.CloseIdleConnections()
 	require.EqualValues(t, 20, hs.p.Stats().Requests)
 	require.Zero(t, hs.p.Stats().Handoffs)
-	require.GreaterOrEqual(t, hs.p.Stats().IdleConns, int64(1), "the target connection is pooled")
+	// The client can have the last byte a moment before the loop pools
+	// the target connection.
+	require.Eventually(t, func() bool { return hs.p.Stats().IdleConns >= 1 }, 5*time.Second, time.Millisecond, "the target connection is pooled")
 }
 
 func TestPipelinedRequests(t *testing.T) {
@@ -683,4 +721,174 @@ func TestShutdownLetsExchangeFinish(t *testing.T) {
 		t.Fatal("Run did not return")
 	}
 	require.Error(t, p.Run(context.Background()), "runs once")
+}
+
+// End comes when the body was wholly relayed or the exchange was cut, not
+// when the head arrived: a streaming response keeps its exchange open.
+func TestEndWaitsForTheBody(t *testing.T) {
+	for _, how := range []string{"relayed", "client leaves", "target closes", "proxy stops"} {
+		t.Run(how, func(t *testing.T) {
+			rest := make(chan struct{})
+			addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+				if _, err := http.ReadRequest(br); err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nfirst")
+				select {
+				case <-rest:
+					if how == "relayed" {
+						_, _ = io.WriteString(c, "-last")
+					}
+				case <-time.After(10 * time.Second):
+				}
+			})
+			release := sync.OnceFunc(func() { close(rest) })
+			h := &testHandler{targets: []Target{tcp(addr)}}
+			hs := start(t, h, func(c *Config) { c.ShutdownTimeout = 200 * time.Millisecond })
+			t.Cleanup(release) // before the target's cleanup waits for it
+			c, br := dial(t, hs.addr)
+			_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+			require.NoError(t, err)
+			resp, err := http.ReadResponse(br, nil)
+			require.NoError(t, err)
+			first := make([]byte, 5)
+			_, err = io.ReadFull(resp.Body, first)
+			require.NoError(t, err)
+			require.Equal(t, "first", string(first))
+			// The head and half the body are through; the target holds
+			// the rest, so the exchange cannot be over.
+			require.Equal(t, []Outcome{Answered}, h.seen())
+			require.Zero(t, h.ends.Load(), "End before the body was relayed")
+			switch how {
+			case "relayed":
+				release()
+				b, err := io.ReadAll(resp.Body)
+				require.NoError(t, err)
+				require.Equal(t, "-last", string(b))
+			case "client leaves":
+				require.NoError(t, c.Close())
+			case "target closes":
+				release()
+				_, err := io.ReadAll(resp.Body)
+				require.ErrorIs(t, err, io.ErrUnexpectedEOF)
+			case "proxy stops":
+				// Cleanup stops the proxy (after its shutdown timeout)
+				// and checks End came.
+				hs.p.stop.Store(true)
+				for _, l := range *hs.p.loopsP.Load() {
+					l.wake()
+				}
+				_, err := io.ReadAll(resp.Body)
+				require.Error(t, err)
+			}
+			require.Eventually(t, func() bool { return h.ends.Load() == 1 }, 10*time.Second, 5*time.Millisecond)
+			require.Zero(t, h.badEnds.Load())
+		})
+	}
+}
+
+// A pooled connection that the target dropped without reading the
+// request on it (ECONNRESET: it closed with the request unread, as an app
+// that drops idle keep-alive connections does) gets the request again on
+// a fresh connection, even a POST with a body; the target saw it once.
+func TestStaleConnectionResendsABufferedBody(t *testing.T) {
+	var conns, posts atomic.Int64
+	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+		first := conns.Add(1) == 1
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			b, _ := io.ReadAll(r.Body)
+			if r.Method == "POST" {
+				posts.Add(1)
+			}
+			if _, err := fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b)+len(r.Method)+1, r.Method+" "+string(b)); err != nil {
+				return
+			}
+			if first {
+				// Wait for the next request, then close with it
+				// unread: the kernel resets the connection.
+				require.Zero(t, br.Buffered())
+				rc, err := c.(*net.TCPConn).SyscallConn()
+				if err != nil {
+					return
+				}
+				_ = rc.Control(func(fd uintptr) {
+					_, _ = unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, 10000)
+				})
+				return
+			}
+		}
+	})
+	h := &testHandler{targets: []Target{tcp(addr)}}
+	hs := start(t, h, func(c *Config) { c.Loops = 1 })
+	c, br := dial(t, hs.addr)
+	// Pipelined: the loop reuses the pooled connection for the POST as
+	// soon as the GET's answer is through, before it can see the close.
+	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\nPOST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
+	require.NoError(t, err)
+	resp, body := readBody(t, br)
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "GET ", body)
+	resp, body = readBody(t, br)
+	require.Equal(t, 200, resp.StatusCode, body)
+	require.Equal(t, "POST hello", body)
+	require.EqualValues(t, 1, posts.Load(), "the target saw the POST once")
+	require.EqualValues(t, 2, conns.Load())
+	require.Equal(t, []Outcome{Answered, Answered}, h.seen())
+}
+
+// A loop frees the pool of a target that is gone (a unix socket path that
+// no instance serves any more), and closes idle connections to a target
+// nobody used for IdleTimeout: a front whose targets change with every
+// app restart does not pile up descriptors or pools.
+func TestPoolsOfGoneTargetsAreFreed(t *testing.T) {
+	var cur atomic.Pointer[Target]
+	h := &testHandler{decide: func(r *Request) *Decision {
+		return &Decision{Action: Forward, Target: *cur.Load()}
+	}}
+	hs := start(t, h, func(c *Config) { c.Loops = 2; c.IdleTimeout = 300 * time.Millisecond })
+	dir := t.TempDir()
+	serve := func(k int) (Target, func()) {
+		path := filepath.Join(dir, fmt.Sprintf("app%d.sock", k))
+		ln, err := net.Listen("unix", path)
+		require.NoError(t, err)
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.WriteString(w, path)
+		})}
+		go func() { _ = srv.Serve(ln) }()
+		return Target{Network: "unix", Addr: path}, func() { _ = srv.Close() }
+	}
+	get := func(want string) {
+		c, br := dial(t, hs.addr)
+		for i := 0; i < 3; i++ {
+			_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+			require.NoError(t, err)
+			resp, body := readBody(t, br)
+			require.Equal(t, 200, resp.StatusCode)
+			require.Equal(t, want, body)
+		}
+		_ = c.Close()
+	}
+	for k := 0; k < 30; k++ {
+		tg, stop := serve(k)
+		cur.Store(&tg)
+		get(tg.Addr)
+		require.GreaterOrEqual(t, hs.p.Stats().Pools, int64(1))
+		stop() // the instance goes away, and with it its socket
+	}
+	require.Eventually(t, func() bool { s := hs.p.Stats(); return s.Pools == 0 && s.IdleConns == 0 },
+		10*time.Second, 10*time.Millisecond, "pools of gone targets freed: %+v", hs.p.Stats())
+	// A live target nobody uses: its idle connections close after
+	// IdleTimeout, and its pool goes.
+	tg, stop := serve(99)
+	defer stop()
+	cur.Store(&tg)
+	get(tg.Addr)
+	require.Eventually(t, func() bool { return hs.p.Stats().IdleConns >= 1 }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { s := hs.p.Stats(); return s.Pools == 0 && s.IdleConns == 0 },
+		10*time.Second, 10*time.Millisecond, "idle pool closed: %+v", hs.p.Stats())
+	get(tg.Addr) // and it serves again
 }
