@@ -98,7 +98,9 @@ func TestEventLoopFront(t *testing.T) {
 	require.EqualValues(t, 2, e.status("loops").Starts)
 }
 
-func TestEventLoopsMustNotBeNegative(t *testing.T) {
-	_, err := runner.New(runner.Config{StateDir: t.TempDir(), EventLoops: -1})
-	require.ErrorContains(t, err, "EventLoops")
+func TestEventLoopsBelowMinusOneAreRejected(t *testing.T) {
+	_, err := runner.New(runner.Config{StateDir: t.TempDir(), EventLoops: -2})
+	require.ErrorContains(t, err, "EventLoops -2")
+	_, err = runner.New(runner.Config{StateDir: t.TempDir(), EventLoops: -1})
+	require.NoError(t, err, "-1 turns the loops off")
 }

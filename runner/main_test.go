@@ -3,6 +3,7 @@ package runner_test
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -54,8 +55,27 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	imageDir = dir
-	return m.Run()
+	code := m.Run()
+	fuzzing := flag.Lookup("test.fuzz") != nil && flag.Lookup("test.fuzz").Value.String() != ""
+	if os.Getenv(frontEnv) == "" && code == 0 && !fuzzing {
+		// The whole suite again with the front's event loops off, so
+		// both fronts keep every behaviour.
+		cmd := exec.Command(os.Args[0], os.Args[1:]...)
+		cmd.Env = append(os.Environ(), frontEnv+"=goroutines")
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		fmt.Println("runner: the suite again on the goroutine-per-connection front (EventLoops -1)")
+		if err := cmd.Run(); err != nil {
+			fmt.Println("runner: goroutine-front run failed:", err)
+			code = 1
+		}
+	}
+	return code
 }
+
+// frontEnv selects the front the whole suite runs on: unset, the default
+// (event loops for warm requests); "goroutines", a goroutine per
+// connection (Config.EventLoops -1). TestMain runs the suite both ways.
+const frontEnv = "PAASKIT_RUNNER_TEST_FRONT"
 
 var cgroupSeq atomic.Int64
 
@@ -104,6 +124,21 @@ type env struct {
 	cfg   runner.Config
 }
 
+// front is one way to serve the runner's front in a test.
+type front struct {
+	name    string
+	tweak   func(*runner.Config)
+	handler bool // net/http serving Runner.ServeHTTP
+}
+
+// fronts are the fronts the front tests run on: Serve with its default
+// event loops, Serve with a goroutine per connection, and net/http.
+var fronts = []front{
+	{name: "loops"},
+	{name: "goroutines", tweak: func(c *runner.Config) { c.EventLoops = -1 }},
+	{name: "net/http", handler: true},
+}
+
 // newEnv builds a Runner on a fresh state directory with fast timings,
 // runs it and serves its front on loopback; both stop at cleanup.
 func newEnv(t testing.TB, tweak func(*runner.Config)) *env {
@@ -130,6 +165,9 @@ func newEnvFront(t testing.TB, tweak func(*runner.Config), handler bool) *env {
 	}
 	if tweak != nil {
 		tweak(&cfg)
+	}
+	if cfg.EventLoops == 0 && os.Getenv(frontEnv) == "goroutines" {
+		cfg.EventLoops = -1
 	}
 	r, err := runner.New(cfg)
 	require.NoError(t, err)

@@ -51,7 +51,7 @@ func TestThousandConfiguredAppsCostNoProcessAndLittleMemory(t *testing.T) {
 
 func TestRunLeaksNoGoroutines(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
-	for _, loops := range []int{0, 1} {
+	for _, loops := range []int{-1, 0, 2} {
 		t.Run(fmt.Sprintf("EventLoops=%d", loops), func(t *testing.T) {
 			testRunLeaksNoGoroutines(t, loops)
 		})

@@ -112,8 +112,9 @@ func TestServeStopsWhileAResponseStreams(t *testing.T) {
 // request that meets one goes on to a fresh connection, not to the next
 // stale one, and no request fails.
 func TestStaleIdleConnectionsAreRetriedOnAFreshOne(t *testing.T) {
-	for _, handler := range []bool{false, true} {
-		e := newEnvFront(t, nil, handler)
+	for _, f := range fronts {
+		handler := f.name
+		e := newEnvFront(t, f.tweak, f.handler)
 		e.put(spec("stale", "dropidle"))
 		require.Equal(t, "hello stale\n", e.mustGet("stale.example", "/"))
 		for round := 0; round < 3; round++ {
@@ -134,7 +135,7 @@ func TestStaleIdleConnectionsAreRetriedOnAFreshOne(t *testing.T) {
 			}
 			for k := 0; k < 16; k++ {
 				code, body, _ := e.get("stale.example", "/")
-				require.Equal(t, 200, code, "handler path %v, round %d, request %d: %s", handler, round, k, body)
+				require.Equal(t, 200, code, "front %s, round %d, request %d: %s", handler, round, k, body)
 			}
 		}
 	}
@@ -144,18 +145,14 @@ func TestStaleIdleConnectionsAreRetriedOnAFreshOne(t *testing.T) {
 // on a fresh one when the send itself failed (the app cannot have seen
 // it): the first POST after gunicorn dropped its idle keep-alive
 // connections must not get a 502.
-//
-// (The event loops do not do this yet: internal/evproxy sends a request
-// with a body only once, and answers 502 when its pooled connection turns
-// out closed.)
 func TestStaleConnectionRetriesABufferedBody(t *testing.T) {
-	for _, handler := range []bool{false, true} {
-		t.Run(fmt.Sprintf("handler=%v", handler), func(t *testing.T) { testStaleConnectionRetriesABufferedBody(t, handler) })
+	for _, f := range fronts {
+		t.Run(f.name, func(t *testing.T) { testStaleConnectionRetriesABufferedBody(t, f) })
 	}
 }
 
-func testStaleConnectionRetriesABufferedBody(t *testing.T, handler bool) {
-	e := newEnvFront(t, nil, handler)
+func testStaleConnectionRetriesABufferedBody(t *testing.T, f front) {
+	e := newEnvFront(t, f.tweak, f.handler)
 	e.put(spec("stalepost", "dropidle"))
 	require.Equal(t, "hello stalepost\n", e.mustGet("stalepost.example", "/"))
 	c, err := net.Dial("tcp", e.front)

@@ -25,6 +25,10 @@ const (
 	// DefaultResponseTimeout: see Config.ResponseTimeout.
 	DefaultResponseTimeout = 5 * time.Minute
 	DefaultCgroupRoot      = "paaskit"
+	// DefaultEventLoops: see Config.EventLoops. One loop: on a node the
+	// apps need the cores more than the front does (see the package doc
+	// for the measurements behind it).
+	DefaultEventLoops = 1
 )
 
 // DefaultLimits are the limits of an app whose spec and Config.DefaultLimits
@@ -141,17 +145,15 @@ type Config struct {
 	// MaxLineBytes bounds one captured line; longer lines are split.
 	// Zero means DefaultMaxLineBytes.
 	MaxLineBytes int
-	// EventLoops, if positive, is the number of event loops
-	// (internal/evproxy) that serve warm requests when Serve's listener
-	// is plain TCP: a request whose app has a ready instance is
-	// forwarded by a loop; everything else (a cold start, a miss, an
-	// upgrade, a chunked or large body, HTTP/1.0) is handed, with every
-	// byte read, to the goroutine path. Zero (the default) means a
-	// goroutine per connection for everything. The loops end a request's
-	// in-flight count when the app's response head arrives, not when its
-	// body has been relayed, so a streaming response longer than the
-	// app's idle timeout does not keep its instance from being reaped;
-	// see the package doc for why they are off by default.
+	// EventLoops is the number of event loops (internal/evproxy) that
+	// serve warm requests when Serve's listener is plain TCP: a request
+	// whose app has a ready instance is forwarded by a loop; everything
+	// else (a cold start, a miss, an upgrade, a chunked or large body,
+	// HTTP/1.0) is handed, with every byte read, to the goroutine path.
+	// Zero means DefaultEventLoops; -1 turns the loops off (a goroutine
+	// per connection for everything). An instance stays in flight until
+	// the loop has relayed its whole response (or the exchange was cut),
+	// so a streaming response keeps it alive as on the goroutine path.
 	EventLoops int
 
 	// Logger receives the runner's log; nil means slog.Default().
@@ -245,8 +247,11 @@ func New(cfg Config) (*Runner, error) {
 		cfg.ResponseTimeout = 0
 	}
 	def(&cfg.MaxStartBackoff, 30*time.Second)
-	if cfg.EventLoops < 0 {
-		return nil, fmt.Errorf("runner: EventLoops %d is negative", cfg.EventLoops)
+	switch {
+	case cfg.EventLoops < -1:
+		return nil, fmt.Errorf("runner: EventLoops %d is invalid (-1 turns the loops off)", cfg.EventLoops)
+	case cfg.EventLoops == 0:
+		cfg.EventLoops = DefaultEventLoops
 	}
 	if cfg.MaxLineBytes == 0 {
 		cfg.MaxLineBytes = DefaultMaxLineBytes

@@ -1,7 +1,11 @@
 package runner_test
 
 import (
+	"bufio"
 	"context"
+	"io"
+	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -159,20 +163,50 @@ func TestIdleInstanceIsReaped(t *testing.T) {
 	require.EqualValues(t, 2, e.status("idler").Starts)
 }
 
+// A streaming response keeps its instance alive past the idle timeout on
+// every front (on the event loops, the in-flight count lasts until the
+// body was relayed, not until the head arrived), and the count returns to
+// zero after, also when the client leaves mid-stream.
 func TestStreamingResponseKeepsInstanceAlive(t *testing.T) {
-	e := newEnv(t, nil)
-	s := spec("streamer")
-	s.IdleTimeout = runner.Duration(100 * time.Millisecond)
-	e.put(s)
-	// 40 lines, 10 ms apart: the stream outlasts the idle timeout.
-	body := e.mustGet("streamer.example", "/stream?n=40")
-	end := time.Now()
-	require.Equal(t, 40, strings.Count(body, "\n"))
-	require.Contains(t, body, "line 39")
-	st := e.status("streamer")
-	require.EqualValues(t, 1, st.Starts)
-	if st.LastExit != nil {
-		require.True(t, st.LastExit.Time.After(end), "not reaped while the response streamed: %+v", st.LastExit)
+	for _, f := range fronts {
+		t.Run(f.name, func(t *testing.T) {
+			e := newEnvFront(t, f.tweak, f.handler)
+			s := spec("streamer")
+			s.IdleTimeout = runner.Duration(100 * time.Millisecond)
+			e.put(s)
+			// 40 lines, 10 ms apart: the stream outlasts the idle timeout.
+			body := e.mustGet("streamer.example", "/stream?n=40")
+			end := time.Now()
+			require.Equal(t, 40, strings.Count(body, "\n"))
+			require.Contains(t, body, "line 39")
+			st := e.status("streamer")
+			require.EqualValues(t, 1, st.Starts)
+			if st.LastExit != nil {
+				require.True(t, st.LastExit.Time.After(end), "not reaped while the response streamed: %+v", st.LastExit)
+			}
+			// A client that leaves mid-stream: the count returns to
+			// zero and the instance is reaped as idle.
+			c, err := net.Dial("tcp", e.front)
+			require.NoError(t, err)
+			defer c.Close()
+			_, err = io.WriteString(c, "GET /stream?n=1000 HTTP/1.1\r\nHost: streamer.example\r\n\r\n")
+			require.NoError(t, err)
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			require.NoError(t, err)
+			require.Equal(t, 200, resp.StatusCode)
+			_, err = br.ReadString('\n')
+			require.NoError(t, err)
+			st = e.status("streamer")
+			require.NotNil(t, st.Instance)
+			require.EqualValues(t, 1, st.Instance.Active, "the stream is in flight")
+			require.NoError(t, c.Close())
+			left := time.Now()
+			require.Eventually(t, func() bool {
+				st := e.status("streamer")
+				return st.LastExit != nil && st.LastExit.Reason == "reaped" && st.LastExit.Time.After(left)
+			}, 15*time.Second, 10*time.Millisecond, "reaped once the client left")
+		})
 	}
 }
 

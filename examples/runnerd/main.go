@@ -92,7 +92,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.DurationVar(&o.grace, "stop-grace", runner.DefaultStopGrace, "time between SIGTERM and SIGKILL when stopping an instance")
 	fs.StringVar(&o.logDir, "log-dir", "", "directory of the apps' output files (default STATE/logs)")
 	fs.BoolVar(&o.noIsolation, "no-isolation", false, "run apps as plain child processes (development only)")
-	fs.IntVar(&o.eventLoops, "event-loops", 0, "event loops serving warm requests (0: none, a goroutine per connection)")
+	fs.IntVar(&o.eventLoops, "event-loops", 0, "event loops serving warm requests on a plain TCP front (0: the default, "+strconv.Itoa(runner.DefaultEventLoops)+"; -1: none, a goroutine per connection)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the daemon to this file until it stops (for go tool pprof)")
 	lc := daemon.LogFlags(fs)
 	fs.Usage = usage(fs)
