@@ -20,12 +20,19 @@
 # Throughput rounds are interleaved and each ratio is the median of the
 # per-round ratios, so a burst of load from elsewhere skews one round only.
 #
-# Env: WRK_ARGS (default "-t2 -c64 -d3s"), ROUNDS (default 5).
+# runnerd runs twice: with its default front (warm requests on one event
+# loop, internal/evproxy; the "target 0.8x" rows), then with
+# -event-loops ALT_EVENT_LOOPS (default: one loop per core, to compare loop
+# counts; -1 measures the goroutine-per-connection front).
+#
+# Env: WRK_ARGS (default "-t2 -c64 -d3s"), ROUNDS (default 5),
+# ALT_EVENT_LOOPS (default $(nproc)).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source bench/lib.sh
 WRK_ARGS=${WRK_ARGS:-"-t2 -c64 -d3s"}
 ROUNDS=${ROUNDS:-5}
+ALT_EVENT_LOOPS=${ALT_EVENT_LOOPS:-$(nproc)}
 [[ $(id -u) == 0 ]] || { echo "runner benchmarks need root (sandboxes and cgroups)" >&2; exit 1; }
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] || { echo "missing $tool: run make bench-deps" >&2; exit 1; }
@@ -186,11 +193,11 @@ for _ in $(seq 1 "$ROUNDS"); do
   SD+=("$(go_rps -unix "$wsock")")
 done
 kill "$npid" "$nwpid" "$rpid"; wait "$npid" 2>/dev/null || true; wait "$nwpid" 2>/dev/null || true; wait "$rpid" 2>/dev/null || true
-# runnerd again with its warm requests on one event loop (-event-loops 1,
-# internal/evproxy), each app against its own instance's socket.
+# runnerd again with -event-loops $ALT_EVENT_LOOPS, each app against its own
+# instance's socket.
 PORT_LOOPS=19405
 PORT_LOOPS_ADMIN=19406
-"$tmp/runnerd" -listen 127.0.0.1:$PORT_LOOPS -admin 127.0.0.1:$PORT_LOOPS_ADMIN -event-loops 1 -specs "$tmp/specs" -state "$tmp/state2" \
+"$tmp/runnerd" -listen 127.0.0.1:$PORT_LOOPS -admin 127.0.0.1:$PORT_LOOPS_ADMIN -event-loops "$ALT_EVENT_LOOPS" -specs "$tmp/specs" -state "$tmp/state2" \
   -cgroup-root paaskit-bench2 -log-level warn 2>>"$tmp/runnerd2.log" & lpid=$!
 pids+=($lpid)
 for host in warm.example wsgi.example; do
@@ -212,23 +219,23 @@ for _ in $(seq 1 "$ROUNDS"); do
 done
 kill "$lpid"; wait "$lpid" 2>/dev/null || true
 
-printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front to an app's unix socket: $(median "${WR[@]}") vs $(median "${WN[@]}") req/s (medians)" \
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop) to an app's unix socket: $(median "${WR[@]}") vs $(median "${WN[@]}") req/s (medians)" \
   "nginx (2 workers, upstream keepalive 256) to the same socket" "$(mratio WR WN)" \
   "wrk $WRK_ARGS, $ROUNDS interleaved rounds after warm-up, median of per-round ratios, tiny Go app, $(nproc) shared cores"
 
 gcond="Go net/http client (separate process), 32 keep-alive goroutines, $ROUNDS interleaved rounds of 2 s, median of per-round ratios, tiny Go app, $(nproc) shared cores"
-printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front, tiny Go app: $(median "${GR[@]}") vs $(median "${GD[@]}") req/s (target 0.8x; nginx gets $(mratio GN GD) of direct)" \
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop), tiny Go app: $(median "${GR[@]}") vs $(median "${GD[@]}") req/s (target 0.8x; nginx gets $(mratio GN GD) of direct)" \
   "same Go client straight to the unix socket" "$(mratio GR GD)" "$gcond"
-printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front, tiny Go app: $(median "${GR[@]}") vs $(median "${GN[@]}") req/s" \
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop), tiny Go app: $(median "${GR[@]}") vs $(median "${GN[@]}") req/s" \
   "nginx (2 workers, upstream keepalive 256) to the same socket" "$(mratio GR GN)" "$gcond"
 wcond="Go net/http client (separate process), 32 keep-alive goroutines, $ROUNDS interleaved rounds of 2 s, median of per-round ratios, WSGI app under Debian's gunicorn (2 gthread workers x 4 threads), $(nproc) shared cores"
-printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front, gunicorn WSGI app: $(median "${SR[@]}") vs $(median "${SD[@]}") req/s (target 0.8x; nginx gets $(mratio SN SD) of direct)" \
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop), gunicorn WSGI app: $(median "${SR[@]}") vs $(median "${SD[@]}") req/s (target 0.8x; nginx gets $(mratio SN SD) of direct)" \
   "same Go client straight to gunicorn's unix socket" "$(mratio SR SD)" "$wcond"
-printf 'row\t%s\t%s\t%s\t%s\n' "runnerd front, gunicorn WSGI app: $(median "${SR[@]}") vs $(median "${SN[@]}") req/s" \
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop), gunicorn WSGI app: $(median "${SR[@]}") vs $(median "${SN[@]}") req/s" \
   "nginx (2 workers, upstream keepalive 256) to the same socket" "$(mratio SR SN)" "$wcond"
-printf 'row\t%s\t%s\t%s\t%s\n' "runnerd -event-loops 1, tiny Go app: $(median "${LR[@]}") vs $(median "${LD[@]}") req/s (target 0.8x)" \
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd -event-loops $ALT_EVENT_LOOPS, tiny Go app: $(median "${LR[@]}") vs $(median "${LD[@]}") req/s" \
   "same Go client straight to the unix socket" "$(mratio LR LD)" "${gcond/interleaved rounds/interleaved rounds (Go app and WSGI alternating)}"
-printf 'row\t%s\t%s\t%s\t%s\n' "runnerd -event-loops 1, gunicorn WSGI app: $(median "${LSR[@]}") vs $(median "${LSD[@]}") req/s (target 0.8x)" \
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd -event-loops $ALT_EVENT_LOOPS, gunicorn WSGI app: $(median "${LSR[@]}") vs $(median "${LSD[@]}") req/s" \
   "same Go client straight to gunicorn's unix socket" "$(mratio LSR LSD)" "$wcond"
 
 # 5. 1,000 idle apps; 100 active at once.
