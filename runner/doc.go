@@ -31,9 +31,18 @@
 // it reads a request only once the client socket is readable, and writes
 // it to the instance from inside the wait for the answer, so a warm
 // request costs one read and one write on each side and no read that fails
-// with EAGAIN. Config.EventLoops instead serves warm requests on
-// internal/evproxy event loops (epoll on locked threads, no goroutine wake
-// per request), everything else still going to the goroutine path.
+// with EAGAIN. On a plain TCP listener, warm requests are served by
+// default on internal/evproxy event loops instead (Config.EventLoops,
+// DefaultEventLoops = 1; -1 turns them off): epoll on a locked thread, no
+// goroutine wake per request; everything else (a cold start, a miss, an
+// upgrade, a chunked or large body, HTTP/1.0) is handed, with every byte
+// read, to the goroutine path. Both fronts keep the same promises: an
+// instance stays in flight until its whole response was relayed or the
+// exchange was cut (so a streaming response keeps it alive), a request
+// that meets a pooled connection the app had dropped is sent again on a
+// fresh one (a request with a body only when the send failed or the app
+// reset the connection unread), and the loops free the connection pools
+// of instances that are gone.
 //
 // Measured with bench/compare.sh runner (2 cores shared with other
 // builds; load generator, front and app on the same machine; the same Go
@@ -58,13 +67,9 @@
 //     woken twice per request: (W+A)/(W+A+F) cannot reach 0.8 on two
 //     shared cores with any relay, as nginx shows.
 //
-// EventLoops is off by default because evproxy ends a request's in-flight
-// count when the response head arrives (Handler.Done), before the body is
-// relayed, so a streaming response longer than the app's idle timeout
-// would not keep its instance alive, and because it does not yet send a
-// request body again when a pooled connection the app closed turns out
-// stale (a 502, where the goroutine path retries). Turn it on where
-// responses are short and bodies rare.
+// One loop is the default: on a node the apps need the cores more than
+// the front does, and bench/compare.sh runner compares it with one loop
+// per core (ALT_EVENT_LOOPS).
 //
 // # Apps
 //

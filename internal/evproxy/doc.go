@@ -1,6 +1,6 @@
 // Package evproxy is an event-loop HTTP/1.1 forwarder: the fast path of
-// the balancer (and, later, of the runner's node front, which forwards to
-// unix sockets). It is the design nginx, HAProxy and gnet use, written for
+// the balancer and of the runner's node front (which forwards to the
+// instances' unix sockets). It is the design nginx, HAProxy and gnet use, written for
 // the Go runtime: the goroutine-per-connection forwarder pays a park and
 // an unpark through the runtime's netpoller for every wait, and on a
 // small shared machine the scheduler's spinning threads and futex
@@ -20,6 +20,10 @@
 // A Handler picks the target of each request (a network and an address,
 // chosen per request) and learns how each exchange ended, which is where
 // the balancer keeps its health, ejection, retries and in-flight counts.
+// Done comes when the response head arrives; a Handler that also
+// implements Ender learns in End when the exchange is wholly over (body
+// relayed or cut), which is when the runner lets an instance count as
+// idle again.
 // Request heads are parsed by the strict internal/http1 parser in the
 // client's buffer; the forwarded head and a buffered body are written to
 // the target in one write. Response heads are parsed in the target
@@ -38,4 +42,13 @@
 // target's miss answer (the slow path calls the miss hook and sends the
 // request again). The balancer's goroutine path takes them over with no
 // byte lost.
+//
+// A request that meets a pooled connection the target had closed is sent
+// once more on a fresh connection, before any response byte: a replayable
+// one whatever broke, one with a (buffered) body only when the send failed
+// (EPIPE) or the target reset the connection unread (ECONNRESET). Each
+// loop frees the pool of a target it has no connection to (an instance
+// socket that is gone) and closes idle connections unused for
+// IdleTimeout, so targets that change with every app restart do not pile
+// up.
 package evproxy
