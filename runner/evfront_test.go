@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -103,4 +104,43 @@ func TestEventLoopsBelowMinusOneAreRejected(t *testing.T) {
 	require.ErrorContains(t, err, "EventLoops -2")
 	_, err = runner.New(runner.Config{StateDir: t.TempDir(), EventLoops: -1})
 	require.NoError(t, err, "-1 turns the loops off")
+}
+
+// Each new instance has a socket of its own: a front whose apps restart
+// again and again (here: reaped as idle, then started by the next
+// request) keeps no descriptor for the instances that are gone.
+// (internal/evproxy's TestPoolsOfGoneTargetsAreFreed counts the loops'
+// pools themselves.)
+func TestFrontKeepsNothingOfGoneInstances(t *testing.T) {
+	e := newEnv(t, nil)
+	s := spec("churn")
+	s.IdleTimeout = runner.Duration(50 * time.Millisecond)
+	e.put(s)
+	fds := func() int {
+		ents, err := os.ReadDir("/proc/self/fd")
+		require.NoError(t, err)
+		return len(ents)
+	}
+	round := func(k int) {
+		c, err := net.Dial("tcp", e.front)
+		require.NoError(t, err)
+		br := bufio.NewReader(c)
+		for i := 0; i < 5; i++ {
+			resp, body := rawExchange(t, e, c, br, "GET / HTTP/1.1\r\nHost: churn.example\r\n\r\n", "GET")
+			require.Equal(t, 200, resp.StatusCode)
+			require.Equal(t, "hello churn\n", body)
+		}
+		require.NoError(t, c.Close())
+		require.Eventually(t, func() bool {
+			st := e.status("churn")
+			return st.Starts == int64(k) && st.State == "stopped"
+		}, 10*time.Second, 5*time.Millisecond, "instance %d reaped", k)
+	}
+	round(1)
+	base := fds()
+	for k := 2; k <= 15; k++ {
+		round(k)
+	}
+	require.Eventually(t, func() bool { return fds() <= base+2 }, 10*time.Second, 10*time.Millisecond,
+		"descriptors after 15 instances: %d, after the first: %d", fds(), base)
 }

@@ -56,8 +56,8 @@ func testMain(m *testing.M) int {
 	}
 	imageDir = dir
 	code := m.Run()
-	fuzzing := flag.Lookup("test.fuzz") != nil && flag.Lookup("test.fuzz").Value.String() != ""
-	if os.Getenv(frontEnv) == "" && code == 0 && !fuzzing {
+	set := func(name string) bool { f := flag.Lookup(name); return f != nil && f.Value.String() != "" }
+	if os.Getenv(frontEnv) == "" && code == 0 && !set("test.fuzz") && !set("test.bench") {
 		// The whole suite again with the front's event loops off, so
 		// both fronts keep every behaviour.
 		cmd := exec.Command(os.Args[0], os.Args[1:]...)
@@ -73,8 +73,10 @@ func testMain(m *testing.M) int {
 }
 
 // frontEnv selects the front the whole suite runs on: unset, the default
-// (event loops for warm requests); "goroutines", a goroutine per
-// connection (Config.EventLoops -1). TestMain runs the suite both ways.
+// (event loops for warm requests), and TestMain runs the suite again with
+// "goroutines", a goroutine per connection (Config.EventLoops -1); any
+// other value, the default front only (bench/sections/40-runner.sh).
+// Benchmarks run once.
 const frontEnv = "PAASKIT_RUNNER_TEST_FRONT"
 
 var cgroupSeq atomic.Int64

@@ -33,6 +33,9 @@ source bench/lib.sh
 WRK_ARGS=${WRK_ARGS:-"-t2 -c64 -d3s"}
 ROUNDS=${ROUNDS:-5}
 ALT_EVENT_LOOPS=${ALT_EVENT_LOOPS:-$(nproc)}
+# runner.test runs its tests once, on the default front (its TestMain
+# would otherwise run them again on the goroutine front).
+export PAASKIT_RUNNER_TEST_FRONT=default
 [[ $(id -u) == 0 ]] || { echo "runner benchmarks need root (sandboxes and cgroups)" >&2; exit 1; }
 for tool in wrk nginx; do
   command -v "$tool" >/dev/null || [[ -x /usr/sbin/$tool ]] || { echo "missing $tool: run make bench-deps" >&2; exit 1; }
