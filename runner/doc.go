@@ -68,8 +68,12 @@
 //     shared cores with any relay, as nginx shows.
 //
 // One loop is the default: on a node the apps need the cores more than
-// the front does, and bench/compare.sh runner compares it with one loop
-// per core (ALT_EVENT_LOOPS).
+// the front does. With the loops as the default front (two runs of
+// bench/compare.sh runner, same conditions), the gunicorn app reached
+// 0.88x and 0.88x of direct with one loop against 0.55x and 0.63x with
+// one loop per core (-event-loops 2: the second loop takes CPU from
+// gunicorn's workers), and the tiny Go app 0.53x and 0.51x against 0.52x
+// and 0.52x. The section's ALT_EVENT_LOOPS repeats that comparison.
 //
 // # Apps
 //
