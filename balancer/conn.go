@@ -494,16 +494,7 @@ func (cc *clientConn) writeRequestHead(w *bufio.Writer) {
 		_, _ = w.Write(cc.host)
 		_, _ = w.WriteString("\r\n")
 	}
-	for i := range req.Fields {
-		f := &req.Fields[i]
-		if f.Drop {
-			continue
-		}
-		_, _ = w.Write(f.Name)
-		_, _ = w.WriteString(": ")
-		_, _ = w.Write(f.Value)
-		_, _ = w.WriteString("\r\n")
-	}
+	writeFields(w, req.Fields)
 	_, _ = w.WriteString("X-Forwarded-For: ")
 	if req.XFF != nil {
 		_, _ = w.Write(req.XFF)

@@ -966,16 +966,7 @@ func (l *loop) buildRequest(c *cconn) {
 	s = append(s, ' ')
 	s = append(s, h.Target...)
 	s = append(s, " HTTP/1.1\r\n"...)
-	for i := range h.Fields {
-		f := &h.Fields[i]
-		if f.Drop {
-			continue
-		}
-		s = append(s, f.Name...)
-		s = append(s, ": "...)
-		s = append(s, f.Value...)
-		s = append(s, "\r\n"...)
-	}
+	s = http1.AppendFields(s, h.Fields)
 	s = append(s, "X-Forwarded-For: "...)
 	if h.XFF != nil {
 		s = append(s, h.XFF...)
@@ -1134,16 +1125,7 @@ func (l *loop) writeHead(c *cconn, resp *http1.Head, length int64, closeConn boo
 	o = append(o, ' ')
 	o = append(o, resp.Reason...)
 	o = append(o, "\r\n"...)
-	for i := range resp.Fields {
-		f := &resp.Fields[i]
-		if f.Drop {
-			continue
-		}
-		o = append(o, f.Name...)
-		o = append(o, ": "...)
-		o = append(o, f.Value...)
-		o = append(o, "\r\n"...)
-	}
+	o = http1.AppendFields(o, resp.Fields)
 	switch {
 	case length >= 0:
 		o = append(o, "Content-Length: "...)

@@ -515,3 +515,20 @@ func HeadEnd(buf []byte) int {
 		scan = lf + 1
 	}
 }
+
+// AppendFields appends each field of fields that is not marked Drop as a
+// "Name: value\r\n" line to dst, in order, and returns the extended
+// slice. Forwarders use it to pass a parsed head on.
+func AppendFields(dst []byte, fields []Field) []byte {
+	for i := range fields {
+		f := &fields[i]
+		if f.Drop {
+			continue
+		}
+		dst = append(dst, f.Name...)
+		dst = append(dst, ": "...)
+		dst = append(dst, f.Value...)
+		dst = append(dst, "\r\n"...)
+	}
+	return dst
+}

@@ -72,3 +72,16 @@ func TestHeadEnd(t *testing.T) {
 		require.Equal(t, want, HeadEnd([]byte(in)), "%q", in)
 	}
 }
+
+func TestAppendFieldsSkipsDropped(t *testing.T) {
+	var h Head
+	raw := "GET / HTTP/1.1\r\nHost: a.example\r\nConnection: keep-alive, X-Secret\r\nX-Secret: 1\r\nAccept: */*\r\n\r\n"
+	if err := ParseRequestHead([]byte(raw), &h, 100, ""); err != nil {
+		t.Fatal(err)
+	}
+	got := string(AppendFields([]byte("> "), h.Fields))
+	want := "> Host: a.example\r\nAccept: */*\r\n"
+	if got != want {
+		t.Fatalf("AppendFields = %q, want %q", got, want)
+	}
+}
