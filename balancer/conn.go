@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/paaskit/paaskit/internal/http1"
 )
 
 // clientConn is one client connection, served by one goroutine.
@@ -167,7 +169,7 @@ func (cc *clientConn) afterHead(raw []byte, err error) bool {
 		if errors.Is(err, errTooManyFields) {
 			cc.simple(431, "Request Header Fields Too Large", "too many header fields\n", nil)
 		} else {
-			cc.simple(400, "Bad Request", "malformed request: "+sanitize(err.Error())+"\n", nil)
+			cc.simple(400, "Bad Request", "malformed request: "+http1.Printable(err.Error())+"\n", nil)
 		}
 		return false
 	}
@@ -239,20 +241,6 @@ func (cc *clientConn) rawStep(fd uintptr) bool {
 	}
 	cr.lazyDeadline(time.Now(), p.cfg.IdleTimeout)
 	return false
-}
-
-// sanitize keeps an error message printable for a plain-text answer.
-func sanitize(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c < ' ' || c >= 0x7f {
-			b[i] = '?'
-		}
-	}
-	if len(b) > 200 {
-		b = b[:200]
-	}
-	return string(b)
 }
 
 // simple writes a complete plain-text answer and asks for the connection

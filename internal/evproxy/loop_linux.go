@@ -707,7 +707,7 @@ func (l *loop) readRequest(c *cconn) bool {
 				if err == http1.ErrTooManyFields {
 					l.reply(c, 431, "Request Header Fields Too Large", "too many header fields\n", nil)
 				} else {
-					l.reply(c, 400, "Bad Request", "malformed request: "+sanitize(err.Error())+"\n", nil)
+					l.reply(c, 400, "Bad Request", "malformed request: "+http1.Printable(err.Error())+"\n", nil)
 				}
 				return true
 			}
@@ -1435,17 +1435,4 @@ func (l *loop) handoff(c *cconn) {
 		return
 	}
 	cfg.Handoff(nc, buffered)
-}
-
-func sanitize(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if c < ' ' || c >= 0x7f {
-			b[i] = '?'
-		}
-	}
-	if len(b) > 200 {
-		b = b[:200]
-	}
-	return string(b)
 }

@@ -532,3 +532,19 @@ func AppendFields(dst []byte, fields []Field) []byte {
 	}
 	return dst
 }
+
+// Printable returns s with control and non-ASCII bytes replaced by '?' and
+// cut to 200 bytes, so that a parse error can be quoted in a plain-text
+// 400 answer without echoing a client's raw bytes back.
+func Printable(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c < ' ' || c >= 0x7f {
+			b[i] = '?'
+		}
+	}
+	if len(b) > 200 {
+		b = b[:200]
+	}
+	return string(b)
+}

@@ -1,6 +1,7 @@
 package http1
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -83,5 +84,14 @@ func TestAppendFieldsSkipsDropped(t *testing.T) {
 	want := "> Host: a.example\r\nAccept: */*\r\n"
 	if got != want {
 		t.Fatalf("AppendFields = %q, want %q", got, want)
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	if got := Printable("bad\r\nfield\x00é"); got != "bad??field???" {
+		t.Fatalf("Printable = %q", got)
+	}
+	if got := Printable(strings.Repeat("a", 300)); len(got) != 200 {
+		t.Fatalf("Printable kept %d bytes, want 200", len(got))
 	}
 }
