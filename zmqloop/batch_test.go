@@ -47,7 +47,11 @@ func TestPusherCoalescesQueued(t *testing.T) {
 		m, err := c.Open(f)
 		require.NoError(t, err)
 		if m.Type != BatchType {
-			require.Empty(t, sizes, "a single message after a batch")
+			// The backlog's last run may be one message, which goes out
+			// alone; any other single comes before the batches.
+			if next != queued-1 {
+				require.Empty(t, sizes, "a single message after a batch")
+			}
 			require.Equal(t, "stat", m.Type)
 			require.Equal(t, strconv.Itoa(next), string(m.Body), "messages in push order")
 			next++

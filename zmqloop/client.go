@@ -19,6 +19,9 @@ import (
 const (
 	DefaultTryTimeout  = time.Second
 	DefaultCallTimeout = 30 * time.Second
+	// DefaultSyscallWait is the default ClientConfig.SyscallWait and
+	// ReplyConfig.SyscallWait: a few loopback round trips.
+	DefaultSyscallWait = 500 * time.Microsecond
 )
 
 // reconnectRetry is how often a call that found no connected endpoint
@@ -45,6 +48,12 @@ type ClientConfig struct {
 	// Curve, if set, encrypts the transport; set ServerKey to the service's
 	// public key.
 	Curve *Curve
+	// SyscallWait is how long a call with no other call in flight waits
+	// for its reply in a blocking ppoll system call, which wakes faster,
+	// before it parks in Go's netpoller (see the package doc, "Sockets and
+	// goroutines"). Default DefaultSyscallWait (500µs); negative: never.
+	// Linux only.
+	SyscallWait time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -72,6 +81,7 @@ type Client struct {
 	socks    []*zmq.Socket
 	wait     *os.File // readable when a socket has pending commands
 	rc       syscall.RawConn
+	spin     *spinner // the leader's first, short phase of waiting
 	io       *msgIO
 	byID     map[string]*call // attempt id -> call
 	live     map[*call]struct{}
@@ -79,25 +89,27 @@ type Client struct {
 	rr       int
 	leader   *call // the call whose goroutine reads replies; nil if none
 	parked   bool  // the leader waits in the netpoller (wake it to hand it its reply)
+	spinning bool  // the leader waits in spin (wake that instead)
 	unsent   int   // live calls that found no connected endpoint
 }
 
 // call is one Call in flight. Its fields are guarded by Client.mu except
 // sig, which wakes its goroutine.
 type call struct {
-	typ      string
-	body     json.RawMessage
-	deadline time.Time
-	sig      chan struct{} // capacity 1: the result is in, or leadership was handed over
-	attempts []string
-	order    []int
-	next     int       // position in order of the next endpoint to try
-	last     int       // endpoint of the latest attempt, -1 before the first
-	tryAt    time.Time // when to try the next endpoint
-	sent     bool
-	waiting  bool // counted in Client.unsent: no endpoint was connected
-	done     bool
-	res      callResult
+	typ         string
+	body        json.RawMessage
+	deadline    time.Time
+	ctxDeadline bool          // deadline is ctx's
+	sig         chan struct{} // capacity 1: the result is in, or leadership was handed over
+	attempts    []string
+	order       []int
+	next        int       // position in order of the next endpoint to try
+	last        int       // endpoint of the latest attempt, -1 before the first
+	tryAt       time.Time // when to try the next endpoint
+	sent        bool
+	waiting     bool // counted in Client.unsent: no endpoint was connected
+	done        bool
+	res         callResult
 }
 
 type callResult struct {
@@ -128,6 +140,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultCallTimeout
 	}
+	if cfg.SyscallWait == 0 {
+		cfg.SyscallWait = DefaultSyscallWait
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -138,7 +153,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 // Call sends a request of type typ with body (any JSON value, or empty) and
 // returns the reply body. It fails over between endpoints as TryTimeout
 // describes and gives up at ctx's deadline (or after Timeout), returning an
-// error wrapping ErrTimeout; a cancelled ctx returns ctx.Err() wrapped. A
+// error wrapping ErrTimeout (and context.DeadlineExceeded if ctx's
+// deadline passed); a cancelled ctx returns context.Canceled wrapped. A
 // handler's error comes back as a *RemoteError.
 func (c *Client) Call(ctx context.Context, typ string, body json.RawMessage) (json.RawMessage, error) {
 	if err := ctx.Err(); err != nil {
@@ -149,7 +165,7 @@ func (c *Client) Call(ctx context.Context, typ string, body json.RawMessage) (js
 	if !ok {
 		deadline = now.Add(c.cfg.Timeout)
 	}
-	pc := &call{typ: typ, body: body, deadline: deadline, last: -1, sig: make(chan struct{}, 1)}
+	pc := &call{typ: typ, body: body, deadline: deadline, ctxDeadline: ok, last: -1, sig: make(chan struct{}, 1)}
 	c.mu.Lock()
 	if !c.started {
 		if err := c.startLocked(); err != nil {
@@ -226,29 +242,51 @@ func (c *Client) Call(ctx context.Context, typ string, body json.RawMessage) (js
 	return pc.res.msg.Body, nil
 }
 
-// await is the leader's wait: in Go's netpoller for the sockets' readiness
-// until pc is done, its next attempt or deadline is due (wake), or it is
-// interrupted. The readiness callback drains every socket and hands
-// replies to their callers.
+// await is the leader's wait for the sockets' readiness until pc is done,
+// its next attempt or deadline is due (wake), or it is interrupted: first
+// up to spinBudget in a blocking ppoll, then in Go's netpoller (see
+// spinner). The readiness callback drains every socket and hands replies
+// to their callers.
 func (c *Client) await(ctx context.Context, pc *call, f *os.File, rc syscall.RawConn, wake time.Time) {
 	_ = f.SetReadDeadline(wake)
+	spinUntil := c.spin.until()
+	if spinUntil.After(wake) {
+		spinUntil = wake
+	}
 	cb := func(uintptr) bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		c.parked = false
-		if c.isClosed {
-			return true
-		}
-		for i := range c.socks {
-			if c.drain(i, pc) {
-				return true // the rest is for the next leader, who drains first
+		for {
+			if c.isClosed {
+				return true
 			}
-		}
-		if c.unsent > 0 {
-			c.retryUnsent(time.Now())
-		}
-		if pc.done || ctx.Err() != nil {
-			return true
+			for i := range c.socks {
+				if c.drain(i, pc) {
+					return true // the rest is for the next leader, who drains first
+				}
+			}
+			if c.unsent > 0 {
+				c.retryUnsent(time.Now())
+			}
+			if pc.done || ctx.Err() != nil {
+				return true
+			}
+			d := time.Until(spinUntil)
+			if d <= 0 || len(c.live) > 1 {
+				// With other calls in flight replies keep coming, and the
+				// callers they wake need the P a spin would hold.
+				break
+			}
+			c.spinning = true
+			sp := c.spin
+			c.mu.Unlock()
+			ok := sp.wait(d)
+			c.mu.Lock()
+			c.spinning = false
+			if !ok {
+				break
+			}
 		}
 		c.parked = true
 		return false
@@ -264,11 +302,14 @@ func (c *Client) await(ctx context.Context, pc *call, f *os.File, rc syscall.Raw
 	}
 }
 
-// interrupt wakes the leader from its netpoller wait. Safe from any
-// goroutine; a wake-up nobody needed costs one pass of the wait loop.
+// interrupt wakes the leader from its wait. Safe from any goroutine; a
+// wake-up nobody needed costs one pass of the wait loop.
 func (c *Client) interrupt() {
 	c.mu.Lock()
 	f := c.wait
+	if c.spinning {
+		c.spin.wake()
+	}
 	c.mu.Unlock()
 	if f != nil {
 		_ = f.SetReadDeadline(time.Unix(1, 0))
@@ -279,6 +320,7 @@ func (c *Client) interrupt() {
 func (c *Client) passLead() {
 	c.leader = nil
 	c.parked = false
+	c.spinning = false
 	for pc := range c.live {
 		c.leader = pc
 		select {
@@ -327,9 +369,13 @@ func (c *Client) Close() error {
 	}
 	f := c.wait
 	c.wait = nil
+	if c.spinning {
+		c.spin.wake()
+	}
 	c.mu.Unlock()
-	// Closing the file wakes a leader waiting on it and waits until its
-	// callback has returned; then nobody touches the sockets.
+	// Closing the file wakes a leader waiting on it in the netpoller and
+	// waits until its callback (and any spin in it) has returned; then
+	// nobody touches the sockets.
 	if f != nil {
 		_ = f.Close()
 	}
@@ -338,6 +384,8 @@ func (c *Client) Close() error {
 		closeSocket(s)
 	}
 	c.socks = nil
+	c.spin.close()
+	c.spin = nil
 	c.mu.Unlock()
 	return nil
 }
@@ -375,6 +423,12 @@ func (c *Client) startLocked() error {
 	if c.startErr == nil {
 		c.wait, c.rc, c.startErr = waitFD(c.socks)
 	}
+	if c.startErr == nil {
+		if c.spin, c.startErr = newSpinner(c.rc, c.cfg.SyscallWait); c.startErr != nil {
+			_ = c.wait.Close()
+			c.wait = nil
+		}
+	}
 	if c.startErr != nil {
 		for _, s := range c.socks {
 			closeSocket(s)
@@ -409,11 +463,16 @@ func (c *Client) check(ctx context.Context, pc *call, now time.Time) {
 	case pc.done:
 	case c.isClosed:
 		c.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: %w", pc.typ, ErrClosed)})
-	case ctx.Err() != nil:
+	case ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded):
 		c.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: %w", pc.typ, ctx.Err())})
-	case !now.Before(pc.deadline):
-		c.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q to %s: no reply after %d attempt(s): %w",
-			pc.typ, strings.Join(c.cfg.Endpoints, ","), len(pc.attempts), ErrTimeout)})
+	case ctx.Err() != nil || !now.Before(pc.deadline):
+		// Whichever timer fired first, a deadline is a timeout.
+		err := fmt.Errorf("zmqloop: call %q to %s: no reply after %d attempt(s): %w",
+			pc.typ, strings.Join(c.cfg.Endpoints, ","), len(pc.attempts), ErrTimeout)
+		if pc.ctxDeadline {
+			err = fmt.Errorf("%w (%w)", err, context.DeadlineExceeded)
+		}
+		c.finish(pc, callResult{err: err})
 	case !now.Before(pc.tryAt):
 		c.send(pc, now)
 	}
@@ -495,9 +554,13 @@ func (c *Client) finish(pc *call, r callResult) {
 	case pc.sig <- struct{}{}:
 	default:
 	}
-	if pc == c.leader && c.parked && c.wait != nil {
-		c.parked = false
-		_ = c.wait.SetReadDeadline(time.Unix(1, 0))
+	if pc == c.leader {
+		if c.spinning {
+			c.spin.wake()
+		} else if c.parked && c.wait != nil {
+			c.parked = false
+			_ = c.wait.SetReadDeadline(time.Unix(1, 0))
+		}
 	}
 }
 

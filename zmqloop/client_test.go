@@ -3,7 +3,6 @@ package zmqloop
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -153,7 +152,8 @@ func TestClientTimeouts(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_, err = cl.Call(ctx, "echo", nil)
-	require.True(t, errors.Is(err, ErrTimeout) || errors.Is(err, context.DeadlineExceeded), "%v", err)
+	require.ErrorIs(t, err, ErrTimeout)
+	require.ErrorIs(t, err, context.DeadlineExceeded)
 	// A cancelled ctx returns at once.
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	cancel2()

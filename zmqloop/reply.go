@@ -80,6 +80,12 @@ type ReplyConfig struct {
 	ReplayCapacity int
 	// Curve, if set, encrypts the transport.
 	Curve *Curve
+	// SyscallWait is how long an idle loop (no handler running) waits for
+	// the next request in a blocking ppoll system call, which wakes
+	// faster, before it parks in Go's netpoller (see the package doc,
+	// "Sockets and goroutines"). Default DefaultSyscallWait (500µs);
+	// negative: never. Linux only.
+	SyscallWait time.Duration
 	// Logger gets one Debug line per refused message; nil means
 	// slog.Default().
 	Logger *slog.Logger
@@ -147,6 +153,9 @@ func NewReplyLoop(cfg ReplyConfig) (*ReplyLoop, error) {
 	if cfg.MaxInFlight == 0 {
 		cfg.MaxInFlight = DefaultMaxInFlight
 	}
+	if cfg.SyscallWait == 0 {
+		cfg.SyscallWait = DefaultSyscallWait
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -201,10 +210,15 @@ func (l *ReplyLoop) Run(ctx context.Context) error {
 		return fmt.Errorf("zmqloop: reply loop: %w", err)
 	}
 	defer f.Close()
+	spin, err := newSpinner(rc, l.cfg.SyscallWait)
+	if err != nil {
+		return fmt.Errorf("zmqloop: reply loop: %w", err)
+	}
+	defer spin.close()
 
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	srv := &replyServer{l: l, router: router, f: f, rc: rc, window: window, io: newMsgIO(l.cfg.Codec.maxSize), cancel: cancel}
+	srv := &replyServer{l: l, router: router, f: f, rc: rc, spin: spin, window: window, io: newMsgIO(l.cfg.Codec.maxSize), cancel: cancel}
 	// Cancellation wakes the worker waiting in the netpoller; the others
 	// see the expired deadline when they get to wait.
 	stop := context.AfterFunc(hctx, srv.stop)
@@ -239,8 +253,12 @@ type replyServer struct {
 	router *zmq.Socket
 	f      *os.File
 	rc     syscall.RawConn
-	window *ReplayWindow
-	cancel context.CancelFunc
+	spin   *spinner // the waiting worker's first, short phase
+	// serving counts workers between taking a request and sending its
+	// reply; only an idle loop spins, as their handlers need the P.
+	serving atomic.Int32
+	window  *ReplayWindow
+	cancel  context.CancelFunc
 
 	// mu serialises every use of router (libzmq sockets may be used from
 	// any thread with a full memory barrier between uses) and guards the
@@ -248,6 +266,7 @@ type replyServer struct {
 	mu          sync.Mutex
 	io          *msgIO
 	parked      bool // a worker waits in the netpoller
+	spinning    bool // a worker waits in spin (wake that instead)
 	interrupted bool // the read deadline is in the past to wake it
 	stopping    bool // ... for good: the loop stops
 	err         error
@@ -260,6 +279,9 @@ func (s *replyServer) stop() {
 	defer s.mu.Unlock()
 	s.stopping = true
 	_ = s.f.SetReadDeadline(time.Unix(1, 0))
+	if s.spinning {
+		s.spin.wake()
+	}
 }
 
 // interrupt wakes the worker waiting in the netpoller (mu held).
@@ -268,15 +290,37 @@ func (s *replyServer) interrupt() {
 	_ = s.f.SetReadDeadline(time.Unix(1, 0))
 }
 
-// wakeIfPending interrupts the waiting worker if a request is there
-// (mu held).
+// wakeIfPending wakes the waiting worker if a request is there (mu held).
 func (s *replyServer) wakeIfPending() {
 	if s.interrupted {
 		return
 	}
 	if ev, err := s.router.GetEvents(); err != nil || ev&zmq.POLLIN != 0 {
-		s.interrupt()
+		if s.spinning {
+			s.spin.wake()
+		} else {
+			s.interrupt()
+		}
 	}
+}
+
+// beginSpin reports whether the waiting worker may spin, and marks it
+// spinning. It may not if it was interrupted or the loop stops: it then
+// parks in the netpoller, which returns at once.
+func (s *replyServer) beginSpin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.interrupted || s.stopping {
+		return false
+	}
+	s.parked, s.spinning = false, true
+	return true
+}
+
+func (s *replyServer) endSpin() {
+	s.mu.Lock()
+	s.spinning = false
+	s.mu.Unlock()
 }
 
 // rearm clears an interrupt before a worker waits, unless the loop stops,
@@ -309,9 +353,23 @@ func (s *replyServer) worker(ctx context.Context) {
 			continue
 		}
 		got := false
+		spinUntil := s.spin.until()
 		err := s.rc.Read(func(uintptr) bool {
-			got = s.take(w, true)
-			return got || ctx.Err() != nil
+			for {
+				got = s.take(w, true)
+				if got || ctx.Err() != nil {
+					return true
+				}
+				d := time.Until(spinUntil)
+				if d <= 0 || s.serving.Load() > 0 || !s.beginSpin() {
+					return false
+				}
+				ok := s.spin.wait(d)
+				s.endSpin()
+				if !ok {
+					return false
+				}
+			}
 		})
 		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 			s.fail(fmt.Errorf("zmqloop: reply loop: wait for socket: %w", err))
@@ -359,13 +417,14 @@ func (s *replyServer) take(w *replyWorker, waiter bool) bool {
 		return false
 	}
 	s.l.stats.received.Add(1)
+	s.serving.Add(1)
 	if err != nil {
 		s.l.reject(err)
 		w.frames = -1
 	} else {
 		w.copyIn(frames)
 	}
-	if !waiter && s.parked {
+	if !waiter && (s.parked || s.spinning) {
 		s.wakeIfPending()
 	}
 	return true
@@ -411,7 +470,9 @@ func (s *replyServer) failLocked(err error) {
 }
 
 // serve verifies w's request, runs its handler and sends the reply.
+// The worker took it in take, which counted it in serving.
 func (s *replyServer) serve(ctx context.Context, w *replyWorker) {
+	defer s.serving.Add(-1)
 	l := s.l
 	if w.frames < 0 {
 		return
@@ -469,7 +530,7 @@ func (s *replyServer) reply(w *replyWorker, body json.RawMessage, re *RemoteErro
 	if err := s.io.send(s.router, zmq.DONTWAIT, frames...); err != nil {
 		l.log.Debug("zmqloop: reply loop: reply not sent", "err", err)
 	}
-	if s.parked {
+	if s.parked || s.spinning {
 		// The send may have consumed the ZMQ_FD notification of a request
 		// that is already there; the worker waiting would not see it.
 		s.wakeIfPending()
