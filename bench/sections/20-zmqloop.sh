@@ -9,10 +9,9 @@
 #   round trip:  raw RTT / signed RTT        (bar: signed <= 1.5x raw, i.e. >= 0.67x)
 #   the same pair pinned to one CPU (taskset -c 0): on this 2-vCPU VM the
 #     unpinned figure is dominated by cross-CPU wake-ups (inter-processor
-#     interrupts through the hypervisor), and the Go runtime's netpoller
-#     path takes more of them than raw's threads blocked in libzmq; it is
-#     also bimodal (the same code has measured 52 and 135 us). Pinned, both
-#     sides pay only their own work, which is what the library adds.
+#     interrupts through the hypervisor); pinned, both sides pay only their
+#     own work, which is what the library adds. Pinned, GOMAXPROCS is 1, so
+#     zmqloop's sides wait in the netpoller only (no SyscallWait phase).
 #   push/pull:   raw ns/msg / signed ns/msg  (bar: >= 0.50x)
 #   64 callers:  signed req/s / 50,000       (bar: >= 1.00x; absolute, no peer)
 #
