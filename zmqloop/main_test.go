@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(benchServerEnv); mode != "" {
+		os.Exit(benchServer(mode))
+	}
 	goleak.VerifyTestMain(m)
 }
 

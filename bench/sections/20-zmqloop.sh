@@ -12,6 +12,9 @@
 #     interrupts through the hypervisor); pinned, both sides pay only their
 #     own work, which is what the library adds. Pinned, GOMAXPROCS is 1, so
 #     zmqloop's sides wait in the netpoller only (no SyscallWait phase).
+#   the same pair with the server in a process of its own (the test binary
+#     re-executed), as in a deployment: two Go runtimes, two libzmq I/O
+#     threads.
 #   push/pull:   raw ns/msg / signed ns/msg  (bar: >= 0.50x)
 #   64 callers:  signed req/s / 50,000       (bar: >= 1.00x; absolute, no peer)
 #
@@ -46,7 +49,7 @@ run() {
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 declare -A res
-for pair in "RawReqRep SignedReqRep" "RawReqRep@1cpu SignedReqRep@1cpu" "RawPushPull SignedPushPull" "ReplyLoop64"; do
+for pair in "RawReqRep SignedReqRep" "RawReqRepProc SignedReqRepProc" "RawReqRep@1cpu SignedReqRep@1cpu" "RawPushPull SignedPushPull" "ReplyLoop64"; do
   for name in $pair; do res[$name]=""; done
   for ((i = 1; i <= ROUNDS; i++)); do
     for name in $pair; do
@@ -59,15 +62,19 @@ done
 
 med() { printf '%s' "${res[$1]}" | median; }
 rr=$(med RawReqRep); sr=$(med SignedReqRep)
+rrp=$(med RawReqRepProc); srp=$(med SignedReqRepProc)
 rr1=$(med RawReqRep@1cpu); sr1=$(med SignedReqRep@1cpu)
 rp=$(med RawPushPull); sp=$(med SignedPushPull)
 l64=$(med ReplyLoop64)
-echo "medians (ns/op): RawReqRep=$rr SignedReqRep=$sr RawReqRep@1cpu=$rr1 SignedReqRep@1cpu=$sr1 RawPushPull=$rp SignedPushPull=$sp ReplyLoop64=$l64" >&2
+echo "medians (ns/op): RawReqRep=$rr SignedReqRep=$sr RawReqRepProc=$rrp SignedReqRepProc=$srp RawReqRep@1cpu=$rr1 SignedReqRep@1cpu=$sr1 RawPushPull=$rp SignedPushPull=$sp ReplyLoop64=$l64" >&2
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2fx", a/b}'; }
 printf 'row\t%s\t%s\t%s\t%s\n' "zmqloop signed request/reply round trip (Client.Call -> ReplyLoop)" \
   "raw pebbe/zmq4 REQ/REP" "$(ratio "$rr" "$sr")" \
   "TCP loopback, 100-byte body, 1 caller, median of $ROUNDS alternating ${BENCHTIME} runs; signed $(awk -v s="$sr" 'BEGIN{printf "%.1f", s/1000}')us vs raw $(awk -v s="$rr" 'BEGIN{printf "%.1f", s/1000}')us; bar >=0.67x (signed <=1.5x raw)"
+printf 'row\t%s\t%s\t%s\t%s\n' "zmqloop signed request/reply round trip, server in its own process" \
+  "raw pebbe/zmq4 REQ/REP, REP in its own process" "$(ratio "$rrp" "$srp")" \
+  "as above, the server side in a second process; signed $(awk -v s="$srp" 'BEGIN{printf "%.1f", s/1000}')us vs raw $(awk -v s="$rrp" 'BEGIN{printf "%.1f", s/1000}')us; bar >=0.67x"
 printf 'row\t%s\t%s\t%s\t%s\n' "zmqloop signed request/reply round trip, both sides pinned to one CPU" \
   "raw pebbe/zmq4 REQ/REP, pinned alike" "$(ratio "$rr1" "$sr1")" \
   "as above, but each run under taskset -c 0 (no cross-CPU wake-ups); signed $(awk -v s="$sr1" 'BEGIN{printf "%.1f", s/1000}')us vs raw $(awk -v s="$rr1" 'BEGIN{printf "%.1f", s/1000}')us; bar >=0.67x"

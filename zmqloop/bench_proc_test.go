@@ -1,0 +1,129 @@
+package zmqloop
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	zmq "github.com/pebbe/zmq4"
+)
+
+// The ...Proc benchmarks put the server in a process of its own (this test
+// binary, re-executed with benchServerEnv set; see TestMain), as client
+// and service are in a deployment: each process has its own Go runtime,
+// scheduler and libzmq I/O thread.
+
+const benchServerEnv = "ZMQLOOP_BENCH_SERVER"
+
+// benchServer serves echo until its stdin closes: "raw" on a REP socket,
+// "signed" on a ReplyLoop with the test key. It prints the endpoint on
+// stdout and returns the exit code.
+func benchServer(mode string) int {
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		cancel()
+		os.Exit(0) // a REP socket blocked in libzmq does not see ctx
+	}()
+	switch mode {
+	case "raw":
+		rep, err := zmq.NewSocket(zmq.REP)
+		if err == nil {
+			err = rep.Bind("tcp://127.0.0.1:*")
+		}
+		var ep string
+		if err == nil {
+			ep, err = rep.GetLastEndpoint()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench server:", err)
+			return 1
+		}
+		fmt.Println(ep)
+		for {
+			msg, err := rep.RecvBytes(0)
+			if err != nil {
+				return 1
+			}
+			if _, err := rep.SendBytes(msg, 0); err != nil {
+				return 1
+			}
+		}
+	case "signed":
+		ring, err := NewKeyRing(testKey)
+		var c *Codec
+		if err == nil {
+			c, err = NewCodec(CodecConfig{Keys: ring, MaxSize: 4096})
+		}
+		var l *ReplyLoop
+		if err == nil {
+			l, err = NewReplyLoop(ReplyConfig{Bind: []string{"tcp://127.0.0.1:*"}, Codec: c, Logger: quietLog,
+				Handlers: map[string]Handler{"echo": echoHandler}})
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench server:", err)
+			return 1
+		}
+		errc := make(chan error, 1)
+		go func() { errc <- l.Run(ctx) }()
+		select {
+		case <-l.Ready():
+		case err := <-errc:
+			fmt.Fprintln(os.Stderr, "bench server:", err)
+			return 1
+		}
+		fmt.Println(l.Endpoints()[0])
+		<-errc
+		return 0
+	}
+	fmt.Fprintf(os.Stderr, "bench server: unknown mode %q\n", mode)
+	return 2
+}
+
+// startBenchServer starts a benchServer process and returns its endpoint;
+// it stops when the benchmark ends.
+func startBenchServer(b *testing.B, mode string) string {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run", "^$")
+	cmd.Env = append(os.Environ(), benchServerEnv+"="+mode)
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = stdin.Close()
+		_ = cmd.Wait()
+	})
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		b.Fatalf("bench server %s: %v", mode, err)
+	}
+	return strings.TrimSpace(line)
+}
+
+// BenchmarkRawReqRepProc is BenchmarkRawReqRep with the REP socket in
+// another process.
+func BenchmarkRawReqRepProc(b *testing.B) {
+	ep := startBenchServer(b, "raw")
+	rawReqRepCalls(b, ep).Close()
+}
+
+// BenchmarkSignedReqRepProc is BenchmarkSignedReqRep with the ReplyLoop in
+// another process.
+func BenchmarkSignedReqRepProc(b *testing.B) {
+	ep := startBenchServer(b, "signed")
+	signedCalls(b, newTestCodec(b, nil), ep)
+}
