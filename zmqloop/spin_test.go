@@ -142,40 +142,36 @@ func spinningCall(t *testing.T, ctx context.Context) (*Client, <-chan error) {
 	return cl, res
 }
 
+// requireEnds checks that the call behind res returns target within 10s.
+func requireEnds(t *testing.T, res <-chan error, target error, why string) {
+	t.Helper()
+	select {
+	case err := <-res:
+		require.ErrorIs(t, err, target)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s stayed in its ppoll wait", why)
+	}
+}
+
 func TestSyscallWaitEndsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	_, res := spinningCall(t, ctx)
 	cancel()
-	select {
-	case err := <-res:
-		require.ErrorIs(t, err, context.Canceled)
-	case <-time.After(10 * time.Second):
-		t.Fatal("a cancelled call stayed in its ppoll wait")
-	}
+	requireEnds(t, res, context.Canceled, "a cancelled call")
 }
 
 func TestSyscallWaitEndsOnClose(t *testing.T) {
 	cl, res := spinningCall(t, context.Background())
 	require.NoError(t, cl.Close())
-	select {
-	case err := <-res:
-		require.ErrorIs(t, err, ErrClosed)
-	case <-time.After(10 * time.Second):
-		t.Fatal("a call on a closed client stayed in its ppoll wait")
-	}
+	requireEnds(t, res, ErrClosed, "a call on a closed client")
 }
 
 func TestSyscallWaitEndsOnDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
 	_, res := spinningCall(t, ctx)
-	select {
-	case err := <-res:
-		require.ErrorIs(t, err, ErrTimeout)
-	case <-time.After(10 * time.Second):
-		t.Fatal("a call past its deadline stayed in its ppoll wait")
-	}
+	requireEnds(t, res, ErrTimeout, "a call past its deadline")
 }
 
 func TestReplyLoopStopsWhileInSyscallWait(t *testing.T) {
