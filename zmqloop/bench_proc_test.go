@@ -3,26 +3,31 @@ package zmqloop
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	zmq "github.com/pebbe/zmq4"
 )
 
-// The ...Proc benchmarks put the server in a process of its own (this test
-// binary, re-executed with benchServerEnv set; see TestMain), as client
-// and service are in a deployment: each process has its own Go runtime,
-// scheduler and libzmq I/O thread.
+// The ...Proc benchmarks and the failover tests put servers in processes
+// of their own (this test binary, re-executed with benchServerEnv set; see
+// TestMain), as client and service are in a deployment: each process has
+// its own Go runtime, scheduler and libzmq I/O thread, and can be killed
+// or stopped.
 
 const benchServerEnv = "ZMQLOOP_BENCH_SERVER"
 
-// benchServer serves echo until its stdin closes: "raw" on a REP socket,
-// "signed" on a ReplyLoop with the test key. It prints the endpoint on
-// stdout and returns the exit code.
+// benchServer serves until its stdin closes: "raw" echoes on a REP socket;
+// "signed" is a ReplyLoop with the test key that serves "echo" and "pid"
+// (this process's pid). It prints the endpoint on stdout and returns the
+// exit code.
 func benchServer(mode string) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() {
@@ -63,7 +68,9 @@ func benchServer(mode string) int {
 		var l *ReplyLoop
 		if err == nil {
 			l, err = NewReplyLoop(ReplyConfig{Bind: []string{"tcp://127.0.0.1:*"}, Codec: c, Logger: quietLog,
-				Handlers: map[string]Handler{"echo": echoHandler}})
+				Handlers: map[string]Handler{"echo": echoHandler, "pid": func(context.Context, *Request) (json.RawMessage, error) {
+					return json.RawMessage(strconv.Itoa(os.Getpid())), nil
+				}}})
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "bench server:", err)
@@ -85,9 +92,10 @@ func benchServer(mode string) int {
 	return 2
 }
 
-// startBenchServer starts a benchServer process and returns its endpoint;
-// it stops when the benchmark ends.
-func startBenchServer(b *testing.B, mode string) string {
+// startServerProcess starts a benchServer process and returns its
+// endpoint and process; it is stopped (and continued first, if stopped)
+// when the test ends.
+func startServerProcess(b testing.TB, mode string) (string, *os.Process) {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run", "^$")
 	cmd.Env = append(os.Environ(), benchServerEnv+"="+mode)
@@ -104,6 +112,7 @@ func startBenchServer(b *testing.B, mode string) string {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGCONT)
 		_ = stdin.Close()
 		_ = cmd.Wait()
 	})
@@ -111,19 +120,19 @@ func startBenchServer(b *testing.B, mode string) string {
 	if err != nil {
 		b.Fatalf("bench server %s: %v", mode, err)
 	}
-	return strings.TrimSpace(line)
+	return strings.TrimSpace(line), cmd.Process
 }
 
 // BenchmarkRawReqRepProc is BenchmarkRawReqRep with the REP socket in
 // another process.
 func BenchmarkRawReqRepProc(b *testing.B) {
-	ep := startBenchServer(b, "raw")
+	ep, _ := startServerProcess(b, "raw")
 	rawReqRepCalls(b, ep).Close()
 }
 
 // BenchmarkSignedReqRepProc is BenchmarkSignedReqRep with the ReplyLoop in
 // another process.
 func BenchmarkSignedReqRepProc(b *testing.B) {
-	ep := startBenchServer(b, "signed")
+	ep, _ := startServerProcess(b, "signed")
 	signedCalls(b, newTestCodec(b, nil), ep)
 }

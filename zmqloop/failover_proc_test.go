@@ -1,0 +1,83 @@
+package zmqloop
+
+import (
+	"context"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestClientFailsOverFromKilledAndStoppedProcesses runs three ReplyLoops
+// in processes of their own and eight goroutines calling them through one
+// Client without pause. One server is killed (SIGKILL: its connections
+// reset), then another is stopped (SIGSTOP: its connections stay up, it
+// just never answers, the harder case). Calls in flight to either must
+// be answered by the survivor: no caller sees an error.
+func TestClientFailsOverFromKilledAndStoppedProcesses(t *testing.T) {
+	c := newTestCodec(t, nil)
+	var eps []string
+	pids := map[int]string{}
+	var procs [3]*os.Process
+	for i, name := range []string{"killed", "stopped", "survivor"} {
+		ep, p := startServerProcess(t, "signed")
+		eps = append(eps, ep)
+		pids[p.Pid] = name
+		procs[i] = p
+	}
+	cl := newClient(t, c, eps, func(cfg *ClientConfig) { cfg.TryTimeout = 200 * time.Millisecond })
+
+	var phase atomic.Int32 // 0 all up, 1 killed, 2 killed and stopped
+	var mu sync.Mutex
+	served := [3]map[string]int{{}, {}, {}} // per phase: server name -> calls
+	var errs []error
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ph := phase.Load()
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				got, err := cl.Call(ctx, "pid", nil)
+				cancel()
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else if pid, perr := strconv.Atoi(string(got)); perr != nil {
+					errs = append(errs, perr)
+				} else if phase.Load() == ph {
+					served[ph][pids[pid]]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	phase.Store(1)
+	require.NoError(t, procs[0].Signal(syscall.SIGKILL))
+	time.Sleep(500 * time.Millisecond)
+	phase.Store(2)
+	require.NoError(t, procs[1].Signal(syscall.SIGSTOP))
+	time.Sleep(1500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	require.Empty(t, errs, "a caller saw an error while an endpoint lived")
+	t.Logf("calls served per phase: %v", served)
+	require.Len(t, served[0], 3, "before the faults every server answered")
+	require.Zero(t, served[2]["killed"], "the killed server answered")
+	require.Zero(t, served[2]["stopped"], "the stopped server answered")
+	require.Greater(t, served[2]["survivor"], 20, "the survivor carried the calls")
+}
