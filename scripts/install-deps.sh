@@ -11,7 +11,7 @@ pkgs=(
   postgresql redis-server
   git openssh-client openssh-server rsync
   squashfs-tools
-  python3 python3-venv python3-pip python3-wheel python3-setuptools gunicorn
+  python3 python3-venv python3-pip python3-wheel python3-setuptools python3-zmq gunicorn
   mercurial iproute2 procps util-linux
 )
 if [[ "${1:-}" == "--bench" ]]; then

@@ -36,6 +36,10 @@
 //
 // This section is enough to write a compatible peer in another language
 // with a ZeroMQ binding, an HMAC-SHA256 and a JSON library.
+// TestPeerWrittenFromTheDoc holds it to that: testdata/peer/peer.py, a
+// Python peer written from this section and Batches with pyzmq, calls a
+// ReplyLoop (and checks what is refused, and why), serves a Client, and
+// pushes singles and a batch to a PullLoop.
 //
 // A message is a ZeroMQ multipart message. After the routing frames of the
 // socket kind come exactly three envelope frames:

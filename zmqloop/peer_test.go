@@ -1,0 +1,121 @@
+package zmqloop
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// debianPython is the interpreter whose pyzmq comes from Debian's
+// python3-zmq (scripts/install-deps.sh); a python3 earlier on PATH (pyenv,
+// a venv) may not have it.
+const debianPython = "/usr/bin/python3"
+
+// peerCmd returns the Python peer (testdata/peer/peer.py, written from the
+// package doc alone) in mode against endpoint, with the test key.
+func peerCmd(t *testing.T, mode, endpoint string) *exec.Cmd {
+	t.Helper()
+	out, err := exec.Command(debianPython, "-c", "import zmq").CombinedOutput()
+	require.NoError(t, err, "%s with pyzmq is needed (Debian's python3-zmq; scripts/install-deps.sh installs it): %s", debianPython, out)
+	return exec.Command(debianPython, "testdata/peer/peer.py", mode, endpoint, testKey.ID, string(testKey.Secret))
+}
+
+// TestPeerWrittenFromTheDoc checks the package doc's claim that its wire
+// format section is enough to write a compatible peer in another language:
+// a Python peer written from it calls a ReplyLoop, serves a Client and
+// pushes to a PullLoop, checking every answer it gets.
+func TestPeerWrittenFromTheDoc(t *testing.T) {
+	c := newTestCodec(t, nil)
+
+	t.Run("python client, Go ReplyLoop", func(t *testing.T) {
+		var mu sync.Mutex
+		var rejected []error
+		_, ep := startReply(t, c, nil, func(cfg *ReplyConfig) {
+			cfg.Rejected = func(err error) { mu.Lock(); rejected = append(rejected, err); mu.Unlock() }
+		})
+		out, err := peerCmd(t, "client", ep).CombinedOutput()
+		require.NoError(t, err, "peer.py client: %s", out)
+		// The loop refused what the peer sent to be refused, for the
+		// reasons the doc gives.
+		mu.Lock()
+		defer mu.Unlock()
+		var why []string
+		for _, err := range rejected {
+			for _, target := range []error{ErrReplay, ErrBadMAC, ErrStale} {
+				if errors.Is(err, target) {
+					why = append(why, target.Error())
+				}
+			}
+		}
+		require.ElementsMatch(t, []string{ErrReplay.Error(), ErrStale.Error(), ErrBadMAC.Error(), ErrBadMAC.Error()}, why, "%v", rejected)
+	})
+
+	t.Run("Go Client, python server", func(t *testing.T) {
+		cmd := peerCmd(t, "server", "tcp://127.0.0.1:*")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		stdin, err := cmd.StdinPipe()
+		require.NoError(t, err)
+		stdout, err := cmd.StdoutPipe()
+		require.NoError(t, err)
+		require.NoError(t, cmd.Start())
+		defer func() {
+			_ = stdin.Close()
+			require.NoError(t, cmd.Wait(), "peer.py server: %s", stderr.String())
+		}()
+		line, err := bufio.NewReader(stdout).ReadString('\n')
+		require.NoError(t, err, "peer.py server: %s", stderr.String())
+		cl := newClient(t, c, []string{strings.TrimSpace(line)})
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		for _, body := range []string{`{"a":[1,2,"é"]}`, `"text"`, `null`, `12.5`} {
+			got, err := cl.Call(ctx, "py", json.RawMessage(body))
+			require.NoError(t, err)
+			var want, have any
+			require.NoError(t, json.Unmarshal([]byte(`{"py":`+body+`}`), &want))
+			require.NoError(t, json.Unmarshal(got, &have))
+			require.Equal(t, want, have)
+		}
+		_, err = cl.Call(ctx, "other", nil)
+		var re *RemoteError
+		require.ErrorAs(t, err, &re)
+		require.Equal(t, CodeUnknownType, re.Code)
+	})
+
+	t.Run("python pusher, Go PullLoop", func(t *testing.T) {
+		var mu sync.Mutex
+		var got []string
+		five := make(chan struct{})
+		l, err := NewPullLoop(PullConfig{Bind: []string{"tcp://127.0.0.1:*"}, Codec: c, Logger: quietLog,
+			Handlers: map[string]MessageHandler{"stat": func(_ context.Context, r *Request) error {
+				mu.Lock()
+				defer mu.Unlock()
+				got = append(got, string(r.Body))
+				if len(got) == 5 {
+					close(five)
+				}
+				return nil
+			}}})
+		require.NoError(t, err)
+		ep := start(t, l)
+		out, err := peerCmd(t, "push", ep).CombinedOutput()
+		require.NoError(t, err, "peer.py push: %s", out)
+		select {
+		case <-five:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("got %d of 5 messages", len(got))
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		require.Equal(t, []string{`{"n":0}`, `{"n":1}`, `{"n":2}`, `{"n":3}`, `{"n":4}`}, got, "singles and batch items in order")
+	})
+}
