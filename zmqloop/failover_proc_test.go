@@ -1,9 +1,11 @@
 package zmqloop
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -64,12 +66,16 @@ func TestClientFailsOverFromKilledAndStoppedProcesses(t *testing.T) {
 			}
 		}()
 	}
+	// A phase begins once the signal has taken effect: a call counted in
+	// it was made after that.
 	time.Sleep(300 * time.Millisecond)
-	phase.Store(1)
 	require.NoError(t, procs[0].Signal(syscall.SIGKILL))
+	waitProcState(t, procs[0].Pid, "Z") // dead; its parent has not reaped it yet
+	phase.Store(1)
 	time.Sleep(500 * time.Millisecond)
-	phase.Store(2)
 	require.NoError(t, procs[1].Signal(syscall.SIGSTOP))
+	waitProcState(t, procs[1].Pid, "T")
+	phase.Store(2)
 	time.Sleep(1500 * time.Millisecond)
 	close(stop)
 	wg.Wait()
@@ -80,4 +86,19 @@ func TestClientFailsOverFromKilledAndStoppedProcesses(t *testing.T) {
 	require.Zero(t, served[2]["killed"], "the killed server answered")
 	require.Zero(t, served[2]["stopped"], "the stopped server answered")
 	require.Greater(t, served[2]["survivor"], 20, "the survivor carried the calls")
+}
+
+// waitProcState waits until /proc says process pid is in state (R, S, T,
+// Z, ...).
+func waitProcState(t *testing.T, pid int, state string) {
+	t.Helper()
+	require.Eventually(t, func() bool {
+		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if err != nil {
+			return false
+		}
+		// pid (comm) state ...; comm may hold spaces or parentheses.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		return len(f) > 0 && f[0] == state
+	}, 10*time.Second, time.Millisecond, "process %d never reached state %s", pid, state)
 }
