@@ -336,8 +336,12 @@ func (cc *clientConn) handle() bool {
 				[]string{"Retry-After: " + strconv.Itoa(int((p.cfg.RetryAfter+time.Second-1)/time.Second))})
 			return false
 		}
+		// In flight from the pick, connecting included, as on the
+		// event loops (Route to End).
+		p.startInflight(be)
 		bc, err := be.get(p.cfg.DialTimeout, p.cfg.MaxHeaderBytes, staleRetries > 0)
 		if err != nil {
+			p.endInflight(be)
 			if p.markFail(be) {
 				p.log.Warn("balancer: node ejected", "node", be.id, "addr", be.addr, "err", err)
 			}
@@ -353,15 +357,15 @@ func (cc *clientConn) handle() bool {
 			continueSent = true
 			_, _ = cc.w.WriteString("HTTP/1.1 100 Continue\r\n\r\n")
 			if err := cc.w.Flush(); err != nil {
+				p.endInflight(be)
 				be.put(bc, p.cfg.MaxIdlePerNode)
 				return false
 			}
 		}
-		be.inflight.Add(1)
-		p.total.Add(1)
+		// exchange returns once the response is wholly relayed or cut
+		// (a tunnel closed), which is when the request stops counting.
 		out := cc.exchange(bc, b.t.nodes[idx], keepAlive, replayable && !missed)
-		be.inflight.Add(-1)
-		p.total.Add(-1)
+		p.endInflight(be)
 		switch out {
 		case exDone:
 			return keepAlive
@@ -408,6 +412,23 @@ func (cc *clientConn) handle() bool {
 			continue
 		}
 	}
+}
+
+// startInflight counts a request toward be's load (and the mean of
+// bounded-load mode) from its pick; endInflight, called exactly once for
+// each startInflight, ends it when the exchange is wholly over: the
+// response body relayed or cut, a tunnel closed, or the attempt given up
+// (a failed connection, a hand-off, a retry on another node). Both
+// forwarders and ServeHTTP count this way, so NodeStatus.InFlight and
+// bounded load mean the same whichever path served a request.
+func (p *Proxy) startInflight(be *backend) {
+	be.inflight.Add(1)
+	p.total.Add(1)
+}
+
+func (p *Proxy) endInflight(be *backend) {
+	be.inflight.Add(-1)
+	p.total.Add(-1)
 }
 
 // pick returns the first usable node in the host's order.

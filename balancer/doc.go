@@ -48,6 +48,22 @@
 // of a request, and without a floor a host's second concurrent request
 // would spill to a node where its app is cold.
 //
+// A request is in flight on a node (NodeStatus.InFlight, and the load
+// that bounded-load mode compares) from the moment the node is picked,
+// connecting included, until the exchange is wholly over: the response
+// body relayed to the client to its last byte, or cut by either side, or
+// a WebSocket tunnel closed. An attempt that is given up ends its count
+// at once: a connection that failed (the request goes on to the next
+// node, which counts it from its own pick), a node's miss, a hand-off
+// from the event loops to the goroutine path (which counts the request
+// again from its own pick). So a long download or a streaming response
+// keeps weighing on its node for as long as it streams, on both
+// forwarders: the goroutine path counts around the whole exchange, the
+// event loops from Route to evproxy's End (not Done, which comes with the
+// response head). The count ends just after the last byte was written to
+// the client, so a client may see its response a moment before its node's
+// count drops.
+//
 // # The forwarder
 //
 // Proxy.Run serves HTTP/1.1 with purpose-built forwarders rather than

@@ -72,9 +72,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = idx
-	be.inflight.Add(1)
-	p.total.Add(1)
-	defer func() { be.inflight.Add(-1); p.total.Add(-1) }()
+	p.startInflight(be)
+	defer p.endInflight(be)
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(&url.URL{Scheme: "http", Host: be.addr})

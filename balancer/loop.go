@@ -10,7 +10,8 @@ import (
 
 // loopHandler is the balancer's side of the event-loop forwarder
 // (internal/evproxy): routing by the table, the pick with health and
-// bounded load, in-flight counts, and health marks from the outcomes.
+// bounded load, in-flight counts (from Route to End), and health marks
+// from the outcomes (in Done).
 type loopHandler struct{ p *Proxy }
 
 func reply(status int, reason, body string, extra ...string) evproxy.Decision {
@@ -47,29 +48,27 @@ func (h loopHandler) Route(r *evproxy.Request) evproxy.Decision {
 		return reply(503, "Service Unavailable", "no live node for "+string(host)+"\n",
 			"Retry-After: "+strconv.Itoa(int((p.cfg.RetryAfter+time.Second-1)/time.Second)))
 	}
-	be.inflight.Add(1)
-	p.total.Add(1)
+	p.startInflight(be)
 	r.Tag = be
 	replayable := req.ContentLength <= 0 && idempotent(req.Method)
 	return evproxy.Decision{
 		Action:        evproxy.Forward,
-		Target:        evproxy.Target{Network: "tcp", Addr: be.addr},
+		Target:        loopTarget(be.addr),
 		ID:            idx,
 		Replayable:    replayable,
 		HandoffOnMiss: replayable && p.cfg.OnMiss != nil,
 	}
 }
 
-// Done implements evproxy.Handler.
+// Done implements evproxy.Handler: the outcome's health mark. The
+// request stays in flight until End: an answered one may still be
+// streaming its body.
 func (h loopHandler) Done(r *evproxy.Request, o evproxy.Outcome) {
 	p := h.p
 	be, _ := r.Tag.(*backend)
 	if be == nil {
 		return
 	}
-	r.Tag = nil
-	be.inflight.Add(-1)
-	p.total.Add(-1)
 	switch o {
 	case evproxy.Answered, evproxy.Missed:
 		if be.markOK() {
@@ -80,6 +79,27 @@ func (h loopHandler) Done(r *evproxy.Request, o evproxy.Outcome) {
 			p.log.Warn("balancer: node ejected", "node", be.id, "addr", be.addr, "err", o.String())
 		}
 	}
+}
+
+// End implements evproxy.Ender: the exchange is wholly over (the body
+// relayed or cut, or it was never answered, or it was handed off or is
+// about to be routed to another node), so the request stops counting
+// toward its node's load. The loop calls it once per Forward decision,
+// so a request retried elsewhere leaves the first node's count as it
+// found it.
+func (h loopHandler) End(r *evproxy.Request) {
+	be, _ := r.Tag.(*backend)
+	if be == nil {
+		return
+	}
+	r.Tag = nil
+	h.p.endInflight(be)
+}
+
+// loopTarget is where the event loops reach a node, and the key of
+// their pools of connections to it.
+func loopTarget(addr string) evproxy.Target {
+	return evproxy.Target{Network: "tcp", Addr: addr}
 }
 
 // handoff takes a client connection from an event loop onto the

@@ -327,12 +327,17 @@ func (p *Proxy) ReloadCerts() error {
 
 // NodeStatus is one node's state as the proxy sees it.
 type NodeStatus struct {
-	ID       string `json:"id"`
-	Addr     string `json:"addr"`
-	Ejected  bool   `json:"ejected"`
-	Failing  bool   `json:"failing"`
-	InFlight int64  `json:"in_flight"`
-	Idle     int    `json:"idle_conns"`
+	ID      string `json:"id"`
+	Addr    string `json:"addr"`
+	Ejected bool   `json:"ejected"`
+	Failing bool   `json:"failing"`
+	// InFlight counts the requests routed to the node whose exchange is
+	// not over: from the pick (connecting included) until the response
+	// body was wholly relayed or cut, or a tunnel (WebSocket) closed, or
+	// the attempt was given up (a retry on another node, a hand-off).
+	// Bounded load compares this figure; both forwarders count it so.
+	InFlight int64 `json:"in_flight"`
+	Idle     int   `json:"idle_conns"`
 }
 
 // Nodes returns the state of the current table's nodes, sorted by id.
