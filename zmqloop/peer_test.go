@@ -68,12 +68,24 @@ func TestPeerWrittenFromTheDoc(t *testing.T) {
 		stdout, err := cmd.StdoutPipe()
 		require.NoError(t, err)
 		require.NoError(t, cmd.Start())
-		defer func() {
+		// stderr is read only after Wait: until then the process writes it.
+		waited := false
+		wait := func() error {
 			_ = stdin.Close()
-			require.NoError(t, cmd.Wait(), "peer.py server: %s", stderr.String())
+			waited = true
+			return cmd.Wait()
+		}
+		defer func() {
+			if !waited {
+				err := wait()
+				require.NoError(t, err, "peer.py server: %s", stderr.String())
+			}
 		}()
 		line, err := bufio.NewReader(stdout).ReadString('\n')
-		require.NoError(t, err, "peer.py server: %s", stderr.String())
+		if err != nil {
+			werr := wait()
+			t.Fatalf("peer.py server printed no endpoint (%v; exit: %v): %s", err, werr, stderr.String())
+		}
 		cl := newClient(t, c, []string{strings.TrimSpace(line)})
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
