@@ -123,3 +123,91 @@ func ExampleKeyRing() {
 	// [2026-01 2026-02] 2026-02
 	// [2026-02]
 }
+
+// A heartbeat: a Publisher that beats until the subscriber has one. As
+// with any PUB socket, beats sent before the subscription is in place are
+// lost, which periodic messages do not mind.
+func ExampleSubLoop() {
+	ring, _ := zmqloop.NewKeyRing(zmqloop.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")})
+	codec, _ := zmqloop.NewCodec(zmqloop.CodecConfig{Keys: ring})
+
+	pub, _ := zmqloop.NewPublisher(zmqloop.SenderConfig{Bind: []string{"tcp://127.0.0.1:*"}, Codec: codec})
+	defer pub.Close()
+
+	beats := make(chan string, 1)
+	sub, _ := zmqloop.NewSubLoop(zmqloop.SubConfig{
+		PullConfig: zmqloop.PullConfig{
+			Connect: pub.Endpoints(),
+			Codec:   codec,
+			Handlers: map[string]zmqloop.MessageHandler{"heartbeat.runner": func(_ context.Context, m *zmqloop.Request) error {
+				select {
+				case beats <- m.Type + " " + string(m.Body):
+				default:
+				}
+				return nil
+			}},
+			Logger: slog.New(slog.DiscardHandler),
+		},
+		Topics: []string{"heartbeat."},
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- sub.Run(ctx) }()
+	<-sub.Ready()
+
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for got := false; !got; {
+		_ = pub.Publish(context.Background(), "heartbeat.runner", json.RawMessage(`{"node":"a"}`))
+		_ = pub.Publish(context.Background(), "stats.runner", json.RawMessage(`{}`)) // not subscribed
+		select {
+		case b := <-beats:
+			fmt.Println(b)
+			got = true
+		case <-tick.C:
+		}
+	}
+	stop()
+	fmt.Println(<-done)
+	// Output:
+	// heartbeat.runner {"node":"a"}
+	// <nil>
+}
+
+// CURVE: the service holds a long-term key pair; clients know its public
+// key. Both sides still sign with the shared HMAC key.
+func ExampleCurve() {
+	ring, _ := zmqloop.NewKeyRing(zmqloop.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")})
+	codec, _ := zmqloop.NewCodec(zmqloop.CodecConfig{Keys: ring})
+	server, err := zmqloop.NewCurveKeyPair()
+	if err != nil {
+		fmt.Println(err) // libzmq without CURVE: ErrCurveUnsupported
+		return
+	}
+
+	loop, _ := zmqloop.NewReplyLoop(zmqloop.ReplyConfig{
+		Bind:  []string{"tcp://127.0.0.1:*"},
+		Codec: codec,
+		Curve: &zmqloop.Curve{KeyPair: server},
+		Handlers: map[string]zmqloop.Handler{"ping": func(context.Context, *zmqloop.Request) (json.RawMessage, error) {
+			return json.RawMessage(`"pong"`), nil
+		}},
+	})
+	ctx, stop := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- loop.Run(ctx) }()
+	<-loop.Ready()
+
+	// The client gets a fresh key pair of its own; it needs only the
+	// server's public key.
+	client, _ := zmqloop.NewClient(zmqloop.ClientConfig{Endpoints: loop.Endpoints(), Codec: codec,
+		Curve: &zmqloop.Curve{ServerKey: server.Public}})
+	defer client.Close()
+	reply, err := client.Call(context.Background(), "ping", nil)
+	fmt.Println(string(reply), err)
+	stop()
+	fmt.Println(<-done)
+	// Output:
+	// "pong" <nil>
+	// <nil>
+}
