@@ -120,6 +120,17 @@
 // common path (4.2 system calls per request under wrk -t2 -c64; nginx
 // 5.0). ForwarderStats tells how much each path served.
 //
+// Each path pools its own keep-alive connections to the nodes: the
+// goroutine path one pool per node, each event loop one per node address.
+// NodeStatus.Idle is the sum of them for the node now (the loops' counts
+// are read with atomics, from pools keyed by address, so two ids at one
+// address show the same loop connections). A node that leaves the table
+// has its idle connections closed on both paths, and connections in use
+// to it are closed rather than pooled when their exchange ends; a node
+// that closes idle connections itself drops out of the loops' figure at
+// once (the loops watch their idle sockets), and out of the goroutine
+// path's when a request next finds the connection closed.
+//
 // The proxy removes hop-by-hop fields, sets X-Forwarded-For/-Proto/-Host,
 // tunnels Upgrade (WebSocket) connections after a 101, times out slow
 // request heads (ReadHeaderTimeout), idle clients (IdleTimeout) and silent

@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -278,8 +279,10 @@ func New(cfg Config) (*Proxy, error) {
 
 // SetTable swaps the routing table atomically. Requests already routed
 // finish on the old table; nodes that left the table have their idle
-// connections closed. Nodes that stay (same id and address) keep their
-// connections and health.
+// connections closed, on the goroutine path here and in the event loops
+// when they next wake (unless another node keeps the address), and their
+// connections in use are closed when their exchange ends. Nodes that
+// stay (same id and address) keep their connections and health.
 func (p *Proxy) SetTable(t *Table) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -295,12 +298,24 @@ func (p *Proxy) SetTable(t *Table) {
 		b.be[i] = be
 	}
 	p.cur.Store(b)
+	var gone []evproxy.Target
 	for key, be := range p.backends {
 		if keep[key] == nil {
 			be.close()
+			gone = append(gone, loopTarget(be.addr))
 		}
 	}
 	p.backends = keep
+	if l := p.loops.Load(); l != nil && len(gone) > 0 {
+		// The loops pool by address: keep the addresses still in the
+		// table (under another id).
+		live := make(map[string]bool, len(t.nodes))
+		for _, n := range t.nodes {
+			live[n.Addr] = true
+		}
+		gone = slices.DeleteFunc(gone, func(tg evproxy.Target) bool { return live[tg.Addr] })
+		l.CloseIdle(gone...)
+	}
 }
 
 // Table returns the current routing table.
@@ -337,17 +352,25 @@ type NodeStatus struct {
 	// the attempt was given up (a retry on another node, a hand-off).
 	// Bounded load compares this figure; both forwarders count it so.
 	InFlight int64 `json:"in_flight"`
-	Idle     int   `json:"idle_conns"`
+	// Idle counts the keep-alive connections to the node that are
+	// pooled and unused now: the goroutine path's pool plus the event
+	// loops' pools for the node's address.
+	Idle int `json:"idle_conns"`
 }
 
 // Nodes returns the state of the current table's nodes, sorted by id.
 func (p *Proxy) Nodes() []NodeStatus {
 	b := p.cur.Load()
+	var loopIdle map[evproxy.Target]int64
+	if l := p.loops.Load(); l != nil {
+		loopIdle = l.IdleByTarget()
+	}
 	out := make([]NodeStatus, 0, len(b.be))
 	for i, be := range b.be {
 		be.mu.Lock()
 		idle := len(be.idle)
 		be.mu.Unlock()
+		idle += int(loopIdle[loopTarget(be.addr)])
 		out = append(out, NodeStatus{
 			ID: b.t.nodes[i].ID, Addr: be.addr, Ejected: be.ejected.Load(),
 			Failing: be.failSince.Load() != 0, InFlight: be.inflight.Load(), Idle: idle,

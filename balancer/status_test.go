@@ -6,8 +6,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -203,4 +205,132 @@ func readChunked(t *testing.T, br *bufio.Reader) string {
 		require.NoError(t, err)
 		b.Write(chunk[:size])
 	}
+}
+
+// holdingNode answers /hold only once k requests are under way at once,
+// so that k connections to it are open; it counts its open connections.
+type holdingNode struct {
+	k    int
+	mu   sync.Mutex
+	n    int
+	all  chan struct{}
+	open atomic.Int64
+	srv  *httptest.Server
+	addr string
+}
+
+func newHoldingNode(t *testing.T, k int) *holdingNode {
+	n := &holdingNode{k: k, all: make(chan struct{})}
+	n.srv = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.mu.Lock()
+		n.n++
+		all := n.all
+		if n.n == n.k {
+			close(n.all)
+			n.n, n.all = 0, make(chan struct{})
+		}
+		n.mu.Unlock()
+		select {
+		case <-all:
+		case <-time.After(5 * time.Second):
+		}
+		_, _ = io.WriteString(w, "held")
+	}))
+	n.srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		switch s {
+		case http.StateNew:
+			n.open.Add(1)
+		case http.StateClosed, http.StateHijacked:
+			n.open.Add(-1)
+		}
+	}
+	n.srv.Start()
+	t.Cleanup(n.srv.Close)
+	n.addr = addrOf(n.srv)
+	return n
+}
+
+// burst sends k requests at once on k client connections.
+func (n *holdingNode) burst(t *testing.T, p *Proxy, host string) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n.k)
+	for i := 0; i < n.k; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+			req, _ := http.NewRequest("GET", proxyURL(p)+"/hold", nil)
+			req.Host = host
+			resp, err := c.Do(req)
+			if err != nil {
+				errs <- err
+				return
+			}
+			b, err := io.ReadAll(resp.Body)
+			_ = resp.Body.Close()
+			if err == nil && string(b) != "held" {
+				err = fmt.Errorf("body %q", b)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+}
+
+func idleOf(p *Proxy) map[string]int {
+	m := map[string]int{}
+	for _, n := range p.Nodes() {
+		m[n.ID] = n.Idle
+	}
+	return m
+}
+
+// NodeStatus.Idle counts the node's pooled keep-alive connections on
+// both paths: the event loops keep their own pools, and after k
+// requests at once to a node its k connections show there, matching
+// the loops' total. When the node closes them, or leaves the table,
+// they are gone from the figure and closed.
+func TestNodeIdleCountsEveryPool(t *testing.T) {
+	const k = 4
+	a := newHoldingNode(t, k)
+	other := backendServer(t, echoInfo("b"))
+	nodes := map[string]string{"a": a.addr, "b": addrOf(other)}
+	tb := table(t, nodes, map[string]string{"a.test": "a", "*": ""})
+	p := startProxy(t, Config{Table: tb})
+	loops := func() bool { return p.ForwarderStats().LoopRequests > 0 }
+
+	a.burst(t, p, "a.test")
+	want := map[string]int{"a": k, "b": 0}
+	require.Eventually(t, func() bool { return fmt.Sprint(idleOf(p)) == fmt.Sprint(want) },
+		5*time.Second, 5*time.Millisecond, "idle after %d requests at once: %v", k, idleOf(p))
+	require.EqualValues(t, k, a.open.Load(), "the node's open connections")
+	if loops() {
+		require.EqualValues(t, k, p.ForwarderStats().LoopIdleConns, "the loops' pools")
+		require.Zero(t, p.ForwarderStats().Handoffs)
+
+		// The node closes its idle connections: the loops see each one
+		// end and drop it (the goroutine path finds out on next use).
+		a.srv.CloseClientConnections()
+		require.Eventually(t, func() bool { return idleOf(p)["a"] == 0 },
+			5*time.Second, 5*time.Millisecond, "idle after the node closed them: %v", idleOf(p))
+		require.Zero(t, p.ForwarderStats().LoopIdleConns)
+		a.burst(t, p, "a.test")
+		require.Eventually(t, func() bool { return idleOf(p)["a"] == k },
+			5*time.Second, 5*time.Millisecond, "idle after a second burst: %v", idleOf(p))
+	}
+
+	// a leaves the table: its pooled connections are closed on every
+	// path, and when it comes back it starts with none.
+	p.SetTable(table(t, map[string]string{"b": addrOf(other)}, map[string]string{"*": ""}))
+	require.Eventually(t, func() bool { return a.open.Load() == 0 },
+		5*time.Second, 5*time.Millisecond, "the node's connections after it left the table: %d open", a.open.Load())
+	require.Eventually(t, func() bool { return p.ForwarderStats().LoopIdleConns == 0 },
+		5*time.Second, 5*time.Millisecond, "the loops' pools after the node left the table")
+	p.SetTable(tb)
+	require.Equal(t, map[string]int{"a": 0, "b": 0}, idleOf(p))
 }

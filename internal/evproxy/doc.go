@@ -51,4 +51,15 @@
 // socket that is gone) and closes idle connections unused for
 // IdleTimeout, so targets that change with every app restart do not pile
 // up.
+//
+// The pools belong to their loops, but how many idle connections each
+// holds is public: Stats gives the total, IdleByTarget the count per
+// target summed over the loops, both callable from any goroutine. Each
+// pool keeps its count in an atomic the loop adds to when it takes or
+// returns a connection (the one add per exchange a loop-wide count cost
+// before), and the map of pools is written under a lock that only those
+// readers take, so the hot path gains nothing. CloseIdle asks the loops
+// to close a target's idle connections and pool no more of it (a node
+// that left the balancer's table); the loops act on it when they next
+// wake, which it makes happen.
 package evproxy

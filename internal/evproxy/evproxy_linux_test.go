@@ -892,3 +892,88 @@ func TestPoolsOfGoneTargetsAreFreed(t *testing.T) {
 		10*time.Second, 10*time.Millisecond, "idle pool closed: %+v", hs.p.Stats())
 	get(tg.Addr) // and it serves again
 }
+
+// IdleByTarget reports each target's pooled connections summed over the
+// loops, from any goroutine; CloseIdle closes a target's idle
+// connections and keeps the ones in use from being pooled again.
+func TestIdleByTargetAndCloseIdle(t *testing.T) {
+	var open, held atomic.Int64 // connections open, requests held
+	var hold atomic.Pointer[chan struct{}]
+	newHold := func() chan struct{} { ch := make(chan struct{}); hold.Store(&ch); return ch }
+	release := newHold()
+	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+		open.Add(1)
+		defer open.Add(-1)
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if r.URL.Path == "/hold" {
+				ch := *hold.Load()
+				held.Add(1)
+				<-ch
+				held.Add(-1)
+			}
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
+		}
+	})
+	hs := start(t, &testHandler{targets: []Target{tcp(addr)}}, nil)
+	// fetch runs on goroutines of its own too: it reports, never fails.
+	fetch := func(c net.Conn, br *bufio.Reader, path string) error {
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: h\r\n\r\n"); err != nil {
+			return err
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			return err
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err == nil && (resp.StatusCode != 200 || string(b) != "ok") {
+			err = fmt.Errorf("%s %q", resp.Status, b)
+		}
+		return err
+	}
+	get := func(c net.Conn, br *bufio.Reader, path string) {
+		t.Helper()
+		require.NoError(t, fetch(c, br, path))
+	}
+	idle := func() int64 { return hs.p.IdleByTarget()[tcp(addr)] }
+
+	// Two clients at once: two target connections, both pooled after.
+	c1, br1 := dial(t, hs.addr)
+	c2, br2 := dial(t, hs.addr)
+	errs := make(chan error, 2)
+	go func() { errs <- fetch(c1, br1, "/hold") }()
+	go func() { errs <- fetch(c2, br2, "/hold") }()
+	require.Eventually(t, func() bool { return held.Load() == 2 }, 5*time.Second, time.Millisecond)
+	close(release)
+	require.NoError(t, <-errs)
+	require.NoError(t, <-errs)
+	require.Eventually(t, func() bool { return idle() == 2 }, 5*time.Second, time.Millisecond, "idle %d", idle())
+	require.EqualValues(t, 2, hs.p.Stats().IdleConns)
+	require.Len(t, hs.p.IdleByTarget(), 1)
+
+	hs.p.CloseIdle(tcp(addr))
+	require.Eventually(t, func() bool { return open.Load() == 0 }, 5*time.Second, time.Millisecond, "target connections closed")
+	require.Eventually(t, func() bool { return idle() == 0 && hs.p.Stats().Pools == 0 }, 5*time.Second, time.Millisecond)
+	require.Empty(t, hs.p.IdleByTarget())
+
+	// A connection in use when its target is retired is closed when its
+	// exchange ends, not pooled.
+	release = newHold()
+	go func() { errs <- fetch(c1, br1, "/hold") }()
+	require.Eventually(t, func() bool { return held.Load() == 1 }, 5*time.Second, time.Millisecond)
+	hs.p.CloseIdle(tcp(addr))
+	require.Eventually(t, func() bool { return hs.p.Stats().Pools == 0 }, 5*time.Second, time.Millisecond)
+	close(release)
+	require.NoError(t, <-errs)
+	require.Eventually(t, func() bool { return open.Load() == 0 }, 5*time.Second, time.Millisecond, "retired connection closed after its exchange")
+	require.Zero(t, idle())
+
+	// The target serves again, with a new pool.
+	get(c1, br1, "/")
+	require.Eventually(t, func() bool { return idle() == 1 }, 5*time.Second, time.Millisecond, "idle %d", idle())
+}

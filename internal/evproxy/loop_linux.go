@@ -17,8 +17,10 @@ import (
 
 // loop is one event loop: an epoll set, the client connections it owns,
 // and its pools of idle target connections. Everything in it is touched
-// by its own goroutine only, except the inbox (accepted descriptors
-// handed over by other loops) and the counters.
+// by its own goroutine only, except the inbox (accepted descriptors and
+// targets to retire, handed over by other goroutines), the counters, and
+// the pools map, which other goroutines read under poolsMu for the idle
+// counts.
 type loop struct {
 	p      *Proxy
 	id     int
@@ -27,9 +29,14 @@ type loop struct {
 	events []unix.EpollEvent
 	objs   []any // by fd: *cconn, *bconn
 	conns  []*cconn
-	pools  map[Target]*tpool
 	now    int64
 	err    error
+
+	// pools is written by the loop only, under poolsMu; the loop reads
+	// it without the lock (its own writes cannot race with it), other
+	// goroutines with it (IdleByTarget, Stats).
+	pools   map[Target]*tpool
+	poolsMu sync.Mutex
 
 	draining bool
 	stopAt   int64
@@ -41,11 +48,12 @@ type loop struct {
 
 	inboxMu sync.Mutex
 	inbox   []accepted
+	retire  []Target // pools to close (Proxy.CloseIdle)
+	stopped bool     // shut down: the eventfd is closed, wake no more
 
 	nconns   atomic.Int64
 	nreq     atomic.Int64
 	nhandoff atomic.Int64
-	nidle    atomic.Int64
 	npools   atomic.Int64
 
 	hex []byte // scratch for chunk sizes
@@ -62,6 +70,13 @@ type tpool struct {
 	sa   unix.Sockaddr
 	fam  int
 	idle []*bconn // LIFO
+	// nidle is len(idle), kept by the loop for readers on other
+	// goroutines (one uncontended atomic add per take or return, as the
+	// loop-wide count it replaced cost).
+	nidle atomic.Int64
+	// retired: the pool left the loop's map (Proxy.CloseIdle); its
+	// connections still in use are closed when their exchange ends.
+	retired bool
 	// active counts the pool's connections in use by an exchange; a
 	// pool is freed only when it has none.
 	active int
@@ -334,15 +349,13 @@ func (l *loop) shutdown() {
 		c := l.conns[len(l.conns)-1]
 		l.abort(c)
 	}
+	l.poolsMu.Lock()
 	for _, tp := range l.pools {
-		for _, b := range tp.idle {
-			l.closeTarget(b)
-		}
-		tp.idle = nil
+		l.closeIdle(tp)
 	}
 	clear(l.pools)
+	l.poolsMu.Unlock()
 	l.npools.Store(0)
-	l.nidle.Store(0)
 	// Descriptors handed over but not yet taken.
 	l.inboxMu.Lock()
 	for _, a := range l.inbox {
@@ -350,6 +363,8 @@ func (l *loop) shutdown() {
 		l.nconns.Add(-1)
 	}
 	l.inbox = nil
+	l.retire = nil
+	l.stopped = true
 	l.inboxMu.Unlock()
 	l.closeFds()
 }
@@ -397,7 +412,12 @@ func (l *loop) takeInbox() {
 	l.inboxMu.Lock()
 	in := l.inbox
 	l.inbox = nil
+	retire := l.retire
+	l.retire = nil
 	l.inboxMu.Unlock()
+	for _, t := range retire {
+		l.retirePool(t)
+	}
 	for _, a := range in {
 		if l.draining {
 			_ = unix.Close(a.fd)
@@ -501,14 +521,39 @@ func (l *loop) sweepPools() {
 		if len(tp.idle) > 0 && l.now-tp.lastUse < int64(l.p.cfg.IdleTimeout) {
 			continue
 		}
-		for _, b := range tp.idle {
-			l.closeTarget(b)
-		}
-		l.nidle.Add(-int64(len(tp.idle)))
-		tp.idle = nil
+		l.closeIdle(tp)
+		l.poolsMu.Lock()
 		delete(l.pools, t)
+		l.poolsMu.Unlock()
 		l.npools.Add(-1)
 	}
+}
+
+// retirePool closes the idle connections to t and takes its pool out
+// of the map, so that connections in use are closed, not pooled, when
+// their exchange ends (the target left the caller's table). A later
+// request for t starts a new pool.
+func (l *loop) retirePool(t Target) {
+	tp := l.pools[t]
+	if tp == nil {
+		return
+	}
+	l.closeIdle(tp)
+	tp.retired = true
+	l.poolsMu.Lock()
+	delete(l.pools, t)
+	l.poolsMu.Unlock()
+	l.npools.Add(-1)
+}
+
+// closeIdle closes every idle connection of tp.
+func (l *loop) closeIdle(tp *tpool) {
+	for i, b := range tp.idle {
+		l.closeTarget(b)
+		tp.idle[i] = nil
+	}
+	tp.idle = tp.idle[:0]
+	tp.nidle.Store(0)
 }
 
 func (l *loop) dropIdle(b *bconn) {
@@ -518,7 +563,7 @@ func (l *loop) dropIdle(b *bconn) {
 			copy(tp.idle[i:], tp.idle[i+1:])
 			tp.idle[len(tp.idle)-1] = nil
 			tp.idle = tp.idle[:len(tp.idle)-1]
-			l.nidle.Add(-1)
+			tp.nidle.Add(-1)
 			break
 		}
 	}
@@ -844,7 +889,9 @@ func (l *loop) pool(t Target) *tpool {
 	default:
 		return nil
 	}
+	l.poolsMu.Lock()
 	l.pools[t] = tp
+	l.poolsMu.Unlock()
 	l.npools.Add(1)
 	return tp
 }
@@ -855,7 +902,7 @@ func (l *loop) startExchange(c *cconn, tp *tpool, fresh bool) {
 		b = tp.idle[len(tp.idle)-1]
 		tp.idle[len(tp.idle)-1] = nil
 		tp.idle = tp.idle[:len(tp.idle)-1]
-		l.nidle.Add(-1)
+		tp.nidle.Add(-1)
 		b.reused = true
 	} else {
 		var err error
@@ -938,11 +985,7 @@ func (l *loop) targetFailed(c *cconn, e syscall.Errno) {
 		// A pooled connection the target had closed: the others
 		// probably are too. Retry once on a fresh one.
 		c.staleRetry = true
-		for _, x := range tp.idle {
-			l.closeTarget(x)
-		}
-		l.nidle.Add(-int64(len(tp.idle)))
-		tp.idle = tp.idle[:0]
+		l.closeIdle(tp)
 		l.startExchange(c, tp, true)
 	case reused:
 		l.done(c, Stale)
@@ -1359,13 +1402,13 @@ func (l *loop) finish(c *cconn) {
 	c.be = nil
 	tp := b.pool
 	l.end(c)
-	if c.reuse && b.r == b.w && !b.hup && !l.draining && len(tp.idle) < l.p.cfg.MaxIdlePerTarget {
+	if c.reuse && b.r == b.w && !b.hup && !l.draining && !tp.retired && len(tp.idle) < l.p.cfg.MaxIdlePerTarget {
 		b.owner = nil
 		tp.active--
 		tp.lastUse = l.now
 		b.r, b.w = 0, 0
 		tp.idle = append(tp.idle, b)
-		l.nidle.Add(1)
+		tp.nidle.Add(1)
 	} else {
 		l.closeTarget(b)
 	}

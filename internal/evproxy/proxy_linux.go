@@ -127,10 +127,64 @@ func (p *Proxy) Stats() Stats {
 		s.Conns += l.nconns.Load()
 		s.Requests += l.nreq.Load()
 		s.Handoffs += l.nhandoff.Load()
-		s.IdleConns += l.nidle.Load()
 		s.Pools += l.npools.Load()
+		l.poolsMu.Lock()
+		for _, tp := range l.pools {
+			s.IdleConns += tp.nidle.Load()
+		}
+		l.poolsMu.Unlock()
 	}
 	return s
+}
+
+// IdleByTarget returns the idle pooled connections to each target,
+// summed over the loops (targets with none are left out). It is safe to
+// call from any goroutine, at any time: each loop keeps an atomic count
+// per pool, and the call holds each loop's pool-map lock only while it
+// reads them, so the loops never wait for it beyond a map insert or
+// delete. The figures are a snapshot: a loop may take or return a
+// connection the moment after.
+func (p *Proxy) IdleByTarget() map[Target]int64 {
+	m := map[Target]int64{}
+	lp := p.loopsP.Load()
+	if lp == nil {
+		return m
+	}
+	for _, l := range *lp {
+		l.poolsMu.Lock()
+		for t, tp := range l.pools {
+			if n := tp.nidle.Load(); n > 0 {
+				m[t] += n
+			}
+		}
+		l.poolsMu.Unlock()
+	}
+	return m
+}
+
+// CloseIdle asks every loop to close its idle connections to targets and
+// to pool no more of the connections to them still in use (they are
+// closed when their exchange ends): the targets left the caller's table.
+// A later request for one of them starts a new pool. It returns at once;
+// the loops act on it when they next wake, which it makes happen. Safe
+// to call from any goroutine, before Run or after it returned (then it
+// does nothing).
+func (p *Proxy) CloseIdle(targets ...Target) {
+	if len(targets) == 0 {
+		return
+	}
+	lp := p.loopsP.Load()
+	if lp == nil {
+		return
+	}
+	for _, l := range *lp {
+		l.inboxMu.Lock()
+		if !l.stopped {
+			l.retire = append(l.retire, targets...)
+			l.wake()
+		}
+		l.inboxMu.Unlock()
+	}
 }
 
 // handoffConn turns a raw client fd into a net.Conn; the fd is closed.

@@ -31,3 +31,9 @@ func (p *Proxy) Run(ctx context.Context) error { return ErrUnsupported }
 
 // Stats returns zero counters.
 func (p *Proxy) Stats() Stats { return Stats{} }
+
+// IdleByTarget returns an empty map.
+func (p *Proxy) IdleByTarget() map[Target]int64 { return map[Target]int64{} }
+
+// CloseIdle does nothing.
+func (p *Proxy) CloseIdle(targets ...Target) {}
