@@ -118,7 +118,17 @@ func TestOptionalLoopMayFinish(t *testing.T) {
 	require.NoError(t, d.Add("migrate", func(ctx context.Context) error { close(finished); return nil }, Optional()))
 	ch := runAsync(ctx, d)
 	<-finished
-	require.Eventually(t, func() bool { return d.Status()[1].State == StateFinished }, 10*time.Second, time.Millisecond)
+	// The loops start concurrently: "server" may enter running after
+	// "migrate" has finished.
+	require.Eventually(t, func() bool {
+		st := d.Status()
+		return st[1].State == StateFinished && st[0].State == StateRunning
+	}, 10*time.Second, time.Millisecond)
+	select {
+	case err := <-ch:
+		t.Fatalf("Run returned %v after an optional loop finished; the daemon should go on", err)
+	case <-time.After(50 * time.Millisecond):
+	}
 	assert.Equal(t, StateRunning, d.Status()[0].State, "the daemon goes on")
 	cancel()
 	require.NoError(t, waitErr(t, ch))

@@ -113,7 +113,10 @@ func TestMemoryLimitKillIsReportedAsOOM(t *testing.T) {
 	st := e.status("hungry")
 	require.Equal(t, "oom", st.LastExit.Reason)
 	require.True(t, st.LastExit.OOM)
-	require.LessOrEqual(t, st.LastExit.PeakMemory, int64(128<<20))
+	// The kernel may charge a page or so past the limit before it
+	// reclaims or kills (cgroup v1's max_usage_in_bytes showed 4 KiB
+	// over), so the peak is checked against the limit plus 1 MiB.
+	require.LessOrEqual(t, st.LastExit.PeakMemory, int64(129<<20))
 	require.Greater(t, st.LastExit.PeakMemory, int64(64<<20))
 	// It restarts and serves small requests again.
 	require.Eventually(t, func() bool { return e.status("hungry").State == "running" }, 10*time.Second, 10*time.Millisecond)
