@@ -28,7 +28,11 @@ type clientConn struct {
 	proto  string
 	idle   atomic.Bool
 	closed atomic.Bool
-	tun    atomic.Pointer[net.Conn] // the node side of an open tunnel
+	// node is the node connection of the exchange under way (a tunnel
+	// included): forceClose closes it, so that a request waiting for its
+	// node, or a body or a tunnel stalled on it, ends at once when Run's
+	// shutdown deadline passes instead of after its own timeout.
+	node atomic.Pointer[net.Conn]
 	// raw and step implement the common path (rawStep); nil raw: not a
 	// plain socket (TLS). rawNext is what serve does after it.
 	raw     syscall.RawConn
@@ -79,8 +83,12 @@ func (cc *clientConn) forceClose() {
 		} else {
 			_ = cc.c.Close()
 		}
-		if t := cc.tun.Load(); t != nil {
-			_ = (*t).Close()
+		if n := cc.node.Load(); n != nil {
+			// At worst this is a connection the exchange just
+			// pooled: forceClose is the end of the proxy or of a
+			// stalled tunnel, and a pooled connection found closed
+			// is a stale one, sent again on a fresh connection.
+			_ = (*n).Close()
 		}
 	}
 }
@@ -364,8 +372,22 @@ func (cc *clientConn) handle() bool {
 		}
 		// exchange returns once the response is wholly relayed or cut
 		// (a tunnel closed), which is when the request stops counting.
+		cc.node.Store(&bc.c)
+		if cc.closed.Load() {
+			// forceClose came first and did not see this connection.
+			cc.node.Store(nil)
+			bc.close()
+			p.endInflight(be)
+			return false
+		}
 		out := cc.exchange(bc, b.t.nodes[idx], keepAlive, replayable && !missed)
+		cc.node.Store(nil)
 		p.endInflight(be)
+		if cc.closed.Load() {
+			// Cut by the shutdown (or a stalled tunnel): whatever the
+			// node did, this is no health signal and nothing to retry.
+			return false
+		}
 		switch out {
 		case exDone:
 			return keepAlive
@@ -891,8 +913,6 @@ func writeFields(w *bufio.Writer, fields []field) {
 // 101 answer, until both directions end.
 func (cc *clientConn) tunnel(bc *bconn) {
 	defer func() { _ = bc.c.Close() }()
-	cc.tun.Store(&bc.c)
-	defer cc.tun.Store(nil)
 	if cc.closed.Load() {
 		return
 	}

@@ -141,6 +141,16 @@
 // embedding behind net/http, for instance for HTTP/2; that path uses
 // net/http's reverse proxy and is slower.
 //
+// When Run's context ends the proxy stops accepting and closes idle
+// connections, and both forwarders drain at once against one deadline,
+// ShutdownTimeout after the cancel: requests in flight on the event
+// loops and on the goroutine path may finish until then; at the
+// deadline every connection left is closed, those to nodes of the cut
+// exchanges included (a request still waiting for its node does not
+// hold Run until ResponseHeaderTimeout), and Run returns once all its
+// goroutines have ended. So Run returns within about one
+// ShutdownTimeout, however the requests were split between the paths.
+//
 // # Health and misses
 //
 // A node whose connections fail is ejected once it has failed for

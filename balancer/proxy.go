@@ -58,7 +58,8 @@ type Config struct {
 	// after the request was sent; past it the client gets 504. Default 60s.
 	ResponseHeaderTimeout time.Duration
 	// ShutdownTimeout bounds how long Run lets requests in flight finish
-	// after its context is cancelled. Default 10s.
+	// after its context is cancelled, on both forwarders together (one
+	// deadline); then it closes what is left. Default 10s.
 	ShutdownTimeout time.Duration
 
 	// MaxHeaderBytes bounds a request or response head. Default 32 KiB.
@@ -382,8 +383,10 @@ func (p *Proxy) Nodes() []NodeStatus {
 
 // Run listens (or uses Config.Listener) and serves until ctx is done, then
 // stops accepting, lets requests in flight finish for up to
-// ShutdownTimeout, closes every connection, and returns once all the
-// goroutines it started have ended. A Proxy runs once.
+// ShutdownTimeout (one deadline for both forwarders, which drain at
+// once), closes every connection, the ones to nodes of the exchanges cut
+// included, and returns once all the goroutines it started have ended. A
+// Proxy runs once.
 func (p *Proxy) Run(ctx context.Context) error {
 	if !p.started.CompareAndSwap(false, true) {
 		return ErrRunTwice
@@ -443,6 +446,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 	case err = <-acceptErr:
 		err = fmt.Errorf("balancer: accept on %s: %w", ln.Addr(), err)
 	}
+	// Both paths drain at once, against one deadline: the loops stop
+	// ShutdownTimeout after they are told to (now), and the goroutine
+	// path's connections, which drain meanwhile, are cut at the same
+	// moment, so the whole shutdown takes one ShutdownTimeout, not one
+	// per path.
+	stopBy := time.Now().Add(p.cfg.ShutdownTimeout)
 	p.draining.Store(true)
 	loopCancel() // the loops drain their own connections
 	if loops == nil {
@@ -456,7 +465,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.closeIdleConns()
 	done := make(chan struct{})
 	go func() { p.connWG.Wait(); close(done) }()
-	timer := time.NewTimer(p.cfg.ShutdownTimeout)
+	timer := time.NewTimer(time.Until(stopBy))
 	select {
 	case <-done:
 	case <-timer.C:

@@ -194,7 +194,9 @@ type Config struct {
 	// the request was sent (answered 504). Default 60s.
 	ResponseHeaderTimeout time.Duration
 	// ShutdownTimeout bounds how long Run lets exchanges in flight
-	// finish after its context ends. Default 10s.
+	// finish after its context ends; then each loop closes what it has
+	// left at once (it wakes for the deadline), so Run returns within
+	// about ShutdownTimeout of the cancel. Default 10s.
 	ShutdownTimeout time.Duration
 
 	// MaxHeaderBytes bounds a request or response head. Default 32 KiB.

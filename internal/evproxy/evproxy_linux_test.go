@@ -723,6 +723,43 @@ func TestShutdownLetsExchangeFinish(t *testing.T) {
 	require.Error(t, p.Run(context.Background()), "runs once")
 }
 
+// An exchange that never ends (the target never answers) is cut at
+// ShutdownTimeout, and Run returns then, not at the loop's next periodic
+// sweep after it (250ms apart here, as with the default timeouts).
+func TestShutdownIsBoundedByItsTimeout(t *testing.T) {
+	addr := backend(t, func(c net.Conn, br *bufio.Reader) { _, _ = io.Copy(io.Discard, br) })
+	h := &testHandler{targets: []Target{tcp(addr)}}
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	defer ln.Close()
+	const timeout = 300 * time.Millisecond
+	p, err := New(Config{Listener: ln, Handler: h, Handoff: func(c net.Conn, _ []byte) { _ = c.Close() }, Loops: 2, ShutdownTimeout: timeout})
+	require.NoError(t, err)
+	require.EqualValues(t, 250*time.Millisecond, p.sweep)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	c, br := dial(t, ln.Addr().String())
+	_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+	require.NoError(t, err)
+	require.Eventually(t, func() bool { return p.Stats().Requests == 1 }, 5*time.Second, time.Millisecond)
+	start := time.Now()
+	cancel()
+	select {
+	case err := <-done:
+		took := time.Since(start)
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, took, timeout, "the exchange had its time")
+		require.Less(t, took, timeout+100*time.Millisecond, "Run returned %v after the cancel", took)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return")
+	}
+	_, err = br.ReadByte()
+	require.Error(t, err, "the client was cut")
+	require.Equal(t, []Outcome{Aborted}, h.seen())
+	require.EqualValues(t, 1, h.ends.Load())
+}
+
 // End comes when the body was wholly relayed or the exchange was cut, not
 // when the head arrived: a streaming response keeps its exchange open.
 func TestEndWaitsForTheBody(t *testing.T) {

@@ -241,8 +241,14 @@ func (l *loop) run() {
 			n = l.pollNow()
 		}
 		if n == 0 {
+			wait := int(p.sweep/1e6) + 1
+			if l.draining {
+				// Wake for the shutdown deadline itself, not at the
+				// next sweep after it: Run is bounded by ShutdownTimeout.
+				wait = max(0, min(wait, int((l.stopAt-l.now+1e6-1)/1e6)))
+			}
 			var err error
-			n, err = unix.EpollWait(l.epfd, l.events, int(p.sweep/1e6)+1)
+			n, err = unix.EpollWait(l.epfd, l.events, wait)
 			if err != nil && err != unix.EINTR {
 				l.err = fmt.Errorf("evproxy: epoll_wait: %w", err)
 				l.shutdown()
