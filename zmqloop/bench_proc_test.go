@@ -24,6 +24,17 @@ import (
 
 const benchServerEnv = "ZMQLOOP_BENCH_SERVER"
 
+// benchBindEnv, if set, is the endpoint a benchServer binds instead of a
+// free port (a restarted server keeps its address).
+const benchBindEnv = "ZMQLOOP_BENCH_BIND"
+
+func serverBindEndpoint() string {
+	if ep := os.Getenv(benchBindEnv); ep != "" {
+		return ep
+	}
+	return "tcp://127.0.0.1:*"
+}
+
 // benchServer serves until its stdin closes: "raw" echoes on a REP socket;
 // "signed" is a ReplyLoop with the test key that serves "echo" and "pid"
 // (this process's pid). It prints the endpoint on stdout and returns the
@@ -39,7 +50,7 @@ func benchServer(mode string) int {
 	case "raw":
 		rep, err := zmq.NewSocket(zmq.REP)
 		if err == nil {
-			err = rep.Bind("tcp://127.0.0.1:*")
+			err = rep.Bind(serverBindEndpoint())
 		}
 		var ep string
 		if err == nil {
@@ -67,7 +78,7 @@ func benchServer(mode string) int {
 		}
 		var l *ReplyLoop
 		if err == nil {
-			l, err = NewReplyLoop(ReplyConfig{Bind: []string{"tcp://127.0.0.1:*"}, Codec: c, Logger: quietLog,
+			l, err = NewReplyLoop(ReplyConfig{Bind: []string{serverBindEndpoint()}, Codec: c, Logger: quietLog,
 				Handlers: map[string]Handler{"echo": echoHandler, "pid": func(context.Context, *Request) (json.RawMessage, error) {
 					return json.RawMessage(strconv.Itoa(os.Getpid())), nil
 				}}})
@@ -94,11 +105,14 @@ func benchServer(mode string) int {
 
 // startServerProcess starts a benchServer process and returns its
 // endpoint and process; it is stopped (and continued first, if stopped)
-// when the test ends.
-func startServerProcess(b testing.TB, mode string) (string, *os.Process) {
+// when the test ends. bind, if given, is the endpoint to bind.
+func startServerProcess(b testing.TB, mode string, bind ...string) (string, *os.Process) {
 	b.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run", "^$")
 	cmd.Env = append(os.Environ(), benchServerEnv+"="+mode)
+	if len(bind) > 0 {
+		cmd.Env = append(cmd.Env, benchBindEnv+"="+bind[0])
+	}
 	cmd.Stderr = os.Stderr
 	stdin, err := cmd.StdinPipe()
 	if err != nil {

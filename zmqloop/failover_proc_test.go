@@ -102,3 +102,59 @@ func waitProcState(t *testing.T, pid int, state string) {
 		return len(f) > 0 && f[0] == state
 	}, 10*time.Second, time.Millisecond, "process %d never reached state %s", pid, state)
 }
+
+// TestClientRidesOutAServerRestart has one endpoint, whose server process
+// is killed and, after a pause, started again on the same address while
+// four goroutines keep calling. A request lost with the old process is
+// sent again (TryTimeout, the Lazy Pirate pattern's retry), and one made
+// while nothing listens waits for the connection: no caller sees an error,
+// and calls are answered by the new process.
+func TestClientRidesOutAServerRestart(t *testing.T) {
+	c := newTestCodec(t, nil)
+	ep, old := startServerProcess(t, "signed")
+	cl := newClient(t, c, []string{ep}, func(cfg *ClientConfig) { cfg.TryTimeout = 200 * time.Millisecond })
+
+	var mu sync.Mutex
+	byPid := map[int]int{}
+	var errs []error
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				got, err := cl.Call(ctx, "pid", nil)
+				cancel()
+				mu.Lock()
+				if err != nil {
+					errs = append(errs, err)
+				} else if pid, perr := strconv.Atoi(string(got)); perr != nil {
+					errs = append(errs, perr)
+				} else {
+					byPid[pid]++
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	require.NoError(t, old.Signal(syscall.SIGKILL))
+	waitProcState(t, old.Pid, "Z")
+	time.Sleep(300 * time.Millisecond) // calls now find nobody
+	_, fresh := startServerProcess(t, "signed", ep)
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	wg.Wait()
+
+	require.Empty(t, errs, "a caller saw an error across the restart")
+	t.Logf("calls answered per process: %v", byPid)
+	require.Greater(t, byPid[old.Pid], 0)
+	require.Greater(t, byPid[fresh.Pid], 0, "the restarted server answered")
+}
