@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -40,7 +41,8 @@ type ClientConfig struct {
 	// sends the request (under a new message id) to the next endpoint; the
 	// first reply from any of them wins, and the slow endpoint is tried last
 	// for the next 10 TryTimeouts. An endpoint with no live connection is
-	// skipped at once. Default DefaultTryTimeout (1s).
+	// skipped at once and tried last for the next 20ms, so the others share
+	// its calls evenly. Default DefaultTryTimeout (1s).
 	TryTimeout time.Duration
 	// Timeout bounds a call whose ctx has no deadline. Default
 	// DefaultCallTimeout (30s).
@@ -438,22 +440,41 @@ func (c *Client) startLocked() error {
 	return c.startErr
 }
 
-// begin orders the endpoints for pc (suspects last) and sends its first
-// attempt (mu held).
+// begin orders the endpoints for pc and sends its first attempt (mu
+// held). Calls take turns over the endpoints in good standing, so each
+// gets an even share even while others are suspect (with a plain turn
+// over all of them, the one after a dead endpoint would take its share
+// too); suspects come last, in turn among themselves.
 func (c *Client) begin(pc *call, now time.Time) {
 	n := len(c.socks)
 	pc.order = make([]int, 0, n)
-	c.rr++
 	for pass := 0; pass < 2; pass++ {
-		for k := 0; k < n; k++ {
-			i := (c.rr + k) % n
+		for i := 0; i < n; i++ {
 			if c.suspect[i].After(now) == (pass == 1) {
 				pc.order = append(pc.order, i)
 			}
 		}
 	}
+	good := 0
+	for good < n && !c.suspect[pc.order[good]].After(now) {
+		good++
+	}
+	c.rr++
+	rotate(pc.order[:good], c.rr)
+	rotate(pc.order[good:], c.rr)
 	c.live[pc] = struct{}{}
 	c.send(pc, now)
+}
+
+// rotate turns s left by k places.
+func rotate(s []int, k int) {
+	if len(s) < 2 {
+		return
+	}
+	k %= len(s)
+	slices.Reverse(s[:k])
+	slices.Reverse(s[k:])
+	slices.Reverse(s)
 }
 
 // check finishes pc if it is cancelled or past its deadline and sends its
@@ -521,6 +542,12 @@ func (c *Client) send(pc *call, now time.Time) {
 			c.afterSend(i)
 			return
 		case isAgain(err): // no live connection to this endpoint: next
+			// Tried last by the calls of the next reconnectRetry, so the
+			// others share its calls evenly (see begin); then it is
+			// tried again, so a new connection soon gets its share.
+			if t := now.Add(reconnectRetry); c.suspect[i].Before(t) {
+				c.suspect[i] = t
+			}
 			c.afterSend(i)
 		default:
 			c.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: send to %s: %w", pc.typ, c.cfg.Endpoints[i], err)})
