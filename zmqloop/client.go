@@ -89,10 +89,11 @@ type Client struct {
 	live     map[*call]struct{}
 	suspect  []time.Time // per endpoint: tried last until then
 	rr       int
-	leader   *call // the call whose goroutine reads replies; nil if none
-	parked   bool  // the leader waits in the netpoller (wake it to hand it its reply)
-	spinning bool  // the leader waits in spin (wake that instead)
-	unsent   int   // live calls that found no connected endpoint
+	stats    ClientStats // Endpoints has one entry per endpoint
+	leader   *call       // the call whose goroutine reads replies; nil if none
+	parked   bool        // the leader waits in the netpoller (wake it to hand it its reply)
+	spinning bool        // the leader waits in spin (wake that instead)
+	unsent   int         // live calls that found no connected endpoint
 }
 
 // call is one Call in flight. Its fields are guarded by Client.mu except
@@ -149,7 +150,46 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		cfg.Logger = slog.Default()
 	}
 	cfg.Endpoints = append([]string(nil), cfg.Endpoints...)
-	return &Client{cfg: cfg, log: cfg.Logger}, nil
+	c := &Client{cfg: cfg, log: cfg.Logger}
+	c.stats.Endpoints = make([]EndpointStats, len(cfg.Endpoints))
+	for i, ep := range cfg.Endpoints {
+		c.stats.Endpoints[i].Endpoint = ep
+	}
+	return c, nil
+}
+
+// ClientStats counts what a Client did since it was made.
+type ClientStats struct {
+	Calls        uint64 // calls begun
+	Failed       uint64 // calls that ended in an error of their own: timeout, cancellation, Close, a send error
+	RemoteErrors uint64 // calls answered with a handler's error (*RemoteError)
+	Endpoints    []EndpointStats
+}
+
+// EndpointStats is one endpoint's part in a Client's traffic.
+type EndpointStats struct {
+	Endpoint string
+	Sent     uint64 // attempts sent to it (a call that fails over counts once per endpoint)
+	Skipped  uint64 // attempts not sent because it had no live connection
+	Replies  uint64 // replies from it that answered a call in flight
+	Late     uint64 // authentic replies to a call already answered or given up
+	Dropped  uint64 // replies refused: framing, size, key, MAC, timestamp or payload
+	// Suspect says calls try it last for now: it left an attempt
+	// unanswered for TryTimeout, or had no live connection.
+	Suspect bool
+}
+
+// Stats returns a snapshot of the Client's counters.
+func (c *Client) Stats() ClientStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := c.stats
+	st.Endpoints = append([]EndpointStats(nil), c.stats.Endpoints...)
+	now := time.Now()
+	for i := range st.Endpoints {
+		st.Endpoints[i].Suspect = c.suspect != nil && c.suspect[i].After(now)
+	}
+	return st
 }
 
 // Call sends a request of type typ with body (any JSON value, or empty) and
@@ -463,6 +503,7 @@ func (c *Client) begin(pc *call, now time.Time) {
 	rotate(pc.order[:good], c.rr)
 	rotate(pc.order[good:], c.rr)
 	c.live[pc] = struct{}{}
+	c.stats.Calls++
 	c.send(pc, now)
 }
 
@@ -534,6 +575,7 @@ func (c *Client) send(pc *call, now time.Time) {
 				// The previous endpoint had its TryTimeout and did not answer.
 				c.suspect[pc.last] = now.Add(10 * c.cfg.TryTimeout)
 			}
+			c.stats.Endpoints[i].Sent++
 			pc.sent = true
 			pc.last = i
 			pc.attempts = append(pc.attempts, m.ID)
@@ -542,6 +584,7 @@ func (c *Client) send(pc *call, now time.Time) {
 			c.afterSend(i)
 			return
 		case isAgain(err): // no live connection to this endpoint: next
+			c.stats.Endpoints[i].Skipped++
 			// Tried last by the calls of the next reconnectRetry, so the
 			// others share its calls evenly (see begin); then it is
 			// tried again, so a new connection soon gets its share.
@@ -573,6 +616,12 @@ func (c *Client) finish(pc *call, r callResult) {
 	}
 	pc.done = true
 	pc.res = r
+	switch {
+	case r.err != nil:
+		c.stats.Failed++
+	case r.msg != nil && r.msg.Error != nil:
+		c.stats.RemoteErrors++
+	}
 	for _, id := range pc.attempts {
 		delete(c.byID, id)
 	}
@@ -619,18 +668,22 @@ func (c *Client) drain(i int, mine *call) bool {
 			return false
 		}
 		if err != nil || len(frames) != 4 || len(frames[0]) != 0 {
+			c.stats.Endpoints[i].Dropped++
 			c.log.Debug("zmqloop: client: dropped reply with bad framing", "endpoint", c.cfg.Endpoints[i], "frames", len(frames), "err", err)
 			continue
 		}
 		m := new(Message)
 		if err := c.cfg.Codec.open(frames[1:], m); err != nil {
+			c.stats.Endpoints[i].Dropped++
 			c.log.Debug("zmqloop: client: dropped reply", "endpoint", c.cfg.Endpoints[i], "err", err)
 			continue
 		}
 		pc, ok := c.byID[m.ReplyTo]
 		if !ok {
+			c.stats.Endpoints[i].Late++
 			continue // a late reply to a finished call or an earlier attempt
 		}
+		c.stats.Endpoints[i].Replies++
 		c.suspect[i] = time.Time{}
 		c.finish(pc, callResult{msg: m})
 		if pc == mine {

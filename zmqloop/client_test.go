@@ -3,12 +3,15 @@ package zmqloop
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	zmq "github.com/pebbe/zmq4"
 	"github.com/stretchr/testify/require"
 )
 
@@ -215,6 +218,128 @@ func TestClientRejectsForgedReplies(t *testing.T) {
 	cl := newClient(t, good, []string{ep}, func(cfg *ClientConfig) { cfg.Timeout = 200 * time.Millisecond })
 	_, err := cl.Call(context.Background(), "echo", nil)
 	require.ErrorIs(t, err, ErrTimeout)
+}
+
+// TestClientDropsForgedRepliesAndCounts has a raw ROUTER answer each
+// request three times: signed with a key the client does not hold, with
+// bad framing, then properly. The call gets the proper answer; Stats
+// counts the two refused replies, and the rest of the client's traffic.
+func TestClientDropsForgedRepliesAndCounts(t *testing.T) {
+	good := newTestCodec(t, nil)
+	forger := newTestCodec(t, nil, testKey2)
+	router, err := zmq.NewSocket(zmq.ROUTER)
+	require.NoError(t, err)
+	require.NoError(t, router.SetLinger(0))
+	require.NoError(t, router.SetRcvtimeo(10*time.Second))
+	require.NoError(t, router.Bind("tcp://127.0.0.1:*"))
+	ep, err := router.GetLastEndpoint()
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	// The socket is closed once the calls have their replies: closing it
+	// right after the last send (linger 0) could drop that reply.
+	defer router.Close()
+	go func() {
+		for n := 0; n < 3; n++ {
+			f, err := router.RecvMessageBytes(0)
+			if err != nil {
+				served <- err
+				return
+			}
+			req, err := good.Open(f[2:])
+			if err != nil {
+				served <- err
+				return
+			}
+			reply := Message{Type: req.Type, ReplyTo: req.ID, Body: req.Body}
+			forged, err1 := forger.Seal(reply)
+			proper, err2 := good.Seal(reply)
+			if err := errors.Join(err1, err2); err != nil {
+				served <- err
+				return
+			}
+			for _, m := range [][][]byte{
+				append([][]byte{f[0], {}}, forged...),
+				{f[0], {}, proper[0], proper[1]}, // a frame short
+				append([][]byte{f[0], {}}, proper...),
+			} {
+				if _, err := router.SendMessage(m); err != nil {
+					served <- err
+					return
+				}
+			}
+		}
+		served <- nil
+	}()
+	dead := deadEndpoint(t)
+	cl := newClient(t, good, []string{ep, dead})
+	for i := 0; i < 3; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		got, err := cl.Call(ctx, "echo", json.RawMessage(strconv.Itoa(i)))
+		cancel()
+		require.NoError(t, err, "%+v", cl.Stats())
+		require.Equal(t, strconv.Itoa(i), string(got))
+	}
+	require.NoError(t, <-served)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = cl.Call(ctx, "echo", nil) // cancelled before it begins: not counted
+	require.ErrorIs(t, err, context.Canceled)
+
+	st := cl.Stats()
+	require.Equal(t, uint64(3), st.Calls)
+	require.Zero(t, st.Failed)
+	require.Zero(t, st.RemoteErrors)
+	require.Len(t, st.Endpoints, 2)
+	live, gone := st.Endpoints[0], st.Endpoints[1]
+	require.Equal(t, ep, live.Endpoint)
+	require.Equal(t, uint64(3), live.Sent)
+	require.Equal(t, uint64(3), live.Replies)
+	require.Equal(t, uint64(6), live.Dropped, "a forged and a malformed reply per call")
+	require.False(t, live.Suspect)
+	require.Equal(t, dead, gone.Endpoint)
+	require.Zero(t, gone.Sent+gone.Replies)
+	require.GreaterOrEqual(t, gone.Skipped, uint64(1), "the first call's turn fell on it")
+}
+
+func TestClientStatsCountFailuresAndRemoteErrors(t *testing.T) {
+	c := newTestCodec(t, nil)
+	stuck := make(chan struct{})
+	defer close(stuck)
+	handlers := map[string]Handler{
+		"echo": echoHandler,
+		"fail": func(context.Context, *Request) (json.RawMessage, error) { return nil, Errorf("nope", "no") },
+		"stuck": func(ctx context.Context, _ *Request) (json.RawMessage, error) {
+			select {
+			case <-stuck:
+			case <-ctx.Done():
+			}
+			return nil, nil
+		},
+	}
+	_, a := startReply(t, c, handlers)
+	_, b := startReply(t, c, handlers)
+	cl := newClient(t, c, []string{a, b}, func(cfg *ClientConfig) { cfg.TryTimeout = 50 * time.Millisecond })
+	_, err := cl.Call(context.Background(), "echo", nil)
+	require.NoError(t, err)
+	_, err = cl.Call(context.Background(), "fail", nil)
+	var re *RemoteError
+	require.ErrorAs(t, err, &re)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	_, err = cl.Call(ctx, "stuck", nil)
+	require.ErrorIs(t, err, ErrTimeout)
+
+	st := cl.Stats()
+	require.Equal(t, uint64(3), st.Calls)
+	require.Equal(t, uint64(1), st.Failed)
+	require.Equal(t, uint64(1), st.RemoteErrors)
+	ea, eb := st.Endpoints[0], st.Endpoints[1]
+	// The stuck call went to each endpoint in turn every TryTimeout (4
+	// attempts in 200ms), so there are more attempts than calls, and
+	// both endpoints are suspect: each left an attempt unanswered.
+	require.GreaterOrEqual(t, ea.Sent+eb.Sent, uint64(5))
+	require.Equal(t, uint64(2), ea.Replies+eb.Replies)
+	require.True(t, ea.Suspect && eb.Suspect, "%+v", st)
 }
 
 func TestClientConfigErrors(t *testing.T) {
