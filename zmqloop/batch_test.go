@@ -79,6 +79,31 @@ func TestPusherCoalescesQueued(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "stat", m.Type, "a message with nothing queued goes out alone")
 	require.Equal(t, `"alone"`, string(m.Body))
+
+	st := p.Stats()
+	require.Equal(t, SenderStats{Sent: queued + 1, Batches: uint64(len(sizes))}, st)
+}
+
+// TestPusherStatsCountDrops pushes to an endpoint where nobody listens:
+// libzmq takes messages up to its high-water mark, the rest queue, and a
+// Close whose FlushTimeout runs out drops the queued ones, which Stats
+// counts.
+func TestPusherStatsCountDrops(t *testing.T) {
+	c := newTestCodec(t, nil)
+	p, err := NewPusher(SenderConfig{Connect: []string{deadEndpoint(t)}, Codec: c, Logger: quietLog, FlushTimeout: 50 * time.Millisecond})
+	require.NoError(t, err)
+	const pushed = 250
+	for i := 0; i < pushed; i++ {
+		require.NoError(t, p.Push(context.Background(), "stat", json.RawMessage(strconv.Itoa(i))))
+	}
+	before := p.Stats()
+	require.Equal(t, pushed, int(before.Sent)+before.Queued, "%+v", before)
+	require.Positive(t, before.Sent, "libzmq's pipe took some")
+	require.Positive(t, before.Queued, "the rest queued")
+	require.NoError(t, p.Close())
+	after := p.Stats()
+	require.Equal(t, before.Sent, after.Sent)
+	require.Equal(t, uint64(before.Queued), after.Dropped, "%+v", after)
 }
 
 // TestPushPullBatchOrder mixes batched and single messages from one Pusher:

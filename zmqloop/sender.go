@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	zmq "github.com/pebbe/zmq4"
@@ -122,6 +123,31 @@ type sender struct {
 	notified bool          // the owner will look at pending without a signal
 	space    chan struct{} // closed when count drops; made by a sender waiting on a full queue
 	shut     bool
+
+	nsent, nbatches, ndropped atomic.Uint64
+}
+
+// SenderStats counts what a Pusher or Publisher did since it was made.
+type SenderStats struct {
+	// Sent counts messages handed to libzmq (each item of a batch counts
+	// as one); libzmq delivers them unless the socket is closed with them
+	// still unsent after its linger (FlushTimeout).
+	Sent uint64
+	// Batches counts the batch envelopes among them (a Pusher's).
+	Batches uint64
+	// Queued is how many messages wait for the socket now.
+	Queued int
+	// Dropped counts messages given up: libzmq refused them, or Close's
+	// FlushTimeout ran out with them still queued. Each drop is logged.
+	Dropped uint64
+}
+
+// Stats returns a snapshot of the sender's counters.
+func (s *sender) Stats() SenderStats {
+	s.mu.Lock()
+	q := s.count
+	s.mu.Unlock()
+	return SenderStats{Sent: s.nsent.Load(), Batches: s.nbatches.Load(), Queued: q, Dropped: s.ndropped.Load()}
 }
 
 func (s *sender) start(kind string, typ zmq.Type, cfg SenderConfig) error {
@@ -197,6 +223,7 @@ func (s *sender) send(ctx context.Context, topic bool, typ string, body json.Raw
 			}
 			if err == nil {
 				s.mu.Unlock()
+				s.nsent.Add(1)
 				return nil
 			}
 			if !isAgain(err) {
@@ -316,6 +343,7 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 		s.log.Error("zmqloop: cannot watch socket; messages dropped", "sender", s.kind, "err", err)
 		s.mu.Lock()
 		s.shut = true
+		s.ndropped.Add(uint64(s.count))
 		s.mu.Unlock()
 		return
 	}
@@ -332,16 +360,24 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 	if typ == zmq.PUSH {
 		out, co = newBatchWriter(), &coalescer{codec: s.cfg.Codec}
 	}
-	sentOut := func(n int) { // n of out's messages went to libzmq (or were dropped)
-		if co == nil {
-			s.sent(n)
-			return
+	sentOut := func(n int, dropped bool) { // n of out's messages went to libzmq, or were dropped
+		items, batches := n, 0
+		if co != nil {
+			items = 0
+			for _, c := range co.counts[:n] {
+				items += c
+				if c > 1 {
+					batches++
+				}
+			}
+			co.counts = co.counts[:copy(co.counts, co.counts[n:])]
 		}
-		items := 0
-		for _, c := range co.counts[:n] {
-			items += c
+		if dropped {
+			s.ndropped.Add(uint64(items))
+		} else {
+			s.nsent.Add(uint64(items))
+			s.nbatches.Add(uint64(batches))
 		}
-		co.counts = co.counts[:copy(co.counts, co.counts[n:])]
 		s.sent(items)
 	}
 	var flushBy time.Time // set once Close was called
@@ -371,7 +407,7 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 		}
 		n, err := out.flush(sock)
 		if n > 0 {
-			sentOut(n)
+			sentOut(n, false)
 		}
 		if err == nil {
 			continue
@@ -383,7 +419,7 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 			}
 			s.log.Warn("zmqloop: send failed; message dropped", "sender", s.kind, "messages", lost, "err", err)
 			out.drop(1)
-			sentOut(1)
+			sentOut(1, true)
 			continue
 		}
 		// No peer ready (PUSH with no connection, or at its HWM): wait in
@@ -398,6 +434,7 @@ func (s *sender) own(typ zmq.Type, ready chan<- error) {
 				s.mu.Lock()
 				dropped := s.count
 				s.mu.Unlock()
+				s.ndropped.Add(uint64(dropped))
 				s.log.Warn("zmqloop: closed with unsent messages", "sender", s.kind, "dropped", dropped)
 				return
 			}
