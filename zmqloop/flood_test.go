@@ -1,0 +1,111 @@
+package zmqloop
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+	"github.com/stretchr/testify/require"
+)
+
+// TestReplyLoopServesThroughAFlood has a hostile peer send 20,000
+// messages that must all be refused (random frames and frame counts,
+// forged MACs, unknown keys, replays of one authentic request, stale and
+// truncated requests) while a Client makes calls. (An oversized frame costs the peer
+// its connection, by ZMQ_MAXMSGSIZE; TestReplyLoopBadInput has that case.) Every call is answered, every bad
+// message is counted as rejected, and the loop is still up afterwards.
+func TestReplyLoopServesThroughAFlood(t *testing.T) {
+	c := newTestCodec(t, nil)
+	l, ep := startReply(t, c, nil)
+	cl := newClient(t, c, []string{ep})
+
+	authentic, err := c.Seal(Message{Type: "echo", Body: json.RawMessage(`"first"`)})
+	require.NoError(t, err)
+	stale := newTestCodec(t, func() time.Time { return time.Now().Add(-time.Minute) })
+	forged := append([][]byte{}, authentic...)
+	forged[2] = make([]byte, 32)
+	rnd := rand.New(rand.NewPCG(1, 2))
+	garbage := func(i int) [][]byte {
+		switch i % 6 {
+		case 0: // random frames, random count
+			f := make([][]byte, rnd.IntN(6)+1)
+			for j := range f {
+				f[j] = make([]byte, rnd.IntN(64))
+				for k := range f[j] {
+					f[j][k] = byte(rnd.Uint32())
+				}
+			}
+			return append([][]byte{{}}, f...)
+		case 1:
+			return append([][]byte{{}}, forged...)
+		case 2:
+			return [][]byte{{}, []byte("nokey"), authentic[1], authentic[2]}
+		case 3: // the authentic request again: a replay
+			return append([][]byte{{}}, authentic...)
+		case 4: // a minute old: answered with "rejected", not handled
+			f, err := stale.Seal(Message{Type: "echo", Body: json.RawMessage(strconv.Itoa(i))})
+			if err != nil {
+				panic(err)
+			}
+			return append([][]byte{{}}, f...)
+		default:
+			return [][]byte{{}, authentic[0], []byte(`{"type":`), authentic[2]}
+		}
+	}
+
+	hostile := rawSocket(t, zmq.DEALER, ep)
+	// The authentic request once, so that its copies are replays.
+	sendRaw(t, hostile, append([][]byte{{}}, authentic...)...)
+	recvRaw(t, hostile, 10*time.Second)
+
+	const flood = 20000
+	var wg sync.WaitGroup
+	wg.Add(2)
+	floodErr := make(chan error, 1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < flood; i++ {
+			if err := sendFrames(hostile, 0, garbage(i)...); err != nil {
+				floodErr <- err
+				return
+			}
+		}
+		floodErr <- nil
+	}()
+	callErrs := make(chan error, 1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 200; i++ {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			want := strconv.Itoa(i)
+			got, err := cl.Call(ctx, "echo", json.RawMessage(want))
+			cancel()
+			if err == nil && string(got) != want {
+				err = fmt.Errorf("call %d: got %s", i, got)
+			}
+			if err != nil {
+				callErrs <- err
+				return
+			}
+		}
+		callErrs <- nil
+	}()
+	wg.Wait()
+	require.NoError(t, <-floodErr)
+	require.NoError(t, <-callErrs, "a caller was not served during the flood")
+
+	// All of the flood is refused, and only the authentic request and the
+	// client's calls reach the handler.
+	require.Eventually(t, func() bool { return l.Stats().Received == 1+flood+200 }, 10*time.Second, 10*time.Millisecond)
+	st := l.Stats()
+	require.Equal(t, LoopStats{Received: 1 + flood + 200, Handled: 1 + 200, Rejected: flood}, st)
+	got, err := cl.Call(context.Background(), "echo", json.RawMessage(`"after"`))
+	require.NoError(t, err)
+	require.Equal(t, `"after"`, string(got))
+}
