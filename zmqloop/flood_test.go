@@ -17,9 +17,11 @@ import (
 // TestReplyLoopServesThroughAFlood has a hostile peer send 20,000
 // messages that must all be refused (random frames and frame counts,
 // forged MACs, unknown keys, replays of one authentic request, stale and
-// truncated requests) while a Client makes calls. (An oversized frame costs the peer
-// its connection, by ZMQ_MAXMSGSIZE; TestReplyLoopBadInput has that case.) Every call is answered, every bad
-// message is counted as rejected, and the loop is still up afterwards.
+// truncated requests) while a Client makes calls. Every call is answered,
+// every bad message is counted as rejected, and the loop is still up
+// afterwards. (An oversized frame costs the peer its connection, by
+// ZMQ_MAXMSGSIZE, and its next sends wait for a reconnect;
+// TestReplyLoopBadInput has that case.)
 func TestReplyLoopServesThroughAFlood(t *testing.T) {
 	c := newTestCodec(t, nil)
 	l, ep := startReply(t, c, nil)
