@@ -83,7 +83,7 @@ type Client struct {
 	socks    []*zmq.Socket
 	wait     *os.File // readable when a socket has pending commands
 	rc       syscall.RawConn
-	spin     *spinner // the leader's first, short phase of waiting
+	ppoll    *ppollWaiter // the leader's first, short phase of waiting
 	io       *msgIO
 	byID     map[string]*call // attempt id -> call
 	live     map[*call]struct{}
@@ -92,7 +92,7 @@ type Client struct {
 	stats    ClientStats // Endpoints has one entry per endpoint
 	leader   *call       // the call whose goroutine reads replies; nil if none
 	parked   bool        // the leader waits in the netpoller (wake it to hand it its reply)
-	spinning bool        // the leader waits in spin (wake that instead)
+	inPpoll  bool        // the leader waits in ppoll (wake that instead)
 	unsent   int         // live calls that found no connected endpoint
 }
 
@@ -286,14 +286,14 @@ func (c *Client) Call(ctx context.Context, typ string, body json.RawMessage) (js
 
 // await is the leader's wait for the sockets' readiness until pc is done,
 // its next attempt or deadline is due (wake), or it is interrupted: first
-// up to spinBudget in a blocking ppoll, then in Go's netpoller (see
-// spinner). The readiness callback drains every socket and hands replies
+// up to SyscallWait in a blocking ppoll, then in Go's netpoller (see
+// ppollWaiter). The readiness callback drains every socket and hands replies
 // to their callers.
 func (c *Client) await(ctx context.Context, pc *call, f *os.File, rc syscall.RawConn, wake time.Time) {
 	_ = f.SetReadDeadline(wake)
-	spinUntil := c.spin.until()
-	if spinUntil.After(wake) {
-		spinUntil = wake
+	ppollUntil := c.ppoll.until()
+	if ppollUntil.After(wake) {
+		ppollUntil = wake
 	}
 	cb := func(uintptr) bool {
 		c.mu.Lock()
@@ -314,18 +314,18 @@ func (c *Client) await(ctx context.Context, pc *call, f *os.File, rc syscall.Raw
 			if pc.done || ctx.Err() != nil {
 				return true
 			}
-			d := time.Until(spinUntil)
+			d := time.Until(ppollUntil)
 			if d <= 0 || len(c.live) > 1 {
 				// With other calls in flight replies keep coming, and the
-				// callers they wake need the P a spin would hold.
+				// callers they wake need the P a ppoll would hold.
 				break
 			}
-			c.spinning = true
-			sp := c.spin
+			c.inPpoll = true
+			sp := c.ppoll
 			c.mu.Unlock()
 			ok := sp.wait(d)
 			c.mu.Lock()
-			c.spinning = false
+			c.inPpoll = false
 			if !ok {
 				break
 			}
@@ -349,8 +349,8 @@ func (c *Client) await(ctx context.Context, pc *call, f *os.File, rc syscall.Raw
 func (c *Client) interrupt() {
 	c.mu.Lock()
 	f := c.wait
-	if c.spinning {
-		c.spin.wake()
+	if c.inPpoll {
+		c.ppoll.wake()
 	}
 	c.mu.Unlock()
 	if f != nil {
@@ -362,7 +362,7 @@ func (c *Client) interrupt() {
 func (c *Client) passLead() {
 	c.leader = nil
 	c.parked = false
-	c.spinning = false
+	c.inPpoll = false
 	for pc := range c.live {
 		c.leader = pc
 		select {
@@ -411,12 +411,12 @@ func (c *Client) Close() error {
 	}
 	f := c.wait
 	c.wait = nil
-	if c.spinning {
-		c.spin.wake()
+	if c.inPpoll {
+		c.ppoll.wake()
 	}
 	c.mu.Unlock()
 	// Closing the file wakes a leader waiting on it in the netpoller and
-	// waits until its callback (and any spin in it) has returned; then
+	// waits until its callback (and any ppoll in it) has returned; then
 	// nobody touches the sockets.
 	if f != nil {
 		_ = f.Close()
@@ -426,8 +426,8 @@ func (c *Client) Close() error {
 		closeSocket(s)
 	}
 	c.socks = nil
-	c.spin.close()
-	c.spin = nil
+	c.ppoll.close()
+	c.ppoll = nil
 	c.mu.Unlock()
 	return nil
 }
@@ -466,7 +466,7 @@ func (c *Client) startLocked() error {
 		c.wait, c.rc, c.startErr = waitFD(c.socks)
 	}
 	if c.startErr == nil {
-		if c.spin, c.startErr = newSpinner(c.rc, c.cfg.SyscallWait); c.startErr != nil {
+		if c.ppoll, c.startErr = newPpollWaiter(c.rc, c.cfg.SyscallWait); c.startErr != nil {
 			_ = c.wait.Close()
 			c.wait = nil
 		}
@@ -631,8 +631,8 @@ func (c *Client) finish(pc *call, r callResult) {
 	default:
 	}
 	if pc == c.leader {
-		if c.spinning {
-			c.spin.wake()
+		if c.inPpoll {
+			c.ppoll.wake()
 		} else if c.parked && c.wait != nil {
 			c.parked = false
 			_ = c.wait.SetReadDeadline(time.Unix(1, 0))

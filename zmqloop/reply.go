@@ -210,15 +210,15 @@ func (l *ReplyLoop) Run(ctx context.Context) error {
 		return fmt.Errorf("zmqloop: reply loop: %w", err)
 	}
 	defer f.Close()
-	spin, err := newSpinner(rc, l.cfg.SyscallWait)
+	pw, err := newPpollWaiter(rc, l.cfg.SyscallWait)
 	if err != nil {
 		return fmt.Errorf("zmqloop: reply loop: %w", err)
 	}
-	defer spin.close()
+	defer pw.close()
 
 	hctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	srv := &replyServer{l: l, router: router, f: f, rc: rc, spin: spin, window: window, io: newMsgIO(l.cfg.Codec.maxSize), cancel: cancel}
+	srv := &replyServer{l: l, router: router, f: f, rc: rc, ppoll: pw, window: window, io: newMsgIO(l.cfg.Codec.maxSize), cancel: cancel}
 	// Cancellation wakes the worker waiting in the netpoller; the others
 	// see the expired deadline when they get to wait.
 	stop := context.AfterFunc(hctx, srv.stop)
@@ -253,9 +253,10 @@ type replyServer struct {
 	router *zmq.Socket
 	f      *os.File
 	rc     syscall.RawConn
-	spin   *spinner // the waiting worker's first, short phase
+	ppoll  *ppollWaiter // the waiting worker's first, short phase
 	// serving counts workers between taking a request and sending its
-	// reply; only an idle loop spins, as their handlers need the P.
+	// reply; only an idle loop waits in ppoll, as their handlers need
+	// the P.
 	serving atomic.Int32
 	window  *ReplayWindow
 	cancel  context.CancelFunc
@@ -266,7 +267,7 @@ type replyServer struct {
 	mu          sync.Mutex
 	io          *msgIO
 	parked      bool // a worker waits in the netpoller
-	spinning    bool // a worker waits in spin (wake that instead)
+	inPpoll     bool // a worker waits in ppoll (wake that instead)
 	interrupted bool // the read deadline is in the past to wake it
 	stopping    bool // ... for good: the loop stops
 	err         error
@@ -279,8 +280,8 @@ func (s *replyServer) stop() {
 	defer s.mu.Unlock()
 	s.stopping = true
 	_ = s.f.SetReadDeadline(time.Unix(1, 0))
-	if s.spinning {
-		s.spin.wake()
+	if s.inPpoll {
+		s.ppoll.wake()
 	}
 }
 
@@ -296,30 +297,30 @@ func (s *replyServer) wakeIfPending() {
 		return
 	}
 	if ev, err := s.router.GetEvents(); err != nil || ev&zmq.POLLIN != 0 {
-		if s.spinning {
-			s.spin.wake()
+		if s.inPpoll {
+			s.ppoll.wake()
 		} else {
 			s.interrupt()
 		}
 	}
 }
 
-// beginSpin reports whether the waiting worker may spin, and marks it
-// spinning. It may not if it was interrupted or the loop stops: it then
-// parks in the netpoller, which returns at once.
-func (s *replyServer) beginSpin() bool {
+// beginPpoll reports whether the waiting worker may wait in ppoll, and
+// marks it inPpoll. It may not if it was interrupted or the loop stops:
+// it then parks in the netpoller, which returns at once.
+func (s *replyServer) beginPpoll() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.interrupted || s.stopping {
 		return false
 	}
-	s.parked, s.spinning = false, true
+	s.parked, s.inPpoll = false, true
 	return true
 }
 
-func (s *replyServer) endSpin() {
+func (s *replyServer) endPpoll() {
 	s.mu.Lock()
-	s.spinning = false
+	s.inPpoll = false
 	s.mu.Unlock()
 }
 
@@ -353,19 +354,19 @@ func (s *replyServer) worker(ctx context.Context) {
 			continue
 		}
 		got := false
-		spinUntil := s.spin.until()
+		ppollUntil := s.ppoll.until()
 		err := s.rc.Read(func(uintptr) bool {
 			for {
 				got = s.take(w, true)
 				if got || ctx.Err() != nil {
 					return true
 				}
-				d := time.Until(spinUntil)
-				if d <= 0 || s.serving.Load() > 0 || !s.beginSpin() {
+				d := time.Until(ppollUntil)
+				if d <= 0 || s.serving.Load() > 0 || !s.beginPpoll() {
 					return false
 				}
-				ok := s.spin.wait(d)
-				s.endSpin()
+				ok := s.ppoll.wait(d)
+				s.endPpoll()
 				if !ok {
 					return false
 				}
@@ -424,7 +425,7 @@ func (s *replyServer) take(w *replyWorker, waiter bool) bool {
 	} else {
 		w.copyIn(frames)
 	}
-	if !waiter && (s.parked || s.spinning) {
+	if !waiter && (s.parked || s.inPpoll) {
 		s.wakeIfPending()
 	}
 	return true
@@ -530,7 +531,7 @@ func (s *replyServer) reply(w *replyWorker, body json.RawMessage, re *RemoteErro
 	if err := s.io.send(s.router, zmq.DONTWAIT, frames...); err != nil {
 		l.log.Debug("zmqloop: reply loop: reply not sent", "err", err)
 	}
-	if s.parked || s.spinning {
+	if s.parked || s.inPpoll {
 		// The send may have consumed the ZMQ_FD notification of a request
 		// that is already there; the worker waiting would not see it.
 		s.wakeIfPending()

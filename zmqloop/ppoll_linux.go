@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// spinner is the first, short phase of a wait for a socket: a blocking
+// ppollWaiter is the first, short phase of a wait for a socket: a blocking
 // ppoll(2) on the socket's wait fd and an eventfd that ends it early, made
 // from the waiting goroutine itself. The netpoller phase that follows has
 // no limit but wakes slower: on the 2-vCPU VM this was measured on, a
@@ -20,20 +20,20 @@ import (
 // scheduler's extra thread wake-ups cost a cross-CPU interrupt each).
 //
 // A goroutine in a blocking system call keeps its P until sysmon retakes
-// it, as one in a file read does. So a wait spins at most budget, only
-// while its side is idle (a Client with no other call in flight, a
-// ReplyLoop with no handler running: otherwise the goroutines its replies
-// wake need that P), never with GOMAXPROCS 1, and never in more
-// goroutines of the process at once than there are Ps.
-type spinner struct {
+// it, as one in a file read does. So a wait stays in ppoll at most
+// budget, only while its side is idle (a Client with no other call in
+// flight, a ReplyLoop with no handler running: otherwise the goroutines
+// its replies wake need that P), never with GOMAXPROCS 1, and never in
+// more goroutines of the process at once than there are Ps.
+type ppollWaiter struct {
 	fds    [2]unix.PollFd // the socket's wait fd, the eventfd
 	budget time.Duration
 }
 
-// newSpinner returns a spinner for the wait fd behind rc that spins up to
-// budget per wait, or nil if budget is not positive. The caller closes it
+// newPpollWaiter returns a ppollWaiter for the wait fd behind rc that
+// waits up to budget per wait, or nil if budget is not positive. The caller closes it
 // after the last wait.
-func newSpinner(rc syscall.RawConn, budget time.Duration) (*spinner, error) {
+func newPpollWaiter(rc syscall.RawConn, budget time.Duration) (*ppollWaiter, error) {
 	if budget <= 0 {
 		return nil, nil
 	}
@@ -45,17 +45,17 @@ func newSpinner(rc syscall.RawConn, budget time.Duration) (*spinner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("zmqloop: eventfd: %w", err)
 	}
-	return &spinner{fds: [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(efd), Events: unix.POLLIN}}, budget: budget}, nil
+	return &ppollWaiter{fds: [2]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(efd), Events: unix.POLLIN}}, budget: budget}, nil
 }
 
-// spinners counts the goroutines of this process in a spinner's wait;
-// spinWaits counts the waits (for tests).
-var spinners atomic.Int32
-var spinWaits atomic.Int64
+// ppollWaiters counts the goroutines of this process in a ppollWaiter's
+// wait; ppollWaits counts the waits (for tests).
+var ppollWaiters atomic.Int32
+var ppollWaits atomic.Int64
 
 // until returns when a wait that begins now must end: now plus budget, or
-// the zero time for a nil spinner.
-func (s *spinner) until() time.Time {
+// the zero time for a nil ppollWaiter.
+func (s *ppollWaiter) until() time.Time {
 	if s == nil {
 		return time.Time{}
 	}
@@ -63,19 +63,19 @@ func (s *spinner) until() time.Time {
 }
 
 // wait blocks until the wait fd is readable, wake is called, or d has
-// passed. It reports false if it cannot wait (a nil spinner, ppoll failed,
-// or other goroutines hold all but one P in a spin: see spinner); the
+// passed. It reports false if it cannot wait (a nil ppollWaiter, ppoll failed,
+// or as many goroutines as there are Ps wait in one: see ppollWaiter); the
 // caller then waits in the netpoller.
-func (s *spinner) wait(d time.Duration) bool {
+func (s *ppollWaiter) wait(d time.Duration) bool {
 	if s == nil {
 		return false
 	}
-	n := spinners.Add(1)
-	defer spinners.Add(-1)
+	n := ppollWaiters.Add(1)
+	defer ppollWaiters.Add(-1)
 	if p := int32(runtime.GOMAXPROCS(0)); p < 2 || n > p {
 		return false
 	}
-	spinWaits.Add(1)
+	ppollWaits.Add(1)
 	ts := unix.NsecToTimespec(int64(d))
 	fds := s.fds
 	_, err := unix.Ppoll(fds[:], &ts, nil)
@@ -90,7 +90,7 @@ func (s *spinner) wait(d time.Duration) bool {
 }
 
 // wake ends the current or next wait early. Safe from any goroutine.
-func (s *spinner) wake() {
+func (s *ppollWaiter) wake() {
 	if s == nil {
 		return
 	}
@@ -99,7 +99,7 @@ func (s *spinner) wake() {
 }
 
 // close releases the eventfd; the wait fd belongs to the caller.
-func (s *spinner) close() {
+func (s *ppollWaiter) close() {
 	if s != nil {
 		_ = unix.Close(int(s.fds[1].Fd))
 	}

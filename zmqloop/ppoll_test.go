@@ -14,7 +14,7 @@ import (
 )
 
 // The first phase of a wait is a blocking ppoll with an eventfd to end it
-// (spinner). These tests check that each side uses it when idle, and that
+// (ppollWaiter). These tests check that each side uses it when idle, and that
 // every way a wait must end early does end it: with SyscallWait an hour,
 // a missed wake-up leaves the waiter there until the test's timeout.
 
@@ -45,7 +45,7 @@ func TestSyscallWaitUsedByIdleSides(t *testing.T) {
 	for _, tc := range []struct {
 		name           string
 		client, server time.Duration
-		spins          bool
+		ppolls         bool
 	}{
 		{"client only", 0, -1, true},
 		{"loop only", -1, 0, true},
@@ -54,10 +54,10 @@ func TestSyscallWaitUsedByIdleSides(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, ep := startReply(t, c, nil, func(cfg *ReplyConfig) { cfg.SyscallWait = tc.server })
 			cl := newClient(t, c, []string{ep}, func(cfg *ClientConfig) { cfg.SyscallWait = tc.client })
-			before := spinWaits.Load()
+			before := ppollWaits.Load()
 			calls(t, cl, 50)
-			n := spinWaits.Load() - before
-			if tc.spins {
+			n := ppollWaits.Load() - before
+			if tc.ppolls {
 				require.Greater(t, n, int64(0), "no wait was spent in ppoll")
 			} else {
 				require.Zero(t, n)
@@ -71,12 +71,12 @@ func TestSyscallWaitNotWithOneP(t *testing.T) {
 	_, ep := startReply(t, c, nil)
 	cl := newClient(t, c, []string{ep})
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
-	before := spinWaits.Load()
+	before := ppollWaits.Load()
 	calls(t, cl, 50)
-	require.Zero(t, spinWaits.Load()-before, "with one P a blocking wait stalls every other goroutine")
+	require.Zero(t, ppollWaits.Load()-before, "with one P a blocking wait stalls every other goroutine")
 }
 
-// TestSyscallWaitWakeUps overlaps lone calls (which spin) with concurrent
+// TestSyscallWaitWakeUps overlaps lone calls (which ppoll) with concurrent
 // ones, and replies with arriving requests, on both sides.
 func TestSyscallWaitWakeUps(t *testing.T) {
 	twoPs(t)
@@ -93,11 +93,11 @@ func TestSyscallWaitWakeUps(t *testing.T) {
 		}
 		return echoHandler(ctx, r)
 	}}, func(cfg *ReplyConfig) { cfg.MaxInFlight = 2; cfg.SyscallWait = time.Hour })
-	before := spinWaits.Load()
+	before := ppollWaits.Load()
 	var wg sync.WaitGroup
 	errs := make(chan error, 4)
 	for k := 0; k < 4; k++ {
-		callers := 1 + k%2 // two clients with one caller (they spin), two with two
+		callers := 1 + k%2 // two clients with one caller (they ppoll), two with two
 		cl := newClient(t, c, []string{ep}, func(cfg *ClientConfig) { cfg.TryTimeout = time.Hour; cfg.SyscallWait = time.Hour })
 		wg.Add(1)
 		go func() {
@@ -110,12 +110,12 @@ func TestSyscallWaitWakeUps(t *testing.T) {
 	for err := range errs {
 		require.NoError(t, err)
 	}
-	require.Greater(t, spinWaits.Load()-before, int64(0))
+	require.Greater(t, ppollWaits.Load()-before, int64(0))
 }
 
-// spinningCall starts a call whose handler never answers and waits until
+// ppollCall starts a call whose handler never answers and waits until
 // its leader waits in ppoll; it returns the call's result channel.
-func spinningCall(t *testing.T, ctx context.Context) (*Client, <-chan error) {
+func ppollCall(t *testing.T, ctx context.Context) (*Client, <-chan error) {
 	t.Helper()
 	twoPs(t)
 	c := newTestCodec(t, nil)
@@ -137,7 +137,7 @@ func spinningCall(t *testing.T, ctx context.Context) (*Client, <-chan error) {
 	require.Eventually(t, func() bool {
 		cl.mu.Lock()
 		defer cl.mu.Unlock()
-		return cl.spinning
+		return cl.inPpoll
 	}, 5*time.Second, time.Millisecond)
 	return cl, res
 }
@@ -156,13 +156,13 @@ func requireEnds(t *testing.T, res <-chan error, target error, why string) {
 func TestSyscallWaitEndsOnCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	_, res := spinningCall(t, ctx)
+	_, res := ppollCall(t, ctx)
 	cancel()
 	requireEnds(t, res, context.Canceled, "a cancelled call")
 }
 
 func TestSyscallWaitEndsOnClose(t *testing.T) {
-	cl, res := spinningCall(t, context.Background())
+	cl, res := ppollCall(t, context.Background())
 	require.NoError(t, cl.Close())
 	requireEnds(t, res, ErrClosed, "a call on a closed client")
 }
@@ -170,7 +170,7 @@ func TestSyscallWaitEndsOnClose(t *testing.T) {
 func TestSyscallWaitEndsOnDeadline(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
-	_, res := spinningCall(t, ctx)
+	_, res := ppollCall(t, ctx)
 	requireEnds(t, res, ErrTimeout, "a call past its deadline")
 }
 
@@ -183,13 +183,13 @@ func TestReplyLoopStopsWhileInSyscallWait(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
-	before := spinWaits.Load()
+	before := ppollWaits.Load()
 	go func() { done <- l.Run(ctx) }()
 	<-l.Ready()
 	cl := newClient(t, c, l.Endpoints(), func(cfg *ClientConfig) { cfg.SyscallWait = -1 })
 	calls(t, cl, 3)
 	// After its reply the worker waits for the next request in ppoll.
-	require.Eventually(t, func() bool { return spinWaits.Load() > before }, 5*time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { return ppollWaits.Load() > before }, 5*time.Second, time.Millisecond)
 	cancel()
 	select {
 	case err := <-done:
