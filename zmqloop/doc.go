@@ -241,6 +241,16 @@
 // per process) and never terminates it. It runs on unix systems (a client
 // of several endpoints on Linux).
 //
+// # Counters
+//
+// Every part counts what it did, for an operator's status page or a stats
+// pusher: a loop's Stats (LoopStats: received, handled, rejected, handler
+// panics; the Rejected hook says why each refusal happened), a Client's
+// Stats (ClientStats: calls, failures, remote errors, and per endpoint the
+// attempts sent and skipped, replies, late and refused replies, and
+// whether it is suspect), and a Pusher's or Publisher's Stats
+// (SenderStats: sent, batches, queued, dropped).
+//
 // # Encryption
 //
 // Set Curve on both sides to encrypt with CurveZMQ. The side holding the
