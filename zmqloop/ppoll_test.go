@@ -45,15 +45,21 @@ func TestSyscallWaitUsedByIdleSides(t *testing.T) {
 	for _, tc := range []struct {
 		name           string
 		client, server time.Duration
+		endpoints      int
 		ppolls         bool
 	}{
-		{"client only", 0, -1, true},
-		{"loop only", -1, 0, true},
-		{"neither", -1, -1, false},
+		{"client only", 0, -1, 1, true},
+		{"client of two endpoints only (ppoll on the epoll set)", 0, -1, 2, true},
+		{"loop only", -1, 0, 1, true},
+		{"neither", -1, -1, 1, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, ep := startReply(t, c, nil, func(cfg *ReplyConfig) { cfg.SyscallWait = tc.server })
-			cl := newClient(t, c, []string{ep}, func(cfg *ClientConfig) { cfg.SyscallWait = tc.client })
+			var eps []string
+			for range tc.endpoints {
+				_, ep := startReply(t, c, nil, func(cfg *ReplyConfig) { cfg.SyscallWait = tc.server })
+				eps = append(eps, ep)
+			}
+			cl := newClient(t, c, eps, func(cfg *ClientConfig) { cfg.SyscallWait = tc.client })
 			before := ppollWaits.Load()
 			calls(t, cl, 50)
 			n := ppollWaits.Load() - before
