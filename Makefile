@@ -12,7 +12,7 @@ export GOFLAGS
 # go test's own timeout per package; the whole suite stays well under 20 min.
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all deps bench-deps build demo test fmt-check vet unit bench clean
+.PHONY: all deps bench-deps build demo test fmt-check tidy-check vet unit bench clean
 
 all: build
 
@@ -32,12 +32,16 @@ demo: deps
 	bin/platform
 
 ## test: gofmt, go vet and the race-enabled suite against real servers.
-test: deps fmt-check vet
+test: deps tidy-check fmt-check vet
 	$(GO) run ./internal/cmd/withservers $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+## tidy-check: go.mod and go.sum are what `go mod tidy` would write.
+tidy-check:
+	@$(GO) mod tidy -diff || { echo "go.mod/go.sum are not tidy: run go mod tidy"; exit 1; }
 
 vet:
 	$(GO) vet ./...
