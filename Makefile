@@ -12,22 +12,25 @@ export GOFLAGS
 # go test's own timeout per package; the whole suite stays well under 20 min.
 TEST_TIMEOUT ?= 12m
 
-.PHONY: all deps bench-deps build demo test fmt-check tidy-check vet unit bench clean
+.PHONY: all deps demo-deps bench-deps build demo test fmt-check tidy-check vet unit bench clean
 
 all: build
 
 deps:
-	@scripts/install-deps.sh
+	@scripts/install-deps.sh --test
+
+demo-deps:
+	@scripts/install-deps.sh --demo
 
 bench-deps:
 	@scripts/install-deps.sh --bench
 
-build: deps
+build: demo-deps
 	$(GO) build ./...
 
 ## demo: run the reference platform on loopback (Ctrl-C stops it). As root
 ## the apps run in full sandboxes; otherwise the platform says what is off.
-demo: deps
+demo: demo-deps
 	$(GO) build -o bin/platform ./examples/platform
 	bin/platform
 

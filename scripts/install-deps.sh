@@ -1,22 +1,44 @@
 #!/usr/bin/env bash
-# install-deps.sh installs the Debian packages paaskit's tests, demo and
-# benchmarks need. It is idempotent and quiet: apt-get update runs only when
-# a package is missing, and nothing is printed when all are present.
+# install-deps.sh installs the Debian packages paaskit needs. It is
+# idempotent and quiet: apt-get update runs only when a package is missing,
+# and nothing is printed when all are present.
 #
-# Usage: scripts/install-deps.sh [--bench]
+# Usage: scripts/install-deps.sh [--demo | --test | --bench]
+#
+#   --demo   what `make demo` needs: libzmq for cgo, Python and gunicorn for
+#            the sample apps. No database, no SSH server.
+#   --test   (the default) what `make test` needs: the demo's packages plus
+#            PostgreSQL, Redis, etcd, git, hg, OpenSSH, rsync, squashfs-tools.
+#   --bench  the test packages plus the peers `make bench` measures against.
+#
+# It never stops, restarts or reconfigures a service that is already
+# running: an operator's own PostgreSQL or nginx stays as it was. Packaged
+# services are kept from starting at install time instead, by a
+# policy-rc.d that exists only while apt-get runs (and only when none was
+# there before), so a fresh install leaves nothing new listening on the
+# default ports. Tests start their own servers on free loopback ports.
 set -euo pipefail
 
-pkgs=(
+mode="${1:---test}"
+demo_pkgs=(
   libzmq3-dev pkg-config gcc
-  postgresql redis-server
+  python3 python3-venv gunicorn
+  iproute2 procps util-linux
+)
+test_pkgs=(
+  "${demo_pkgs[@]}"
+  postgresql redis-server etcd-server
   git openssh-client openssh-server rsync
   squashfs-tools
-  python3 python3-venv python3-pip python3-wheel python3-setuptools python3-zmq gunicorn
-  mercurial iproute2 procps util-linux
+  python3-pip python3-wheel python3-setuptools python3-zmq
+  mercurial
 )
-if [[ "${1:-}" == "--bench" ]]; then
-  pkgs+=(nginx haproxy wrk curl)
-fi
+case "$mode" in
+  --demo) pkgs=("${demo_pkgs[@]}") ;;
+  --test) pkgs=("${test_pkgs[@]}") ;;
+  --bench) pkgs=("${test_pkgs[@]}" nginx haproxy wrk curl) ;;
+  *) echo "usage: $0 [--demo | --test | --bench]" >&2; exit 2 ;;
+esac
 
 missing=()
 for p in "${pkgs[@]}"; do
@@ -32,13 +54,19 @@ if [[ $(id -u) -ne 0 ]]; then
   sudo="sudo"
 fi
 echo "install-deps: installing ${missing[*]}" >&2
+
+# invoke-rc.d asks /usr/sbin/policy-rc.d before starting a service; exit
+# code 101 means "action forbidden". Only a policy we put there is removed.
+policy=/usr/sbin/policy-rc.d
+ours=""
+if [[ ! -e "$policy" ]]; then
+  printf '#!/bin/sh\n# written by paaskit install-deps.sh for one apt-get run\nexit 101\n' | $sudo tee "$policy" >/dev/null
+  $sudo chmod 755 "$policy"
+  ours=1
+fi
+cleanup() { [[ -n "$ours" ]] && $sudo rm -f "$policy"; }
+trap cleanup EXIT
+
 export DEBIAN_FRONTEND=noninteractive
-$sudo apt-get update -qq >/dev/null
-$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-# The packaged services must not hold the default ports or run in the
-# background: tests start their own servers on free loopback ports.
-for svc in nginx haproxy redis-server postgresql; do
-  if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
-    $sudo systemctl stop "$svc" >/dev/null 2>&1 || true
-  fi
-done
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -16,8 +16,8 @@ var (
 	started = map[string]*Server{}
 )
 
-// Main runs a package's tests and then stops any server that Postgres or
-// Redis started for this test binary. Call it from TestMain:
+// Main runs a package's tests and then stops any server that Postgres,
+// Redis or Etcd started for this test binary. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { testserver.Main(m) }
 func Main(m *testing.M) {
@@ -44,6 +44,22 @@ func Postgres(t testing.TB) string {
 func Redis(t testing.TB) string {
 	t.Helper()
 	return shared(t, EnvRedis, "Redis", StartRedis, func(addr string) (string, error) { return addr, nil })
+}
+
+// Etcd returns an etcd client endpoint (http://host:port) for the test, as
+// Postgres does.
+func Etcd(t testing.TB) string {
+	t.Helper()
+	return shared(t, EnvEtcd, "etcd", StartEtcd, func(addr string) (string, error) {
+		u, err := url.Parse(addr)
+		if err != nil {
+			return "", err
+		}
+		if u.Port() == "" {
+			return "", fmt.Errorf("no port in %q", addr)
+		}
+		return u.Host, nil
+	})
 }
 
 func shared(t testing.TB, env, what string, start func(context.Context) (*Server, error),

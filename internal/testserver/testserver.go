@@ -1,16 +1,18 @@
-// Package testserver starts throwaway PostgreSQL and Redis servers on free
-// loopback ports for paaskit's tests, and finds the ones `make test` already
-// started.
+// Package testserver starts throwaway PostgreSQL, Redis and etcd servers on
+// free loopback ports for paaskit's tests, and finds the ones `make test`
+// already started.
 //
-// `make test` starts one PostgreSQL and one Redis for the whole run and
-// passes their addresses in the environment:
+// `make test` starts one PostgreSQL, one Redis and one etcd for the whole
+// run and passes their addresses in the environment:
 //
 //	PAASKIT_TEST_POSTGRES  a PostgreSQL connection URL
 //	PAASKIT_TEST_REDIS     a Redis address, host:port
+//	PAASKIT_TEST_ETCD      an etcd client endpoint, http://host:port
 //
-// Plain `go test ./...` works too: when a variable is absent, Postgres and
-// Redis start a server for the test binary on first use, and Main stops it
-// when the tests end. A server whose program is missing is a test failure
+// Plain `go test ./...` works too: when a variable is absent, Postgres,
+// Redis and Etcd start a server for the test binary on first use, and Main
+// stops it when the tests end. Fault tests that kill and restart a server
+// call StartPostgres, StartRedis or StartEtcd for a server of their own. A server whose program is missing is a test failure
 // that names the Debian package to install; nothing is ever skipped.
 package testserver
 
@@ -37,12 +39,13 @@ import (
 const (
 	EnvPostgres = "PAASKIT_TEST_POSTGRES"
 	EnvRedis    = "PAASKIT_TEST_REDIS"
+	EnvEtcd     = "PAASKIT_TEST_ETCD"
 )
 
 // Server is one running throwaway server.
 type Server struct {
 	// Addr is how clients reach it: a connection URL for PostgreSQL,
-	// host:port for Redis.
+	// host:port for Redis, an http:// client endpoint for etcd.
 	Addr string
 
 	cmd  *exec.Cmd
@@ -239,4 +242,49 @@ func (s *Server) start(ctx context.Context, cmd *exec.Cmd, what, readyLine strin
 	mu.Lock()
 	defer mu.Unlock()
 	return fmt.Errorf("testserver: %s did not become ready; its last output:\n%s", what, strings.Join(tail, "\n"))
+}
+
+// StartEtcd starts a single-member etcd (Debian's etcd-server) in a new
+// temporary data directory, its client and peer URLs on free loopback
+// ports, and waits until it serves clients.
+func StartEtcd(ctx context.Context) (*Server, error) {
+	bin, err := exec.LookPath("etcd")
+	if err != nil {
+		return nil, errors.New("testserver: etcd not found: install it with `apt-get install etcd-server`, " +
+			"or run `make test`, which installs it")
+	}
+	dir, err := os.MkdirTemp("", "paaskit-etcd-")
+	if err != nil {
+		return nil, fmt.Errorf("testserver: make etcd data directory: %w", err)
+	}
+	clientPort, err := FreePort()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	peerPort, err := FreePort()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	client := fmt.Sprintf("http://127.0.0.1:%d", clientPort)
+	peer := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
+	cmd := exec.Command(bin, "--name", "paaskit-test", "--data-dir", filepath.Join(dir, "data"),
+		"--listen-client-urls", client, "--advertise-client-urls", client,
+		"--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+		"--initial-cluster", "paaskit-test="+peer, "--initial-cluster-state", "new",
+		"--unsafe-no-fsync", "--logger", "zap")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM, Setpgid: true}
+	cmd.Dir = dir
+	// etcd 3.4 reads ETCD_* variables as flags; the caller's must not leak in.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "ETCD_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	s := &Server{Addr: client, dir: dir}
+	if err := s.start(ctx, cmd, "etcd", "serving client traffic"); err != nil {
+		return nil, err
+	}
+	return s, nil
 }

@@ -3,7 +3,10 @@ package testserver
 import (
 	"bufio"
 	"context"
+	"io"
 	"net"
+	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -33,6 +36,22 @@ func TestRedisAnswersPing(t *testing.T) {
 	line, err := bufio.NewReader(c).ReadString('\n')
 	require.NoError(t, err)
 	require.Equal(t, "+PONG\r\n", line)
+}
+
+func TestEtcdServesKeys(t *testing.T) {
+	// etcd's v3 JSON gateway: put a key, then read it back.
+	ep := Etcd(t)
+	put := `{"key":"cGFhc2tpdA==","value":"NDI="}`
+	resp, err := http.Post(ep+"/v3/kv/put", "application/json", strings.NewReader(put))
+	require.NoError(t, err)
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	resp, err = http.Post(ep+"/v3/kv/range", "application/json", strings.NewReader(`{"key":"cGFhc2tpdA=="}`))
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	require.Contains(t, string(body), `"value":"NDI="`)
 }
 
 func TestHostPort(t *testing.T) {

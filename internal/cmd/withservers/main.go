@@ -1,7 +1,7 @@
-// Command withservers starts a throwaway PostgreSQL and Redis on free
+// Command withservers starts a throwaway PostgreSQL, Redis and etcd on free
 // loopback ports, runs a command with their addresses in
-// PAASKIT_TEST_POSTGRES and PAASKIT_TEST_REDIS, and stops both when the
-// command ends. `make test` runs the test suite under it.
+// PAASKIT_TEST_POSTGRES, PAASKIT_TEST_REDIS and PAASKIT_TEST_ETCD, and stops
+// them when the command ends. `make test` runs the test suite under it.
 //
 // Usage: withservers command [args...]
 package main
@@ -40,11 +40,18 @@ func run(args []string) int {
 		return 1
 	}
 	defer rd.Stop()
-	fmt.Fprintf(os.Stderr, "withservers: PostgreSQL at %s, Redis at %s\n", pg.Addr, rd.Addr)
+	et, err := testserver.StartEtcd(ctx)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "withservers:", err)
+		return 1
+	}
+	defer et.Stop()
+	fmt.Fprintf(os.Stderr, "withservers: PostgreSQL at %s, Redis at %s, etcd at %s\n", pg.Addr, rd.Addr, et.Addr)
 
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), testserver.EnvPostgres+"="+pg.Addr, testserver.EnvRedis+"="+rd.Addr)
+	cmd.Env = append(os.Environ(), testserver.EnvPostgres+"="+pg.Addr, testserver.EnvRedis+"="+rd.Addr,
+		testserver.EnvEtcd+"="+et.Addr)
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
