@@ -1,15 +1,16 @@
 # bench/lib.sh: helpers shared by the bench sections. Source it.
 
-# write_nginx_conf DIR PORT UPSTREAM writes DIR/nginx.conf: nginx as the
-# peer proxy of the comparisons, worker_processes 2, listening on
-# 127.0.0.1:PORT and proxying with upstream keepalive to UPSTREAM (an nginx
-# server address: host:port or unix:/path). All its files stay under DIR.
+# write_nginx_conf DIR PORT UPSTREAM [WORKERS] writes DIR/nginx.conf: nginx
+# as the peer proxy of the comparisons, worker_processes WORKERS (default
+# 2), listening on 127.0.0.1:PORT and proxying with upstream keepalive to
+# UPSTREAM (an nginx server address: host:port or unix:/path). All its
+# files stay under DIR.
 write_nginx_conf() {
-  local dir=$1 port=$2 upstream=$3
+  local dir=$1 port=$2 upstream=$3 workers=${4:-2}
   mkdir -p "$dir"
   cat >"$dir/nginx.conf" <<CONF
 user root;
-worker_processes 2;
+worker_processes $workers;
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;

@@ -13,7 +13,9 @@
 #     Debian's gunicorn (internal/testapp/wsgi: the workload the platform
 #     runs), each also against nginx in front of the same socket;
 #   - runnerd's front against nginx proxying to the same instance's socket
-#     (upstream keepalive), both under wrk, rounds interleaved;
+#     (upstream keepalive), both under wrk, rounds interleaved; nginx twice:
+#     with as many workers as the front has event loops (the matched row)
+#     and with 2 workers (nginx's usual one per core);
 #   - 1,000 configured idle apps (heap, processes) and 100 active at once.
 # Needs root (sandboxes, cgroups), wrk, nginx and gunicorn (make bench-deps).
 #
@@ -98,12 +100,14 @@ printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, full isolation: $(ms "$i
   "direct exec + bind + 1 request" "$(ratio "$direct" "$iso")" "$cond; namespaces, pivot_root, cgroup v1/v2, own UID"
 printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, isolation off: $(ms "$plain") ms vs $(ms "$direct") ms (overhead $(ms $((plain - direct))) ms)" \
   "direct exec + bind + 1 request" "$(ratio "$direct" "$plain")" "$cond"
+printf 'bar\t%s\t%s\t%s\t%s\n' "runner on-demand start overhead over a direct start, full isolation" \
+  "$(ms $((iso - direct))) ms" "< 20 ms (issue 6)" "$cond"
 
 # 2. A burst of 100 first requests.
 out=$(bench 'BurstOf100FirstRequests' 20x)
 burst=$(awk '$1 ~ /^BenchmarkBurstOf100FirstRequests/ { print $3 }' <<<"$out")
-printf 'row\t%s\t%s\t%s\t%s\n' "runner 100 concurrent first requests: 1 start, 100 answers, 0 errors, $(ms "$burst") ms" \
-  "1 cold request, full isolation" "$(ratio "$iso" "$burst")" "go test -bench, 20 bursts, each checked for exactly one start and no error"
+printf 'bar\t%s\t%s\t%s\t%s\n' "runner 100 concurrent first requests to a stopped app (1 cold request alone: $(ms "$iso") ms)" \
+  "$(ms "$burst") ms, 1 start, 100 answers, 0 errors" "exactly 1 start, 0 errors (issue 6)" "go test -bench, 20 bursts, each checked for exactly one start and no error"
 
 # 3. Warm: front against the app's socket, same client (in-process).
 out=$(bench 'WarmRatio/goapp$' 8x)
@@ -125,6 +129,8 @@ PORT_RUNNERD=19401
 PORT_ADMIN=19402
 PORT_NGINX=19403
 PORT_NGINX_WSGI=19404
+PORT_NGINX1=19407
+PORT_NGINX1_WSGI=19408
 "$tmp/runnerd" -listen 127.0.0.1:$PORT_RUNNERD -admin 127.0.0.1:$PORT_ADMIN -specs "$tmp/specs" -state "$tmp/state" \
   -cgroup-root paaskit-bench -log-level warn 2>>"$tmp/runnerd.log" & rpid=$!
 pids+=($rpid)
@@ -151,7 +157,14 @@ pids+=($npid)
 write_nginx_conf "$tmp/nginxw" "$PORT_NGINX_WSGI" "unix:$wsock"
 "$NGINX" -c "$tmp/nginxw/nginx.conf" -p "$tmp/nginxw" 2>>"$tmp/nginxw/stderr" & nwpid=$!
 pids+=($nwpid)
-for port in $PORT_NGINX $PORT_NGINX_WSGI; do
+# nginx with one worker: matched with the default front's one event loop.
+write_nginx_conf "$tmp/nginx1" "$PORT_NGINX1" "unix:$sock" 1
+"$NGINX" -c "$tmp/nginx1/nginx.conf" -p "$tmp/nginx1" 2>>"$tmp/nginx1/stderr" & n1pid=$!
+pids+=($n1pid)
+write_nginx_conf "$tmp/nginx1w" "$PORT_NGINX1_WSGI" "unix:$wsock" 1
+"$NGINX" -c "$tmp/nginx1w/nginx.conf" -p "$tmp/nginx1w" 2>>"$tmp/nginx1w/stderr" & n1wpid=$!
+pids+=($n1wpid)
+for port in $PORT_NGINX $PORT_NGINX_WSGI $PORT_NGINX1 $PORT_NGINX1_WSGI; do
   for _ in $(seq 1 100); do
     curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
     sleep 0.1
@@ -166,10 +179,12 @@ wrk_rps() { # url
 }
 wrk -t2 -c64 -d2s -H 'Host: warm.example' "http://127.0.0.1:$PORT_RUNNERD/" >/dev/null
 wrk -t2 -c64 -d2s "http://127.0.0.1:$PORT_NGINX/" >/dev/null
-WR=(); WN=()
+wrk -t2 -c64 -d2s "http://127.0.0.1:$PORT_NGINX1/" >/dev/null
+WR=(); WN=(); WN1=()
 for _ in $(seq 1 "$ROUNDS"); do
   WR+=("$(wrk_rps "http://127.0.0.1:$PORT_RUNNERD/")")
   WN+=("$(wrk_rps "http://127.0.0.1:$PORT_NGINX/")")
+  WN1+=("$(wrk_rps "http://127.0.0.1:$PORT_NGINX1/")")
 done
 # The same Go client (internal/testapp/load) against runnerd, nginx and the
 # socket itself, interleaved.
@@ -179,23 +194,26 @@ go_rps() { # args...
   echo "--- load $*: $out" >&2
   awk '{print $1}' <<<"$out"
 }
-GR=(); GN=(); GD=()
+GR=(); GN=(); GN1=(); GD=()
 for _ in $(seq 1 "$ROUNDS"); do
   GR+=("$(go_rps -url "http://127.0.0.1:$PORT_RUNNERD/" -host warm.example)")
   GN+=("$(go_rps -url "http://127.0.0.1:$PORT_NGINX/")")
+  GN1+=("$(go_rps -url "http://127.0.0.1:$PORT_NGINX1/")")
   GD+=("$(go_rps -unix "$sock")")
 done
 # The same for the WSGI app under gunicorn.
-SR=(); SN=(); SD=()
+SR=(); SN=(); SN1=(); SD=()
 go_rps -url "http://127.0.0.1:$PORT_RUNNERD/" -host wsgi.example >/dev/null
 go_rps -url "http://127.0.0.1:$PORT_NGINX_WSGI/" >/dev/null
+go_rps -url "http://127.0.0.1:$PORT_NGINX1_WSGI/" >/dev/null
 go_rps -unix "$wsock" >/dev/null
 for _ in $(seq 1 "$ROUNDS"); do
   SR+=("$(go_rps -url "http://127.0.0.1:$PORT_RUNNERD/" -host wsgi.example)")
   SN+=("$(go_rps -url "http://127.0.0.1:$PORT_NGINX_WSGI/")")
+  SN1+=("$(go_rps -url "http://127.0.0.1:$PORT_NGINX1_WSGI/")")
   SD+=("$(go_rps -unix "$wsock")")
 done
-kill "$npid" "$nwpid" "$rpid"; wait "$npid" 2>/dev/null || true; wait "$nwpid" 2>/dev/null || true; wait "$rpid" 2>/dev/null || true
+for p in "$npid" "$nwpid" "$n1pid" "$n1wpid" "$rpid"; do kill "$p"; wait "$p" 2>/dev/null || true; done
 # runnerd again with -event-loops $ALT_EVENT_LOOPS, each app against its own
 # instance's socket.
 PORT_LOOPS=19405
@@ -211,35 +229,64 @@ for host in warm.example wsgi.example; do
 done
 lsock=$(sock_of warm $PORT_LOOPS_ADMIN "$tmp/state2")
 lwsock=$(sock_of wsgi $PORT_LOOPS_ADMIN "$tmp/state2")
+# nginx with as many workers as this runnerd has loops, on the same sockets.
+PORT_NGINXL=19409
+PORT_NGINXL_WSGI=19410
+NL_WORKERS=$ALT_EVENT_LOOPS
+((NL_WORKERS >= 1)) || NL_WORKERS=$(nproc)
+write_nginx_conf "$tmp/nginxl" "$PORT_NGINXL" "unix:$lsock" "$NL_WORKERS"
+"$NGINX" -c "$tmp/nginxl/nginx.conf" -p "$tmp/nginxl" 2>>"$tmp/nginxl/stderr" & nlpid=$!
+pids+=($nlpid)
+write_nginx_conf "$tmp/nginxlw" "$PORT_NGINXL_WSGI" "unix:$lwsock" "$NL_WORKERS"
+"$NGINX" -c "$tmp/nginxlw/nginx.conf" -p "$tmp/nginxlw" 2>>"$tmp/nginxlw/stderr" & nlwpid=$!
+pids+=($nlwpid)
+for port in $PORT_NGINXL $PORT_NGINXL_WSGI; do
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+done
 go_rps -url "http://127.0.0.1:$PORT_LOOPS/" -host warm.example >/dev/null
 go_rps -url "http://127.0.0.1:$PORT_LOOPS/" -host wsgi.example >/dev/null
-LR=(); LD=(); LSR=(); LSD=()
+LR=(); LN=(); LD=(); LSR=(); LSN=(); LSD=()
 for _ in $(seq 1 "$ROUNDS"); do
   LR+=("$(go_rps -url "http://127.0.0.1:$PORT_LOOPS/" -host warm.example)")
+  LN+=("$(go_rps -url "http://127.0.0.1:$PORT_NGINXL/")")
   LD+=("$(go_rps -unix "$lsock")")
   LSR+=("$(go_rps -url "http://127.0.0.1:$PORT_LOOPS/" -host wsgi.example)")
+  LSN+=("$(go_rps -url "http://127.0.0.1:$PORT_NGINXL_WSGI/")")
   LSD+=("$(go_rps -unix "$lwsock")")
 done
-kill "$lpid"; wait "$lpid" 2>/dev/null || true
+for p in "$nlpid" "$nlwpid" "$lpid"; do kill "$p"; wait "$p" 2>/dev/null || true; done
 
+wcondw="wrk $WRK_ARGS, $ROUNDS interleaved rounds after warm-up, median of per-round ratios, tiny Go app, $(nproc) shared cores"
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop) to an app's unix socket: $(median "${WR[@]}") vs $(median "${WN1[@]}") req/s (medians; matched)" \
+  "nginx 1.22 (1 worker, upstream keepalive 256) to the same socket" "$(mratio WR WN1)" "$wcondw"
 printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop) to an app's unix socket: $(median "${WR[@]}") vs $(median "${WN[@]}") req/s (medians)" \
-  "nginx (2 workers, upstream keepalive 256) to the same socket" "$(mratio WR WN)" \
-  "wrk $WRK_ARGS, $ROUNDS interleaved rounds after warm-up, median of per-round ratios, tiny Go app, $(nproc) shared cores"
+  "nginx 1.22 (2 workers, upstream keepalive 256) to the same socket" "$(mratio WR WN)" "$wcondw"
 
 gcond="Go net/http client (separate process), 32 keep-alive goroutines, $ROUNDS interleaved rounds of 2 s, median of per-round ratios, tiny Go app, $(nproc) shared cores"
 printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop), tiny Go app: $(median "${GR[@]}") vs $(median "${GD[@]}") req/s (target 0.8x; nginx gets $(mratio GN GD) of direct)" \
   "same Go client straight to the unix socket" "$(mratio GR GD)" "$gcond"
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop), tiny Go app: $(median "${GR[@]}") vs $(median "${GN1[@]}") req/s (matched)" \
+  "nginx 1.22 (1 worker, upstream keepalive 256) to the same socket" "$(mratio GR GN1)" "$gcond"
 printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop), tiny Go app: $(median "${GR[@]}") vs $(median "${GN[@]}") req/s" \
-  "nginx (2 workers, upstream keepalive 256) to the same socket" "$(mratio GR GN)" "$gcond"
+  "nginx 1.22 (2 workers, upstream keepalive 256) to the same socket" "$(mratio GR GN)" "$gcond"
 wcond="Go net/http client (separate process), 32 keep-alive goroutines, $ROUNDS interleaved rounds of 2 s, median of per-round ratios, WSGI app under Debian's gunicorn (2 gthread workers x 4 threads), $(nproc) shared cores"
 printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop), gunicorn WSGI app: $(median "${SR[@]}") vs $(median "${SD[@]}") req/s (target 0.8x; nginx gets $(mratio SN SD) of direct)" \
   "same Go client straight to gunicorn's unix socket" "$(mratio SR SD)" "$wcond"
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop), gunicorn WSGI app: $(median "${SR[@]}") vs $(median "${SN1[@]}") req/s (matched)" \
+  "nginx 1.22 (1 worker, upstream keepalive 256) to the same socket" "$(mratio SR SN1)" "$wcond"
 printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop), gunicorn WSGI app: $(median "${SR[@]}") vs $(median "${SN[@]}") req/s" \
-  "nginx (2 workers, upstream keepalive 256) to the same socket" "$(mratio SR SN)" "$wcond"
+  "nginx 1.22 (2 workers, upstream keepalive 256) to the same socket" "$(mratio SR SN)" "$wcond"
 printf 'row\t%s\t%s\t%s\t%s\n' "runnerd -event-loops $ALT_EVENT_LOOPS, tiny Go app: $(median "${LR[@]}") vs $(median "${LD[@]}") req/s" \
   "same Go client straight to the unix socket" "$(mratio LR LD)" "${gcond/interleaved rounds/interleaved rounds (Go app and WSGI alternating)}"
 printf 'row\t%s\t%s\t%s\t%s\n' "runnerd -event-loops $ALT_EVENT_LOOPS, gunicorn WSGI app: $(median "${LSR[@]}") vs $(median "${LSD[@]}") req/s" \
   "same Go client straight to gunicorn's unix socket" "$(mratio LSR LSD)" "$wcond"
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd -event-loops $ALT_EVENT_LOOPS, tiny Go app: $(median "${LR[@]}") vs $(median "${LN[@]}") req/s (matched)" \
+  "nginx 1.22 ($NL_WORKERS workers, upstream keepalive 256) to the same socket" "$(mratio LR LN)" "$gcond"
+printf 'row\t%s\t%s\t%s\t%s\n' "runnerd -event-loops $ALT_EVENT_LOOPS, gunicorn WSGI app: $(median "${LSR[@]}") vs $(median "${LSN[@]}") req/s (matched)" \
+  "nginx 1.22 ($NL_WORKERS workers, upstream keepalive 256) to the same socket" "$(mratio LSR LSN)" "$wcond"
 
 # 5. 1,000 idle apps; 100 active at once.
 out=$("$tmp/runner.test" -test.run 'TestThousandConfiguredApps|TestHundredAppsActiveAtOnce' -test.v 2>&1 | grep -E '^(---|ok|PASS|FAIL)|live heap' || true)
@@ -250,8 +297,8 @@ perapp=$(grep -oP '[0-9-]+(?= bytes per app)' <<<"$out")
 grep -q -- '--- PASS: TestThousandConfiguredApps' <<<"$out" && ok1=ok || ok1=FAILED
 grep -q -- '--- PASS: TestHundredAppsActiveAtOnce' <<<"$out" && ok2=ok || ok2=FAILED
 hundred=$(grep -oP '(?<=--- PASS: TestHundredAppsActiveAtOnce \()[0-9.]+s' <<<"$out" || echo "?")
-printf 'row\t%s\t%s\t%s\t%s\n' "runner 1,000 configured apps, none running: +${delta} KiB live heap (${perapp} B/app), 0 processes ($ok1)" \
-  "50 MB budget (issue 6)" "$(awk -v d="$delta" 'BEGIN { printf "%.0fx", 51200 / d }')" "live heap after GC, before and after 1,000 Put"
-printf 'row\t%s\t%s\t%s\t%s\n' "runner 100 apps active at once, full isolation ($ok2, all started in $hundred)" "-" "$ok2" \
+printf 'bar\t%s\t%s\t%s\t%s\n' "runner 1,000 configured apps, none running ($ok1)" \
+  "+${delta} KiB live heap (${perapp} B/app), 0 processes" "< 50 MB, 0 processes (issue 6)" "live heap after GC, before and after 1,000 Put"
+printf 'bar\t%s\t%s\t%s\t%s\n' "runner 100 apps active at once, full isolation" "$ok2, all started in $hundred" "all 100 answered (issue 6)" \
   "100 concurrent first requests to 100 different apps, each answered"
 [[ $ok1 == ok && $ok2 == ok ]]
