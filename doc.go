@@ -18,9 +18,10 @@
 //     locker pair, PostgreSQL or Redis behind one interface.
 //   - balancer: the HTTP front door. A host table with wildcard suffixes, a
 //     consistent hash of the host over stable node ids, a purpose-built
-//     HTTP/1.1 forwarder on per-core event loops (faster than nginx and
-//     HAProxy on the same machine) with WebSocket tunnels, hitless
-//     reloads, ejection of dead nodes and a miss hook.
+//     HTTP/1.1 forwarder on per-core event loops (at parity with nginx and
+//     HAProxy in throughput on the same machine; bench/README.md has the
+//     figures) with WebSocket tunnels, hitless reloads, ejection of dead
+//     nodes and a miss hook.
 //   - runner: app instances on one node. Sandboxes (own UID/GID,
 //     namespaces, cgroups, a read-only image), on-demand start with one
 //     start per burst, idle reaping, output capture, CPU and memory

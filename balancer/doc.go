@@ -25,12 +25,11 @@
 // host. The default Policy is Maglev (Eisenbud et al., NSDI 2016): each
 // pool gets a lookup table of a prime size (65537 slots by default, at
 // least 100 per node) filled from per-node permutations of the slots, and a
-// host goes to lut[xxhash(host) % size]. Measured here (hash_test.go):
-// adding an 11th node to 10 moves 9.7% of 10,000 hosts (ideal 9.1%; the
-// modulo policy moves 91%), the most loaded of 10 or 11 nodes carries
-// 1.03-1.04x the mean, and a lookup at 100,000 hosts, Host normalization
-// included, takes 50-115 ns (BenchmarkLookup; the machine is shared)
-// with no allocation, and the table costs about 60 bytes per host. A ring with 100+ points
+// host goes to lut[xxhash(host) % size]. Adding an n+1st node moves
+// about 1/(n+1) of the hosts (the modulo policy moves nearly all), the
+// most loaded node carries within a few percent of the mean, and a lookup
+// is O(1) with no allocation (hash_test.go checks movement and balance;
+// bench/README.md has the measured figures). A ring with 100+ points
 // a node moves slightly fewer hosts but costs a binary search per request
 // and balances worse for the same memory; rendezvous hashing is perfect
 // on movement but O(nodes) per lookup, which at 3,000 nodes is tens of
@@ -67,8 +66,9 @@
 // # The forwarder
 //
 // Proxy.Run serves HTTP/1.1 with purpose-built forwarders rather than
-// net/http and httputil.ReverseProxy (which the design measured at about
-// 40% of nginx's throughput on this kind of machine). Both share the
+// net/http and httputil.ReverseProxy, whose per-connection goroutines and
+// channel hand-offs cost most of the throughput on a small machine (see
+// DESIGN.md and bench/README.md). Both share the
 // strict parser of internal/http1: one Content-Length or chunked, never
 // both; differing Content-Lengths, obs-fold, bare CR or LF, whitespace
 // before a colon, control characters, unknown transfer codings and
@@ -87,25 +87,12 @@
 // The loop asks the balancer (through a small handler) where each
 // request goes, so the table, the consistent hash, bounded load, health,
 // ejection, retries and in-flight counts work the same on both paths.
-// This is the design of nginx and HAProxy, and the reason for it is the
-// Go runtime: the goroutine-per-connection forwarder parks and unparks
-// through the runtime poller on every wait, and on a small machine
-// shared by load, proxy and backend the scheduler's idle-thread
-// wake-ups and spinning take the CPU that the others need. Measured in
-// bench/compare.sh balancer (wrk -t2 -c64, medians of 3 interleaved
-// rounds, 2 shared cores): the goroutine forwarder made 0.91x nginx's
-// throughput (84k against 92k req/s) and 0.97x HAProxy's; the loops make
-// about 100k req/s, 1.01-1.17x nginx's and 1.11-1.32x HAProxy's in four
-// runs, with a p99 from 0.93x to 1.23x nginx's (a ratio below 1 is
-// worse; the medians move by a few hundred microseconds from run to
-// run, nginx's p99 being about 1.9-2.2 ms). A CPU profile of the loops
-// under that load is 88% system calls (four per request: one read and
-// one write on each side, plus a share of epoll_wait) and no garbage
-// collection at all; what is left is the kernel's loopback TCP. Two
-// loops beat one on two cores (about 100k against 90k req/s); loops not
-// locked to their threads were slower (77-97k against 89-97k), and an
-// extra non-blocking poll before blocking (Config.BusyPoll) changed
-// nothing beyond the noise, so it is off by default.
+// This is the design of nginx and HAProxy. On this project's reference
+// machine (2 shared cores) the loops measure at parity with nginx and
+// HAProxy in throughput (bench/compare.sh balancer; bench/README.md keeps
+// the current figures and their commands); the goroutine forwarder alone
+// is about a tenth slower. Config.BusyPoll (an extra non-blocking poll
+// before blocking) is off by default: it measured within noise.
 //
 // What the loops do not serve themselves goes, with every byte already
 // read, to the goroutine-per-connection forwarder: TLS, WebSocket and
@@ -117,8 +104,7 @@
 // yet complete is sent from its own goroutine while the response is read).
 // On plain sockets it waits in the runtime's poller (syscall.RawConn)
 // instead of trying a read first, so no read fails with EAGAIN on the
-// common path (4.2 system calls per request under wrk -t2 -c64; nginx
-// 5.0). ForwarderStats tells how much each path served.
+// common path. ForwarderStats tells how much each path served.
 //
 // Each path pools its own keep-alive connections to the nodes: the
 // goroutine path one pool per node, each event loop one per node address.
