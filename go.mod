@@ -6,11 +6,13 @@ require (
 	deps.dev/util/resolve v0.0.0-20260727054525-2946ae4a6141
 	deps.dev/util/semver v0.0.0-20260727054525-2946ae4a6141
 	github.com/cespare/xxhash/v2 v2.3.0
+	github.com/creack/pty v1.1.24
 	github.com/fsnotify/fsnotify v1.10.1
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/pebbe/zmq4 v1.4.0
 	github.com/stretchr/testify v1.12.1
 	go.uber.org/goleak v1.3.0
+	golang.org/x/crypto v0.57.0
 	golang.org/x/sys v0.49.0
 )
 
