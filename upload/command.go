@@ -10,8 +10,18 @@ import (
 // ErrBadCommand is wrapped by every refusal of a command line.
 var ErrBadCommand = errors.New("command refused")
 
+// CommandError is a refused command line and why.
+type CommandError struct {
+	Reason string
+}
+
+func (e *CommandError) Error() string { return "command refused: " + e.Reason }
+
+// Unwrap gives ErrBadCommand.
+func (e *CommandError) Unwrap() error { return ErrBadCommand }
+
 func refuse(format string, a ...any) error {
-	return fmt.Errorf("%w: %s", ErrBadCommand, fmt.Sprintf(format, a...))
+	return &CommandError{Reason: fmt.Sprintf(format, a...)}
 }
 
 // splitWords splits an SSH command line into words the way a POSIX shell

@@ -470,3 +470,15 @@ func loadOrCreateHostKey(path string) (ssh.Signer, error) {
 	}
 	return signer, nil
 }
+
+// lockState describes app's push lock ("free", or "held, N waiting"), for
+// tests and debugging.
+func (s *Server) lockState(app string) string {
+	l := s.appLock(app)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.held {
+		return "free"
+	}
+	return fmt.Sprintf("held, %d waiting", len(l.waiters))
+}

@@ -330,3 +330,5 @@ func helperIndex(t testing.TB, buildDelay time.Duration) *pyindex.Server {
 	t.Cleanup(func() { srv.Close() })
 	return srv
 }
+
+func statUID(fi os.FileInfo) uint32 { return fi.Sys().(*syscall.Stat_t).Uid }

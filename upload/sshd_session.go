@@ -178,7 +178,12 @@ func (sess *session) dispatch(ctx context.Context, kind, line string) int {
 	}
 	c, err := parseCommand(line)
 	if err != nil {
-		sess.say("refused: %v", errors.Unwrap(err))
+		reason := err.Error()
+		var ce *CommandError
+		if errors.As(err, &ce) {
+			reason = ce.Reason
+		}
+		sess.say("refused: %s", reason)
 		log.Info("upload: command refused", "command", line, "err", err)
 		return 1
 	}
