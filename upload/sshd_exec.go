@@ -132,20 +132,19 @@ func (sess *session) runInPty(ctx context.Context, log *slog.Logger, cmd *exec.C
 		log.Warn("upload: start command in pty", "argv", cmd.Args, "err", err)
 		return 1
 	}
-	defer master.Close()
+	defer func() {
+		sess.mu.Lock()
+		sess.resize = nil
+		sess.mu.Unlock()
+		master.Close()
+	}()
 	stop := killOnDone(ctx, cmd)
 	defer stop()
 	sess.mu.Lock()
 	sess.resize = resize
 	// A window-change that came while the command was starting.
-	rows, cols = p.rows, p.cols
+	_ = resize(clampWin(p.rows), clampWin(p.cols))
 	sess.mu.Unlock()
-	_ = resize(clampWin(rows), clampWin(cols))
-	defer func() {
-		sess.mu.Lock()
-		sess.resize = nil
-		sess.mu.Unlock()
-	}()
 	go func() { _, _ = io.Copy(master, sess.ch) }()
 	output := make(chan struct{})
 	go func() {

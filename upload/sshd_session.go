@@ -70,15 +70,16 @@ func (s *Server) serveSession(ctx context.Context, conn *ssh.ServerConn, ch ssh.
 			if err := ssh.Unmarshal(req.Payload, &w); err != nil {
 				continue
 			}
+			// Resized under the lock: runInPty clears resize under it
+			// before closing the terminal.
 			sess.mu.Lock()
 			if sess.pty != nil {
 				sess.pty.cols, sess.pty.rows = w.Cols, w.Rows
 			}
-			resize := sess.resize
-			sess.mu.Unlock()
-			if resize != nil {
-				_ = resize(clampWin(w.Rows), clampWin(w.Cols))
+			if sess.resize != nil {
+				_ = sess.resize(clampWin(w.Rows), clampWin(w.Cols))
 			}
+			sess.mu.Unlock()
 		case "env":
 			// Only git's protocol version is taken (git sends it with
 			// SendEnv); other variables are refused, not passed on.
