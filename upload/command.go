@@ -381,3 +381,6 @@ func hasAnyPrefix(s string, prefixes []string) bool {
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
+
+// Usage is the list of commands the server takes, as it prints it.
+func Usage() string { return usage }
