@@ -113,10 +113,8 @@ func (ks *FileKeyStore) Reload() error {
 	keys, err := ParseKeyStore(data)
 	ks.mtime, ks.size = fi.ModTime(), fi.Size()
 	if err != nil {
+		// The previous keys (if any) stay in force.
 		ks.err = fmt.Errorf("upload: key store %s: %w", ks.path, err)
-		if ks.keys == nil {
-			return ks.err
-		}
 		return ks.err
 	}
 	ks.keys, ks.err = keys, nil
