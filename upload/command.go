@@ -272,14 +272,15 @@ func parseRsync(words []string) (*command, error) {
 		case rsyncLongOptions[w]:
 		case strings.HasPrefix(w, "--") && hasAnyPrefix(w, rsyncValueOptions):
 		case len(w) > 1 && w[0] == '-' && w[1] != '-':
-			// A cluster of short options; the server-side ones that
-			// take a path (-T temp dir, -B, --log-file has no short
-			// form) are refused. "-e.xyz" carries protocol flags.
+			// A cluster of short options. "-e.xyz" carries the
+			// client's protocol capabilities, not options.
 			cluster := w[1:]
 			if k := strings.IndexByte(cluster, 'e'); k >= 0 {
 				cluster = cluster[:k] // the rest is the -e capability string
 			}
-			if strings.ContainsAny(cluster, "TBM0") {
+			// -T (temp dir), -M (remote option), -f (a filter,
+			// which can merge a file) and -0 take or change arguments.
+			if strings.ContainsAny(cluster, "TMf0") {
 				return nil, refuse("rsync option %q is not allowed here", w)
 			}
 		default:

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -94,6 +95,10 @@ type ServerConfig struct {
 	// HandshakeTimeout bounds an SSH handshake and authentication.
 	// Default 30 s.
 	HandshakeTimeout time.Duration
+	// MaxHandshakes bounds connections not yet authenticated (sshd's
+	// MaxStartups); a connection beyond it is closed at once. Default
+	// 64.
+	MaxHandshakes int
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -112,9 +117,14 @@ type Server struct {
 	sshCfg   *ssh.ServerConfig
 	releases *Releases
 	git, hg  string
+	// httpClient is shared by the builds' installers (nil when the
+	// configuration brings its own).
+	httpClient *http.Client
 
 	locksMu sync.Mutex
 	locks   map[string]*fifoLock
+
+	handshakes chan struct{} // a token per connection not yet authenticated
 
 	connsMu sync.Mutex
 	conns   map[net.Conn]struct{}
@@ -134,8 +144,8 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, errors.New("upload: ServerConfig.RepoDir is required")
 	case cfg.StoreDir == "":
 		return nil, errors.New("upload: ServerConfig.StoreDir is required")
-	case cfg.Keep < 0, cfg.MaxPushSize < 0, cfg.MaxArchiveSize < 0, cfg.HandshakeTimeout < 0:
-		return nil, errors.New("upload: ServerConfig: negative Keep, MaxPushSize, MaxArchiveSize or HandshakeTimeout")
+	case cfg.Keep < 0, cfg.MaxPushSize < 0, cfg.MaxArchiveSize < 0, cfg.HandshakeTimeout < 0, cfg.MaxHandshakes < 0:
+		return nil, errors.New("upload: ServerConfig: negative Keep, MaxPushSize, MaxArchiveSize, HandshakeTimeout or MaxHandshakes")
 	}
 	if cfg.Branch != "" {
 		if !branchRE.MatchString(cfg.Branch) {
@@ -166,10 +176,14 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.HandshakeTimeout == 0 {
 		cfg.HandshakeTimeout = 30 * time.Second
 	}
+	if cfg.MaxHandshakes == 0 {
+		cfg.MaxHandshakes = 64
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, locks: map[string]*fifoLock{}, conns: map[net.Conn]struct{}{}}
+	s := &Server{cfg: cfg, log: cfg.Logger, locks: map[string]*fifoLock{}, conns: map[net.Conn]struct{}{},
+		handshakes: make(chan struct{}, cfg.MaxHandshakes)}
 	var err error
 	if s.git, err = exec.LookPath(cfg.Git); err != nil {
 		return nil, fmt.Errorf("upload: %s not found (apt-get install git): %w", cfg.Git, err)
@@ -184,6 +198,19 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	if s.releases, err = OpenReleases(cfg.StoreDir, cfg.Keep); err != nil {
 		return nil, err
+	}
+	if cfg.Installer != nil && cfg.Installer.HTTPClient == nil {
+		// One client for every build's installer, so index connections
+		// are reused across pushes instead of idling per build.
+		s.httpClient = &http.Client{Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			TLSHandshakeTimeout:   30 * time.Second,
+			ResponseHeaderTimeout: 60 * time.Second,
+			MaxIdleConnsPerHost:   32,
+			IdleConnTimeout:       90 * time.Second,
+			ForceAttemptHTTP2:     true,
+		}}
 	}
 	// Validate the build configuration once, here, not at the first push.
 	if _, err := s.newBuilder(nil); err != nil {
@@ -267,6 +294,9 @@ func (s *Server) Run(ctx context.Context) error {
 		s.connsMu.Unlock()
 	}
 	s.wg.Wait()
+	if s.httpClient != nil {
+		s.httpClient.CloseIdleConnections()
+	}
 	return err
 }
 
@@ -294,8 +324,15 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		delete(s.conns, nc)
 		s.connsMu.Unlock()
 	}()
+	select {
+	case s.handshakes <- struct{}{}:
+	default:
+		s.log.Warn("upload: too many connections authenticating; dropping one", "remote", nc.RemoteAddr().String(), "max", s.cfg.MaxHandshakes)
+		return
+	}
 	_ = nc.SetDeadline(time.Now().Add(s.cfg.HandshakeTimeout))
 	conn, chans, reqs, err := ssh.NewServerConn(nc, s.sshCfg)
+	<-s.handshakes
 	if err != nil {
 		s.log.Debug("upload: ssh handshake failed", "remote", nc.RemoteAddr().String(), "err", err)
 		return
@@ -414,6 +451,9 @@ func (s *Server) newBuilder(progress func(pyinstall.Event)) (*Builder, error) {
 					own(ev)
 				}
 			}
+		}
+		if ic.HTTPClient == nil {
+			ic.HTTPClient = s.httpClient
 		}
 		in, err := pyinstall.New(ic)
 		if err != nil {

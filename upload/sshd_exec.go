@@ -23,6 +23,11 @@ func (sess *session) runCommand(ctx context.Context, log *slog.Logger, c *comman
 	}
 	argv := c.argv
 	if c.kind == cmdRsync || c.kind == cmdScp {
+		if root := s.cfg.DataPath(c.app); !path.IsAbs(root) {
+			sess.say("refused: app %s has no data directory", c.app)
+			log.Warn("upload: DataPath is not absolute", "path", root)
+			return 1
+		}
 		argv = s.dataArgv(c)
 	}
 	cmd, err := s.cfg.Command(c.app, argv)

@@ -59,10 +59,13 @@ func (s *Server) subEnv(extra ...string) []string {
 	}, extra...)
 }
 
+// ErrNoRepo is wrapped when a fetch names an app that has no repository.
+var ErrNoRepo = errors.New("no repository yet (push to create it)")
+
 // repoPath returns app's repository, creating it (bare, no templates) if
-// missing. A symbolic link there, or anything that is not a directory, is
-// refused.
-func (s *Server) repoPath(ctx context.Context, app string, kind vcs) (string, error) {
+// missing and create is set. A symbolic link there, or anything that is
+// not a directory, is refused.
+func (s *Server) repoPath(ctx context.Context, app string, kind vcs, create bool) (string, error) {
 	name := app + ".git"
 	if kind == vcsHg {
 		name = app + ".hg"
@@ -78,6 +81,8 @@ func (s *Server) repoPath(ctx context.Context, app string, kind vcs) (string, er
 		return p, nil
 	case !errors.Is(err, os.ErrNotExist):
 		return "", fmt.Errorf("repository %s: %w", name, err)
+	case !create:
+		return "", fmt.Errorf("%s: %w", app, ErrNoRepo)
 	}
 	// Made under a temporary name and renamed, so a half-made
 	// repository is never served.
@@ -88,7 +93,12 @@ func (s *Server) repoPath(ctx context.Context, app string, kind vcs) (string, er
 	defer os.RemoveAll(tmp)
 	var cmd *exec.Cmd
 	if kind == vcsGit {
-		cmd = exec.CommandContext(ctx, s.git, "init", "--quiet", "--bare", "--template=", tmp)
+		// HEAD names the deploy branch, so a clone checks it out.
+		head := s.cfg.Branch
+		if head == "" {
+			head = "main"
+		}
+		cmd = exec.CommandContext(ctx, s.git, "init", "--quiet", "--bare", "--template=", "--initial-branch="+head, tmp)
 	} else {
 		cmd = exec.CommandContext(ctx, s.hg, "init", tmp)
 	}
@@ -156,12 +166,16 @@ func (sess *session) serveVCS(ctx context.Context, log *slog.Logger, cmd *exec.C
 
 func (sess *session) git(ctx context.Context, log *slog.Logger, id Identity, c *command) int {
 	s := sess.srv
-	l, ok := sess.lockApp(ctx, c.app)
-	if !ok {
-		return 1
+	// A push holds the app's lock from before its refs are read until
+	// its image is live; a fetch needs none (git's refs are atomic).
+	if c.kind == cmdGitReceive {
+		l, ok := sess.lockApp(ctx, c.app)
+		if !ok {
+			return 1
+		}
+		defer l.unlock()
 	}
-	defer l.unlock()
-	repo, err := s.repoPath(ctx, c.app, vcsGit)
+	repo, err := s.repoPath(ctx, c.app, vcsGit, c.kind == cmdGitReceive)
 	if err != nil {
 		sess.say("refused: %v", err)
 		log.Warn("upload: repository", "err", err)
@@ -230,7 +244,9 @@ func (sess *session) hgServe(ctx context.Context, log *slog.Logger, id Identity,
 		return 1
 	}
 	defer l.unlock()
-	repo, err := s.repoPath(ctx, c.app, vcsHg)
+	// hg serve is both push and pull: the repository is made on first
+	// use either way (an empty one serves an empty pull).
+	repo, err := s.repoPath(ctx, c.app, vcsHg, true)
 	if err != nil {
 		sess.say("refused: %v", err)
 		log.Warn("upload: repository", "err", err)

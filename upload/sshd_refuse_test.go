@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 )
 
 // nothingChanged checks that no release, repository or image appeared.
@@ -154,15 +155,19 @@ func TestPushesOfOneAppAreSerialised(t *testing.T) {
 	w1 := gitRepo(t, filepath.Join(e.dir, "w1"), map[string]string{"app.py": "one\n"})
 	w2 := gitRepo(t, filepath.Join(e.dir, "w2"), map[string]string{"app.py": "two\n"})
 	var wg sync.WaitGroup
-	outs := make([]string, 2)
-	codes := make([]int, 2)
+	outs := make([]string, 3)
+	codes := make([]int, 3)
 	wg.Add(1)
 	go func() { defer wg.Done(); outs[0], codes[0] = e.push("alice", w1, "blog") }()
 	require.Equal(t, "blog", <-entered) // the first push is activating, holding blog's lock
 	wg.Add(1)
 	go func() { defer wg.Done(); outs[1], codes[1] = e.push("alice", w2, "blog", "--force") }()
-	// The second push says it waits.
+	// The second push says it waits; a third queues behind it.
 	waitLog(t, e, "waiting", func() bool { return strings.Contains(e.srv.lockState("blog"), "1 waiting") })
+	w4 := gitRepo(t, filepath.Join(e.dir, "w4"), map[string]string{"app.py": "three\n"})
+	wg.Add(1)
+	go func() { defer wg.Done(); outs[2], codes[2] = e.push("alice", w4, "blog", "--force") }()
+	waitLog(t, e, "waiting", func() bool { return strings.Contains(e.srv.lockState("blog"), "2 waiting") })
 	// Another app deploys meanwhile.
 	other := gitRepo(t, filepath.Join(e.dir, "w3"), map[string]string{"app.py": "other\n"})
 	out, code := e.push("alice", other, "shop")
@@ -170,15 +175,23 @@ func TestPushesOfOneAppAreSerialised(t *testing.T) {
 	require.Equal(t, "shop", <-entered)
 	close(release)
 	require.Equal(t, "blog", <-entered)
+	require.Equal(t, "blog", <-entered)
 	wg.Wait()
-	require.Equal(t, 0, codes[0], outs[0])
-	require.Equal(t, 0, codes[1], outs[1])
+	for i := range outs {
+		require.Equal(t, 0, codes[i], outs[i])
+	}
 	require.Contains(t, outs[1], "waiting: 1 push(es) of blog ahead")
+	require.Contains(t, outs[2], "waiting: 2 push(es) of blog ahead")
 	acts := e.activated()
-	require.Len(t, acts, 3)
+	require.Len(t, acts, 4)
 	require.Equal(t, "shop", strings.Split(acts[0], "=")[0])
-	// The second push is the live one: it went second.
-	require.Equal(t, "blog="+e.live("blog"), acts[2])
+	// They went in arrival order: the third is live, the second before it.
+	rels, live, err := e.srv.Releases().List("blog")
+	require.NoError(t, err)
+	require.Equal(t, "blog="+live, acts[3])
+	require.Equal(t, run(t, w4, nil, "git", "rev-parse", "HEAD"), rels[0].Revision+"\n")
+	require.Equal(t, run(t, w2, nil, "git", "rev-parse", "HEAD"), rels[1].Revision+"\n")
+	require.Equal(t, run(t, w1, nil, "git", "rev-parse", "HEAD"), rels[2].Revision+"\n")
 }
 
 func waitLog(t *testing.T, e *testEnv, what string, cond func() bool) {
@@ -354,3 +367,78 @@ func TestHostKeyPersists(t *testing.T) {
 	_, err = NewServer(cfg)
 	require.ErrorContains(t, err, "readable by group or others")
 }
+
+// Stopping the server mid-build cancels the build, returns promptly and
+// leaves no goroutine behind; the live image is untouched.
+func TestServerStopMidBuildLeaksNothing(t *testing.T) {
+	opts := withInstaller(t, 60*time.Second)
+	ignore := goleak.IgnoreCurrent()
+	e := newTestEnv(t, opts)
+	work := gitRepo(t, filepath.Join(e.dir, "src"), map[string]string{"app.py": "v1\n"})
+	out, code := e.push("alice", work, "blog")
+	require.Equal(t, 0, code, out)
+	live := e.live("blog")
+	commitFiles(t, work, map[string]string{"requirements.txt": "slow==1.0\n"})
+	var buf lockedBuffer
+	done := make(chan int)
+	go func() {
+		cmd := exec.Command("git", "push", e.url("alice", "blog"), "HEAD:refs/heads/main")
+		cmd.Dir = work
+		cmd.Env = append(os.Environ(), "GIT_SSH_COMMAND="+e.gitSSHCommand("alice"))
+		cmd.Stdout, cmd.Stderr = &buf, &buf
+		done <- exitCode(cmd.Run())
+	}()
+	waitLog(t, e, "the slow build", func() bool { return strings.Contains(buf.String(), "resolved   slow") })
+	e.stop()
+	require.NotEqual(t, 0, <-done)
+	require.Equal(t, live, e.live("blog"))
+	left, _ := filepath.Glob(filepath.Join(e.cfg.Build.WorkDir, "*"))
+	require.Empty(t, left)
+	goleak.VerifyNone(t, ignore)
+}
+
+func TestHgPushOverSizeLimit(t *testing.T) {
+	e := newTestEnv(t, envOptions{maxPush: 16 << 10})
+	work := filepath.Join(e.dir, "hgsrc")
+	require.NoError(t, os.MkdirAll(work, 0o755))
+	hgEnv := []string{"HGRCPATH=", "HGUSER=t <t@example.com>"}
+	run(t, work, hgEnv, "hg", "init")
+	big := make([]byte, 128<<10)
+	_, _ = rand.Read(big)
+	require.NoError(t, os.WriteFile(filepath.Join(work, "blob.bin"), big, 0o644))
+	run(t, work, hgEnv, "hg", "add", "blob.bin")
+	run(t, work, hgEnv, "hg", "commit", "-m", "big")
+	cmd := exec.Command("hg", "push", "--config", "ui.ssh="+e.gitSSHCommand("alice"), fmt.Sprintf("ssh://alice@127.0.0.1:%s/blog", e.port))
+	cmd.Dir = work
+	cmd.Env = append(os.Environ(), hgEnv...)
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err, "%s", out)
+	require.Contains(t, string(out), "over the size limit")
+	// The server's repository is intact and empty.
+	log := run(t, e.dir, hgEnv, "hg", "-R", filepath.Join(e.cfg.RepoDir, "blog.hg"), "log", "-T", "{node}")
+	require.Empty(t, log)
+	_, err = os.Stat(filepath.Join(e.cfg.RepoDir, "blog.hg", ".hg", "store", "journal"))
+	require.True(t, os.IsNotExist(err), "an abandoned transaction was left")
+	e.nothingChanged(t, 1)
+}
+
+// A clone of an app that was never pushed is refused and creates nothing;
+// one that was pushed clones.
+func TestGitCloneFetch(t *testing.T) {
+	e := newTestEnv(t, envOptions{})
+	env := []string{"GIT_SSH_COMMAND=" + e.gitSSHCommand("alice")}
+	cmd := exec.Command("git", "clone", e.url("alice", "blog"), filepath.Join(e.dir, "c1"))
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "no repository yet")
+	e.nothingChanged(t, 0)
+	work := gitRepo(t, filepath.Join(e.dir, "src"), map[string]string{"app.py": "v1\n"})
+	o, code := e.push("alice", work, "blog")
+	require.Equal(t, 0, code, o)
+	run(t, e.dir, env, "git", "clone", "-q", e.url("alice", "blog"), filepath.Join(e.dir, "c2"))
+	b, err := os.ReadFile(filepath.Join(e.dir, "c2", "app.py"))
+	require.NoError(t, err)
+	require.Equal(t, "v1\n", string(b))
+}
+
