@@ -441,4 +441,3 @@ func TestGitCloneFetch(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "v1\n", string(b))
 }
-

@@ -183,9 +183,21 @@ func TestRunInPtyWithWindowChange(t *testing.T) {
 	require.NoError(t, err)
 	waitFor("tty True os.terminal_size(columns=90, lines=30)")
 	require.NoError(t, pty.Setsize(tty, &pty.Winsize{Rows: 40, Cols: 120}))
-	_, err = tty.Write([]byte("print('now', os.get_terminal_size())\n"))
-	require.NoError(t, err)
-	waitFor("now os.terminal_size(columns=120, lines=40)")
+	// The client forwards the change when its SIGWINCH arrives: ask
+	// until the new size shows.
+	want := "now os.terminal_size(columns=120, lines=40)"
+	for deadline := time.Now().Add(20 * time.Second); ; {
+		_, err = tty.Write([]byte("print('now', os.get_terminal_size())\n"))
+		require.NoError(t, err)
+		time.Sleep(200 * time.Millisecond)
+		mu.Lock()
+		ok := strings.Contains(got.String(), want)
+		mu.Unlock()
+		if ok {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the window change never arrived")
+	}
 	_, err = tty.Write([]byte("raise SystemExit(7)\n"))
 	require.NoError(t, err)
 	err = cmd.Wait()
