@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -91,6 +92,25 @@ func (r *Releases) save(app string, ar appReleases) error {
 		return fmt.Errorf("upload: releases of %s: %w", app, err)
 	}
 	return nil
+}
+
+// Apps lists the apps the store has releases for, sorted.
+func (r *Releases) Apps() ([]string, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	files, err := filepath.Glob(filepath.Join(r.dir, "releases", "*.json"))
+	if err != nil {
+		return nil, err
+	}
+	apps := make([]string, 0, len(files))
+	for _, f := range files {
+		app := strings.TrimSuffix(filepath.Base(f), ".json")
+		if ValidAppName(app) == nil {
+			apps = append(apps, app)
+		}
+	}
+	sort.Strings(apps)
+	return apps, nil
 }
 
 // List returns app's kept releases, newest first, and the live image ID.

@@ -56,6 +56,7 @@ func main() {
 
 type options struct {
 	listen, admin, state string
+	ssh, sshKeys, indexURL string // the upload endpoint (upload.go)
 	nodes                int
 	idle                 time.Duration
 }
@@ -69,6 +70,9 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.state, "state", filepath.Join(os.TempDir(), "paaskit-platform"), "state directory: images, specs, node state, logs")
 	fs.IntVar(&o.nodes, "nodes", 2, "runner nodes behind the balancer (1-9)")
 	fs.DurationVar(&o.idle, "idle-timeout", 2*time.Minute, "an app with no request for this long is stopped")
+	fs.StringVar(&o.ssh, "ssh", "", "address of the SSH upload endpoint (git push deploys APP as APP.localhost); empty: none")
+	fs.StringVar(&o.sshKeys, "ssh-keys", "", "upload key file (default STATE/upload/keys; format: uploadd --help)")
+	fs.StringVar(&o.indexURL, "index-url", "https://pypi.org/simple/", "Python package index for pushed apps' requirements.txt")
 	lc := daemon.LogFlags(fs)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), "Usage: platform [flags]\n\n"+
@@ -190,6 +194,10 @@ func assemble(o options, log *slog.Logger) (*platform, error) {
 	}
 	if err := p.d.Add("balancer", p.proxy.Run); err != nil {
 		return nil, err
+	}
+	if err := p.addUpload(o, log); err != nil {
+		closeAll()
+		return nil, fmt.Errorf("upload endpoint: %w", err)
 	}
 	admin, err := listen(o.admin)
 	if err != nil {

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+
+	"github.com/paaskit/paaskit/runner"
+	"github.com/paaskit/paaskit/upload"
+	"github.com/paaskit/paaskit/upload/pyinstall"
+)
+
+// addUpload wires the SSH upload endpoint into the platform (with -ssh):
+// a push's image is mounted once and its spec written to the spec
+// directory every node watches; `run`, rsync and scp go to the sandbox of
+// the node the balancer picks for the app's host (runner.Command).
+func (p *platform) addUpload(o options, log *slog.Logger) error {
+	if o.ssh == "" {
+		return nil
+	}
+	keysFile := o.sshKeys
+	if keysFile == "" {
+		keysFile = filepath.Join(o.state, "upload", "keys")
+	}
+	keys, err := upload.OpenFileKeyStore(keysFile)
+	if err != nil {
+		return fmt.Errorf("-ssh-keys: %w (see examples/uploadd --help for the format)", err)
+	}
+	state := filepath.Join(o.state, "upload")
+	if err := os.MkdirAll(filepath.Join(state, "work"), 0o700); err != nil {
+		return err
+	}
+	act := &platformActivator{p: p, specs: filepath.Join(o.state, "specs"), mounts: filepath.Join(state, "mnt"), mounted: map[string][]*upload.Mounted{}}
+	srv, err := upload.NewServer(upload.ServerConfig{
+		Addr:        o.ssh,
+		HostKeyFile: filepath.Join(state, "host_ed25519_key"),
+		Keys:        keys,
+		RepoDir:     filepath.Join(state, "repos"),
+		StoreDir:    filepath.Join(state, "images"),
+		Build:       upload.BuilderConfig{WorkDir: filepath.Join(state, "work")},
+		Installer:   &pyinstall.Config{IndexURL: o.indexURL, CacheDir: filepath.Join(state, "wheels")},
+		Activate:    act.activate,
+		Command:     act.command,
+		Logger:      log.With("component", "upload"),
+	})
+	if err != nil {
+		return err
+	}
+	// Pushed apps come back as they were: their live images are mounted
+	// again and their specs rewritten.
+	apps, err := srv.Releases().Apps()
+	if err != nil {
+		return err
+	}
+	for _, app := range apps {
+		rel, ok, err := srv.Releases().Live(app)
+		if err == nil && ok {
+			err = act.activate(context.Background(), app, &rel.Image)
+		}
+		if err != nil {
+			log.Warn("platform: pushed app not restored", "app", app, "err", err)
+		}
+	}
+	log.Info("platform: upload endpoint", "ssh", srv.Addr().String(), "keys", keysFile)
+	if err := p.d.Add("upload", srv.Run); err != nil {
+		return err
+	}
+	return p.d.Add("upload-mounts", func(ctx context.Context) error { <-ctx.Done(); act.unmountAll(); return nil })
+}
+
+type platformActivator struct {
+	p             *platform
+	specs, mounts string
+	mu            sync.Mutex
+	mounted       map[string][]*upload.Mounted // per app, newest last
+}
+
+func (a *platformActivator) host(app string) string { return app + ".localhost" }
+
+// command runs argv in app's sandbox on the node its host hashes to.
+func (a *platformActivator) command(app string, argv []string) (*exec.Cmd, error) {
+	n, err := a.p.proxy.Table().Pick(a.host(app))
+	if err != nil {
+		return nil, err
+	}
+	for i, id := range a.p.ids {
+		if id == n.ID {
+			return a.p.runners[i].Command(app, argv)
+		}
+	}
+	return nil, fmt.Errorf("no runner node %s", n.ID)
+}
+
+func (a *platformActivator) activate(ctx context.Context, app string, img *upload.Image) error {
+	dir := filepath.Join(a.mounts, app, strings.TrimPrefix(img.ID, "sha256:")[:16])
+	_ = os.RemoveAll(dir) // an empty mount point an earlier run left
+	m, err := upload.MountImage(ctx, img.Path, dir, upload.MountConfig{})
+	if err != nil {
+		return err
+	}
+	argv, err := procfileWeb(filepath.Join(m.Dir, "Procfile"))
+	if err != nil {
+		_ = m.Unmount(ctx)
+		return fmt.Errorf("the image has no Procfile with a web: line: %w", err)
+	}
+	spec := runner.Spec{Name: app, Hosts: []string{a.host(app)}, Image: m.Dir, Command: argv}
+	b, err := json.MarshalIndent(spec, "", "  ")
+	if err == nil {
+		tmp := filepath.Join(a.specs, "."+app+".json.tmp")
+		if err = os.WriteFile(tmp, b, 0o644); err == nil {
+			err = os.Rename(tmp, filepath.Join(a.specs, app+".json"))
+		}
+	}
+	if err != nil {
+		_ = m.Unmount(ctx)
+		return err
+	}
+	// The previous mount stays while its instances drain; older ones go.
+	a.mu.Lock()
+	ms := append(a.mounted[app], m)
+	var old []*upload.Mounted
+	if len(ms) > 2 {
+		old, ms = ms[:len(ms)-2], ms[len(ms)-2:]
+	}
+	a.mounted[app] = ms
+	a.mu.Unlock()
+	for _, o := range old {
+		_ = o.Unmount(ctx)
+	}
+	return nil
+}
+
+func (a *platformActivator) unmountAll() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, ms := range a.mounted {
+		for _, m := range ms {
+			_ = m.Unmount(context.Background())
+		}
+	}
+}
+
+// procfileWeb reads the web: line of a Procfile as argv (split on blanks;
+// no shell runs it).
+func procfileWeb(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "web:"); ok {
+			if argv := strings.Fields(rest); len(argv) > 0 {
+				return argv, nil
+			}
+		}
+	}
+	return nil, errors.New("no web: line")
+}
