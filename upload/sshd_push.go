@@ -509,7 +509,11 @@ func (sess *session) build(ctx context.Context, log *slog.Logger, id Identity, a
 	// Activation and its record run to the end even if the client goes
 	// away now: a half-activated release would be worse than either.
 	actx := context.WithoutCancel(ctx)
-	if s.cfg.Activate != nil {
+	switch {
+	case hadPrev && prev.Image.ID == img.ID:
+		// The same tree as the live image: nothing to activate.
+		say("-----> the image is the live one; nothing to activate")
+	case s.cfg.Activate != nil:
 		say("-----> activating")
 		if err := s.cfg.Activate(actx, app, img); err != nil {
 			log.Warn("upload: activation failed", "image", img.ID, "err", err)

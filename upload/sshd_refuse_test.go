@@ -135,6 +135,16 @@ func TestDeployArchive(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	require.Contains(t, stderr, "blog is live")
 	require.NotEmpty(t, e.live("blog"))
+	// The same tree again is the live image: it is not activated twice.
+	_, stderr, code = e.ssh("alice", bytes.NewReader(bundle), "deploy", "blog")
+	require.Equal(t, 0, code, stderr)
+	require.Contains(t, stderr, "nothing to activate")
+	require.Len(t, e.activated(), 1)
+	// A corrupt archive fails and changes nothing.
+	_, stderr, code = e.ssh("alice", strings.NewReader("not an archive"), "deploy", "blog")
+	require.Equal(t, 1, code)
+	require.Contains(t, stderr, "build failed")
+	require.Len(t, e.activated(), 1)
 }
 
 // Two pushes of one app build one after the other, in order; a push of

@@ -55,10 +55,10 @@ func main() {
 }
 
 type options struct {
-	listen, admin, state string
+	listen, admin, state   string
 	ssh, sshKeys, indexURL string // the upload endpoint (upload.go)
-	nodes                int
-	idle                 time.Duration
+	nodes                  int
+	idle                   time.Duration
 }
 
 func run(args []string, stderr io.Writer) int {

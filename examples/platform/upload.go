@@ -101,14 +101,15 @@ func (a *platformActivator) command(app string, argv []string) (*exec.Cmd, error
 
 func (a *platformActivator) activate(ctx context.Context, app string, img *upload.Image) error {
 	dir := filepath.Join(a.mounts, app, strings.TrimPrefix(img.ID, "sha256:")[:16])
-	_ = os.RemoveAll(dir) // an empty mount point an earlier run left
-	m, err := upload.MountImage(ctx, img.Path, dir, upload.MountConfig{})
+	m, fresh, err := a.mount(ctx, app, img.Path, dir)
 	if err != nil {
 		return err
 	}
 	argv, err := procfileWeb(filepath.Join(m.Dir, "Procfile"))
 	if err != nil {
-		_ = m.Unmount(ctx)
+		if fresh {
+			_ = m.Unmount(ctx)
+		}
 		return fmt.Errorf("the image has no Procfile with a web: line: %w", err)
 	}
 	spec := runner.Spec{Name: app, Hosts: []string{a.host(app)}, Image: m.Dir, Command: argv}
@@ -120,12 +121,20 @@ func (a *platformActivator) activate(ctx context.Context, app string, img *uploa
 		}
 	}
 	if err != nil {
-		_ = m.Unmount(ctx)
+		if fresh {
+			_ = m.Unmount(ctx)
+		}
 		return err
 	}
 	// The previous mount stays while its instances drain; older ones go.
 	a.mu.Lock()
-	ms := append(a.mounted[app], m)
+	var ms []*upload.Mounted
+	for _, k := range a.mounted[app] {
+		if k != m {
+			ms = append(ms, k)
+		}
+	}
+	ms = append(ms, m)
 	var old []*upload.Mounted
 	if len(ms) > 2 {
 		old, ms = ms[:len(ms)-2], ms[len(ms)-2:]
@@ -165,4 +174,22 @@ func procfileWeb(path string) ([]string, error) {
 		}
 	}
 	return nil, errors.New("no web: line")
+}
+
+// mount returns the image's mount at dir: the one this process already
+// has there (a rollback to the previous image, or a push of an identical
+// tree), or a new one (fresh). A leftover directory from an earlier run is
+// removed only if it is empty: it may be a read-only copy still in use.
+func (a *platformActivator) mount(ctx context.Context, app, image, dir string) (m *upload.Mounted, fresh bool, err error) {
+	a.mu.Lock()
+	for _, k := range a.mounted[app] {
+		if k.Dir == dir {
+			a.mu.Unlock()
+			return k, false, nil
+		}
+	}
+	a.mu.Unlock()
+	_ = os.Remove(dir)
+	m, err = upload.MountImage(ctx, image, dir, upload.MountConfig{})
+	return m, err == nil, err
 }

@@ -193,8 +193,7 @@ type activator struct {
 
 func (a *activator) activate(ctx context.Context, app string, img *upload.Image) error {
 	dir := filepath.Join(a.mounts, app, strings.TrimPrefix(img.ID, "sha256:")[:16])
-	_ = os.RemoveAll(dir) // a stale, empty mount point from an earlier run
-	m, err := upload.MountImage(ctx, img.Path, dir, upload.MountConfig{})
+	m, fresh, err := a.mount(ctx, app, img.Path, dir)
 	if err != nil {
 		return err
 	}
@@ -206,15 +205,25 @@ func (a *activator) activate(ctx context.Context, app string, img *upload.Image)
 	if cmd, err := procfileWeb(filepath.Join(m.Dir, "Procfile")); err == nil {
 		spec.Command = cmd
 	} else if len(spec.Command) == 0 {
-		_ = m.Unmount(ctx)
+		if fresh {
+			_ = m.Unmount(ctx)
+		}
 		return fmt.Errorf("the image has no Procfile with a web: line (%v)", err)
 	}
 	if err := a.runner.Put(spec); err != nil {
-		_ = m.Unmount(ctx)
+		if fresh {
+			_ = m.Unmount(ctx)
+		}
 		return err
 	}
 	a.mu.Lock()
-	mounts := append(a.live[app], m)
+	var mounts []*upload.Mounted
+	for _, k := range a.live[app] {
+		if k != m {
+			mounts = append(mounts, k)
+		}
+	}
+	mounts = append(mounts, m)
 	var old []*upload.Mounted
 	if len(mounts) > 2 {
 		old, mounts = mounts[:len(mounts)-2], mounts[len(mounts)-2:]
@@ -254,4 +263,22 @@ func procfileWeb(path string) ([]string, error) {
 		}
 	}
 	return nil, errors.New("no web: line")
+}
+
+// mount returns the image's mount at dir: the one this process already
+// has there (a rollback to the previous image, or a push of an identical
+// tree), or a new one (fresh). A leftover directory from an earlier run is
+// removed only if it is empty: it may be a read-only copy still in use.
+func (a *activator) mount(ctx context.Context, app, image, dir string) (m *upload.Mounted, fresh bool, err error) {
+	a.mu.Lock()
+	for _, k := range a.live[app] {
+		if k.Dir == dir {
+			a.mu.Unlock()
+			return k, false, nil
+		}
+	}
+	a.mu.Unlock()
+	_ = os.Remove(dir)
+	m, err = upload.MountImage(ctx, image, dir, upload.MountConfig{})
+	return m, err == nil, err
 }
