@@ -81,6 +81,20 @@ type Dist struct {
 	// isolation). Publish the backend with BackendWheel.
 	BuildBackend  string
 	BuildRequires []string
+	// NoMetadataHook makes an sdist's backend lack the PEP 517
+	// prepare_metadata_for_build_wheel hook, so a resolver must build the
+	// whole wheel to learn its dependencies.
+	NoMetadataHook bool
+	// FailMetadataHook makes the hook crash with a traceback on stderr.
+	FailMetadataHook bool
+	// HookExtraRequires are Requires-Dist lines the metadata hook reports
+	// but the built wheel does not have: a backend whose prepared metadata
+	// differs from its wheel's (pip refuses such a wheel).
+	HookExtraRequires []string
+	// BuildFetches is a URL that build_wheel downloads before it builds, as
+	// a setup.py that fetches a tarball does; with no network the build
+	// fails.
+	BuildFetches string
 
 	moduleSource string
 }
@@ -319,11 +333,15 @@ def _files(c):
 
 def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
     c = _cfg()
+    if c.get("fail_hook"):
+        raise RuntimeError("simulated crash in prepare_metadata_for_build_wheel of %s" % c["dist"])
     info = _info_name(c)
     d = os.path.join(metadata_directory, info)
     os.makedirs(d, exist_ok=True)
     for name, data in _files(c):
         if name.startswith(info + "/"):
+            if name.endswith("/METADATA") and c.get("hook_metadata"):
+                data = c["hook_metadata"].encode()
             with open(os.path.join(metadata_directory, name), "wb") as f:
                 f.write(data)
     return info
@@ -336,6 +354,13 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         sys.stderr.write("error: command 'gcc' failed with exit code 1\n")
         sys.stderr.flush()
         raise SystemExit(1)
+    if c.get("fetch"):
+        import urllib.request
+        try:
+            urllib.request.urlopen(c["fetch"], timeout=10).read()
+        except OSError as e:
+            sys.stderr.write("error: could not download %s: %s\n" % (c["fetch"], e))
+            raise SystemExit(1)
     if c["delay"]:
         time.sleep(c["delay"])
     info = _info_name(c)
@@ -353,14 +378,38 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 
 def build_sdist(sdist_directory, config_settings=None):
     raise NotImplementedError("pkbackend builds wheels only")
+
+
+try:
+    if _cfg().get("no_hook"):
+        # A backend without the optional hook (PEP 517 lets it be
+        # missing): frontends must build the wheel to learn its metadata.
+        del prepare_metadata_for_build_wheel
+except OSError:
+    pass
 `
 
-func makeSdist(d Dist) (*File, error) {
+// treeFile is one file of a generated source tree.
+type treeFile struct {
+	name string
+	data []byte
+}
+
+// sourceTree returns an sdist's top-level directory name and its files
+// (names include that directory).
+func sourceTree(d Dist) (string, []treeFile) {
 	dn := distName(d.Name)
 	root := fmt.Sprintf("%s-%s", dn, d.Version)
 	wheelMeta := coreMetadata(d, "2.1", false)
-	cfg := fmt.Sprintf(`{"dist": %q, "version": %q, "module": %q, "source": %q, "metadata": %q, "entry_points": %q, "delay": %g, "fail": %t}`,
-		dn, d.Version, moduleName(d.Name), moduleSource(d), string(wheelMeta), entryPoints(d), d.BuildDelay.Seconds(), d.FailBuild)
+	hookMeta := ""
+	if len(d.HookExtraRequires) > 0 {
+		hd := d
+		hd.Requires = append(append([]string(nil), d.Requires...), d.HookExtraRequires...)
+		hookMeta = string(coreMetadata(hd, "2.1", false))
+	}
+	cfg := fmt.Sprintf(`{"dist": %q, "version": %q, "module": %q, "source": %q, "metadata": %q, "entry_points": %q, "delay": %g, "fail": %t, "no_hook": %t, "fail_hook": %t, "hook_metadata": %q, "fetch": %q}`,
+		dn, d.Version, moduleName(d.Name), moduleSource(d), string(wheelMeta), entryPoints(d), d.BuildDelay.Seconds(), d.FailBuild,
+		d.NoMetadataHook, d.FailMetadataHook, hookMeta, d.BuildFetches)
 	var pkginfo []byte
 	if d.DynamicMetadata {
 		pkginfo = coreMetadata(d, "2.1", true)
@@ -375,21 +424,20 @@ func makeSdist(d Dist) (*File, error) {
 		}
 		pyproject = fmt.Sprintf("[build-system]\nrequires = [%s]\nbuild-backend = %q\n\n[project]\nname = %q\nversion = %q\n", strings.Join(reqs, ", "), d.BuildBackend, d.Name, d.Version)
 	}
-	files := []struct {
-		name string
-		data []byte
-	}{
+	files := []treeFile{
 		{root + "/PKG-INFO", pkginfo},
 		{root + "/pkbuild.json", []byte(cfg)},
 		{root + "/pyproject.toml", []byte(pyproject)},
 		{root + "/" + moduleName(d.Name) + "/__init__.py", []byte(moduleSource(d))},
 	}
 	if d.BuildBackend == "" {
-		files = append(files[:1], append([]struct {
-			name string
-			data []byte
-		}{{root + "/pkbackend.py", []byte(backendSource)}}, files[1:]...)...)
+		files = append(files[:1], append([]treeFile{{root + "/pkbackend.py", []byte(backendSource)}}, files[1:]...)...)
 	}
+	return root, files
+}
+
+func makeSdist(d Dist) (*File, error) {
+	root, files := sourceTree(d)
 	var buf bytes.Buffer
 	gz, err := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
 	if err != nil {

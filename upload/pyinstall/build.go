@@ -10,36 +10,109 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 
 	"github.com/paaskit/paaskit/upload/extract"
 )
 
-// BuildError is an sdist or source tree whose PEP 517 build failed.
+// BuildSandbox wraps the command of one build step (a PEP 517 hook run by
+// the target interpreter in an unpacked source tree) so that it runs
+// confined: the platform passes one built on runner's sandbox.
+//
+// It is called from the installer's build goroutines, possibly concurrently,
+// once per build process, before the process starts. cmd has Path, Args, Dir
+// (the source tree, writable), Env, Stdout and Stderr set; ctx is the
+// install's. It returns the command to run instead: cmd itself changed (a
+// SysProcAttr with namespaces and credentials) or a new one that runs cmd's
+// argv inside a sandbox, with the same Dir, Env, Stdout and Stderr. The
+// build needs to read the interpreter and its build environment (under
+// Config.CacheDir/tmp), to write its source tree and the output directory
+// (the last argument, also under CacheDir/tmp), and no network: the
+// installer itself fetches everything a build needs. An error fails that
+// build with the error.
+type BuildSandbox func(ctx context.Context, cmd *exec.Cmd) (*exec.Cmd, error)
+
+// BuildError is an sdist or source tree whose PEP 517 build or metadata hook
+// failed.
 type BuildError struct {
 	// Package and Version name what was built ("" when unknown, e.g. a
 	// source directory).
 	Package, Version string
-	// Source is the sdist file or directory.
+	// Source is the sdist file, directory or git URL.
 	Source string
+	// Step is the PEP 517 hook that failed: "build_wheel" or
+	// "prepare_metadata_for_build_wheel".
+	Step string
 	// Err is the process error (exit status).
 	Err error
 	// StderrTail is the end of the build's output.
 	StderrTail string
+	// Network is set when the output says the build tried to reach the
+	// network (which a sandboxed build may not).
+	Network bool
 }
 
 func (e *BuildError) Error() string {
-	return fmt.Sprintf("building %s %s from %s failed: %v\n--- build output (tail) ---\n%s", e.Package, e.Version, filepath.Base(e.Source), e.Err, e.StderrTail)
+	step := e.Step
+	if step == "" {
+		step = "build"
+	}
+	net := ""
+	if e.Network {
+		net = " (the build tried to use the network, which the build sandbox does not allow: the package must build offline, or be published as a wheel)"
+	}
+	return fmt.Sprintf("building %s %s from %s failed in %s: %v%s\n--- build output (tail) ---\n%s", e.Package, e.Version, filepath.Base(e.Source), step, e.Err, net, e.StderrTail)
 }
 
 func (e *BuildError) Unwrap() error { return e.Err }
 
-// buildDriver runs inside the target interpreter: it loads the backend that
-// pyproject.toml declares (PEP 517, with backend-path), or setuptools' legacy
-// backend when there is no pyproject.toml, and calls build_wheel.
+// networkRe matches what Python and common tools print when a connection
+// cannot be made for want of a network.
+var networkRe = regexp.MustCompile(`(?i)network is unreachable|temporary failure in name resolution|name or service not known|could not resolve host|no route to host|connection refused`)
+
+// MetadataMismatchError is a wheel whose METADATA differs from what the
+// backend's prepare_metadata_for_build_wheel hook said, on which the
+// resolution was based; pip refuses such a wheel too.
+type MetadataMismatchError struct {
+	Package, Version string
+	// Field is the metadata field that differs.
+	Field string
+	// Hook and Wheel are its values from the hook and from the wheel.
+	Hook, Wheel string
+}
+
+func (e *MetadataMismatchError) Error() string {
+	return fmt.Sprintf("%s %s: the built wheel's %s (%s) differs from what prepare_metadata_for_build_wheel reported (%s); refusing it, as pip does", e.Package, e.Version, e.Field, e.Wheel, e.Hook)
+}
+
+// checkSameMetadata compares the metadata the resolver used with a built
+// wheel's.
+func checkSameMetadata(pkg, version string, hook, wheel *coreMetadata) error {
+	if NormalizeName(hook.Name) != NormalizeName(wheel.Name) {
+		return &MetadataMismatchError{Package: pkg, Version: version, Field: "Name", Hook: hook.Name, Wheel: wheel.Name}
+	}
+	if hook.Version != wheel.Version {
+		return &MetadataMismatchError{Package: pkg, Version: version, Field: "Version", Hook: hook.Version, Wheel: wheel.Version}
+	}
+	a, b := append([]string(nil), hook.RequiresDist...), append([]string(nil), wheel.RequiresDist...)
+	sort.Strings(a)
+	sort.Strings(b)
+	if strings.Join(a, "\n") != strings.Join(b, "\n") {
+		return &MetadataMismatchError{Package: pkg, Version: version, Field: "Requires-Dist", Hook: strings.Join(a, "; "), Wheel: strings.Join(b, "; ")}
+	}
+	return nil
+}
+
+// buildDriver runs inside the target interpreter (or the build's isolated
+// environment): it loads the backend that pyproject.toml declares (PEP 517,
+// with backend-path), or setuptools' legacy backend when there is no
+// pyproject.toml, and calls one hook. Mode "metadata" calls
+// prepare_metadata_for_build_wheel, or build_wheel when the backend has no
+// such hook (PEP 517 makes it optional); mode "wheel" calls build_wheel.
 const buildDriver = `
 import importlib, os, sys
-src, out = sys.argv[1], sys.argv[2]
+mode, src, out = sys.argv[1], sys.argv[2], sys.argv[3]
 os.chdir(src)
 bs = {}
 if os.path.exists("pyproject.toml"):
@@ -53,8 +126,13 @@ mod, _, obj = backend.partition(":")
 b = importlib.import_module(mod)
 for a in [x for x in obj.split(".") if x]:
     b = getattr(b, a)
-name = b.build_wheel(out)
-sys.stdout.write("\nPAASKIT-WHEEL:%s\n" % name)
+hook = getattr(b, "prepare_metadata_for_build_wheel", None)
+if mode == "metadata" and hook is not None:
+    name = hook(out)
+    sys.stdout.write("\nPAASKIT-METADATA:%s\n" % name)
+else:
+    name = b.build_wheel(out)
+    sys.stdout.write("\nPAASKIT-WHEEL:%s\n" % name)
 `
 
 // tail returns the last n lines (at most 4 KiB) of b.
@@ -70,59 +148,85 @@ func tail(b []byte, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// buildWheel builds a wheel from an sdist archive or a source directory and
-// returns the path of the wheel (inside a temporary directory the caller
-// removes with cleanup).
-//
-// envFor, when not nil, is asked for an interpreter that has the source's
-// build-system.requires installed (build isolation, as pip does); nil builds
-// with the target interpreter itself.
-func (in *Installer) buildWheel(ctx context.Context, source, pkg, version string, envFor func(context.Context, []string) (string, error)) (wheel string, cleanup func(), err error) {
+// preparedSource is a source tree unpacked (or copied) for building, with the
+// interpreter that has its build requirements.
+type preparedSource struct {
+	pkg, version string
+	source       string // what it came from, for errors
+	dir          string // the project directory
+	work         string // the private directory holding it
+	python       string
+}
+
+// prepareSource unpacks an sdist, or copies a source directory (a git
+// checkout in the cache, which builds must not write to), into a private
+// directory and gets its build environment. The caller removes p.work.
+func (in *Installer) prepareSource(ctx context.Context, source, pkg, version string, isDir bool, envFor func(context.Context, []string) (string, error)) (p *preparedSource, err error) {
 	work, err := in.cache.TempDir("build-")
 	if err != nil {
-		return "", nil, fmt.Errorf("pyinstall: build %s: %w", source, err)
+		return nil, fmt.Errorf("pyinstall: build %s: %w", source, err)
 	}
-	remove := func() { _ = os.RemoveAll(work) }
 	defer func() {
 		if err != nil {
-			remove()
+			_ = os.RemoveAll(work)
 		}
 	}()
-	srcDir := source
-	if fi, serr := os.Stat(source); serr != nil {
-		return "", nil, fmt.Errorf("pyinstall: build %s: %w", source, serr)
-	} else if !fi.IsDir() {
+	p = &preparedSource{pkg: pkg, version: version, source: source, work: work}
+	if isDir {
+		p.dir = filepath.Join(work, "src")
+		// cp -a keeps symbolic links and modes, as a checkout has them.
+		if out, err := exec.CommandContext(ctx, "cp", "-a", "--", source, p.dir).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("pyinstall: copy source tree %s: %w: %s", source, err, tail(out, 3))
+		}
+	} else {
 		// An sdist is untrusted input: unpack it with the same checks
 		// as an uploaded bundle.
 		dst := filepath.Join(work, "src")
 		if err := extract.FromFile(ctx, source, dst, extract.FormatAuto, extract.Config{Logger: in.log}); err != nil {
-			return "", nil, fmt.Errorf("pyinstall: unpack sdist %s: %w", filepath.Base(source), err)
+			return nil, fmt.Errorf("pyinstall: unpack sdist %s: %w", filepath.Base(source), err)
 		}
-		srcDir, err = sdistRoot(dst)
+		p.dir, err = sdistRoot(dst)
 		if err != nil {
-			return "", nil, fmt.Errorf("pyinstall: sdist %s: %w", filepath.Base(source), err)
+			return nil, fmt.Errorf("pyinstall: sdist %s: %w", filepath.Base(source), err)
 		}
 	}
-	python := in.interp.Path
-	requires, err := in.buildRequires(ctx, srcDir)
+	p.python = in.interp.Path
+	requires, err := in.buildRequires(ctx, p.dir)
 	if err != nil {
-		return "", nil, &BuildError{Package: pkg, Version: version, Source: source, Err: err, StderrTail: err.Error()}
+		return nil, &BuildError{Package: pkg, Version: version, Source: source, Step: "pyproject.toml", Err: err, StderrTail: err.Error()}
 	}
 	if len(requires) > 0 && envFor != nil {
-		python, err = envFor(ctx, requires)
+		p.python, err = envFor(ctx, requires)
 		if err != nil {
-			return "", nil, fmt.Errorf("pyinstall: build requirements of %s %s (%s): %w", pkg, version, strings.Join(requires, ", "), err)
+			return nil, fmt.Errorf("pyinstall: build requirements of %s %s (%s): %w", pkg, version, strings.Join(requires, ", "), err)
 		}
 	}
-	out := filepath.Join(work, "out")
-	if err := os.Mkdir(out, 0o755); err != nil {
-		return "", nil, err
+	return p, nil
+}
+
+// hookResult is what one run of the build driver produced: a
+// .dist-info directory (metadata mode) or a wheel, under out.
+type hookResult struct {
+	metadataDir string
+	wheel       string
+}
+
+// runHook runs the build driver in mode ("metadata" or "wheel") for a
+// prepared source, through the sandbox, into a new directory under p.work.
+func (in *Installer) runHook(ctx context.Context, p *preparedSource, mode string) (hookResult, error) {
+	out, err := os.MkdirTemp(p.work, "out-")
+	if err != nil {
+		return hookResult{}, err
 	}
-	cmd := exec.CommandContext(ctx, python, "-I", "-c", buildDriver, srcDir, out)
-	cmd.Dir = srcDir
+	step := "build_wheel"
+	if mode == "metadata" {
+		step = "prepare_metadata_for_build_wheel"
+	}
+	cmd := exec.CommandContext(ctx, p.python, "-I", "-c", buildDriver, mode, p.dir, out)
+	cmd.Dir = p.dir
 	cmd.Env = []string{
 		"PATH=/usr/local/bin:/usr/bin:/bin",
-		"HOME=" + work,
+		"HOME=" + p.work,
 		"LANG=C.UTF-8",
 		"PYTHONDONTWRITEBYTECODE=1",
 		"SOURCE_DATE_EPOCH=315532800",
@@ -130,26 +234,51 @@ func (in *Installer) buildWheel(ctx context.Context, source, pkg, version string
 	var output bytes.Buffer
 	cmd.Stdout = &output
 	cmd.Stderr = &output
+	if in.cfg.Sandbox != nil {
+		wrapped, err := in.cfg.Sandbox(ctx, cmd)
+		if err != nil {
+			return hookResult{}, fmt.Errorf("pyinstall: sandbox for %s of %s %s: %w", step, p.pkg, p.version, err)
+		}
+		cmd = wrapped
+	}
+	bad := func(err error) error {
+		return &BuildError{Package: p.pkg, Version: p.version, Source: p.source, Step: step, Err: err, StderrTail: tail(output.Bytes(), 20),
+			Network: networkRe.Match(output.Bytes())}
+	}
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
-			return "", nil, ctx.Err()
+			return hookResult{}, ctx.Err()
 		}
-		return "", nil, &BuildError{Package: pkg, Version: version, Source: source, Err: err, StderrTail: tail(output.Bytes(), 20)}
+		return hookResult{}, bad(err)
 	}
-	var name string
+	var r hookResult
 	for _, line := range strings.Split(output.String(), "\n") {
 		if n, ok := strings.CutPrefix(line, "PAASKIT-WHEEL:"); ok {
-			name = strings.TrimSpace(n)
+			r = hookResult{wheel: strings.TrimSpace(n)}
+		}
+		if n, ok := strings.CutPrefix(line, "PAASKIT-METADATA:"); ok {
+			r = hookResult{metadataDir: strings.TrimSpace(n)}
 		}
 	}
-	if name == "" || strings.ContainsAny(name, "/\\") || !strings.HasSuffix(name, ".whl") {
-		return "", nil, &BuildError{Package: pkg, Version: version, Source: source, Err: errors.New("backend returned no wheel name"), StderrTail: tail(output.Bytes(), 20)}
+	name := r.wheel + r.metadataDir
+	if name == "" || strings.ContainsAny(name, "/\\") || name == "." || name == ".." {
+		return hookResult{}, bad(errors.New("backend returned no usable name"))
 	}
-	wheel = filepath.Join(out, name)
-	if _, err := os.Stat(wheel); err != nil {
-		return "", nil, &BuildError{Package: pkg, Version: version, Source: source, Err: fmt.Errorf("backend said %s but wrote no such file", name), StderrTail: tail(output.Bytes(), 20)}
+	if r.wheel != "" {
+		if !strings.HasSuffix(r.wheel, ".whl") {
+			return hookResult{}, bad(fmt.Errorf("backend returned %q, not a wheel", r.wheel))
+		}
+		r.wheel = filepath.Join(out, r.wheel)
+		if _, err := os.Stat(r.wheel); err != nil {
+			return hookResult{}, bad(fmt.Errorf("backend said %s but wrote no such file", filepath.Base(r.wheel)))
+		}
+	} else {
+		r.metadataDir = filepath.Join(out, r.metadataDir)
+		if _, err := os.Stat(filepath.Join(r.metadataDir, "METADATA")); err != nil {
+			return hookResult{}, bad(fmt.Errorf("prepare_metadata_for_build_wheel returned %s, which has no METADATA", filepath.Base(r.metadataDir)))
+		}
 	}
-	return wheel, remove, nil
+	return r, nil
 }
 
 // legacyBuildRequires is what pip installs to build a project without a
@@ -207,4 +336,20 @@ func sdistRoot(dir string) (string, error) {
 		}
 	}
 	return "", errors.New("no single top-level directory and no pyproject.toml")
+}
+
+// buildWheel builds a wheel from an sdist archive or a source directory and
+// returns its path (inside a private directory the caller removes with
+// cleanup).
+func (in *Installer) buildWheel(ctx context.Context, source, pkg, version string, isDir bool, envFor func(context.Context, []string) (string, error)) (wheel string, cleanup func(), err error) {
+	p, err := in.prepareSource(ctx, source, pkg, version, isDir, envFor)
+	if err != nil {
+		return "", nil, err
+	}
+	r, err := in.runHook(ctx, p, "wheel")
+	if err != nil {
+		_ = os.RemoveAll(p.work)
+		return "", nil, err
+	}
+	return r.wheel, func() { _ = os.RemoveAll(p.work) }, nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +26,8 @@ const (
 	StageResolved   Stage = "resolved"   // pinned by the resolver
 	StageCached     Stage = "cached"     // its wheel was already in the cache
 	StageDownloaded Stage = "downloaded" // a file was fetched from an index
+	StageCloned     Stage = "cloned"     // a git repository was cloned
+	StageMetadata   Stage = "metadata"   // the PEP 517 metadata hook ran
 	StageRetry      Stage = "retry"      // a download failed and is retried
 	StageBuilt      Stage = "built"      // an sdist was built into a wheel
 	StageInstalled  Stage = "installed"  // unpacked into the virtualenv
@@ -62,8 +65,32 @@ type Config struct {
 	// sandbox sees at the same path).
 	Python string
 	// Workers bounds concurrent downloads and, separately, concurrent
-	// sdist builds. Default 8.
+	// metadata hooks. Default 8.
 	Workers int
+	// BuildWorkers bounds concurrent wheel builds (build_wheel). Default
+	// 16: builds of an app's sdists overlap even on a small machine, as
+	// many wait on I/O or on a child compiler.
+	BuildWorkers int
+	// Sandbox wraps every build process (PEP 517 hooks run code from the
+	// upload). nil runs builds as plain child processes of the installer,
+	// with its user and network: New logs a warning saying so, and only
+	// tests and trusted uploads should do it.
+	Sandbox BuildSandbox
+	// AllowedIndexes, when not empty, lists the URL prefixes (for example
+	// "https://pypi.org/simple/") that a requirements file may name:
+	// every remote location a Requirements value names (--index-url,
+	// --extra-index-url, http(s) --find-links, direct URLs and git URLs)
+	// must start with one of them, or Install and Resolve fail with an
+	// *IndexNotAllowedError before any request. The Config's own
+	// IndexURL, ExtraIndexURLs and FindLinks are the operator's and are
+	// not checked.
+	AllowedIndexes []string
+	// Git is the git program VCS requirements are cloned with. Default
+	// "git" (Debian's, apt-get install git).
+	Git string
+	// Now is the clock index pages' freshness is judged by. Default
+	// time.Now.
+	Now func() time.Time
 	// Retries is how many times a failed index request or download is
 	// retried (with backoff) before the install fails. Default 3.
 	Retries int
@@ -100,8 +127,13 @@ func New(cfg Config) (*Installer, error) {
 	if cfg.CacheDir == "" {
 		return nil, errors.New("pyinstall: Config.CacheDir is required")
 	}
-	if cfg.Workers < 0 || cfg.Retries < 0 {
-		return nil, fmt.Errorf("pyinstall: negative Workers (%d) or Retries (%d)", cfg.Workers, cfg.Retries)
+	if cfg.Workers < 0 || cfg.Retries < 0 || cfg.BuildWorkers < 0 {
+		return nil, fmt.Errorf("pyinstall: negative Workers (%d), BuildWorkers (%d) or Retries (%d)", cfg.Workers, cfg.BuildWorkers, cfg.Retries)
+	}
+	for _, a := range cfg.AllowedIndexes {
+		if u, err := url.Parse(a); err != nil || u.Scheme == "" || u.Host == "" {
+			return nil, fmt.Errorf("pyinstall: AllowedIndexes entry %q is not an absolute URL", a)
+		}
 	}
 	if cfg.IndexURL == "" {
 		cfg.IndexURL = "https://pypi.org/simple/"
@@ -117,8 +149,17 @@ func New(cfg Config) (*Installer, error) {
 	if cfg.Workers == 0 {
 		cfg.Workers = 8
 	}
+	if cfg.BuildWorkers == 0 {
+		cfg.BuildWorkers = 16
+	}
 	if cfg.Retries == 0 {
 		cfg.Retries = 3
+	}
+	if cfg.Git == "" {
+		cfg.Git = "git"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -140,6 +181,9 @@ func New(cfg Config) (*Installer, error) {
 	cache, err := OpenCache(cfg.CacheDir, cfg.Logger)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Sandbox == nil {
+		cfg.Logger.Warn("pyinstall: no build sandbox: sdist builds run as plain processes with the installer's user and network (set Config.Sandbox)", "cache", cfg.CacheDir)
 	}
 	return &Installer{cfg: cfg, log: cfg.Logger, cache: cache, client: client}, nil
 }
@@ -190,7 +234,13 @@ type Result struct {
 	// Built counts sdists built now; CacheHits wheels taken from the
 	// cache; Downloaded files fetched.
 	Built, CacheHits, Downloaded int
-	Resolve, Total               time.Duration
+	// MetadataHooks counts PEP 517 prepare_metadata_for_build_wheel calls;
+	// Cloned git repositories cloned (a commit not yet in the cache).
+	MetadataHooks, Cloned int
+	// Requests counts HTTP requests made (0 for a warm install whose
+	// index pages are all within their max-age).
+	Requests       int
+	Resolve, Total time.Duration
 }
 
 // InstallOptions are per-installation settings.
@@ -313,9 +363,11 @@ func (in *Installer) install(ctx context.Context, reqs *Requirements, venv strin
 	}
 	s.mu.Lock()
 	res.Built, res.CacheHits, res.Downloaded = s.built, s.cacheHits, s.downloaded
+	res.MetadataHooks, res.Cloned = s.hooks, s.cloned
 	s.mu.Unlock()
+	res.Requests = int(s.f.requests.Load())
 	res.Total = time.Since(t0)
-	in.log.Info("pyinstall: installed", "venv", venv, "packages", len(pins), "built", res.Built, "cache_hits", res.CacheHits, "downloaded", res.Downloaded, "elapsed", res.Total.Round(time.Millisecond))
+	in.log.Info("pyinstall: installed", "venv", venv, "packages", len(pins), "built", res.Built, "metadata_hooks", res.MetadataHooks, "cloned", res.Cloned, "requests", res.Requests, "cache_hits", res.CacheHits, "downloaded", res.Downloaded, "elapsed", res.Total.Round(time.Millisecond))
 	return res, nil
 }
 

@@ -416,7 +416,7 @@ func TestTamperedCacheDetectedAndRebuilt(t *testing.T) {
 			sdistSHA = fl.SHA256
 		}
 	}
-	_, bp, ok := cache.Built(sdistSHA)
+	_, bp, ok := cache.Built(TagsKey(f.in.interp), sdistSHA)
 	require.True(t, ok)
 	data, err = os.ReadFile(bp)
 	require.NoError(t, err)

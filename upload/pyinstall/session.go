@@ -92,6 +92,8 @@ func start[T any](s *session, m map[string]*future[T], key string, fn func() (T,
 type release struct {
 	name, version string
 	wheel, sdist  *link
+	// tree is a git checkout (a VCS requirement), built like an sdist.
+	tree *gitTree
 }
 
 type projectInfo struct {
@@ -129,8 +131,14 @@ type session struct {
 	hashes    map[string]map[string]bool
 	hashMode  bool
 	direct    map[string]link
+	vcs       map[string]vcsRef // git requirements by project
 
-	dlSem, buildSem chan struct{}
+	tags         string // TagsKey of the interpreter
+	pre          bool
+	preferBinary bool
+	binary       BinaryPolicy
+
+	dlSem, hookSem, buildSem chan struct{}
 
 	mu        sync.Mutex
 	projects  map[string]*future[*projectInfo]
@@ -141,15 +149,24 @@ type session struct {
 	reqFrom   map[string][]string
 	hits      map[string]bool // URLs found in the cache
 	buildEnvs map[string]*future[string]
-	tmpDirs   []string
-	depth     int // build-environment nesting: 0 for an app's install
+	commits   map[string]*future[string]
+	sources   map[string]*future[*preparedSource]
+	// hookMeta is the metadata the resolver used for a source (by build
+	// key) when it came from prepare_metadata_for_build_wheel: the built
+	// wheel must agree with it.
+	hookMeta map[string]*coreMetadata
+	tmpDirs  []string
+	depth    int // build-environment nesting: 0 for an app's install
 
-	built, cacheHits, downloaded int
+	built, cacheHits, downloaded, hooks, cloned int
 }
 
 func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth int) (*session, error) {
 	if reqs == nil {
 		return nil, errors.New("pyinstall: no requirements")
+	}
+	if err := in.checkAllowed(reqs); err != nil {
+		return nil, err
 	}
 	interp, err := in.Interpreter(ctx)
 	if err != nil {
@@ -158,11 +175,13 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 	sctx, cancel := context.WithCancel(ctx)
 	s := &session{
 		in: in, ctx: sctx, cancel: cancel, interp: interp, ranks: interp.tagRanks(),
-		f:         &fetcher{client: in.client, retries: in.cfg.Retries, pages: map[string]*pageCall{}},
+		f:         &fetcher{client: in.client, retries: in.cfg.Retries, pages: map[string]*pageCall{}, cache: in.cache, now: in.cfg.Now},
 		root:      resolve.VersionKey{PackageKey: resolve.PackageKey{System: resolve.PyPI, Name: "(app)"}, VersionType: resolve.Concrete, Version: "0"},
 		requested: map[string]bool{}, cons: map[string][]*semver.Constraint{},
-		hashes: map[string]map[string]bool{}, direct: map[string]link{},
-		dlSem: make(chan struct{}, in.cfg.Workers), buildSem: make(chan struct{}, in.cfg.Workers),
+		hashes: map[string]map[string]bool{}, direct: map[string]link{}, vcs: map[string]vcsRef{},
+		tags: TagsKey(interp), pre: reqs.Pre, preferBinary: reqs.PreferBinary, binary: reqs.Binary, hashMode: reqs.RequireHashes,
+		dlSem: make(chan struct{}, in.cfg.Workers), hookSem: make(chan struct{}, in.cfg.Workers), buildSem: make(chan struct{}, in.cfg.BuildWorkers),
+		commits: map[string]*future[string]{}, sources: map[string]*future[*preparedSource]{}, hookMeta: map[string]*coreMetadata{},
 		projects: map[string]*future[*projectInfo]{}, metas: map[string]*future[*coreMetadata]{},
 		downloads: map[string]*future[string]{}, wheels: map[string]*future[wheelResult]{},
 		depth: depth, missing: map[string]bool{}, reqFrom: map[string][]string{}, hits: map[string]bool{}, buildEnvs: map[string]*future[string]{},
@@ -196,7 +215,22 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 			in.log.Debug("pyinstall: requirement skipped by its marker", "requirement", r.String(), "source", r.Source)
 			continue
 		}
-		if r.URL != "" {
+		if v, err := parseVCS(r.URL); err == nil {
+			if r.Name == "" {
+				s.close()
+				return nil, fmt.Errorf("pyinstall: %s (%s): cannot tell the project name; add #egg=name or write name @ git+…", r.URL, r.Source)
+			}
+			if reqs.RequireHashes || len(r.Hashes) > 0 {
+				s.close()
+				return nil, fmt.Errorf("pyinstall: %s (%s): --require-hashes: a git requirement cannot be checked against a hash (pin an sdist or wheel with --hash instead)", r.String(), r.Source)
+			}
+			if prev, ok := s.vcs[r.Key()]; ok && prev != v {
+				s.close()
+				return nil, &ResolutionError{Package: r.Key(), Requirements: []string{prev.repo + "@" + prev.rev, v.repo + "@" + v.rev}, Detail: "two git references"}
+			}
+			s.vcs[r.Key()] = v
+			r.Specifier = ""
+		} else if r.URL != "" {
 			l, err := s.directLink(r)
 			if err != nil {
 				s.close()
@@ -226,10 +260,84 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 				set[hex] = true
 			}
 		}
+		if reqs.RequireHashes {
+			if len(r.Hashes) == 0 {
+				s.close()
+				return nil, fmt.Errorf("pyinstall: --require-hashes: %s (%s) has no --hash", r.String(), r.Source)
+			}
+			if r.URL == "" && (!strings.HasPrefix(r.Specifier, "==") || strings.Contains(r.Specifier, ",") || strings.HasSuffix(r.Specifier, "*")) {
+				s.close()
+				return nil, fmt.Errorf("pyinstall: --require-hashes: %s (%s) is not pinned with ==", r.String(), r.Source)
+			}
+		}
 		s.requested[r.Key()] = true
 		s.rootDeps = append(s.rootDeps, r)
 	}
 	return s, nil
+}
+
+// IndexNotAllowedError is a requirements file that names a remote location
+// outside Config.AllowedIndexes.
+type IndexNotAllowedError struct {
+	// URL is the location, Option how the file named it (--index-url,
+	// --extra-index-url, --find-links, or the requirement).
+	URL, Option string
+	Allowed     []string
+}
+
+func (e *IndexNotAllowedError) Error() string {
+	return fmt.Sprintf("%s %s is not an allowed index (allowed: %s)", e.Option, e.URL, strings.Join(e.Allowed, ", "))
+}
+
+// checkAllowed refuses, before any request, a Requirements value that names
+// a remote location outside Config.AllowedIndexes.
+func (in *Installer) checkAllowed(reqs *Requirements) error {
+	if len(in.cfg.AllowedIndexes) == 0 {
+		return nil
+	}
+	allowed := func(u string) bool {
+		for _, a := range in.cfg.AllowedIndexes {
+			a = strings.TrimSuffix(a, "/")
+			if u == a || strings.HasPrefix(u, a+"/") || strings.HasPrefix(u, a+"?") || strings.HasSuffix(a, "/") && strings.HasPrefix(u, a) {
+				return true
+			}
+		}
+		return false
+	}
+	check := func(u, opt string) error {
+		if !strings.Contains(u, "://") || strings.HasPrefix(u, "file:") {
+			return nil // local: ParseRequirementsFileIn keeps it in the app's tree
+		}
+		if !allowed(u) {
+			return fmt.Errorf("pyinstall: %w", &IndexNotAllowedError{URL: u, Option: opt, Allowed: in.cfg.AllowedIndexes})
+		}
+		return nil
+	}
+	if reqs.IndexURL != "" {
+		if err := check(reqs.IndexURL, "--index-url"); err != nil {
+			return err
+		}
+	}
+	for _, u := range reqs.ExtraIndexURLs {
+		if err := check(u, "--extra-index-url"); err != nil {
+			return err
+		}
+	}
+	for _, u := range reqs.FindLinks {
+		if err := check(u, "--find-links"); err != nil {
+			return err
+		}
+	}
+	for _, r := range append(append([]Requirement(nil), reqs.Requirements...), reqs.Constraints...) {
+		u := r.URL
+		if v, err := parseVCS(u); err == nil {
+			u = v.repo
+		}
+		if err := check(u, "requirement "+r.Name+" ("+r.Source+")"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *session) goBackground(fn func()) {
@@ -312,7 +420,7 @@ func (s *session) directLink(r Requirement) (link, error) {
 			return l, err
 		}
 		if fi.IsDir() {
-			wheel, cleanup, err := s.in.buildWheel(s.ctx, r.URL, r.Name, "", s.buildEnv)
+			wheel, cleanup, err := s.in.buildWheel(s.ctx, r.URL, r.Name, "", true, s.buildEnv)
 			if err != nil {
 				return l, err
 			}
@@ -361,7 +469,12 @@ func (s *session) MatchingVersions(ctx context.Context, vk resolve.VersionKey) (
 	if err != nil {
 		return nil, err
 	}
-	m := resolve.MatchRequirement(vk, vs)
+	var m []resolve.Version
+	if s.pre && vk.PackageKey != s.root.PackageKey {
+		m = matchWithPre(vk, vs)
+	} else {
+		m = resolve.MatchRequirement(vk, vs)
+	}
 	if len(m) == 0 && vk.PackageKey != s.root.PackageKey {
 		m = s.matchYanked(ctx, vk)
 	}
@@ -371,6 +484,29 @@ func (s *session) MatchingVersions(ctx context.Context, vk resolve.VersionKey) (
 		s.prefetchMeta(vk.Name, m[len(m)-1].Version)
 	}
 	return m, nil
+}
+
+// matchWithPre is MatchRequirement with pre-releases allowed (--pre),
+// keeping the order of vs.
+func matchWithPre(vk resolve.VersionKey, vs []resolve.Version) []resolve.Version {
+	var c *semver.Constraint
+	if spec := strings.TrimSpace(vk.Version); spec != "" {
+		var err error
+		if c, err = semver.PyPI.ParseConstraint(spec); err != nil {
+			return nil
+		}
+	}
+	var out []resolve.Version
+	for _, v := range vs {
+		pv, err := semver.PyPI.Parse(v.Version)
+		if err != nil {
+			continue
+		}
+		if c == nil || c.MatchVersionPrerelease(pv) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // matchYanked returns the yanked release an exact pin names, if any.
@@ -508,7 +644,7 @@ func (s *session) resolve() ([]Pin, error) {
 	if s.hashMode {
 		for _, p := range pins {
 			if len(s.hashes[p.Name]) == 0 {
-				return nil, fmt.Errorf("pyinstall: hash-checking mode (some requirement has --hash): %s has no --hash; pin it with its hashes", p)
+				return nil, fmt.Errorf("pyinstall: hash-checking mode (--require-hashes, or some requirement has --hash): %s has no --hash; pin it with its hashes", p)
 			}
 		}
 	}
@@ -525,6 +661,9 @@ func (s *session) project(name string) *future[*projectInfo] {
 }
 
 func (s *session) fetchProject(name string) (*projectInfo, error) {
+	if ref, ok := s.vcs[name]; ok {
+		return s.gitProject(name, ref)
+	}
 	var links []link
 	if l, ok := s.direct[name]; ok {
 		links = []link{l}
@@ -561,6 +700,19 @@ func (s *session) fetchProject(name string) (*projectInfo, error) {
 	p := &projectInfo{releases: map[string]*release{}, yanked: map[string]*release{}}
 	bestRank := map[string]int{}
 	hasLive := map[string]bool{}
+	wheelOK, sdistOK := s.binary.Allowed(name)
+	_, isDirect := s.direct[name]
+	hashSet := s.hashes[name]
+	anyHashMatch := false
+	usable := links[:0:0]
+	for _, l := range links {
+		if !isDirect && (l.Wheel && !wheelOK || !l.Wheel && !sdistOK) {
+			continue // --no-binary / --only-binary
+		}
+		usable = append(usable, l)
+		anyHashMatch = anyHashMatch || hashSet[l.SHA256]
+	}
+	links = usable
 	for _, l := range links {
 		if !l.Yanked {
 			hasLive[l.Version] = true
@@ -577,7 +729,10 @@ func (s *session) fetchProject(name string) (*projectInfo, error) {
 				continue
 			}
 		}
-		if set := s.hashes[name]; len(set) > 0 && l.SHA256 != "" && !set[l.SHA256] {
+		if len(hashSet) > 0 && anyHashMatch && l.SHA256 != "" && !hashSet[l.SHA256] {
+			// As pip does: files whose index hash is not allowed are
+			// left out if some file matches; if none does, the
+			// download fails with a hash mismatch.
 			continue
 		}
 		if cs := s.cons[name]; len(cs) > 0 {
@@ -617,10 +772,18 @@ func (s *session) fetchProject(name string) (*projectInfo, error) {
 			PackageKey: resolve.PackageKey{System: resolve.PyPI, Name: name}, VersionType: resolve.Concrete, Version: v}})
 	}
 	resolve.SortVersions(p.versions)
+	if s.preferBinary {
+		// --prefer-binary: the resolver tries candidates from the end
+		// of the list, so versions with a wheel go last (each group
+		// still ascending).
+		sort.SliceStable(p.versions, func(i, j int) bool {
+			return p.releases[p.versions[i].Version].wheel == nil && p.releases[p.versions[j].Version].wheel != nil
+		})
+	}
 	// Prefetch the metadata of the newest final release: the resolver
 	// usually tries it first.
 	for i := len(p.versions) - 1; i >= 0; i-- {
-		if v, err := semver.PyPI.Parse(p.versions[i].Version); err == nil && !v.IsPrerelease() {
+		if v, err := semver.PyPI.Parse(p.versions[i].Version); err == nil && (s.pre || !v.IsPrerelease()) {
 			s.prefetchMeta(name, p.versions[i].Version)
 			break
 		}
@@ -698,25 +861,195 @@ func (s *session) fetchMeta(rel *release) (*coreMetadata, error) {
 		}
 		return md, nil
 	}
-	sd := rel.sdist
-	p, err := s.download(*sd).wait(s.ctx)
+	if rel.sdist == nil {
+		return nil, fmt.Errorf("pyinstall: %s %s has no usable file", rel.name, rel.version)
+	}
+	md, err := s.sourceMeta(rel)
 	if err != nil {
 		return nil, err
 	}
-	md, err := sdistMetadata(p, sd.Filename)
-	if err == nil && md.staticDeps() {
-		// PEP 643 static metadata: no build needed to resolve, and the
-		// build starts now, in the background, as it will most
-		// likely be installed.
-		s.wheel(rel)
-		return md, nil
+	// The build starts now, in the background: it will most likely be
+	// installed.
+	s.wheel(rel)
+	return md, nil
+}
+
+// source returns the build-cache key of a release's source (an sdist's
+// SHA-256, or its git tree's key) and its path, downloading the sdist.
+func (s *session) source(rel *release) (key, path string, isDir bool, err error) {
+	if rel.tree != nil {
+		return rel.tree.key, rel.tree.dir, true, nil
 	}
-	// Dynamic metadata: pip builds to learn the dependencies, so do we.
-	w, err := s.wheel(rel).wait(s.ctx)
+	sp, err := s.download(*rel.sdist).wait(s.ctx)
+	if err != nil {
+		return "", "", false, err
+	}
+	return filepath.Base(sp), sp, false, nil
+}
+
+// sourceMeta learns a source's core metadata the cheapest way there is: the
+// wheel already built from it (for this interpreter), PEP 643 static
+// PKG-INFO, the metadata hook's answer kept from an earlier install, or the
+// PEP 517 prepare_metadata_for_build_wheel hook in the build's isolated
+// environment; only a backend without that hook gets a whole build now.
+func (s *session) sourceMeta(rel *release) (*coreMetadata, error) {
+	key, path, isDir, err := s.source(rel)
 	if err != nil {
 		return nil, err
 	}
-	return wheelMetadata(w.path)
+	if _, p, ok := s.in.cache.Built(s.tags, key); ok {
+		if md, err := wheelMetadata(p); err == nil {
+			return md, nil
+		}
+	}
+	if !isDir {
+		if md, err := sdistMetadata(path, rel.sdist.Filename); err == nil && md.staticDeps() {
+			return md, nil
+		}
+	}
+	if data, ok := s.in.cache.hookMetadata(s.tags, key); ok {
+		if md, err := parseCoreMetadata(data); err == nil {
+			s.mu.Lock()
+			s.hookMeta[key] = md
+			s.mu.Unlock()
+			return md, nil
+		}
+		s.in.cache.removeHookMetadata(s.tags, key)
+	}
+	select {
+	case s.hookSem <- struct{}{}:
+	case <-s.ctx.Done():
+		return nil, s.ctx.Err()
+	}
+	defer func() { <-s.hookSem }()
+	ps, err := s.prepared(rel, key, path, isDir)
+	if err != nil {
+		return nil, err
+	}
+	t := time.Now()
+	r, err := s.in.runHook(s.ctx, ps, "metadata")
+	if err != nil {
+		return nil, err
+	}
+	if r.wheel != "" {
+		// The backend has no metadata hook: the wheel was built.
+		w, err := s.storeBuilt(rel, key, r.wheel, nil, t)
+		if err != nil {
+			return nil, err
+		}
+		return wheelMetadata(w.path)
+	}
+	data, err := os.ReadFile(filepath.Join(r.metadataDir, "METADATA"))
+	if err != nil {
+		return nil, fmt.Errorf("pyinstall: %s %s: metadata hook: %w", rel.name, rel.version, err)
+	}
+	md, err := parseCoreMetadata(data)
+	if err != nil {
+		return nil, &BuildError{Package: rel.name, Version: rel.version, Source: ps.source, Step: "prepare_metadata_for_build_wheel", Err: err, StderrTail: tail(data, 10)}
+	}
+	s.mu.Lock()
+	s.hooks++
+	s.hookMeta[key] = md
+	s.mu.Unlock()
+	if err := s.in.cache.setHookMetadata(s.tags, key, data); err != nil {
+		s.in.log.Warn("pyinstall: cannot cache prepared metadata", "package", rel.name, "err", err)
+	}
+	s.in.emit(Event{Package: rel.name, Version: md.Version, Stage: StageMetadata, Detail: "prepare_metadata_for_build_wheel", Elapsed: time.Since(t)})
+	return md, nil
+}
+
+// prepared unpacks (once per session) a source for its hooks and build.
+func (s *session) prepared(rel *release, key, path string, isDir bool) (*preparedSource, error) {
+	f := start(s, s.sources, key, func() (*preparedSource, error) {
+		p, err := s.in.prepareSource(s.ctx, path, rel.name, rel.version, isDir, s.buildEnv)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.tmpDirs = append(s.tmpDirs, p.work)
+		s.mu.Unlock()
+		return p, nil
+	})
+	return f.wait(s.ctx)
+}
+
+// storeBuilt checks a freshly built wheel against the release and the
+// metadata the resolver used (hook, when not nil), and puts it in the
+// cache under the source's key for this interpreter.
+func (s *session) storeBuilt(rel *release, key, wheel string, hook *coreMetadata, t time.Time) (wheelResult, error) {
+	wmd, err := wheelMetadata(wheel)
+	if err != nil {
+		return wheelResult{}, fmt.Errorf("pyinstall: %s %s: built %s: %w", rel.name, rel.version, filepath.Base(wheel), err)
+	}
+	if NormalizeName(wmd.Name) != rel.name {
+		return wheelResult{}, &MetadataMismatchError{Package: rel.name, Version: rel.version, Field: "Name", Hook: rel.name, Wheel: wmd.Name}
+	}
+	if rel.version != "" && wmd.Version != rel.version {
+		return wheelResult{}, &MetadataMismatchError{Package: rel.name, Version: rel.version, Field: "Version", Hook: rel.version, Wheel: wmd.Version}
+	}
+	if hook != nil {
+		if err := checkSameMetadata(rel.name, rel.version, hook, wmd); err != nil {
+			s.in.cache.removeHookMetadata(s.tags, key)
+			return wheelResult{}, err
+		}
+	}
+	p, sum, err := s.in.cache.PutFile(wheel)
+	if err != nil {
+		return wheelResult{}, fmt.Errorf("pyinstall: cache built wheel: %w", err)
+	}
+	fn := filepath.Base(wheel)
+	if err := s.in.cache.SetBuilt(s.tags, key, fn, sum); err != nil {
+		return wheelResult{}, fmt.Errorf("pyinstall: record built wheel: %w", err)
+	}
+	s.mu.Lock()
+	s.built++
+	s.mu.Unlock()
+	s.in.emit(Event{Package: rel.name, Version: wmd.Version, Stage: StageBuilt, Detail: fn, Elapsed: time.Since(t)})
+	return wheelResult{path: p, filename: fn}, nil
+}
+
+// gitProject is the single release a git requirement offers: its commit
+// (a branch or tag resolved once per install), checked out in the cache,
+// with metadata from its backend.
+func (s *session) gitProject(name string, ref vcsRef) (*projectInfo, error) {
+	cf := start(s, s.commits, ref.repo+"@"+ref.rev, func() (string, error) { return s.in.resolveRev(s.ctx, ref) })
+	commit, err := cf.wait(s.ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pyinstall: %s: %w", name, err)
+	}
+	t0 := time.Now()
+	tree, cloned, err := s.in.checkout(s.ctx, ref, commit)
+	if err != nil {
+		return nil, fmt.Errorf("pyinstall: %s: %w", name, err)
+	}
+	if cloned {
+		s.mu.Lock()
+		s.cloned++
+		s.mu.Unlock()
+		s.in.emit(Event{Package: name, Stage: StageCloned, Detail: ref.repo + "@" + tree.commit, Elapsed: time.Since(t0)})
+	}
+	rel := &release{name: name, tree: tree}
+	md, err := s.sourceMeta(rel)
+	if err != nil {
+		return nil, err
+	}
+	if NormalizeName(md.Name) != name {
+		return nil, fmt.Errorf("pyinstall: %s at %s is the project %q, not %s", ref.repo, tree.commit, md.Name, name)
+	}
+	rel.version = md.Version
+	mf := &future[*coreMetadata]{done: make(chan struct{}), v: md}
+	close(mf.done)
+	s.mu.Lock()
+	if _, ok := s.metas[name+"=="+md.Version]; !ok {
+		s.metas[name+"=="+md.Version] = mf
+	}
+	s.mu.Unlock()
+	s.wheel(rel)
+	return &projectInfo{
+		releases: map[string]*release{md.Version: rel},
+		yanked:   map[string]*release{},
+		versions: []resolve.Version{{VersionKey: resolve.VersionKey{PackageKey: resolve.PackageKey{System: resolve.PyPI, Name: name}, VersionType: resolve.Concrete, Version: md.Version}}},
+	}, nil
 }
 
 // download fetches a file into the cache (once per session).
@@ -792,15 +1125,14 @@ func (s *session) wheel(rel *release) *future[wheelResult] {
 			}
 			return wheelResult{path: p, filename: w.Filename}, nil
 		}
-		if rel.sdist == nil {
+		if rel.sdist == nil && rel.tree == nil {
 			return wheelResult{}, fmt.Errorf("pyinstall: %s %s has no usable file", rel.name, rel.version)
 		}
-		sp, err := s.download(*rel.sdist).wait(s.ctx)
+		key, path, isDir, err := s.source(rel)
 		if err != nil {
 			return wheelResult{}, err
 		}
-		sdistSHA := filepath.Base(sp)
-		if fn, p, ok := s.in.cache.Built(sdistSHA); ok {
+		if fn, p, ok := s.in.cache.Built(s.tags, key); ok {
 			s.mu.Lock()
 			s.cacheHits++
 			s.mu.Unlock()
@@ -814,23 +1146,20 @@ func (s *session) wheel(rel *release) *future[wheelResult] {
 		}
 		defer func() { <-s.buildSem }()
 		t := time.Now()
-		wheel, cleanup, err := s.in.buildWheel(s.ctx, sp, rel.name, rel.version, s.buildEnv)
+		ps, err := s.prepared(rel, key, path, isDir)
 		if err != nil {
 			return wheelResult{}, err
 		}
-		defer cleanup()
-		p, sum, err := s.in.cache.PutFile(wheel)
+		r, err := s.in.runHook(s.ctx, ps, "wheel")
 		if err != nil {
-			return wheelResult{}, fmt.Errorf("pyinstall: cache built wheel: %w", err)
-		}
-		fn := filepath.Base(wheel)
-		if err := s.in.cache.SetBuilt(sdistSHA, fn, sum); err != nil {
-			return wheelResult{}, fmt.Errorf("pyinstall: record built wheel: %w", err)
+			return wheelResult{}, err
 		}
 		s.mu.Lock()
-		s.built++
+		hook := s.hookMeta[key]
 		s.mu.Unlock()
-		s.in.emit(Event{Package: rel.name, Version: rel.version, Stage: StageBuilt, Detail: fn, Elapsed: time.Since(t)})
-		return wheelResult{path: p, filename: fn}, nil
+		w, err := s.storeBuilt(rel, key, r.wheel, hook, t)
+		// The unpacked source is needed no more.
+		_ = os.RemoveAll(ps.work)
+		return w, err
 	})
 }
