@@ -14,7 +14,8 @@ import (
 type GitRepo struct {
 	// Dir is the bare repository.
 	Dir string
-	// URL is its file:// URL.
+	// URL is its file:// URL, with host "localhost" (pip, through
+	// packaging, refuses "name @ git+file:///…" with an empty host).
 	URL string
 	// Commits are the commits made so far, oldest first; the last is the
 	// tip of branch "main".
@@ -36,7 +37,7 @@ func NewGitRepo(ctx context.Context, dir string, d Dist) (*GitRepo, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := &GitRepo{Dir: abs, URL: "file://" + abs}
+	r := &GitRepo{Dir: abs, URL: "file://localhost" + abs}
 	if _, err := r.Commit(ctx, d); err != nil {
 		return nil, err
 	}

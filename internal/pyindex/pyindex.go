@@ -91,6 +91,9 @@ type Dist struct {
 	// but the built wheel does not have: a backend whose prepared metadata
 	// differs from its wheel's (pip refuses such a wheel).
 	HookExtraRequires []string
+	// HookVersion, when set, is the Version the metadata hook reports
+	// instead of the real one (pip refuses such a candidate).
+	HookVersion string
 	// BuildFetches is a URL that build_wheel downloads before it builds, as
 	// a setup.py that fetches a tarball does; with no network the build
 	// fails.
@@ -402,9 +405,12 @@ func sourceTree(d Dist) (string, []treeFile) {
 	root := fmt.Sprintf("%s-%s", dn, d.Version)
 	wheelMeta := coreMetadata(d, "2.1", false)
 	hookMeta := ""
-	if len(d.HookExtraRequires) > 0 {
+	if len(d.HookExtraRequires) > 0 || d.HookVersion != "" {
 		hd := d
 		hd.Requires = append(append([]string(nil), d.Requires...), d.HookExtraRequires...)
+		if d.HookVersion != "" {
+			hd.Version = d.HookVersion
+		}
 		hookMeta = string(coreMetadata(hd, "2.1", false))
 	}
 	cfg := fmt.Sprintf(`{"dist": %q, "version": %q, "module": %q, "source": %q, "metadata": %q, "entry_points": %q, "delay": %g, "fail": %t, "no_hook": %t, "fail_hook": %t, "hook_metadata": %q, "fetch": %q}`,

@@ -54,7 +54,7 @@ type Server struct {
 	mu    sync.Mutex
 	drops map[string]int
 
-	requests, notModified atomic.Int64
+	requests, notModified, jsonPages atomic.Int64
 }
 
 // Serve starts serving ix on 127.0.0.1 on a free port. Close stops it.
@@ -88,6 +88,9 @@ func (s *Server) FileURL(filename string) string {
 
 // Requests is how many requests the server has received.
 func (s *Server) Requests() int64 { return s.requests.Load() }
+
+// JSONPages is how many PEP 691 JSON project pages it has served.
+func (s *Server) JSONPages() int64 { return s.jsonPages.Load() }
 
 // NotModified is how many of them were answered 304 Not Modified.
 func (s *Server) NotModified() int64 { return s.notModified.Load() }
@@ -236,6 +239,7 @@ func (s *Server) serveProject(w http.ResponseWriter, r *http.Request, name strin
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
 		}
+		s.jsonPages.Add(1)
 		s.writePage(w, r, jsonType, body)
 		return
 	}

@@ -78,12 +78,20 @@ type MetadataMismatchError struct {
 	Package, Version string
 	// Field is the metadata field that differs.
 	Field string
-	// Hook and Wheel are its values from the hook and from the wheel.
+	// Hook and Wheel are its values from the metadata the resolver used
+	// (the hook's) and from the other side (the built wheel's).
 	Hook, Wheel string
+	// Other names the other side when it is not the built wheel (for
+	// example "the sdist's file name").
+	Other string
 }
 
 func (e *MetadataMismatchError) Error() string {
-	return fmt.Sprintf("%s %s: the built wheel's %s (%s) differs from what prepare_metadata_for_build_wheel reported (%s); refusing it, as pip does", e.Package, e.Version, e.Field, e.Wheel, e.Hook)
+	other := e.Other
+	if other == "" {
+		other = "the built wheel"
+	}
+	return fmt.Sprintf("%s %s: %s has %s %s, but the metadata (prepare_metadata_for_build_wheel) says %s; refused, as pip does", e.Package, e.Version, other, e.Field, e.Wheel, e.Hook)
 }
 
 // checkSameMetadata compares the metadata the resolver used with a built

@@ -82,7 +82,11 @@ func TestRequirementsSyntaxErrorsHaveLineNumbers(t *testing.T) {
 		{"hash alone", "--hash=sha256:aa\n", 1, "--hash must follow"},
 		{"garbage after name", "foo bar\n", 1, "version specifier"},
 		{"continued line counts from its start", "a\nb==1 \\\n  --hash=sha256:zz\n", 2, "malformed hash"},
-		{"vcs url", "git+https://example.com/x.git\n", 1, "VCS requirements"},
+		{"vcs url without a name", "git+https://example.com/x.git\n", 1, "add #egg=name"},
+		{"hg url", "hg+https://example.com/x#egg=x\n", 1, "hg+ requirements are not supported"},
+		{"git option injection", "x @ git+https://example.com/x.git@--upload-pack=evil\n", 1, "bad git revision"},
+		{"git subdirectory escapes", "git+https://example.com/x.git#egg=x&subdirectory=../..\n", 1, "leaves the repository"},
+		{"bad --only-binary", "--only-binary\n", 1, "needs a value"},
 		{"missing option value", "-r\n", 1, "needs a value"},
 	}
 	for _, c := range cases {

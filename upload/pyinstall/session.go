@@ -821,6 +821,11 @@ func (s *session) meta(name, version string) *future[*coreMetadata] {
 		if NormalizeName(md.Name) != name {
 			return nil, fmt.Errorf("pyinstall: %s %s: its metadata names %q", name, version, md.Name)
 		}
+		if !sameVersion(md.Version, version) {
+			// pip's MetadataInconsistent: the file says one version,
+			// its metadata another.
+			return nil, fmt.Errorf("pyinstall: %w", &MetadataMismatchError{Package: name, Version: version, Field: "Version", Hook: md.Version, Wheel: version, Other: "the file name"})
+		}
 		// Prefetch the index pages of its unconditional dependencies.
 		if reqs, err := parseRequiresDist(md); err == nil {
 			for _, r := range reqs {
@@ -835,6 +840,10 @@ func (s *session) meta(name, version string) *future[*coreMetadata] {
 
 func (s *session) fetchMeta(rel *release) (*coreMetadata, error) {
 	if w := rel.wheel; w != nil {
+		if set := s.hashes[rel.name]; len(set) > 0 && w.SHA256 != "" && !set[w.SHA256] {
+			_, err := s.download(*w).wait(s.ctx) // the --hash mismatch
+			return nil, err
+		}
 		if w.SHA256 != "" {
 			if p, ok := s.in.cache.Blob(w.SHA256); ok {
 				return wheelMetadata(p)
@@ -982,10 +991,10 @@ func (s *session) storeBuilt(rel *release, key, wheel string, hook *coreMetadata
 		return wheelResult{}, fmt.Errorf("pyinstall: %s %s: built %s: %w", rel.name, rel.version, filepath.Base(wheel), err)
 	}
 	if NormalizeName(wmd.Name) != rel.name {
-		return wheelResult{}, &MetadataMismatchError{Package: rel.name, Version: rel.version, Field: "Name", Hook: rel.name, Wheel: wmd.Name}
+		return wheelResult{}, &MetadataMismatchError{Package: rel.name, Version: rel.version, Field: "Name", Hook: rel.name, Wheel: wmd.Name, Other: "the built wheel " + filepath.Base(wheel)}
 	}
 	if rel.version != "" && wmd.Version != rel.version {
-		return wheelResult{}, &MetadataMismatchError{Package: rel.name, Version: rel.version, Field: "Version", Hook: rel.version, Wheel: wmd.Version}
+		return wheelResult{}, &MetadataMismatchError{Package: rel.name, Version: rel.version, Field: "Version", Hook: rel.version, Wheel: wmd.Version, Other: "the built wheel " + filepath.Base(wheel)}
 	}
 	if hook != nil {
 		if err := checkSameMetadata(rel.name, rel.version, hook, wmd); err != nil {
@@ -1055,6 +1064,12 @@ func (s *session) gitProject(name string, ref vcsRef) (*projectInfo, error) {
 // download fetches a file into the cache (once per session).
 func (s *session) download(l link) *future[string] {
 	return start(s, s.downloads, l.URL, func() (string, error) {
+		if set := s.hashes[l.Project]; len(set) > 0 && l.SHA256 != "" && !set[l.SHA256] {
+			// The index's hash already says this file is not one
+			// the requirements allow (--hash): no download needed
+			// to refuse it.
+			return "", fmt.Errorf("pyinstall: %w", &HashMismatchError{What: l.Filename + " (--hash)", Want: strings.Join(keys(set), " or "), Got: l.SHA256})
+		}
 		if l.SHA256 != "" {
 			if p, ok := s.in.cache.Blob(l.SHA256); ok {
 				s.mu.Lock()
@@ -1162,4 +1177,14 @@ func (s *session) wheel(rel *release) *future[wheelResult] {
 		_ = os.RemoveAll(ps.work)
 		return w, err
 	})
+}
+
+// sameVersion compares two PEP 440 versions (so "1.0" and "1.0.0" agree).
+func sameVersion(a, b string) bool {
+	va, err1 := semver.PyPI.Parse(a)
+	vb, err2 := semver.PyPI.Parse(b)
+	if err1 != nil || err2 != nil {
+		return a == b
+	}
+	return va.Compare(vb) == 0
 }
