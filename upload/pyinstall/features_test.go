@@ -29,6 +29,7 @@ func dynamicBenchSet() ([]pyindex.Dist, []string) {
 }
 
 func TestDynamicSdistsUseMetadataHookSameAsPip(t *testing.T) {
+	t.Parallel()
 	ds, reqs := dynamicBenchSet()
 	f := newFixture(t, ds, pyindex.ServerConfig{}) // no PEP 658, HTML only
 	got := f.requireSameAsPip(reqs...)
@@ -45,6 +46,7 @@ func TestDynamicSdistsUseMetadataHookSameAsPip(t *testing.T) {
 }
 
 func TestBackendWithoutMetadataHookIsBuiltOnce(t *testing.T) {
+	t.Parallel()
 	dists := []pyindex.Dist{
 		{Name: "app", Version: "1.0", Requires: []string{"nohook"}},
 		{Name: "nohook", Version: "2.0", Kind: pyindex.Sdist, DynamicMetadata: true, NoMetadataHook: true, Requires: []string{"dep"}},
@@ -59,6 +61,7 @@ func TestBackendWithoutMetadataHookIsBuiltOnce(t *testing.T) {
 }
 
 func TestCrashingMetadataHookIsAClearError(t *testing.T) {
+	t.Parallel()
 	dists := []pyindex.Dist{
 		{Name: "app", Version: "1.0", Requires: []string{"crashy"}},
 		{Name: "crashy", Version: "0.1", Kind: pyindex.Sdist, DynamicMetadata: true, FailMetadataHook: true},
@@ -79,6 +82,7 @@ func TestCrashingMetadataHookIsAClearError(t *testing.T) {
 }
 
 func TestMetadataHookDisagreeingWithWheelIsRefused(t *testing.T) {
+	t.Parallel()
 	dists := []pyindex.Dist{
 		{Name: "liar", Version: "1.0", Kind: pyindex.Sdist, DynamicMetadata: true, HookVersion: "1.1"},
 		{Name: "fibber", Version: "1.0", Kind: pyindex.Sdist, DynamicMetadata: true, HookExtraRequires: []string{"dep"}},
@@ -108,6 +112,7 @@ func TestMetadataHookDisagreeingWithWheelIsRefused(t *testing.T) {
 }
 
 func TestWarmInstallWithinMaxAgeMakesNoRequest(t *testing.T) {
+	t.Parallel()
 	ds, reqs := dynamicBenchSet()
 	f := newFixture(t, ds, pyindex.ServerConfig{MaxAge: 10 * time.Minute})
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
@@ -153,6 +158,7 @@ func TestPagesWithoutMaxAgeAreRevalidated(t *testing.T) {
 }
 
 func TestJSONPagesPreferredAndMetadataFilesUsed(t *testing.T) {
+	t.Parallel()
 	ds, reqs := pyindex.BenchSet(0)
 	f := newFixture(t, ds, pyindex.ServerConfig{JSON: true, Metadata: true})
 	got := f.requireSameAsPip(reqs...)
@@ -209,6 +215,7 @@ func gitFixture(t *testing.T) (*fixture, *pyindex.GitRepo) {
 }
 
 func TestGitRequirementsSameAsPipAndCachedByCommit(t *testing.T) {
+	t.Parallel()
 	f, repo := gitFixture(t)
 	for _, line := range []string{
 		"from-git @ git+" + repo.URL + "@main",
@@ -217,7 +224,9 @@ func TestGitRequirementsSameAsPipAndCachedByCommit(t *testing.T) {
 		"from-git @ git+" + repo.URL,
 	} {
 		t.Run(line, func(t *testing.T) {
-			require.Equal(t, []string{"from-git==0.5", "gitdep==1.0"}, f.requireSameAsPip(line))
+			fc := *f
+			fc.t = t
+			require.Equal(t, []string{"from-git==0.5", "gitdep==1.0"}, fc.requireSameAsPip(line))
 		})
 	}
 	line := "from-git @ git+" + repo.URL + "@main"
@@ -245,6 +254,7 @@ func TestGitRequirementsSameAsPipAndCachedByCommit(t *testing.T) {
 }
 
 func TestGitRequirementBadInputs(t *testing.T) {
+	t.Parallel()
 	f, repo := gitFixture(t)
 	cases := []struct {
 		name, line, want string
@@ -287,6 +297,7 @@ func unshareSandbox(calls *atomic.Int64) BuildSandbox {
 }
 
 func TestSandboxedBuildThatNeedsNetworkFailsNamingThePackage(t *testing.T) {
+	t.Parallel()
 	dists := []pyindex.Dist{{Name: "offline-ok", Version: "1.0", Kind: pyindex.Sdist, DynamicMetadata: true}, {Name: "ext-data", Version: "1.0"}}
 	ix, err := pyindex.New(dists)
 	require.NoError(t, err)
@@ -346,6 +357,7 @@ func TestIndexNotAllowedRefusedBeforeAnyRequest(t *testing.T) {
 }
 
 func TestRequireHashes(t *testing.T) {
+	t.Parallel()
 	dists := []pyindex.Dist{{Name: "pinned", Version: "1.0", Requires: []string{"dep"}}, {Name: "dep", Version: "1.0"}, {Name: "dep", Version: "1.1"}}
 	f := newFixture(t, dists, pyindex.ServerConfig{})
 	sha := map[string]string{}
@@ -384,6 +396,7 @@ func TestRequireHashes(t *testing.T) {
 }
 
 func TestBinaryAndPreOptionsSameAsPip(t *testing.T) {
+	t.Parallel()
 	dists := []pyindex.Dist{
 		{Name: "lib", Version: "1.0"},
 		{Name: "lib", Version: "2.0", Kind: pyindex.Sdist, DynamicMetadata: true},
@@ -407,13 +420,17 @@ func TestBinaryAndPreOptionsSameAsPip(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.opts, " "), func(t *testing.T) {
-			got := f.requireSameAsPip(append(append([]string(nil), c.opts...), "app")...)
+			t.Parallel()
+			fc := *f
+			fc.t = t
+			got := fc.requireSameAsPip(append(append([]string(nil), c.opts...), "app")...)
 			require.Equal(t, []string{"app==1.0", c.want}, got)
 		})
 	}
 }
 
 func TestRacingInstallersOnOneColdCache(t *testing.T) {
+	t.Parallel()
 	ds, reqs := dynamicBenchSet()
 	f := newFixture(t, ds, pyindex.ServerConfig{MaxAge: time.Minute})
 	repo, err := pyindex.NewGitRepo(context.Background(), filepath.Join(f.dir, "repos", "from-git.git"),
