@@ -1,17 +1,20 @@
 package pyinstall
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/paaskit/paaskit/upload/extract"
 )
@@ -135,9 +138,20 @@ b = importlib.import_module(mod)
 for a in [x for x in obj.split(".") if x]:
     b = getattr(b, a)
 hook = getattr(b, "prepare_metadata_for_build_wheel", None)
-if mode == "metadata" and hook is not None:
-    name = hook(out)
-    sys.stdout.write("\nPAASKIT-METADATA:%s\n" % name)
+if mode in ("metadata", "both") and hook is not None:
+    md = os.path.join(out, "metadata")
+    os.mkdir(md)
+    name = hook(md)
+    sys.stdout.write("\nPAASKIT-METADATA:metadata/%s\n" % name)
+    sys.stdout.flush()
+    if mode == "metadata":
+        sys.exit(0)
+    # The wheel is built in the same process, given the prepared
+    # metadata as PEP 517 allows (pip does the same).
+    wd = os.path.join(out, "wheel")
+    os.mkdir(wd)
+    name = b.build_wheel(wd, None, os.path.join(md, name))
+    sys.stdout.write("\nPAASKIT-WHEEL:wheel/%s\n" % name)
 else:
     name = b.build_wheel(out)
     sys.stdout.write("\nPAASKIT-WHEEL:%s\n" % name)
@@ -219,16 +233,63 @@ type hookResult struct {
 	wheel       string
 }
 
+// hookRun is one build-driver process: in mode "both" it reports the
+// prepared metadata (metaDone) and then goes on to build the wheel in the
+// same process (done), saving an interpreter start and a second unpack per
+// sdist.
+type hookRun struct {
+	metaDone chan struct{}
+	meta     hookResult // metadataDir, or wheel for a backend without the hook
+	metaErr  error
+
+	done  chan struct{}
+	wheel string
+	err   error
+}
+
+// lockedBuffer is the build's combined output, written by the process's
+// stdout reader and stderr copier.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]byte(nil), l.b.Bytes()...)
+}
+
 // runHook runs the build driver in mode ("metadata" or "wheel") for a
-// prepared source, through the sandbox, into a new directory under p.work.
+// prepared source, through the sandbox, and waits for it.
 func (in *Installer) runHook(ctx context.Context, p *preparedSource, mode string) (hookResult, error) {
-	out, err := os.MkdirTemp(p.work, "out-")
+	r, err := in.startHook(ctx, p, mode)
 	if err != nil {
 		return hookResult{}, err
 	}
-	step := "build_wheel"
-	if mode == "metadata" {
-		step = "prepare_metadata_for_build_wheel"
+	<-r.done
+	if r.err != nil {
+		return hookResult{}, r.err
+	}
+	if mode == "metadata" && r.meta.metadataDir != "" {
+		return r.meta, nil
+	}
+	return hookResult{wheel: r.wheel}, nil
+}
+
+// startHook starts the build driver in mode ("metadata", "wheel" or "both")
+// for a prepared source, through the sandbox, into a new directory under
+// p.work. The process stops with ctx.
+func (in *Installer) startHook(ctx context.Context, p *preparedSource, mode string) (*hookRun, error) {
+	out, err := os.MkdirTemp(p.work, "out-")
+	if err != nil {
+		return nil, err
 	}
 	cmd := exec.CommandContext(ctx, p.python, "-I", "-c", buildDriver, mode, p.dir, out)
 	cmd.Dir = p.dir
@@ -237,56 +298,144 @@ func (in *Installer) runHook(ctx context.Context, p *preparedSource, mode string
 		"HOME=" + p.work,
 		"LANG=C.UTF-8",
 		"PYTHONDONTWRITEBYTECODE=1",
+		"PYTHONUNBUFFERED=1",
 		"SOURCE_DATE_EPOCH=315532800",
 	}
-	var output bytes.Buffer
-	cmd.Stdout = &output
-	cmd.Stderr = &output
+	output := &lockedBuffer{}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout = pw
+	cmd.Stderr = output
 	if in.cfg.Sandbox != nil {
 		wrapped, err := in.cfg.Sandbox(ctx, cmd)
 		if err != nil {
-			return hookResult{}, fmt.Errorf("pyinstall: sandbox for %s of %s %s: %w", step, p.pkg, p.version, err)
+			pr.Close()
+			pw.Close()
+			return nil, fmt.Errorf("pyinstall: build sandbox for %s %s: %w", p.pkg, p.version, err)
 		}
 		cmd = wrapped
 	}
-	bad := func(err error) error {
-		return &BuildError{Package: p.pkg, Version: p.version, Source: p.source, Step: step, Err: err, StderrTail: tail(output.Bytes(), 20),
-			Network: networkRe.Match(output.Bytes())}
+	if err := cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		return nil, fmt.Errorf("pyinstall: start build of %s %s: %w", p.pkg, p.version, err)
 	}
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			return hookResult{}, ctx.Err()
-		}
-		return hookResult{}, bad(err)
+	pw.Close()
+	r := &hookRun{metaDone: make(chan struct{}), done: make(chan struct{})}
+	step := "build_wheel"
+	if mode != "wheel" {
+		step = "prepare_metadata_for_build_wheel"
 	}
-	var r hookResult
-	for _, line := range strings.Split(output.String(), "\n") {
-		if n, ok := strings.CutPrefix(line, "PAASKIT-WHEEL:"); ok {
-			r = hookResult{wheel: strings.TrimSpace(n)}
-		}
-		if n, ok := strings.CutPrefix(line, "PAASKIT-METADATA:"); ok {
-			r = hookResult{metadataDir: strings.TrimSpace(n)}
-		}
+	bad := func(step string, err error) error {
+		out := output.bytes()
+		return &BuildError{Package: p.pkg, Version: p.version, Source: p.source, Step: step, Err: err, StderrTail: tail(out, 20),
+			Network: networkRe.Match(out)}
 	}
-	name := r.wheel + r.metadataDir
-	if name == "" || strings.ContainsAny(name, "/\\") || name == "." || name == ".." {
-		return hookResult{}, bad(errors.New("backend returned no usable name"))
-	}
-	if r.wheel != "" {
-		if !strings.HasSuffix(r.wheel, ".whl") {
-			return hookResult{}, bad(fmt.Errorf("backend returned %q, not a wheel", r.wheel))
+	go func() {
+		defer close(r.done)
+		metaOpen := true
+		endMeta := func(err error) {
+			if metaOpen {
+				r.metaErr = err
+				close(r.metaDone)
+				metaOpen = false
+			}
 		}
-		r.wheel = filepath.Join(out, r.wheel)
-		if _, err := os.Stat(r.wheel); err != nil {
-			return hookResult{}, bad(fmt.Errorf("backend said %s but wrote no such file", filepath.Base(r.wheel)))
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		var wheelName string
+		for sc.Scan() {
+			line := sc.Text()
+			_, _ = output.Write([]byte(line + "\n"))
+			if n, ok := strings.CutPrefix(line, "PAASKIT-METADATA:"); ok && metaOpen {
+				dir, err := checkHookName(out, strings.TrimSpace(n))
+				if err == nil {
+					if _, err = os.Stat(filepath.Join(dir, "METADATA")); err != nil {
+						err = fmt.Errorf("prepare_metadata_for_build_wheel returned %s, which has no METADATA", filepath.Base(dir))
+					}
+				}
+				if err != nil {
+					endMeta(bad("prepare_metadata_for_build_wheel", err))
+					continue
+				}
+				r.meta = hookResult{metadataDir: dir}
+				endMeta(nil)
+				step = "build_wheel"
+			}
+			if n, ok := strings.CutPrefix(line, "PAASKIT-WHEEL:"); ok {
+				wheelName = strings.TrimSpace(n)
+			}
 		}
-	} else {
-		r.metadataDir = filepath.Join(out, r.metadataDir)
-		if _, err := os.Stat(filepath.Join(r.metadataDir, "METADATA")); err != nil {
-			return hookResult{}, bad(fmt.Errorf("prepare_metadata_for_build_wheel returned %s, which has no METADATA", filepath.Base(r.metadataDir)))
+		_, _ = io.Copy(io.Discard, pr)
+		pr.Close()
+		werr := cmd.Wait()
+		switch {
+		case ctx.Err() != nil:
+			r.err = ctx.Err()
+		case werr != nil:
+			r.err = bad(step, werr)
+		case wheelName == "" && mode != "metadata":
+			r.err = bad(step, errors.New("backend returned no wheel name"))
+		case wheelName != "":
+			w, err := checkHookName(out, wheelName)
+			if err == nil && !strings.HasSuffix(w, ".whl") {
+				err = fmt.Errorf("backend returned %q, not a wheel", wheelName)
+			}
+			if err == nil {
+				if _, serr := os.Stat(w); serr != nil {
+					err = fmt.Errorf("backend said %s but wrote no such file", filepath.Base(w))
+				}
+			}
+			if err != nil {
+				r.err = bad("build_wheel", err)
+			}
+			r.wheel = w
+			if metaOpen && r.err == nil {
+				// No metadata hook: the wheel is the metadata.
+				r.meta = hookResult{wheel: w}
+			}
+		case metaOpen:
+			r.err = bad(step, errors.New("the backend reported no metadata"))
 		}
-	}
+		if r.err != nil && r.metaErr == nil && metaOpen {
+			endMeta(r.err)
+		}
+		endMeta(nil)
+	}()
 	return r, nil
+}
+
+// checkHookName resolves a name the driver printed (relative to out, one or
+// two plain path elements) to a path under out.
+func checkHookName(out, name string) (string, error) {
+	parts := strings.Split(name, "/")
+	if name == "" || len(parts) > 2 {
+		return "", fmt.Errorf("backend returned an unusable name %q", name)
+	}
+	for _, p := range parts {
+		if p == "" || p == "." || p == ".." || strings.ContainsRune(p, '\\') {
+			return "", fmt.Errorf("backend returned an unusable name %q", name)
+		}
+	}
+	return filepath.Join(out, filepath.FromSlash(name)), nil
+}
+
+// buildWheel builds a wheel from an sdist archive or a source directory and
+// returns its path (inside a private directory the caller removes with
+// cleanup).
+func (in *Installer) buildWheel(ctx context.Context, source, pkg, version string, isDir bool, envFor func(context.Context, []string) (string, error)) (wheel string, cleanup func(), err error) {
+	p, err := in.prepareSource(ctx, source, pkg, version, isDir, envFor)
+	if err != nil {
+		return "", nil, err
+	}
+	r, err := in.runHook(ctx, p, "wheel")
+	if err != nil {
+		_ = os.RemoveAll(p.work)
+		return "", nil, err
+	}
+	return r.wheel, func() { _ = os.RemoveAll(p.work) }, nil
 }
 
 // legacyBuildRequires is what pip installs to build a project without a
@@ -344,20 +493,4 @@ func sdistRoot(dir string) (string, error) {
 		}
 	}
 	return "", errors.New("no single top-level directory and no pyproject.toml")
-}
-
-// buildWheel builds a wheel from an sdist archive or a source directory and
-// returns its path (inside a private directory the caller removes with
-// cleanup).
-func (in *Installer) buildWheel(ctx context.Context, source, pkg, version string, isDir bool, envFor func(context.Context, []string) (string, error)) (wheel string, cleanup func(), err error) {
-	p, err := in.prepareSource(ctx, source, pkg, version, isDir, envFor)
-	if err != nil {
-		return "", nil, err
-	}
-	r, err := in.runHook(ctx, p, "wheel")
-	if err != nil {
-		_ = os.RemoveAll(p.work)
-		return "", nil, err
-	}
-	return r.wheel, func() { _ = os.RemoveAll(p.work) }, nil
 }

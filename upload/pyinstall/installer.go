@@ -64,10 +64,10 @@ type Config struct {
 	// run under. Default "/usr/bin/python3" (Debian's, which every
 	// sandbox sees at the same path).
 	Python string
-	// Workers bounds concurrent downloads and, separately, concurrent
-	// metadata hooks. Default 8.
+	// Workers bounds concurrent downloads. Default 8.
 	Workers int
-	// BuildWorkers bounds concurrent wheel builds (build_wheel). Default
+	// BuildWorkers bounds concurrent build processes (a metadata hook
+	// and the build_wheel that follows it in the same process). Default
 	// 16: builds of an app's sdists overlap even on a small machine, as
 	// many wait on I/O or on a child compiler.
 	BuildWorkers int

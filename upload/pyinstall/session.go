@@ -138,7 +138,7 @@ type session struct {
 	preferBinary bool
 	binary       BinaryPolicy
 
-	dlSem, hookSem, buildSem chan struct{}
+	dlSem, buildSem chan struct{}
 
 	mu        sync.Mutex
 	projects  map[string]*future[*projectInfo]
@@ -155,6 +155,10 @@ type session struct {
 	// key) when it came from prepare_metadata_for_build_wheel: the built
 	// wheel must agree with it.
 	hookMeta map[string]*coreMetadata
+	// runs are the metadata hooks' processes, which go on to build the
+	// wheel, by build key, with when they started.
+	runs     map[string]*hookRun
+	runStart map[string]time.Time
 	tmpDirs  []string
 	depth    int // build-environment nesting: 0 for an app's install
 
@@ -180,8 +184,8 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 		requested: map[string]bool{}, cons: map[string][]*semver.Constraint{},
 		hashes: map[string]map[string]bool{}, direct: map[string]link{}, vcs: map[string]vcsRef{},
 		tags: TagsKey(interp), pre: reqs.Pre, preferBinary: reqs.PreferBinary, binary: reqs.Binary, hashMode: reqs.RequireHashes,
-		dlSem: make(chan struct{}, in.cfg.Workers), hookSem: make(chan struct{}, in.cfg.Workers), buildSem: make(chan struct{}, in.cfg.BuildWorkers),
-		commits: map[string]*future[string]{}, sources: map[string]*future[*preparedSource]{}, hookMeta: map[string]*coreMetadata{},
+		dlSem: make(chan struct{}, in.cfg.Workers), buildSem: make(chan struct{}, in.cfg.BuildWorkers),
+		commits: map[string]*future[string]{}, sources: map[string]*future[*preparedSource]{}, hookMeta: map[string]*coreMetadata{}, runs: map[string]*hookRun{}, runStart: map[string]time.Time{},
 		projects: map[string]*future[*projectInfo]{}, metas: map[string]*future[*coreMetadata]{},
 		downloads: map[string]*future[string]{}, wheels: map[string]*future[wheelResult]{},
 		depth: depth, missing: map[string]bool{}, reqFrom: map[string][]string{}, hits: map[string]bool{}, buildEnvs: map[string]*future[string]{},
@@ -925,21 +929,43 @@ func (s *session) sourceMeta(rel *release) (*coreMetadata, error) {
 		}
 		s.in.cache.removeHookMetadata(s.tags, key)
 	}
+	// One process asks the hook and then goes on to build the wheel
+	// (the build the install will most likely need), so the build
+	// overlaps the rest of the resolution; it holds a build slot until it
+	// exits.
 	select {
-	case s.hookSem <- struct{}{}:
+	case s.buildSem <- struct{}{}:
 	case <-s.ctx.Done():
 		return nil, s.ctx.Err()
 	}
-	defer func() { <-s.hookSem }()
 	ps, err := s.prepared(rel, key, path, isDir)
 	if err != nil {
+		<-s.buildSem
 		return nil, err
 	}
 	t := time.Now()
-	r, err := s.in.runHook(s.ctx, ps, "metadata")
+	run, err := s.in.startHook(s.ctx, ps, "both")
 	if err != nil {
+		<-s.buildSem
 		return nil, err
 	}
+	s.mu.Lock()
+	s.runs[key] = run
+	s.runStart[key] = t
+	s.mu.Unlock()
+	s.goBackground(func() {
+		<-run.done
+		<-s.buildSem
+	})
+	select {
+	case <-run.metaDone:
+	case <-s.ctx.Done():
+		return nil, s.ctx.Err()
+	}
+	if run.metaErr != nil {
+		return nil, run.metaErr
+	}
+	r := run.meta
 	if r.wheel != "" {
 		// The backend has no metadata hook: the wheel was built.
 		w, err := s.storeBuilt(rel, key, r.wheel, nil, t)
@@ -1154,25 +1180,45 @@ func (s *session) wheel(rel *release) *future[wheelResult] {
 			s.in.emit(Event{Package: rel.name, Version: rel.version, Stage: StageCached, Detail: fn})
 			return wheelResult{path: p, filename: fn}, nil
 		}
-		select {
-		case s.buildSem <- struct{}{}:
-		case <-s.ctx.Done():
-			return wheelResult{}, s.ctx.Err()
+		s.mu.Lock()
+		hook := s.hookMeta[key]
+		run, t := s.runs[key], s.runStart[key]
+		s.mu.Unlock()
+		var wheel string
+		if run != nil {
+			// The metadata hook's process is building it.
+			select {
+			case <-run.done:
+			case <-s.ctx.Done():
+				return wheelResult{}, s.ctx.Err()
+			}
+			if run.err != nil {
+				return wheelResult{}, run.err
+			}
+			wheel = run.wheel
+		} else {
+			select {
+			case s.buildSem <- struct{}{}:
+			case <-s.ctx.Done():
+				return wheelResult{}, s.ctx.Err()
+			}
+			defer func() { <-s.buildSem }()
+			t = time.Now()
+			ps, err := s.prepared(rel, key, path, isDir)
+			if err != nil {
+				return wheelResult{}, err
+			}
+			r, err := s.in.runHook(s.ctx, ps, "wheel")
+			if err != nil {
+				return wheelResult{}, err
+			}
+			wheel = r.wheel
 		}
-		defer func() { <-s.buildSem }()
-		t := time.Now()
 		ps, err := s.prepared(rel, key, path, isDir)
 		if err != nil {
 			return wheelResult{}, err
 		}
-		r, err := s.in.runHook(s.ctx, ps, "wheel")
-		if err != nil {
-			return wheelResult{}, err
-		}
-		s.mu.Lock()
-		hook := s.hookMeta[key]
-		s.mu.Unlock()
-		w, err := s.storeBuilt(rel, key, r.wheel, hook, t)
+		w, err := s.storeBuilt(rel, key, wheel, hook, t)
 		// The unpacked source is needed no more.
 		_ = os.RemoveAll(ps.work)
 		return w, err
