@@ -159,6 +159,7 @@ type session struct {
 	// wheel, by build key, with when they started.
 	runs     map[string]*hookRun
 	runStart map[string]time.Time
+	servers  map[string]*future[*buildServer] // by interpreter
 	tmpDirs  []string
 	depth    int // build-environment nesting: 0 for an app's install
 
@@ -185,7 +186,7 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 		hashes: map[string]map[string]bool{}, direct: map[string]link{}, vcs: map[string]vcsRef{},
 		tags: TagsKey(interp), pre: reqs.Pre, preferBinary: reqs.PreferBinary, binary: reqs.Binary, hashMode: reqs.RequireHashes,
 		dlSem: make(chan struct{}, in.cfg.Workers), buildSem: make(chan struct{}, in.cfg.BuildWorkers),
-		commits: map[string]*future[string]{}, sources: map[string]*future[*preparedSource]{}, hookMeta: map[string]*coreMetadata{}, runs: map[string]*hookRun{}, runStart: map[string]time.Time{},
+		commits: map[string]*future[string]{}, sources: map[string]*future[*preparedSource]{}, hookMeta: map[string]*coreMetadata{}, runs: map[string]*hookRun{}, runStart: map[string]time.Time{}, servers: map[string]*future[*buildServer]{},
 		projects: map[string]*future[*projectInfo]{}, metas: map[string]*future[*coreMetadata]{},
 		downloads: map[string]*future[string]{}, wheels: map[string]*future[wheelResult]{},
 		depth: depth, missing: map[string]bool{}, reqFrom: map[string][]string{}, hits: map[string]bool{}, buildEnvs: map[string]*future[string]{},
@@ -355,6 +356,17 @@ func (s *session) goBackground(fn func()) {
 // close stops every prefetch, waits for them and removes build
 // environments.
 func (s *session) close() {
+	s.mu.Lock()
+	for _, f := range s.servers {
+		select {
+		case <-f.done:
+			if f.v != nil {
+				f.v.close()
+			}
+		default:
+		}
+	}
+	s.mu.Unlock()
 	s.cancel()
 	s.bg.Wait()
 	for _, d := range s.tmpDirs {
@@ -830,11 +842,21 @@ func (s *session) meta(name, version string) *future[*coreMetadata] {
 			// its metadata another.
 			return nil, fmt.Errorf("pyinstall: %w", &MetadataMismatchError{Package: name, Version: version, Field: "Version", Hook: md.Version, Wheel: version, Other: "the file name"})
 		}
-		// Prefetch the index pages of its unconditional dependencies.
+		// Prefetch the index pages of the dependencies it can have here,
+		// those of its extras too (a page is cheap, and waiting for
+		// the resolver to ask for an extra costs a round trip per
+		// level).
 		if reqs, err := parseRequiresDist(md); err == nil {
 			for _, r := range reqs {
 				if r.Marker == nil || r.Marker.Eval(s.interp.Markers, "") {
 					s.project(r.Key())
+					continue
+				}
+				for _, e := range r.Marker.Extras() {
+					if r.Marker.Eval(s.interp.Markers, e) {
+						s.project(r.Key())
+						break
+					}
 				}
 			}
 		}
@@ -877,6 +899,8 @@ func (s *session) fetchMeta(rel *release) (*coreMetadata, error) {
 	if rel.sdist == nil {
 		return nil, fmt.Errorf("pyinstall: %s %s has no usable file", rel.name, rel.version)
 	}
+	// Have the build server start while the sdist downloads.
+	s.goBackground(func() { _, _ = s.buildServer(s.interp.Path) })
 	md, err := s.sourceMeta(rel)
 	if err != nil {
 		return nil, err
@@ -944,7 +968,11 @@ func (s *session) sourceMeta(rel *release) (*coreMetadata, error) {
 		return nil, err
 	}
 	t := time.Now()
-	run, err := s.in.startHook(s.ctx, ps, "both")
+	var run *hookRun
+	srv, err := s.buildServer(ps.python)
+	if err == nil {
+		run, err = srv.submit(ps)
+	}
 	if err != nil {
 		<-s.buildSem
 		return nil, err
@@ -991,6 +1019,20 @@ func (s *session) sourceMeta(rel *release) (*coreMetadata, error) {
 	}
 	s.in.emit(Event{Package: rel.name, Version: md.Version, Stage: StageMetadata, Detail: "prepare_metadata_for_build_wheel", Elapsed: time.Since(t)})
 	return md, nil
+}
+
+// buildServer returns the session's build server for an interpreter,
+// starting it the first time.
+func (s *session) buildServer(python string) (*buildServer, error) {
+	f := start(s, s.servers, python, func() (*buildServer, error) {
+		srv, err := s.in.startBuildServer(s.ctx, python)
+		if err != nil {
+			return nil, err
+		}
+		s.goBackground(srv.serve)
+		return srv, nil
+	})
+	return f.wait(s.ctx)
 }
 
 // prepared unpacks (once per session) a source for its hooks and build.
