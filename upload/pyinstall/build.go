@@ -19,21 +19,29 @@ import (
 	"github.com/paaskit/paaskit/upload/extract"
 )
 
-// BuildSandbox wraps the command of one build step (a PEP 517 hook run by
-// the target interpreter in an unpacked source tree) so that it runs
+// BuildSandbox wraps the command of a build process so that it runs
 // confined: the platform passes one built on runner's sandbox.
 //
-// It is called from the installer's build goroutines, possibly concurrently,
-// once per build process, before the process starts. cmd has Path, Args, Dir
-// (the source tree, writable), Env, Stdout and Stderr set; ctx is the
-// install's. It returns the command to run instead: cmd itself changed (a
-// SysProcAttr with namespaces and credentials) or a new one that runs cmd's
-// argv inside a sandbox, with the same Dir, Env, Stdout and Stderr. The
-// build needs to read the interpreter and its build environment (under
-// Config.CacheDir/tmp), to write its source tree and the output directory
-// (the last argument, also under CacheDir/tmp), and no network: the
-// installer itself fetches everything a build needs. An error fails that
-// build with the error.
+// A build process is the target interpreter (or a build environment's)
+// running PEP 517 hooks on unpacked sources: for an install, one build
+// server per interpreter, which forks a child per sdist (metadata hook, then
+// build_wheel), and a plain process per source directory built on its own.
+// All the builds of one install are of the same upload, so they may share a
+// sandbox.
+//
+// It is called from the installer's goroutines, possibly concurrently, once
+// per process, before it starts. cmd has Path, Args, Dir, Env and Stderr set
+// (Stdin and Stdout are the installer's pipes, set up after the call, on
+// whatever command is returned); ctx is the install's. It returns the
+// command to run instead: cmd itself changed (a SysProcAttr with namespaces
+// and credentials) or a new one that runs cmd's argv inside a sandbox, with
+// the same Dir, Env and Stderr, leaving Stdin and Stdout nil. The builds
+// need to read the interpreter and its build environments (under
+// Config.CacheDir/tmp), to write the unpacked sources and output directories
+// (also under CacheDir/tmp), and no network: the installer itself fetches
+// everything a build needs. The process and its children must end when it
+// is killed (the installer kills it with ctx, and its children die with it
+// through PR_SET_PDEATHSIG). An error fails the builds that needed it.
 type BuildSandbox func(ctx context.Context, cmd *exec.Cmd) (*exec.Cmd, error)
 
 // BuildError is an sdist or source tree whose PEP 517 build or metadata hook
