@@ -314,7 +314,6 @@ func (in *Installer) startHook(ctx context.Context, p *preparedSource, mode stri
 	if err != nil {
 		return nil, err
 	}
-	cmd.Stdout = pw
 	cmd.Stderr = output
 	if in.cfg.Sandbox != nil {
 		wrapped, err := in.cfg.Sandbox(ctx, cmd)
@@ -325,6 +324,7 @@ func (in *Installer) startHook(ctx context.Context, p *preparedSource, mode stri
 		}
 		cmd = wrapped
 	}
+	cmd.Stdout = pw
 	if err := cmd.Start(); err != nil {
 		pr.Close()
 		pw.Close()
