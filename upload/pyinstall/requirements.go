@@ -152,16 +152,6 @@ func (b BinaryPolicy) Allowed(project string) (wheel, sdist bool) {
 	return true, true
 }
 
-// merge adds the options of another file (an include) to b.
-func (b *BinaryPolicy) merge(o BinaryPolicy) {
-	for n := range o.NoBinary {
-		_ = b.SetNoBinary(n)
-	}
-	for n := range o.OnlyBinary {
-		_ = b.SetOnlyBinary(n)
-	}
-}
-
 // SyntaxError is a requirements-file line that could not be parsed.
 type SyntaxError struct {
 	File string
