@@ -1,9 +1,13 @@
 package pyinstall
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -371,16 +375,129 @@ func (in *Installer) install(ctx context.Context, reqs *Requirements, venv strin
 	return res, nil
 }
 
-// makeVenv creates a virtualenv without pip, unless one exists.
+// makeVenv creates a virtualenv without pip, unless one exists: a copy of a
+// template the interpreter made once (`python -m venv --without-pip`, kept
+// in the cache), with the template's path replaced by venv's in the files
+// that name it (pyvenv.cfg, the activate scripts). Copying takes a
+// millisecond where starting the interpreter takes tens, and makes exactly
+// what it would have made.
 func (in *Installer) makeVenv(ctx context.Context, venv string) error {
 	if _, err := os.Stat(filepath.Join(venv, "pyvenv.cfg")); err == nil {
 		return nil
 	}
+	tmpl, origin, err := in.venvTemplate(ctx)
+	if err == nil {
+		if err = copyVenv(tmpl, origin, venv); err == nil {
+			return nil
+		}
+		in.log.Warn("pyinstall: copying the venv template failed; making the venv with python", "venv", venv, "err", err)
+		_ = os.RemoveAll(venv)
+	}
+	return in.runVenv(ctx, venv)
+}
+
+func (in *Installer) runVenv(ctx context.Context, venv string) error {
 	out, err := exec.CommandContext(ctx, in.cfg.Python, "-m", "venv", "--without-pip", venv).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("pyinstall: %s -m venv --without-pip %s: %w: %s (apt-get install python3-venv)", in.cfg.Python, venv, err, tail(out, 5))
 	}
 	return nil
+}
+
+// venvTemplateName is the template venv's directory name, distinctive so
+// that replacing it in the activate scripts' prompt touches nothing else.
+const venvTemplateName = "paaskit-venv-template"
+
+// venvTemplate returns the cached template venv of the interpreter and the
+// path it was made at, making it the first time (in a temporary directory
+// renamed into place, so racing installers never see half a template).
+func (in *Installer) venvTemplate(ctx context.Context) (dir, origin string, err error) {
+	interp, err := in.Interpreter(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	real, err := filepath.EvalSymlinks(in.cfg.Python)
+	if err != nil {
+		return "", "", err
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return "", "", err
+	}
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s|%s|%d|%d|%s", in.cfg.Python, real, fi.Size(), fi.ModTime().UnixNano(), TagsKey(interp))))
+	final := filepath.Join(in.cache.Dir(), "venvs", hex.EncodeToString(sum[:8]))
+	read := func() (string, string, error) {
+		o, err := os.ReadFile(filepath.Join(final, "origin"))
+		if err != nil {
+			return "", "", err
+		}
+		return filepath.Join(final, venvTemplateName), strings.TrimSpace(string(o)), nil
+	}
+	if d, o, err := read(); err == nil {
+		return d, o, nil
+	}
+	tmp, err := in.cache.TempDir("venv-")
+	if err != nil {
+		return "", "", err
+	}
+	defer os.RemoveAll(tmp)
+	origin = filepath.Join(tmp, venvTemplateName)
+	if err := in.runVenv(ctx, origin); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "origin"), []byte(origin+"\n"), 0o644); err != nil {
+		return "", "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		return "", "", err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		// Another installer made it first.
+		if d, o, rerr := read(); rerr == nil {
+			return d, o, nil
+		}
+		return "", "", err
+	}
+	return read()
+}
+
+// copyVenv copies the template venv made at origin (now at tmpl) to venv.
+func copyVenv(tmpl, origin, venv string) error {
+	venv = filepath.Clean(venv)
+	fix := func(b []byte) []byte {
+		b = bytes.ReplaceAll(b, []byte(origin), []byte(venv))
+		return bytes.ReplaceAll(b, []byte(venvTemplateName), []byte(filepath.Base(venv)))
+	}
+	return filepath.WalkDir(tmpl, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(tmpl, p)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(venv, rel)
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(string(fix([]byte(target))), dst)
+		case d.IsDir():
+			return os.MkdirAll(dst, 0o755)
+		default:
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(dst, fix(data), fi.Mode().Perm())
+		}
+	})
 }
 
 // sortPins sorts by name.
