@@ -331,6 +331,9 @@ func (in *Installer) startHook(ctx context.Context, p *preparedSource, mode stri
 		return nil, fmt.Errorf("pyinstall: start build of %s %s: %w", p.pkg, p.version, err)
 	}
 	pw.Close()
+	// A command the sandbox made is not tied to ctx: kill it when ctx
+	// ends, as exec.CommandContext would.
+	stopKill := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
 	r := &hookRun{metaDone: make(chan struct{}), done: make(chan struct{})}
 	step := "build_wheel"
 	if mode != "wheel" {
@@ -379,6 +382,7 @@ func (in *Installer) startHook(ctx context.Context, p *preparedSource, mode stri
 		_, _ = io.Copy(io.Discard, pr)
 		pr.Close()
 		werr := cmd.Wait()
+		stopKill()
 		switch {
 		case ctx.Err() != nil:
 			r.err = ctx.Err()

@@ -135,6 +135,8 @@ type buildServer struct {
 	dir    string
 	stderr *lockedBuffer
 
+	stopKill func() bool
+
 	mu     sync.Mutex
 	nextID int
 	runs   map[int]*serverRun
@@ -196,6 +198,10 @@ func (in *Installer) startBuildServer(ctx context.Context, python string) (*buil
 		_ = os.RemoveAll(dir)
 		return nil, fmt.Errorf("pyinstall: start build server %s: %w", python, err)
 	}
+	// A command the sandbox made is not tied to ctx: kill it when ctx
+	// ends, as exec.CommandContext would.
+	stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
+	srv.stopKill = stop
 	srv.cmd, srv.stdin, srv.stdout = cmd, stdin, stdout
 	return srv, nil
 }
@@ -236,6 +242,7 @@ func (b *buildServer) serve() {
 	}
 	_, _ = io.Copy(io.Discard, stdout)
 	werr := b.cmd.Wait()
+	b.stopKill()
 	if g := b.cmd.Process; g != nil {
 		_ = syscall.Kill(-g.Pid, syscall.SIGKILL) // any child left
 	}
