@@ -1,9 +1,18 @@
 // Package pyindex is an offline Python package index for paaskit's tests and
 // benchmarks: it generates real distributions (pure-Python wheels with a valid
 // RECORD, and sdists that need a real PEP 517 build) and serves them as a
-// PEP 503 "simple" index over HTTP on loopback, with PEP 658 metadata files,
-// an injected per-request latency and faults such as a connection dropped in
-// the middle of a download.
+// PEP 503 "simple" index over HTTP on loopback, optionally with PEP 658/714
+// metadata files and PEP 691 JSON pages (by Accept header), with ETags
+// (If-None-Match gets 304) and Cache-Control max-age on pages, an injected
+// per-request latency and faults such as a connection dropped in the middle
+// of a download. NewGitRepo puts a generated project's source tree in a bare
+// git repository, for git requirements.
+//
+// Generated sdists model what real ones do: Metadata-Version 2.1 PKG-INFO
+// without dependencies (DynamicMetadata), a cheap
+// prepare_metadata_for_build_wheel hook, or none (NoMetadataHook), a hook
+// that crashes or disagrees with the wheel it builds, a slow build_wheel, and
+// a build that downloads something (BuildFetches), to test sandboxes.
 //
 // There is no PyPI on the build machines, and Debian's setuptools cannot build
 // wheels without the `wheel` package, so every generated sdist carries its own
