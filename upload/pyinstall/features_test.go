@@ -500,3 +500,15 @@ func TestRacingInstallersOnOneColdCache(t *testing.T) {
 	require.Zero(t, res.Cloned)
 	require.Zero(t, res.Requests)
 }
+
+func TestDynamicSdistWhoseBuildFailsShowsItsOutput(t *testing.T) {
+	dists := []pyindex.Dist{{Name: "brittle", Version: "0.2", Kind: pyindex.Sdist, DynamicMetadata: true, FailBuild: true}}
+	f := newFixture(t, dists, pyindex.ServerConfig{})
+	_, err := f.in.Install(context.Background(), f.reqs("brittle"), filepath.Join(f.dir, "venv"), InstallOptions{})
+	var be *BuildError
+	require.ErrorAs(t, err, &be)
+	require.Equal(t, "brittle", be.Package)
+	require.Equal(t, "build_wheel", be.Step, "the hook succeeded; the build after it failed")
+	require.Contains(t, be.StderrTail, "simulated compiler failure building brittle")
+	require.False(t, be.Network)
+}
