@@ -58,6 +58,7 @@ func TestBackendWithoutMetadataHookIsBuiltOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, res.MetadataHooks)
 	require.Equal(t, 1, res.Built, "the build that gave the metadata is the one installed")
+	require.Zero(t, res.CacheHits)
 }
 
 func TestCrashingMetadataHookIsAClearError(t *testing.T) {

@@ -160,6 +160,7 @@ type session struct {
 	runs     map[string]*hookRun
 	runStart map[string]time.Time
 	servers  map[string]*future[*buildServer] // by interpreter
+	builtNow map[string]wheelResult           // wheels built to learn their metadata
 	tmpDirs  []string
 	depth    int // build-environment nesting: 0 for an app's install
 
@@ -186,7 +187,7 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 		hashes: map[string]map[string]bool{}, direct: map[string]link{}, vcs: map[string]vcsRef{},
 		tags: TagsKey(interp), pre: reqs.Pre, preferBinary: reqs.PreferBinary, binary: reqs.Binary, hashMode: reqs.RequireHashes,
 		dlSem: make(chan struct{}, in.cfg.Workers), buildSem: make(chan struct{}, in.cfg.BuildWorkers),
-		commits: map[string]*future[string]{}, sources: map[string]*future[*preparedSource]{}, hookMeta: map[string]*coreMetadata{}, runs: map[string]*hookRun{}, runStart: map[string]time.Time{}, servers: map[string]*future[*buildServer]{},
+		commits: map[string]*future[string]{}, sources: map[string]*future[*preparedSource]{}, hookMeta: map[string]*coreMetadata{}, runs: map[string]*hookRun{}, runStart: map[string]time.Time{}, servers: map[string]*future[*buildServer]{}, builtNow: map[string]wheelResult{},
 		projects: map[string]*future[*projectInfo]{}, metas: map[string]*future[*coreMetadata]{},
 		downloads: map[string]*future[string]{}, wheels: map[string]*future[wheelResult]{},
 		depth: depth, missing: map[string]bool{}, reqFrom: map[string][]string{}, hits: map[string]bool{}, buildEnvs: map[string]*future[string]{},
@@ -1000,6 +1001,9 @@ func (s *session) sourceMeta(rel *release) (*coreMetadata, error) {
 		if err != nil {
 			return nil, err
 		}
+		s.mu.Lock()
+		s.builtNow[key] = w
+		s.mu.Unlock()
 		return wheelMetadata(w.path)
 	}
 	data, err := os.ReadFile(filepath.Join(r.metadataDir, "METADATA"))
@@ -1215,6 +1219,12 @@ func (s *session) wheel(rel *release) *future[wheelResult] {
 		if err != nil {
 			return wheelResult{}, err
 		}
+		s.mu.Lock()
+		w, builtNow := s.builtNow[key]
+		s.mu.Unlock()
+		if builtNow {
+			return w, nil // built for its metadata, this session
+		}
 		if fn, p, ok := s.in.cache.Built(s.tags, key); ok {
 			s.mu.Lock()
 			s.cacheHits++
@@ -1260,7 +1270,7 @@ func (s *session) wheel(rel *release) *future[wheelResult] {
 		if err != nil {
 			return wheelResult{}, err
 		}
-		w, err := s.storeBuilt(rel, key, wheel, hook, t)
+		w, err = s.storeBuilt(rel, key, wheel, hook, t)
 		// The unpacked source is needed no more.
 		_ = os.RemoveAll(ps.work)
 		return w, err
