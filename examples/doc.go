@@ -8,6 +8,8 @@
 //   - runnerd: a runner node, its apps in a watched directory of specs.
 //   - zmqecho: a signed echo service and client on zmqloop.
 //   - heartbeat: the daemon supervisor on its own, with a status page.
+//   - pyinstall: the Python installer (upload/pyinstall) as a command
+//     with pip's `install -r` flags and a progress line.
 //
 // nexusd, lockd, statsd, uploadd and the paasctl client follow as their
 // packages land.

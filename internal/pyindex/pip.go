@@ -20,6 +20,9 @@ const Python = "/usr/bin/python3"
 type Pip struct {
 	// Venv is the virtualenv directory pip installs into.
 	Venv string
+	// CacheDir, when set, is pip's cache (HTTP responses and built
+	// wheels, --cache-dir); when empty pip runs with --no-cache-dir.
+	CacheDir string
 }
 
 // NewPip creates a virtualenv (with pip, from Debian's ensurepip wheels) at
@@ -32,16 +35,24 @@ func NewPip(ctx context.Context, dir string) (*Pip, error) {
 	return &Pip{Venv: dir}, nil
 }
 
-// Install runs `pip install --no-cache-dir args...` with the given index
-// (and no other), returning pip's combined output.
+// Install runs `pip install --no-cache-dir args...` (or --cache-dir
+// CacheDir) with the given index (and no other), returning pip's combined
+// output.
 func (p *Pip) Install(ctx context.Context, indexURL string, args ...string) ([]byte, error) {
-	full := []string{"-m", "pip", "install", "--no-cache-dir", "--disable-pip-version-check", "--no-input"}
+	full := []string{"-m", "pip", "install", "--disable-pip-version-check", "--no-input"}
+	env := append(os.Environ(), "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_CONFIG_FILE=/dev/null", "PYTHONDONTWRITEBYTECODE=1")
+	if p.CacheDir != "" {
+		full = append(full, "--cache-dir", p.CacheDir)
+	} else {
+		full = append(full, "--no-cache-dir")
+		env = append(env, "PIP_NO_CACHE_DIR=1")
+	}
 	if indexURL != "" {
 		full = append(full, "--index-url", indexURL)
 	}
 	full = append(full, args...)
 	cmd := exec.CommandContext(ctx, filepath.Join(p.Venv, "bin", "python"), full...)
-	cmd.Env = append(os.Environ(), "PIP_DISABLE_PIP_VERSION_CHECK=1", "PIP_NO_CACHE_DIR=1", "PIP_CONFIG_FILE=/dev/null", "PYTHONDONTWRITEBYTECODE=1")
+	cmd.Env = env
 	var out bytes.Buffer
 	cmd.Stdout = &out
 	cmd.Stderr = &out

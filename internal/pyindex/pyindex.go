@@ -1,9 +1,18 @@
 // Package pyindex is an offline Python package index for paaskit's tests and
 // benchmarks: it generates real distributions (pure-Python wheels with a valid
 // RECORD, and sdists that need a real PEP 517 build) and serves them as a
-// PEP 503 "simple" index over HTTP on loopback, with PEP 658 metadata files,
-// an injected per-request latency and faults such as a connection dropped in
-// the middle of a download.
+// PEP 503 "simple" index over HTTP on loopback, optionally with PEP 658/714
+// metadata files and PEP 691 JSON pages (by Accept header), with ETags
+// (If-None-Match gets 304) and Cache-Control max-age on pages, an injected
+// per-request latency and faults such as a connection dropped in the middle
+// of a download. NewGitRepo puts a generated project's source tree in a bare
+// git repository, for git requirements.
+//
+// Generated sdists model what real ones do: Metadata-Version 2.1 PKG-INFO
+// without dependencies (DynamicMetadata), a cheap
+// prepare_metadata_for_build_wheel hook, or none (NoMetadataHook), a hook
+// that crashes or disagrees with the wheel it builds, a slow build_wheel, and
+// a build that downloads something (BuildFetches), to test sandboxes.
 //
 // There is no PyPI on the build machines, and Debian's setuptools cannot build
 // wheels without the `wheel` package, so every generated sdist carries its own
@@ -81,6 +90,23 @@ type Dist struct {
 	// isolation). Publish the backend with BackendWheel.
 	BuildBackend  string
 	BuildRequires []string
+	// NoMetadataHook makes an sdist's backend lack the PEP 517
+	// prepare_metadata_for_build_wheel hook, so a resolver must build the
+	// whole wheel to learn its dependencies.
+	NoMetadataHook bool
+	// FailMetadataHook makes the hook crash with a traceback on stderr.
+	FailMetadataHook bool
+	// HookExtraRequires are Requires-Dist lines the metadata hook reports
+	// but the built wheel does not have: a backend whose prepared metadata
+	// differs from its wheel's (pip refuses such a wheel).
+	HookExtraRequires []string
+	// HookVersion, when set, is the Version the metadata hook reports
+	// instead of the real one (pip refuses such a candidate).
+	HookVersion string
+	// BuildFetches is a URL that build_wheel downloads before it builds, as
+	// a setup.py that fetches a tarball does; with no network the build
+	// fails.
+	BuildFetches string
 
 	moduleSource string
 }
@@ -319,11 +345,15 @@ def _files(c):
 
 def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
     c = _cfg()
+    if c.get("fail_hook"):
+        raise RuntimeError("simulated crash in prepare_metadata_for_build_wheel of %s" % c["dist"])
     info = _info_name(c)
     d = os.path.join(metadata_directory, info)
     os.makedirs(d, exist_ok=True)
     for name, data in _files(c):
         if name.startswith(info + "/"):
+            if name.endswith("/METADATA") and c.get("hook_metadata"):
+                data = c["hook_metadata"].encode()
             with open(os.path.join(metadata_directory, name), "wb") as f:
                 f.write(data)
     return info
@@ -336,6 +366,13 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         sys.stderr.write("error: command 'gcc' failed with exit code 1\n")
         sys.stderr.flush()
         raise SystemExit(1)
+    if c.get("fetch"):
+        import urllib.request
+        try:
+            urllib.request.urlopen(c["fetch"], timeout=10).read()
+        except OSError as e:
+            sys.stderr.write("error: could not download %s: %s\n" % (c["fetch"], e))
+            raise SystemExit(1)
     if c["delay"]:
         time.sleep(c["delay"])
     info = _info_name(c)
@@ -353,14 +390,41 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 
 def build_sdist(sdist_directory, config_settings=None):
     raise NotImplementedError("pkbackend builds wheels only")
+
+
+try:
+    if _cfg().get("no_hook"):
+        # A backend without the optional hook (PEP 517 lets it be
+        # missing): frontends must build the wheel to learn its metadata.
+        del prepare_metadata_for_build_wheel
+except OSError:
+    pass
 `
 
-func makeSdist(d Dist) (*File, error) {
+// treeFile is one file of a generated source tree.
+type treeFile struct {
+	name string
+	data []byte
+}
+
+// sourceTree returns an sdist's top-level directory name and its files
+// (names include that directory).
+func sourceTree(d Dist) (string, []treeFile) {
 	dn := distName(d.Name)
 	root := fmt.Sprintf("%s-%s", dn, d.Version)
 	wheelMeta := coreMetadata(d, "2.1", false)
-	cfg := fmt.Sprintf(`{"dist": %q, "version": %q, "module": %q, "source": %q, "metadata": %q, "entry_points": %q, "delay": %g, "fail": %t}`,
-		dn, d.Version, moduleName(d.Name), moduleSource(d), string(wheelMeta), entryPoints(d), d.BuildDelay.Seconds(), d.FailBuild)
+	hookMeta := ""
+	if len(d.HookExtraRequires) > 0 || d.HookVersion != "" {
+		hd := d
+		hd.Requires = append(append([]string(nil), d.Requires...), d.HookExtraRequires...)
+		if d.HookVersion != "" {
+			hd.Version = d.HookVersion
+		}
+		hookMeta = string(coreMetadata(hd, "2.1", false))
+	}
+	cfg := fmt.Sprintf(`{"dist": %q, "version": %q, "module": %q, "source": %q, "metadata": %q, "entry_points": %q, "delay": %g, "fail": %t, "no_hook": %t, "fail_hook": %t, "hook_metadata": %q, "fetch": %q}`,
+		dn, d.Version, moduleName(d.Name), moduleSource(d), string(wheelMeta), entryPoints(d), d.BuildDelay.Seconds(), d.FailBuild,
+		d.NoMetadataHook, d.FailMetadataHook, hookMeta, d.BuildFetches)
 	var pkginfo []byte
 	if d.DynamicMetadata {
 		pkginfo = coreMetadata(d, "2.1", true)
@@ -375,21 +439,20 @@ func makeSdist(d Dist) (*File, error) {
 		}
 		pyproject = fmt.Sprintf("[build-system]\nrequires = [%s]\nbuild-backend = %q\n\n[project]\nname = %q\nversion = %q\n", strings.Join(reqs, ", "), d.BuildBackend, d.Name, d.Version)
 	}
-	files := []struct {
-		name string
-		data []byte
-	}{
+	files := []treeFile{
 		{root + "/PKG-INFO", pkginfo},
 		{root + "/pkbuild.json", []byte(cfg)},
 		{root + "/pyproject.toml", []byte(pyproject)},
 		{root + "/" + moduleName(d.Name) + "/__init__.py", []byte(moduleSource(d))},
 	}
 	if d.BuildBackend == "" {
-		files = append(files[:1], append([]struct {
-			name string
-			data []byte
-		}{{root + "/pkbackend.py", []byte(backendSource)}}, files[1:]...)...)
+		files = append(files[:1], append([]treeFile{{root + "/pkbackend.py", []byte(backendSource)}}, files[1:]...)...)
 	}
+	return root, files
+}
+
+func makeSdist(d Dist) (*File, error) {
+	root, files := sourceTree(d)
 	var buf bytes.Buffer
 	gz, err := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
 	if err != nil {

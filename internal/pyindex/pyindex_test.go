@@ -61,3 +61,46 @@ func TestServerDropsConnection(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, ix.Files()[0].Data, data)
 }
+
+func TestServerCachingHeadersAndJSON(t *testing.T) {
+	ix, err := New([]Dist{{Name: "a", Version: "1"}})
+	require.NoError(t, err)
+	srv, err := Serve(ix, ServerConfig{MaxAge: 10 * time.Minute, JSON: true, Metadata: true})
+	require.NoError(t, err)
+	defer func() { require.NoError(t, srv.Close()) }()
+	get := func(accept, inm string) *http.Response {
+		req, err := http.NewRequest(http.MethodGet, srv.URL()+"a/", nil)
+		require.NoError(t, err)
+		req.Header.Set("Accept", accept)
+		if inm != "" {
+			req.Header.Set("If-None-Match", inm)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	html := get("text/html", "")
+	require.Equal(t, "text/html", html.Header.Get("Content-Type"))
+	require.Equal(t, "max-age=600, public", html.Header.Get("Cache-Control"))
+	etag := html.Header.Get("ETag")
+	require.NotEmpty(t, etag)
+	require.Equal(t, http.StatusNotModified, get("text/html", etag).StatusCode)
+	require.Equal(t, int64(1), srv.NotModified())
+	js := get("application/vnd.pypi.simple.v1+json, text/html;q=0.01", "")
+	require.Equal(t, "application/vnd.pypi.simple.v1+json", js.Header.Get("Content-Type"))
+	require.NotEqual(t, etag, js.Header.Get("ETag"))
+	require.Equal(t, "text/html", get("application/vnd.pypi.simple.v1+json;q=0.1, text/html", "").Header.Get("Content-Type"))
+}
+
+func TestGitRepoCommitsAndTags(t *testing.T) {
+	dir := t.TempDir()
+	r, err := NewGitRepo(context.Background(), filepath.Join(dir, "p.git"), Dist{Name: "p", Version: "1.0", Kind: Sdist})
+	require.NoError(t, err)
+	c2, err := r.Commit(context.Background(), Dist{Name: "p", Version: "2.0", Kind: Sdist})
+	require.NoError(t, err)
+	require.Len(t, r.Commits, 2)
+	require.Equal(t, c2, r.Commits[1])
+	require.True(t, strings.HasPrefix(r.URL, "file://localhost/"))
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html"
@@ -27,6 +28,15 @@ type ServerConfig struct {
 	// Metadata serves PEP 658/714 core-metadata files for wheels and
 	// announces them on the project pages.
 	Metadata bool
+	// MaxAge, when positive, is sent as Cache-Control: max-age on index
+	// pages (PyPI sends 600 s); files are always sent as immutable for a
+	// year, as PyPI does. Every page carries an ETag, and a request whose
+	// If-None-Match matches gets 304 Not Modified.
+	MaxAge time.Duration
+	// JSON serves PEP 691 JSON project pages to a client whose Accept
+	// header prefers application/vnd.pypi.simple.v1+json; otherwise only
+	// PEP 503 HTML is served, whatever the client asks.
+	JSON bool
 	// Drop maps a filename to how many of its downloads are cut off: the
 	// server sends the headers and half the body, then closes the
 	// connection. A negative count drops every download.
@@ -44,7 +54,7 @@ type Server struct {
 	mu    sync.Mutex
 	drops map[string]int
 
-	requests atomic.Int64
+	requests, notModified, jsonPages atomic.Int64
 }
 
 // Serve starts serving ix on 127.0.0.1 on a free port. Close stops it.
@@ -78,6 +88,12 @@ func (s *Server) FileURL(filename string) string {
 
 // Requests is how many requests the server has received.
 func (s *Server) Requests() int64 { return s.requests.Load() }
+
+// JSONPages is how many PEP 691 JSON project pages it has served.
+func (s *Server) JSONPages() int64 { return s.jsonPages.Load() }
+
+// NotModified is how many of them were answered 304 Not Modified.
+func (s *Server) NotModified() int64 { return s.notModified.Load() }
 
 // Close stops the server and waits for it.
 func (s *Server) Close() error {
@@ -117,9 +133,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			http.Redirect(w, r, "/simple/"+Normalize(name)+"/", http.StatusMovedPermanently)
 			return
 		}
-		s.serveProject(w, name)
+		s.serveProject(w, r, name)
 	case strings.HasPrefix(p, "/files/"):
-		s.serveFile(w, strings.TrimPrefix(p, "/files/"))
+		s.serveFile(w, r, strings.TrimPrefix(p, "/files/"))
 	default:
 		http.NotFound(w, r)
 	}
@@ -136,10 +152,95 @@ func (s *Server) serveRoot(w http.ResponseWriter) {
 	_, _ = w.Write([]byte(b.String()))
 }
 
-func (s *Server) serveProject(w http.ResponseWriter, name string) {
+const jsonType = "application/vnd.pypi.simple.v1+json"
+
+// wantsJSON reports whether an Accept header prefers PEP 691 JSON to HTML:
+// it names the JSON type with a quality at least that of any HTML type.
+func wantsJSON(accept string) bool {
+	best := func(match func(string) bool) float64 {
+		q := -1.0
+		for _, part := range strings.Split(accept, ",") {
+			fields := strings.Split(part, ";")
+			if !match(strings.TrimSpace(fields[0])) {
+				continue
+			}
+			v := 1.0
+			for _, f := range fields[1:] {
+				if x, ok := strings.CutPrefix(strings.TrimSpace(f), "q="); ok {
+					if pv, err := strconv.ParseFloat(x, 64); err == nil {
+						v = pv
+					}
+				}
+			}
+			if v > q {
+				q = v
+			}
+		}
+		return q
+	}
+	j := best(func(t string) bool { return t == jsonType })
+	h := best(func(t string) bool { return t == "text/html" || t == "application/vnd.pypi.simple.v1+html" })
+	return j > 0 && j >= h
+}
+
+// writePage answers with body, or 304 when the client's If-None-Match holds
+// the page's ETag.
+func (s *Server) writePage(w http.ResponseWriter, r *http.Request, contentType string, body []byte) {
+	etag := `"` + sha(body)[:32] + `"`
+	w.Header().Set("ETag", etag)
+	w.Header().Set("Vary", "Accept")
+	if s.cfg.MaxAge > 0 {
+		w.Header().Set("Cache-Control", fmt.Sprintf("max-age=%d, public", int(s.cfg.MaxAge.Seconds())))
+	}
+	for _, t := range strings.Split(r.Header.Get("If-None-Match"), ",") {
+		if strings.TrimSpace(t) == etag {
+			s.notModified.Add(1)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+	}
+	w.Header().Set("Content-Type", contentType)
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	_, _ = w.Write(body)
+}
+
+func (s *Server) serveProject(w http.ResponseWriter, r *http.Request, name string) {
 	files, ok := s.ix.projects[name]
 	if !ok {
-		http.NotFound(w, nil)
+		http.NotFound(w, r)
+		return
+	}
+	if s.cfg.JSON && wantsJSON(r.Header.Get("Accept")) {
+		type jsonFile struct {
+			Filename       string            `json:"filename"`
+			URL            string            `json:"url"`
+			Hashes         map[string]string `json:"hashes"`
+			RequiresPython string            `json:"requires-python,omitempty"`
+			Yanked         any               `json:"yanked,omitempty"`
+			CoreMetadata   any               `json:"core-metadata,omitempty"`
+		}
+		page := struct {
+			Meta  map[string]string `json:"meta"`
+			Name  string            `json:"name"`
+			Files []jsonFile        `json:"files"`
+		}{Meta: map[string]string{"api-version": "1.0"}, Name: name}
+		for _, f := range files {
+			jf := jsonFile{Filename: f.Filename, URL: "../../files/" + f.Filename, Hashes: map[string]string{"sha256": f.SHA256}, RequiresPython: f.Dist.RequiresPython}
+			if f.Dist.Yanked != "" {
+				jf.Yanked = f.Dist.Yanked
+			}
+			if s.cfg.Metadata && len(f.Metadata) > 0 {
+				jf.CoreMetadata = map[string]string{"sha256": sha(f.Metadata)}
+			}
+			page.Files = append(page.Files, jf)
+		}
+		body, err := json.Marshal(page)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		s.jsonPages.Add(1)
+		s.writePage(w, r, jsonType, body)
 		return
 	}
 	var b strings.Builder
@@ -158,15 +259,15 @@ func (s *Server) serveProject(w http.ResponseWriter, name string) {
 		fmt.Fprintf(&b, "<a href=\"../../files/%s#sha256=%s\"%s>%s</a><br/>\n", f.Filename, f.SHA256, attrs, f.Filename)
 	}
 	b.WriteString("</body></html>\n")
-	w.Header().Set("Content-Type", "text/html")
-	_, _ = w.Write([]byte(b.String()))
+	s.writePage(w, r, "text/html", []byte(b.String()))
 }
 
-func (s *Server) serveFile(w http.ResponseWriter, name string) {
+func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, name string) {
+	w.Header().Set("Cache-Control", "max-age=31557600, immutable, public")
 	if strings.HasSuffix(name, ".metadata") && s.cfg.Metadata {
 		f := s.ix.byName[strings.TrimSuffix(name, ".metadata")]
 		if f == nil || len(f.Metadata) == 0 {
-			http.NotFound(w, nil)
+			http.NotFound(w, r)
 			return
 		}
 		_, _ = w.Write(f.Metadata)
@@ -174,7 +275,7 @@ func (s *Server) serveFile(w http.ResponseWriter, name string) {
 	}
 	f := s.ix.byName[name]
 	if f == nil {
-		http.NotFound(w, nil)
+		http.NotFound(w, r)
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")

@@ -1,45 +1,137 @@
 package pyinstall
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
+	"sync"
 
 	"github.com/paaskit/paaskit/upload/extract"
 )
 
-// BuildError is an sdist or source tree whose PEP 517 build failed.
+// BuildSandbox wraps the command of a build process so that it runs
+// confined: the platform passes one built on runner's sandbox.
+//
+// A build process is the target interpreter (or a build environment's)
+// running PEP 517 hooks on unpacked sources: for an install, one build
+// server per interpreter, which forks a child per sdist (metadata hook, then
+// build_wheel), and a plain process per source directory built on its own.
+// All the builds of one install are of the same upload, so they may share a
+// sandbox.
+//
+// It is called from the installer's goroutines, possibly concurrently, once
+// per process, before it starts. cmd has Path, Args, Dir, Env and Stderr set
+// (Stdin and Stdout are the installer's pipes, set up after the call, on
+// whatever command is returned); ctx is the install's. It returns the
+// command to run instead: cmd itself changed (a SysProcAttr with namespaces
+// and credentials) or a new one that runs cmd's argv inside a sandbox, with
+// the same Dir, Env and Stderr, leaving Stdin and Stdout nil. The builds
+// need to read the interpreter and its build environments (under
+// Config.CacheDir/tmp), to write the unpacked sources and output directories
+// (also under CacheDir/tmp), and no network: the installer itself fetches
+// everything a build needs. The process and its children must end when it
+// is killed (the installer kills it with ctx, and its children die with it
+// through PR_SET_PDEATHSIG). An error fails the builds that needed it.
+type BuildSandbox func(ctx context.Context, cmd *exec.Cmd) (*exec.Cmd, error)
+
+// BuildError is an sdist or source tree whose PEP 517 build or metadata hook
+// failed.
 type BuildError struct {
 	// Package and Version name what was built ("" when unknown, e.g. a
 	// source directory).
 	Package, Version string
-	// Source is the sdist file or directory.
+	// Source is the sdist file, directory or git URL.
 	Source string
+	// Step is the PEP 517 hook that failed: "build_wheel" or
+	// "prepare_metadata_for_build_wheel".
+	Step string
 	// Err is the process error (exit status).
 	Err error
 	// StderrTail is the end of the build's output.
 	StderrTail string
+	// Network is set when the output says the build tried to reach the
+	// network (which a sandboxed build may not).
+	Network bool
 }
 
 func (e *BuildError) Error() string {
-	return fmt.Sprintf("building %s %s from %s failed: %v\n--- build output (tail) ---\n%s", e.Package, e.Version, filepath.Base(e.Source), e.Err, e.StderrTail)
+	step := e.Step
+	if step == "" {
+		step = "build"
+	}
+	net := ""
+	if e.Network {
+		net = " (the build tried to use the network, which the build sandbox does not allow: the package must build offline, or be published as a wheel)"
+	}
+	return fmt.Sprintf("building %s %s from %s failed in %s: %v%s\n--- build output (tail) ---\n%s", e.Package, e.Version, filepath.Base(e.Source), step, e.Err, net, e.StderrTail)
 }
 
 func (e *BuildError) Unwrap() error { return e.Err }
 
-// buildDriver runs inside the target interpreter: it loads the backend that
-// pyproject.toml declares (PEP 517, with backend-path), or setuptools' legacy
-// backend when there is no pyproject.toml, and calls build_wheel.
+// networkRe matches what Python and common tools print when a connection
+// cannot be made for want of a network.
+var networkRe = regexp.MustCompile(`(?i)network is unreachable|temporary failure in name resolution|name or service not known|could not resolve host|no route to host|connection refused`)
+
+// MetadataMismatchError is a wheel whose METADATA differs from what the
+// backend's prepare_metadata_for_build_wheel hook said, on which the
+// resolution was based; pip refuses such a wheel too.
+type MetadataMismatchError struct {
+	Package, Version string
+	// Field is the metadata field that differs.
+	Field string
+	// Hook and Wheel are its values from the metadata the resolver used
+	// (the hook's) and from the other side (the built wheel's).
+	Hook, Wheel string
+	// Other names the other side when it is not the built wheel (for
+	// example "the sdist's file name").
+	Other string
+}
+
+func (e *MetadataMismatchError) Error() string {
+	other := e.Other
+	if other == "" {
+		other = "the built wheel"
+	}
+	return fmt.Sprintf("%s %s: %s has %s %s, but the metadata (prepare_metadata_for_build_wheel) says %s; refused, as pip does", e.Package, e.Version, other, e.Field, e.Wheel, e.Hook)
+}
+
+// checkSameMetadata compares the metadata the resolver used with a built
+// wheel's.
+func checkSameMetadata(pkg, version string, hook, wheel *coreMetadata) error {
+	if NormalizeName(hook.Name) != NormalizeName(wheel.Name) {
+		return &MetadataMismatchError{Package: pkg, Version: version, Field: "Name", Hook: hook.Name, Wheel: wheel.Name}
+	}
+	if hook.Version != wheel.Version {
+		return &MetadataMismatchError{Package: pkg, Version: version, Field: "Version", Hook: hook.Version, Wheel: wheel.Version}
+	}
+	a, b := append([]string(nil), hook.RequiresDist...), append([]string(nil), wheel.RequiresDist...)
+	sort.Strings(a)
+	sort.Strings(b)
+	if strings.Join(a, "\n") != strings.Join(b, "\n") {
+		return &MetadataMismatchError{Package: pkg, Version: version, Field: "Requires-Dist", Hook: strings.Join(a, "; "), Wheel: strings.Join(b, "; ")}
+	}
+	return nil
+}
+
+// buildDriver runs inside the target interpreter (or the build's isolated
+// environment): it loads the backend that pyproject.toml declares (PEP 517,
+// with backend-path), or setuptools' legacy backend when there is no
+// pyproject.toml, and calls one hook. Mode "metadata" calls
+// prepare_metadata_for_build_wheel, or build_wheel when the backend has no
+// such hook (PEP 517 makes it optional); mode "wheel" calls build_wheel.
 const buildDriver = `
 import importlib, os, sys
-src, out = sys.argv[1], sys.argv[2]
+mode, src, out = sys.argv[1], sys.argv[2], sys.argv[3]
 os.chdir(src)
 bs = {}
 if os.path.exists("pyproject.toml"):
@@ -53,8 +145,24 @@ mod, _, obj = backend.partition(":")
 b = importlib.import_module(mod)
 for a in [x for x in obj.split(".") if x]:
     b = getattr(b, a)
-name = b.build_wheel(out)
-sys.stdout.write("\nPAASKIT-WHEEL:%s\n" % name)
+hook = getattr(b, "prepare_metadata_for_build_wheel", None)
+if mode in ("metadata", "both") and hook is not None:
+    md = os.path.join(out, "metadata")
+    os.mkdir(md)
+    name = hook(md)
+    sys.stdout.write("\nPAASKIT-METADATA:metadata/%s\n" % name)
+    sys.stdout.flush()
+    if mode == "metadata":
+        sys.exit(0)
+    # The wheel is built in the same process, given the prepared
+    # metadata as PEP 517 allows (pip does the same).
+    wd = os.path.join(out, "wheel")
+    os.mkdir(wd)
+    name = b.build_wheel(wd, None, os.path.join(md, name))
+    sys.stdout.write("\nPAASKIT-WHEEL:wheel/%s\n" % name)
+else:
+    name = b.build_wheel(out)
+    sys.stdout.write("\nPAASKIT-WHEEL:%s\n" % name)
 `
 
 // tail returns the last n lines (at most 4 KiB) of b.
@@ -70,86 +178,276 @@ func tail(b []byte, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// buildWheel builds a wheel from an sdist archive or a source directory and
-// returns the path of the wheel (inside a temporary directory the caller
-// removes with cleanup).
-//
-// envFor, when not nil, is asked for an interpreter that has the source's
-// build-system.requires installed (build isolation, as pip does); nil builds
-// with the target interpreter itself.
-func (in *Installer) buildWheel(ctx context.Context, source, pkg, version string, envFor func(context.Context, []string) (string, error)) (wheel string, cleanup func(), err error) {
+// preparedSource is a source tree unpacked (or copied) for building, with the
+// interpreter that has its build requirements.
+type preparedSource struct {
+	pkg, version string
+	source       string // what it came from, for errors
+	dir          string // the project directory
+	work         string // the private directory holding it
+	python       string
+}
+
+// prepareSource unpacks an sdist, or copies a source directory (a git
+// checkout in the cache, which builds must not write to), into a private
+// directory and gets its build environment. The caller removes p.work.
+func (in *Installer) prepareSource(ctx context.Context, source, pkg, version string, isDir bool, envFor func(context.Context, []string) (string, error)) (p *preparedSource, err error) {
 	work, err := in.cache.TempDir("build-")
 	if err != nil {
-		return "", nil, fmt.Errorf("pyinstall: build %s: %w", source, err)
+		return nil, fmt.Errorf("pyinstall: build %s: %w", source, err)
 	}
-	remove := func() { _ = os.RemoveAll(work) }
 	defer func() {
 		if err != nil {
-			remove()
+			_ = os.RemoveAll(work)
 		}
 	}()
-	srcDir := source
-	if fi, serr := os.Stat(source); serr != nil {
-		return "", nil, fmt.Errorf("pyinstall: build %s: %w", source, serr)
-	} else if !fi.IsDir() {
+	p = &preparedSource{pkg: pkg, version: version, source: source, work: work}
+	if isDir {
+		p.dir = filepath.Join(work, "src")
+		// cp -a keeps symbolic links and modes, as a checkout has them.
+		if out, err := exec.CommandContext(ctx, "cp", "-a", "--", source, p.dir).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("pyinstall: copy source tree %s: %w: %s", source, err, tail(out, 3))
+		}
+	} else {
 		// An sdist is untrusted input: unpack it with the same checks
 		// as an uploaded bundle.
 		dst := filepath.Join(work, "src")
 		if err := extract.FromFile(ctx, source, dst, extract.FormatAuto, extract.Config{Logger: in.log}); err != nil {
-			return "", nil, fmt.Errorf("pyinstall: unpack sdist %s: %w", filepath.Base(source), err)
+			return nil, fmt.Errorf("pyinstall: unpack sdist %s: %w", filepath.Base(source), err)
 		}
-		srcDir, err = sdistRoot(dst)
+		p.dir, err = sdistRoot(dst)
 		if err != nil {
-			return "", nil, fmt.Errorf("pyinstall: sdist %s: %w", filepath.Base(source), err)
+			return nil, fmt.Errorf("pyinstall: sdist %s: %w", filepath.Base(source), err)
 		}
 	}
-	python := in.interp.Path
-	requires, err := in.buildRequires(ctx, srcDir)
+	p.python = in.interp.Path
+	requires, err := in.buildRequires(ctx, p.dir)
 	if err != nil {
-		return "", nil, &BuildError{Package: pkg, Version: version, Source: source, Err: err, StderrTail: err.Error()}
+		return nil, &BuildError{Package: pkg, Version: version, Source: source, Step: "pyproject.toml", Err: err, StderrTail: err.Error()}
 	}
 	if len(requires) > 0 && envFor != nil {
-		python, err = envFor(ctx, requires)
+		p.python, err = envFor(ctx, requires)
 		if err != nil {
-			return "", nil, fmt.Errorf("pyinstall: build requirements of %s %s (%s): %w", pkg, version, strings.Join(requires, ", "), err)
+			return nil, fmt.Errorf("pyinstall: build requirements of %s %s (%s): %w", pkg, version, strings.Join(requires, ", "), err)
 		}
 	}
-	out := filepath.Join(work, "out")
-	if err := os.Mkdir(out, 0o755); err != nil {
-		return "", nil, err
+	return p, nil
+}
+
+// hookResult is what one run of the build driver produced: a
+// .dist-info directory (metadata mode) or a wheel, under out.
+type hookResult struct {
+	metadataDir string
+	wheel       string
+}
+
+// hookRun is one build-driver process: in mode "both" it reports the
+// prepared metadata (metaDone) and then goes on to build the wheel in the
+// same process (done), saving an interpreter start and a second unpack per
+// sdist.
+type hookRun struct {
+	metaDone chan struct{}
+	meta     hookResult // metadataDir, or wheel for a backend without the hook
+	metaErr  error
+
+	done  chan struct{}
+	wheel string
+	err   error
+}
+
+// lockedBuffer is the build's combined output, written by the process's
+// stdout reader and stderr copier.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) bytes() []byte {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return append([]byte(nil), l.b.Bytes()...)
+}
+
+// runHook runs the build driver in mode ("metadata" or "wheel") for a
+// prepared source, through the sandbox, and waits for it.
+func (in *Installer) runHook(ctx context.Context, p *preparedSource, mode string) (hookResult, error) {
+	r, err := in.startHook(ctx, p, mode)
+	if err != nil {
+		return hookResult{}, err
 	}
-	cmd := exec.CommandContext(ctx, python, "-I", "-c", buildDriver, srcDir, out)
-	cmd.Dir = srcDir
+	<-r.done
+	if r.err != nil {
+		return hookResult{}, r.err
+	}
+	if mode == "metadata" && r.meta.metadataDir != "" {
+		return r.meta, nil
+	}
+	return hookResult{wheel: r.wheel}, nil
+}
+
+// startHook starts the build driver in mode ("metadata", "wheel" or "both")
+// for a prepared source, through the sandbox, into a new directory under
+// p.work. The process stops with ctx.
+func (in *Installer) startHook(ctx context.Context, p *preparedSource, mode string) (*hookRun, error) {
+	out, err := os.MkdirTemp(p.work, "out-")
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, p.python, "-I", "-c", buildDriver, mode, p.dir, out)
+	cmd.Dir = p.dir
 	cmd.Env = []string{
 		"PATH=/usr/local/bin:/usr/bin:/bin",
-		"HOME=" + work,
+		"HOME=" + p.work,
 		"LANG=C.UTF-8",
 		"PYTHONDONTWRITEBYTECODE=1",
+		"PYTHONUNBUFFERED=1",
 		"SOURCE_DATE_EPOCH=315532800",
 	}
-	var output bytes.Buffer
-	cmd.Stdout = &output
-	cmd.Stderr = &output
-	if err := cmd.Run(); err != nil {
-		if ctx.Err() != nil {
-			return "", nil, ctx.Err()
+	output := &lockedBuffer{}
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = output
+	if in.cfg.Sandbox != nil {
+		wrapped, err := in.cfg.Sandbox(ctx, cmd)
+		if err != nil {
+			pr.Close()
+			pw.Close()
+			return nil, fmt.Errorf("pyinstall: build sandbox for %s %s: %w", p.pkg, p.version, err)
 		}
-		return "", nil, &BuildError{Package: pkg, Version: version, Source: source, Err: err, StderrTail: tail(output.Bytes(), 20)}
+		cmd = wrapped
 	}
-	var name string
-	for _, line := range strings.Split(output.String(), "\n") {
-		if n, ok := strings.CutPrefix(line, "PAASKIT-WHEEL:"); ok {
-			name = strings.TrimSpace(n)
+	cmd.Stdout = pw
+	if err := cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		return nil, fmt.Errorf("pyinstall: start build of %s %s: %w", p.pkg, p.version, err)
+	}
+	pw.Close()
+	// A command the sandbox made is not tied to ctx: kill it when ctx
+	// ends, as exec.CommandContext would.
+	stopKill := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
+	r := &hookRun{metaDone: make(chan struct{}), done: make(chan struct{})}
+	step := "build_wheel"
+	if mode != "wheel" {
+		step = "prepare_metadata_for_build_wheel"
+	}
+	bad := func(step string, err error) error {
+		out := output.bytes()
+		return &BuildError{Package: p.pkg, Version: p.version, Source: p.source, Step: step, Err: err, StderrTail: tail(out, 20),
+			Network: networkRe.Match(out)}
+	}
+	go func() {
+		defer close(r.done)
+		metaOpen := true
+		endMeta := func(err error) {
+			if metaOpen {
+				r.metaErr = err
+				close(r.metaDone)
+				metaOpen = false
+			}
+		}
+		sc := bufio.NewScanner(pr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		var wheelName string
+		for sc.Scan() {
+			line := sc.Text()
+			_, _ = output.Write([]byte(line + "\n"))
+			if n, ok := strings.CutPrefix(line, "PAASKIT-METADATA:"); ok && metaOpen {
+				dir, err := checkHookName(out, strings.TrimSpace(n))
+				if err == nil {
+					if _, err = os.Stat(filepath.Join(dir, "METADATA")); err != nil {
+						err = fmt.Errorf("prepare_metadata_for_build_wheel returned %s, which has no METADATA", filepath.Base(dir))
+					}
+				}
+				if err != nil {
+					endMeta(bad("prepare_metadata_for_build_wheel", err))
+					continue
+				}
+				r.meta = hookResult{metadataDir: dir}
+				endMeta(nil)
+				step = "build_wheel"
+			}
+			if n, ok := strings.CutPrefix(line, "PAASKIT-WHEEL:"); ok {
+				wheelName = strings.TrimSpace(n)
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+		pr.Close()
+		werr := cmd.Wait()
+		stopKill()
+		switch {
+		case ctx.Err() != nil:
+			r.err = ctx.Err()
+		case werr != nil:
+			r.err = bad(step, werr)
+		case wheelName == "" && mode != "metadata":
+			r.err = bad(step, errors.New("backend returned no wheel name"))
+		case wheelName != "":
+			w, err := checkHookName(out, wheelName)
+			if err == nil && !strings.HasSuffix(w, ".whl") {
+				err = fmt.Errorf("backend returned %q, not a wheel", wheelName)
+			}
+			if err == nil {
+				if _, serr := os.Stat(w); serr != nil {
+					err = fmt.Errorf("backend said %s but wrote no such file", filepath.Base(w))
+				}
+			}
+			if err != nil {
+				r.err = bad("build_wheel", err)
+			}
+			r.wheel = w
+			if metaOpen && r.err == nil {
+				// No metadata hook: the wheel is the metadata.
+				r.meta = hookResult{wheel: w}
+			}
+		case metaOpen:
+			r.err = bad(step, errors.New("the backend reported no metadata"))
+		}
+		if r.err != nil && r.metaErr == nil && metaOpen {
+			endMeta(r.err)
+		}
+		endMeta(nil)
+	}()
+	return r, nil
+}
+
+// checkHookName resolves a name the driver printed (relative to out, one or
+// two plain path elements) to a path under out.
+func checkHookName(out, name string) (string, error) {
+	parts := strings.Split(name, "/")
+	if name == "" || len(parts) > 2 {
+		return "", fmt.Errorf("backend returned an unusable name %q", name)
+	}
+	for _, p := range parts {
+		if p == "" || p == "." || p == ".." || strings.ContainsRune(p, '\\') {
+			return "", fmt.Errorf("backend returned an unusable name %q", name)
 		}
 	}
-	if name == "" || strings.ContainsAny(name, "/\\") || !strings.HasSuffix(name, ".whl") {
-		return "", nil, &BuildError{Package: pkg, Version: version, Source: source, Err: errors.New("backend returned no wheel name"), StderrTail: tail(output.Bytes(), 20)}
+	return filepath.Join(out, filepath.FromSlash(name)), nil
+}
+
+// buildWheel builds a wheel from an sdist archive or a source directory and
+// returns its path (inside a private directory the caller removes with
+// cleanup).
+func (in *Installer) buildWheel(ctx context.Context, source, pkg, version string, isDir bool, envFor func(context.Context, []string) (string, error)) (wheel string, cleanup func(), err error) {
+	p, err := in.prepareSource(ctx, source, pkg, version, isDir, envFor)
+	if err != nil {
+		return "", nil, err
 	}
-	wheel = filepath.Join(out, name)
-	if _, err := os.Stat(wheel); err != nil {
-		return "", nil, &BuildError{Package: pkg, Version: version, Source: source, Err: fmt.Errorf("backend said %s but wrote no such file", name), StderrTail: tail(output.Bytes(), 20)}
+	r, err := in.runHook(ctx, p, "wheel")
+	if err != nil {
+		_ = os.RemoveAll(p.work)
+		return "", nil, err
 	}
-	return wheel, remove, nil
+	return r.wheel, func() { _ = os.RemoveAll(p.work) }, nil
 }
 
 // legacyBuildRequires is what pip installs to build a project without a

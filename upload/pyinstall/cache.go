@@ -21,8 +21,16 @@ import (
 // Layout under its directory:
 //
 //	blobs/sha256/ab/abcdef…   a file, named by the SHA-256 of its bytes
-//	built/<sdist sha256>      "<wheel filename> <wheel sha256>": the wheel
-//	                          built from that sdist
+//	built/<tags>/<source>     "<wheel filename> <wheel sha256>": the wheel
+//	                          built from that source (an sdist's SHA-256, or
+//	                          the SHA-256 of a git URL and commit) by an
+//	                          interpreter with those tags (a hash of its
+//	                          supported wheel tags: two Pythons sharing the
+//	                          cache never get each other's wheels)
+//	meta/<tags>/<source>      the METADATA its prepare_metadata_for_build_wheel
+//	                          hook returned
+//	pages/<url hash>.json     an index page with its HTTP validators
+//	vcs/<url hash>/<commit>/  a git checkout of that commit
 //	tmp/                      files being written
 //
 // Every write goes to a temporary file in tmp/ and is renamed into place, so
@@ -47,7 +55,7 @@ func OpenCache(dir string, log *slog.Logger) (*Cache, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	for _, d := range []string{"blobs/sha256", "built", "tmp"} {
+	for _, d := range []string{"blobs/sha256", "built", "meta", "pages", "vcs", "tmp"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("pyinstall: cache %s: %w", dir, err)
 		}
@@ -212,20 +220,22 @@ func (c *Cache) PutFile(path string) (string, string, error) {
 	return w.Commit("", path)
 }
 
-// Built returns the wheel built earlier from the sdist with this hash: its
+// Built returns the wheel built earlier from the source with this key
+// (an sdist's SHA-256, hex) by an interpreter with these tags (TagsKey): its
 // filename and verified blob path.
-func (c *Cache) Built(sdistSHA string) (filename, path string, ok bool) {
-	if !validSHA(sdistSHA) {
+func (c *Cache) Built(tags, source string) (filename, path string, ok bool) {
+	if !validKey(tags) || !validSHA(source) {
 		return "", "", false
 	}
-	data, err := os.ReadFile(filepath.Join(c.dir, "built", sdistSHA))
+	rec := filepath.Join(c.dir, "built", tags, source)
+	data, err := os.ReadFile(rec)
 	if err != nil {
 		return "", "", false
 	}
 	fields := strings.Fields(string(data))
 	if len(fields) != 2 || !strings.HasSuffix(fields[0], ".whl") || strings.ContainsAny(fields[0], "/\\") {
-		c.log.Warn("cache: removing malformed build record", "sdist", sdistSHA)
-		_ = os.Remove(filepath.Join(c.dir, "built", sdistSHA))
+		c.log.Warn("cache: removing malformed build record", "record", rec)
+		_ = os.Remove(rec)
 		return "", "", false
 	}
 	p, ok := c.Blob(fields[1])
@@ -235,9 +245,52 @@ func (c *Cache) Built(sdistSHA string) (filename, path string, ok bool) {
 	return fields[0], p, true
 }
 
-// SetBuilt records that the sdist with this hash builds the given wheel.
-func (c *Cache) SetBuilt(sdistSHA, wheelFilename, wheelSHA string) error {
-	return writeFileAtomic(filepath.Join(c.dir, "built", sdistSHA), []byte(wheelFilename+" "+wheelSHA+"\n"))
+// SetBuilt records that the source with this key builds the given wheel
+// for an interpreter with these tags.
+func (c *Cache) SetBuilt(tags, source, wheelFilename, wheelSHA string) error {
+	if !validKey(tags) || !validSHA(source) {
+		return fmt.Errorf("pyinstall: cache: bad build key %q/%q", tags, source)
+	}
+	return writeFileAtomic(filepath.Join(c.dir, "built", tags, source), []byte(wheelFilename+" "+wheelSHA+"\n"))
+}
+
+// hookMetadata returns the METADATA the metadata hook gave earlier for
+// this source and interpreter.
+func (c *Cache) hookMetadata(tags, source string) ([]byte, bool) {
+	if !validKey(tags) || !validSHA(source) {
+		return nil, false
+	}
+	data, err := os.ReadFile(filepath.Join(c.dir, "meta", tags, source))
+	return data, err == nil
+}
+
+func (c *Cache) setHookMetadata(tags, source string, data []byte) error {
+	if !validKey(tags) || !validSHA(source) {
+		return fmt.Errorf("pyinstall: cache: bad metadata key %q/%q", tags, source)
+	}
+	return writeFileAtomic(filepath.Join(c.dir, "meta", tags, source), data)
+}
+
+func (c *Cache) removeHookMetadata(tags, source string) {
+	if validKey(tags) && validSHA(source) {
+		_ = os.Remove(filepath.Join(c.dir, "meta", tags, source))
+	}
+}
+
+// validKey accepts the short hex keys of the cache's subdirectories.
+func validKey(k string) bool {
+	if len(k) < 8 || len(k) > 64 {
+		return false
+	}
+	_, err := hex.DecodeString(k)
+	return err == nil
+}
+
+// TagsKey is the cache's short name for an interpreter's supported wheel
+// tags.
+func TagsKey(in *Interpreter) string {
+	sum := sha256.Sum256([]byte(strings.Join(in.Tags, "\n")))
+	return hex.EncodeToString(sum[:8])
 }
 
 // TempDir makes a private directory for work (a build) on the cache's

@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 
@@ -73,4 +74,54 @@ func ExampleInstaller_Install() {
 	}
 	fmt.Println(res.Packages, "built:", res.Built)
 	// Output: [helper==2.1 webapp==1.0] built: 1
+}
+
+// pip's --no-binary and --only-binary, with pip's precedence: a project
+// named in either option wins over :all:.
+func ExampleBinaryPolicy() {
+	var b pyinstall.BinaryPolicy
+	_ = b.SetOnlyBinary(":all:")
+	_ = b.SetNoBinary("Pillow")
+	for _, p := range []string{"pillow", "requests"} {
+		wheel, sdist := b.Allowed(p)
+		fmt.Println(p, "wheel:", wheel, "sdist:", sdist)
+	}
+	// Output:
+	// pillow wheel: false sdist: true
+	// requests wheel: true sdist: false
+}
+
+// A build sandbox wraps each build process. This one runs it in a new
+// network namespace (unshare(1), as root), so a build gets no network; the
+// platform's is built on runner's sandbox instead.
+func ExampleBuildSandbox() {
+	ix, _ := pyindex.New([]pyindex.Dist{{Name: "native-ext", Version: "1.0", Kind: pyindex.Sdist, DynamicMetadata: true}})
+	srv, _ := pyindex.Serve(ix, pyindex.ServerConfig{})
+	defer srv.Close()
+	dir, _ := os.MkdirTemp("", "example-")
+	defer os.RemoveAll(dir)
+
+	noNetwork := func(ctx context.Context, cmd *exec.Cmd) (*exec.Cmd, error) {
+		w := exec.CommandContext(ctx, "unshare", append([]string{"--net", "--", cmd.Path}, cmd.Args[1:]...)...)
+		w.Dir, w.Env, w.Stdout, w.Stderr = cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr
+		return w, nil
+	}
+	in, err := pyinstall.New(pyinstall.Config{
+		IndexURL: srv.URL(),
+		CacheDir: filepath.Join(dir, "cache"),
+		Sandbox:  noNetwork,
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	reqs, _ := pyinstall.ParseRequirements(strings.NewReader("native-ext\n"), "requirements.txt", dir)
+	res, err := in.Install(context.Background(), reqs, filepath.Join(dir, "venv"), pyinstall.InstallOptions{})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	fmt.Println(res.Packages, "metadata hooks:", res.MetadataHooks, "built:", res.Built)
+	// Output: [native-ext==1.0] metadata hooks: 1 built: 1
 }

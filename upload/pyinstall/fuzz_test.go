@@ -77,3 +77,45 @@ func FuzzParseLinks(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseJSONLinks checks the PEP 691 parser never panics and returns
+// only links with a project, a version and a plain filename.
+func FuzzParseJSONLinks(f *testing.F) {
+	f.Add(`{"meta":{"api-version":"1.0"},"name":"a","files":[{"filename":"a-1.0-py3-none-any.whl","url":"../../files/a-1.0-py3-none-any.whl","hashes":{"sha256":"AB"},"yanked":"bad","core-metadata":{"sha256":"cd"}}]}`)
+	f.Add(`{"meta":{"api-version":"1.1"},"files":[{"filename":"b-2.0.tar.gz","url":"https://x/b-2.0.tar.gz","hashes":{},"requires-python":">=3","dist-info-metadata":true}]}`)
+	f.Add(`{"meta":{"api-version":"2.0"},"files":[]}`)
+	base, _ := url.Parse("http://127.0.0.1/simple/a/")
+	f.Fuzz(func(t *testing.T, page string) {
+		links, err := parseJSONLinks([]byte(page), base)
+		if err != nil {
+			return
+		}
+		for _, l := range links {
+			if l.Project == "" || l.Version == "" || strings.ContainsAny(l.Filename, "/\\") {
+				t.Fatalf("bad link: %+v", l)
+			}
+		}
+	})
+}
+
+// FuzzParseVCS checks the git URL parser never panics and never yields a
+// revision git would take for an option or a subdirectory that leaves the
+// checkout.
+func FuzzParseVCS(f *testing.F) {
+	f.Add("git+https://example.com/x.git@v1.0#egg=x&subdirectory=pkg")
+	f.Add("git+ssh://git@example.com/x.git@main")
+	f.Add("git+file:///srv/x.git")
+	f.Add("hg+https://example.com/x")
+	f.Fuzz(func(t *testing.T, raw string) {
+		v, err := parseVCS(raw)
+		if err != nil {
+			return
+		}
+		if strings.HasPrefix(v.rev, "-") || strings.HasPrefix(v.repo, "-") {
+			t.Fatalf("option-like revision or repository: %+v", v)
+		}
+		if strings.Contains("/"+v.subdir+"/", "/../") || strings.HasPrefix(v.subdir, "/") {
+			t.Fatalf("subdirectory escapes: %+v", v)
+		}
+	})
+}

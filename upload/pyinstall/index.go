@@ -1,7 +1,9 @@
 package pyinstall
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html"
@@ -13,6 +15,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"deps.dev/util/semver"
@@ -125,6 +128,12 @@ type fetcher struct {
 	client  *http.Client
 	retries int
 	onRetry func(url string, attempt int, err error)
+	// cache keeps index pages across installations (nil: none); now is
+	// the clock their freshness is judged by.
+	cache *Cache
+	now   func() time.Time
+	// requests counts HTTP requests sent.
+	requests atomic.Int64
 
 	mu    sync.Mutex
 	pages map[string]*pageCall
@@ -159,6 +168,12 @@ func (e *statusError) Error() string { return fmt.Sprintf("GET %s: HTTP %d", e.u
 // failures with backoff. reset is called before each retry so w can start
 // over.
 func (f *fetcher) get(ctx context.Context, rawURL string, w io.Writer, reset func() error) error {
+	return f.getWith(ctx, rawURL, w, reset, nil, nil)
+}
+
+// getWith is get with request headers, and onResp told the status and
+// headers of the response that ended it (a 304 writes nothing to w).
+func (f *fetcher) getWith(ctx context.Context, rawURL string, w io.Writer, reset func() error, hdr http.Header, onResp func(int, http.Header)) error {
 	if !strings.Contains(rawURL, "://") {
 		fh, err := os.Open(rawURL)
 		if errors.Is(err, os.ErrNotExist) {
@@ -189,7 +204,7 @@ func (f *fetcher) get(ctx context.Context, rawURL string, w io.Writer, reset fun
 			case <-t.C:
 			}
 		}
-		last = f.once(ctx, rawURL, w)
+		last = f.once(ctx, rawURL, w, hdr, onResp)
 		if last == nil || !retryable(last) {
 			return last
 		}
@@ -197,18 +212,26 @@ func (f *fetcher) get(ctx context.Context, rawURL string, w io.Writer, reset fun
 	return fmt.Errorf("GET %s: giving up after %d attempts: %w", rawURL, f.retries+1, last)
 }
 
-func (f *fetcher) once(ctx context.Context, rawURL string, w io.Writer) error {
+func (f *fetcher) once(ctx context.Context, rawURL string, w io.Writer, hdr http.Header, onResp func(int, http.Header)) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, rawURL, nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Accept", "text/html")
+	for k, v := range hdr {
+		req.Header[k] = v
+	}
+	f.requests.Add(1)
 	resp, err := f.client.Do(req)
 	if err != nil {
 		return err
 	}
 	defer resp.Body.Close()
+	if onResp != nil {
+		onResp(resp.StatusCode, resp.Header)
+	}
 	switch {
+	case resp.StatusCode == http.StatusNotModified && hdr.Get("If-None-Match")+hdr.Get("If-Modified-Since") != "":
+		return nil
 	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
 		return fmt.Errorf("GET %s: %w", rawURL, ErrNotFound)
 	case resp.StatusCode != http.StatusOK:
@@ -279,10 +302,146 @@ func (f *fetcher) fetchLinks(ctx context.Context, pageURL string) ([]link, error
 	if err != nil {
 		return nil, fmt.Errorf("index URL %q: %w", pageURL, err)
 	}
-	var buf strings.Builder
-	err = f.get(ctx, pageURL, &buf, func() error { buf.Reset(); return nil })
+	body, ctype, err := f.page(ctx, pageURL)
 	if err != nil {
 		return nil, err
 	}
-	return parseLinks([]byte(buf.String()), base), nil
+	if isJSONPage(ctype) {
+		links, err := parseJSONLinks(body, base)
+		if err != nil {
+			return nil, fmt.Errorf("index page %s: %w", pageURL, err)
+		}
+		return links, nil
+	}
+	return parseLinks(body, base), nil
+}
+
+// acceptPages asks for PEP 691 JSON first, PEP 503 HTML otherwise.
+const acceptPages = "application/vnd.pypi.simple.v1+json, application/vnd.pypi.simple.v1+html;q=0.2, text/html;q=0.01"
+
+func isJSONPage(contentType string) bool {
+	return strings.HasPrefix(strings.TrimSpace(strings.ToLower(contentType)), "application/vnd.pypi.simple.v1+json")
+}
+
+// page returns an index page's body and content type: from the on-disk
+// cache without a request while it is fresh (Cache-Control max-age),
+// revalidated with If-None-Match / If-Modified-Since when it is stale (a 304
+// reuses it), fetched otherwise.
+func (f *fetcher) page(ctx context.Context, pageURL string) ([]byte, string, error) {
+	var old *cachedPage
+	if f.cache != nil {
+		old = f.cache.page(pageURL)
+	}
+	now := f.now()
+	if old != nil && old.fresh(now) {
+		return old.Body, old.ContentType, nil
+	}
+	hdr := http.Header{"Accept": {acceptPages}}
+	if old != nil {
+		if old.ETag != "" {
+			hdr.Set("If-None-Match", old.ETag)
+		}
+		if old.LastModified != "" {
+			hdr.Set("If-Modified-Since", old.LastModified)
+		}
+	}
+	var buf bytes.Buffer
+	var status int
+	var rh http.Header
+	err := f.getWith(ctx, pageURL, &buf, func() error { buf.Reset(); return nil }, hdr, func(st int, h http.Header) { status, rh = st, h })
+	if err != nil {
+		return nil, "", err
+	}
+	maxAge, noCache, noStore := cacheControl(rh)
+	if status == http.StatusNotModified && old != nil {
+		old.Fetched, old.MaxAge, old.NoCache = now, maxAge, noCache
+		if et := rh.Get("ETag"); et != "" {
+			old.ETag = et
+		}
+		f.store(old)
+		return old.Body, old.ContentType, nil
+	}
+	p := &cachedPage{URL: pageURL, ContentType: rh.Get("Content-Type"), ETag: rh.Get("ETag"), LastModified: rh.Get("Last-Modified"),
+		Fetched: now, MaxAge: maxAge, NoCache: noCache, Body: buf.Bytes()}
+	if !noStore && (maxAge > 0 || p.ETag != "" || p.LastModified != "") {
+		f.store(p)
+	}
+	return p.Body, p.ContentType, nil
+}
+
+func (f *fetcher) store(p *cachedPage) {
+	if f.cache == nil {
+		return
+	}
+	if err := f.cache.setPage(p); err != nil {
+		f.cache.log.Warn("cache: cannot store index page", "url", p.URL, "err", err)
+	}
+}
+
+// parseJSONLinks reads a PEP 691 JSON project page fetched from base.
+func parseJSONLinks(page []byte, base *url.URL) ([]link, error) {
+	var doc struct {
+		Meta struct {
+			APIVersion string `json:"api-version"`
+		} `json:"meta"`
+		Files []struct {
+			Filename         string            `json:"filename"`
+			URL              string            `json:"url"`
+			Hashes           map[string]string `json:"hashes"`
+			RequiresPython   *string           `json:"requires-python"`
+			Yanked           any               `json:"yanked"`
+			CoreMetadata     any               `json:"core-metadata"`
+			DistInfoMetadata any               `json:"dist-info-metadata"`
+		} `json:"files"`
+	}
+	if err := json.Unmarshal(page, &doc); err != nil {
+		return nil, fmt.Errorf("PEP 691 JSON: %w", err)
+	}
+	if major, _, _ := strings.Cut(doc.Meta.APIVersion, "."); major != "1" {
+		return nil, fmt.Errorf("PEP 691 JSON: unsupported api-version %q", doc.Meta.APIVersion)
+	}
+	var out []link
+	for _, jf := range doc.Files {
+		u, err := base.Parse(jf.URL)
+		if err != nil {
+			continue
+		}
+		l := link{Filename: jf.Filename}
+		if jf.RequiresPython != nil {
+			l.RequiresPython = *jf.RequiresPython
+		}
+		switch y := jf.Yanked.(type) {
+		case bool:
+			l.Yanked = y
+		case string:
+			l.Yanked = true
+		}
+		if h := jf.Hashes["sha256"]; h != "" {
+			l.SHA256 = strings.ToLower(h)
+		} else if h, ok := strings.CutPrefix(u.Fragment, "sha256="); ok {
+			l.SHA256 = strings.ToLower(h)
+		}
+		u.Fragment = ""
+		l.URL = u.String()
+		md := jf.CoreMetadata // PEP 714's name, preferred
+		if md == nil {
+			md = jf.DistInfoMetadata
+		}
+		switch m := md.(type) {
+		case bool:
+			l.HasMetadata = m
+		case map[string]any:
+			l.HasMetadata = true
+			if h, ok := m["sha256"].(string); ok {
+				l.MetadataSHA256 = strings.ToLower(h)
+			}
+		}
+		if l.Filename == "" || strings.ContainsAny(l.Filename, "/\\") {
+			continue
+		}
+		if l.parseFilename() {
+			out = append(out, l)
+		}
+	}
+	return out, nil
 }

@@ -1,12 +1,17 @@
 package pyinstall
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -25,6 +30,8 @@ const (
 	StageResolved   Stage = "resolved"   // pinned by the resolver
 	StageCached     Stage = "cached"     // its wheel was already in the cache
 	StageDownloaded Stage = "downloaded" // a file was fetched from an index
+	StageCloned     Stage = "cloned"     // a git repository was cloned
+	StageMetadata   Stage = "metadata"   // the PEP 517 metadata hook ran
 	StageRetry      Stage = "retry"      // a download failed and is retried
 	StageBuilt      Stage = "built"      // an sdist was built into a wheel
 	StageInstalled  Stage = "installed"  // unpacked into the virtualenv
@@ -61,9 +68,33 @@ type Config struct {
 	// run under. Default "/usr/bin/python3" (Debian's, which every
 	// sandbox sees at the same path).
 	Python string
-	// Workers bounds concurrent downloads and, separately, concurrent
-	// sdist builds. Default 8.
+	// Workers bounds concurrent downloads. Default 8.
 	Workers int
+	// BuildWorkers bounds concurrent build processes (a metadata hook
+	// and the build_wheel that follows it in the same process). Default
+	// 16: builds of an app's sdists overlap even on a small machine, as
+	// many wait on I/O or on a child compiler.
+	BuildWorkers int
+	// Sandbox wraps every build process (PEP 517 hooks run code from the
+	// upload). nil runs builds as plain child processes of the installer,
+	// with its user and network: New logs a warning saying so, and only
+	// tests and trusted uploads should do it.
+	Sandbox BuildSandbox
+	// AllowedIndexes, when not empty, lists the URL prefixes (for example
+	// "https://pypi.org/simple/") that a requirements file may name:
+	// every remote location a Requirements value names (--index-url,
+	// --extra-index-url, http(s) --find-links, direct URLs and git URLs)
+	// must start with one of them, or Install and Resolve fail with an
+	// *IndexNotAllowedError before any request. The Config's own
+	// IndexURL, ExtraIndexURLs and FindLinks are the operator's and are
+	// not checked.
+	AllowedIndexes []string
+	// Git is the git program VCS requirements are cloned with. Default
+	// "git" (Debian's, apt-get install git).
+	Git string
+	// Now is the clock index pages' freshness is judged by. Default
+	// time.Now.
+	Now func() time.Time
 	// Retries is how many times a failed index request or download is
 	// retried (with backoff) before the install fails. Default 3.
 	Retries int
@@ -100,8 +131,13 @@ func New(cfg Config) (*Installer, error) {
 	if cfg.CacheDir == "" {
 		return nil, errors.New("pyinstall: Config.CacheDir is required")
 	}
-	if cfg.Workers < 0 || cfg.Retries < 0 {
-		return nil, fmt.Errorf("pyinstall: negative Workers (%d) or Retries (%d)", cfg.Workers, cfg.Retries)
+	if cfg.Workers < 0 || cfg.Retries < 0 || cfg.BuildWorkers < 0 {
+		return nil, fmt.Errorf("pyinstall: negative Workers (%d), BuildWorkers (%d) or Retries (%d)", cfg.Workers, cfg.BuildWorkers, cfg.Retries)
+	}
+	for _, a := range cfg.AllowedIndexes {
+		if u, err := url.Parse(a); err != nil || u.Scheme == "" || u.Host == "" {
+			return nil, fmt.Errorf("pyinstall: AllowedIndexes entry %q is not an absolute URL", a)
+		}
 	}
 	if cfg.IndexURL == "" {
 		cfg.IndexURL = "https://pypi.org/simple/"
@@ -117,8 +153,17 @@ func New(cfg Config) (*Installer, error) {
 	if cfg.Workers == 0 {
 		cfg.Workers = 8
 	}
+	if cfg.BuildWorkers == 0 {
+		cfg.BuildWorkers = 16
+	}
 	if cfg.Retries == 0 {
 		cfg.Retries = 3
+	}
+	if cfg.Git == "" {
+		cfg.Git = "git"
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -140,6 +185,9 @@ func New(cfg Config) (*Installer, error) {
 	cache, err := OpenCache(cfg.CacheDir, cfg.Logger)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Sandbox == nil {
+		cfg.Logger.Warn("pyinstall: no build sandbox: sdist builds run as plain processes with the installer's user and network (set Config.Sandbox)", "cache", cfg.CacheDir)
 	}
 	return &Installer{cfg: cfg, log: cfg.Logger, cache: cache, client: client}, nil
 }
@@ -190,7 +238,13 @@ type Result struct {
 	// Built counts sdists built now; CacheHits wheels taken from the
 	// cache; Downloaded files fetched.
 	Built, CacheHits, Downloaded int
-	Resolve, Total               time.Duration
+	// MetadataHooks counts PEP 517 prepare_metadata_for_build_wheel calls;
+	// Cloned git repositories cloned (a commit not yet in the cache).
+	MetadataHooks, Cloned int
+	// Requests counts HTTP requests made (0 for a warm install whose
+	// index pages are all within their max-age).
+	Requests       int
+	Resolve, Total time.Duration
 }
 
 // InstallOptions are per-installation settings.
@@ -313,22 +367,137 @@ func (in *Installer) install(ctx context.Context, reqs *Requirements, venv strin
 	}
 	s.mu.Lock()
 	res.Built, res.CacheHits, res.Downloaded = s.built, s.cacheHits, s.downloaded
+	res.MetadataHooks, res.Cloned = s.hooks, s.cloned
 	s.mu.Unlock()
+	res.Requests = int(s.f.requests.Load())
 	res.Total = time.Since(t0)
-	in.log.Info("pyinstall: installed", "venv", venv, "packages", len(pins), "built", res.Built, "cache_hits", res.CacheHits, "downloaded", res.Downloaded, "elapsed", res.Total.Round(time.Millisecond))
+	in.log.Info("pyinstall: installed", "venv", venv, "packages", len(pins), "built", res.Built, "metadata_hooks", res.MetadataHooks, "cloned", res.Cloned, "requests", res.Requests, "cache_hits", res.CacheHits, "downloaded", res.Downloaded, "elapsed", res.Total.Round(time.Millisecond))
 	return res, nil
 }
 
-// makeVenv creates a virtualenv without pip, unless one exists.
+// makeVenv creates a virtualenv without pip, unless one exists: a copy of a
+// template the interpreter made once (`python -m venv --without-pip`, kept
+// in the cache), with the template's path replaced by venv's in the files
+// that name it (pyvenv.cfg, the activate scripts). Copying takes a
+// millisecond where starting the interpreter takes tens, and makes exactly
+// what it would have made.
 func (in *Installer) makeVenv(ctx context.Context, venv string) error {
 	if _, err := os.Stat(filepath.Join(venv, "pyvenv.cfg")); err == nil {
 		return nil
 	}
+	tmpl, origin, err := in.venvTemplate(ctx)
+	if err == nil {
+		if err = copyVenv(tmpl, origin, venv); err == nil {
+			return nil
+		}
+		in.log.Warn("pyinstall: copying the venv template failed; making the venv with python", "venv", venv, "err", err)
+		_ = os.RemoveAll(venv)
+	}
+	return in.runVenv(ctx, venv)
+}
+
+func (in *Installer) runVenv(ctx context.Context, venv string) error {
 	out, err := exec.CommandContext(ctx, in.cfg.Python, "-m", "venv", "--without-pip", venv).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("pyinstall: %s -m venv --without-pip %s: %w: %s (apt-get install python3-venv)", in.cfg.Python, venv, err, tail(out, 5))
 	}
 	return nil
+}
+
+// venvTemplateName is the template venv's directory name, distinctive so
+// that replacing it in the activate scripts' prompt touches nothing else.
+const venvTemplateName = "paaskit-venv-template"
+
+// venvTemplate returns the cached template venv of the interpreter and the
+// path it was made at, making it the first time (in a temporary directory
+// renamed into place, so racing installers never see half a template).
+func (in *Installer) venvTemplate(ctx context.Context) (dir, origin string, err error) {
+	interp, err := in.Interpreter(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	real, err := filepath.EvalSymlinks(in.cfg.Python)
+	if err != nil {
+		return "", "", err
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return "", "", err
+	}
+	sum := sha256.Sum256([]byte(fmt.Sprintf("%s|%s|%d|%d|%s", in.cfg.Python, real, fi.Size(), fi.ModTime().UnixNano(), TagsKey(interp))))
+	final := filepath.Join(in.cache.Dir(), "venvs", hex.EncodeToString(sum[:8]))
+	read := func() (string, string, error) {
+		o, err := os.ReadFile(filepath.Join(final, "origin"))
+		if err != nil {
+			return "", "", err
+		}
+		return filepath.Join(final, venvTemplateName), strings.TrimSpace(string(o)), nil
+	}
+	if d, o, err := read(); err == nil {
+		return d, o, nil
+	}
+	tmp, err := in.cache.TempDir("venv-")
+	if err != nil {
+		return "", "", err
+	}
+	defer os.RemoveAll(tmp)
+	origin = filepath.Join(tmp, venvTemplateName)
+	if err := in.runVenv(ctx, origin); err != nil {
+		return "", "", err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "origin"), []byte(origin+"\n"), 0o644); err != nil {
+		return "", "", err
+	}
+	if err := os.MkdirAll(filepath.Dir(final), 0o755); err != nil {
+		return "", "", err
+	}
+	if err := os.Rename(tmp, final); err != nil {
+		// Another installer made it first.
+		if d, o, rerr := read(); rerr == nil {
+			return d, o, nil
+		}
+		return "", "", err
+	}
+	return read()
+}
+
+// copyVenv copies the template venv made at origin (now at tmpl) to venv.
+func copyVenv(tmpl, origin, venv string) error {
+	venv = filepath.Clean(venv)
+	fix := func(b []byte) []byte {
+		b = bytes.ReplaceAll(b, []byte(origin), []byte(venv))
+		return bytes.ReplaceAll(b, []byte(venvTemplateName), []byte(filepath.Base(venv)))
+	}
+	return filepath.WalkDir(tmpl, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(tmpl, p)
+		if err != nil {
+			return err
+		}
+		dst := filepath.Join(venv, rel)
+		switch {
+		case d.Type()&fs.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(string(fix([]byte(target))), dst)
+		case d.IsDir():
+			return os.MkdirAll(dst, 0o755)
+		default:
+			fi, err := d.Info()
+			if err != nil {
+				return err
+			}
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			return os.WriteFile(dst, fix(data), fi.Mode().Perm())
+		}
+	})
 }
 
 // sortPins sorts by name.

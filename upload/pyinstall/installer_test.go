@@ -137,9 +137,12 @@ func (f *fixture) installer(cfg Config) *Installer {
 
 func (f *fixture) reqFile(lines ...string) string {
 	f.t.Helper()
-	p := filepath.Join(f.dir, fmt.Sprintf("requirements-%d.txt", time.Now().UnixNano()))
-	require.NoError(f.t, os.WriteFile(p, []byte(strings.Join(lines, "\n")+"\n"), 0o644))
-	return p
+	fh, err := os.CreateTemp(f.dir, "requirements-*.txt")
+	require.NoError(f.t, err)
+	_, err = fh.WriteString(strings.Join(lines, "\n") + "\n")
+	require.NoError(f.t, err)
+	require.NoError(f.t, fh.Close())
+	return fh.Name()
 }
 
 func (f *fixture) reqs(lines ...string) *Requirements {
@@ -184,6 +187,7 @@ func diamond() []pyindex.Dist {
 }
 
 func TestResolveDiamondSameAsPip(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, diamond(), pyindex.ServerConfig{})
 	got := f.requireSameAsPip("top")
 	// right 2.0 needs base>=3, left needs <3: pip backtracks to right 1.0.
@@ -191,6 +195,7 @@ func TestResolveDiamondSameAsPip(t *testing.T) {
 }
 
 func TestResolveMarkersAndExtrasSameAsPip(t *testing.T) {
+	t.Parallel()
 	dists := []pyindex.Dist{
 		{Name: "app", Version: "1.0", Requires: []string{
 			`py3only; python_version >= "3"`,
@@ -223,6 +228,7 @@ func TestResolveMarkersAndExtrasSameAsPip(t *testing.T) {
 }
 
 func TestResolveBenchSetSameAsPip(t *testing.T) {
+	t.Parallel()
 	ds, reqs := pyindex.BenchSet(0)
 	f := newFixture(t, ds, pyindex.ServerConfig{Metadata: true})
 	got := f.requireSameAsPip(reqs...)
@@ -265,6 +271,7 @@ func TestInstallChainWithScriptsAndImports(t *testing.T) {
 }
 
 func TestInstallSameVenvAsPip(t *testing.T) {
+	t.Parallel()
 	ds, reqs := pyindex.BenchSet(0)
 	f := newFixture(t, ds, pyindex.ServerConfig{Metadata: true})
 	venv := filepath.Join(f.dir, "venv")
@@ -416,7 +423,7 @@ func TestTamperedCacheDetectedAndRebuilt(t *testing.T) {
 			sdistSHA = fl.SHA256
 		}
 	}
-	_, bp, ok := cache.Built(sdistSHA)
+	_, bp, ok := cache.Built(TagsKey(f.in.interp), sdistSHA)
 	require.True(t, ok)
 	data, err = os.ReadFile(bp)
 	require.NoError(t, err)
@@ -438,6 +445,7 @@ func TestTamperedCacheDetectedAndRebuilt(t *testing.T) {
 }
 
 func TestConcurrentProcessesShareCache(t *testing.T) {
+	t.Parallel()
 	ds, reqs := pyindex.BenchSet(0)
 	f := newFixture(t, ds, pyindex.ServerConfig{})
 	reqFile := f.reqFile(reqs...)
@@ -576,6 +584,7 @@ func TestHashCheckingMode(t *testing.T) {
 }
 
 func TestConstraintsFile(t *testing.T) {
+	t.Parallel()
 	dists := []pyindex.Dist{{Name: "lib", Version: "1.0"}, {Name: "lib", Version: "2.0"}, {Name: "app", Version: "1.0", Requires: []string{"lib"}}}
 	f := newFixture(t, dists, pyindex.ServerConfig{})
 	c := filepath.Join(f.dir, "constraints.txt")
@@ -622,6 +631,7 @@ func TestInstallLeavesNoGoroutines(t *testing.T) {
 }
 
 func TestYankedOnlyForExactPinsSameAsPip(t *testing.T) {
+	t.Parallel()
 	dists := []pyindex.Dist{
 		{Name: "lib", Version: "1.0"},
 		{Name: "lib", Version: "2.0", Yanked: "broken release"},
@@ -633,6 +643,7 @@ func TestYankedOnlyForExactPinsSameAsPip(t *testing.T) {
 }
 
 func TestBuildRequiresInstalledInIsolation(t *testing.T) {
+	t.Parallel()
 	dists := []pyindex.Dist{
 		pyindex.BackendWheel("pk-backend-lib", "1.0"),
 		{Name: "needs-backend", Version: "0.3", Kind: pyindex.Sdist, BuildBackend: "pk_backend_lib", BuildRequires: []string{"pk-backend-lib>=1"}},

@@ -70,6 +70,86 @@ type Requirements struct {
 	ExtraIndexURLs []string
 	FindLinks      []string
 	NoIndex        bool
+	// Pre allows pre-releases and development releases (--pre).
+	Pre bool
+	// PreferBinary prefers an older version with a wheel to a newer one
+	// with only an sdist (--prefer-binary).
+	PreferBinary bool
+	// RequireHashes demands a --hash for every distribution installed and
+	// an == pin for every requirement (--require-hashes); it is also on
+	// when any requirement has a --hash.
+	RequireHashes bool
+	// Binary is --no-binary and --only-binary.
+	Binary BinaryPolicy
+}
+
+// BinaryPolicy is pip's --no-binary and --only-binary: which projects may be
+// installed from wheels and which from sdists. The zero value allows both
+// for every project. Names are normalized; ":all:" stands for every project.
+type BinaryPolicy struct {
+	NoBinary, OnlyBinary map[string]bool
+}
+
+// SetNoBinary applies a --no-binary value: a comma-separated list of
+// project names, ":all:" or ":none:", as pip does (a name given to one
+// option is removed from the other; ":all:" clears both first; ":none:"
+// clears this option's list).
+func (b *BinaryPolicy) SetNoBinary(value string) error {
+	return b.set(value, &b.NoBinary, &b.OnlyBinary, "--no-binary")
+}
+
+// SetOnlyBinary applies an --only-binary value, as SetNoBinary does.
+func (b *BinaryPolicy) SetOnlyBinary(value string) error {
+	return b.set(value, &b.OnlyBinary, &b.NoBinary, "--only-binary")
+}
+
+func (b *BinaryPolicy) set(value string, target, other *map[string]bool, opt string) error {
+	if *target == nil {
+		*target = map[string]bool{}
+	}
+	if *other == nil {
+		*other = map[string]bool{}
+	}
+	if value == "" || strings.HasPrefix(value, "-") {
+		return fmt.Errorf("%s needs a comma-separated list of project names, :all: or :none:, got %q", opt, value)
+	}
+	for _, name := range strings.Split(value, ",") {
+		name = strings.TrimSpace(name)
+		switch name {
+		case ":all:":
+			clear(*target)
+			clear(*other)
+			(*target)[":all:"] = true
+		case ":none:":
+			clear(*target)
+		case "":
+		default:
+			if !extraRe.MatchString(name) {
+				return fmt.Errorf("%s: bad project name %q", opt, name)
+			}
+			n := NormalizeName(name)
+			delete(*other, n)
+			(*target)[n] = true
+		}
+	}
+	return nil
+}
+
+// Allowed reports which kinds of file the project may be installed from,
+// with pip's precedence (a project named in either option, then :all:).
+func (b BinaryPolicy) Allowed(project string) (wheel, sdist bool) {
+	n := NormalizeName(project)
+	switch {
+	case b.OnlyBinary[n]:
+		return true, false
+	case b.NoBinary[n]:
+		return false, true
+	case b.OnlyBinary[":all:"]:
+		return true, false
+	case b.NoBinary[":all:"]:
+		return false, true
+	}
+	return true, true
 }
 
 // SyntaxError is a requirements-file line that could not be parsed.
@@ -217,6 +297,12 @@ func parse(r io.Reader, name, dir string, constraint bool, out *Requirements, se
 				return fmt.Errorf("%s:%d: local path: %w", name, start, err)
 			}
 		}
+		if v, err := parseVCS(req.URL); err == nil && strings.HasPrefix(v.repo, "file:") && root != "" {
+			u, _ := url.Parse(v.repo)
+			if err := checkInside(root, u.Path); err != nil {
+				return fmt.Errorf("%s:%d: git repository path: %w", name, start, err)
+			}
+		}
 		req.Source = fmt.Sprintf("%s:%d", name, start)
 		if constraint {
 			if req.URL != "" || len(req.Extras) > 0 {
@@ -308,6 +394,25 @@ func parseOption(text, name, dir string, line int, out *Requirements, seen map[s
 		out.FindLinks = append(out.FindLinks, val)
 	case "--no-index":
 		out.NoIndex = true
+	case "--pre":
+		out.Pre = true
+	case "--prefer-binary":
+		out.PreferBinary = true
+	case "--require-hashes":
+		out.RequireHashes = true
+	case "--no-binary", "--only-binary":
+		if err := needVal(); err != nil {
+			return err
+		}
+		var err error
+		if opt == "--no-binary" {
+			err = out.Binary.SetNoBinary(val)
+		} else {
+			err = out.Binary.SetOnlyBinary(val)
+		}
+		if err != nil {
+			return serr(err.Error())
+		}
 	case "--trusted-host":
 		// Accepted for compatibility: certificates are always
 		// verified for https, and http indexes need no exception.
@@ -326,7 +431,7 @@ func parseOption(text, name, dir string, line int, out *Requirements, seen map[s
 
 var (
 	nameStartRe = regexp.MustCompile(`^([A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)`)
-	vcsRe       = regexp.MustCompile(`^(git|hg|svn|bzr)\+[a-z]+://`)
+	vcsRe       = regexp.MustCompile(`^(git|hg|svn|bzr)\+[a-z]+:`)
 	hashRe      = regexp.MustCompile(`^(sha256|sha384|sha512):[0-9a-fA-F]+$`)
 	extraRe     = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?$`)
 	distFileRe  = regexp.MustCompile(`^([A-Za-z0-9][A-Za-z0-9._]*?)-([0-9][^-]*?)(?:-[^-]+)?(?:-[^-]+-[^-]+-[^-]+\.whl|\.tar\.gz|\.zip)$`)
@@ -359,8 +464,16 @@ func parseRequirementLine(text, dir string) (Requirement, error) {
 			hashes = append(hashes, strings.ToLower(v))
 		}
 	}
-	if vcsRe.MatchString(text) || strings.Contains(text, "@ git+") {
-		return Requirement{}, fmt.Errorf("VCS requirements (%s) are not supported; build a wheel or an sdist", strings.SplitN(text, "://", 2)[0]+"://")
+	if vcsRe.MatchString(text) {
+		// A bare VCS URL: the name comes from #egg=.
+		v, err := parseVCS(text)
+		if err != nil {
+			return Requirement{}, err
+		}
+		if v.egg == "" {
+			return Requirement{}, fmt.Errorf("cannot tell the project name from %q; add #egg=name or write name @ %s", text, text)
+		}
+		return Requirement{Name: v.egg, URL: text, Hashes: hashes}, nil
 	}
 	// A bare URL or path: name and version come from the filename.
 	if isPathOrURL(text) {
@@ -405,6 +518,11 @@ func isPathOrURL(s string) bool {
 // directURL turns a URL or a path into an http(s) URL or an absolute path.
 func directURL(s, dir string) (string, error) {
 	switch {
+	case vcsRe.MatchString(s):
+		if _, err := parseVCS(s); err != nil {
+			return "", err
+		}
+		return s, nil
 	case strings.HasPrefix(s, "http://"), strings.HasPrefix(s, "https://"):
 		if _, err := url.Parse(s); err != nil {
 			return "", fmt.Errorf("bad URL %q: %w", s, err)

@@ -1,11 +1,13 @@
 package pyinstall
 
 import (
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -82,7 +84,11 @@ func TestRequirementsSyntaxErrorsHaveLineNumbers(t *testing.T) {
 		{"hash alone", "--hash=sha256:aa\n", 1, "--hash must follow"},
 		{"garbage after name", "foo bar\n", 1, "version specifier"},
 		{"continued line counts from its start", "a\nb==1 \\\n  --hash=sha256:zz\n", 2, "malformed hash"},
-		{"vcs url", "git+https://example.com/x.git\n", 1, "VCS requirements"},
+		{"vcs url without a name", "git+https://example.com/x.git\n", 1, "add #egg=name"},
+		{"hg url", "hg+https://example.com/x#egg=x\n", 1, "hg+ requirements are not supported"},
+		{"git option injection", "x @ git+https://example.com/x.git@--upload-pack=evil\n", 1, "bad git revision"},
+		{"git subdirectory escapes", "git+https://example.com/x.git#egg=x&subdirectory=../..\n", 1, "leaves the repository"},
+		{"bad --only-binary", "--only-binary\n", 1, "needs a value"},
 		{"missing option value", "-r\n", 1, "needs a value"},
 	}
 	for _, c := range cases {
@@ -178,6 +184,8 @@ func TestParseRequirementsFileInRefusesOutsidePaths(t *testing.T) {
 		"find-links":        "-f /etc",
 		"local path":        "/etc/some_pkg-1.0-py3-none-any.whl",
 		"file URL":          "file:///etc/some_pkg-1.0-py3-none-any.whl",
+		"git file URL":      "other @ git+file://" + outside + "/repo.git@main",
+		"git localhost URL": "git+file://localhost" + outside + "/repo.git#egg=other",
 	}
 	for name, line := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -195,4 +203,42 @@ func TestParseRequirementsFileInRefusesOutsidePaths(t *testing.T) {
 	r, err := ParseRequirementsFileIn(root, p)
 	require.NoError(t, err)
 	require.Len(t, r.Requirements, 2)
+}
+
+func TestRequirementsFileOptions(t *testing.T) {
+	r, err := ParseRequirements(strings.NewReader("--pre\n--prefer-binary\n--require-hashes\n--only-binary :all:\n--no-binary Pillow,lxml\ngit+https://example.com/x.git@v1#egg=X_Y&subdirectory=pkg\nz @ git+ssh://git@example.com/z.git@0123abc\n"), "requirements.txt", t.TempDir())
+	require.NoError(t, err)
+	require.True(t, r.Pre && r.PreferBinary && r.RequireHashes)
+	w, sd := r.Binary.Allowed("pillow")
+	require.Equal(t, []bool{false, true}, []bool{w, sd})
+	w, sd = r.Binary.Allowed("flask")
+	require.Equal(t, []bool{true, false}, []bool{w, sd})
+	require.Equal(t, "x-y", r.Requirements[0].Key())
+	v, err := parseVCS(r.Requirements[0].URL)
+	require.NoError(t, err)
+	require.Equal(t, vcsRef{repo: "https://example.com/x.git", rev: "v1", egg: "X_Y", subdir: "pkg"}, v)
+	v, err = parseVCS(r.Requirements[1].URL)
+	require.NoError(t, err)
+	require.Equal(t, vcsRef{repo: "ssh://git@example.com/z.git", rev: "0123abc"}, v)
+}
+
+func TestPageFreshness(t *testing.T) {
+	h := http.Header{}
+	h.Set("Cache-Control", "public, max-age=600")
+	h.Set("Age", "100")
+	age, noCache, noStore := cacheControl(h)
+	require.Equal(t, 500*time.Second, age)
+	require.False(t, noCache || noStore)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	p := &cachedPage{Fetched: now, MaxAge: age}
+	require.True(t, p.fresh(now.Add(499*time.Second)))
+	require.False(t, p.fresh(now.Add(501*time.Second)))
+	require.False(t, p.fresh(now.Add(-2*time.Minute)), "a clock that went back does not make a page fresh for ever")
+	h.Set("Cache-Control", "no-cache, max-age=600")
+	_, noCache, _ = cacheControl(h)
+	require.True(t, noCache)
+	require.False(t, (&cachedPage{Fetched: now, MaxAge: time.Hour, NoCache: true}).fresh(now))
+	h.Set("Cache-Control", "no-store")
+	_, _, noStore = cacheControl(h)
+	require.True(t, noStore)
 }

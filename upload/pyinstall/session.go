@@ -92,6 +92,8 @@ func start[T any](s *session, m map[string]*future[T], key string, fn func() (T,
 type release struct {
 	name, version string
 	wheel, sdist  *link
+	// tree is a git checkout (a VCS requirement), built like an sdist.
+	tree *gitTree
 }
 
 type projectInfo struct {
@@ -129,6 +131,12 @@ type session struct {
 	hashes    map[string]map[string]bool
 	hashMode  bool
 	direct    map[string]link
+	vcs       map[string]vcsRef // git requirements by project
+
+	tags         string // TagsKey of the interpreter
+	pre          bool
+	preferBinary bool
+	binary       BinaryPolicy
 
 	dlSem, buildSem chan struct{}
 
@@ -141,15 +149,30 @@ type session struct {
 	reqFrom   map[string][]string
 	hits      map[string]bool // URLs found in the cache
 	buildEnvs map[string]*future[string]
-	tmpDirs   []string
-	depth     int // build-environment nesting: 0 for an app's install
+	commits   map[string]*future[string]
+	sources   map[string]*future[*preparedSource]
+	// hookMeta is the metadata the resolver used for a source (by build
+	// key) when it came from prepare_metadata_for_build_wheel: the built
+	// wheel must agree with it.
+	hookMeta map[string]*coreMetadata
+	// runs are the metadata hooks' processes, which go on to build the
+	// wheel, by build key, with when they started.
+	runs     map[string]*hookRun
+	runStart map[string]time.Time
+	servers  map[string]*future[*buildServer] // by interpreter
+	builtNow map[string]wheelResult           // wheels built to learn their metadata
+	tmpDirs  []string
+	depth    int // build-environment nesting: 0 for an app's install
 
-	built, cacheHits, downloaded int
+	built, cacheHits, downloaded, hooks, cloned int
 }
 
 func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth int) (*session, error) {
 	if reqs == nil {
 		return nil, errors.New("pyinstall: no requirements")
+	}
+	if err := in.checkAllowed(reqs); err != nil {
+		return nil, err
 	}
 	interp, err := in.Interpreter(ctx)
 	if err != nil {
@@ -158,11 +181,13 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 	sctx, cancel := context.WithCancel(ctx)
 	s := &session{
 		in: in, ctx: sctx, cancel: cancel, interp: interp, ranks: interp.tagRanks(),
-		f:         &fetcher{client: in.client, retries: in.cfg.Retries, pages: map[string]*pageCall{}},
+		f:         &fetcher{client: in.client, retries: in.cfg.Retries, pages: map[string]*pageCall{}, cache: in.cache, now: in.cfg.Now},
 		root:      resolve.VersionKey{PackageKey: resolve.PackageKey{System: resolve.PyPI, Name: "(app)"}, VersionType: resolve.Concrete, Version: "0"},
 		requested: map[string]bool{}, cons: map[string][]*semver.Constraint{},
-		hashes: map[string]map[string]bool{}, direct: map[string]link{},
-		dlSem: make(chan struct{}, in.cfg.Workers), buildSem: make(chan struct{}, in.cfg.Workers),
+		hashes: map[string]map[string]bool{}, direct: map[string]link{}, vcs: map[string]vcsRef{},
+		tags: TagsKey(interp), pre: reqs.Pre, preferBinary: reqs.PreferBinary, binary: reqs.Binary, hashMode: reqs.RequireHashes,
+		dlSem: make(chan struct{}, in.cfg.Workers), buildSem: make(chan struct{}, in.cfg.BuildWorkers),
+		commits: map[string]*future[string]{}, sources: map[string]*future[*preparedSource]{}, hookMeta: map[string]*coreMetadata{}, runs: map[string]*hookRun{}, runStart: map[string]time.Time{}, servers: map[string]*future[*buildServer]{}, builtNow: map[string]wheelResult{},
 		projects: map[string]*future[*projectInfo]{}, metas: map[string]*future[*coreMetadata]{},
 		downloads: map[string]*future[string]{}, wheels: map[string]*future[wheelResult]{},
 		depth: depth, missing: map[string]bool{}, reqFrom: map[string][]string{}, hits: map[string]bool{}, buildEnvs: map[string]*future[string]{},
@@ -196,7 +221,22 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 			in.log.Debug("pyinstall: requirement skipped by its marker", "requirement", r.String(), "source", r.Source)
 			continue
 		}
-		if r.URL != "" {
+		if v, err := parseVCS(r.URL); err == nil {
+			if r.Name == "" {
+				s.close()
+				return nil, fmt.Errorf("pyinstall: %s (%s): cannot tell the project name; add #egg=name or write name @ git+…", r.URL, r.Source)
+			}
+			if reqs.RequireHashes || len(r.Hashes) > 0 {
+				s.close()
+				return nil, fmt.Errorf("pyinstall: %s (%s): --require-hashes: a git requirement cannot be checked against a hash (pin an sdist or wheel with --hash instead)", r.String(), r.Source)
+			}
+			if prev, ok := s.vcs[r.Key()]; ok && prev != v {
+				s.close()
+				return nil, &ResolutionError{Package: r.Key(), Requirements: []string{prev.repo + "@" + prev.rev, v.repo + "@" + v.rev}, Detail: "two git references"}
+			}
+			s.vcs[r.Key()] = v
+			r.Specifier = ""
+		} else if r.URL != "" {
 			l, err := s.directLink(r)
 			if err != nil {
 				s.close()
@@ -226,10 +266,84 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 				set[hex] = true
 			}
 		}
+		if reqs.RequireHashes {
+			if len(r.Hashes) == 0 {
+				s.close()
+				return nil, fmt.Errorf("pyinstall: --require-hashes: %s (%s) has no --hash", r.String(), r.Source)
+			}
+			if r.URL == "" && (!strings.HasPrefix(r.Specifier, "==") || strings.Contains(r.Specifier, ",") || strings.HasSuffix(r.Specifier, "*")) {
+				s.close()
+				return nil, fmt.Errorf("pyinstall: --require-hashes: %s (%s) is not pinned with ==", r.String(), r.Source)
+			}
+		}
 		s.requested[r.Key()] = true
 		s.rootDeps = append(s.rootDeps, r)
 	}
 	return s, nil
+}
+
+// IndexNotAllowedError is a requirements file that names a remote location
+// outside Config.AllowedIndexes.
+type IndexNotAllowedError struct {
+	// URL is the location, Option how the file named it (--index-url,
+	// --extra-index-url, --find-links, or the requirement).
+	URL, Option string
+	Allowed     []string
+}
+
+func (e *IndexNotAllowedError) Error() string {
+	return fmt.Sprintf("%s %s is not an allowed index (allowed: %s)", e.Option, e.URL, strings.Join(e.Allowed, ", "))
+}
+
+// checkAllowed refuses, before any request, a Requirements value that names
+// a remote location outside Config.AllowedIndexes.
+func (in *Installer) checkAllowed(reqs *Requirements) error {
+	if len(in.cfg.AllowedIndexes) == 0 {
+		return nil
+	}
+	allowed := func(u string) bool {
+		for _, a := range in.cfg.AllowedIndexes {
+			a = strings.TrimSuffix(a, "/")
+			if u == a || strings.HasPrefix(u, a+"/") || strings.HasPrefix(u, a+"?") || strings.HasSuffix(a, "/") && strings.HasPrefix(u, a) {
+				return true
+			}
+		}
+		return false
+	}
+	check := func(u, opt string) error {
+		if !strings.Contains(u, "://") || strings.HasPrefix(u, "file:") {
+			return nil // local: ParseRequirementsFileIn keeps it in the app's tree
+		}
+		if !allowed(u) {
+			return fmt.Errorf("pyinstall: %w", &IndexNotAllowedError{URL: u, Option: opt, Allowed: in.cfg.AllowedIndexes})
+		}
+		return nil
+	}
+	if reqs.IndexURL != "" {
+		if err := check(reqs.IndexURL, "--index-url"); err != nil {
+			return err
+		}
+	}
+	for _, u := range reqs.ExtraIndexURLs {
+		if err := check(u, "--extra-index-url"); err != nil {
+			return err
+		}
+	}
+	for _, u := range reqs.FindLinks {
+		if err := check(u, "--find-links"); err != nil {
+			return err
+		}
+	}
+	for _, r := range append(append([]Requirement(nil), reqs.Requirements...), reqs.Constraints...) {
+		u := r.URL
+		if v, err := parseVCS(u); err == nil {
+			u = v.repo
+		}
+		if err := check(u, "requirement "+r.Name+" ("+r.Source+")"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *session) goBackground(fn func()) {
@@ -243,6 +357,17 @@ func (s *session) goBackground(fn func()) {
 // close stops every prefetch, waits for them and removes build
 // environments.
 func (s *session) close() {
+	s.mu.Lock()
+	for _, f := range s.servers {
+		select {
+		case <-f.done:
+			if f.v != nil {
+				f.v.close()
+			}
+		default:
+		}
+	}
+	s.mu.Unlock()
 	s.cancel()
 	s.bg.Wait()
 	for _, d := range s.tmpDirs {
@@ -312,7 +437,7 @@ func (s *session) directLink(r Requirement) (link, error) {
 			return l, err
 		}
 		if fi.IsDir() {
-			wheel, cleanup, err := s.in.buildWheel(s.ctx, r.URL, r.Name, "", s.buildEnv)
+			wheel, cleanup, err := s.in.buildWheel(s.ctx, r.URL, r.Name, "", true, s.buildEnv)
 			if err != nil {
 				return l, err
 			}
@@ -361,7 +486,12 @@ func (s *session) MatchingVersions(ctx context.Context, vk resolve.VersionKey) (
 	if err != nil {
 		return nil, err
 	}
-	m := resolve.MatchRequirement(vk, vs)
+	var m []resolve.Version
+	if s.pre && vk.PackageKey != s.root.PackageKey {
+		m = matchWithPre(vk, vs)
+	} else {
+		m = resolve.MatchRequirement(vk, vs)
+	}
 	if len(m) == 0 && vk.PackageKey != s.root.PackageKey {
 		m = s.matchYanked(ctx, vk)
 	}
@@ -371,6 +501,29 @@ func (s *session) MatchingVersions(ctx context.Context, vk resolve.VersionKey) (
 		s.prefetchMeta(vk.Name, m[len(m)-1].Version)
 	}
 	return m, nil
+}
+
+// matchWithPre is MatchRequirement with pre-releases allowed (--pre),
+// keeping the order of vs.
+func matchWithPre(vk resolve.VersionKey, vs []resolve.Version) []resolve.Version {
+	var c *semver.Constraint
+	if spec := strings.TrimSpace(vk.Version); spec != "" {
+		var err error
+		if c, err = semver.PyPI.ParseConstraint(spec); err != nil {
+			return nil
+		}
+	}
+	var out []resolve.Version
+	for _, v := range vs {
+		pv, err := semver.PyPI.Parse(v.Version)
+		if err != nil {
+			continue
+		}
+		if c == nil || c.MatchVersionPrerelease(pv) {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // matchYanked returns the yanked release an exact pin names, if any.
@@ -508,7 +661,7 @@ func (s *session) resolve() ([]Pin, error) {
 	if s.hashMode {
 		for _, p := range pins {
 			if len(s.hashes[p.Name]) == 0 {
-				return nil, fmt.Errorf("pyinstall: hash-checking mode (some requirement has --hash): %s has no --hash; pin it with its hashes", p)
+				return nil, fmt.Errorf("pyinstall: hash-checking mode (--require-hashes, or some requirement has --hash): %s has no --hash; pin it with its hashes", p)
 			}
 		}
 	}
@@ -525,6 +678,9 @@ func (s *session) project(name string) *future[*projectInfo] {
 }
 
 func (s *session) fetchProject(name string) (*projectInfo, error) {
+	if ref, ok := s.vcs[name]; ok {
+		return s.gitProject(name, ref)
+	}
 	var links []link
 	if l, ok := s.direct[name]; ok {
 		links = []link{l}
@@ -561,6 +717,19 @@ func (s *session) fetchProject(name string) (*projectInfo, error) {
 	p := &projectInfo{releases: map[string]*release{}, yanked: map[string]*release{}}
 	bestRank := map[string]int{}
 	hasLive := map[string]bool{}
+	wheelOK, sdistOK := s.binary.Allowed(name)
+	_, isDirect := s.direct[name]
+	hashSet := s.hashes[name]
+	anyHashMatch := false
+	usable := links[:0:0]
+	for _, l := range links {
+		if !isDirect && (l.Wheel && !wheelOK || !l.Wheel && !sdistOK) {
+			continue // --no-binary / --only-binary
+		}
+		usable = append(usable, l)
+		anyHashMatch = anyHashMatch || hashSet[l.SHA256]
+	}
+	links = usable
 	for _, l := range links {
 		if !l.Yanked {
 			hasLive[l.Version] = true
@@ -577,7 +746,10 @@ func (s *session) fetchProject(name string) (*projectInfo, error) {
 				continue
 			}
 		}
-		if set := s.hashes[name]; len(set) > 0 && l.SHA256 != "" && !set[l.SHA256] {
+		if len(hashSet) > 0 && anyHashMatch && l.SHA256 != "" && !hashSet[l.SHA256] {
+			// As pip does: files whose index hash is not allowed are
+			// left out if some file matches; if none does, the
+			// download fails with a hash mismatch.
 			continue
 		}
 		if cs := s.cons[name]; len(cs) > 0 {
@@ -617,10 +789,18 @@ func (s *session) fetchProject(name string) (*projectInfo, error) {
 			PackageKey: resolve.PackageKey{System: resolve.PyPI, Name: name}, VersionType: resolve.Concrete, Version: v}})
 	}
 	resolve.SortVersions(p.versions)
+	if s.preferBinary {
+		// --prefer-binary: the resolver tries candidates from the end
+		// of the list, so versions with a wheel go last (each group
+		// still ascending).
+		sort.SliceStable(p.versions, func(i, j int) bool {
+			return p.releases[p.versions[i].Version].wheel == nil && p.releases[p.versions[j].Version].wheel != nil
+		})
+	}
 	// Prefetch the metadata of the newest final release: the resolver
 	// usually tries it first.
 	for i := len(p.versions) - 1; i >= 0; i-- {
-		if v, err := semver.PyPI.Parse(p.versions[i].Version); err == nil && !v.IsPrerelease() {
+		if v, err := semver.PyPI.Parse(p.versions[i].Version); err == nil && (s.pre || !v.IsPrerelease()) {
 			s.prefetchMeta(name, p.versions[i].Version)
 			break
 		}
@@ -658,11 +838,26 @@ func (s *session) meta(name, version string) *future[*coreMetadata] {
 		if NormalizeName(md.Name) != name {
 			return nil, fmt.Errorf("pyinstall: %s %s: its metadata names %q", name, version, md.Name)
 		}
-		// Prefetch the index pages of its unconditional dependencies.
+		if !sameVersion(md.Version, version) {
+			// pip's MetadataInconsistent: the file says one version,
+			// its metadata another.
+			return nil, fmt.Errorf("pyinstall: %w", &MetadataMismatchError{Package: name, Version: version, Field: "Version", Hook: md.Version, Wheel: version, Other: "the file name"})
+		}
+		// Prefetch the index pages of the dependencies it can have here,
+		// those of its extras too (a page is cheap, and waiting for
+		// the resolver to ask for an extra costs a round trip per
+		// level).
 		if reqs, err := parseRequiresDist(md); err == nil {
 			for _, r := range reqs {
 				if r.Marker == nil || r.Marker.Eval(s.interp.Markers, "") {
 					s.project(r.Key())
+					continue
+				}
+				for _, e := range r.Marker.Extras() {
+					if r.Marker.Eval(s.interp.Markers, e) {
+						s.project(r.Key())
+						break
+					}
 				}
 			}
 		}
@@ -672,6 +867,10 @@ func (s *session) meta(name, version string) *future[*coreMetadata] {
 
 func (s *session) fetchMeta(rel *release) (*coreMetadata, error) {
 	if w := rel.wheel; w != nil {
+		if set := s.hashes[rel.name]; len(set) > 0 && w.SHA256 != "" && !set[w.SHA256] {
+			_, err := s.download(*w).wait(s.ctx) // the --hash mismatch
+			return nil, err
+		}
 		if w.SHA256 != "" {
 			if p, ok := s.in.cache.Blob(w.SHA256); ok {
 				return wheelMetadata(p)
@@ -698,30 +897,251 @@ func (s *session) fetchMeta(rel *release) (*coreMetadata, error) {
 		}
 		return md, nil
 	}
-	sd := rel.sdist
-	p, err := s.download(*sd).wait(s.ctx)
+	if rel.sdist == nil {
+		return nil, fmt.Errorf("pyinstall: %s %s has no usable file", rel.name, rel.version)
+	}
+	// Have the build server start while the sdist downloads.
+	s.goBackground(func() { _, _ = s.buildServer(s.interp.Path) })
+	md, err := s.sourceMeta(rel)
 	if err != nil {
 		return nil, err
 	}
-	md, err := sdistMetadata(p, sd.Filename)
-	if err == nil && md.staticDeps() {
-		// PEP 643 static metadata: no build needed to resolve, and the
-		// build starts now, in the background, as it will most
-		// likely be installed.
-		s.wheel(rel)
-		return md, nil
+	// The build starts now, in the background: it will most likely be
+	// installed.
+	s.wheel(rel)
+	return md, nil
+}
+
+// source returns the build-cache key of a release's source (an sdist's
+// SHA-256, or its git tree's key) and its path, downloading the sdist.
+func (s *session) source(rel *release) (key, path string, isDir bool, err error) {
+	if rel.tree != nil {
+		return rel.tree.key, rel.tree.dir, true, nil
 	}
-	// Dynamic metadata: pip builds to learn the dependencies, so do we.
-	w, err := s.wheel(rel).wait(s.ctx)
+	sp, err := s.download(*rel.sdist).wait(s.ctx)
+	if err != nil {
+		return "", "", false, err
+	}
+	return filepath.Base(sp), sp, false, nil
+}
+
+// sourceMeta learns a source's core metadata the cheapest way there is: the
+// wheel already built from it (for this interpreter), PEP 643 static
+// PKG-INFO, the metadata hook's answer kept from an earlier install, or the
+// PEP 517 prepare_metadata_for_build_wheel hook in the build's isolated
+// environment; only a backend without that hook gets a whole build now.
+func (s *session) sourceMeta(rel *release) (*coreMetadata, error) {
+	key, path, isDir, err := s.source(rel)
 	if err != nil {
 		return nil, err
 	}
-	return wheelMetadata(w.path)
+	if _, p, ok := s.in.cache.Built(s.tags, key); ok {
+		if md, err := wheelMetadata(p); err == nil {
+			return md, nil
+		}
+	}
+	if !isDir {
+		if md, err := sdistMetadata(path, rel.sdist.Filename); err == nil && md.staticDeps() {
+			return md, nil
+		}
+	}
+	if data, ok := s.in.cache.hookMetadata(s.tags, key); ok {
+		if md, err := parseCoreMetadata(data); err == nil {
+			s.mu.Lock()
+			s.hookMeta[key] = md
+			s.mu.Unlock()
+			return md, nil
+		}
+		s.in.cache.removeHookMetadata(s.tags, key)
+	}
+	// One process asks the hook and then goes on to build the wheel
+	// (the build the install will most likely need), so the build
+	// overlaps the rest of the resolution; it holds a build slot until it
+	// exits.
+	select {
+	case s.buildSem <- struct{}{}:
+	case <-s.ctx.Done():
+		return nil, s.ctx.Err()
+	}
+	ps, err := s.prepared(rel, key, path, isDir)
+	if err != nil {
+		<-s.buildSem
+		return nil, err
+	}
+	t := time.Now()
+	var run *hookRun
+	srv, err := s.buildServer(ps.python)
+	if err == nil {
+		run, err = srv.submit(ps)
+	}
+	if err != nil {
+		<-s.buildSem
+		return nil, err
+	}
+	s.mu.Lock()
+	s.runs[key] = run
+	s.runStart[key] = t
+	s.mu.Unlock()
+	s.goBackground(func() {
+		<-run.done
+		<-s.buildSem
+	})
+	select {
+	case <-run.metaDone:
+	case <-s.ctx.Done():
+		return nil, s.ctx.Err()
+	}
+	if run.metaErr != nil {
+		return nil, run.metaErr
+	}
+	r := run.meta
+	if r.wheel != "" {
+		// The backend has no metadata hook: the wheel was built.
+		w, err := s.storeBuilt(rel, key, r.wheel, nil, t)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.builtNow[key] = w
+		s.mu.Unlock()
+		return wheelMetadata(w.path)
+	}
+	data, err := os.ReadFile(filepath.Join(r.metadataDir, "METADATA"))
+	if err != nil {
+		return nil, fmt.Errorf("pyinstall: %s %s: metadata hook: %w", rel.name, rel.version, err)
+	}
+	md, err := parseCoreMetadata(data)
+	if err != nil {
+		return nil, &BuildError{Package: rel.name, Version: rel.version, Source: ps.source, Step: "prepare_metadata_for_build_wheel", Err: err, StderrTail: tail(data, 10)}
+	}
+	s.mu.Lock()
+	s.hooks++
+	s.hookMeta[key] = md
+	s.mu.Unlock()
+	if err := s.in.cache.setHookMetadata(s.tags, key, data); err != nil {
+		s.in.log.Warn("pyinstall: cannot cache prepared metadata", "package", rel.name, "err", err)
+	}
+	s.in.emit(Event{Package: rel.name, Version: md.Version, Stage: StageMetadata, Detail: "prepare_metadata_for_build_wheel", Elapsed: time.Since(t)})
+	return md, nil
+}
+
+// buildServer returns the session's build server for an interpreter,
+// starting it the first time.
+func (s *session) buildServer(python string) (*buildServer, error) {
+	f := start(s, s.servers, python, func() (*buildServer, error) {
+		srv, err := s.in.startBuildServer(s.ctx, python)
+		if err != nil {
+			return nil, err
+		}
+		s.goBackground(srv.serve)
+		return srv, nil
+	})
+	return f.wait(s.ctx)
+}
+
+// prepared unpacks (once per session) a source for its hooks and build.
+func (s *session) prepared(rel *release, key, path string, isDir bool) (*preparedSource, error) {
+	f := start(s, s.sources, key, func() (*preparedSource, error) {
+		p, err := s.in.prepareSource(s.ctx, path, rel.name, rel.version, isDir, s.buildEnv)
+		if err != nil {
+			return nil, err
+		}
+		s.mu.Lock()
+		s.tmpDirs = append(s.tmpDirs, p.work)
+		s.mu.Unlock()
+		return p, nil
+	})
+	return f.wait(s.ctx)
+}
+
+// storeBuilt checks a freshly built wheel against the release and the
+// metadata the resolver used (hook, when not nil), and puts it in the
+// cache under the source's key for this interpreter.
+func (s *session) storeBuilt(rel *release, key, wheel string, hook *coreMetadata, t time.Time) (wheelResult, error) {
+	wmd, err := wheelMetadata(wheel)
+	if err != nil {
+		return wheelResult{}, fmt.Errorf("pyinstall: %s %s: built %s: %w", rel.name, rel.version, filepath.Base(wheel), err)
+	}
+	if NormalizeName(wmd.Name) != rel.name {
+		return wheelResult{}, &MetadataMismatchError{Package: rel.name, Version: rel.version, Field: "Name", Hook: rel.name, Wheel: wmd.Name, Other: "the built wheel " + filepath.Base(wheel)}
+	}
+	if rel.version != "" && wmd.Version != rel.version {
+		return wheelResult{}, &MetadataMismatchError{Package: rel.name, Version: rel.version, Field: "Version", Hook: rel.version, Wheel: wmd.Version, Other: "the built wheel " + filepath.Base(wheel)}
+	}
+	if hook != nil {
+		if err := checkSameMetadata(rel.name, rel.version, hook, wmd); err != nil {
+			s.in.cache.removeHookMetadata(s.tags, key)
+			return wheelResult{}, err
+		}
+	}
+	p, sum, err := s.in.cache.PutFile(wheel)
+	if err != nil {
+		return wheelResult{}, fmt.Errorf("pyinstall: cache built wheel: %w", err)
+	}
+	fn := filepath.Base(wheel)
+	if err := s.in.cache.SetBuilt(s.tags, key, fn, sum); err != nil {
+		return wheelResult{}, fmt.Errorf("pyinstall: record built wheel: %w", err)
+	}
+	s.mu.Lock()
+	s.built++
+	s.mu.Unlock()
+	s.in.emit(Event{Package: rel.name, Version: wmd.Version, Stage: StageBuilt, Detail: fn, Elapsed: time.Since(t)})
+	return wheelResult{path: p, filename: fn}, nil
+}
+
+// gitProject is the single release a git requirement offers: its commit
+// (a branch or tag resolved once per install), checked out in the cache,
+// with metadata from its backend.
+func (s *session) gitProject(name string, ref vcsRef) (*projectInfo, error) {
+	cf := start(s, s.commits, ref.repo+"@"+ref.rev, func() (string, error) { return s.in.resolveRev(s.ctx, ref) })
+	commit, err := cf.wait(s.ctx)
+	if err != nil {
+		return nil, fmt.Errorf("pyinstall: %s: %w", name, err)
+	}
+	t0 := time.Now()
+	tree, cloned, err := s.in.checkout(s.ctx, ref, commit)
+	if err != nil {
+		return nil, fmt.Errorf("pyinstall: %s: %w", name, err)
+	}
+	if cloned {
+		s.mu.Lock()
+		s.cloned++
+		s.mu.Unlock()
+		s.in.emit(Event{Package: name, Stage: StageCloned, Detail: ref.repo + "@" + tree.commit, Elapsed: time.Since(t0)})
+	}
+	rel := &release{name: name, tree: tree}
+	md, err := s.sourceMeta(rel)
+	if err != nil {
+		return nil, err
+	}
+	if NormalizeName(md.Name) != name {
+		return nil, fmt.Errorf("pyinstall: %s at %s is the project %q, not %s", ref.repo, tree.commit, md.Name, name)
+	}
+	rel.version = md.Version
+	mf := &future[*coreMetadata]{done: make(chan struct{}), v: md}
+	close(mf.done)
+	s.mu.Lock()
+	if _, ok := s.metas[name+"=="+md.Version]; !ok {
+		s.metas[name+"=="+md.Version] = mf
+	}
+	s.mu.Unlock()
+	s.wheel(rel)
+	return &projectInfo{
+		releases: map[string]*release{md.Version: rel},
+		yanked:   map[string]*release{},
+		versions: []resolve.Version{{VersionKey: resolve.VersionKey{PackageKey: resolve.PackageKey{System: resolve.PyPI, Name: name}, VersionType: resolve.Concrete, Version: md.Version}}},
+	}, nil
 }
 
 // download fetches a file into the cache (once per session).
 func (s *session) download(l link) *future[string] {
 	return start(s, s.downloads, l.URL, func() (string, error) {
+		if set := s.hashes[l.Project]; len(set) > 0 && l.SHA256 != "" && !set[l.SHA256] {
+			// The index's hash already says this file is not one
+			// the requirements allow (--hash): no download needed
+			// to refuse it.
+			return "", fmt.Errorf("pyinstall: %w", &HashMismatchError{What: l.Filename + " (--hash)", Want: strings.Join(keys(set), " or "), Got: l.SHA256})
+		}
 		if l.SHA256 != "" {
 			if p, ok := s.in.cache.Blob(l.SHA256); ok {
 				s.mu.Lock()
@@ -792,45 +1212,77 @@ func (s *session) wheel(rel *release) *future[wheelResult] {
 			}
 			return wheelResult{path: p, filename: w.Filename}, nil
 		}
-		if rel.sdist == nil {
+		if rel.sdist == nil && rel.tree == nil {
 			return wheelResult{}, fmt.Errorf("pyinstall: %s %s has no usable file", rel.name, rel.version)
 		}
-		sp, err := s.download(*rel.sdist).wait(s.ctx)
+		key, path, isDir, err := s.source(rel)
 		if err != nil {
 			return wheelResult{}, err
 		}
-		sdistSHA := filepath.Base(sp)
-		if fn, p, ok := s.in.cache.Built(sdistSHA); ok {
+		s.mu.Lock()
+		w, builtNow := s.builtNow[key]
+		s.mu.Unlock()
+		if builtNow {
+			return w, nil // built for its metadata, this session
+		}
+		if fn, p, ok := s.in.cache.Built(s.tags, key); ok {
 			s.mu.Lock()
 			s.cacheHits++
 			s.mu.Unlock()
 			s.in.emit(Event{Package: rel.name, Version: rel.version, Stage: StageCached, Detail: fn})
 			return wheelResult{path: p, filename: fn}, nil
 		}
-		select {
-		case s.buildSem <- struct{}{}:
-		case <-s.ctx.Done():
-			return wheelResult{}, s.ctx.Err()
+		s.mu.Lock()
+		hook := s.hookMeta[key]
+		run, t := s.runs[key], s.runStart[key]
+		s.mu.Unlock()
+		var wheel string
+		if run != nil {
+			// The metadata hook's process is building it.
+			select {
+			case <-run.done:
+			case <-s.ctx.Done():
+				return wheelResult{}, s.ctx.Err()
+			}
+			if run.err != nil {
+				return wheelResult{}, run.err
+			}
+			wheel = run.wheel
+		} else {
+			select {
+			case s.buildSem <- struct{}{}:
+			case <-s.ctx.Done():
+				return wheelResult{}, s.ctx.Err()
+			}
+			defer func() { <-s.buildSem }()
+			t = time.Now()
+			ps, err := s.prepared(rel, key, path, isDir)
+			if err != nil {
+				return wheelResult{}, err
+			}
+			r, err := s.in.runHook(s.ctx, ps, "wheel")
+			if err != nil {
+				return wheelResult{}, err
+			}
+			wheel = r.wheel
 		}
-		defer func() { <-s.buildSem }()
-		t := time.Now()
-		wheel, cleanup, err := s.in.buildWheel(s.ctx, sp, rel.name, rel.version, s.buildEnv)
+		ps, err := s.prepared(rel, key, path, isDir)
 		if err != nil {
 			return wheelResult{}, err
 		}
-		defer cleanup()
-		p, sum, err := s.in.cache.PutFile(wheel)
-		if err != nil {
-			return wheelResult{}, fmt.Errorf("pyinstall: cache built wheel: %w", err)
-		}
-		fn := filepath.Base(wheel)
-		if err := s.in.cache.SetBuilt(sdistSHA, fn, sum); err != nil {
-			return wheelResult{}, fmt.Errorf("pyinstall: record built wheel: %w", err)
-		}
-		s.mu.Lock()
-		s.built++
-		s.mu.Unlock()
-		s.in.emit(Event{Package: rel.name, Version: rel.version, Stage: StageBuilt, Detail: fn, Elapsed: time.Since(t)})
-		return wheelResult{path: p, filename: fn}, nil
+		w, err = s.storeBuilt(rel, key, wheel, hook, t)
+		// The unpacked source is needed no more.
+		_ = os.RemoveAll(ps.work)
+		return w, err
 	})
+}
+
+// sameVersion compares two PEP 440 versions (so "1.0" and "1.0.0" agree).
+func sameVersion(a, b string) bool {
+	va, err1 := semver.PyPI.Parse(a)
+	vb, err2 := semver.PyPI.Parse(b)
+	if err1 != nil || err2 != nil {
+		return a == b
+	}
+	return va.Compare(vb) == 0
 }

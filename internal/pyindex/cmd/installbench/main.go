@@ -24,62 +24,129 @@ import (
 	"github.com/paaskit/paaskit/upload/pyinstall"
 )
 
+type options struct {
+	latency, build, maxAge time.Duration
+	workers                int
+	dynamic, pep658, json  bool
+	git, pipWarm           bool
+}
+
 func main() {
-	latency := flag.Duration("latency", 100*time.Millisecond, "added latency per index request")
-	build := flag.Duration("build", time.Second, "time each sdist build takes")
-	workers := flag.Int("workers", 0, "installer workers (0: the default)")
-	dynamic := flag.Bool("dynamic", false, "sdists declare dynamic dependencies (Metadata-Version 2.1), so both installers must build them to resolve")
+	var o options
+	flag.DurationVar(&o.latency, "latency", 100*time.Millisecond, "added latency per index request")
+	flag.DurationVar(&o.build, "build", time.Second, "time each sdist build (build_wheel) takes")
+	flag.IntVar(&o.workers, "workers", 0, "installer workers (0: the default)")
+	flag.BoolVar(&o.dynamic, "dynamic", false, "sdists carry Metadata-Version 2.1 PKG-INFO (dependencies dynamic), so both installers ask the PEP 517 metadata hook")
+	flag.BoolVar(&o.pep658, "pep658", true, "the index serves PEP 658/714 metadata files for wheels")
+	flag.BoolVar(&o.json, "json", false, "the index offers PEP 691 JSON pages (else PEP 503 HTML only)")
+	flag.DurationVar(&o.maxAge, "maxage", 600*time.Second, "Cache-Control max-age of index pages (0: none)")
+	flag.BoolVar(&o.git, "git", false, "one requirement (cli-helpers) comes from a local bare git repository (name @ git+file://…@main)")
+	flag.BoolVar(&o.pipWarm, "pipwarm", true, "also measure pip with a warm cache (--cache-dir filled by a first pip run)")
 	flag.Parse()
-	if err := run(*latency, *build, *workers, *dynamic); err != nil {
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "installbench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(latency, build time.Duration, workers int, dynamic bool) error {
+func run(o options) error {
 	ctx := context.Background()
-	dists, reqs := pyindex.BenchSet(build)
-	metaKind := "static PEP 643 sdist metadata"
-	if dynamic {
-		metaKind = "dynamic sdist metadata (built to resolve)"
+	dists, reqs := pyindex.BenchSet(o.build)
+	var conds []string
+	if o.dynamic {
+		conds = append(conds, "Metadata-Version 2.1 sdists (cheap metadata hook)")
 		for i := range dists {
 			dists[i].DynamicMetadata = true
+		}
+	} else {
+		conds = append(conds, "static PEP 643 sdist metadata")
+	}
+	if o.pep658 {
+		conds = append(conds, "PEP 658 metadata files")
+	} else {
+		conds = append(conds, "no PEP 658")
+	}
+	if o.json {
+		conds = append(conds, "PEP 691 JSON offered")
+	} else {
+		conds = append(conds, "PEP 503 HTML only")
+	}
+	if o.maxAge > 0 {
+		conds = append(conds, fmt.Sprintf("pages max-age %v", o.maxAge))
+	}
+	work, err := os.MkdirTemp("", "installbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(work)
+	if o.git {
+		for i, d := range dists {
+			if d.Name != "cli-helpers" {
+				continue
+			}
+			repo, err := pyindex.NewGitRepo(ctx, filepath.Join(work, "git", "cli-helpers.git"), d)
+			if err != nil {
+				return err
+			}
+			dists = append(dists[:i], dists[i+1:]...)
+			for j, r := range reqs {
+				if r == "cli-helpers" {
+					reqs[j] = "cli-helpers @ git+" + repo.URL + "@main"
+				}
+			}
+			conds = append(conds, "cli-helpers from git (file://, branch main)")
+			break
 		}
 	}
 	ix, err := pyindex.New(dists)
 	if err != nil {
 		return err
 	}
-	srv, err := pyindex.Serve(ix, pyindex.ServerConfig{Latency: latency, Metadata: true})
+	srv, err := pyindex.Serve(ix, pyindex.ServerConfig{Latency: o.latency, Metadata: o.pep658, JSON: o.json, MaxAge: o.maxAge})
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
-	work, err := os.MkdirTemp("", "installbench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(work)
 	reqFile := filepath.Join(work, "requirements.txt")
 	if err := os.WriteFile(reqFile, []byte(strings.Join(reqs, "\n")+"\n"), 0o644); err != nil {
 		return err
 	}
 
 	// Serial pip, the peer: a fresh venv, no cache.
-	pip, err := pyindex.NewPip(ctx, filepath.Join(work, "pip-venv"))
+	pipRun := func(venv, cache string) (time.Duration, []string, error) {
+		pip, err := pyindex.NewPip(ctx, filepath.Join(work, venv))
+		if err != nil {
+			return 0, nil, err
+		}
+		pip.CacheDir = cache
+		t0 := time.Now()
+		if out, err := pip.Install(ctx, srv.URL(), "-r", reqFile); err != nil {
+			return 0, nil, fmt.Errorf("%w: %s", err, out)
+		}
+		d := time.Since(t0)
+		set, err := pyindex.Installed(pip.Venv)
+		return d, set, err
+	}
+	pipTime, pipSet, err := pipRun("pip-venv", "")
 	if err != nil {
 		return err
 	}
-	t0 := time.Now()
-	if out, err := pip.Install(ctx, srv.URL(), "-r", reqFile); err != nil {
-		return fmt.Errorf("%w: %s", err, out)
+	fmt.Fprintf(os.Stderr, "pip install -r --no-cache-dir: %v, %d packages\n", pipTime.Round(time.Millisecond), len(pipSet))
+	var pipWarm time.Duration
+	var pipWarmSet []string
+	if o.pipWarm {
+		pipCache := filepath.Join(work, "pip-cache")
+		fill, _, err := pipRun("pip-fill-venv", pipCache)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "pip install -r, empty --cache-dir (filling it): %v\n", fill.Round(time.Millisecond))
+		pipWarm, pipWarmSet, err = pipRun("pip-warm-venv", pipCache)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "pip install -r, warm --cache-dir: %v\n", pipWarm.Round(time.Millisecond))
 	}
-	pipTime := time.Since(t0)
-	pipSet, err := pyindex.Installed(pip.Venv)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "pip install -r: %v, %d packages\n", pipTime.Round(time.Millisecond), len(pipSet))
 
 	parsed, err := pyinstall.ParseRequirementsFile(reqFile)
 	if err != nil {
@@ -87,7 +154,7 @@ func run(latency, build time.Duration, workers int, dynamic bool) error {
 	}
 	cache := filepath.Join(work, "cache")
 	newInstaller := func() (*pyinstall.Installer, error) {
-		return pyinstall.New(pyinstall.Config{IndexURL: srv.URL(), CacheDir: cache, Workers: workers,
+		return pyinstall.New(pyinstall.Config{IndexURL: srv.URL(), CacheDir: cache, Workers: o.workers,
 			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}
 	// Cold: empty cache (the interpreter probe is not cached either).
@@ -95,7 +162,7 @@ func run(latency, build time.Duration, workers int, dynamic bool) error {
 	if err != nil {
 		return err
 	}
-	t0 = time.Now()
+	t0 := time.Now()
 	res, err := in.Install(ctx, parsed, filepath.Join(work, "cold-venv"), pyinstall.InstallOptions{})
 	if err != nil {
 		return err
@@ -105,7 +172,7 @@ func run(latency, build time.Duration, workers int, dynamic bool) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "paaskit cold: %v (resolve %v, built %d, downloaded %d)\n", cold.Round(time.Millisecond), res.Resolve.Round(time.Millisecond), res.Built, res.Downloaded)
+	fmt.Fprintf(os.Stderr, "paaskit cold: %v (%+v)\n", cold.Round(time.Millisecond), summary(res))
 
 	// Warm: a new installer (as a new process would be) on the same cache,
 	// into a new venv.
@@ -113,32 +180,52 @@ func run(latency, build time.Duration, workers int, dynamic bool) error {
 	if err != nil {
 		return err
 	}
+	reqsBefore := srv.Requests()
 	t0 = time.Now()
 	res, err = in.Install(ctx, parsed, filepath.Join(work, "warm-venv"), pyinstall.InstallOptions{})
 	if err != nil {
 		return err
 	}
 	warm := time.Since(t0)
+	warmRequests := srv.Requests() - reqsBefore
 	warmSet, err := pyindex.Installed(filepath.Join(work, "warm-venv"))
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(os.Stderr, "paaskit warm: %v (resolve %v, built %d, cache hits %d)\n", warm.Round(time.Millisecond), res.Resolve.Round(time.Millisecond), res.Built, res.CacheHits)
+	fmt.Fprintf(os.Stderr, "paaskit warm: %v (%+v), %d index requests\n", warm.Round(time.Millisecond), summary(res), warmRequests)
 
-	cond := fmt.Sprintf("15 reqs -> %d pkgs, 12 sdists building %v each, %s, %v/request, %d cores", len(pipSet), build, metaKind, latency, runtime.NumCPU())
-	fmt.Printf("row\t%s\t%s\t%.2fx\t%s\n", "installer cold (empty cache), "+cold.Round(10*time.Millisecond).String(),
-		"pip install -r (serial), "+pipTime.Round(10*time.Millisecond).String(), pipTime.Seconds()/cold.Seconds(), cond)
-	fmt.Printf("row\t%s\t%s\t%.2fx\t%s\n", "installer warm cache, "+warm.Round(10*time.Millisecond).String(),
-		"pip install -r (serial), "+pipTime.Round(10*time.Millisecond).String(), pipTime.Seconds()/warm.Seconds(), cond)
-	same := reflect.DeepEqual(pipSet, coldSet) && reflect.DeepEqual(pipSet, warmSet)
+	cond := fmt.Sprintf("15 reqs -> %d pkgs, 12 sdists, build_wheel %v each, %s, %v/request, %d cores", len(pipSet), o.build, strings.Join(conds, ", "), o.latency, runtime.NumCPU())
+	r10 := func(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
+	fmt.Printf("row\t%s\t%s\t%.2fx\t%s\n", "installer cold (empty cache), "+r10(cold),
+		"pip install -r (serial, --no-cache-dir), "+r10(pipTime), pipTime.Seconds()/cold.Seconds(), cond)
+	fmt.Printf("row\t%s\t%s\t%.2fx\t%s\n", "installer warm cache, "+r10(warm),
+		"pip install -r (serial, --no-cache-dir), "+r10(pipTime), pipTime.Seconds()/warm.Seconds(), cond)
+	if o.pipWarm {
+		fmt.Printf("row\t%s\t%s\t%.2fx\t%s\n", "installer warm cache, "+r10(warm),
+			"pip install -r (serial, warm --cache-dir), "+r10(pipWarm), pipWarm.Seconds()/warm.Seconds(), cond)
+	}
+	same := reflect.DeepEqual(pipSet, coldSet) && reflect.DeepEqual(pipSet, warmSet) && (!o.pipWarm || reflect.DeepEqual(pipSet, pipWarmSet))
 	verdict := "identical"
 	if !same {
 		verdict = "DIFFERENT"
-		fmt.Fprintf(os.Stderr, "pip:  %v\ncold: %v\nwarm: %v\n", pipSet, coldSet, warmSet)
+		fmt.Fprintf(os.Stderr, "pip:  %v\npip warm: %v\ncold: %v\nwarm: %v\n", pipSet, pipWarmSet, coldSet, warmSet)
 	}
-	fmt.Printf("row\t%s\t%s\t%s\t%s\n", "installed package set and versions", "pip install -r", verdict, fmt.Sprintf("%d packages compared by name and version", len(pipSet)))
+	fmt.Printf("row\t%s\t%s\t%s\t%s\n", "installed package set and versions", "pip install -r (cold and warm)", verdict, fmt.Sprintf("%d packages compared by name and version", len(pipSet)))
+	fmt.Printf("bar\t%s\t%d requests\t0 requests\t%s\n", "installer warm cache, index requests", warmRequests, "pages within max-age, wheels and builds cached")
+	if o.git {
+		fmt.Printf("bar\t%s\t%s\t%s\t%s\n", "git requirement on the warm run", vcsSummary(res), "0 clones, 0 builds", "branch resolved to a commit, commit found in the cache")
+	}
 	if !same {
 		return fmt.Errorf("installed sets differ")
 	}
 	return nil
+}
+
+func summary(r *pyinstall.Result) string {
+	return fmt.Sprintf("resolve %v, built %d, metadata hooks %d, cache hits %d, downloaded %d",
+		r.Resolve.Round(time.Millisecond), r.Built, r.MetadataHooks, r.CacheHits, r.Downloaded)
+}
+
+func vcsSummary(r *pyinstall.Result) string {
+	return fmt.Sprintf("%d clones, %d builds", r.Cloned, r.Built)
 }
