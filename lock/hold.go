@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -20,6 +22,11 @@ type HoldOptions struct {
 	// stopped if no renewal has succeeded: the time it needs to notice
 	// and stop. Default TTL/10.
 	Margin time.Duration
+	// KeepLease leaves the lease to expire when fn returns instead of
+	// releasing it: for a job run once per period under a lock named for
+	// the period, so that a node that comes to the same period late finds
+	// it taken rather than running the job again.
+	KeepLease bool
 	// Now is the clock the deadline is reckoned on: the Locker's own (its
 	// Config's Now), since Lease.Expires comes from it. Default time.Now.
 	Now Clock
@@ -113,6 +120,9 @@ loop:
 		}
 		return cause
 	}
+	if opts.KeepLease {
+		return fnErr
+	}
 	rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), opts.TTL)
 	defer rcancel()
 	if err := lk.Release(rctx, l); err != nil && !errors.Is(err, ErrNotHeld) && fnErr == nil {
@@ -126,9 +136,11 @@ loop:
 // HoldCommand runs cmd under Hold: the command starts once the lease is
 // held, in a process group of its own, and the whole group is killed
 // (SIGKILL) the moment the lease can no longer be renewed or ctx is
-// cancelled. It returns the command's error, or one wrapping ErrLeaseLost
-// if it was killed for that. cmd must not have been started; HoldCommand
-// sets its SysProcAttr.Setpgid and Cancel.
+// cancelled. The command's environment (cmd.Env, or this process's if
+// nil) gets PAASKIT_LOCK_NAME and PAASKIT_LOCK_TOKEN, so the job can pass
+// its fencing token to what it writes. It returns the command's error, or
+// one wrapping ErrLeaseLost if it was killed for that. cmd must not have
+// been started; HoldCommand sets its SysProcAttr.Setpgid.
 func HoldCommand(ctx context.Context, lk Locker, name string, opts HoldOptions, cmd *exec.Cmd) error {
 	if cmd == nil || cmd.Process != nil {
 		return fmt.Errorf("%w: HoldCommand needs an unstarted command", ErrInvalid)
@@ -138,6 +150,10 @@ func HoldCommand(ctx context.Context, lk Locker, name string, opts HoldOptions, 
 			cmd.SysProcAttr = &syscall.SysProcAttr{}
 		}
 		cmd.SysProcAttr.Setpgid = true
+		if cmd.Env == nil {
+			cmd.Env = os.Environ()
+		}
+		cmd.Env = append(cmd.Env, "PAASKIT_LOCK_NAME="+l.Name, "PAASKIT_LOCK_TOKEN="+strconv.FormatUint(l.Token, 10))
 		if err := cmd.Start(); err != nil {
 			return fmt.Errorf("lock: start %s under %v: %w", cmd.Path, &l, err)
 		}
