@@ -73,6 +73,25 @@ func Hold(ctx context.Context, lk Locker, name string, opts HoldOptions, fn func
 	if err != nil {
 		return err
 	}
+	return holdLease(ctx, lk, l, opts, fn)
+}
+
+// HoldLease is Hold for a lease the caller already has (from TryAcquire,
+// say): it runs fn under l, renewing it, exactly as Hold does after its
+// Acquire. opts.TTL is taken from l.
+func HoldLease(ctx context.Context, lk Locker, l *Lease, opts HoldOptions, fn func(ctx context.Context, l Lease) error) error {
+	if err := checkLease(l); err != nil {
+		return err
+	}
+	opts.TTL = l.TTL
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return err
+	}
+	return holdLease(ctx, lk, l, opts, fn)
+}
+
+func holdLease(ctx context.Context, lk Locker, l *Lease, opts HoldOptions, fn func(ctx context.Context, l Lease) error) error {
 	jobCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	done := make(chan error, 1)
@@ -145,7 +164,18 @@ func HoldCommand(ctx context.Context, lk Locker, name string, opts HoldOptions, 
 	if cmd == nil || cmd.Process != nil {
 		return fmt.Errorf("%w: HoldCommand needs an unstarted command", ErrInvalid)
 	}
-	return Hold(ctx, lk, name, opts, func(ctx context.Context, l Lease) error {
+	return Hold(ctx, lk, name, opts, Command(cmd))
+}
+
+// Command adapts cmd into a function for Hold or HoldLease, as HoldCommand
+// runs it: started once the lease is held, in its own process group, with
+// the lease's name and token in its environment, and the group killed
+// when the function's ctx is cancelled.
+func Command(cmd *exec.Cmd) func(ctx context.Context, l Lease) error {
+	return func(ctx context.Context, l Lease) error {
+		if cmd == nil || cmd.Process != nil {
+			return fmt.Errorf("%w: an unstarted command is needed", ErrInvalid)
+		}
 		if cmd.SysProcAttr == nil {
 			cmd.SysProcAttr = &syscall.SysProcAttr{}
 		}
@@ -169,5 +199,5 @@ func HoldCommand(ctx context.Context, lk Locker, name string, opts HoldOptions, 
 			<-exited
 			return fmt.Errorf("lock: %s killed: %w", cmd.Path, context.Cause(ctx))
 		}
-	})
+	}
 }

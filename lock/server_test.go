@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
-	zmq "github.com/pebbe/zmq4"
 	"github.com/paaskit/paaskit/zmqloop"
+	zmq "github.com/pebbe/zmq4"
 	"github.com/stretchr/testify/require"
 )
 
