@@ -384,7 +384,7 @@ func (s *Server) decide(ctx context.Context) {
 		}
 	case RoleStandby:
 		switch {
-		case silent, s.peerRole == RoleStandby && (s.synced || s.cfg.ID < s.peerIDHint()), s.peerRole == RoleStarting && s.synced:
+		case silent, s.peerRole == RoleStandby && (s.synced || s.cfg.ID < s.peerIDHint()):
 			s.becomeActiveLocked(s.synced)
 		case !s.synced && s.peerRole == RoleActive:
 			needSync = true
@@ -581,8 +581,10 @@ func (s *Server) handleAcquire(ctx context.Context, req *zmqloop.Request) (json.
 		return json.Marshal(grantResp{Token: g.Token, TTLms: g.TTL.Milliseconds(), RemainingMs: g.expires.Sub(now).Milliseconds()})
 	}
 	g := &grant{Holder: a.Holder, Token: s.nextTokenLocked(), TTL: ttl, expires: now.Add(ttl)}
-	s.replicateLocked(ctx, req, replEntry{Op: "set", Name: a.Name, Holder: g.Holder, Token: g.Token,
-		TTLms: a.TTLms, RemainingMs: a.TTLms})
+	if err := s.replicateLocked(ctx, req, replEntry{Op: "set", Name: a.Name, Holder: g.Holder, Token: g.Token,
+		TTLms: a.TTLms, RemainingMs: a.TTLms}); err != nil {
+		return nil, err
+	}
 	s.leases[a.Name] = g
 	return json.Marshal(grantResp{Token: g.Token, TTLms: a.TTLms, RemainingMs: a.TTLms})
 }
@@ -617,12 +619,16 @@ func (s *Server) handleLease(ctx context.Context, req *zmqloop.Request, renew bo
 		return nil, zmqloop.Errorf(CodeNotHeld, "%q token %d is not the current lease", r.Name, r.Token)
 	}
 	if renew {
-		s.replicateLocked(ctx, req, replEntry{Op: "set", Name: r.Name, Holder: g.Holder, Token: g.Token,
-			TTLms: g.TTL.Milliseconds(), RemainingMs: g.TTL.Milliseconds()})
+		if err := s.replicateLocked(ctx, req, replEntry{Op: "set", Name: r.Name, Holder: g.Holder, Token: g.Token,
+			TTLms: g.TTL.Milliseconds(), RemainingMs: g.TTL.Milliseconds()}); err != nil {
+			return nil, err
+		}
 		g.expires = now.Add(g.TTL)
 		return json.Marshal(grantResp{Token: g.Token, TTLms: g.TTL.Milliseconds(), RemainingMs: g.TTL.Milliseconds()})
 	}
-	s.replicateLocked(ctx, req, replEntry{Op: "del", Name: r.Name, Holder: g.Holder, Token: g.Token})
+	if err := s.replicateLocked(ctx, req, replEntry{Op: "del", Name: r.Name, Holder: g.Holder, Token: g.Token}); err != nil {
+		return nil, err
+	}
 	delete(s.leases, r.Name)
 	return json.RawMessage(`{}`), nil
 }
@@ -632,18 +638,29 @@ func (s *Server) handleLease(ctx context.Context, req *zmqloop.Request, renew bo
 // that takes over knows every lease the client was told about. A standby
 // that does not answer within ReplicateTimeout is dropped from sync (it
 // must sync again before it may take over; the next beat tells it).
-func (s *Server) replicateLocked(ctx context.Context, req *zmqloop.Request, e replEntry) {
+func (s *Server) replicateLocked(ctx context.Context, req *zmqloop.Request, e replEntry) error {
 	if !s.peerSynced || s.peer == nil {
-		return
+		return nil
 	}
 	e.Epoch = s.epoch
 	e.ReqKey, e.ReqID, e.ReqTS = req.KeyID, req.ID, req.Time.UnixMilli()
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.ReplicateTimeout)
 	defer cancel()
-	if _, err := zmqloop.CallJSON[struct{}](cctx, s.peer, TypeRepl, e); err != nil {
+	_, err := zmqloop.CallJSON[struct{}](cctx, s.peer, TypeRepl, e)
+	var re *zmqloop.RemoteError
+	if errors.As(err, &re) && re.Code == CodeNotActive {
+		// The peer took over (it stopped hearing us): two active members.
+		// Step down before granting anything it does not know of; the
+		// client asks it instead.
+		s.role, s.synced, s.peerSynced = RoleStandby, false, false
+		s.log.Warn("the peer is active too; stepping down", "error", err)
+		return zmqloop.Errorf(CodeNotActive, "locker %s stepped down: its peer is active", s.cfg.ID)
+	}
+	if err != nil {
 		s.peerSynced = false
 		s.log.Warn("standby did not acknowledge a change; it must sync again", "error", err)
 	}
+	return nil
 }
 
 func (s *Server) handleBeat(_ context.Context, p memberStatus) (memberStatus, error) {
@@ -742,7 +759,9 @@ func (s *Server) Revoke(ctx context.Context, name string) (bool, error) {
 	if g == nil || time.Now().After(g.expires) {
 		return false, nil
 	}
-	s.replicateLocked(ctx, &zmqloop.Request{}, replEntry{Op: "del", Name: name, Holder: g.Holder, Token: g.Token})
+	if err := s.replicateLocked(ctx, &zmqloop.Request{}, replEntry{Op: "del", Name: name, Holder: g.Holder, Token: g.Token}); err != nil {
+		return false, err
+	}
 	delete(s.leases, name)
 	return true, nil
 }
