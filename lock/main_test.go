@@ -22,7 +22,12 @@ import (
 	"go.uber.org/zap"
 )
 
-func TestMain(m *testing.M) { testserver.Main(m) }
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(serverProcEnv); spec != "" {
+		os.Exit(serverProcess(spec))
+	}
+	testserver.Main(m)
+}
 
 func randSuffix() string {
 	var b [6]byte

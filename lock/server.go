@@ -114,6 +114,7 @@ type Server struct {
 	// change, so a request replayed to the other member is refused.
 	applied *zmqloop.ReplayWindow
 	peer    *zmqloop.Client
+	async   sync.WaitGroup // releases being replicated
 
 	mu         sync.Mutex
 	role       Role
@@ -268,6 +269,7 @@ func (s *Server) Run(ctx context.Context) error {
 	err := <-loopErr
 	cancel()
 	wg.Wait()
+	s.async.Wait()
 	if s.peer != nil {
 		_ = s.peer.Close()
 	}
@@ -644,6 +646,16 @@ func (s *Server) replicateLocked(ctx context.Context, req *zmqloop.Request, e re
 	}
 	e.Epoch = s.epoch
 	e.ReqKey, e.ReqID, e.ReqTS = req.KeyID, req.ID, req.Time.UnixMilli()
+	if e.Op == "del" {
+		// A release need not wait: a standby that missed it thinks the
+		// lease is held until it expires, which costs availability, never
+		// safety (a late "del" removes only the grant with its token).
+		// Grants and renewals do wait, or a standby could expire a lease
+		// earlier than its holder was told.
+		s.async.Add(1)
+		go s.replicateAsync(e)
+		return nil
+	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.ReplicateTimeout)
 	defer cancel()
 	_, err := zmqloop.CallJSON[struct{}](cctx, s.peer, TypeRepl, e)
@@ -661,6 +673,18 @@ func (s *Server) replicateLocked(ctx context.Context, req *zmqloop.Request, e re
 		s.log.Warn("standby did not acknowledge a change; it must sync again", "error", err)
 	}
 	return nil
+}
+
+func (s *Server) replicateAsync(e replEntry) {
+	defer s.async.Done()
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ReplicateTimeout)
+	defer cancel()
+	if _, err := zmqloop.CallJSON[struct{}](ctx, s.peer, TypeRepl, e); err != nil {
+		s.mu.Lock()
+		s.peerSynced = false
+		s.mu.Unlock()
+		s.log.Warn("standby did not acknowledge a release; it must sync again", "error", err)
+	}
 }
 
 func (s *Server) handleBeat(_ context.Context, p memberStatus) (memberStatus, error) {
