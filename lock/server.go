@@ -122,6 +122,10 @@ type Server struct {
 	peerSynced bool // active: the standby holds a full replica
 	peerRole   Role
 	peerID     string
+	peerInc    string // the peer's incarnation, and the newest status seen from it
+	peerSeq    uint64
+	inc        string // this process's incarnation
+	statusSeq  uint64
 	peerEpoch  uint64
 	lastPeer   time.Time // last word from the peer
 	epoch      uint64    // largest epoch used or seen
@@ -164,7 +168,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("locker", cfg.ID), role: RoleStarting,
+	s := &Server{cfg: cfg, log: cfg.Logger.With("locker", cfg.ID), role: RoleStarting, inc: newHolder(),
 		leases: map[string]*grant{}, ready: make(chan struct{})}
 	if cfg.StateFile != "" {
 		ep, err := readEpoch(cfg.StateFile)
@@ -281,14 +285,20 @@ func (s *Server) Run(ctx context.Context) error {
 
 // memberStatus is what members tell each other in beats.
 type memberStatus struct {
-	ID     string `json:"id"`
+	ID string `json:"id"`
+	// Inc names this run of the member's process and Seq counts the
+	// statuses it has sent: a beat and a beat's reply cross, so the
+	// receiver keeps only the newest status of an incarnation.
+	Inc    string `json:"inc"`
+	Seq    uint64 `json:"seq"`
 	Role   Role   `json:"role"`
 	Epoch  uint64 `json:"epoch"`
 	Synced bool   `json:"synced"`
 }
 
 func (s *Server) statusLocked() memberStatus {
-	st := memberStatus{ID: s.cfg.ID, Role: s.role, Epoch: s.epoch, Synced: s.synced}
+	s.statusSeq++
+	st := memberStatus{ID: s.cfg.ID, Inc: s.inc, Seq: s.statusSeq, Role: s.role, Epoch: s.epoch, Synced: s.synced}
 	if s.role == RoleActive {
 		st.Synced = s.peerSynced
 	}
@@ -331,6 +341,10 @@ func (s *Server) observePeer(p memberStatus) {
 		s.log.Error("the peer has this member's ID; a pair needs two IDs", "id", p.ID)
 		return
 	}
+	if p.Inc == s.peerInc && p.Seq <= s.peerSeq {
+		return // older than a status already seen
+	}
+	s.peerInc, s.peerSeq = p.Inc, p.Seq
 	s.lastPeer = time.Now()
 	s.peerRole, s.peerEpoch, s.peerID = p.Role, p.Epoch, p.ID
 	s.seeEpochLocked(p.Epoch)
