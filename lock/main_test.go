@@ -77,7 +77,7 @@ func redisBackend(t testing.TB, addr string) *backend {
 			return l
 		},
 		breakLease: func(t testing.TB, l *Lease) {
-			require.NoError(t, admin.Del(context.Background(), prefix+l.Name).Err())
+			require.NoError(t, admin.Del(context.Background(), prefix+"{"+l.Name+"}").Err())
 		}}
 }
 

@@ -18,8 +18,10 @@ type RedisConfig struct {
 	// ring client). Required; Close does not close it.
 	Client redis.UniversalClient
 	// Prefix starts every key this Locker writes. Default "paaskit:lock:".
-	// The lease of name N is the key Prefix+N; its token counter is
-	// Prefix+N+":token".
+	// The lease of name N is the key Prefix+"{"+N+"}" and its token counter
+	// Prefix+"{"+N+"}:token": the braces are a Redis Cluster hash tag, so
+	// both keys of a name live on one shard, as the scripts need. Prefix
+	// itself must not contain "{".
 	Prefix string
 	// Now is the client's clock for Lease.Expires. Default time.Now.
 	Now Clock
@@ -52,6 +54,9 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	if cfg.Prefix == "" {
 		cfg.Prefix = "paaskit:lock:"
 	}
+	if strings.ContainsAny(cfg.Prefix, "{}") {
+		return nil, fmt.Errorf("%w: Redis prefix %q contains a brace (it would change the cluster hash tag)", ErrInvalid, cfg.Prefix)
+	}
 	return &Redis{cfg: cfg}, nil
 }
 
@@ -69,7 +74,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0`)
 )
 
-func (r *Redis) key(name string) string { return r.cfg.Prefix + name }
+func (r *Redis) key(name string) string { return r.cfg.Prefix + "{" + name + "}" }
 
 // TryAcquire implements Locker.
 func (r *Redis) TryAcquire(ctx context.Context, name string, ttl time.Duration) (*Lease, error) {

@@ -9,7 +9,10 @@
 //
 // Two members with each other as -peer are a pair: one grants, the other
 // keeps a replica and takes over when the first stops answering (see the
-// lock package doc). -acquire is a one-shot client: it waits for the lease
+// lock package doc). A member that becomes active with no replica to go on
+// (the pair's first start, or after both were down) grants nothing for
+// -cold-start-wait (by default -max-ttl), so no lease of an earlier run can
+// still be live. -acquire is a one-shot client: it waits for the lease
 // on NAME, prints its fencing token and releases it. The secret (at least
 // 16 bytes) is the same on every member and client; without LOCKD_SECRET a
 // demo secret is used and a warning logged.
@@ -45,7 +48,8 @@ func run(ctx context.Context, args []string, stdout io.Writer, noSignals bool) i
 	state := fs.String("state", "", "file keeping the token epoch across restarts")
 	heartbeat := fs.Duration("heartbeat", lock.DefaultHeartbeatInterval, "heartbeat interval between the members")
 	failover := fs.Duration("failover-after", lock.DefaultFailoverAfter, "the standby takes over after this long without a word from the active member")
-	maxTTL := fs.Duration("max-ttl", lock.DefaultServerMaxTTL, "longest lease granted; a cold start waits this long")
+	maxTTL := fs.Duration("max-ttl", lock.DefaultServerMaxTTL, "longest lease granted")
+	coldWait := fs.Duration("cold-start-wait", 0, "a member that becomes active without a replica (the pair's first start, or both were down) grants nothing for this long; 0: max-ttl, negative: none (only for a pair known to be new)")
 	acquire := fs.String("acquire", "", "client mode: wait for the lease on this name, print its token, release it")
 	endpoints := fs.String("endpoints", "tcp://127.0.0.1:7400", "client mode: comma-separated locker members")
 	ttl := fs.Duration("ttl", 10*time.Second, "client mode: lease TTL")
@@ -106,7 +110,7 @@ func run(ctx context.Context, args []string, stdout io.Writer, noSignals bool) i
 		return 0
 	}
 	srv, err := lock.NewServer(lock.ServerConfig{ID: *id, Bind: *bind, Peer: *peer, Codec: codec, StateFile: *state,
-		HeartbeatInterval: *heartbeat, FailoverAfter: *failover, MaxTTL: *maxTTL, Logger: log})
+		HeartbeatInterval: *heartbeat, FailoverAfter: *failover, MaxTTL: *maxTTL, ColdStartWait: *coldWait, Logger: log})
 	if err != nil {
 		log.Error("cannot start", "error", err)
 		return 2

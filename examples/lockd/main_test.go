@@ -29,7 +29,7 @@ func TestPairAndClient(t *testing.T) {
 	ctxA, stopA := context.WithCancel(context.Background())
 	ctxB, stopB := context.WithCancel(context.Background())
 	codeA, codeB := make(chan int, 1), make(chan int, 1)
-	common := []string{"-heartbeat", "20ms", "-failover-after", "200ms", "-max-ttl", "1s", "-log-level", "error"}
+	common := []string{"-heartbeat", "20ms", "-failover-after", "200ms", "-max-ttl", "1s", "-cold-start-wait", "300ms", "-log-level", "error"}
 	dir := t.TempDir()
 	go func() {
 		codeA <- run(ctxA, append([]string{"-id", "a", "-bind", a, "-peer", b, "-state", dir + "/a.json"}, common...), &bytes.Buffer{}, true)
