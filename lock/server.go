@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sync"
 	"time"
 
@@ -33,6 +34,7 @@ const (
 	CodeNotActive   = "not_active"  // this member is the standby: ask the other
 	CodeUnavailable = "unavailable" // the active member is in its cold-start wait
 	CodeReplayed    = "replayed"    // the request was already applied (by the peer) or predates this process
+	CodeForbidden   = "forbidden"   // a member-to-member request not signed with the peer key
 )
 
 // Server defaults.
@@ -68,6 +70,16 @@ type ServerConfig struct {
 	Peer string
 	// Codec signs and verifies every message. Required.
 	Codec *zmqloop.Codec
+	// PeerCodec, if set, signs this member's calls to its peer (beats,
+	// syncs, replication), and its signing key becomes the peer key: the
+	// member refuses lockd.* requests signed with any other key, so a
+	// client, which holds only the client key, cannot forge a replication
+	// or a sync. The peer key must also be in Codec's ring (to verify the
+	// peer's calls) on both members, and in no client's; and PeerCodec's
+	// ring must hold Codec's signing key too, which signs the peer's
+	// replies. Nil: members and
+	// clients share keys, and any key holder is trusted as a member.
+	PeerCodec *zmqloop.Codec
 	// StateFile, if set, is where the member keeps the largest token epoch
 	// it has used or seen, written atomically whenever it changes, so a
 	// restarted pair never goes back to an epoch it used. Without it the
@@ -115,6 +127,7 @@ type Server struct {
 	applied *zmqloop.ReplayWindow
 	peer    *zmqloop.Client
 	async   sync.WaitGroup // releases being replicated
+	peerKey string         // the key id members must sign lockd.* with; "" for any
 
 	mu         sync.Mutex
 	role       Role
@@ -182,13 +195,21 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("lock: replay window: %w", err)
 	}
 	s.applied = applied
+	peerCodec := cfg.Codec
+	if cfg.PeerCodec != nil {
+		s.peerKey = cfg.PeerCodec.Keys().SigningKeyID()
+		if !slices.Contains(cfg.Codec.Keys().KeyIDs(), s.peerKey) {
+			return nil, fmt.Errorf("%w: the peer key %q is not in Codec's key ring", ErrInvalid, s.peerKey)
+		}
+		peerCodec = cfg.PeerCodec
+	}
 	handlers := map[string]zmqloop.Handler{
 		TypeAcquire: s.handleAcquire,
 		TypeRenew:   s.handleRenew,
 		TypeRelease: s.handleRelease,
-		TypeBeat:    zmqloop.HandleJSON(s.handleBeat),
-		TypeSync:    zmqloop.HandleJSON(s.handleSync),
-		TypeRepl:    zmqloop.HandleJSON(s.handleReplicate),
+		TypeBeat:    s.fromPeer(zmqloop.HandleJSON(s.handleBeat)),
+		TypeSync:    s.fromPeer(zmqloop.HandleJSON(s.handleSync)),
+		TypeRepl:    s.fromPeer(zmqloop.HandleJSON(s.handleReplicate)),
 	}
 	s.loop, err = zmqloop.NewReplyLoop(zmqloop.ReplyConfig{Bind: []string{cfg.Bind}, Codec: cfg.Codec,
 		Handlers: handlers, Logger: cfg.Logger})
@@ -196,13 +217,27 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		return nil, fmt.Errorf("lock: locker %s on %s: %w", cfg.ID, cfg.Bind, err)
 	}
 	if cfg.Peer != "" {
-		s.peer, err = zmqloop.NewClient(zmqloop.ClientConfig{Endpoints: []string{cfg.Peer}, Codec: cfg.Codec,
+		s.peer, err = zmqloop.NewClient(zmqloop.ClientConfig{Endpoints: []string{cfg.Peer}, Codec: peerCodec,
 			TryTimeout: time.Hour, Logger: cfg.Logger})
 		if err != nil {
 			return nil, fmt.Errorf("lock: locker %s peer %s: %w", cfg.ID, cfg.Peer, err)
 		}
 	}
 	return s, nil
+}
+
+// fromPeer refuses a member-to-member request not signed with the peer
+// key (when one is configured).
+func (s *Server) fromPeer(h zmqloop.Handler) zmqloop.Handler {
+	if s.peerKey == "" {
+		return h
+	}
+	return func(ctx context.Context, req *zmqloop.Request) (json.RawMessage, error) {
+		if req.KeyID != s.peerKey {
+			return nil, zmqloop.Errorf(CodeForbidden, "%s must be signed with the peer key, not %q", req.Type, req.KeyID)
+		}
+		return h(ctx, req)
+	}
 }
 
 // Ready is closed once the member serves requests (it may still be

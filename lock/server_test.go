@@ -262,3 +262,47 @@ func TestEpochPersisted(t *testing.T) {
 	_, err = NewServer(cfg)
 	require.Error(t, err, "a corrupt state file is an error, not a silent reset")
 }
+
+// TestPeerKey: with a peer key, members talk to each other under it and
+// refuse member-to-member requests a client (holding only the client key)
+// forges, while clients are served and failover works as before.
+func TestPeerKey(t *testing.T) {
+	client := zmqloop.Key{ID: "client", Secret: []byte("client-secret-0123456789abcdef!!")}
+	peerKey := zmqloop.Key{ID: "peer", Secret: []byte("peer-secret-0123456789abcdef!!!!")}
+	mk := func(keys ...zmqloop.Key) *zmqloop.Codec {
+		ring, err := zmqloop.NewKeyRing(keys...)
+		require.NoError(t, err)
+		c, err := zmqloop.NewCodec(zmqloop.CodecConfig{Keys: ring})
+		require.NoError(t, err)
+		return c
+	}
+	memberCodec, peerCodec, clientCodec := mk(client, peerKey), mk(peerKey, client), mk(client)
+	p := &pair{t: t, codec: clientCodec, eps: [2]string{freeEndpoint(t), freeEndpoint(t)}}
+	for i := range p.cfg {
+		p.cfg[i] = fastServerConfig(string(rune('a'+i)), p.eps[i], p.eps[1-i], memberCodec)
+		p.cfg[i].PeerCodec = peerCodec
+	}
+	p.start(0)
+	p.start(1)
+	t.Cleanup(func() { p.stop(0); p.stop(1) })
+	active := p.waitActive()
+
+	d := dial(t, p.eps[1-active])
+	m := d.call(clientCodec, seal(t, clientCodec, TypeRepl, replEntry{Op: "set", Name: "planted", Holder: "x", Token: 1 << 62, TTLms: 60000, RemainingMs: 60000}))
+	require.Equal(t, CodeForbidden, code(m), "a client's forged replication: %+v", m)
+	m = d.call(clientCodec, seal(t, clientCodec, TypeSync, struct{}{}))
+	require.Equal(t, CodeForbidden, code(m))
+	require.Equal(t, 0, p.server(1-active).Status().Leases)
+
+	z := zmqBackend(t, p).newLocker(t, nil)
+	ctx := ctxFor(t, 20*time.Second)
+	held, err := z.TryAcquire(ctx, "pk", 5*time.Second)
+	require.NoError(t, err)
+	p.stop(active)
+	_, err = z.TryAcquire(ctx, "pk", time.Second)
+	require.ErrorIs(t, err, ErrHeld, "replicated under the peer key")
+	require.NoError(t, z.Release(ctx, held))
+
+	_, err = NewServer(ServerConfig{ID: "x", Bind: p.eps[0], Codec: clientCodec, PeerCodec: peerCodec})
+	require.ErrorIs(t, err, ErrInvalid, "the peer key must be in the member's ring")
+}

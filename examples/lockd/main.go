@@ -15,7 +15,9 @@
 // still be live. -acquire is a one-shot client: it waits for the lease
 // on NAME, prints its fencing token and releases it. The secret (at least
 // 16 bytes) is the same on every member and client; without LOCKD_SECRET a
-// demo secret is used and a warning logged.
+// demo secret is used and a warning logged. LOCKD_PEER_SECRET, set on both
+// members only, gives them a key of their own for beats, syncs and
+// replication, which they refuse under the client key.
 package main
 
 import (
@@ -109,7 +111,25 @@ func run(ctx context.Context, args []string, stdout io.Writer, noSignals bool) i
 		}
 		return 0
 	}
-	srv, err := lock.NewServer(lock.ServerConfig{ID: *id, Bind: *bind, Peer: *peer, Codec: codec, StateFile: *state,
+	var peerCodec *zmqloop.Codec
+	if ps := os.Getenv("LOCKD_PEER_SECRET"); ps != "" {
+		// The members' own key: clients never get it, so they cannot forge
+		// member-to-member traffic.
+		pk := zmqloop.Key{ID: "lockd-peer", Secret: []byte(ps)}
+		if err := ring.Add(pk); err != nil {
+			log.Error("bad peer key", "error", err)
+			return 2
+		}
+		pring, err := zmqloop.NewKeyRing(pk, zmqloop.Key{ID: *keyID, Secret: []byte(secret)})
+		if err == nil {
+			peerCodec, err = zmqloop.NewCodec(zmqloop.CodecConfig{Keys: pring})
+		}
+		if err != nil {
+			log.Error("bad peer key", "error", err)
+			return 2
+		}
+	}
+	srv, err := lock.NewServer(lock.ServerConfig{ID: *id, Bind: *bind, Peer: *peer, Codec: codec, PeerCodec: peerCodec, StateFile: *state,
 		HeartbeatInterval: *heartbeat, FailoverAfter: *failover, MaxTTL: *maxTTL, ColdStartWait: *coldWait, Logger: log})
 	if err != nil {
 		log.Error("cannot start", "error", err)

@@ -25,6 +25,7 @@ func freeEndpoint(t *testing.T) string {
 // second, and stops cleanly.
 func TestPairAndClient(t *testing.T) {
 	t.Setenv("LOCKD_SECRET", "a test secret of enough bytes")
+	t.Setenv("LOCKD_PEER_SECRET", "the members' own secret, long enough")
 	a, b := freeEndpoint(t), freeEndpoint(t)
 	ctxA, stopA := context.WithCancel(context.Background())
 	ctxB, stopB := context.WithCancel(context.Background())
