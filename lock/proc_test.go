@@ -102,3 +102,41 @@ func activeProc(t *testing.T, z *ZMQ, _ *procPair) int {
 	defer z.mu.Unlock()
 	return z.current
 }
+
+// TestPausedActiveProcess: the active member is paused (SIGSTOP) past
+// FailoverAfter; the standby takes over in a new epoch; when the paused
+// member wakes it must not grant again: its first replication or beat
+// finds the peer active with the larger epoch and it steps down. A client
+// of the woken member alone gets no grant from it.
+func TestPausedActiveProcess(t *testing.T) {
+	p := startProcPair(t)
+	codec := testCodec(t)
+	z, err := NewZMQ(ZMQConfig{Endpoints: p.eps[:], Codec: codec, Logger: quietLogger()})
+	require.NoError(t, err)
+	defer z.Close()
+	ctx := ctxFor(t, 60*time.Second)
+	before, err := z.Acquire(ctx, "p-before", 20*time.Second)
+	require.NoError(t, err)
+	active := activeProc(t, z, p)
+	time.Sleep(2 * DefaultFailoverAfter) // the standby syncs
+	require.NoError(t, p.procs[active].Process.Signal(syscall.SIGSTOP))
+	after, err := z.Acquire(ctx, "p-after", 20*time.Second) // from the standby, once it took over
+	require.NoError(t, err)
+	require.Greater(t, after.Token, before.Token)
+	require.Equal(t, 1-activeProc(t, z, p), active, "the client moved to the other member")
+	require.NoError(t, p.procs[active].Process.Signal(syscall.SIGCONT))
+
+	only, err := NewZMQ(ZMQConfig{Endpoints: []string{p.eps[active]}, Codec: codec, Logger: quietLogger()})
+	require.NoError(t, err)
+	defer only.Close()
+	short, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	_, err = only.TryAcquire(short, "p-woken", time.Second)
+	require.Error(t, err, "the woken member granted a lease while its peer is active")
+	require.NotErrorIs(t, err, ErrHeld)
+	_, err = z.TryAcquire(ctx, "p-before", time.Second)
+	require.ErrorIs(t, err, ErrHeld, "the lease from before the pause is still held")
+	l, err := z.TryAcquire(ctx, "p-woken", time.Second)
+	require.NoError(t, err)
+	require.Greater(t, l.Token, after.Token)
+}
