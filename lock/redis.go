@@ -2,7 +2,6 @@ package lock
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -144,13 +143,3 @@ func (r *Redis) Release(ctx context.Context, l *Lease) error {
 func (r *Redis) Close() error { return nil }
 
 var _ Locker = (*Redis)(nil)
-
-// errorsIsAny reports whether err is any of targets.
-func errorsIsAny(err error, targets ...error) bool {
-	for _, t := range targets {
-		if errors.Is(err, t) {
-			return true
-		}
-	}
-	return false
-}
