@@ -393,9 +393,10 @@ func (s *Server) observePeer(p memberStatus) {
 		// The active member skipped us (a replication timed out): our
 		// replica may be behind, so it must not be taken over from.
 		s.synced = false
-	case p.Role != RoleActive && s.role == RoleActive:
-		s.peerSynced = s.peerSynced && p.Synced
 	}
+	// The active member keeps replicating to a standby that says it is
+	// not synced (restarted, say): that is harmless, and the standby asks
+	// for a snapshot itself. Only a failed replication stops it.
 }
 
 // epochUsed is the epoch the active member issues tokens in.
