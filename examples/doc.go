@@ -8,7 +8,10 @@
 //   - runnerd: a runner node, its apps in a watched directory of specs.
 //   - zmqecho: a signed echo service and client on zmqloop.
 //   - heartbeat: the daemon supervisor on its own, with a status page.
+//   - lockd: a member of the ZeroMQ locker pair, and a one-shot client.
+//   - cron: a job run once per period across nodes, under a lease from
+//     any lock backend.
 //
-// nexusd, lockd, statsd, uploadd and the paasctl client follow as their
+// nexusd, statsd, uploadd and the paasctl client follow as their
 // packages land.
 package examples
