@@ -68,7 +68,7 @@ func redisBackend(t testing.TB, addr string) *backend {
 	prefix := "test:" + randSuffix() + ":"
 	admin := redis.NewClient(&redis.Options{Addr: addr})
 	t.Cleanup(func() { admin.Close() })
-	return &backend{name: "redis", ttl: 300 * time.Millisecond,
+	return &backend{name: "redis", ttl: 600 * time.Millisecond,
 		newLocker: func(t testing.TB, now Clock) Locker {
 			c := redis.NewClient(&redis.Options{Addr: addr, PoolSize: 4})
 			t.Cleanup(func() { c.Close() })
@@ -86,7 +86,7 @@ func postgresBackend(t testing.TB, dsn string) *backend {
 	admin, err := pgxpool.New(context.Background(), testserver.Postgres(t))
 	require.NoError(t, err)
 	t.Cleanup(admin.Close)
-	return &backend{name: "postgres", ttl: 300 * time.Millisecond,
+	return &backend{name: "postgres", ttl: 600 * time.Millisecond,
 		newLocker: func(t testing.TB, now Clock) Locker {
 			cfg, err := pgxpool.ParseConfig(dsn)
 			require.NoError(t, err)
@@ -248,7 +248,7 @@ func (p *pair) server(i int) *Server {
 }
 
 func zmqBackend(t testing.TB, p *pair) *backend {
-	return &backend{name: "zmq", ttl: 500 * time.Millisecond,
+	return &backend{name: "zmq", ttl: 800 * time.Millisecond,
 		newLocker: func(t testing.TB, now Clock) Locker {
 			z, err := NewZMQ(ZMQConfig{Endpoints: p.eps[:], Codec: p.codec, Now: now, Logger: quietLogger(),
 				AttemptTimeout: 250 * time.Millisecond})
