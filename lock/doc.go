@@ -59,14 +59,14 @@
 // costs availability, not safety. A standby that has
 // heard nothing from the active member for FailoverAfter takes over with
 // those leases, so holders renew and release across the failover. A
-// replication that times out (ReplicateTimeout) drops the standby from sync
-// until it syncs again; a standby told so in a beat stops counting itself
-// synced. The window this leaves: if a replication times out while the
-// standby lives, and the active member dies before its next beat (one
-// HeartbeatInterval), the standby takes over without the leases granted in
-// between, and may grant one of those names again; its tokens are of the
-// new epoch, so a fenced store still refuses the older holder once the
-// newer has written, but the two tenures may overlap. A member that takes over without a replica (both were down)
+// replication that times out (ReplicateTimeout) fails that request
+// ("unavailable": the client asks again), drops the standby from sync, and
+// pauses grants and renewals for FailoverAfter plus a heartbeat unless the
+// standby syncs again first: long enough for a live standby to hear in a
+// beat that it is out of sync (it then will not take over until it has
+// synced), or for one that hears nothing to take over with a replica that
+// lacks nothing. So no lease is handed out that a standby able to take over
+// does not know of. A member that takes over without a replica (both were down)
 // refuses grants for ColdStartWait (MaxTTL by default), so every lease an
 // earlier incarnation granted has expired. Two active members (after a
 // partition heals) settle it on the next beat or replication: the larger

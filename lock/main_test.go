@@ -141,7 +141,7 @@ type pair struct {
 // fastServerConfig is a member config with short timings for tests.
 func fastServerConfig(id, bind, peer string, codec *zmqloop.Codec) ServerConfig {
 	return ServerConfig{ID: id, Bind: bind, Peer: peer, Codec: codec, HeartbeatInterval: 20 * time.Millisecond,
-		FailoverAfter: 200 * time.Millisecond, ReplicateTimeout: 200 * time.Millisecond, ColdStartWait: -1,
+		FailoverAfter: 300 * time.Millisecond, ReplicateTimeout: 300 * time.Millisecond, ColdStartWait: -1,
 		Logger: quietLogger()}
 }
 

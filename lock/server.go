@@ -144,8 +144,12 @@ type Server struct {
 	epoch      uint64    // largest epoch used or seen
 	seq        uint64    // tokens issued in epoch
 	quietUntil time.Time
-	leases     map[string]*grant
-	ready      chan struct{}
+	// pausedUntil: after a replication failed, the active member grants
+	// and renews nothing until the standby has had time to hear that it is
+	// out of sync (or to take over), unless it syncs again first.
+	pausedUntil time.Time
+	leases      map[string]*grant
+	ready       chan struct{}
 }
 
 // NewServer validates cfg and returns a member; Run starts it.
@@ -599,6 +603,10 @@ func (s *Server) activeLocked() error {
 	if s.role != RoleActive {
 		return zmqloop.Errorf(CodeNotActive, "locker %s is %s", s.cfg.ID, s.role)
 	}
+	if !s.peerSynced && time.Now().Before(s.pausedUntil) {
+		return zmqloop.Errorf(CodeUnavailable, "locker %s lost its standby's acknowledgement; waiting until %s",
+			s.cfg.ID, s.pausedUntil.Format(time.RFC3339Nano))
+	}
 	if time.Now().Before(s.quietUntil) {
 		return zmqloop.Errorf(CodeUnavailable, "locker %s waits out leases of an earlier incarnation until %s",
 			s.cfg.ID, s.quietUntil.Format(time.RFC3339Nano))
@@ -719,10 +727,23 @@ func (s *Server) replicateLocked(ctx context.Context, req *zmqloop.Request, e re
 		return zmqloop.Errorf(CodeNotActive, "locker %s stepped down: its peer is active", s.cfg.ID)
 	}
 	if err != nil {
-		s.peerSynced = false
+		s.dropStandbyLocked()
 		s.log.Warn("standby did not acknowledge a change; it must sync again", "error", err)
+		// The change is not applied and the client asks again: a grant the
+		// standby might not know of is never handed out.
+		return zmqloop.Errorf(CodeUnavailable, "locker %s: the standby did not acknowledge: %v", s.cfg.ID, err)
 	}
 	return nil
+}
+
+// dropStandbyLocked stops replication to the standby and pauses grants and
+// renewals for FailoverAfter plus a heartbeat: long enough for a live
+// standby to hear, in a beat, that it is out of sync (so it will not take
+// over with a stale replica), or for a standby that hears nothing to take
+// over with the replica it has, which then lacks nothing.
+func (s *Server) dropStandbyLocked() {
+	s.peerSynced = false
+	s.pausedUntil = time.Now().Add(s.cfg.FailoverAfter + s.cfg.HeartbeatInterval)
 }
 
 func (s *Server) replicateAsync(e replEntry) {
@@ -731,7 +752,9 @@ func (s *Server) replicateAsync(e replEntry) {
 	defer cancel()
 	if _, err := zmqloop.CallJSON[struct{}](ctx, s.peer, TypeRepl, e); err != nil {
 		s.mu.Lock()
-		s.peerSynced = false
+		if s.peerSynced {
+			s.dropStandbyLocked()
+		}
 		s.mu.Unlock()
 		s.log.Warn("standby did not acknowledge a release; it must sync again", "error", err)
 	}

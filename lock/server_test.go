@@ -124,6 +124,16 @@ func TestFailoverKeepsLeasesAndRaisesTokens(t *testing.T) {
 	require.Greater(t, l3.Token, l2.Token)
 	_, err = a.TryAcquire(ctx, "f-held", time.Second)
 	require.ErrorIs(t, err, ErrHeld, "the lease granted by the second member survived the second failover")
+
+	// The standby dies now: the active member's next replication fails,
+	// it pauses, then grants alone.
+	p.start(1 - first)
+	require.Equal(t, first, p.waitActive())
+	p.stop(1 - first)
+	l4, err := c.Acquire(ctx, "f-alone", time.Second)
+	require.NoError(t, err)
+	require.Greater(t, l4.Token, l3.Token)
+	require.Equal(t, RoleActive, p.server(first).Status().Role)
 }
 
 // TestReplayToTheOtherMember: a request the active member applied,
