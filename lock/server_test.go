@@ -316,3 +316,38 @@ func TestPeerKey(t *testing.T) {
 	_, err = NewServer(ServerConfig{ID: "x", Bind: p.eps[0], Codec: clientCodec, PeerCodec: peerCodec})
 	require.ErrorIs(t, err, ErrInvalid, "the peer key must be in the member's ring")
 }
+
+// TestClientClockOffForEnvelopes: the locker's envelopes carry the
+// sender's clock, checked against a window (30s by default). A client
+// whose clock is a few seconds off is served; one an hour off is refused
+// and granted nothing.
+func TestClientClockOffForEnvelopes(t *testing.T) {
+	codec := testCodec(t)
+	p := startPair(t, codec)
+	ring, err := zmqloop.NewKeyRing(zmqloop.Key{ID: "k1", Secret: []byte("lock-test-secret-0123456789abcdef")})
+	require.NoError(t, err)
+	skewed := func(d time.Duration) *ZMQ {
+		c, err := zmqloop.NewCodec(zmqloop.CodecConfig{Keys: ring, Now: func() time.Time { return time.Now().Add(d) }})
+		require.NoError(t, err)
+		z, err := NewZMQ(ZMQConfig{Endpoints: p.eps[:], Codec: c, OpTimeout: time.Second, Logger: quietLogger()})
+		require.NoError(t, err)
+		t.Cleanup(func() { z.Close() })
+		return z
+	}
+	ctx := ctxFor(t, 20*time.Second)
+	for _, d := range []time.Duration{10 * time.Second, -10 * time.Second} {
+		l, err := skewed(d).TryAcquire(ctx, "skew", time.Second)
+		require.NoError(t, err, "clock off by %v", d)
+		require.NoError(t, skewed(d).Release(ctx, l))
+	}
+	for _, d := range []time.Duration{time.Hour, -time.Hour} {
+		// The locker refuses the request as stale ("rejected"), and the
+		// client's own codec drops the locker's replies as stale too, so
+		// the client sees its deadline pass.
+		short, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, err := skewed(d).TryAcquire(short, "skew", time.Second)
+		cancel()
+		require.ErrorIs(t, err, context.DeadlineExceeded, "clock off by %v", d)
+	}
+	require.Equal(t, 0, p.server(p.waitActive()).Status().Leases)
+}
