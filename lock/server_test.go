@@ -346,7 +346,7 @@ func TestClientClockOffForEnvelopes(t *testing.T) {
 		// The locker refuses the request as stale ("rejected"), and the
 		// client's own codec drops the locker's replies as stale too, so
 		// the client sees its deadline pass.
-		short, cancel := context.WithTimeout(ctx, 2*time.Second)
+		short, cancel := context.WithTimeout(ctx, time.Second)
 		_, err := skewed(d).TryAcquire(short, "skew", time.Second)
 		cancel()
 		require.ErrorIs(t, err, context.DeadlineExceeded, "clock off by %v", d)
