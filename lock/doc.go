@@ -127,15 +127,17 @@
 //
 // # Measured
 //
-// bench/compare.sh lock (ROUNDS=3, 1s runs, one client, loopback, on a
-// shared 2-vCPU VM with a load average near 10), medians, uncontended
-// TryAcquire plus Release: the locker pair with each member in its own
-// process 0.75 ms (rounds 1.25, 0.67, 0.75; both in one process 0.96),
-// while zmqloop's own signed round trip measured 0.19-0.47 ms in the same
-// run (an acquire+release is three of those: the client's two and the
-// grant's replication); Redis 0.063 ms; PostgreSQL 0.140 ms; etcd 1.5 ms.
-// SIGKILL of the active member's process to the next grant through a
-// client of both: 1.26 s (mean of 3; heartbeat 100ms, failover after 1s).
+// ROUNDS=3 bench/compare.sh lock (1s runs, one client, loopback, a
+// shared 2-vCPU VM under other engineers' load), medians of uncontended
+// TryAcquire plus Release, two runs: the locker pair with each member in
+// its own process 0.75 and 0.66 ms (both in one process 0.96 and 1.00);
+// zmqloop's own signed round trip in the same runs 0.31 and 0.12 ms (an
+// acquire+release needs three: the client's two and the grant's
+// replication, so the pair still spends about twice what the round trips
+// cost); Redis 0.063 and 0.148 ms; PostgreSQL 0.140 and 0.158 ms; etcd 1.5
+// and 1.2 ms. SIGKILL of the active member's process to the next grant
+// through a client of both: 1.26 and 1.04 s (means of 3; heartbeat 100ms,
+// failover after 1s).
 // The chaos tests at LOCK_CHAOS_DURATION=30s (20 clients, TTLs of 300ms
 // for Redis and PostgreSQL, 2s for etcd, 500ms for the pair): Redis 1,071
 // tenures with 121 cuts of every connection, PostgreSQL 364 with 109, etcd
