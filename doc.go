@@ -15,7 +15,7 @@
 //   - nexus: who runs what where. Services announce themselves with
 //     heartbeats over zmqloop; redundant resolvers keep the table.
 //   - lock: named leases with fencing tokens for cron jobs, with a ZeroMQ
-//     locker pair, PostgreSQL or Redis behind one interface.
+//     locker pair, PostgreSQL, Redis or etcd behind one interface.
 //   - balancer: the HTTP front door. A host table with wildcard suffixes, a
 //     consistent hash of the host over stable node ids, a purpose-built
 //     HTTP/1.1 forwarder on per-core event loops (at parity with nginx and

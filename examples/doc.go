@@ -10,7 +10,10 @@
 //   - heartbeat: the daemon supervisor on its own, with a status page.
 //   - pyinstall: the Python installer (upload/pyinstall) as a command
 //     with pip's `install -r` flags and a progress line.
+//   - lockd: a member of the ZeroMQ locker pair, and a one-shot client.
+//   - cron: a job run once per period across nodes, under a lease from
+//     any lock backend.
 //
-// nexusd, lockd, statsd, uploadd and the paasctl client follow as their
+// nexusd, statsd, uploadd and the paasctl client follow as their
 // packages land.
 package examples
