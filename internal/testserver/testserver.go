@@ -51,6 +51,20 @@ type Server struct {
 	cmd  *exec.Cmd
 	dir  string
 	done chan struct{}
+	// what and ready are start's arguments, for Restart.
+	what, ready string
+}
+
+// Restart kills the server with SIGKILL (a crash: no clean shutdown) and
+// starts it again with the same data directory and port, waiting until it
+// is ready. Fault tests use it to restart a server mid-stream.
+func (s *Server) Restart(ctx context.Context) error {
+	old := s.cmd
+	_ = syscall.Kill(-old.Process.Pid, syscall.SIGKILL)
+	<-s.done
+	cmd := exec.Command(old.Path, old.Args[1:]...)
+	cmd.SysProcAttr, cmd.Dir, cmd.Env = old.SysProcAttr, old.Dir, old.Env
+	return s.start(ctx, cmd, s.what, s.ready)
 }
 
 // Stop stops the server and removes its data directory.
@@ -187,6 +201,7 @@ func StartRedis(ctx context.Context) (*Server, error) {
 // start runs cmd and waits for readyLine in its output. The output after
 // that is drained so the server never blocks on a full pipe.
 func (s *Server) start(ctx context.Context, cmd *exec.Cmd, what, readyLine string) error {
+	s.what, s.ready = what, readyLine
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		os.RemoveAll(s.dir)
