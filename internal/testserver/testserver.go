@@ -55,13 +55,23 @@ type Server struct {
 	what, ready string
 }
 
-// Restart kills the server with SIGKILL (a crash: no clean shutdown) and
-// starts it again with the same data directory and port, waiting until it
-// is ready. Fault tests use it to restart a server mid-stream.
+// Kill kills the server with SIGKILL (a crash: no clean shutdown) and
+// waits for it to exit; its data directory stays for Restart.
+func (s *Server) Kill() {
+	select {
+	case <-s.done:
+	default:
+		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+		<-s.done
+	}
+}
+
+// Restart kills the server if it runs (as Kill does) and starts it again
+// with the same data directory and port, waiting until it is ready. Fault
+// tests use it to restart a server mid-stream.
 func (s *Server) Restart(ctx context.Context) error {
+	s.Kill()
 	old := s.cmd
-	_ = syscall.Kill(-old.Process.Pid, syscall.SIGKILL)
-	<-s.done
 	cmd := exec.Command(old.Path, old.Args[1:]...)
 	cmd.SysProcAttr, cmd.Dir, cmd.Env = old.SysProcAttr, old.Dir, old.Env
 	return s.start(ctx, cmd, s.what, s.ready)
