@@ -110,8 +110,11 @@ type Collector struct {
 	log     *slog.Logger
 	journal *segLog
 
-	mu       sync.Mutex // journal appends, emitters
+	mu       sync.Mutex // the journal's lock too; guards emitters, scratch, recs, unflushed
 	emitters map[string]*emitterState
+	// unflushed holds, per emitter with records in the journal's buffer,
+	// its Next before the first of them: a failed write rewinds to it.
+	unflushed map[string]uint64
 	scratch  []byte
 	recs     []Record
 
@@ -174,17 +177,19 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 		}
 		names[s.Name()] = true
 	}
-	c := &Collector{cfg: cfg, log: cfg.Logger, emitters: map[string]*emitterState{}, wrote: make(chan struct{}), agg: newAggregate()}
+	c := &Collector{cfg: cfg, log: cfg.Logger, emitters: map[string]*emitterState{}, unflushed: map[string]uint64{}, wrote: make(chan struct{}), agg: newAggregate()}
 	if c.log == nil {
 		c.log = slog.Default()
 	}
-	j, err := openSegLog(filepath.Join(cfg.Dir, "journal"), "journal", cfg.SegmentBytes)
+	j, err := openSegLog(filepath.Join(cfg.Dir, "journal"), "journal", cfg.SegmentBytes, &c.mu)
 	if err != nil {
 		return nil, fmt.Errorf("stats: new collector: %w", err)
 	}
 	c.journal = j
 	if err := c.recover(); err != nil {
-		j.close()
+		c.mu.Lock()
+		j.closeLocked()
+		c.mu.Unlock()
 		return nil, err
 	}
 	for _, s := range cfg.Sinks {
@@ -296,9 +301,11 @@ func (c *Collector) Run(ctx context.Context) error {
 	if _, err := c.journal.sync(); err != nil && first == nil {
 		first = err
 	}
-	if err := c.journal.close(); err != nil && first == nil {
+	c.mu.Lock()
+	if err := c.journal.closeLocked(); err != nil && first == nil {
 		first = err
 	}
+	c.mu.Unlock()
 	return first
 }
 
@@ -333,6 +340,9 @@ func (c *Collector) handleBatch(_ context.Context, m *zmqloop.Request) error {
 			c.gaps.Add(uint64(len(recs) - i))
 			break
 		}
+		if _, ok := c.unflushed[emitter]; !ok {
+			c.unflushed[emitter] = st.Next
+		}
 		c.scratch = r.appendBinary(c.scratch[:0])
 		r.Index = c.journal.appendLocked(c.scratch)
 		st.Next++
@@ -349,10 +359,14 @@ func (c *Collector) handleBatch(_ context.Context, m *zmqloop.Request) error {
 func (c *Collector) flushLocked() {
 	if _, err := c.journal.flushLocked(); err != nil {
 		c.jerrs.Add(1)
-		c.log.Error("stats: collector: journal write failed; the batch is not acknowledged", "err", err)
-		c.resyncLocked()
+		c.log.Error("stats: collector: journal write failed; its records are not acknowledged and will be resent", "err", err)
+		for id, next := range c.unflushed {
+			c.emitters[id].Next = next
+		}
+		clear(c.unflushed)
 		return
 	}
+	clear(c.unflushed)
 	c.wmu.Lock()
 	close(c.wrote)
 	c.wrote = make(chan struct{})
@@ -363,13 +377,6 @@ func (c *Collector) wroteCh() <-chan struct{} {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.wrote
-}
-
-// resyncLocked rewinds the emitters' expectations to what the journal
-// holds after a failed write (its records were given up).
-func (c *Collector) resyncLocked() {
-	c.emitters = map[string]*emitterState{}
-	_ = c.recover()
 }
 
 // handleAck syncs the journal and answers how far each asked emitter's

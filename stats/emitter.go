@@ -182,7 +182,7 @@ func NewEmitter(cfg EmitterConfig) (*Emitter, error) {
 		e.log = slog.Default()
 	}
 	e.chunkSz = max(64<<10, 2*(cfg.MaxLineBytes+512))
-	sp, err := openSegLog(cfg.SpoolDir, "spool", cfg.SegmentBytes)
+	sp, err := openSegLog(cfg.SpoolDir, "spool", cfg.SegmentBytes, &e.mu)
 	if err != nil {
 		return nil, fmt.Errorf("stats: new emitter: %w", err)
 	}

@@ -3,6 +3,7 @@ package stats
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -12,7 +13,13 @@ import (
 	"github.com/paaskit/paaskit/zmqloop"
 )
 
-func TestMain(m *testing.M) { testserver.Main(m) }
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childEnv); spec != "" {
+		runChildCollector(spec)
+		os.Exit(0)
+	}
+	testserver.Main(m)
+}
 
 func testCodec(t testing.TB) *zmqloop.Codec {
 	t.Helper()

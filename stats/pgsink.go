@@ -27,7 +27,7 @@ type PostgresConfig struct {
 // stats_schema) on first use, under an advisory lock so that several
 // collectors may share a database.
 //
-// Each Write is one transaction: the batch's points through COPY
+// Each Write is one transaction, committed synchronously: the batch's points through COPY
 // (pgx CopyFrom), its usage added into the hourly roll-ups, and each
 // emitter's highest seq written into stats_progress. Records at or below
 // an emitter's progress are skipped, so a replayed batch writes nothing
@@ -199,6 +199,12 @@ func (s *PostgresSink) Write(ctx context.Context, recs []Record) error {
 		return nil
 	}
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// A commit must be durable before the collector moves past the
+		// batch, whatever the server's default (asynchronous commit loses
+		// the last commits when PostgreSQL crashes).
+		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = on`); err != nil {
+			return err
+		}
 		if len(rows) > 0 {
 			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"stats_points"},
 				[]string{"time", "app", "instance", "kind", "name", "value", "emitter", "seq"}, pgx.CopyFromRows(rows)); err != nil {

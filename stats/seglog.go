@@ -29,7 +29,10 @@ type segLog struct {
 	dir, prefix string
 	maxSeg      int64
 
-	mu   sync.Mutex
+	// mu is the owner's mutex (the emitter's or the collector's), so that
+	// the owner can append under the lock it already holds; methods named
+	// ...Locked expect it held, the others take it.
+	mu   *sync.Mutex
 	segs []*segment // oldest first; the last is the one appended to
 	f    *os.File   // the last segment, open for appending
 	buf  []byte     // appended, not yet written
@@ -51,11 +54,11 @@ const frameHeader = 8
 // maxFrame bounds one record; anything larger in a segment is corruption.
 const maxFrame = 16 << 20
 
-func openSegLog(dir, prefix string, maxSeg int64) (*segLog, error) {
+func openSegLog(dir, prefix string, maxSeg int64, mu *sync.Mutex) (*segLog, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("stats: make directory %s: %w", dir, err)
 	}
-	l := &segLog{dir: dir, prefix: prefix, maxSeg: maxSeg, next: 1}
+	l := &segLog{dir: dir, prefix: prefix, maxSeg: maxSeg, next: 1, mu: mu}
 	names, err := filepath.Glob(filepath.Join(dir, prefix+"-*.seg"))
 	if err != nil {
 		return nil, err
@@ -103,7 +106,7 @@ func scanSegment(path string) (int64, uint64, error) {
 		return 0, 0, fmt.Errorf("stats: open %s: %w", path, err)
 	}
 	defer f.Close()
-	r := &frameReader{f: f}
+	r := &frameReader{f: f, limit: -1}
 	var n uint64
 	for {
 		if _, err := r.next(); err != nil {
@@ -190,36 +193,10 @@ func (r *frameReader) next() ([]byte, error) {
 	return p, nil
 }
 
-// appendFrame frames payload into the buffer and returns its number.
-func (l *segLog) appendFrame(payload []byte) uint64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.appendLocked(payload)
-}
-
 func (l *segLog) appendLocked(payload []byte) uint64 {
 	l.buf = binary.LittleEndian.AppendUint32(l.buf, uint32(len(payload)))
 	l.buf = binary.LittleEndian.AppendUint32(l.buf, crc32.Checksum(payload, crcTable))
 	l.buf = append(l.buf, payload...)
-	l.nbuf++
-	n := l.next
-	l.next++
-	return n
-}
-
-// beginFrame and endFrame let a caller encode a payload straight into the
-// buffer under the log's lock: beginFrame reserves the header and returns
-// the buffer to append to; endFrame fills the header in.
-func (l *segLog) beginFrameLocked() []byte {
-	return append(l.buf, 0, 0, 0, 0, 0, 0, 0, 0)
-}
-
-func (l *segLog) endFrameLocked(b []byte) uint64 {
-	start := len(l.buf)
-	p := b[start+frameHeader:]
-	binary.LittleEndian.PutUint32(b[start:], uint32(len(p)))
-	binary.LittleEndian.PutUint32(b[start+4:], crc32.Checksum(p, crcTable))
-	l.buf = b
 	l.nbuf++
 	n := l.next
 	l.next++
@@ -281,17 +258,34 @@ func (l *segLog) rollLocked(first uint64) error {
 	return nil
 }
 
-// sync flushes and fsyncs the last segment.
+// sync flushes and fsyncs the last segment; the fsync runs without the
+// lock, so appends go on meanwhile.
 func (l *segLog) sync() (int, error) {
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	lost, err := l.flushLocked()
+	f := l.f
+	l.mu.Unlock()
+	if err != nil {
+		return lost, err
+	}
+	if f != nil {
+		// A segment rolled meanwhile was synced before it was closed.
+		if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+			return 0, fmt.Errorf("stats: fsync %s: %w", f.Name(), err)
+		}
+	}
+	return 0, nil
+}
+
+// syncLocked is sync with the lock held throughout.
+func (l *segLog) syncLocked() (int, error) {
 	lost, err := l.flushLocked()
 	if err != nil {
 		return lost, err
 	}
 	if l.f != nil {
 		if err := l.f.Sync(); err != nil {
-			return 0, fmt.Errorf("stats: fsync %s: %w", l.segs[len(l.segs)-1].path, err)
+			return 0, fmt.Errorf("stats: fsync %s: %w", l.f.Name(), err)
 		}
 	}
 	return 0, nil
@@ -301,8 +295,10 @@ func (l *segLog) sync() (int, error) {
 func (l *segLog) written() uint64 {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.next - uint64(l.nbuf)
+	return l.writtenLocked()
 }
+
+func (l *segLog) writtenLocked() uint64 { return l.next - uint64(l.nbuf) }
 
 // first is the number of the oldest record still kept.
 func (l *segLog) first() uint64 {
@@ -329,9 +325,7 @@ func (l *segLog) trim(n uint64) error {
 }
 
 // reset removes every segment and starts numbering at next.
-func (l *segLog) reset(next uint64) error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+func (l *segLog) resetLocked(next uint64) error {
 	if l.f != nil {
 		l.f.Close()
 		l.f = nil
@@ -345,9 +339,7 @@ func (l *segLog) reset(next uint64) error {
 	return nil
 }
 
-func (l *segLog) close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+func (l *segLog) closeLocked() error {
 	_, err := l.flushLocked()
 	if l.f != nil {
 		if e := l.f.Close(); err == nil {

@@ -150,7 +150,7 @@ func (s *shipper) stop() error {
 		e.toSpoolLocked()
 	}
 	e.spooling = true
-	lost, err := e.spool.sync()
+	lost, err := e.spool.syncLocked()
 	e.lostLocked(lost)
 	e.online.Store(false)
 	if err != nil {
@@ -164,9 +164,9 @@ func (s *shipper) stop() error {
 func (e *Emitter) Close() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	lost, err := e.spool.sync()
+	lost, err := e.spool.syncLocked()
 	e.lostLocked(lost)
-	if cerr := e.spool.close(); err == nil {
+	if cerr := e.spool.closeLocked(); err == nil {
 		err = cerr
 	}
 	return err
@@ -252,9 +252,9 @@ func (s *shipper) trimSpool() error {
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !e.spooling && e.spoolPending.Load() && s.tc.n >= e.spool.written() && len(e.spool.buf) == 0 {
-		next := e.spool.written()
-		if err := e.spool.reset(next); err != nil {
+	if !e.spooling && e.spoolPending.Load() && s.tc.n >= e.spool.writtenLocked() && len(e.spool.buf) == 0 {
+		next := e.spool.writtenLocked()
+		if err := e.spool.resetLocked(next); err != nil {
 			return err
 		}
 		s.tc.close()
@@ -320,7 +320,7 @@ func (s *shipper) sendSpool(ctx context.Context) error {
 	defer e.mu.Unlock()
 	if e.spooling {
 		e.flushSpoolLocked()
-		if s.rc.n >= e.spool.written() && len(e.spool.buf) == 0 {
+		if s.rc.n >= e.spool.writtenLocked() && len(e.spool.buf) == 0 {
 			// Caught up: new records go to memory and are sent from there.
 			e.spooling = false
 			e.sendSeq = e.seq + 1
