@@ -3,6 +3,7 @@ package stats
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sync"
@@ -133,6 +134,9 @@ func eventually(t testing.TB, what string, cond func() bool) {
 	}
 }
 
+// quiet logs warnings and errors only, to stderr.
+var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
 type rig struct {
 	pull, ack string
 	codec     *zmqloop.Codec
@@ -147,7 +151,7 @@ func newRig(t testing.TB) *rig {
 func (g *rig) collector(t testing.TB, sinks ...Sink) *Collector {
 	t.Helper()
 	c, err := NewCollector(CollectorConfig{Bind: []string{g.pull}, AckBind: []string{g.ack}, Codec: g.codec,
-		Dir: filepath.Join(g.dir, "collector"), Sinks: sinks, RetryInterval: 50 * time.Millisecond})
+		Dir: filepath.Join(g.dir, "collector"), Sinks: sinks, RetryInterval: 50 * time.Millisecond, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,7 +161,8 @@ func (g *rig) collector(t testing.TB, sinks ...Sink) *Collector {
 func (g *rig) emitter(t testing.TB, mod func(*EmitterConfig)) *Emitter {
 	t.Helper()
 	cfg := EmitterConfig{Collector: []string{g.pull}, Ack: []string{g.ack}, Codec: g.codec,
-		SpoolDir: filepath.Join(g.dir, "spool"), Name: "test", AckTimeout: 500 * time.Millisecond, ProbeInterval: 50 * time.Millisecond}
+		SpoolDir: filepath.Join(g.dir, "spool"), Name: "test", AckTimeout: 500 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
+		Logger: quiet}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -93,7 +93,10 @@ var migrations = []string{
 		requests          bigint      NOT NULL DEFAULT 0,
 		PRIMARY KEY (app, hour)
 	)`,
-	`CREATE INDEX stats_points_app_name_time ON stats_points (app, name, time)`,
+	// BRIN, not a B-tree: points arrive in time order, so block ranges
+	// narrow a time-range query well, and keeping a BRIN up to date costs
+	// COPY almost nothing (a B-tree on (app, name, time) halved the rate).
+	`CREATE INDEX stats_points_time ON stats_points USING brin (time)`,
 }
 
 // Migrate creates or upgrades the schema; Write calls it on first use.
@@ -166,7 +169,7 @@ func (s *PostgresSink) Write(ctx context.Context, recs []Record) error {
 		}
 		s.progress = p
 	}
-	rows := make([][]any, 0, len(recs))
+	rows := make([]*Record, 0, len(recs))
 	usage := map[usageKey]*usageSum{}
 	high := map[string]uint64{}
 	for i := range recs {
@@ -177,7 +180,7 @@ func (s *PostgresSink) Write(ctx context.Context, recs []Record) error {
 		high[r.Emitter] = r.Seq
 		switch r.Kind {
 		case KindCounter, KindGauge, KindTiming:
-			rows = append(rows, []any{r.Time, r.App, r.Instance, r.Kind.String(), r.Name, r.Value, r.Emitter, int64(r.Seq)})
+			rows = append(rows, r)
 		case KindUsage:
 			k := usageKey{r.App, r.Time.UTC().Truncate(time.Hour)}
 			u := usage[k]
@@ -207,7 +210,7 @@ func (s *PostgresSink) Write(ctx context.Context, recs []Record) error {
 		}
 		if len(rows) > 0 {
 			if _, err := tx.CopyFrom(ctx, pgx.Identifier{"stats_points"},
-				[]string{"time", "app", "instance", "kind", "name", "value", "emitter", "seq"}, pgx.CopyFromRows(rows)); err != nil {
+				[]string{"time", "app", "instance", "kind", "name", "value", "emitter", "seq"}, &pointSource{rows: rows, i: -1}); err != nil {
 				return fmt.Errorf("copy %d points: %w", len(rows), err)
 			}
 		}
@@ -252,6 +255,21 @@ func (s *PostgresSink) Write(ctx context.Context, recs []Record) error {
 		s.progress[e] = q
 	}
 	return nil
+}
+
+// pointSource feeds CopyFrom from the records without a [][]any.
+type pointSource struct {
+	rows []*Record
+	i    int
+	vals [8]any
+}
+
+func (p *pointSource) Next() bool { p.i++; return p.i < len(p.rows) }
+func (p *pointSource) Err() error { return nil }
+func (p *pointSource) Values() ([]any, error) {
+	r := p.rows[p.i]
+	p.vals = [8]any{r.Time, r.App, r.Instance, kindNames[r.Kind], r.Name, r.Value, r.Emitter, int64(r.Seq)}
+	return p.vals[:], nil
 }
 
 func (s *PostgresSink) loadProgress(ctx context.Context) (map[string]uint64, error) {

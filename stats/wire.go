@@ -2,7 +2,6 @@ package stats
 
 import (
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -144,7 +143,7 @@ func appendJSONString(b []byte, s string) []byte {
 // validation fails the whole batch (its sender holds a key: it is a bug).
 func decodeBatch(body []byte, maxLine int, recs []Record) (emitter string, from uint64, _ []Record, cut int, err error) {
 	var wb wireBatch
-	if err := json.Unmarshal(body, &wb); err != nil {
+	if err := parseWireBatch(body, &wb); err != nil {
 		return "", 0, recs, 0, fmt.Errorf("%w: batch body: %v", ErrInvalidRecord, err)
 	}
 	if !validEmitter(wb.Emitter) {
