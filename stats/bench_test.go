@@ -105,15 +105,21 @@ func BenchmarkEndToEndPostgres(b *testing.B) {
 			}
 		}
 	}
+	for c.Stats().Accepted < uint64(n) {
+		time.Sleep(time.Millisecond)
+	}
+	journaled := time.Since(start)
 	for c.Stats().Sinks[0].Written < uint64(n) {
 		time.Sleep(time.Millisecond)
 	}
 	el := time.Since(start)
+	b.ReportMetric(float64(n)/journaled.Seconds(), "journaled/s")
 	b.StopTimer()
 	if total, _ := countPoints(b, url); total != int64(n) {
 		b.Fatalf("%d rows, want %d", total, n)
 	}
 	b.ReportMetric(float64(n)/el.Seconds(), "points/s")
+	b.ReportMetric(float64(n)/float64(c.Stats().Sinks[0].Batches), "points/batch")
 }
 
 // BenchmarkInsertLoopPostgres is the peer: one INSERT per point, in

@@ -37,7 +37,7 @@ type Sink interface {
 
 // Collector defaults.
 const (
-	DefaultSinkBatch     = 8192
+	DefaultSinkBatch     = 16384
 	DefaultRetryInterval = time.Second
 	DefaultFlushInterval = 10 * time.Millisecond
 )
@@ -63,7 +63,7 @@ type CollectorConfig struct {
 	// DefaultSegmentBytes (64 MiB).
 	SegmentBytes int64
 	// SinkBatch is the most records handed to one Write. Default
-	// DefaultSinkBatch (8192).
+	// DefaultSinkBatch (16,384).
 	SinkBatch int
 	// RetryInterval is how long a sink that failed rests before the next
 	// try. Default DefaultRetryInterval (1s).
@@ -97,6 +97,7 @@ type CollectorStats struct {
 type SinkStats struct {
 	Name    string
 	Written uint64 // records written
+	Batches uint64 // successful Writes
 	Errors  uint64 // failed Writes
 	Backlog uint64 // journaled records not yet written
 	Down    bool   // the last Write failed
@@ -137,6 +138,7 @@ type sinkRunner struct {
 	sink    Sink
 	cursor  atomic.Uint64 // next journal index to write
 	written atomic.Uint64
+	batches atomic.Uint64
 	errs    atomic.Uint64
 	down    atomic.Bool
 	lastErr atomic.Pointer[string]
@@ -253,7 +255,7 @@ func (c *Collector) Stats() CollectorStats {
 		Malformed: c.malformed.Load(), Rejected: c.rejected.Load(), Truncated: c.truncated.Load(), JournalErrors: c.jerrs.Load()}
 	w := c.journal.written()
 	for _, s := range c.sinks {
-		ss := SinkStats{Name: s.sink.Name(), Written: s.written.Load(), Errors: s.errs.Load(), Down: s.down.Load()}
+		ss := SinkStats{Name: s.sink.Name(), Written: s.written.Load(), Batches: s.batches.Load(), Errors: s.errs.Load(), Down: s.down.Load()}
 		if cur := s.cursor.Load(); w > cur {
 			ss.Backlog = w - cur
 		}
@@ -528,6 +530,7 @@ func (c *Collector) runSink(ctx context.Context, s *sinkRunner) {
 		}
 		pending = false
 		s.written.Add(uint64(len(batch)))
+		s.batches.Add(1)
 		next := batch[len(batch)-1].Index + 1
 		s.cursor.Store(next)
 		// The position is a hint: the sinks are idempotent, so losing it

@@ -55,7 +55,7 @@ type FileSinkConfig struct {
 //	<Dir>/<app>/chunk-<000000>.log.gz   rotated, compressed chunks
 //	<Dir>/<app>/index.json              the chunks, their times and line counts
 //
-// One line per record: the time (RFC 3339 with nanoseconds, UTC), the
+// One line per record: the time (RFC 3339 with nine fraction digits, UTC), the
 // instance, the stream with a '+' on a cut line, '|', and the text with
 // '\' and newlines escaped (\\, \n, \r). Metrics and usage records are not
 // written here.
@@ -88,6 +88,7 @@ type appLog struct {
 	idx     appIndex
 	f       *os.File
 	buf     []byte
+	lt      lineTime
 	changed chan struct{} // closed and replaced when lines are added
 }
 
@@ -343,7 +344,7 @@ func (s *FileSink) appendLine(a *appLog, r *Record, now time.Time) error {
 		c.Marks = append(c.Marks, mark{Off: start, MaxTime: c.MaxTime})
 	}
 	c.MinTime, c.MaxTime = min(c.MinTime, ts), max(c.MaxTime, ts)
-	a.buf = appendLogLine(a.buf, r)
+	a.buf = appendLogLine(a.buf, &a.lt, r)
 	c.Lines++
 	a.idx.Through = r.Index
 	if len(a.buf) >= 1<<20 {
@@ -428,8 +429,31 @@ func (s *FileSink) commit(a *appLog) error {
 	return nil
 }
 
-func appendLogLine(b []byte, r *Record) []byte {
-	b = r.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+// lineTime formats times as RFC 3339 with nine fraction digits, UTC,
+// caching the part up to the second (lines of a batch share it).
+type lineTime struct {
+	sec    int64
+	prefix []byte // "2006-01-02T15:04:05."
+}
+
+func (lt *lineTime) append(b []byte, t time.Time) []byte {
+	sec, ns := t.Unix(), t.Nanosecond()
+	if lt.prefix == nil || sec != lt.sec {
+		lt.sec = sec
+		lt.prefix = append(time.Unix(sec, 0).UTC().AppendFormat(lt.prefix[:0], "2006-01-02T15:04:05"), '.')
+	}
+	b = append(b, lt.prefix...)
+	var d [9]byte
+	for i := 8; i >= 0; i-- {
+		d[i] = byte('0' + ns%10)
+		ns /= 10
+	}
+	b = append(b, d[:]...)
+	return append(b, 'Z')
+}
+
+func appendLogLine(b []byte, lt *lineTime, r *Record) []byte {
+	b = lt.append(b, r.Time)
 	b = append(b, ' ')
 	b = strconv.AppendInt(b, r.Instance, 10)
 	b = append(b, ' ')
@@ -438,8 +462,12 @@ func appendLogLine(b []byte, r *Record) []byte {
 		b = append(b, '+')
 	}
 	b = append(b, '|')
-	start := 0
 	t := r.Text
+	if bytes.IndexByte(t, '\\') < 0 && bytes.IndexByte(t, '\n') < 0 && bytes.IndexByte(t, '\r') < 0 {
+		b = append(b, t...)
+		return append(b, '\n')
+	}
+	start := 0
 	for i, c := range t {
 		var esc byte
 		switch c {
