@@ -116,15 +116,15 @@ type Collector struct {
 	// unflushed holds, per emitter with records in the journal's buffer,
 	// its Next before the first of them: a failed write rewinds to it.
 	unflushed map[string]uint64
-	scratch  []byte
-	recs     []Record
+	scratch   []byte
+	recs      []Record
 
 	sinks []*sinkRunner
 	// wrote is closed (and replaced) whenever journal appends are written:
 	// a broadcast to the sinks waiting for more.
 	wmu   sync.Mutex
 	wrote chan struct{}
-	agg    *aggregate
+	agg   *aggregate
 
 	accepted, dups, gaps, malformed, rejected, truncated, jerrs atomic.Uint64
 }

@@ -4,9 +4,9 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
-	"hash/crc32"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"log/slog"
 	"os"
 	"sync"
@@ -408,7 +408,6 @@ func (e *Emitter) Stats() EmitterStats {
 	return EmitterStats{Emitted: e.emitted.Load(), Acked: e.acked.Load(), Queued: q, Spooled: e.spooled.Load(),
 		SpoolPending: e.spoolPending.Load(), Dropped: e.dropped.Load(), Truncated: e.truncated.Load(), Online: e.online.Load()}
 }
-
 
 // lostLocked counts records the spool could not write. They were the
 // newest (while spooling, nothing newer is anywhere else), so their seqs

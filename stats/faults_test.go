@@ -12,9 +12,9 @@ import (
 	"testing"
 	"time"
 
-	zmq "github.com/pebbe/zmq4"
 	"github.com/paaskit/paaskit/internal/testserver"
 	"github.com/paaskit/paaskit/zmqloop"
+	zmq "github.com/pebbe/zmq4"
 	"github.com/redis/go-redis/v9"
 )
 

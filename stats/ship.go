@@ -14,16 +14,16 @@ import (
 
 // shipper is Run's state; only Run's goroutine touches it.
 type shipper struct {
-	e       *Emitter
-	push    *zmqloop.Pusher
-	ack     *zmqloop.Client
-	enc     batchEncoder
-	rec     Record
-	acked   map[string]uint64 // per emitter id: highest seq the collector acknowledged
-	ask     map[string]bool   // emitter ids to ask about
+	e     *Emitter
+	push  *zmqloop.Pusher
+	ack   *zmqloop.Client
+	enc   batchEncoder
+	rec   Record
+	acked map[string]uint64 // per emitter id: highest seq the collector acknowledged
+	ask   map[string]bool   // emitter ids to ask about
 	// from holds, per emitter id in the spool, the first seq read from
 	// it: everything before it was acknowledged before it was spooled.
-	from map[string]uint64
+	from    map[string]uint64
 	online  bool
 	rc, tc  *segCursor // spool: next to resend; first not yet acknowledged
 	lastAsk time.Time

@@ -88,7 +88,7 @@ func TestStatsdFilesAndPostgres(t *testing.T) {
 	waitFor(t, "the lines over HTTP", func() bool {
 		return strings.Count(get(t, "http://"+web+"/logs/"+app+"?n=3"), "\n") == 3
 	})
-	if body := get(t, "http://" + web + "/logs/" + app + "?n=3"); !strings.HasSuffix(body, "1 stdout|hello 4\n") {
+	if body := get(t, "http://"+web+"/logs/"+app+"?n=3"); !strings.HasSuffix(body, "1 stdout|hello 4\n") {
 		t.Fatalf("tail: %q", body)
 	}
 	waitFor(t, "metrics", func() bool {
