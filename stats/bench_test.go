@@ -34,6 +34,37 @@ func benchEmitter(b *testing.B, call func(e *Emitter, i int)) {
 	}
 }
 
+// benchHotPath measures the recording call alone: no shipper runs, and
+// the queue is emptied outside the timer every 100,000 calls.
+func benchHotPath(b *testing.B, call func(e *Emitter)) {
+	e := newRig(b).emitter(b, func(c *EmitterConfig) { c.QueueBytes = 64 << 20 })
+	for range 200000 {
+		call(e)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if i%100000 == 0 {
+			b.StopTimer()
+			e.mu.Lock()
+			e.trimMemLocked(e.seq)
+			e.mu.Unlock()
+			b.StartTimer()
+		}
+		call(e)
+	}
+}
+
+func BenchmarkEmitterHotPathCount(b *testing.B) {
+	t := Tags{App: "web", Instance: 1}
+	benchHotPath(b, func(e *Emitter) { e.Count(t, "requests", 1) })
+}
+
+func BenchmarkEmitterHotPathLog(b *testing.B) {
+	t := Tags{App: "web", Instance: 1, Stream: "stdout"}
+	benchHotPath(b, func(e *Emitter) { e.Log(t, benchLine) })
+}
+
 var benchLine = []byte("GET /index.html 200 1532 0.004s \"Mozilla/5.0 (X11; Linux x86_64)\"")
 
 func BenchmarkEmitterCount(b *testing.B) {

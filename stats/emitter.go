@@ -66,6 +66,9 @@ type EmitterConfig struct {
 	// SegmentBytes is the size at which a spool file is rolled. Default
 	// DefaultSegmentBytes (64 MiB).
 	SegmentBytes int64
+	// ReportApp is the app under which the emitter counts the records it
+	// dropped (counter "emitter_records_dropped"). Default "paaskit".
+	ReportApp string
 	// Now is the clock stamped on records. Default time.Now.
 	Now func() time.Time
 	// Logger; nil means slog.Default().
@@ -164,6 +167,12 @@ func NewEmitter(cfg EmitterConfig) (*Emitter, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.ReportApp == "" {
+		cfg.ReportApp = "paaskit"
+	}
+	if !validApp(cfg.ReportApp) {
+		return nil, fmt.Errorf("stats: new emitter: ReportApp %q is not a valid app name", cfg.ReportApp)
 	}
 	if cfg.Name == "" {
 		h, _ := os.Hostname()

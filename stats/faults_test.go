@@ -275,6 +275,16 @@ func TestEmitterDiskFullCountsLossKeepsSpool(t *testing.T) {
 	sink := newMemSink("mem")
 	running(t, "collector", g.collector(t, sink).Run)
 	running(t, "emitter", e.Run)
+	eventually(t, "the loss reported as a counter", func() bool {
+		sink.mu.Lock()
+		defer sink.mu.Unlock()
+		for _, r := range sink.recs {
+			if r.App == "paaskit" && r.Name == "emitter_records_dropped" && r.Value == float64(st.Dropped) {
+				return true
+			}
+		}
+		return false
+	})
 	e.Log(tags, []byte("after"))
 	want := int(e.Stats().Emitted - e.Stats().Dropped)
 	eventually(t, "every kept record", func() bool { return sink.count() == want && e.Stats().Acked == uint64(want) })

@@ -56,7 +56,7 @@ func (e *Emitter) Run(ctx context.Context) error {
 	tick := time.NewTicker(min(e.cfg.AckInterval, e.cfg.ProbeInterval))
 	defer tick.Stop()
 	var loggedErr error
-	var loggedDrops uint64
+	var loggedDrops, reportedDrops uint64
 	for {
 		select {
 		case <-ctx.Done():
@@ -77,6 +77,12 @@ func (e *Emitter) Run(ctx context.Context) error {
 		if d := e.dropped.Load(); d != loggedDrops || serr != loggedErr && serr != nil {
 			e.log.Error("stats: emitter spool write failed; records lost", "dropped_total", d, "err", serr)
 			loggedDrops, loggedErr = d, serr
+		}
+		if d := e.dropped.Load(); s.online && d > reportedDrops {
+			// Reported once the collector listens, so the report itself
+			// is not the next record lost.
+			e.Count(Tags{App: e.cfg.ReportApp}, "emitter_records_dropped", float64(d-reportedDrops))
+			reportedDrops = d
 		}
 		if !s.online {
 			if now.Sub(s.lastAsk) < e.cfg.ProbeInterval {
