@@ -8,7 +8,9 @@
 //   - runnerd: a runner node, its apps in a watched directory of specs.
 //   - zmqecho: a signed echo service and client on zmqloop.
 //   - heartbeat: the daemon supervisor on its own, with a status page.
+//   - statsd: the stats collector (files; PostgreSQL and Redis if given)
+//     and its query endpoint.
 //
-// nexusd, lockd, statsd, uploadd and the paasctl client follow as their
+// nexusd, lockd, uploadd and the paasctl client follow as their
 // packages land.
 package examples
