@@ -468,18 +468,76 @@ func writeFileAtomic(path string, b []byte) error {
 	return os.Rename(tmp, path)
 }
 
-// runSink feeds one sink from the journal, retrying a failed batch.
+// runSink feeds one sink from the journal, retrying a failed batch. A
+// reader goroutine reads and decodes the next batch while the sink writes
+// the current one.
 func (c *Collector) runSink(ctx context.Context, s *sinkRunner) {
+	full := make(chan []Record, 1)
+	free := make(chan []Record, 2)
+	free <- nil
+	free <- nil
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		defer close(full)
+		c.readSink(ctx, s, free, full)
+	}()
+	defer wg.Wait()
+	for batch := range full {
+		for ctx.Err() == nil {
+			err := s.sink.Write(ctx, batch)
+			if err == nil {
+				break
+			}
+			if ctx.Err() != nil {
+				return
+			}
+			s.errs.Add(1)
+			msg := err.Error()
+			s.lastErr.Store(&msg)
+			if !s.down.Swap(true) {
+				c.log.Warn("stats: sink down; its backlog stays in the journal", "sink", s.sink.Name(), "err", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(c.cfg.RetryInterval):
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if s.down.Swap(false) {
+			c.log.Info("stats: sink back", "sink", s.sink.Name())
+		}
+		s.written.Add(uint64(len(batch)))
+		s.batches.Add(1)
+		next := batch[len(batch)-1].Index + 1
+		s.cursor.Store(next)
+		// The position is a hint: the sinks are idempotent, so losing it
+		// in a crash costs a replay, not a duplicate.
+		_ = os.WriteFile(c.cursorPath(s.sink.Name())+".tmp", strconv.AppendUint(nil, next, 10), 0o640)
+		_ = os.Rename(c.cursorPath(s.sink.Name())+".tmp", c.cursorPath(s.sink.Name()))
+		free <- batch
+	}
+}
+
+// readSink fills batches from the journal for runSink.
+func (c *Collector) readSink(ctx context.Context, s *sinkRunner, free <-chan []Record, full chan<- []Record) {
 	cur := c.journal.cursor(s.cursor.Load())
 	defer cur.close()
-	var batch []Record
-	var pending bool // batch holds a failed Write's records
 	t := time.NewTicker(c.cfg.FlushInterval * 5)
 	defer t.Stop()
-	for ctx.Err() == nil {
-		wrote := c.wroteCh()
-		if !pending {
-			batch = batch[:0]
+	var batch []Record
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case batch = <-free:
+		}
+		batch = batch[:0]
+		for len(batch) == 0 {
+			wrote := c.wroteCh()
 			for len(batch) < c.cfg.SinkBatch {
 				n, p, err := cur.next()
 				if errors.Is(err, io.EOF) {
@@ -499,43 +557,20 @@ func (c *Collector) runSink(ctx context.Context, s *sinkRunner) {
 				r.Text = append([]byte(nil), r.Text...)
 				r.Index = n
 			}
-		}
-		if len(batch) == 0 {
+			if len(batch) > 0 {
+				break
+			}
 			select {
 			case <-ctx.Done():
+				return
 			case <-t.C:
 			case <-wrote:
 			}
-			continue
 		}
-		if err := s.sink.Write(ctx, batch); err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			s.errs.Add(1)
-			msg := err.Error()
-			s.lastErr.Store(&msg)
-			if !s.down.Swap(true) {
-				c.log.Warn("stats: sink down; its backlog stays in the journal", "sink", s.sink.Name(), "err", err)
-			}
-			pending = true
-			select {
-			case <-ctx.Done():
-			case <-time.After(c.cfg.RetryInterval):
-			}
-			continue
+		select {
+		case <-ctx.Done():
+			return
+		case full <- batch:
 		}
-		if s.down.Swap(false) {
-			c.log.Info("stats: sink back", "sink", s.sink.Name())
-		}
-		pending = false
-		s.written.Add(uint64(len(batch)))
-		s.batches.Add(1)
-		next := batch[len(batch)-1].Index + 1
-		s.cursor.Store(next)
-		// The position is a hint: the sinks are idempotent, so losing it
-		// in a crash costs a replay, not a duplicate.
-		_ = os.WriteFile(c.cursorPath(s.sink.Name())+".tmp", strconv.AppendUint(nil, next, 10), 0o640)
-		_ = os.Rename(c.cursorPath(s.sink.Name())+".tmp", c.cursorPath(s.sink.Name()))
 	}
 }

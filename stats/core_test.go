@@ -3,6 +3,8 @@ package stats
 import (
 	"fmt"
 	"testing"
+
+	"go.uber.org/goleak"
 )
 
 func TestEmitterToCollectorDeliversInOrder(t *testing.T) {
@@ -33,4 +35,30 @@ func TestEmitterToCollectorDeliversInOrder(t *testing.T) {
 	if st := e.Stats(); st.Dropped != 0 || st.Spooled != 0 {
 		t.Fatalf("emitter stats %+v", st)
 	}
+}
+
+// TestRunReleasesEverything: a collector and an emitter that ran and
+// stopped leave no goroutine behind.
+func TestRunReleasesEverything(t *testing.T) {
+	opts := goleak.IgnoreCurrent()
+	g := newRig(t)
+	files, err := NewFileSink(FileSinkConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := g.collector(t, files)
+	stopC := running(t, "collector", c.Run)
+	e := g.emitter(t, nil)
+	stopE := running(t, "emitter", e.Run)
+	e.Log(Tags{App: "web"}, []byte("x"))
+	eventually(t, "acked", func() bool { return e.Stats().Acked == 1 })
+	stopE()
+	stopC()
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := files.Close(); err != nil {
+		t.Fatal(err)
+	}
+	goleak.VerifyNone(t, opts)
 }

@@ -163,9 +163,13 @@ func (s *FileSink) Close() error {
 	s.mu.Unlock()
 	s.wg.Wait()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	var first error
+	apps := make([]*appLog, 0, len(s.apps))
 	for _, a := range s.apps {
+		apps = append(apps, a)
+	}
+	s.mu.Unlock()
+	var first error
+	for _, a := range apps {
 		a.mu.Lock()
 		if a.f != nil {
 			if err := a.f.Close(); err != nil && first == nil {
