@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"log/slog"
 	"os"
 	"sync"
@@ -29,8 +30,10 @@ const (
 // EmitterConfig configures an Emitter. Zero values are the documented
 // defaults.
 type EmitterConfig struct {
-	// Collector lists the collectors' PULL endpoints (connected to), and
-	// Ack their ack (ROUTER) endpoints, in the same order. Both required.
+	// Collector is the collector's PULL endpoint (connected to) and Ack
+	// its ack (ROUTER) endpoint. Both required. An emitter ships to one
+	// collector: its seqs are checked by that collector's journal, so two
+	// collectors sharing one emitter's stream would each see gaps.
 	Collector, Ack []string
 	// Codec signs. Required.
 	Codec *zmqloop.Codec
@@ -89,6 +92,10 @@ type EmitterStats struct {
 	Dropped uint64
 	// Truncated counts log lines cut to MaxLineBytes.
 	Truncated uint64
+	// Invalid counts records refused at the call: an app or stream that
+	// is not a name, a metric name that is not [a-z0-9_:], a NaN or
+	// infinite value. They are a caller's bug and are not sent.
+	Invalid uint64
 	// Online is true while the collector acknowledges.
 	Online bool
 }
@@ -119,7 +126,7 @@ type Emitter struct {
 
 	wake chan struct{}
 
-	emitted, acked, spooled, dropped, truncated atomic.Uint64
+	emitted, acked, spooled, dropped, truncated, invalid atomic.Uint64
 	online                                      atomic.Bool
 	spoolPending                                atomic.Bool
 }
@@ -256,6 +263,12 @@ func (e *Emitter) usage(app, name string, v float64, at time.Time) {
 }
 
 func (e *Emitter) add(k Kind, t *Tags, name string, v float64, text []byte, trunc bool, ts int64) {
+	// The collector would refuse the whole batch of an invalid record,
+	// for ever: such a record (a caller's bug) is counted and not sent.
+	if !validApp(t.App) || !validStream(t.Stream) || k != KindLog && (!validMetricName(name) || math.IsNaN(v) || math.IsInf(v, 0)) {
+		e.invalid.Add(1)
+		return
+	}
 	if ts == 0 {
 		ts = e.cfg.Now().UnixNano()
 	}
@@ -415,7 +428,7 @@ func (e *Emitter) Stats() EmitterStats {
 	q := e.queued
 	e.mu.Unlock()
 	return EmitterStats{Emitted: e.emitted.Load(), Acked: e.acked.Load(), Queued: q, Spooled: e.spooled.Load(),
-		SpoolPending: e.spoolPending.Load(), Dropped: e.dropped.Load(), Truncated: e.truncated.Load(), Online: e.online.Load()}
+		SpoolPending: e.spoolPending.Load(), Dropped: e.dropped.Load(), Truncated: e.truncated.Load(), Invalid: e.invalid.Load(), Online: e.online.Load()}
 }
 
 // lostLocked counts records the spool could not write. They were the
