@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"math"
 	"log/slog"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -127,8 +127,8 @@ type Emitter struct {
 	wake chan struct{}
 
 	emitted, acked, spooled, dropped, truncated, invalid atomic.Uint64
-	online                                      atomic.Bool
-	spoolPending                                atomic.Bool
+	online                                               atomic.Bool
+	spoolPending                                         atomic.Bool
 }
 
 // chunk is a piece of the memory queue: records framed as in a segLog,
