@@ -62,3 +62,46 @@ func TestRunReleasesEverything(t *testing.T) {
 	}
 	goleak.VerifyNone(t, opts)
 }
+
+// TestEmitterRestartReplaysItsSpoolFirst: an emitter that ran while the
+// collector was away leaves its records in the spool; the next
+// incarnation sends them, in order, before its own.
+func TestEmitterRestartReplaysItsSpoolFirst(t *testing.T) {
+	g := newRig(t)
+	e1 := g.emitter(t, nil)
+	stop1 := running(t, "emitter 1", e1.Run)
+	for i := range 3000 {
+		e1.Log(Tags{App: "web"}, []byte(fmt.Sprintf("old %d", i)))
+	}
+	stop1()
+	e1.Log(Tags{App: "web"}, []byte("old after Run")) // spooled by Close
+	if err := e1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if st := e1.Stats(); st.Acked != 0 || st.Dropped != 0 {
+		t.Fatalf("first incarnation %+v", st)
+	}
+	sink := newMemSink("mem")
+	running(t, "collector", g.collector(t, sink).Run)
+	e2 := g.emitter(t, nil)
+	if e2.ID() == e1.ID() {
+		t.Fatal("two incarnations share an id")
+	}
+	e2.Log(Tags{App: "web"}, []byte("new 0"))
+	running(t, "emitter 2", e2.Run)
+	e2.Log(Tags{App: "web"}, []byte("new 1"))
+	eventually(t, "all records", func() bool { return sink.count() == 3003 })
+	for i, r := range sink.recs {
+		want := fmt.Sprintf("old %d", i)
+		switch {
+		case i == 3000:
+			want = "old after Run"
+		case i > 3000:
+			want = fmt.Sprintf("new %d", i-3001)
+		}
+		if string(r.Text) != want {
+			t.Fatalf("record %d is %q, want %q", i, r.Text, want)
+		}
+	}
+	eventually(t, "the spool emptied", func() bool { return !e2.Stats().SpoolPending })
+}
