@@ -28,8 +28,12 @@ type shipper struct {
 	rc, tc  *segCursor // spool: next to resend; first not yet acknowledged
 	lastAsk time.Time
 	lastOK  time.Time // acknowledgements last progressed (or nothing was pending)
-	curC    *chunk    // memory queue position of sendSeq, a hint
-	curOff  int
+	// curC, curFirst and curOff are a hint: where in the memory queue the
+	// last batch ended. A chunk is recycled through the free list, so the
+	// hint holds only while the chunk still starts at curFirst.
+	curC     *chunk
+	curFirst uint64
+	curOff   int
 }
 
 // Run ships records until ctx is cancelled: from the memory queue while
@@ -363,10 +367,10 @@ func (s *shipper) sendMem(ctx context.Context) error {
 			e.mu.Unlock()
 			return fmt.Errorf("stats: emitter: seq %d is in no chunk", e.sendSeq)
 		}
-		buf, want, gen := c.buf, e.sendSeq, e.gen
+		buf, want, gen, first := c.buf, e.sendSeq, e.gen, c.first
 		e.mu.Unlock()
 		off := 0
-		if s.curC == c {
+		if s.curC == c && s.curFirst == first && s.curOff <= len(buf) {
 			off = s.curOff
 		}
 		s.enc.begin(e.id, s.acked[e.id]+1)
@@ -383,7 +387,7 @@ func (s *shipper) sendMem(ctx context.Context) error {
 			}
 			off += frameHeader + n
 		}
-		s.curC, s.curOff = c, off
+		s.curC, s.curFirst, s.curOff = c, first, off
 		if s.enc.n == 0 {
 			return nil
 		}

@@ -55,14 +55,18 @@ type Server struct {
 	what, ready string
 }
 
-// Kill kills the server with SIGKILL (a crash: no clean shutdown) and
-// waits for it to exit; its data directory stays for Restart.
+// Kill kills the server's process group with SIGKILL (a crash: no clean
+// shutdown) and waits until every process of it is gone (PostgreSQL's
+// backends would otherwise hold its shared memory a moment longer); its
+// data directory stays for Restart.
 func (s *Server) Kill() {
-	select {
-	case <-s.done:
-	default:
-		_ = syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-		<-s.done
+	pgid := s.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	<-s.done
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+			return
+		}
 	}
 }
 
