@@ -51,7 +51,8 @@ type CollectorConfig struct {
 	// Codec verifies. Required.
 	Codec *zmqloop.Codec
 	// Dir holds the journal, the sinks' positions in it and the emitters'
-	// state. Required.
+	// state. Required; one collector per directory (NewCollector fails
+	// with ErrDirInUse while another holds it, until its Run returns).
 	Dir string
 	// Sinks are written independently: one that is down does not hold
 	// the others back; its backlog stays in the journal.
@@ -119,6 +120,7 @@ type Collector struct {
 	scratch   []byte
 	recs      []Record
 
+	lock  *os.File // flock on Dir, released when Run returns
 	sinks []*sinkRunner
 	// wrote is closed (and replaced) whenever journal appends are written:
 	// a broadcast to the sinks waiting for more.
@@ -129,9 +131,13 @@ type Collector struct {
 	accepted, dups, gaps, malformed, rejected, truncated, jerrs atomic.Uint64
 }
 
+// emitterStateTTL is how long the collector remembers an emitter that
+// sends nothing.
+const emitterStateTTL = 7 * 24 * time.Hour
+
 type emitterState struct {
 	Next uint64 `json:"next"` // next seq expected
-	Seen int64  `json:"seen"` // unix seconds of the last record
+	Seen int64  `json:"seen"` // unix seconds the last record arrived
 }
 
 type sinkRunner struct {
@@ -183,8 +189,14 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 	if c.log == nil {
 		c.log = slog.Default()
 	}
+	lock, err := lockDir(cfg.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("stats: new collector: %w", err)
+	}
+	c.lock = lock
 	j, err := openSegLog(filepath.Join(cfg.Dir, "journal"), "journal", cfg.SegmentBytes, &c.mu)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("stats: new collector: %w", err)
 	}
 	c.journal = j
@@ -192,6 +204,7 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 		c.mu.Lock()
 		j.closeLocked()
 		c.mu.Unlock()
+		lock.Close()
 		return nil, err
 	}
 	for _, s := range cfg.Sinks {
@@ -245,7 +258,7 @@ func (c *Collector) recover() error {
 		if r.Seq >= st.Next {
 			st.Next = r.Seq + 1
 		}
-		st.Seen = r.Time.Unix()
+		st.Seen = max(st.Seen, r.Time.Unix())
 	}
 }
 
@@ -268,7 +281,8 @@ func (c *Collector) Stats() CollectorStats {
 }
 
 // Run receives, acknowledges and writes to the sinks until ctx is
-// cancelled; then it syncs the journal and returns.
+// cancelled; then it syncs and closes the journal, releases Dir and
+// returns. A Collector runs once; make a new one to run again.
 func (c *Collector) Run(ctx context.Context) error {
 	pull, err := zmqloop.NewPullLoop(zmqloop.PullConfig{Bind: c.cfg.Bind, Codec: c.cfg.Codec, Logger: c.log,
 		Handlers: map[string]zmqloop.MessageHandler{TypeBatch: c.handleBatch},
@@ -308,6 +322,7 @@ func (c *Collector) Run(ctx context.Context) error {
 		first = err
 	}
 	c.mu.Unlock()
+	c.lock.Close() // a Collector runs once; a new one may take the directory
 	return first
 }
 
@@ -348,7 +363,7 @@ func (c *Collector) handleBatch(_ context.Context, m *zmqloop.Request) error {
 		c.scratch = r.appendBinary(c.scratch[:0])
 		r.Index = c.journal.appendLocked(c.scratch)
 		st.Next++
-		st.Seen = r.Time.Unix()
+		st.Seen = time.Now().Unix()
 		c.accepted.Add(1)
 		c.agg.add(r)
 	}
@@ -431,6 +446,14 @@ func (c *Collector) trimJournal() {
 		return
 	}
 	c.mu.Lock()
+	// An emitter silent for a week is forgotten: should its spool come
+	// back, its "from" says where to resume.
+	old := time.Now().Add(-emitterStateTTL).Unix()
+	for id, st := range c.emitters {
+		if st.Seen < old {
+			delete(c.emitters, id)
+		}
+	}
 	b, err := json.Marshal(c.emitters)
 	c.mu.Unlock()
 	if err == nil {

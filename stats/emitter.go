@@ -39,7 +39,8 @@ type EmitterConfig struct {
 	Codec *zmqloop.Codec
 	// SpoolDir holds the spool: records the collector has not
 	// acknowledged while it is unreachable, kept across restarts.
-	// Required; one emitter per directory.
+	// Required; one emitter per directory (NewEmitter fails with
+	// ErrDirInUse while another holds it, until Close).
 	SpoolDir string
 	// Name names the emitter (default: the host name); each start adds a
 	// random suffix, so an incarnation's seqs never collide with an
@@ -123,6 +124,7 @@ type Emitter struct {
 	sendSeq uint64
 	// lastErr is the last spool write error, logged by Run.
 	lastErr error
+	lock    *os.File // flock on SpoolDir, released by Close
 
 	wake chan struct{}
 
@@ -198,8 +200,14 @@ func NewEmitter(cfg EmitterConfig) (*Emitter, error) {
 		e.log = slog.Default()
 	}
 	e.chunkSz = max(64<<10, 2*(cfg.MaxLineBytes+512))
+	lock, err := lockDir(cfg.SpoolDir)
+	if err != nil {
+		return nil, fmt.Errorf("stats: new emitter: %w", err)
+	}
+	e.lock = lock
 	sp, err := openSegLog(cfg.SpoolDir, "spool", cfg.SegmentBytes, &e.mu)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("stats: new emitter: %w", err)
 	}
 	e.spool = sp

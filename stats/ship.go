@@ -179,6 +179,10 @@ func (e *Emitter) Close() error {
 	if cerr := e.spool.closeLocked(); err == nil {
 		err = cerr
 	}
+	if e.lock != nil {
+		e.lock.Close()
+		e.lock = nil
+	}
 	return err
 }
 

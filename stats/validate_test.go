@@ -2,6 +2,7 @@ package stats
 
 import (
 	"context"
+	"errors"
 	"math"
 	"os"
 	"path/filepath"
@@ -175,4 +176,27 @@ func TestPostgresSchemaMigratesFromAnOlderVersion(t *testing.T) {
 		t.Fatalf("migrating a newer schema: %v", err)
 	}
 	_ = time.Second
+}
+
+func TestDirectoriesAreExclusive(t *testing.T) {
+	g := newRig(t)
+	e := g.emitter(t, nil)
+	if _, err := NewEmitter(EmitterConfig{Collector: []string{g.pull}, Ack: []string{g.ack}, Codec: g.codec,
+		SpoolDir: filepath.Join(g.dir, "spool")}); !errors.Is(err, ErrDirInUse) {
+		t.Fatalf("a second emitter on one spool: %v", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e2 := g.emitter(t, nil) // free again
+	e2.Close()
+	c := g.collector(t)
+	if _, err := NewCollector(CollectorConfig{Bind: []string{g.pull}, AckBind: []string{g.ack}, Codec: g.codec,
+		Dir: filepath.Join(g.dir, "collector")}); !errors.Is(err, ErrDirInUse) {
+		t.Fatalf("a second collector on one directory: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_ = c.Run(ctx)
+	g.collector(t) // free again
 }
