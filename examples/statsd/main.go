@@ -168,6 +168,8 @@ func assemble(o options, log *slog.Logger, noSignals bool) (*daemon.Daemon, func
 }
 
 func serveHTTP(ctx context.Context, srv *http.Server, l net.Listener) error {
+	// Requests live in ctx, so a follower ends when statsd stops.
+	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(l) }()
 	select {
@@ -177,7 +179,7 @@ func serveHTTP(ctx context.Context, srv *http.Server, l net.Listener) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	_ = srv.Shutdown(sctx) // followers end with their requests' contexts
+	_ = srv.Shutdown(sctx)
 	<-errc
 	return nil
 }

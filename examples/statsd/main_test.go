@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -97,6 +98,24 @@ func TestStatsdFilesAndPostgres(t *testing.T) {
 	waitFor(t, "usage", func() bool {
 		return strings.Contains(get(t, "http://"+web+"/usage?app="+app), `"CPUSeconds":2`)
 	})
+	waitFor(t, "the metric over a range", func() bool {
+		return strings.Contains(get(t, "http://"+web+"/query?app="+app+"&name=requests&step=1h"), `"Sum":3`)
+	})
+	// Follow: the last line, then one written after the request.
+	resp, err := http.Get("http://" + web + "/logs/" + app + "?follow=1&n=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	br := bufio.NewReader(resp.Body)
+	if l, err := br.ReadString('\n'); err != nil || !strings.HasSuffix(l, "|hello 4\n") {
+		t.Fatalf("followed first %q, %v", l, err)
+	}
+	e.Log(stats.Tags{App: app, Instance: 1, Stream: "stdout"}, []byte("while following"))
+	if l, err := br.ReadString('\n'); err != nil || !strings.HasSuffix(l, "|while following\n") {
+		t.Fatalf("followed then %q, %v", l, err)
+	}
+	resp.Body.Close()
 	if b := get(t, "http://"+web+"/logs/..%2Fetc"); !strings.Contains(b, "status 400") {
 		t.Fatalf("a bad app name: %q", b)
 	}
