@@ -3,9 +3,6 @@ package stats
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
 
@@ -221,7 +218,4 @@ func BenchmarkFileSinkLines(b *testing.B) {
 	if len(lines) != 1 {
 		b.Fatal("nothing written")
 	}
-	_ = filepath.Join
-	_ = os.Getenv
-	_ = strconv.Itoa
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/paaskit/paaskit/zmqloop"
 )
@@ -284,7 +285,11 @@ func (e *Emitter) add(k Kind, t *Tags, name string, v float64, text []byte, trun
 	if len(text) > e.maxLine {
 		cut = true
 		trunc = true
-		text = text[:e.maxLine-len(TruncatedMarker)]
+		keep := e.maxLine - len(TruncatedMarker)
+		for keep > 0 && !utf8.RuneStart(text[keep]) {
+			keep-- // cut at a character, not inside one
+		}
+		text = text[:keep]
 	}
 	need := 72 + len(e.id) + len(t.App) + len(t.Stream) + len(name) + len(text) + len(TruncatedMarker)
 	e.mu.Lock()

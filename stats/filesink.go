@@ -109,10 +109,9 @@ type chunkIndex struct {
 	Marks      []mark `json:"marks,omitempty"`
 }
 
-// mark says that the chunk's lines before Off are all older than or at
-// MaxTime... more precisely: MaxTime is the newest time of the lines
-// before Off, so a line at or after T lies past the last mark with
-// MaxTime < T.
+// mark records that MaxTime is the newest time of the chunk's lines
+// before byte Off, so a line stamped at or after T lies past the last mark
+// with MaxTime < T (times need not be in order: the running maximum is).
 type mark struct {
 	Off     int64 `json:"off"`
 	MaxTime int64 `json:"max_time"`

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"net/url"
 	"testing"
 	"time"
@@ -196,5 +195,4 @@ func TestRedisSinkAddsEachRecordOnce(t *testing.T) {
 	if n, _ := rdb.XLen(ctx, s.LogStream("web")).Result(); n > 1200 {
 		t.Fatalf("capped stream holds %d entries, cap 1000", n)
 	}
-	_ = fmt.Sprint()
 }

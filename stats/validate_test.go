@@ -9,7 +9,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/paaskit/paaskit/internal/testserver"
@@ -175,7 +174,6 @@ func TestPostgresSchemaMigratesFromAnOlderVersion(t *testing.T) {
 	if err := s2.Migrate(ctx); err == nil || !strings.Contains(err.Error(), "newer") {
 		t.Fatalf("migrating a newer schema: %v", err)
 	}
-	_ = time.Second
 }
 
 func TestDirectoriesAreExclusive(t *testing.T) {
