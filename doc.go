@@ -46,10 +46,10 @@
 //	operator ─paasctl run─▶ pty over zmqloop ─▶ runner.Command
 //	cron ─▶ lock (one holder per job, fencing token)
 //
-// Built so far: daemon, zmqloop, balancer, runner and upload (extraction,
-// images, the installer). Planned, with their documentation only: nexus,
-// lock, pty, stats and upload's SSH endpoint; the diagram shows where they
-// will plug in.
+// Built so far: daemon, zmqloop, balancer, runner, stats and upload
+// (extraction, images, the installer). Planned, with their documentation
+// only: nexus, lock, pty and upload's SSH endpoint; the diagram shows where
+// they will plug in.
 //
 // Packages meet through small interfaces and function values, never by
 // importing each other sideways; the wiring lives in examples/. What two

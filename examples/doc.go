@@ -13,7 +13,9 @@
 //   - lockd: a member of the ZeroMQ locker pair, and a one-shot client.
 //   - cron: a job run once per period across nodes, under a lease from
 //     any lock backend.
+//   - statsd: the stats collector (files; PostgreSQL and Redis if given)
+//     and its query endpoint.
 //
-// nexusd, statsd, uploadd and the paasctl client follow as their
+// nexusd and the paasctl client follow as their
 // packages land.
 package examples

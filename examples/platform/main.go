@@ -118,6 +118,7 @@ type platform struct {
 	proxy   *balancer.Proxy
 	runners []*runner.Runner
 	ids     []string
+	stats   *platformStats
 }
 
 // assemble lays out the state directory and wires the daemons' loops.
@@ -148,9 +149,18 @@ func assemble(o options, log *slog.Logger) (*platform, error) {
 		listeners = append(listeners, l)
 		return l, nil
 	}
+	st, err := newPlatformStats(o.state, log)
+	if err != nil {
+		return nil, err
+	}
+	p.stats = st
 	var nodes []balancer.Node
 	for i := range o.nodes {
 		id := fmt.Sprintf("node-%c", 'a'+i)
+		sink, err := st.sink(id)
+		if err != nil {
+			return nil, err
+		}
 		r, err := runner.New(runner.Config{
 			StateDir:           filepath.Join(o.state, id),
 			SpecDir:            specs,
@@ -158,6 +168,7 @@ func assemble(o options, log *slog.Logger) (*platform, error) {
 			UIDMax:             400999 + 1000*i,
 			CgroupRoot:         "paaskit-platform-" + id,
 			DefaultIdleTimeout: o.idle,
+			Sink:               sink,
 			Logger:             log.With("node", id),
 		})
 		if err != nil {
@@ -177,6 +188,9 @@ func assemble(o options, log *slog.Logger) (*platform, error) {
 		if err := p.d.Add(id+"-front", func(ctx context.Context) error { return r.Serve(ctx, front) }); err != nil {
 			return nil, err
 		}
+	}
+	if err := st.add(p.d, p.ids, p.runners); err != nil {
+		return nil, err
 	}
 	table, err := balancer.NewTable(balancer.TableConfig{Nodes: nodes, Sites: []balancer.Site{{Host: "*"}}})
 	if err != nil {
@@ -275,6 +289,7 @@ func (p *platform) serveAdmin(ctx context.Context, l net.Listener) error {
 		}
 		writeJSON(w, out)
 	})
+	mux.Handle("/stats/", p.stats.handler())
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		fmt.Fprintln(w, "paaskit platform")
@@ -286,6 +301,7 @@ func (p *platform) serveAdmin(ctx context.Context, l net.Listener) error {
 			}
 		}
 		fmt.Fprintln(w, "\nAdmin: /loops (supervised loops), /nodes (balancer's view), /apps (instances, starts, CPU, memory)")
+		fmt.Fprintln(w, "Stats: /stats/logs/APP?n=100 (&follow=1), /stats/metrics (Prometheus), /stats/status")
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {

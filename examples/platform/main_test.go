@@ -144,6 +144,16 @@ func TestPlatformEndToEnd(t *testing.T) {
 	}
 	assert.Equal(t, map[string]int{"hello": 1, "notes": 1, "sandbox": 1}, starts)
 	assert.NotEmpty(t, uidsInRange(t), "the apps run under their own UIDs")
+	// The apps' output reaches the stats collector's files (stats.go).
+	assert.Eventually(t, func() bool {
+		resp, err := http.Get("http://" + admin + "/stats/logs/hello?n=50")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return strings.Contains(string(b), "Booting worker")
+	}, 30*time.Second, 50*time.Millisecond, "gunicorn's output in /stats/logs/hello")
 
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, cmd.Wait(), "exit status 0 after SIGTERM")

@@ -51,6 +51,34 @@ type Server struct {
 	cmd  *exec.Cmd
 	dir  string
 	done chan struct{}
+	// what and ready are start's arguments, for Restart.
+	what, ready string
+}
+
+// Kill kills the server's process group with SIGKILL (a crash: no clean
+// shutdown) and waits until every process of it is gone (PostgreSQL's
+// backends would otherwise hold its shared memory a moment longer); its
+// data directory stays for Restart.
+func (s *Server) Kill() {
+	pgid := s.cmd.Process.Pid
+	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	<-s.done
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+			return
+		}
+	}
+}
+
+// Restart kills the server if it runs (as Kill does) and starts it again
+// with the same data directory and port, waiting until it is ready. Fault
+// tests use it to restart a server mid-stream.
+func (s *Server) Restart(ctx context.Context) error {
+	s.Kill()
+	old := s.cmd
+	cmd := exec.Command(old.Path, old.Args[1:]...)
+	cmd.SysProcAttr, cmd.Dir, cmd.Env = old.SysProcAttr, old.Dir, old.Env
+	return s.start(ctx, cmd, s.what, s.ready)
 }
 
 // Stop stops the server and removes its data directory.
@@ -187,6 +215,7 @@ func StartRedis(ctx context.Context) (*Server, error) {
 // start runs cmd and waits for readyLine in its output. The output after
 // that is drained so the server never blocks on a full pipe.
 func (s *Server) start(ctx context.Context, cmd *exec.Cmd, what, readyLine string) error {
+	s.what, s.ready = what, readyLine
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		os.RemoveAll(s.dir)

@@ -1,0 +1,174 @@
+package stats
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/paaskit/paaskit/internal/testserver"
+	"github.com/paaskit/paaskit/zmqloop"
+)
+
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(childEnv); spec != "" {
+		runChildCollector(spec)
+		os.Exit(0)
+	}
+	testserver.Main(m)
+}
+
+func testCodec(t testing.TB) *zmqloop.Codec {
+	t.Helper()
+	ring, err := zmqloop.NewKeyRing(zmqloop.Key{ID: "k1", Secret: []byte("0123456789abcdef0123456789abcdef")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := zmqloop.NewCodec(zmqloop.CodecConfig{Keys: ring})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// endpoints returns a free PULL and ack endpoint pair on loopback.
+func endpoints(t testing.TB) (string, string) {
+	t.Helper()
+	a, err := testserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := testserver.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("tcp://127.0.0.1:%d", a), fmt.Sprintf("tcp://127.0.0.1:%d", b)
+}
+
+// memSink records what it is given, deduplicating by emitter and seq the
+// way a real sink must, and counting repeats; fail makes it refuse writes.
+type memSink struct {
+	name    string
+	mu      sync.Mutex
+	seen    map[string]uint64
+	recs    []Record
+	repeats int
+	fail    bool
+}
+
+func newMemSink(name string) *memSink { return &memSink{name: name, seen: map[string]uint64{}} }
+
+func (s *memSink) Name() string { return s.name }
+
+func (s *memSink) Write(_ context.Context, recs []Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail {
+		return fmt.Errorf("memsink %s is down", s.name)
+	}
+	for _, r := range recs {
+		if r.Seq <= s.seen[r.Emitter] {
+			s.repeats++
+			continue
+		}
+		if r.Seq != s.seen[r.Emitter]+1 {
+			return fmt.Errorf("memsink: gap: %s seq %d after %d", r.Emitter, r.Seq, s.seen[r.Emitter])
+		}
+		s.seen[r.Emitter] = r.Seq
+		r.Text = append([]byte(nil), r.Text...)
+		s.recs = append(s.recs, r)
+	}
+	return nil
+}
+
+func (s *memSink) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.recs)
+}
+
+func (s *memSink) setFail(v bool) {
+	s.mu.Lock()
+	s.fail = v
+	s.mu.Unlock()
+}
+
+// running runs fn(ctx) in a goroutine; the returned stop cancels it and
+// waits, failing the test on an error.
+func running(t testing.TB, what string, fn func(context.Context) error) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fn(ctx) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Errorf("%s: %v", what, err)
+				}
+			case <-time.After(20 * time.Second):
+				t.Errorf("%s did not stop within 20s", what)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// eventually polls cond until it holds or 30s pass.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// quiet logs warnings and errors only, to stderr.
+var quiet = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+
+type rig struct {
+	pull, ack string
+	codec     *zmqloop.Codec
+	dir       string
+}
+
+func newRig(t testing.TB) *rig {
+	p, a := endpoints(t)
+	return &rig{pull: p, ack: a, codec: testCodec(t), dir: t.TempDir()}
+}
+
+func (g *rig) collector(t testing.TB, sinks ...Sink) *Collector {
+	t.Helper()
+	c, err := NewCollector(CollectorConfig{Bind: []string{g.pull}, AckBind: []string{g.ack}, Codec: g.codec,
+		Dir: filepath.Join(g.dir, "collector"), Sinks: sinks, RetryInterval: 50 * time.Millisecond, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func (g *rig) emitter(t testing.TB, mod func(*EmitterConfig)) *Emitter {
+	t.Helper()
+	cfg := EmitterConfig{Collector: []string{g.pull}, Ack: []string{g.ack}, Codec: g.codec,
+		SpoolDir: filepath.Join(g.dir, "spool"), Name: "test", AckTimeout: 500 * time.Millisecond, ProbeInterval: 50 * time.Millisecond,
+		Logger: quiet}
+	if mod != nil {
+		mod(&cfg)
+	}
+	e, err := NewEmitter(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}

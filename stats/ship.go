@@ -1,0 +1,407 @@
+package stats
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/paaskit/paaskit/zmqloop"
+)
+
+// shipper is Run's state; only Run's goroutine touches it.
+type shipper struct {
+	e     *Emitter
+	push  *zmqloop.Pusher
+	ack   *zmqloop.Client
+	enc   batchEncoder
+	rec   Record
+	acked map[string]uint64 // per emitter id: highest seq the collector acknowledged
+	ask   map[string]bool   // emitter ids to ask about
+	// from holds, per emitter id in the spool, the first seq read from
+	// it: everything before it was acknowledged before it was spooled.
+	from    map[string]uint64
+	online  bool
+	rc, tc  *segCursor // spool: next to resend; first not yet acknowledged
+	lastAsk time.Time
+	lastOK  time.Time // acknowledgements last progressed (or nothing was pending)
+	// curC, curFirst and curOff are a hint: where in the memory queue the
+	// last batch ended. A chunk is recycled through the free list, so the
+	// hint holds only while the chunk still starts at curFirst.
+	curC     *chunk
+	curFirst uint64
+	curOff   int
+}
+
+// Run ships records until ctx is cancelled: from the memory queue while
+// the collector acknowledges, from the spool while it catches up. On
+// return everything not yet acknowledged is in the spool, synced to disk,
+// and later records go to the spool too (Close writes them).
+func (e *Emitter) Run(ctx context.Context) error {
+	push, err := zmqloop.NewPusher(zmqloop.SenderConfig{Connect: e.cfg.Collector, Codec: e.cfg.Codec, Queue: 8,
+		FlushTimeout: 100 * time.Millisecond, Logger: e.log})
+	if err != nil {
+		return fmt.Errorf("stats: emitter: %w", err)
+	}
+	ack, err := zmqloop.NewClient(zmqloop.ClientConfig{Endpoints: e.cfg.Ack, Codec: e.cfg.Codec,
+		TryTimeout: min(e.cfg.AckTimeout/2, 500*time.Millisecond), Logger: e.log})
+	if err != nil {
+		push.Close()
+		return fmt.Errorf("stats: emitter: %w", err)
+	}
+	s := &shipper{e: e, push: push, ack: ack, acked: map[string]uint64{}, ask: map[string]bool{e.id: true}, from: map[string]uint64{}}
+	first := e.spool.first()
+	s.rc, s.tc = e.spool.cursor(first), e.spool.cursor(first)
+	defer s.rc.close()
+	defer s.tc.close()
+	tick := time.NewTicker(min(e.cfg.AckInterval, e.cfg.ProbeInterval))
+	defer tick.Stop()
+	var loggedErr error
+	var loggedDrops, reportedDrops uint64
+	for {
+		select {
+		case <-ctx.Done():
+			err := s.stop()
+			ack.Close()
+			push.Close()
+			return err
+		case <-e.wake:
+		case <-tick.C:
+		}
+		now := time.Now()
+		e.mu.Lock()
+		if e.spooling {
+			e.flushSpoolLocked()
+		}
+		serr := e.lastErr
+		e.mu.Unlock()
+		if d := e.dropped.Load(); d != loggedDrops || serr != loggedErr && serr != nil {
+			e.log.Error("stats: emitter spool write failed; records lost", "dropped_total", d, "err", serr)
+			loggedDrops, loggedErr = d, serr
+		}
+		if d := e.dropped.Load(); s.online && d > reportedDrops {
+			// Reported once the collector listens, so the report itself
+			// is not the next record lost.
+			e.Count(Tags{App: e.cfg.ReportApp}, "emitter_records_dropped", float64(d-reportedDrops))
+			reportedDrops = d
+		}
+		if !s.online {
+			if now.Sub(s.lastAsk) < e.cfg.ProbeInterval {
+				continue
+			}
+			if err := s.askAcks(ctx); err != nil {
+				continue
+			}
+			s.online, s.lastOK = true, time.Now()
+			e.online.Store(true)
+			s.rc.seek(s.tc.n)
+			e.log.Info("stats: collector reachable", "emitter", e.id)
+		}
+		if err := s.sendSpool(ctx); err != nil {
+			s.offline(err)
+			continue
+		}
+		if err := s.sendMem(ctx); err != nil {
+			s.offline(err)
+			continue
+		}
+		pending := s.pending()
+		if pending && now.Sub(s.lastAsk) >= e.cfg.AckInterval {
+			if err := s.askAcks(ctx); err != nil {
+				s.offline(err)
+				continue
+			}
+			pending = s.pending()
+		}
+		if !pending {
+			s.lastOK = now
+		} else if now.Sub(s.lastOK) > e.cfg.AckTimeout {
+			s.offline(errors.New("acknowledgements stopped"))
+		}
+	}
+}
+
+// pending says whether any record is unacknowledged.
+func (s *shipper) pending() bool {
+	e := s.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.seq > s.acked[e.id] || e.spoolPending.Load()
+}
+
+// offline spools everything unacknowledged; it is resent from the spool
+// once the collector answers again.
+func (s *shipper) offline(why error) {
+	e := s.e
+	e.mu.Lock()
+	if !e.spooling {
+		e.toSpoolLocked()
+	}
+	e.mu.Unlock()
+	if s.online {
+		e.log.Warn("stats: collector unreachable; spooling", "emitter", e.id, "err", why)
+	}
+	s.online = false
+	e.online.Store(false)
+	s.rc.seek(s.tc.n)
+	s.curC = nil
+}
+
+func (s *shipper) stop() error {
+	e := s.e
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	// Whatever the collector acknowledged need not be kept.
+	e.trimMemLocked(s.acked[e.id])
+	if !e.spooling && len(e.chunks) > 0 {
+		e.toSpoolLocked()
+	}
+	e.spooling = true
+	lost, err := e.spool.syncLocked()
+	e.lostLocked(lost)
+	e.online.Store(false)
+	if err != nil {
+		return fmt.Errorf("stats: emitter: sync spool: %w", err)
+	}
+	return nil
+}
+
+// Close writes records made since Run returned to the spool and closes
+// it. Call it after Run has returned.
+func (e *Emitter) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	lost, err := e.spool.syncLocked()
+	e.lostLocked(lost)
+	if cerr := e.spool.closeLocked(); err == nil {
+		err = cerr
+	}
+	if e.lock != nil {
+		e.lock.Close()
+		e.lock = nil
+	}
+	return err
+}
+
+func (s *shipper) askAcks(ctx context.Context) error {
+	s.lastAsk = time.Now()
+	req := ackRequest{}
+	for id := range s.ask {
+		req.Emitters = append(req.Emitters, id)
+	}
+	cctx, cancel := context.WithTimeout(ctx, min(s.e.cfg.AckTimeout, time.Second))
+	defer cancel()
+	rep, err := zmqloop.CallJSON[ackReply](cctx, s.ack, TypeAck, req)
+	if err != nil {
+		return err
+	}
+	progressed := false
+	for id, v := range rep.Acked {
+		if !s.ask[id] {
+			continue
+		}
+		if v > s.acked[id] {
+			if id == s.e.id {
+				s.e.acked.Add(v - s.acked[id])
+			}
+			s.acked[id] = v
+			progressed = true
+		}
+	}
+	if progressed {
+		s.lastOK = time.Now()
+	}
+	e := s.e
+	e.mu.Lock()
+	e.trimMemLocked(s.acked[e.id])
+	e.mu.Unlock()
+	return s.trimSpool()
+}
+
+// trimMemLocked drops the memory queue's chunks acknowledged through seq.
+func (e *Emitter) trimMemLocked(seq uint64) {
+	k := 0
+	for k < len(e.chunks) && e.chunks[k].last <= seq && e.chunks[k].n > 0 && k < len(e.chunks)-1 {
+		k++
+	}
+	if k == 0 {
+		return
+	}
+	for _, c := range e.chunks[:k] {
+		e.free = append(e.free, c)
+		e.queued -= e.chunkSz
+	}
+	e.chunks = append(e.chunks[:0], e.chunks[k:]...)
+}
+
+// trimSpool advances the trim cursor over acknowledged records and deletes
+// what is behind it.
+func (s *shipper) trimSpool() error {
+	e := s.e
+	for {
+		n, p, err := s.tc.next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := decodeRecord(p, &s.rec); err != nil {
+			return fmt.Errorf("stats: emitter: spool record %d: %w", n, err)
+		}
+		a, known := s.acked[s.rec.Emitter]
+		if !known && !s.ask[s.rec.Emitter] {
+			s.ask[s.rec.Emitter] = true
+		}
+		if s.rec.Seq > a {
+			s.tc.seek(n)
+			break
+		}
+	}
+	if err := e.spool.trim(s.tc.n); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.spooling && e.spoolPending.Load() && s.tc.n >= e.spool.writtenLocked() && len(e.spool.buf) == 0 {
+		next := e.spool.writtenLocked()
+		if err := e.spool.resetLocked(next); err != nil {
+			return err
+		}
+		s.tc.close()
+		s.rc.close()
+		s.tc.seek(next)
+		s.rc.seek(next)
+		for id := range s.ask {
+			if id != e.id {
+				delete(s.ask, id)
+			}
+		}
+		clear(s.from)
+		e.spoolPending.Store(false)
+	}
+	return nil
+}
+
+// sendSpool resends from the spool; once it has caught up, new records go
+// to the memory queue again.
+func (s *shipper) sendSpool(ctx context.Context) error {
+	e := s.e
+	if !e.spoolPending.Load() {
+		return nil
+	}
+	for range 16 {
+		s.enc.n = 0
+		var emitter string
+		var last uint64
+		for s.enc.n < e.cfg.BatchRecords {
+			n, p, err := s.rc.next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if err := decodeRecord(p, &s.rec); err != nil {
+				return fmt.Errorf("stats: emitter: spool record %d: %w", n, err)
+			}
+			if s.enc.n > 0 && (s.rec.Emitter != emitter || s.rec.Seq != last+1) {
+				s.rc.seek(n)
+				break
+			}
+			if s.enc.n == 0 {
+				emitter = s.rec.Emitter
+				s.ask[emitter] = true
+				if _, ok := s.from[emitter]; !ok {
+					s.from[emitter] = s.rec.Seq
+				}
+				s.enc.begin(emitter, max(s.acked[emitter]+1, s.from[emitter]))
+			}
+			s.enc.add(&s.rec)
+			last = s.rec.Seq
+		}
+		if s.enc.n == 0 {
+			break
+		}
+		if err := s.pushBatch(ctx); err != nil {
+			return err
+		}
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.spooling {
+		e.flushSpoolLocked()
+		if s.rc.n >= e.spool.writtenLocked() && len(e.spool.buf) == 0 {
+			// Caught up: new records go to memory and are sent from there.
+			e.spooling = false
+			e.sendSeq = e.seq + 1
+			s.curC = nil
+		}
+	}
+	return nil
+}
+
+func (s *shipper) pushBatch(ctx context.Context) error {
+	body := s.enc.end()
+	cctx, cancel := context.WithTimeout(ctx, s.e.cfg.AckTimeout)
+	defer cancel()
+	return s.push.Push(cctx, TypeBatch, json.RawMessage(body))
+}
+
+// sendMem pushes the memory queue's records from sendSeq on.
+func (s *shipper) sendMem(ctx context.Context) error {
+	e := s.e
+	for {
+		e.mu.Lock()
+		if e.spooling || e.sendSeq > e.seq {
+			e.mu.Unlock()
+			return nil
+		}
+		var c *chunk
+		for _, ch := range e.chunks {
+			if ch.first <= e.sendSeq && e.sendSeq <= ch.last {
+				c = ch
+				break
+			}
+		}
+		if c == nil {
+			e.mu.Unlock()
+			return fmt.Errorf("stats: emitter: seq %d is in no chunk", e.sendSeq)
+		}
+		buf, want, gen, first := c.buf, e.sendSeq, e.gen, c.first
+		e.mu.Unlock()
+		off := 0
+		if s.curC == c && s.curFirst == first && s.curOff <= len(buf) {
+			off = s.curOff
+		}
+		s.enc.begin(e.id, s.acked[e.id]+1)
+		for off < len(buf) && s.enc.n < e.cfg.BatchRecords {
+			n := int(binary.LittleEndian.Uint32(buf[off:]))
+			p := buf[off+frameHeader : off+frameHeader+n]
+			seq, _ := binary.Uvarint(p[2:])
+			if seq >= want {
+				if err := decodeRecord(p, &s.rec); err != nil {
+					return fmt.Errorf("stats: emitter: queued record %d: %w", seq, err)
+				}
+				s.enc.add(&s.rec)
+				want = seq + 1
+			}
+			off += frameHeader + n
+		}
+		s.curC, s.curFirst, s.curOff = c, first, off
+		if s.enc.n == 0 {
+			return nil
+		}
+		if err := s.pushBatch(ctx); err != nil {
+			return err
+		}
+		e.mu.Lock()
+		if e.gen == gen {
+			e.sendSeq = want
+		}
+		e.mu.Unlock()
+	}
+}
