@@ -178,6 +178,8 @@ func (a *app) newInstanceLocked(ctx context.Context, notBefore time.Time) *insta
 		stopCh:    make(chan struct{}),
 		tail:      &tail{},
 		created:   time.Now(),
+		sockDirFd: -1,
+		sockFd:    -1,
 	}
 	a.cur = i
 	a.pendingRestart = false

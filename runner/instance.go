@@ -4,6 +4,7 @@ import (
 	"github.com/paaskit/paaskit/internal/evproxy"
 
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -61,6 +62,14 @@ type instance struct {
 	cg        atomic.Pointer[cgroup]
 	sockHost  string
 	tcpAddr   string
+	// sockDirFd is the instance's socket directory (O_PATH) and sockFd
+	// the app's socket pinned in it once it is bound (see pinSocket);
+	// the front connects through sockVia, /proc/self/fd/<sockFd>, and
+	// checks that the listener runs as peerUID.
+	sockDirFd int
+	sockFd    int
+	sockVia   string
+	peerUID   int
 	pool      *connPool
 	target    evproxy.Target // the same socket for the event loops
 	procState *os.ProcessState
@@ -188,6 +197,10 @@ func (i *instance) spawn() error {
 			return fmt.Errorf("chown socket directory: %w", err)
 		}
 	}
+	i.peerUID = uid
+	if i.sockDirFd, err = openSockDir(sockDir); err != nil {
+		return err
+	}
 	env := baseEnv(s, a.name, i.id)
 	if s.Listen == "tcp" {
 		port, err := freePort()
@@ -260,7 +273,9 @@ func (i *instance) spawn() error {
 		}(f)
 	}
 	i.pool = newConnPool(i.dial, r.cfg.ResponseTimeout)
-	i.target = loopTarget(i.tcpAddr, i.sockHost)
+	if i.tcpAddr != "" {
+		i.target = loopTarget(i.tcpAddr, "", "", 0)
+	}
 	go func() {
 		_ = cmd.Wait()
 		i.procState = cmd.ProcessState
@@ -269,12 +284,42 @@ func (i *instance) spawn() error {
 	return nil
 }
 
+// dial connects to the instance: a TCP app on its port, a unix-socket app
+// through its pinned socket (never through the path, which the app
+// controls), checking the listener's UID on every new connection.
 func (i *instance) dial(ctx context.Context) (net.Conn, error) {
 	var d net.Dialer
 	if i.tcpAddr != "" {
 		return d.DialContext(ctx, "tcp", i.tcpAddr)
 	}
-	return d.DialContext(ctx, "unix", i.sockHost)
+	if i.sockVia == "" {
+		return nil, fmt.Errorf("app %q instance %d: its socket is not bound yet", i.app.name, i.id)
+	}
+	c, err := d.DialContext(ctx, "unix", i.sockVia)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPeer(c, i.peerUID); err != nil {
+		c.Close()
+		i.app.r.log.Error("runner: refused a connection to an app socket", "app", i.app.name, "instance", i.id, "err", err)
+		return nil, err
+	}
+	return c, nil
+}
+
+// pin pins the app's socket once it is there; it reports whether it is.
+// An untrusted socket is an error: the start fails at once.
+func (i *instance) pin() (bool, error) {
+	if i.tcpAddr != "" || i.sockFd >= 0 {
+		return true, nil
+	}
+	fd, err := pinSocket(i.sockDirFd, socketName, i.peerUID)
+	if err != nil || fd < 0 {
+		return false, err
+	}
+	i.sockFd, i.sockVia = fd, fdPath(fd)
+	i.target = loopTarget(i.tcpAddr, i.sockHost, i.sockVia, i.peerUID)
+	return true, nil
 }
 
 // waitReady polls the socket until it accepts, the process exits, the
@@ -309,9 +354,20 @@ func (i *instance) waitReady(ctx context.Context) *StartError {
 			return &StartError{App: a.name, Instance: i.id, Reason: fmt.Sprintf("did not bind %s within %v", where, timeout)}
 		case <-poll.C:
 		}
-		if c, err := i.dial(ctx); err == nil {
-			i.pool.put(newBackendConn(c, a.r.cfg.ResponseTimeout))
-			return nil
+		ok, err := i.pin()
+		if err != nil {
+			a.r.log.Error("runner: refusing the app's socket", "app", a.name, "instance", i.id, "err", err)
+			return &StartError{App: a.name, Instance: i.id, Reason: "its socket is not to be trusted", Err: err}
+		}
+		if ok {
+			c, err := i.dial(ctx)
+			if err == nil {
+				i.pool.put(newBackendConn(c, a.r.cfg.ResponseTimeout))
+				return nil
+			}
+			if errors.Is(err, ErrUntrustedSocket) {
+				return &StartError{App: a.name, Instance: i.id, Reason: "its socket is not to be trusted", Err: err}
+			}
 		}
 		poll.Reset(wait)
 		if wait < 5*time.Millisecond {
@@ -423,6 +479,12 @@ func (i *instance) cleanup() {
 		}
 		if err := cg.remove(); err != nil {
 			i.app.r.log.Error("runner: remove cgroup", "app", i.app.name, "instance", i.id, "err", err)
+		}
+	}
+	for _, fd := range []*int{&i.sockFd, &i.sockDirFd} {
+		if *fd >= 0 {
+			_ = syscall.Close(*fd)
+			*fd = -1
 		}
 	}
 	_ = os.RemoveAll(filepath.Join(i.app.r.cfg.StateDir, "run", strconv.FormatInt(i.id, 10)))
