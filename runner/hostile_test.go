@@ -145,3 +145,60 @@ func TestPlatformFieldsAreStrippedFromAppResponses(t *testing.T) {
 		})
 	}
 }
+
+// statusField returns a field of a /proc/<pid>/status text.
+func statusField(t *testing.T, status, name string) string {
+	t.Helper()
+	for _, line := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(line, name+":"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	t.Fatalf("no %s in status:\n%s", name, status)
+	return ""
+}
+
+func TestSandboxHoldsNoCapabilityAndNoNewPrivs(t *testing.T) {
+	e := newEnv(t, nil)
+	e.put(hostileSpec(t, "capless"))
+	iso := e.r.Isolation()
+	require.True(t, iso.Capabilities, "missing: %v", iso.Missing)
+	require.True(t, iso.Seccomp, "missing: %v", iso.Missing)
+	// The app itself, and PID 1 of its sandbox (the init helper).
+	for _, path := range []string{"/status", "/initstatus"} {
+		st := e.mustGet("capless.example", path)
+		for _, set := range []string{"CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"} {
+			require.Equal(t, "0000000000000000", statusField(t, st, set), "%s %s", path, set)
+		}
+		require.Equal(t, "1", statusField(t, st, "NoNewPrivs"), path)
+		require.Equal(t, "2", statusField(t, st, "Seccomp"), path, "filter mode")
+		uid := strings.Fields(statusField(t, st, "Uid"))
+		require.Len(t, uid, 4)
+		for _, u := range uid {
+			require.NotEqual(t, "0", u, "%s: nothing in the sandbox runs as root", path)
+		}
+	}
+}
+
+func TestDeniedSystemCallsFailWithEPERM(t *testing.T) {
+	e := newEnv(t, nil)
+	e.put(hostileSpec(t, "syscaller"))
+	for _, name := range []string{"unshare", "mount", "keyctl", "ptrace", "bpf", "add_key", "setns",
+		"perf_event_open", "kexec_load", "open_by_handle_at", "userfaultfd", "pivot_root"} {
+		require.Equal(t, "errno EPERM\n", e.mustGet("syscaller.example", "/syscall?name="+name), name)
+	}
+	// An ordinary call still works.
+	require.Contains(t, e.mustGet("syscaller.example", "/syscall?name=getpid"), "ok ")
+}
+
+func TestSeccompCanBeSwitchedOffAndIsReported(t *testing.T) {
+	e := newEnv(t, func(c *runner.Config) { c.Isolation.NoSeccomp = true })
+	iso := e.r.Isolation()
+	require.False(t, iso.Seccomp)
+	require.Contains(t, strings.Join(iso.Missing, "\n"), "seccomp: switched off")
+	e.put(hostileSpec(t, "noseccomp"))
+	st := e.mustGet("noseccomp.example", "/status")
+	require.Equal(t, "0", statusField(t, st, "Seccomp"))
+	// Without the filter, capabilities still stop what they stop.
+	require.Equal(t, "errno EPERM\n", e.mustGet("noseccomp.example", "/syscall?name=mount"))
+}

@@ -58,10 +58,10 @@ type instance struct {
 	lastActive atomic.Int64 // unix nanoseconds
 
 	// set by run before ready; read-only afterwards
-	cmd       *exec.Cmd
-	cg        atomic.Pointer[cgroup]
-	sockHost  string
-	tcpAddr   string
+	cmd      *exec.Cmd
+	cg       atomic.Pointer[cgroup]
+	sockHost string
+	tcpAddr  string
 	// sockDirFd is the instance's socket directory (O_PATH) and sockFd
 	// the app's socket pinned in it once it is bound (see pinSocket);
 	// the front connects through sockVia, /proc/self/fd/<sockFd>, and

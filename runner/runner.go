@@ -68,6 +68,14 @@ type Isolation struct {
 	NoCgroup bool
 	// NoRlimits skips RLIMIT_NPROC and RLIMIT_NOFILE.
 	NoRlimits bool
+	// NoCapDrop keeps the init helper's capabilities for the app and
+	// skips no_new_privs (never for production: for debugging only).
+	NoCapDrop bool
+	// NoSeccomp skips the system-call filter.
+	NoSeccomp bool
+	// NoNetwork keeps apps in the host's network namespace (they can
+	// reach and bind whatever the host can).
+	NoNetwork bool
 }
 
 // IsolationStatus says which isolation features are in force.
@@ -79,6 +87,18 @@ type IsolationStatus struct {
 	// CgroupVersion is 1 or 2 when Cgroup is true.
 	CgroupVersion int  `json:"cgroup_version,omitempty"`
 	Rlimits       bool `json:"rlimits"`
+	// Capabilities: the sandbox holds no capability and runs with
+	// no_new_privs. Seccomp: the system-call filter is in force.
+	Capabilities bool `json:"capabilities"`
+	Seccomp      bool `json:"seccomp"`
+	// Network: each instance has a network namespace of its own
+	// (loopback only, or egress as its spec allows); Egress: the egress
+	// policy can be given (a bridge, NAT and the filter rules).
+	Network bool `json:"network"`
+	Egress  bool `json:"egress"`
+	// Warnings are doubts about the configuration that do not switch a
+	// feature off (a UID range overlapping /etc/subuid, say).
+	Warnings []string `json:"warnings,omitempty"`
 	// Missing says, one entry per feature, what is off and why.
 	Missing []string `json:"missing,omitempty"`
 }

@@ -85,6 +85,22 @@ func (r *Runner) detectIsolation() error {
 	} else {
 		st.Rlimits = true
 	}
+	switch {
+	case iso.NoCapDrop:
+		miss("capabilities: switched off by Config (apps keep the init helper's capabilities, no no_new_privs)")
+	default:
+		st.Capabilities = true
+	}
+	switch {
+	case iso.NoSeccomp:
+		miss("seccomp: switched off by Config")
+	default:
+		if err := seccompAvailable(); err != nil {
+			miss("seccomp: %v", err)
+		} else {
+			st.Seccomp = true
+		}
+	}
 	r.iso = st
 	if err := r.findInitHelper(); err != nil {
 		if r.cg != nil {
@@ -99,7 +115,7 @@ func (r *Runner) detectIsolation() error {
 // findInitHelper sets r.initPath when any isolation needs the helper.
 func (r *Runner) findInitHelper() error {
 	st := r.iso
-	if st.User || st.Namespaces || st.Cgroup || st.Rlimits {
+	if st.User || st.Namespaces || st.Cgroup || st.Rlimits || st.Capabilities || st.Seccomp {
 		p := r.cfg.InitPath
 		if p == "" {
 			// This very binary, even if the file was replaced since.
@@ -178,14 +194,17 @@ func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) {
 		return cmd, nil
 	}
 	ic := initConfig{
-		Argv:    argv,
-		Env:     env,
-		Dir:     workDir,
-		SetUser: r.iso.User,
-		UID:     l.uid,
-		GID:     l.gid,
-		User:    l.spec.Name,
-		Command: !l.reaperPgid,
+		Argv:       argv,
+		Env:        env,
+		Dir:        workDir,
+		SetUser:    r.iso.User,
+		UID:        l.uid,
+		GID:        l.gid,
+		User:       l.spec.Name,
+		Command:    !l.reaperPgid,
+		DropCaps:   r.iso.Capabilities,
+		NoNewPrivs: r.iso.Capabilities,
+		Seccomp:    r.iso.Seccomp,
 	}
 	if l.cg != nil {
 		ic.Cgroups = l.cg.procsFiles()
