@@ -509,15 +509,10 @@ func (r *Runner) appUser(a *app) (int, int, error) {
 func (r *Runner) dataDir(s Spec, uid, gid int) (string, error) {
 	d := s.DataDir
 	if d == "" {
-		d = filepath.Join(r.cfg.StateDir, "data", s.Name)
+		d = filepath.Join(r.cfg.DataRoot, s.Name)
 	}
-	if err := os.MkdirAll(d, 0o750); err != nil {
-		return "", fmt.Errorf("create data directory: %w", err)
-	}
-	if r.iso.User {
-		if err := os.Chown(d, uid, gid); err != nil {
-			return "", fmt.Errorf("chown data directory %s: %w", d, err)
-		}
+	if err := r.prepareDataDir(d, uid, gid, r.iso.User); err != nil {
+		return "", err
 	}
 	return d, nil
 }

@@ -116,8 +116,23 @@ type Config struct {
 	SpecDir string
 	// UIDMin and UIDMax bound the UIDs (and GIDs) given to apps; zero
 	// means DefaultUIDMin and DefaultUIDMax. An app keeps its UID across
-	// restarts (<StateDir>/uids.json).
+	// restarts (<StateDir>/uids.json); a table naming a UID outside the
+	// range (UID 0 above all) is refused, so a tampered or stale file can
+	// never run an app as root or as a system user. A range that
+	// overlaps /etc/subuid or /etc/subgid (the UIDs of other users'
+	// containers) is logged and listed in Isolation().Warnings.
 	UIDMin, UIDMax int
+	// DataRoot is the directory under which apps' data directories must
+	// lie (Spec.DataDir beneath it, or the default <StateDir>/data/<name>);
+	// "" means <StateDir>/data. A spec naming a data directory anywhere
+	// else is refused, so a spec cannot have /etc chowned to an app.
+	DataRoot string
+	// LogFileBytes and LogFiles bound the default FileSink's files: an
+	// app's log is rotated before it passes LogFileBytes and LogFiles
+	// rotated files are kept. Zero means DefaultLogFileBytes and
+	// DefaultLogFiles.
+	LogFileBytes int64
+	LogFiles     int
 	// DefaultLimits fills zero fields of an app's limits; its own zero
 	// fields mean the package's DefaultLimits.
 	DefaultLimits Limits
@@ -300,6 +315,25 @@ func New(cfg Config) (*Runner, error) {
 			return nil, fmt.Errorf("runner: create state directory: %w", err)
 		}
 	}
+	if err := checkStateDir(cfg.StateDir); err != nil {
+		return nil, err
+	}
+	if cfg.DataRoot == "" {
+		cfg.DataRoot = filepath.Join(cfg.StateDir, "data")
+	}
+	if !filepath.IsAbs(cfg.DataRoot) {
+		return nil, fmt.Errorf("runner: DataRoot %q is not an absolute path", cfg.DataRoot)
+	}
+	cfg.DataRoot = filepath.Clean(cfg.DataRoot)
+	if err := os.MkdirAll(cfg.DataRoot, 0o711); err != nil {
+		return nil, fmt.Errorf("runner: create data root: %w", err)
+	}
+	if cfg.LogFileBytes == 0 {
+		cfg.LogFileBytes = DefaultLogFileBytes
+	}
+	if cfg.LogFiles == 0 {
+		cfg.LogFiles = DefaultLogFiles
+	}
 	uids, err := openUIDTable(filepath.Join(cfg.StateDir, "uids.json"), cfg.UIDMin, cfg.UIDMax)
 	if err != nil {
 		return nil, err
@@ -317,7 +351,7 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.Sink != nil {
 		r.sink = cfg.Sink
 	} else {
-		fs, err := NewFileSink(filepath.Join(cfg.StateDir, "logs"))
+		fs, err := NewRotatingFileSink(filepath.Join(cfg.StateDir, "logs"), cfg.LogFileBytes, cfg.LogFiles)
 		if err != nil {
 			return nil, err
 		}
@@ -328,6 +362,12 @@ func New(cfg Config) (*Runner, error) {
 	}
 	for _, m := range r.iso.Missing {
 		r.log.Warn("runner: isolation feature unavailable", "missing", m)
+	}
+	for _, f := range subIDFiles {
+		for _, w := range subIDOverlaps(f, cfg.UIDMin, cfg.UIDMax) {
+			r.iso.Warnings = append(r.iso.Warnings, w)
+			r.log.Warn("runner: app UID range overlaps subordinate IDs", "warning", w)
+		}
 	}
 	if r.cg != nil {
 		// Two runners must not share a CgroupRoot: this one owns it.
@@ -342,6 +382,7 @@ func New(cfg Config) (*Runner, error) {
 func (r *Runner) Isolation() IsolationStatus {
 	s := r.iso
 	s.Missing = append([]string(nil), r.iso.Missing...)
+	s.Warnings = append([]string(nil), r.iso.Warnings...)
 	return s
 }
 
@@ -353,7 +394,11 @@ func (r *Runner) Put(s Spec) error {
 }
 
 func (r *Runner) put(s Spec, file string) error {
-	if err := s.Validate(); err != nil {
+	err := s.Validate()
+	if err == nil {
+		err = r.checkSpec(&s)
+	}
+	if err != nil {
 		var se *SpecError
 		if file != "" && errors.As(err, &se) {
 			se.File = file
