@@ -180,6 +180,7 @@ func (a *app) newInstanceLocked(ctx context.Context, notBefore time.Time) *insta
 		created:   time.Now(),
 		sockDirFd: -1,
 		sockFd:    -1,
+		netns:     -1,
 	}
 	a.cur = i
 	a.pendingRestart = false

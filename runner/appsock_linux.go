@@ -63,8 +63,9 @@ func pinSocket(dirfd int, name string, uid int) (int, error) {
 	return fd, nil
 }
 
-// fdPath is the path through which a pinned descriptor is connected to.
-func fdPath(fd int) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
+// pinnedPath is the path through which a pinned descriptor is connected
+// to.
+func pinnedPath(fd int, _ string) string { return "/proc/self/fd/" + strconv.Itoa(fd) }
 
 // checkPeer checks that the listener at the other end of the unix
 // connection c runs as uid (SO_PEERCRED: the credentials of the process

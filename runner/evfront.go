@@ -34,6 +34,12 @@ func (h loopHandler) Route(r *evproxy.Request) evproxy.Decision {
 	if i == nil {
 		return evproxy.Decision{Action: evproxy.Handoff}
 	}
+	if i.tcpAddr != "" && i.netns >= 0 {
+		// A TCP app's port is inside its namespace, which the loop's
+		// thread does not enter: the goroutine path dials it there.
+		a.release(i)
+		return evproxy.Decision{Action: evproxy.Handoff}
+	}
 	r.Tag = i
 	m := r.Head.Method
 	bodyless := r.Head.ContentLength <= 0 && !r.Head.Chunked

@@ -70,6 +70,10 @@ type instance struct {
 	sockFd    int
 	sockVia   string
 	peerUID   int
+	// netns is the instance's network namespace (-1 without), egress
+	// its place on the bridge (nil for policy none).
+	netns     int
+	egress    *egressLink
 	pool      *connPool
 	target    evproxy.Target // the same socket for the event loops
 	procState *os.ProcessState
@@ -202,10 +206,28 @@ func (i *instance) spawn() error {
 		return err
 	}
 	env := baseEnv(s, a.name, i.id)
-	if s.Listen == "tcp" {
-		port, err := freePort()
-		if err != nil {
+	if r.net != nil {
+		if i.netns, err = r.net.take(); err != nil {
 			return err
+		}
+		if s.Network.Policy == PolicyEgress {
+			dests, err := resolveDestinations(context.Background(), s.Network.Allow)
+			if err != nil {
+				return err
+			}
+			if i.egress, err = r.net.attach(i.netns, i.id, dests); err != nil {
+				return fmt.Errorf("egress network: %w", err)
+			}
+		}
+	}
+	if s.Listen == "tcp" {
+		// In its own namespace the port is the app's alone: no search
+		// for a free one, no race with other processes of the host.
+		port := appPort
+		if i.netns < 0 {
+			if port, err = freePort(); err != nil {
+				return err
+			}
 		}
 		i.tcpAddr = "127.0.0.1:" + strconv.Itoa(port)
 		env = append(env, "PORT="+strconv.Itoa(port))
@@ -230,7 +252,7 @@ func (i *instance) spawn() error {
 	}
 	cmd, err := r.buildCmd(launch{
 		spec: s, uid: uid, gid: gid, dataDir: dataDir, sockDir: sockDir,
-		cg: cg, argv: s.Command, env: env, reaperPgid: true,
+		cg: cg, argv: s.Command, env: env, reaperPgid: true, netns: i.netns,
 	})
 	if err != nil {
 		return err
@@ -250,6 +272,9 @@ func (i *instance) spawn() error {
 	err = cmd.Start()
 	outW.Close()
 	errW.Close()
+	for _, f := range cmd.ExtraFiles {
+		f.Close()
+	}
 	if err != nil {
 		outR.Close()
 		errR.Close()
@@ -290,6 +315,9 @@ func (i *instance) spawn() error {
 func (i *instance) dial(ctx context.Context) (net.Conn, error) {
 	var d net.Dialer
 	if i.tcpAddr != "" {
+		if i.netns >= 0 {
+			return i.app.r.net.dialTCP(ctx, i.netns, i.tcpAddr)
+		}
 		return d.DialContext(ctx, "tcp", i.tcpAddr)
 	}
 	if i.sockVia == "" {
@@ -317,7 +345,7 @@ func (i *instance) pin() (bool, error) {
 	if err != nil || fd < 0 {
 		return false, err
 	}
-	i.sockFd, i.sockVia = fd, fdPath(fd)
+	i.sockFd, i.sockVia = fd, pinnedPath(fd, i.sockHost)
 	i.target = loopTarget(i.tcpAddr, i.sockHost, i.sockVia, i.peerUID)
 	return true, nil
 }
@@ -481,7 +509,11 @@ func (i *instance) cleanup() {
 			i.app.r.log.Error("runner: remove cgroup", "app", i.app.name, "instance", i.id, "err", err)
 		}
 	}
-	for _, fd := range []*int{&i.sockFd, &i.sockDirFd} {
+	if i.egress != nil {
+		i.app.r.net.detach(i.egress)
+		i.egress = nil
+	}
+	for _, fd := range []*int{&i.sockFd, &i.sockDirFd, &i.netns} {
 		if *fd >= 0 {
 			_ = syscall.Close(*fd)
 			*fd = -1

@@ -191,6 +191,15 @@ type Config struct {
 	// so a streaming response keeps it alive as on the goroutine path.
 	EventLoops int
 
+	// EgressSubnet is the node-local IPv4 subnet of egress apps'
+	// addresses, on the runner's bridge; "" means DefaultEgressSubnet.
+	// Two runners on one host need two subnets (and two CgroupRoots,
+	// which name the bridge and the nftables table).
+	EgressSubnet string
+	// NetnsPool is how many network namespaces are kept made ahead of
+	// starts; zero means DefaultNetnsPool.
+	NetnsPool int
+
 	// Logger receives the runner's log; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -219,7 +228,8 @@ type Runner struct {
 	cg       *cgroupManager
 	iso      IsolationStatus
 	initPath string
-	cmdCg    sync.Map // app name -> *cgroup for its one-off commands
+	cmdCg    sync.Map    // app name -> *cgroup for its one-off commands
+	net      *netManager // nil without network namespaces
 
 	mu         sync.RWMutex
 	apps       map[string]*app
@@ -287,6 +297,15 @@ func New(cfg Config) (*Runner, error) {
 		return nil, fmt.Errorf("runner: EventLoops %d is invalid (-1 turns the loops off)", cfg.EventLoops)
 	case cfg.EventLoops == 0:
 		cfg.EventLoops = DefaultEventLoops
+	}
+	if cfg.EgressSubnet == "" {
+		cfg.EgressSubnet = DefaultEgressSubnet
+	}
+	if cfg.NetnsPool < 0 || cfg.NetnsPool > 256 {
+		return nil, fmt.Errorf("runner: NetnsPool %d is outside 0-256", cfg.NetnsPool)
+	}
+	if cfg.NetnsPool == 0 {
+		cfg.NetnsPool = DefaultNetnsPool
 	}
 	if cfg.MaxLineBytes == 0 {
 		cfg.MaxLineBytes = DefaultMaxLineBytes
@@ -600,6 +619,9 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.state.Store(1)
 	r.mu.Unlock()
 	close(r.ready)
+	if r.net != nil {
+		r.net.start()
+	}
 	var wg sync.WaitGroup
 	if r.cfg.SpecDir != "" {
 		w, err := r.newWatcher()
@@ -648,6 +670,9 @@ func (r *Runner) shutdown() {
 	})
 	if r.cg != nil {
 		r.cg.removeRoot()
+	}
+	if r.net != nil {
+		r.net.close()
 	}
 	if r.ownSink != nil {
 		_ = r.ownSink.Close()

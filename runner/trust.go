@@ -2,6 +2,7 @@ package runner
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -77,14 +78,35 @@ func checkStateDir(dir string) error {
 
 // checkSpec checks what in a spec depends on the runner's configuration:
 // the data directory must lie beneath the data root.
+//
+// An egress spec is refused where egress cannot be given (it would be a
+// silent widening to the host's network or a silent narrowing to none),
+// and so is one whose allowed destinations do not resolve.
 func (r *Runner) checkSpec(s *Spec) error {
-	if s.DataDir == "" {
-		return nil
+	if s.DataDir != "" {
+		if _, err := r.dataRel(s.DataDir); err != nil {
+			return &SpecError{App: s.Name, Err: err}
+		}
 	}
-	if _, err := r.dataRel(s.DataDir); err != nil {
-		return &SpecError{App: s.Name, Err: err}
+	if s.Network.Policy == PolicyEgress && r.iso.Network {
+		if !r.iso.Egress {
+			return &SpecError{App: s.Name, Err: fmt.Errorf("network.policy %q is unavailable on this runner: %s", PolicyEgress, r.egressWhy())}
+		}
+		if _, err := resolveDestinations(context.Background(), s.Network.Allow); err != nil {
+			return &SpecError{App: s.Name, Err: err}
+		}
 	}
 	return nil
+}
+
+// egressWhy says why egress is unavailable.
+func (r *Runner) egressWhy() string {
+	for _, m := range r.iso.Missing {
+		if strings.HasPrefix(m, "egress:") {
+			return m
+		}
+	}
+	return "egress is off"
 }
 
 // dataRel returns the path of data directory d relative to the data
