@@ -98,6 +98,13 @@ def handle(path, q):
         s.listen(16)
         kept.append(s)
         return "listening\n"
+    if path == "/myip":
+        u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            u.connect((q.get("to", "192.0.2.1"), 9))
+            return u.getsockname()[0] + "\n"
+        except OSError as e:
+            return "none %s\n" % errno.errorcode.get(e.errno, e.errno)
     if path == "/addrs":
         return open("/proc/net/dev").read()
     return None
