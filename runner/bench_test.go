@@ -21,13 +21,19 @@ import (
 
 // BenchmarkColdStart measures a request to a stopped app, from the request
 // to the answer, through the front: on-demand start included. "plain" runs
-// the app without isolation, "isolated" with everything on. Compare with
+// the app without isolation, "isolated" with everything on (its network
+// namespace from the pool), "isolated-nopool" makes the namespace at the
+// start, "isolated-nonet" has no network namespace. Compare with
 // BenchmarkDirectStart, the app's own time to start, bind and answer.
 func BenchmarkColdStart(b *testing.B) {
-	for _, mode := range []string{"isolated", "plain"} {
+	for _, mode := range []string{"isolated", "isolated-nopool", "isolated-nonet", "plain"} {
 		b.Run(mode, func(b *testing.B) {
 			e := newEnv(b, func(c *runner.Config) {
 				c.Isolation.Off = mode == "plain"
+				c.Isolation.NoNetwork = mode == "isolated-nonet"
+				if mode == "isolated-nopool" {
+					c.NetnsPool = -1
+				}
 				c.Sink = &memSink{}
 			})
 			e.put(spec("cold"))

@@ -89,7 +89,7 @@ func newNetManager(name, subnet string, poolSize int, log *slog.Logger) (*netMan
 	m := &netManager{
 		log:    log,
 		host:   host,
-		pool:   make(chan int, poolSize),
+		pool:   make(chan int, max(poolSize, 0)),
 		stop:   make(chan struct{}),
 		brName: "pk" + tag + "br",
 		table:  "paaskit_" + tag,
@@ -101,7 +101,11 @@ func newNetManager(name, subnet string, poolSize int, log *slog.Logger) (*netMan
 		unix.Close(host)
 		return nil, err
 	}
-	m.pool <- ns
+	if poolSize > 0 {
+		m.pool <- ns
+	} else {
+		unix.Close(ns)
+	}
 	m.subnet, err = netip.ParsePrefix(subnet)
 	switch {
 	case err != nil:
@@ -122,6 +126,9 @@ func newNetManager(name, subnet string, poolSize int, log *slog.Logger) (*netMan
 
 // start runs the pool's filler until close.
 func (m *netManager) start() {
+	if cap(m.pool) == 0 {
+		return
+	}
 	m.wg.Add(1)
 	go m.fill()
 }

@@ -3,7 +3,8 @@
 # same run:
 #   - on-demand start (a request to a stopped app, through the front, until
 #     the answer) with full isolation and with isolation off, against the
-#     test app started directly (exec, bind, one request);
+#     test app started directly (exec, bind, one request); and what the
+#     network namespace adds (from the pool, and made at each start);
 #   - 100 concurrent first requests to a stopped app (one start, 100
 #     answers, 0 errors) against a single cold request;
 #   - warm keep-alive GETs through the front against the same Go client
@@ -91,11 +92,17 @@ avg() { # name
 $out2"
 }
 iso=$(avg 'BenchmarkColdStart/isolated')
+nonet=$(avg 'BenchmarkColdStart/isolated-nonet')
+nopool=$(avg 'BenchmarkColdStart/isolated-nopool')
 plain=$(avg 'BenchmarkColdStart/plain')
 direct=$(avg 'BenchmarkDirectStart')
 cond="go test -bench, 200 starts each, tiny Go app binding at once, $(nproc) shared cores"
 printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, full isolation: $(ms "$iso") ms vs $(ms "$direct") ms (overhead $(ms $((iso - direct))) ms, target < 20)" \
-  "direct exec + bind + 1 request" "$(ratio "$direct" "$iso")" "$cond; namespaces, pivot_root, cgroup v1/v2, own UID"
+  "direct exec + bind + 1 request" "$(ratio "$direct" "$iso")" "$cond; namespaces (network included), pivot_root, cgroup v1/v2, own UID, no capabilities, seccomp"
+printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, network namespace from the pool: $(ms "$iso") ms vs $(ms "$nonet") ms without one (extra $(ms $((iso - nonet))) ms)" \
+  "full isolation but the network namespace" "$(ratio "$nonet" "$iso")" "$cond; the namespace made ahead by a pool of 4"
+printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, network namespace made at the start: $(ms "$nopool") ms vs $(ms "$iso") ms from the pool (the pool saves $(ms $((nopool - iso))) ms)" \
+  "network namespace from the pool" "$(ratio "$iso" "$nopool")" "$cond; Config.NetnsPool -1"
 printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, isolation off: $(ms "$plain") ms vs $(ms "$direct") ms (overhead $(ms $((plain - direct))) ms)" \
   "direct exec + bind + 1 request" "$(ratio "$direct" "$plain")" "$cond"
 
