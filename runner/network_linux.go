@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -56,6 +57,10 @@ type netManager struct {
 	bridgeIdx  int
 	used       map[netip.Addr]bool
 	forwardWas string // net.ipv4.ip_forward before we set it, "" if untouched
+	// fwdRecord keeps forwardWas on disk, so that a runner killed
+	// before it could restore the setting has it restored at the next
+	// New.
+	fwdRecord string
 }
 
 // DefaultEgressSubnet is the node-local subnet of egress apps' addresses
@@ -78,7 +83,7 @@ var refusedRanges = []string{
 	"198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "240.0.0.0/4",
 }
 
-func newNetManager(name, subnet string, poolSize int, log *slog.Logger) (*netManager, error) {
+func newNetManager(name, subnet string, poolSize int, stateDir string, log *slog.Logger) (*netManager, error) {
 	host, err := unix.Open("/proc/thread-self/ns/net", unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("open the runner's network namespace: %w", err)
@@ -87,13 +92,14 @@ func newNetManager(name, subnet string, poolSize int, log *slog.Logger) (*netMan
 	h.Write([]byte(name))
 	tag := fmt.Sprintf("%08x", h.Sum32())[:6]
 	m := &netManager{
-		log:    log,
-		host:   host,
-		pool:   make(chan int, max(poolSize, 0)),
-		stop:   make(chan struct{}),
-		brName: "pk" + tag + "br",
-		table:  "paaskit_" + tag,
-		used:   map[netip.Addr]bool{},
+		log:       log,
+		host:      host,
+		pool:      make(chan int, max(poolSize, 0)),
+		stop:      make(chan struct{}),
+		brName:    "pk" + tag + "br",
+		table:     "paaskit_" + tag,
+		used:      map[netip.Addr]bool{},
+		fwdRecord: filepath.Join(stateDir, "ip_forward.orig"),
 	}
 	// Making one now proves the kernel and privileges allow it.
 	ns, err := m.create()
@@ -276,12 +282,28 @@ func (m *netManager) close() {
 // cleanStale removes what a runner of this name left behind (a crash, a
 // SIGKILL): its bridge and its nftables table.
 func (m *netManager) cleanStale() {
-	if l, err := netlink.LinkByName(m.brName); err == nil {
-		if err := netlink.LinkDel(l); err != nil {
-			m.log.Error("runner: cannot remove a stale bridge", "bridge", m.brName, "err", err)
-		} else {
-			m.log.Warn("runner: removed the bridge an earlier runner left", "bridge", m.brName)
+	if links, err := netlink.LinkList(); err == nil {
+		// The bridge, and host ends of veths whose namespace is still
+		// being torn down by the kernel.
+		for _, l := range links {
+			if n := l.Attrs().Name; strings.HasPrefix(n, m.brName[:8]) {
+				if err := netlink.LinkDel(l); err != nil {
+					m.log.Error("runner: cannot remove a stale link", "link", n, "err", err)
+				} else {
+					m.log.Warn("runner: removed a link an earlier runner left", "link", n)
+				}
+			}
 		}
+	}
+	if b, err := os.ReadFile(m.fwdRecord); err == nil {
+		if v := strings.TrimSpace(string(b)); v == "0" || v == "1" {
+			if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte(v), 0); err != nil {
+				m.log.Error("runner: cannot restore net.ipv4.ip_forward an earlier runner changed", "err", err)
+			} else {
+				m.log.Warn("runner: restored net.ipv4.ip_forward an earlier runner had changed", "value", v)
+			}
+		}
+		_ = os.Remove(m.fwdRecord)
 	}
 	if m.nft != "" {
 		if out, err := exec.Command(m.nft, "list", "table", "inet", m.table).CombinedOutput(); err == nil {
@@ -308,6 +330,8 @@ func (m *netManager) teardown() {
 	if m.forwardWas != "" {
 		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte(m.forwardWas), 0); err != nil {
 			m.log.Error("runner: restore net.ipv4.ip_forward", "err", err)
+		} else {
+			_ = os.Remove(m.fwdRecord)
 		}
 	}
 }
@@ -358,6 +382,9 @@ func (m *netManager) ensureBridge() error {
 	if wasOff {
 		// The rules above keep forwarding to the bridge's traffic, so
 		// the host does not start routing between its other links.
+		if err := writeFileAtomic(m.fwdRecord, []byte("0\n"), 0o600); err != nil {
+			return fail(fmt.Errorf("record net.ipv4.ip_forward: %w", err))
+		}
 		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
 			return fail(fmt.Errorf("enable net.ipv4.ip_forward: %w", err))
 		}

@@ -265,6 +265,7 @@ func (ns *testNetns) listen(t *testing.T, port int, tag string) {
 }
 
 func TestEgressReachesAllowedDestinationsOnly(t *testing.T) {
+	forward := ipForward(t)
 	dst := newTestNetns(t)
 	dst.listen(t, 8080, "ALLOWED")
 	dst.listen(t, 8081, "FORBIDDEN")
@@ -308,6 +309,7 @@ func TestEgressReachesAllowedDestinationsOnly(t *testing.T) {
 	// Stopping the runner leaves nothing of the network set-up.
 	stopEnv(t, e)
 	require.Empty(t, leftovers(t, cgroupRoot))
+	require.Equal(t, forward, ipForward(t), "net.ipv4.ip_forward is given back")
 }
 
 // stopEnv runs the env's cleanups now (they are idempotent).
@@ -382,7 +384,16 @@ func childIsolation() {
 	os.Exit(0)
 }
 
+// ipForward reads net.ipv4.ip_forward, which an egress runner sets while
+// it runs and must give back.
+func ipForward(t *testing.T) string {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	require.NoError(t, err)
+	return strings.TrimSpace(string(b))
+}
+
 func TestNothingOfTheNetworkOutlivesASIGKILLedRunner(t *testing.T) {
+	forward := ipForward(t)
 	state := newStateDir(t)
 	root := fmt.Sprintf("paaskit-test-%d-%d", os.Getpid(), cgroupSeq.Add(1))
 	subnet := fmt.Sprintf("10.239.%d.0/24", os.Getpid()%200+20)
@@ -414,6 +425,7 @@ func TestNothingOfTheNetworkOutlivesASIGKILLedRunner(t *testing.T) {
 	cancel()
 	require.NoError(t, <-done)
 	require.Empty(t, leftovers(t, root))
+	require.Equal(t, forward, ipForward(t), "net.ipv4.ip_forward is given back")
 }
 
 func TestRunnerWithoutCapNetAdminReportsWhatIsMissing(t *testing.T) {

@@ -109,7 +109,7 @@ func (r *Runner) detectIsolation() error {
 	case !hasCapability(unix.CAP_NET_ADMIN):
 		miss("network: the runner lacks CAP_NET_ADMIN, so apps share the host's network (they can bind its ports and reach its loopback services)")
 	default:
-		m, err := newNetManager(r.cfg.CgroupRoot, r.cfg.EgressSubnet, r.cfg.NetnsPool, r.log)
+		m, err := newNetManager(r.cfg.CgroupRoot, r.cfg.EgressSubnet, r.cfg.NetnsPool, r.cfg.StateDir, r.log)
 		if err != nil {
 			miss("network: %v (apps share the host's network)", err)
 			break

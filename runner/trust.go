@@ -162,6 +162,8 @@ func (r *Runner) prepareDataDir(d string, uid, gid int, chown bool) error {
 		switch {
 		case !last && owner != os.Geteuid():
 			return fmt.Errorf("%w: %s, above the data directory %s, is owned by UID %d, not by the runner", ErrDataDirRefused, cur, d, owner)
+		case !last && fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0:
+			return fmt.Errorf("%w: %s, above the data directory %s, is writable by group or others (mode %v)", ErrDataDirRefused, cur, d, fi.Mode().Perm())
 		case last && chown && owner != uid && owner != os.Geteuid() && owner >= r.cfg.UIDMin && owner <= r.cfg.UIDMax:
 			return fmt.Errorf("%w: %s belongs to UID %d, another app's", ErrDataDirRefused, cur, owner)
 		}
