@@ -139,9 +139,22 @@ func (m *netManager) start() {
 	go m.fill()
 }
 
+// refillDelay is how long the filler waits before replacing a namespace
+// taken from a pool that still has some: a start is CPU-bound on a
+// small node, and making a namespace (and the kernel's work on the last
+// one dropped) at the same moment would slow the very start that took it.
+const refillDelay = 50 * time.Millisecond
+
 func (m *netManager) fill() {
 	defer m.wg.Done()
 	for {
+		if len(m.pool) > 0 {
+			select {
+			case <-m.stop:
+				return
+			case <-time.After(refillDelay):
+			}
+		}
 		ns, err := m.create()
 		if err != nil {
 			m.log.Error("runner: cannot make a network namespace for the pool", "err", err)
