@@ -101,17 +101,15 @@ func newNetManager(name, subnet string, poolSize int, stateDir string, log *slog
 		used:      map[netip.Addr]bool{},
 		fwdRecord: filepath.Join(stateDir, "ip_forward.orig"),
 	}
-	// Making one now proves the kernel and privileges allow it.
+	// Making one now proves the kernel and privileges allow it; the pool
+	// fills from Run on, so a Runner that is never run holds no
+	// namespace.
 	ns, err := m.create()
 	if err != nil {
 		unix.Close(host)
 		return nil, err
 	}
-	if poolSize > 0 {
-		m.pool <- ns
-	} else {
-		unix.Close(ns)
-	}
+	unix.Close(ns)
 	m.subnet, err = netip.ParsePrefix(subnet)
 	switch {
 	case err != nil:
