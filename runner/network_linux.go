@@ -366,6 +366,25 @@ func (m *netManager) ensureBridge() error {
 	if m.egressErr != nil {
 		return m.egressErr
 	}
+	// Another runner (or anything else) routing an overlapping subnet
+	// would make the apps' traffic ambiguous: refuse, naming it.
+	if routes, err := netlink.RouteList(nil, netlink.FAMILY_V4); err == nil {
+		for _, rt := range routes {
+			if rt.Dst == nil {
+				continue
+			}
+			if p, ok := netip.AddrFromSlice(rt.Dst.IP); ok {
+				bits, _ := rt.Dst.Mask.Size()
+				if bits > 0 && netip.PrefixFrom(p.Unmap(), bits).Overlaps(m.subnet) {
+					name := strconv.Itoa(rt.LinkIndex)
+					if l, err := netlink.LinkByIndex(rt.LinkIndex); err == nil {
+						name = l.Attrs().Name
+					}
+					return fmt.Errorf("egress subnet %s overlaps %s, already routed via %s: give this runner another Config.EgressSubnet", m.subnet, rt.Dst, name)
+				}
+			}
+		}
+	}
 	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: m.brName}}
 	if err := netlink.LinkAdd(br); err != nil {
 		return fmt.Errorf("create bridge %s: %w", m.brName, err)

@@ -447,3 +447,20 @@ func TestRunnerWithoutCapNetAdminReportsWhatIsMissing(t *testing.T) {
 	require.True(t, iso.User && iso.Namespaces && iso.Capabilities && iso.Seccomp, "%+v", iso)
 	_ = strconv.Itoa
 }
+
+func TestTwoRunnersOnOneEgressSubnetIsAClearError(t *testing.T) {
+	subnet := fmt.Sprintf("10.236.%d.0/24", os.Getpid()%200+20)
+	a := newEnv(t, func(c *runner.Config) { c.EgressSubnet = subnet })
+	b := newEnv(t, func(c *runner.Config) { c.EgressSubnet = subnet })
+	for _, e := range []*env{a, b} {
+		s := hostileSpec(t, "egressor")
+		s.Network = runner.Network{Policy: runner.PolicyEgress}
+		e.put(s)
+	}
+	require.Contains(t, a.mustGet("egressor.example", "/"), "hostile")
+	code, body, _ := b.get("egressor.example", "/")
+	require.Equal(t, 503, code)
+	require.Contains(t, body, "egress subnet "+subnet+" overlaps")
+	require.Contains(t, body, "give this runner another Config.EgressSubnet")
+	require.Contains(t, a.mustGet("egressor.example", "/"), "hostile", "the first runner's app is unaffected")
+}
