@@ -178,6 +178,9 @@ func (a *app) newInstanceLocked(ctx context.Context, notBefore time.Time) *insta
 		stopCh:    make(chan struct{}),
 		tail:      &tail{},
 		created:   time.Now(),
+		sockDirFd: -1,
+		sockFd:    -1,
+		netns:     -1,
 	}
 	a.cur = i
 	a.pendingRestart = false

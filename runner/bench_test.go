@@ -21,8 +21,9 @@ import (
 
 // BenchmarkColdStart measures a request to a stopped app, from the request
 // to the answer, through the front: on-demand start included. "plain" runs
-// the app without isolation, "isolated" with everything on. Compare with
-// BenchmarkDirectStart, the app's own time to start, bind and answer.
+// the app without isolation, "isolated" with everything on (its network
+// namespace from the pool). Compare with BenchmarkDirectStart, the app's
+// own time to start, bind and answer.
 func BenchmarkColdStart(b *testing.B) {
 	for _, mode := range []string{"isolated", "plain"} {
 		b.Run(mode, func(b *testing.B) {
@@ -49,6 +50,46 @@ func BenchmarkColdStart(b *testing.B) {
 			}
 			b.ReportMetric(float64(sum.Microseconds())/float64(len(st.Recent))/1000, "start-ms")
 		})
+	}
+}
+
+// BenchmarkColdStartNetns measures what the network namespace adds to a
+// cold start, with three runners whose cold requests alternate (so the
+// machine's noise hits all three alike): full isolation with the
+// namespace from the pool ("pool-ms"), made at the start ("nopool-ms",
+// Config.NetnsPool -1), and without a network namespace ("nonet-ms").
+func BenchmarkColdStartNetns(b *testing.B) {
+	modes := []string{"pool", "nopool", "nonet"}
+	envs := make([]*env, len(modes))
+	for k, mode := range modes {
+		envs[k] = newEnv(b, func(c *runner.Config) {
+			c.Isolation.NoNetwork = mode == "nonet"
+			if mode == "nopool" {
+				c.NetnsPool = -1
+			}
+			c.Sink = &memSink{}
+		})
+		envs[k].put(spec("cold"))
+	}
+	sums := make([]time.Duration, len(modes))
+	ctx := context.Background()
+	b.ResetTimer()
+	for n := 0; n < b.N; n++ {
+		for k := range modes {
+			e := envs[(k+n)%len(modes)]
+			t0 := time.Now()
+			e.mustGet("cold.example", "/")
+			sums[(k+n)%len(modes)] += time.Since(t0)
+			b.StopTimer()
+			if err := e.r.Stop(ctx, "cold"); err != nil {
+				b.Fatal(err)
+			}
+			b.StartTimer()
+		}
+	}
+	b.StopTimer()
+	for k, mode := range modes {
+		b.ReportMetric(float64(sums[k].Microseconds())/float64(b.N)/1000, mode+"-ms")
 	}
 }
 

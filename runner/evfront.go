@@ -34,6 +34,12 @@ func (h loopHandler) Route(r *evproxy.Request) evproxy.Decision {
 	if i == nil {
 		return evproxy.Decision{Action: evproxy.Handoff}
 	}
+	if i.tcpAddr != "" && i.netns >= 0 {
+		// A TCP app's port is inside its namespace, which the loop's
+		// thread does not enter: the goroutine path dials it there.
+		a.release(i)
+		return evproxy.Decision{Action: evproxy.Handoff}
+	}
 	r.Tag = i
 	m := r.Head.Method
 	bodyless := r.Head.ContentLength <= 0 && !r.Head.Chunked
@@ -89,6 +95,7 @@ func (f *front) serveLoops(ctx context.Context, l *net.TCPListener, wg *sync.Wai
 		ShutdownTimeout:       cfg.StopGrace,
 		MaxHeaderBytes:        maxHead,
 		MaxHeaderFields:       maxHeaders,
+		DropFieldPrefix:       platformFieldPrefix,
 		Logger:                f.r.log,
 	})
 	if err != nil {
@@ -98,9 +105,12 @@ func (f *front) serveLoops(ctx context.Context, l *net.TCPListener, wg *sync.Wai
 }
 
 // loopTarget is where the event loops reach an instance.
-func loopTarget(tcpAddr, sockHost string) evproxy.Target {
+// A unix target is connected to through the pinned socket (via) and its
+// listener's UID checked on every new connection, as on the goroutine
+// path.
+func loopTarget(tcpAddr, sockHost, via string, uid int) evproxy.Target {
 	if tcpAddr != "" {
 		return evproxy.Target{Network: "tcp", Addr: tcpAddr}
 	}
-	return evproxy.Target{Network: "unix", Addr: sockHost}
+	return evproxy.Target{Network: "unix", Addr: sockHost, Via: via, CheckPeer: true, PeerUID: uint32(uid)}
 }

@@ -119,7 +119,16 @@ func TestFrontKeepsNothingOfGoneInstances(t *testing.T) {
 	fds := func() int {
 		ents, err := os.ReadDir("/proc/self/fd")
 		require.NoError(t, err)
-		return len(ents)
+		n := 0
+		for _, e := range ents {
+			// The pool of network namespaces made ahead is bounded
+			// by Config.NetnsPool, whatever the churn: not counted.
+			if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); strings.HasPrefix(l, "net:") {
+				continue
+			}
+			n++
+		}
+		return n
 	}
 	round := func(k int) {
 		c, err := net.Dial("tcp", e.front)
@@ -143,4 +152,28 @@ func TestFrontKeepsNothingOfGoneInstances(t *testing.T) {
 	}
 	require.Eventually(t, func() bool { return fds() <= base+2 }, 10*time.Second, 10*time.Millisecond,
 		"descriptors after 15 instances: %d, after the first: %d", fds(), base)
+	netns := func() int {
+		ents, _ := os.ReadDir("/proc/self/fd")
+		n := 0
+		for _, e := range ents {
+			if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); strings.HasPrefix(l, "net:") {
+				n++
+			}
+		}
+		return n
+	}
+	require.Eventually(t, func() bool { return netns() <= runner.DefaultNetnsPool+3 }, 10*time.Second, 10*time.Millisecond,
+		"network namespaces held after 15 instances: %d (pool of %d, plus each live runner's own): %v", netns(), runner.DefaultNetnsPool, netLinks())
+}
+
+func netLinks() []string {
+	ents, _ := os.ReadDir("/proc/self/fd")
+	var out []string
+	for _, e := range ents {
+		if l, _ := os.Readlink("/proc/self/fd/" + e.Name()); strings.HasPrefix(l, "net:") {
+			out = append(out, e.Name()+"="+l)
+		}
+	}
+	self, _ := os.Readlink("/proc/self/ns/net")
+	return append(out, "self="+self)
 }

@@ -286,6 +286,7 @@ func (i *instance) forward(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	h := w.Header()
+	dropPlatformFields(resp.Header)
 	conn := connectionTokens(resp.Header)
 	for k, vv := range resp.Header {
 		if hopHeaders[k] || conn[k] {
@@ -356,6 +357,7 @@ func (i *instance) forwardUpgrade(w http.ResponseWriter, req *http.Request, up s
 		http.Error(w, fmt.Sprintf("runner: app %q: %v", i.app.name, err), http.StatusBadGateway)
 		return
 	}
+	dropPlatformFields(resp.Header)
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		for k, vv := range resp.Header {
 			if !hopHeaders[k] {

@@ -38,8 +38,19 @@ func openUIDTable(path string, min, max int) (*uidTable, error) {
 		return nil, fmt.Errorf("runner: UID table %s is corrupt: %w", path, err)
 	}
 	for app, uid := range m {
-		// An allocation outside today's range is kept: changing the
-		// range must not hand an app's data to another app.
+		// An allocation outside the range is refused rather than used
+		// or dropped: the file is trusted by root, and dropping an
+		// entry would hand the app's data to whichever app gets the
+		// UID next. The operator fixes the file or the range.
+		if uid == 0 {
+			return nil, fmt.Errorf("runner: UID table %s gives app %q UID 0 (root): refused; apps never run as root (tampered file? remove the entry or restore the file)", path, app)
+		}
+		if uid < min || uid > max {
+			return nil, fmt.Errorf("runner: UID table %s gives app %q UID %d, outside the configured range %d-%d: refused (restore the file, or widen Config.UIDMin/UIDMax if the range was changed)", path, app, uid, min, max)
+		}
+		if !nameRE.MatchString(app) {
+			return nil, fmt.Errorf("runner: UID table %s names app %q, which is not a valid app name: refused", path, app)
+		}
 		if other, ok := t.used[uid]; ok {
 			return nil, fmt.Errorf("runner: UID table %s gives UID %d to both %q and %q", path, uid, other, app)
 		}

@@ -42,6 +42,17 @@ type initConfig struct {
 	// Passwd is the user's name in the sandbox's /etc/passwd.
 	User    string   `json:"user,omitempty"`
 	Rlimits []rlimit `json:"rlimits,omitempty"`
+	// DropCaps empties every capability set (bounding and ambient
+	// included) before the app starts, and NoNewPrivs sets no_new_privs,
+	// so that no exec (a setuid binary, file capabilities) gains any.
+	DropCaps   bool `json:"drop_caps,omitempty"`
+	NoNewPrivs bool `json:"no_new_privs,omitempty"`
+	// Seccomp loads the system-call filter (seccomp_linux.go) on every
+	// thread of the helper, so the helper and everything it starts run
+	// under it.
+	Seccomp bool `json:"seccomp,omitempty"`
+	// Netns: descriptor 3 is a network namespace to join first.
+	Netns bool `json:"netns,omitempty"`
 	// Reaper keeps the helper as PID 1 of the new PID namespace: it
 	// forwards signals, reaps orphans and exits with the app's status.
 	// Without it the helper execs the app in its own place.

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 
@@ -32,6 +33,10 @@ func Init() {
 		markInit()
 		return
 	}
+	// Capability sets, no_new_privs and the parent-death signal are per
+	// thread: everything below, the fork of the app included, runs on
+	// this one.
+	runtime.LockOSThread()
 	var cfg initConfig
 	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
 		initFail(fmt.Errorf("read sandbox config: %w", err))
@@ -45,6 +50,15 @@ func initFail(err error) {
 }
 
 func runInit(cfg *initConfig) int {
+	if cfg.Netns {
+		// The runner's own namespace, made and set up by the runner
+		// (loopback, or a veth for egress); the app never holds the
+		// capability to change it.
+		if err := unix.Setns(3, unix.CLONE_NEWNET); err != nil {
+			initFail(fmt.Errorf("join the network namespace: %w", err))
+		}
+		_ = unix.Close(3)
+	}
 	for _, p := range cfg.Cgroups {
 		if err := os.WriteFile(p, []byte("0"), 0); err != nil {
 			initFail(fmt.Errorf("join cgroup %s: %w", p, err))
@@ -70,12 +84,13 @@ func runInit(cfg *initConfig) int {
 	if err != nil {
 		initFail(err)
 	}
+	// From here on the helper is no more than the app: its user, no
+	// capability, no_new_privs, the filter. As PID 1 it only forwards
+	// signals and reaps, which need none of them.
+	if err := lockDown(cfg); err != nil {
+		initFail(err)
+	}
 	if !cfg.Reaper {
-		if cfg.SetUser {
-			if err := dropUser(cfg.UID, cfg.GID); err != nil {
-				initFail(err)
-			}
-		}
 		if err := os.Chdir(cfg.Dir); err != nil {
 			initFail(fmt.Errorf("chdir %s: %w", cfg.Dir, err))
 		}
@@ -98,9 +113,6 @@ func reap(cfg *initConfig, path string) int {
 		Env:   cfg.Env,
 		Files: []uintptr{0, 1, 2},
 		Sys:   &syscall.SysProcAttr{Setpgid: !cfg.Command},
-	}
-	if cfg.SetUser {
-		attr.Sys.Credential = &syscall.Credential{Uid: uint32(cfg.UID), Gid: uint32(cfg.GID), Groups: []uint32{}}
 	}
 	pid, err := syscall.ForkExec(path, cfg.Argv, attr)
 	if err != nil {
@@ -131,6 +143,53 @@ func reap(cfg *initConfig, path string) int {
 		}
 	}
 	return 1
+}
+
+// lockDown drops the helper to what the app may have, in an order where
+// each step still has the privilege it needs: the bounding and ambient
+// sets while root, then the user (which empties the permitted and
+// effective sets), then the inheritable set, the parent-death signal that
+// a change of credentials clears, no_new_privs and the filter.
+func lockDown(cfg *initConfig) error {
+	if cfg.DropCaps {
+		for c := 0; c <= unix.CAP_LAST_CAP+8; c++ {
+			if err := unix.Prctl(unix.PR_CAPBSET_DROP, uintptr(c), 0, 0, 0); err != nil {
+				if errors.Is(err, unix.EINVAL) && c > unix.CAP_LAST_CAP/2 {
+					break // past the kernel's last capability
+				}
+				return fmt.Errorf("drop capability %d from the bounding set: %w", c, err)
+			}
+		}
+		if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0); err != nil && !errors.Is(err, unix.EINVAL) {
+			return fmt.Errorf("clear ambient capabilities: %w", err)
+		}
+	}
+	if cfg.SetUser {
+		if err := dropUser(cfg.UID, cfg.GID); err != nil {
+			return err
+		}
+	}
+	if cfg.DropCaps {
+		hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+		var data [2]unix.CapUserData
+		if err := unix.Capset(&hdr, &data[0]); err != nil {
+			return fmt.Errorf("empty capability sets: %w", err)
+		}
+	}
+	if err := unix.Prctl(unix.PR_SET_PDEATHSIG, uintptr(syscall.SIGKILL), 0, 0, 0); err != nil {
+		return fmt.Errorf("set parent-death signal: %w", err)
+	}
+	if cfg.NoNewPrivs || cfg.Seccomp {
+		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+			return fmt.Errorf("set no_new_privs: %w", err)
+		}
+	}
+	if cfg.Seccomp {
+		if err := installSeccomp(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func dropUser(uid, gid int) error {

@@ -4,6 +4,7 @@ import (
 	"github.com/paaskit/paaskit/internal/evproxy"
 
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -57,10 +58,22 @@ type instance struct {
 	lastActive atomic.Int64 // unix nanoseconds
 
 	// set by run before ready; read-only afterwards
-	cmd       *exec.Cmd
-	cg        atomic.Pointer[cgroup]
-	sockHost  string
-	tcpAddr   string
+	cmd      *exec.Cmd
+	cg       atomic.Pointer[cgroup]
+	sockHost string
+	tcpAddr  string
+	// sockDirFd is the instance's socket directory (O_PATH) and sockFd
+	// the app's socket pinned in it once it is bound (see pinSocket);
+	// the front connects through sockVia, /proc/self/fd/<sockFd>, and
+	// checks that the listener runs as peerUID.
+	sockDirFd int
+	sockFd    int
+	sockVia   string
+	peerUID   int
+	// netns is the instance's network namespace (-1 without), egress
+	// its place on the bridge (nil for policy none).
+	netns     int
+	egress    *egressLink
 	pool      *connPool
 	target    evproxy.Target // the same socket for the event loops
 	procState *os.ProcessState
@@ -188,11 +201,33 @@ func (i *instance) spawn() error {
 			return fmt.Errorf("chown socket directory: %w", err)
 		}
 	}
+	i.peerUID = uid
+	if i.sockDirFd, err = openSockDir(sockDir); err != nil {
+		return err
+	}
 	env := baseEnv(s, a.name, i.id)
-	if s.Listen == "tcp" {
-		port, err := freePort()
-		if err != nil {
+	if r.net != nil {
+		if i.netns, err = r.net.take(); err != nil {
 			return err
+		}
+		if s.Network.Policy == PolicyEgress {
+			dests, err := resolveDestinations(context.Background(), s.Network.Allow)
+			if err != nil {
+				return err
+			}
+			if i.egress, err = r.net.attach(i.netns, i.id, dests); err != nil {
+				return fmt.Errorf("egress network: %w", err)
+			}
+		}
+	}
+	if s.Listen == "tcp" {
+		// In its own namespace the port is the app's alone: no search
+		// for a free one, no race with other processes of the host.
+		port := appPort
+		if i.netns < 0 {
+			if port, err = freePort(); err != nil {
+				return err
+			}
 		}
 		i.tcpAddr = "127.0.0.1:" + strconv.Itoa(port)
 		env = append(env, "PORT="+strconv.Itoa(port))
@@ -217,7 +252,7 @@ func (i *instance) spawn() error {
 	}
 	cmd, err := r.buildCmd(launch{
 		spec: s, uid: uid, gid: gid, dataDir: dataDir, sockDir: sockDir,
-		cg: cg, argv: s.Command, env: env, reaperPgid: true,
+		cg: cg, argv: s.Command, env: env, reaperPgid: true, netns: i.netns,
 	})
 	if err != nil {
 		return err
@@ -237,6 +272,9 @@ func (i *instance) spawn() error {
 	err = cmd.Start()
 	outW.Close()
 	errW.Close()
+	for _, f := range cmd.ExtraFiles {
+		f.Close()
+	}
 	if err != nil {
 		outR.Close()
 		errR.Close()
@@ -260,7 +298,9 @@ func (i *instance) spawn() error {
 		}(f)
 	}
 	i.pool = newConnPool(i.dial, r.cfg.ResponseTimeout)
-	i.target = loopTarget(i.tcpAddr, i.sockHost)
+	if i.tcpAddr != "" {
+		i.target = loopTarget(i.tcpAddr, "", "", 0)
+	}
 	go func() {
 		_ = cmd.Wait()
 		i.procState = cmd.ProcessState
@@ -269,12 +309,45 @@ func (i *instance) spawn() error {
 	return nil
 }
 
+// dial connects to the instance: a TCP app on its port, a unix-socket app
+// through its pinned socket (never through the path, which the app
+// controls), checking the listener's UID on every new connection.
 func (i *instance) dial(ctx context.Context) (net.Conn, error) {
 	var d net.Dialer
 	if i.tcpAddr != "" {
+		if i.netns >= 0 {
+			return i.app.r.net.dialTCP(ctx, i.netns, i.tcpAddr)
+		}
 		return d.DialContext(ctx, "tcp", i.tcpAddr)
 	}
-	return d.DialContext(ctx, "unix", i.sockHost)
+	if i.sockVia == "" {
+		return nil, fmt.Errorf("app %q instance %d: its socket is not bound yet", i.app.name, i.id)
+	}
+	c, err := d.DialContext(ctx, "unix", i.sockVia)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkPeer(c, i.peerUID); err != nil {
+		c.Close()
+		i.app.r.log.Error("runner: refused a connection to an app socket", "app", i.app.name, "instance", i.id, "err", err)
+		return nil, err
+	}
+	return c, nil
+}
+
+// pin pins the app's socket once it is there; it reports whether it is.
+// An untrusted socket is an error: the start fails at once.
+func (i *instance) pin() (bool, error) {
+	if i.tcpAddr != "" || i.sockFd >= 0 {
+		return true, nil
+	}
+	fd, err := pinSocket(i.sockDirFd, socketName, i.peerUID)
+	if err != nil || fd < 0 {
+		return false, err
+	}
+	i.sockFd, i.sockVia = fd, pinnedPath(fd, i.sockHost)
+	i.target = loopTarget(i.tcpAddr, i.sockHost, i.sockVia, i.peerUID)
+	return true, nil
 }
 
 // waitReady polls the socket until it accepts, the process exits, the
@@ -309,9 +382,20 @@ func (i *instance) waitReady(ctx context.Context) *StartError {
 			return &StartError{App: a.name, Instance: i.id, Reason: fmt.Sprintf("did not bind %s within %v", where, timeout)}
 		case <-poll.C:
 		}
-		if c, err := i.dial(ctx); err == nil {
-			i.pool.put(newBackendConn(c, a.r.cfg.ResponseTimeout))
-			return nil
+		ok, err := i.pin()
+		if err != nil {
+			a.r.log.Error("runner: refusing the app's socket", "app", a.name, "instance", i.id, "err", err)
+			return &StartError{App: a.name, Instance: i.id, Reason: "its socket is not to be trusted", Err: err}
+		}
+		if ok {
+			c, err := i.dial(ctx)
+			if err == nil {
+				i.pool.put(newBackendConn(c, a.r.cfg.ResponseTimeout))
+				return nil
+			}
+			if errors.Is(err, ErrUntrustedSocket) {
+				return &StartError{App: a.name, Instance: i.id, Reason: "its socket is not to be trusted", Err: err}
+			}
 		}
 		poll.Reset(wait)
 		if wait < 5*time.Millisecond {
@@ -425,6 +509,16 @@ func (i *instance) cleanup() {
 			i.app.r.log.Error("runner: remove cgroup", "app", i.app.name, "instance", i.id, "err", err)
 		}
 	}
+	if i.egress != nil {
+		i.app.r.net.detach(i.egress)
+		i.egress = nil
+	}
+	for _, fd := range []*int{&i.sockFd, &i.sockDirFd, &i.netns} {
+		if *fd >= 0 {
+			_ = syscall.Close(*fd)
+			*fd = -1
+		}
+	}
 	_ = os.RemoveAll(filepath.Join(i.app.r.cfg.StateDir, "run", strconv.FormatInt(i.id, 10)))
 }
 
@@ -447,15 +541,10 @@ func (r *Runner) appUser(a *app) (int, int, error) {
 func (r *Runner) dataDir(s Spec, uid, gid int) (string, error) {
 	d := s.DataDir
 	if d == "" {
-		d = filepath.Join(r.cfg.StateDir, "data", s.Name)
+		d = filepath.Join(r.cfg.DataRoot, s.Name)
 	}
-	if err := os.MkdirAll(d, 0o750); err != nil {
-		return "", fmt.Errorf("create data directory: %w", err)
-	}
-	if r.iso.User {
-		if err := os.Chown(d, uid, gid); err != nil {
-			return "", fmt.Errorf("chown data directory %s: %w", d, err)
-		}
+	if err := r.prepareDataDir(d, uid, gid, r.iso.User); err != nil {
+		return "", err
 	}
 	return d, nil
 }

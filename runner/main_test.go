@@ -30,6 +30,7 @@ var imageDir string
 func TestMain(m *testing.M) {
 	// A sandbox's init helper is this test binary re-executed.
 	runner.Init()
+	runChild()
 	os.Exit(testMain(m))
 }
 
@@ -124,6 +125,19 @@ type env struct {
 	sink  *memSink
 	front string // host:port of the front
 	cfg   runner.Config
+	stop  func() // stops the front and the runner, once
+}
+
+// shutdown stops the env's front and runner now rather than at cleanup.
+func (e *env) shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { e.stop(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // front is one way to serve the runner's front in a test.
@@ -187,8 +201,7 @@ func newEnvFront(t testing.TB, tweak func(*runner.Config), handler bool) *env {
 	} else {
 		go func() { frontDone <- r.Serve(frontCtx, l) }()
 	}
-	e := &env{t: t, r: r, state: state, sink: sink, front: l.Addr().String(), cfg: cfg}
-	t.Cleanup(func() {
+	stop := func() {
 		if handler {
 			srv.Close()
 		} else {
@@ -209,7 +222,11 @@ func newEnvFront(t testing.TB, tweak func(*runner.Config), handler bool) *env {
 			t.Errorf("Run did not return within 30s of cancel")
 		}
 		os.RemoveAll(state)
-	})
+	}
+	e := &env{t: t, r: r, state: state, sink: sink, front: l.Addr().String(), cfg: cfg}
+	var once sync.Once
+	e.stop = func() { once.Do(stop) }
+	t.Cleanup(func() { e.stop() })
 	return e
 }
 

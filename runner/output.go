@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -54,24 +55,86 @@ func (f SinkFunc) WriteLine(l *Line) error { return f(l) }
 // FileSink appends each app's output to <Dir>/<app>.log, one line per
 // Line: time (RFC 3339, UTC), instance, stream, a '+' on a truncated piece
 // and '|', then the text.
+//
+// A file that would grow past its bound is rotated: <app>.log becomes
+// <app>.log.1, .1 becomes .2 and so on, and the oldest beyond the number
+// kept is deleted, so an app that floods its output costs the node a
+// bounded amount of disk.
 type FileSink struct {
-	dir   string
-	mu    sync.Mutex
-	files map[string]*fileSinkFile
+	dir      string
+	maxBytes int64
+	keep     int
+	mu       sync.Mutex
+	files    map[string]*fileSinkFile
 }
 
 type fileSinkFile struct {
-	mu  sync.Mutex
-	f   *os.File
-	buf []byte
+	mu   sync.Mutex
+	path string
+	f    *os.File
+	size int64
+	buf  []byte
 }
 
-// NewFileSink returns a FileSink writing under dir, which it creates.
+// Defaults of NewFileSink's rotation.
+const (
+	DefaultLogFileBytes = 64 << 20
+	DefaultLogFiles     = 4
+)
+
+// NewFileSink returns a FileSink writing under dir, which it creates,
+// rotating each app's file at DefaultLogFileBytes and keeping
+// DefaultLogFiles rotated files.
 func NewFileSink(dir string) (*FileSink, error) {
+	return NewRotatingFileSink(dir, DefaultLogFileBytes, DefaultLogFiles)
+}
+
+// NewRotatingFileSink is NewFileSink with its own bounds: a file is
+// rotated before it would pass maxBytes, and keep rotated files are kept
+// (so an app's output takes at most about (keep+1)*maxBytes).
+func NewRotatingFileSink(dir string, maxBytes int64, keep int) (*FileSink, error) {
+	if maxBytes < 4096 || keep < 1 || keep > 1000 {
+		return nil, fmt.Errorf("runner: file sink rotation at %d bytes keeping %d files: want at least 4096 bytes and 1-1000 files", maxBytes, keep)
+	}
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("runner: file sink directory %s: %w", dir, err)
 	}
-	return &FileSink{dir: dir, files: map[string]*fileSinkFile{}}, nil
+	return &FileSink{dir: dir, maxBytes: maxBytes, keep: keep, files: map[string]*fileSinkFile{}}, nil
+}
+
+func openLog(p string) (*os.File, int64, error) {
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND|syscall.O_NOFOLLOW, 0o640)
+	if err != nil {
+		return nil, 0, fmt.Errorf("runner: open log file %s: %w", p, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("runner: stat log file %s: %w", p, err)
+	}
+	return f, fi.Size(), nil
+}
+
+// rotate shifts the files of ff and opens a fresh one; ff.mu is held.
+func (s *FileSink) rotate(ff *fileSinkFile) error {
+	if err := ff.f.Close(); err != nil {
+		return fmt.Errorf("runner: close log file %s: %w", ff.path, err)
+	}
+	_ = os.Remove(ff.path + "." + strconv.Itoa(s.keep))
+	for k := s.keep - 1; k >= 1; k-- {
+		if err := os.Rename(ff.path+"."+strconv.Itoa(k), ff.path+"."+strconv.Itoa(k+1)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("runner: rotate log file %s: %w", ff.path, err)
+		}
+	}
+	if err := os.Rename(ff.path, ff.path+".1"); err != nil {
+		return fmt.Errorf("runner: rotate log file %s: %w", ff.path, err)
+	}
+	f, size, err := openLog(ff.path)
+	if err != nil {
+		return err
+	}
+	ff.f, ff.size = f, size
+	return nil
 }
 
 // WriteLine appends l to its app's file.
@@ -84,12 +147,12 @@ func (s *FileSink) WriteLine(l *Line) error {
 	ff, ok := s.files[l.App]
 	if !ok {
 		p := filepath.Join(s.dir, l.App+".log")
-		f, err := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
+		f, size, err := openLog(p)
 		if err != nil {
 			s.mu.Unlock()
-			return fmt.Errorf("runner: open log file %s: %w", p, err)
+			return err
 		}
-		ff = &fileSinkFile{f: f}
+		ff = &fileSinkFile{path: p, f: f, size: size}
 		s.files[l.App] = ff
 	}
 	s.mu.Unlock()
@@ -111,7 +174,14 @@ func (s *FileSink) WriteLine(l *Line) error {
 	if cap(ff.buf) > 256<<10 {
 		ff.buf = nil
 	}
-	if _, err := ff.f.Write(b); err != nil {
+	if ff.size > 0 && ff.size+int64(len(b)) > s.maxBytes {
+		if err := s.rotate(ff); err != nil {
+			return err
+		}
+	}
+	n, err := ff.f.Write(b)
+	ff.size += int64(n)
+	if err != nil {
 		return fmt.Errorf("runner: write log of app %q: %w", l.App, err)
 	}
 	return nil

@@ -85,11 +85,54 @@ func (r *Runner) detectIsolation() error {
 	} else {
 		st.Rlimits = true
 	}
+	switch {
+	case iso.NoCapDrop:
+		miss("capabilities: switched off by Config (apps keep the init helper's capabilities, no no_new_privs)")
+	default:
+		st.Capabilities = true
+	}
+	switch {
+	case iso.NoSeccomp:
+		miss("seccomp: switched off by Config")
+	default:
+		if err := seccompAvailable(); err != nil {
+			miss("seccomp: %v", err)
+		} else {
+			st.Seccomp = true
+		}
+	}
+	switch {
+	case iso.NoNetwork:
+		miss("network: switched off by Config (apps share the host's network: they can bind its ports and reach its loopback services)")
+	case !st.Namespaces:
+		miss("network: needs the namespaces (apps share the host's network)")
+	case !hasCapability(unix.CAP_NET_ADMIN):
+		miss("network: the runner lacks CAP_NET_ADMIN, so apps share the host's network (they can bind its ports and reach its loopback services)")
+	default:
+		m, err := newNetManager(r.cfg.CgroupRoot, r.cfg.EgressSubnet, r.cfg.NetnsPool, r.cfg.StateDir, r.log)
+		if err != nil {
+			miss("network: %v (apps share the host's network)", err)
+			break
+		}
+		r.net, st.Network = m, true
+	}
+	switch {
+	case r.net == nil:
+		miss("egress: needs the network namespaces")
+	case r.net.egressErr != nil:
+		miss("egress: %v: specs with network policy egress are refused", r.net.egressErr)
+	default:
+		st.Egress = true
+	}
 	r.iso = st
 	if err := r.findInitHelper(); err != nil {
 		if r.cg != nil {
 			r.cg.removeRoot()
 			r.cg = nil
+		}
+		if r.net != nil {
+			r.net.close()
+			r.net = nil
 		}
 		return err
 	}
@@ -99,7 +142,7 @@ func (r *Runner) detectIsolation() error {
 // findInitHelper sets r.initPath when any isolation needs the helper.
 func (r *Runner) findInitHelper() error {
 	st := r.iso
-	if st.User || st.Namespaces || st.Cgroup || st.Rlimits {
+	if st.User || st.Namespaces || st.Cgroup || st.Rlimits || st.Capabilities || st.Seccomp {
 		p := r.cfg.InitPath
 		if p == "" {
 			// This very binary, even if the file was replaced since.
@@ -126,6 +169,7 @@ type launch struct {
 	argv       []string
 	env        []string
 	reaperPgid bool // an instance: own process group; a command: none (a pty's session)
+	netns      int  // a network namespace to join (the caller keeps it), or -1
 }
 
 // hostPath maps a sandbox path to the host when there is no sandbox root.
@@ -178,14 +222,17 @@ func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) {
 		return cmd, nil
 	}
 	ic := initConfig{
-		Argv:    argv,
-		Env:     env,
-		Dir:     workDir,
-		SetUser: r.iso.User,
-		UID:     l.uid,
-		GID:     l.gid,
-		User:    l.spec.Name,
-		Command: !l.reaperPgid,
+		Argv:       argv,
+		Env:        env,
+		Dir:        workDir,
+		SetUser:    r.iso.User,
+		UID:        l.uid,
+		GID:        l.gid,
+		User:       l.spec.Name,
+		Command:    !l.reaperPgid,
+		DropCaps:   r.iso.Capabilities,
+		NoNewPrivs: r.iso.Capabilities,
+		Seccomp:    r.iso.Seccomp,
 	}
 	if l.cg != nil {
 		ic.Cgroups = l.cg.procsFiles()
@@ -199,7 +246,15 @@ func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) {
 		if r.iso.User {
 			// RLIMIT_NPROC counts the UID's tasks; it only means something
 			// when the app has a UID of its own.
-			ic.Rlimits = append(ic.Rlimits, rlimit{Resource: unix.RLIMIT_NPROC, Value: uint64(lim.Processes)})
+			// The init helper now runs as the app's UID too, and its
+			// runtime's threads count. With a cgroup the pids limit
+			// is the one that refuses (and counts refusals); the
+			// rlimit stays a backstop just above it.
+			nproc := uint64(lim.Processes)
+			if l.cg != nil {
+				nproc += 32
+			}
+			ic.Rlimits = append(ic.Rlimits, rlimit{Resource: unix.RLIMIT_NPROC, Value: nproc})
 		}
 	}
 	if r.iso.Namespaces {
@@ -221,6 +276,15 @@ func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) {
 			ic.Mounts = append(ic.Mounts, sandboxMount{Host: l.sockDir, Path: sandboxSock, Writable: true})
 		}
 	}
+	var extra []*os.File
+	if l.netns >= 0 {
+		dup, err := unix.FcntlInt(uintptr(l.netns), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, fmt.Errorf("pass the network namespace: %w", err)
+		}
+		ic.Netns = true
+		extra = append(extra, os.NewFile(uintptr(dup), "netns"))
+	}
 	raw, err := json.Marshal(ic)
 	if err != nil {
 		return nil, fmt.Errorf("encode sandbox config: %w", err)
@@ -231,6 +295,7 @@ func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) {
 		Env:         []string{initEnv + "=" + string(raw)},
 		Dir:         "/",
 		SysProcAttr: sys,
+		ExtraFiles:  extra,
 	}
 	return cmd, nil
 }
@@ -274,7 +339,18 @@ func (r *Runner) Command(name string, argv []string) (*exec.Cmd, error) {
 		}
 	}
 	env := baseEnv(s, name, 0)
-	cmd, err := r.buildCmd(launch{spec: s, uid: uid, gid: gid, dataDir: dataDir, cg: cg, argv: argv, env: env})
+	// A command gets a namespace of its own with loopback only (egress
+	// set-up needs an end to be undone at, which a Cmd the caller runs
+	// does not tell). The descriptor passed is closed when the Cmd is
+	// collected.
+	ns := -1
+	if r.net != nil {
+		if ns, err = r.net.take(); err != nil {
+			return nil, fmt.Errorf("runner: command for app %q: %w", name, err)
+		}
+		defer unix.Close(ns)
+	}
+	cmd, err := r.buildCmd(launch{spec: s, uid: uid, gid: gid, dataDir: dataDir, cg: cg, argv: argv, env: env, netns: ns})
 	if err != nil {
 		return nil, fmt.Errorf("runner: command for app %q: %w", name, err)
 	}

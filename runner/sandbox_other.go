@@ -3,7 +3,9 @@
 package runner
 
 import (
+	"context"
 	"errors"
+	"net"
 	"os/exec"
 	"time"
 )
@@ -41,6 +43,22 @@ type launch struct {
 	argv       []string
 	env        []string
 	reaperPgid bool
+	netns      int
+}
+
+type netManager struct{}
+
+type egressLink struct{}
+
+func (m *netManager) take() (int, error) { return -1, ErrUnsupported }
+func (m *netManager) attach(int, int64, []Destination) (*egressLink, error) {
+	return nil, ErrUnsupported
+}
+func (m *netManager) detach(*egressLink) {}
+func (m *netManager) start()             {}
+func (m *netManager) close()             {}
+func (m *netManager) dialTCP(ctx context.Context, ns int, addr string) (net.Conn, error) {
+	return nil, ErrUnsupported
 }
 
 func (r *Runner) detectIsolation() error {
@@ -57,3 +75,19 @@ func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) { return nil, ErrUnsuppor
 func (r *Runner) Command(name string, argv []string) (*exec.Cmd, error) {
 	return nil, ErrUnsupported
 }
+
+const appPort = 8000
+
+// ErrUntrustedSocket: see the Linux build.
+var ErrUntrustedSocket = errors.New("runner: untrusted app socket")
+
+func openSockDir(string) (int, error)         { return -1, nil }
+func pinSocket(int, string, int) (int, error) { return 0, nil }
+func pinnedPath(_ int, host string) string    { return host }
+func checkPeer(net.Conn, int) error           { return nil }
+
+// Defaults that the Linux build documents.
+const (
+	DefaultEgressSubnet = "10.237.0.0/16"
+	DefaultNetnsPool    = 4
+)

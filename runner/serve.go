@@ -69,19 +69,40 @@ func (r *Runner) Serve(ctx context.Context, l net.Listener) error {
 
 // acceptLoop serves l with a goroutine per connection until l fails or
 // is closed.
+//
+// Running out of descriptors (EMFILE, ENFILE) or memory for a socket is
+// not the listener failing: the loop backs off (5 ms, doubling up to 1 s,
+// logged once per episode) and goes on serving the connections it has,
+// as net/http and the balancer do, instead of stopping the node's front.
 func (f *front) acceptLoop(ctx context.Context, l net.Listener, wg *sync.WaitGroup) error {
+	var delay time.Duration
 	for {
 		c, err := l.Accept()
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(5 * time.Millisecond)
+			if retryableAccept(err) {
+				if delay == 0 {
+					delay = 5 * time.Millisecond
+					f.r.log.Warn("runner: front cannot accept for now; backing off", "listener", l.Addr().String(), "err", err)
+				} else if delay *= 2; delay > time.Second {
+					delay = time.Second
+				}
+				t := time.NewTimer(delay)
+				select {
+				case <-ctx.Done():
+					t.Stop()
+					return nil
+				case <-t.C:
+				}
 				continue
 			}
 			return fmt.Errorf("runner: front accept on %s: %w", l.Addr(), err)
+		}
+		if delay != 0 {
+			f.r.log.Info("runner: front accepting again", "listener", l.Addr().String())
+			delay = 0
 		}
 		if !f.track(c) {
 			c.Close()
@@ -93,6 +114,22 @@ func (f *front) acceptLoop(ctx context.Context, l net.Listener, wg *sync.WaitGro
 			f.serveConn(c)
 		}()
 	}
+}
+
+// retryableAccept reports whether an Accept error is a passing shortage
+// (descriptors, kernel memory, an aborted handshake, a timeout) rather
+// than a listener that is gone.
+func retryableAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED, syscall.EINTR} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 const (
@@ -743,6 +780,9 @@ func parseResponseHead(h []byte, headReq bool, rs *respHead, dst []byte, x *http
 			framed = true
 			continue
 		}
+		if platformField(f.Name) {
+			continue // an app cannot speak for the platform
+		}
 		out = append(out, f.Name...)
 		out = append(out, ": "...)
 		out = append(out, f.Value...)
@@ -760,6 +800,26 @@ func parseResponseHead(h []byte, headReq bool, rs *respHead, dst []byte, x *http
 		rs.untilEOF = true
 	}
 	return out, false, nil
+}
+
+// platformFieldPrefix starts the names of the response fields the
+// platform gives a meaning to (MissHeader makes the balancer run its miss
+// hook): the front drops them from every app response, on every path.
+const platformFieldPrefix = "x-paaskit-"
+
+// platformField reports whether a field name starts with
+// platformFieldPrefix, ignoring case.
+func platformField(name []byte) bool {
+	return len(name) >= len(platformFieldPrefix) && equalFold(name[:len(platformFieldPrefix)], platformFieldPrefix)
+}
+
+// dropPlatformFields deletes the platform's fields from an app's header.
+func dropPlatformFields(h http.Header) {
+	for k := range h {
+		if platformField([]byte(k)) {
+			delete(h, k)
+		}
+	}
 }
 
 func clip(b []byte) string {

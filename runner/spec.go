@@ -42,7 +42,8 @@ type Spec struct {
 	// app's UID.
 	DataDir string `json:"data_dir,omitempty"`
 	// Listen is "unix" (the default: the app binds $PAASKIT_SOCKET) or
-	// "tcp" (the app binds 127.0.0.1:$PORT, for apps that only speak TCP).
+	// "tcp" (the app binds 127.0.0.1:$PORT, for apps that only speak TCP;
+	// in its own network namespace the port is always 8000).
 	Listen string `json:"listen,omitempty"`
 	// Limits bound what one instance may use; zero fields take the
 	// runner's defaults (Config.DefaultLimits).
@@ -50,6 +51,9 @@ type Spec struct {
 	// IdleTimeout is how long an instance with nothing in flight runs
 	// before it is reaped; 0 means Config.DefaultIdleTimeout.
 	IdleTimeout Duration `json:"idle_timeout,omitempty"`
+	// Network is the app's network policy: its own namespace with
+	// loopback only (the default), or egress.
+	Network Network `json:"network,omitzero"`
 	// StartTimeout is how long a start may take to bind its socket
 	// before it fails (and its waiters get 503); 0 means
 	// Config.DefaultStartTimeout.
@@ -60,8 +64,10 @@ type Spec struct {
 type Limits struct {
 	// Memory is the cgroup memory limit in bytes ("256M" in JSON works).
 	Memory Bytes `json:"memory,omitempty"`
-	// Processes bounds tasks (processes and threads): RLIMIT_NPROC for the
-	// app's UID and the cgroup's pids.max.
+	// Processes bounds tasks (processes and threads): the cgroup's
+	// pids.max, and RLIMIT_NPROC for the app's UID (32 above it when
+	// the cgroup is in force, as a backstop: the sandbox's init helper
+	// runs as the app's UID too).
 	Processes int `json:"processes,omitempty"`
 	// OpenFiles is RLIMIT_NOFILE.
 	OpenFiles int `json:"open_files,omitempty"`
@@ -267,6 +273,9 @@ func (s *Spec) Validate() error {
 	if err := s.Limits.validate(); err != nil {
 		return bad("%v", err)
 	}
+	if err := s.Network.validate(); err != nil {
+		return bad("%v", err)
+	}
 	if s.IdleTimeout < 0 || s.StartTimeout < 0 {
 		return bad("idle_timeout and start_timeout must not be negative")
 	}
@@ -328,6 +337,7 @@ func (s *Spec) clone() Spec {
 	c := *s
 	c.Hosts = append([]string(nil), s.Hosts...)
 	c.Command = append([]string(nil), s.Command...)
+	c.Network.Allow = append([]string(nil), s.Network.Allow...)
 	if s.Env != nil {
 		c.Env = make(map[string]string, len(s.Env))
 		for k, v := range s.Env {

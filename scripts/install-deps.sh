@@ -8,7 +8,8 @@
 #   --demo   what `make demo` needs: libzmq for cgo, Python and gunicorn for
 #            the sample apps. No database, no SSH server.
 #   --test   (the default) what `make test` needs: the demo's packages plus
-#            PostgreSQL, Redis, etcd, git, hg, OpenSSH, rsync, squashfs-tools.
+#            PostgreSQL, Redis, etcd, git, hg, OpenSSH, rsync, squashfs-tools,
+#            nftables (the runner's egress rules), libcap2-bin (capsh).
 #   --bench  the test packages plus the peers `make bench` measures against.
 #
 # It never stops, restarts or reconfigures a service that is already
@@ -30,6 +31,7 @@ test_pkgs=(
   postgresql redis-server etcd-server
   git openssh-client openssh-server rsync
   squashfs-tools
+  nftables libcap2-bin
   python3-pip python3-wheel python3-setuptools python3-zmq
   mercurial
 )

@@ -3,7 +3,8 @@
 # same run:
 #   - on-demand start (a request to a stopped app, through the front, until
 #     the answer) with full isolation and with isolation off, against the
-#     test app started directly (exec, bind, one request);
+#     test app started directly (exec, bind, one request); and what the
+#     network namespace adds (from the pool, and made at each start);
 #   - 100 concurrent first requests to a stopped app (one start, 100
 #     answers, 0 errors) against a single cold request;
 #   - warm keep-alive GETs through the front against the same Go client
@@ -86,8 +87,8 @@ ms() { awk -v n="$1" 'BEGIN { printf "%.2f", n / 1e6 }'; }
 
 # 1. Cold starts, then the baseline, then the cold starts again: the
 #    machine is shared, so both sides get the same noise.
-out1=$(bench 'ColdStart|DirectStart' 100x)
-out2=$(bench 'DirectStart|ColdStart' 100x)
+out1=$(bench 'ColdStart$|DirectStart' 100x)
+out2=$(bench 'DirectStart|ColdStart$' 100x)
 avg() { # name
   awk -v n="$1" '$1 ~ "^"n"(-[0-9]+)?$" { s += $3; c++ } END { printf "%.0f", s / c }' <<<"$out1
 $out2"
@@ -97,7 +98,17 @@ plain=$(avg 'BenchmarkColdStart/plain')
 direct=$(avg 'BenchmarkDirectStart')
 cond="go test -bench, 200 starts each, tiny Go app binding at once, $(nproc) shared cores"
 printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, full isolation: $(ms "$iso") ms vs $(ms "$direct") ms (overhead $(ms $((iso - direct))) ms, target < 20)" \
-  "direct exec + bind + 1 request" "$(ratio "$direct" "$iso")" "$cond; namespaces, pivot_root, cgroup v1/v2, own UID"
+  "direct exec + bind + 1 request" "$(ratio "$direct" "$iso")" "$cond; namespaces (network included), pivot_root, cgroup v1/v2, own UID, no capabilities, seccomp"
+# What the network namespace adds: three runners' cold starts alternating.
+outn=$(bench 'ColdStartNetns' 100x)
+pool=$(field "$outn" 'pool-ms')
+nopool=$(field "$outn" 'nopool-ms')
+nonet=$(field "$outn" 'nonet-ms')
+ncond="go test -bench, 100 cold requests to each of 3 runners, alternating, tiny Go app, $(nproc) shared cores"
+printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, network namespace from the pool: $pool ms vs $nonet ms without one (extra $(awk -v a="$pool" -v b="$nonet" 'BEGIN { printf "%.2f", a - b }') ms)" \
+  "full isolation but the network namespace" "$(ratio "$nonet" "$pool")" "$ncond; a pool of 4 namespaces made ahead"
+printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, network namespace made at the start: $nopool ms vs $pool ms from the pool (the pool saves $(awk -v a="$nopool" -v b="$pool" 'BEGIN { printf "%.2f", a - b }') ms)" \
+  "network namespace from the pool" "$(ratio "$pool" "$nopool")" "$ncond; Config.NetnsPool -1"
 printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, isolation off: $(ms "$plain") ms vs $(ms "$direct") ms (overhead $(ms $((plain - direct))) ms)" \
   "direct exec + bind + 1 request" "$(ratio "$direct" "$plain")" "$cond"
 printf 'bar\t%s\t%s\t%s\t%s\n' "runner on-demand start overhead over a direct start, full isolation" \

@@ -38,8 +38,12 @@ const specFormat = `{
   "command": ["/app/venv/bin/gunicorn", "--bind", "unix:/run/paaskit/app.sock", "blog:app"],
   "env": {"DJANGO_SETTINGS_MODULE": "blog.settings"},
   "workdir": "/app",                    default /app
-  "data_dir": "/srv/data/blog",         default STATE/data/NAME, writable at /data
-  "listen": "unix",                     or "tcp": bind 127.0.0.1:$PORT instead
+  "data_dir": "/srv/data/blog",         default DATA-ROOT/NAME, writable at /data; must lie beneath --data-root
+  "listen": "unix",                     or "tcp": bind 127.0.0.1:$PORT (8000, in the app's own network namespace)
+  "network": {"policy": "egress", "allow": ["db.internal:5432"]},
+                                        default policy "none": loopback only; "egress": public
+                                        addresses, never the host, other apps, private or
+                                        link-local ranges but for the destinations in "allow"
   "limits": {"memory": "256M", "processes": 128, "open_files": 1024, "cpu_weight": 100},
   "idle_timeout": "10m",
   "start_timeout": "30s"
@@ -67,7 +71,9 @@ func usage(fs *flag.FlagSet) func() {
 
 type options struct {
 	listen, admin, specs, state, uidRange, cgroupRoot, memory, logDir string
-	cpuProfile                                                        string
+	cpuProfile, dataRoot, egressSubnet                                string
+	logFileBytes                                                      string
+	netnsPool, logFiles                                               int
 	idle, startTimeout, grace, respTimeout                            time.Duration
 	processes, openFiles, eventLoops                                  int
 	noIsolation                                                       bool
@@ -92,6 +98,11 @@ func run(args []string, stderr io.Writer) int {
 	fs.DurationVar(&o.grace, "stop-grace", runner.DefaultStopGrace, "time between SIGTERM and SIGKILL when stopping an instance")
 	fs.StringVar(&o.logDir, "log-dir", "", "directory of the apps' output files (default STATE/logs)")
 	fs.BoolVar(&o.noIsolation, "no-isolation", false, "run apps as plain child processes (development only)")
+	fs.StringVar(&o.dataRoot, "data-root", "", "directory beneath which every app's data directory must lie (default STATE/data)")
+	fs.StringVar(&o.egressSubnet, "egress-subnet", runner.DefaultEgressSubnet, "node-local IPv4 subnet of egress apps' addresses on the runner's bridge")
+	fs.IntVar(&o.netnsPool, "netns-pool", runner.DefaultNetnsPool, "network namespaces made ahead of starts (-1: each start makes its own)")
+	fs.StringVar(&o.logFileBytes, "log-file-bytes", "64M", "an app's log file is rotated before it passes this size")
+	fs.IntVar(&o.logFiles, "log-files", runner.DefaultLogFiles, "rotated log files kept per app")
 	fs.IntVar(&o.eventLoops, "event-loops", 0, "event loops serving warm requests on a plain TCP front (0: the default, "+strconv.Itoa(runner.DefaultEventLoops)+"; -1: none, a goroutine per connection)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the daemon to this file until it stops (for go tool pprof)")
 	lc := daemon.LogFlags(fs)
@@ -198,7 +209,16 @@ func (o *options) config() (runner.Config, error) {
 		ResponseTimeout:     o.respTimeout,
 		EventLoops:          o.eventLoops,
 		Isolation:           runner.Isolation{Off: o.noIsolation},
+		DataRoot:            o.dataRoot,
+		EgressSubnet:        o.egressSubnet,
+		NetnsPool:           o.netnsPool,
+		LogFiles:            o.logFiles,
 	}
+	logBytes, err := runner.ParseBytes(o.logFileBytes)
+	if err != nil {
+		return c, fmt.Errorf("--log-file-bytes: %w", err)
+	}
+	c.LogFileBytes = logBytes
 	lo, hi, ok := strings.Cut(o.uidRange, "-")
 	var err1, err2 error
 	c.UIDMin, err1 = strconv.Atoi(lo)
@@ -212,7 +232,7 @@ func (o *options) config() (runner.Config, error) {
 	}
 	c.DefaultLimits = runner.Limits{Memory: runner.Bytes(mem), Processes: o.processes, OpenFiles: o.openFiles}
 	if o.logDir != "" {
-		s, err := runner.NewFileSink(o.logDir)
+		s, err := runner.NewRotatingFileSink(o.logDir, c.LogFileBytes, c.LogFiles)
 		if err != nil {
 			return c, err
 		}

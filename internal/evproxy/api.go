@@ -33,6 +33,16 @@ const (
 // address is handed off (the loop never blocks on a name lookup).
 type Target struct {
 	Network, Addr string
+	// Via, if set, is the unix socket path the loop connects to instead
+	// of Addr, which still names the target (and keys its pool). The
+	// runner sets it to /proc/self/fd/N, a descriptor pinning the app's
+	// socket inode, so that nothing an app puts at Addr is followed.
+	Via string
+	// CheckPeer makes the loop check, on every new unix connection, that
+	// the listener's SO_PEERCRED UID is PeerUID; any other is closed
+	// before a byte is sent and counts as ConnectFailed.
+	CheckPeer bool
+	PeerUID   uint32
 }
 
 // Decision is a Handler's answer for one request.
@@ -216,6 +226,11 @@ type Config struct {
 	// MissHeader is the response field (lower case) that marks a miss.
 	// Empty: no miss detection.
 	MissHeader string
+	// DropFieldPrefix (lower case), if set, drops every response field
+	// whose name starts with it before the head is passed on, so that a
+	// target cannot forge fields the platform gives a meaning to (the
+	// runner drops "x-paaskit-").
+	DropFieldPrefix string
 	// BusyPoll, if set, makes a loop that just handled events poll once
 	// without blocking before it blocks in epoll_wait.
 	BusyPoll bool

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -1013,4 +1014,41 @@ func TestIdleByTargetAndCloseIdle(t *testing.T) {
 	// The target serves again, with a new pool.
 	get(c1, br1, "/")
 	require.Eventually(t, func() bool { return idle() == 1 }, 5*time.Second, time.Millisecond, "idle %d", idle())
+}
+
+func TestUnixTargetViaAndPeerCheck(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.sock")
+	ln, err := net.Listen("unix", path)
+	require.NoError(t, err)
+	var accepted atomic.Int64
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		accepted.Add(1)
+		w.Header().Set("X-Paaskit-Miss", "1")
+		w.Header().Set("X-Kept", "yes")
+		_, _ = io.WriteString(w, "via "+r.URL.Path)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	// Addr names a path with nothing behind it: the loop connects to Via.
+	me := uint32(os.Geteuid())
+	good := Target{Network: "unix", Addr: filepath.Join(dir, "elsewhere.sock"), Via: path, CheckPeer: true, PeerUID: me}
+	hs := start(t, &testHandler{targets: []Target{good}}, func(c *Config) { c.DropFieldPrefix = "x-paaskit-" })
+	resp, err := http.Get("http://" + hs.addr + "/v")
+	require.NoError(t, err)
+	b, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	require.Equal(t, "via /v", string(b))
+	require.Empty(t, resp.Header.Get("X-Paaskit-Miss"), "a target's platform fields are dropped")
+	require.Equal(t, "yes", resp.Header.Get("X-Kept"))
+	// A listener of another UID than the one asked for gets nothing.
+	before := accepted.Load()
+	h := &testHandler{targets: []Target{{Network: "unix", Addr: path + "-x", Via: path, CheckPeer: true, PeerUID: me + 4242}}}
+	hs2 := start(t, h, nil)
+	resp, err = http.Get("http://" + hs2.addr + "/w")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, 502, resp.StatusCode)
+	require.Equal(t, []Outcome{ConnectFailed}, h.seen())
+	require.Equal(t, before, accepted.Load(), "no request reached the listener of another UID")
 }

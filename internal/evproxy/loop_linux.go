@@ -890,7 +890,11 @@ func (l *loop) pool(t Target) *tpool {
 			tp.fam = unix.AF_INET6
 		}
 	case "unix":
-		tp.sa = &unix.SockaddrUnix{Name: t.Addr}
+		name := t.Addr
+		if t.Via != "" {
+			name = t.Via
+		}
+		tp.sa = &unix.SockaddrUnix{Name: name}
 		tp.fam = unix.AF_UNIX
 	default:
 		return nil
@@ -942,6 +946,19 @@ func (l *loop) dial(tp *tpool) (*bconn, error) {
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
 	}
 	err = unix.Connect(fd, tp.sa)
+	if err == nil && tp.fam == unix.AF_UNIX && tp.t.CheckPeer {
+		// A unix connect completes at once: check who listens before
+		// anything is sent.
+		cred, cerr := unix.GetsockoptUcred(fd, unix.SOL_SOCKET, unix.SO_PEERCRED)
+		if cerr != nil || cred.Uid != tp.t.PeerUID {
+			_ = unix.Close(fd)
+			if cerr == nil {
+				cerr = fmt.Errorf("evproxy: target %s: listener runs as UID %d (pid %d), not UID %d", tp.t.Addr, cred.Uid, cred.Pid, tp.t.PeerUID)
+			}
+			l.p.cfg.Logger.Warn("evproxy: refused a target connection", "target", tp.t.Addr, "err", cerr)
+			return nil, cerr
+		}
+	}
 	switch err {
 	case nil:
 		b.canWrite = true
@@ -1115,6 +1132,13 @@ func (l *loop) gotHead(c *cconn, hl int) bool {
 		cfg.Logger.Warn("evproxy: malformed response", "target", b.pool.t.Addr, "err", err)
 		l.brokenResponse(c, "node sent a malformed response\n")
 		return true
+	}
+	if p := cfg.DropFieldPrefix; p != "" {
+		for k := range resp.Fields {
+			if f := &resp.Fields[k]; len(f.Name) >= len(p) && asciiHasPrefixFold(f.Name, p) {
+				f.Drop = true
+			}
+		}
 	}
 	if resp.Status < 200 {
 		if resp.Status == 101 {
@@ -1484,4 +1508,19 @@ func (l *loop) handoff(c *cconn) {
 		return
 	}
 	cfg.Handoff(nc, buffered)
+}
+
+// asciiHasPrefixFold reports whether b starts with the lower-case ASCII
+// prefix p, ignoring case.
+func asciiHasPrefixFold(b []byte, p string) bool {
+	for k := 0; k < len(p); k++ {
+		c := b[k]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != p[k] {
+			return false
+		}
+	}
+	return true
 }
