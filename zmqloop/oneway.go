@@ -238,6 +238,11 @@ func (l *oneway) serve(ctx context.Context, s *zmq.Socket, f *os.File, rc syscal
 					l.reject(err)
 					continue
 				}
+				if m.ReplyTo != "" || m.Error != nil {
+					// A reply reflected here from a request/reply socket.
+					l.reject(notARequest(l.kind, &m))
+					continue
+				}
 				if l.envStart == 1 && string(frames[0]) != m.Type {
 					l.reject(fmt.Errorf("zmqloop: %s: topic frame %q does not match signed type %q: %w", l.kind, truncate(frames[0]), m.Type, ErrMalformed))
 					continue
@@ -319,7 +324,7 @@ func (l *oneway) handle(ctx context.Context, h MessageHandler, req *Request) {
 }
 
 func (l *oneway) reject(err error) {
-	l.stats.rejected.Add(1)
+	l.stats.count(err)
 	l.log.Debug("zmqloop: refused message", "loop", l.kind, "err", err)
 	if l.cfg.Rejected != nil {
 		l.cfg.Rejected(err)

@@ -52,7 +52,8 @@ static int zl_recv(void *s, int flags, char *buf, int cap, int *lens, int maxfra
 // buf are left. Frames are copied back to back into buf; lens gets each
 // frame's size (at most maxframes in all) and counts each message's frame
 // count; a message with more than permsg frames, or that does not fit, is
-// read whole and reported with count -1 (its frames not kept). It returns
+// read whole and reported with count -1 (too many frames) or -2 (too
+// large), its frames not kept. It returns
 // the number of messages read (counts entries), or -errno if the first read
 // failed.
 static int zl_recv_many(void *s, int flags, char *buf, int cap, int reserve, int *lens, int maxframes,
@@ -79,12 +80,16 @@ static int zl_recv_many(void *s, int flags, char *buf, int cap, int reserve, int
 			}
 			flags = ZMQ_DONTWAIT;
 			size_t sz = zmq_msg_size(&msg);
-			if (n < permsg && off + (long)sz <= cap) {
+			if (bad) {
+				// the rest of a message already refused
+			} else if (n >= permsg) {
+				bad = 1;
+			} else if (off + (long)sz > cap) {
+				bad = 2;
+			} else {
 				memcpy(buf + off, zmq_msg_data(&msg), sz);
 				lens[nlen + n] = (int)sz;
 				off += (long)sz;
-			} else {
-				bad = 1;
 			}
 			n++;
 			int more = zmq_msg_more(&msg);
@@ -95,7 +100,7 @@ static int zl_recv_many(void *s, int flags, char *buf, int cap, int reserve, int
 		}
 		if (bad) {
 			off = start;
-			counts[nmsg++] = -1;
+			counts[nmsg++] = -bad;
 		} else {
 			nlen += n;
 			counts[nmsg++] = n;
@@ -292,8 +297,12 @@ func (r *batchReader) read(s *zmq.Socket, limit, permsg int) ([]rmsg, error) {
 	off, li := 0, 0
 	for m := 0; m < int(n); m++ {
 		c := int(r.counts[m])
-		if c < 0 {
-			r.msgs = append(r.msgs, rmsg{err: fmt.Errorf("zmqloop: message with more than %d frames or %d bytes: %w", permsg, r.reserve, ErrFrames)})
+		switch c {
+		case -1:
+			r.msgs = append(r.msgs, rmsg{err: fmt.Errorf("zmqloop: message with more than %d frames: %w", permsg, ErrFrames)})
+			continue
+		case -2:
+			r.msgs = append(r.msgs, rmsg{err: fmt.Errorf("zmqloop: message over %d bytes with its routing frames: %w", r.reserve, ErrTooLarge)})
 			continue
 		}
 		frames := r.fbuf[li : li+c : li+c]

@@ -1,0 +1,159 @@
+package zmqloop
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	zmq "github.com/pebbe/zmq4"
+	"github.com/stretchr/testify/require"
+)
+
+// TestReplyLoopAnswersAReplayButNeverAReply: a copy of an authentic
+// request gets one small error reply (CodeRejected), over the connection
+// it came in on, whatever the size of the request; replies sent back to
+// the loop as requests (the ordinary reply and that error reply) are
+// refused without an answer and reach no handler. One worker
+// (MaxInFlight 1) handles messages in order, so "the next message on the
+// socket answers the next request" proves nothing else was answered.
+func TestReplyLoopAnswersAReplayButNeverAReply(t *testing.T) {
+	c := newTestCodec(t, nil)
+	var rej rejections
+	l, ep := startReply(t, c, nil, func(cfg *ReplyConfig) { cfg.Rejected = rej.hook; cfg.MaxInFlight = 1 })
+	raw := rawSocket(t, zmq.DEALER, ep)
+	send := func(frames [][]byte) { sendRaw(t, raw, append([][]byte{{}}, frames...)...) }
+	recv := func() (*Message, [][]byte) {
+		t.Helper()
+		got := recvRaw(t, raw, 5*time.Second)
+		require.Len(t, got, 4)
+		require.Empty(t, got[0])
+		m, err := c.Open(got[1:])
+		require.NoError(t, err)
+		return m, got[1:]
+	}
+	lastRejection := func(want error) {
+		t.Helper()
+		errs := rej.all()
+		require.NotEmpty(t, errs)
+		require.ErrorIs(t, errs[len(errs)-1], want)
+	}
+
+	body := json.RawMessage(strconv.Quote(strings.Repeat("b", 3000)))
+	req, err := c.Seal(Message{Type: "echo", Body: body})
+	require.NoError(t, err)
+	reqMsg, err := c.Open(req)
+	require.NoError(t, err)
+	send(req)
+	first, firstFrames := recv()
+	require.Nil(t, first.Error)
+	require.JSONEq(t, string(body), string(first.Body))
+
+	// The replay: an error reply to it, naming the request, no body.
+	send(req)
+	rep, repFrames := recv()
+	require.NotNil(t, rep.Error)
+	require.Equal(t, CodeRejected, rep.Error.Code)
+	require.Contains(t, rep.Error.Message, "replayed")
+	require.Equal(t, reqMsg.ID, rep.ReplyTo)
+	require.Empty(t, rep.Body)
+	require.NotEqual(t, first.ID, rep.ID, "each reply has a fresh id")
+	lastRejection(ErrReplay)
+	// Not an amplifier: a few hundred bytes for a 3 KB request.
+	size := len(repFrames[0]) + len(repFrames[1]) + len(repFrames[2])
+	require.Less(t, size, 512, "error reply of %d bytes to a %d-byte replay", size, len(req[1]))
+
+	// Both replies sent back as requests: refused, no answer.
+	next := func() {
+		t.Helper()
+		f, err := c.Seal(Message{Type: "echo", Body: json.RawMessage(`"next"`)})
+		require.NoError(t, err)
+		m, err := c.Open(f)
+		require.NoError(t, err)
+		send(f)
+		got, _ := recv()
+		require.Equal(t, m.ID, got.ReplyTo, "the next message on the socket answers the next request")
+	}
+	for _, reflected := range [][][]byte{firstFrames, repFrames} {
+		send(reflected)
+		next()
+		errs := rej.all()
+		require.GreaterOrEqual(t, len(errs), 1)
+		require.ErrorIs(t, errs[len(errs)-1], ErrMalformed)
+		require.Contains(t, errs[len(errs)-1].Error(), "is a reply")
+	}
+	// A stale reply sent back is refused the same way, not answered as stale.
+	stale := newTestCodec(t, func() time.Time { return time.Now().Add(-time.Hour) })
+	old, err := stale.Seal(Message{Type: "echo", ReplyTo: reqMsg.ID, Error: Errorf(CodeRejected, "x")})
+	require.NoError(t, err)
+	send(old)
+	next()
+	lastRejection(ErrMalformed)
+
+	st := l.Stats()
+	require.Equal(t, LoopStats{Received: 8, Handled: 4, Rejected: 4}, st)
+}
+
+// TestOneWayLoopsRefuseReplies: a reply (from a request/reply socket, where
+// its type may also be a one-way type) pushed or published to a one-way
+// loop is refused and handled by nobody.
+func TestOneWayLoopsRefuseReplies(t *testing.T) {
+	c := newTestCodec(t, nil)
+	var got collector
+	var rej rejections
+	l, err := NewPullLoop(PullConfig{Bind: []string{"tcp://127.0.0.1:*"}, Codec: c, Logger: quietLog, Rejected: rej.hook,
+		Handlers: map[string]MessageHandler{"stat": got.handle}})
+	require.NoError(t, err)
+	ep := start(t, l)
+	raw := rawSocket(t, zmq.PUSH, ep)
+	for _, m := range []Message{
+		{Type: "stat", ReplyTo: "a1", Body: json.RawMessage(`1`)},
+		{Type: "stat", Error: Errorf("x", "y")},
+	} {
+		f, err := c.Seal(m)
+		require.NoError(t, err)
+		sendRaw(t, raw, f...)
+	}
+	f, err := c.Seal(Message{Type: "stat", Body: json.RawMessage(`2`)})
+	require.NoError(t, err)
+	sendRaw(t, raw, f...)
+	require.Eventually(t, func() bool { return len(got.list()) == 1 }, 5*time.Second, time.Millisecond)
+	require.Equal(t, []string{"stat:2"}, got.list())
+	errs := rej.all()
+	require.Len(t, errs, 2)
+	for _, err := range errs {
+		require.ErrorIs(t, err, ErrMalformed)
+	}
+	require.Equal(t, LoopStats{Received: 3, Handled: 1, Rejected: 2}, l.Stats())
+}
+
+// TestLoopsCountOversizeMessages: a message whose frames each pass
+// libzmq's per-frame bound but which is over MaxSize in all is counted in
+// TooLarge (and Rejected), whether the codec's check finds it or the
+// receive buffer cannot hold it (PULL reads many messages per call; a
+// message over the buffer is refused as it is read).
+func TestLoopsCountOversizeMessages(t *testing.T) {
+	c := newTestCodec(t, nil) // MaxSize 4096
+	var got collector
+	var rej rejections
+	l, err := NewPullLoop(PullConfig{Bind: []string{"tcp://127.0.0.1:*"}, Codec: c, Logger: quietLog, Rejected: rej.hook,
+		Handlers: map[string]MessageHandler{"stat": got.handle}})
+	require.NoError(t, err)
+	ep := start(t, l)
+	raw := rawSocket(t, zmq.PUSH, ep)
+	f, err := c.Seal(Message{Type: "stat", Body: json.RawMessage(`1`)})
+	require.NoError(t, err)
+	// Over MaxSize, within the receive buffer (MaxSize + routing slack).
+	sendRaw(t, raw, f[0], bytes.Repeat([]byte(" "), 3000), bytes.Repeat([]byte("m"), 3000))
+	// Over the receive buffer: three frames of 4,000 bytes.
+	sendRaw(t, raw, bytes.Repeat([]byte("k"), 4000), bytes.Repeat([]byte(" "), 4000), bytes.Repeat([]byte("m"), 4000))
+	sendRaw(t, raw, f...)
+	require.Eventually(t, func() bool { return len(got.list()) == 1 }, 5*time.Second, time.Millisecond)
+	require.Equal(t, LoopStats{Received: 3, Handled: 1, Rejected: 2, TooLarge: 2}, l.Stats())
+	for _, err := range rej.all() {
+		require.True(t, errors.Is(err, ErrTooLarge), "%v", err)
+	}
+}
