@@ -2,6 +2,7 @@ package zmqloop
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"strconv"
@@ -156,4 +157,61 @@ func TestLoopsCountOversizeMessages(t *testing.T) {
 	for _, err := range rej.all() {
 		require.True(t, errors.Is(err, ErrTooLarge), "%v", err)
 	}
+
+	// A ReplyLoop alike, with no answer to either.
+	rl, rep := startReply(t, c, nil, func(cfg *ReplyConfig) { cfg.MaxInFlight = 1 })
+	dealer := rawSocket(t, zmq.DEALER, rep)
+	sendRaw(t, dealer, []byte{}, f[0], bytes.Repeat([]byte(" "), 3000), bytes.Repeat([]byte("m"), 3000))
+	sendRaw(t, dealer, []byte{}, bytes.Repeat([]byte("k"), 4000), bytes.Repeat([]byte(" "), 4000), bytes.Repeat([]byte("m"), 4000))
+	req, err := c.Seal(Message{Type: "echo"})
+	require.NoError(t, err)
+	sendRaw(t, dealer, append([][]byte{{}}, req...)...)
+	answer := recvRaw(t, dealer, 5*time.Second)
+	m, err := c.Open(answer[1:])
+	require.NoError(t, err)
+	require.Nil(t, m.Error, "the first answer is the echo's")
+	require.Equal(t, LoopStats{Received: 3, Handled: 1, Rejected: 2, TooLarge: 2}, rl.Stats())
+}
+
+// TestReplyTooLargeToSealIsInternal: a handler's reply over MaxSize reaches
+// the caller as an error reply with code CodeInternal, saying so.
+func TestReplyTooLargeToSealIsInternal(t *testing.T) {
+	c := newTestCodec(t, nil) // MaxSize 4096
+	_, ep := startReply(t, c, map[string]Handler{
+		"big": func(context.Context, *Request) (json.RawMessage, error) {
+			return json.RawMessage(strconv.Quote(strings.Repeat("x", 5000))), nil
+		},
+	})
+	cl := newClient(t, c, []string{ep})
+	_, err := cl.Call(context.Background(), "big", nil)
+	var re *RemoteError
+	require.ErrorAs(t, err, &re)
+	require.Equal(t, CodeInternal, re.Code)
+	require.Contains(t, re.Message, "could not be sealed")
+	require.ErrorContains(t, err, ErrTooLarge.Error())
+}
+
+// TestReplySignedWithAnotherKeyOfTheRing: mid-rotation the server already
+// signs with k2 while the client still signs with k1; the client verifies
+// the reply by its key-id frame with its whole ring.
+func TestReplySignedWithAnotherKeyOfTheRing(t *testing.T) {
+	server := newTestCodec(t, nil, testKey, testKey2)
+	require.NoError(t, server.Keys().SetSigning("k2"))
+	client := newTestCodec(t, nil, testKey, testKey2)
+	_, ep := startReply(t, server, nil)
+	raw := rawSocket(t, zmq.DEALER, ep)
+	f, err := client.Seal(Message{Type: "echo", Body: json.RawMessage(`"hi"`)})
+	require.NoError(t, err)
+	require.Equal(t, "k1", string(f[0]))
+	sendRaw(t, raw, append([][]byte{{}}, f...)...)
+	got := recvRaw(t, raw, 5*time.Second)
+	require.Equal(t, "k2", string(got[1]), "the reply's key id")
+	m, err := client.Open(got[1:])
+	require.NoError(t, err)
+	require.Equal(t, `"hi"`, string(m.Body))
+	// And through a Client.
+	cl := newClient(t, client, []string{ep})
+	body, err := cl.Call(context.Background(), "echo", json.RawMessage(`"ok"`))
+	require.NoError(t, err)
+	require.Equal(t, `"ok"`, string(body))
 }
