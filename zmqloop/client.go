@@ -455,7 +455,7 @@ func (c *Client) startLocked() error {
 	c.io = newMsgIO(c.cfg.Codec.maxSize)
 	for _, ep := range c.cfg.Endpoints {
 		s, _, err := openSocket(sockOpts{typ: zmq.DEALER, connect: []string{ep}, maxSize: c.cfg.Codec.maxSize,
-			curve: c.cfg.Curve, immediate: true})
+			curve: c.cfg.Curve, immediate: true, log: c.log})
 		if err != nil {
 			c.startErr = err
 			break

@@ -264,6 +264,25 @@
 // overlap sends and arrivals with no fallback (an hour's TryTimeout and
 // SyscallWait), so a lost wake-up fails them.
 //
+// Messages are read and written whole, in one cgo call each (many per
+// call for a PULL or SUB loop and a queued Pusher), where pebbe/zmq4's API
+// makes five cgo calls per frame. That needs the libzmq socket handle
+// inside *zmq.Socket, which pebbe/zmq4 does not export: the package reads
+// the unexported field through reflect and unsafe, after checking at
+// start-up that it is where pebbe/zmq4 v1.4.0 keeps it. If it is not (a
+// new version changed the struct), or if the per-frame path is forced (the
+// build tag zmqloop_pebbeio, or PAASKIT_ZMQLOOP_IO=pebbe in the
+// environment when the process starts), every message goes through
+// pebbe/zmq4's per-frame API instead: the same behaviour, slower for small
+// messages, and the first component to open a socket logs a warning saying
+// so and why, once per process. The test suite runs its socket tests on
+// that path too (TestPebbeIOFallback). The accessor belongs upstream: an
+// exported method on pebbe/zmq4's Socket returning the raw handle (as
+// unsafe.Pointer, for cgo callers) would let this package drop reflect and
+// unsafe, and it should switch to one as soon as pebbe/zmq4 has it; until
+// then the fallback keeps it working whatever pebbe/zmq4 does to the
+// struct.
+//
 // Close and ctx cancellation release every socket (linger 0; senders linger
 // up to their FlushTimeout to deliver what was queued) and goroutine; the
 // tests check that 10,000 clients created and closed leave no goroutine or

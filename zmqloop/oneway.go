@@ -173,7 +173,7 @@ func (l *oneway) Run(ctx context.Context) error {
 		return err
 	}
 	s, bound, err := openSocket(sockOpts{typ: l.typ, bind: l.cfg.Bind, connect: l.cfg.Connect,
-		maxSize: l.cfg.Codec.maxSize, curve: l.cfg.Curve})
+		maxSize: l.cfg.Codec.maxSize, curve: l.cfg.Curve, log: l.log})
 	if err != nil {
 		return fmt.Errorf("zmqloop: %s: %w", l.kind, err)
 	}

@@ -223,7 +223,7 @@ func (l *ReplyLoop) Run(ctx context.Context) error {
 		return err
 	}
 	router, bound, err := openSocket(sockOpts{typ: zmq.ROUTER, bind: l.cfg.Bind, connect: l.cfg.Connect,
-		maxSize: l.cfg.Codec.maxSize, curve: l.cfg.Curve})
+		maxSize: l.cfg.Codec.maxSize, curve: l.cfg.Curve, log: l.log})
 	if err != nil {
 		return fmt.Errorf("zmqloop: reply loop: %w", err)
 	}
