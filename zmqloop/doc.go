@@ -102,8 +102,10 @@
 // request. The answer to a replay is safe to give:
 //
 //   - It is no amplifier: it goes only back over the connection the copy
-//     came in on (a ROUTER routes by the sender's own connection, and a TCP
-//     peer cannot spoof another's), one answer per copy, and it is small
+//     came in on (a ROUTER routes by the sender's own connection; a TCP
+//     peer cannot spoof another's, and without ZMQ_ROUTER_HANDOVER, which
+//     zmqloop does not set, libzmq refuses a peer that claims a routing id
+//     already in use), one answer per copy, and it is small
 //     whatever the request was: no body, an error message of a few hundred
 //     bytes at most (the loop's text with the request's type, id and key
 //     id, each bounded).
