@@ -283,9 +283,9 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 		return tb
 	}
 	p := startProxy(t, Config{Table: build(0, nil), MaxIdlePerNode: 4})
-	// Four reloads, each after the workers finished at least 25 more
+	// Three reloads, each after the workers finished at least 25 more
 	// requests (counted, not timed), so requests flow across every swap.
-	const reloads, between = 4, 25
+	const reloads, between = 3, 25
 	stop := make(chan struct{})
 	finished := make(chan struct{}, 1024)
 	var wg sync.WaitGroup
