@@ -297,22 +297,23 @@
 // Every part counts what it did, for an operator's status page or a stats
 // pusher: a loop's Stats (LoopStats: received, handled, rejected, handler
 // panics, and of the rejected those over MaxSize; the Rejected hook says
-// why each refusal happened), a Client's
-// Stats (ClientStats: calls, failures, remote errors, and per endpoint the
-// attempts sent and skipped, replies, late and refused replies, and
-// whether it is suspect), and a Pusher's or Publisher's Stats
-// (SenderStats: sent, batches, queued, dropped).
+// why each refusal happened), a Client's Stats (ClientStats: calls,
+// failures, remote errors, and per endpoint the attempts sent and skipped,
+// replies, late and refused replies (and of those the over-size ones), and
+// whether it is suspect), and a Pusher's or Publisher's Stats (SenderStats:
+// sent, batches, queued, dropped).
 //
 // Over-size messages are counted where the loop can see them: a message
 // whose frames each pass libzmq's per-frame bound (ZMQ_MAXMSGSIZE, set to
-// MaxSize) but which is over MaxSize in all is read, refused and counted
-// in LoopStats.TooLarge. A single frame over MaxSize never reaches the
-// loop: libzmq closes the sender's connection as it decodes the frame's
-// length, before allocating it, and reports that to a socket monitor as a
-// plain ZMQ_EVENT_DISCONNECTED, the same event as a peer's own close (seen
-// with libzmq 4.3.4), so those drops cannot be told apart from ordinary
-// disconnects and are not counted. The sender sees them: its connection
-// resets and its messages wait for the reconnect.
+// MaxSize) but which is over MaxSize in all is read, refused and counted in
+// LoopStats.TooLarge (a Client's, in EndpointStats.TooLarge). A single
+// frame over MaxSize never reaches the loop: libzmq closes the sender's
+// connection as it decodes the frame's length, before allocating it, and
+// reports that to a socket monitor as a plain ZMQ_EVENT_DISCONNECTED, the
+// same event as a peer's own close (seen with libzmq 4.3.4), so those drops
+// cannot be told apart from ordinary disconnects and are not counted. The
+// sender sees them: its connection resets and its messages wait for the
+// reconnect.
 //
 // # Encryption
 //

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -214,4 +216,81 @@ func TestReplySignedWithAnotherKeyOfTheRing(t *testing.T) {
 	body, err := cl.Call(context.Background(), "echo", json.RawMessage(`"ok"`))
 	require.NoError(t, err)
 	require.Equal(t, `"ok"`, string(body))
+}
+
+var monitors atomic.Int64 // distinct inproc names for -count > 1
+
+// TestOversizeFrameDisconnectIsNotObservable backs the package doc's
+// reason for not counting frames over ZMQ_MAXMSGSIZE: libzmq reports the
+// connection it drops for one exactly as a peer's own close, a
+// ZMQ_EVENT_DISCONNECTED and nothing else (no handshake or protocol
+// error event). Should a libzmq version tell them apart, this fails and
+// the drops can be counted.
+func TestOversizeFrameDisconnectIsNotObservable(t *testing.T) {
+	router, err := zmq.NewSocket(zmq.ROUTER)
+	require.NoError(t, err)
+	require.NoError(t, router.SetLinger(0))
+	require.NoError(t, router.SetMaxmsgsize(1000))
+	require.NoError(t, router.Bind("tcp://127.0.0.1:*"))
+	ep, err := router.GetLastEndpoint()
+	require.NoError(t, err)
+	monitors.Add(1)
+	mon := fmt.Sprintf("inproc://oversize-monitor-%d", monitors.Load())
+	require.NoError(t, router.Monitor(mon, zmq.EVENT_ALL))
+	events, err := zmq.NewSocket(zmq.PAIR)
+	require.NoError(t, err)
+	require.NoError(t, events.SetLinger(0))
+	require.NoError(t, events.Connect(mon))
+	// libzmq's I/O thread sends monitor events blocking: one sent after
+	// the reading end is gone (the router's own close events, say) would
+	// wedge the process's I/O thread. So the monitor stops first.
+	t.Cleanup(func() {
+		_ = router.Monitor("", 0)
+		_ = events.Close()
+		_ = router.Close()
+	})
+	// next returns the next monitor event other than the listener's own.
+	next := func() zmq.Event {
+		t.Helper()
+		for {
+			p := zmq.NewPoller()
+			p.Add(events, zmq.POLLIN)
+			polled, err := p.Poll(10 * time.Second)
+			require.NoError(t, err)
+			require.NotEmpty(t, polled, "no monitor event within 10s")
+			ev, _, _, err := events.RecvEvent(0)
+			require.NoError(t, err)
+			if ev != zmq.EVENT_LISTENING {
+				return ev
+			}
+		}
+	}
+	// sequence connects a DEALER, waits for its handshake, runs end and
+	// returns the events that follow, up to the disconnect.
+	sequence := func(end func(d *zmq.Socket)) []zmq.Event {
+		t.Helper()
+		d, err := zmq.NewSocket(zmq.DEALER)
+		require.NoError(t, err)
+		require.NoError(t, d.SetLinger(0))
+		require.NoError(t, d.SetReconnectIvl(-1)) // no second connection
+		require.NoError(t, d.Connect(ep))
+		defer d.Close()
+		require.Equal(t, zmq.EVENT_ACCEPTED, next())
+		require.Equal(t, zmq.EVENT_HANDSHAKE_SUCCEEDED, next())
+		end(d)
+		var got []zmq.Event
+		for {
+			ev := next()
+			got = append(got, ev)
+			if ev == zmq.EVENT_DISCONNECTED {
+				return got
+			}
+		}
+	}
+	oversize := sequence(func(d *zmq.Socket) {
+		_, err := d.SendBytes(make([]byte, 2000), 0)
+		require.NoError(t, err)
+	})
+	require.Equal(t, []zmq.Event{zmq.EVENT_DISCONNECTED}, oversize,
+		"an over-size frame shows as a plain disconnect, what a peer's own close shows as")
 }
