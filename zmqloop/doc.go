@@ -105,10 +105,9 @@
 //     came in on (a ROUTER routes by the sender's own connection; a TCP
 //     peer cannot spoof another's, and without ZMQ_ROUTER_HANDOVER, which
 //     zmqloop does not set, libzmq refuses a peer that claims a routing id
-//     already in use), one answer per copy, and it is small
-//     whatever the request was: no body, an error message of a few hundred
-//     bytes at most (the loop's text with the request's type, id and key
-//     id, each bounded).
+//     already in use), one answer per copy, and it is small whatever the
+//     request was: no body, and under 1 KiB in all (the loop's text with
+//     the request's type, id and key id, each bounded).
 //   - It opens no new replay: it is a reply, and every loop refuses a
 //     reply sent to it as a request or a one-way message (without an
 //     answer, so two peers never bounce error replies), so sending it, or

@@ -294,3 +294,30 @@ func TestOversizeFrameDisconnectIsNotObservable(t *testing.T) {
 	require.Equal(t, []zmq.Event{zmq.EVENT_DISCONNECTED}, oversize,
 		"an over-size frame shows as a plain disconnect, what a peer's own close shows as")
 }
+
+// TestReplayAnswerIsBounded: with the longest type and id the wire allows
+// (128 bytes each), the answer to a replay stays under 1 KiB, as the
+// package doc says.
+func TestReplayAnswerIsBounded(t *testing.T) {
+	c := newTestCodec(t, nil)
+	typ, id := strings.Repeat("t", 128), strings.Repeat("i", 128)
+	_, ep := startReply(t, c, map[string]Handler{typ: echoHandler})
+	raw := rawSocket(t, zmq.DEALER, ep)
+	f, err := c.Seal(Message{Type: typ, ID: id, Body: json.RawMessage(strconv.Quote(strings.Repeat("b", 3000)))})
+	require.NoError(t, err)
+	for i, want := range []string{"", CodeRejected} {
+		sendRaw(t, raw, append([][]byte{{}}, f...)...)
+		got := recvRaw(t, raw, 5*time.Second)
+		m, err := c.Open(got[1:])
+		require.NoError(t, err)
+		if want == "" {
+			require.Nil(t, m.Error)
+			continue
+		}
+		require.NotNil(t, m.Error, "answer %d", i)
+		require.Equal(t, want, m.Error.Code)
+		size := len(got[1]) + len(got[2]) + len(got[3])
+		t.Logf("answer to a replay of a %d-byte request: %d bytes", len(f[0])+len(f[1])+len(f[2]), size)
+		require.Less(t, size, 1024, "answer to a replay: %d bytes: %s", size, got[2])
+	}
+}
