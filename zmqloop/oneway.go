@@ -2,6 +2,7 @@ package zmqloop
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -234,13 +235,20 @@ func (l *oneway) serve(ctx context.Context, s *zmq.Socket, f *os.File, rc syscal
 					continue
 				}
 				m = Message{}
-				if err := l.cfg.Codec.openWith(frames[l.envStart:], &m, now, l.intern, true); err != nil {
+				err := l.cfg.Codec.openWith(frames[l.envStart:], &m, now, l.intern, true)
+				if err != nil && !errors.Is(err, ErrStale) {
 					l.reject(err)
 					continue
 				}
+				// Authentic (on ErrStale m is filled). A reply reflected
+				// here from a request/reply socket is refused as such,
+				// stale or not, in the order the package doc gives.
 				if m.ReplyTo != "" || m.Error != nil {
-					// A reply reflected here from a request/reply socket.
 					l.reject(notARequest(l.kind, &m))
+					continue
+				}
+				if err != nil {
+					l.reject(err)
 					continue
 				}
 				if l.envStart == 1 && string(frames[0]) != m.Type {

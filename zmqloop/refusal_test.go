@@ -112,11 +112,17 @@ func TestOneWayLoopsRefuseReplies(t *testing.T) {
 	require.NoError(t, err)
 	ep := start(t, l)
 	raw := rawSocket(t, zmq.PUSH, ep)
-	for _, m := range []Message{
+	stale := newTestCodec(t, func() time.Time { return time.Now().Add(-time.Hour) })
+	for i, m := range []Message{
 		{Type: "stat", ReplyTo: "a1", Body: json.RawMessage(`1`)},
 		{Type: "stat", Error: Errorf("x", "y")},
+		{Type: "stat", ReplyTo: "a2"}, // stale too: refused as a reply
 	} {
-		f, err := c.Seal(m)
+		sealer := c
+		if i == 2 {
+			sealer = stale
+		}
+		f, err := sealer.Seal(m)
 		require.NoError(t, err)
 		sendRaw(t, raw, f...)
 	}
@@ -126,11 +132,12 @@ func TestOneWayLoopsRefuseReplies(t *testing.T) {
 	require.Eventually(t, func() bool { return len(got.list()) == 1 }, 5*time.Second, time.Millisecond)
 	require.Equal(t, []string{"stat:2"}, got.list())
 	errs := rej.all()
-	require.Len(t, errs, 2)
+	require.Len(t, errs, 3)
 	for _, err := range errs {
 		require.ErrorIs(t, err, ErrMalformed)
+		require.Contains(t, err.Error(), "is a reply")
 	}
-	require.Equal(t, LoopStats{Received: 3, Handled: 1, Rejected: 2}, l.Stats())
+	require.Equal(t, LoopStats{Received: 4, Handled: 1, Rejected: 3}, l.Stats())
 }
 
 // TestLoopsCountOversizeMessages: a message whose frames each pass
