@@ -61,7 +61,8 @@ cat >"$work/zmqraw.c" <<'C'
  *                                  process: prints ns per message received
  *
  * Each timed run is preceded by 1,000 untimed messages, so the connection
- * is up, and lasts about SECONDS. */
+ * is up, and lasts about SECONDS. A client or receiver that waits 10 s for
+ * a message fails instead of hanging. */
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -89,6 +90,13 @@ static void *socket_or_die(void *ctx, int type) {
 	if (s == NULL) die("zmq_socket");
 	if (zmq_setsockopt(s, ZMQ_LINGER, &linger, sizeof linger) < 0) die("ZMQ_LINGER");
 	return s;
+}
+
+/* bounded makes s fail with EAGAIN after 10 s without progress. */
+static void bounded(void *s) {
+	int ms = 10000;
+	if (zmq_setsockopt(s, ZMQ_RCVTIMEO, &ms, sizeof ms) < 0) die("ZMQ_RCVTIMEO");
+	if (zmq_setsockopt(s, ZMQ_SNDTIMEO, &ms, sizeof ms) < 0) die("ZMQ_SNDTIMEO");
 }
 
 /* bind_any binds s to a free loopback port and writes the endpoint. */
@@ -172,6 +180,7 @@ int main(int argc, char **argv) {
 		bind_any(rep, ep, sizeof ep);
 		if (pthread_create(&th, NULL, echo, rep) != 0) die("pthread_create");
 		req = socket_or_die(ctx, ZMQ_REQ);
+		bounded(req);
 		if (zmq_connect(req, ep) < 0) die("zmq_connect");
 		printf("%.1f\n", calls(req, atof(argv[2]), (size_t)atol(argv[3])));
 		zmq_close(req);
@@ -187,6 +196,7 @@ int main(int argc, char **argv) {
 		echo(rep);
 	} else if (argc == 5 && strcmp(argv[1], "req") == 0) {
 		void *req = socket_or_die(ctx, ZMQ_REQ);
+		bounded(req);
 		if (zmq_connect(req, argv[2]) < 0) die("zmq_connect");
 		printf("%.1f\n", calls(req, atof(argv[3]), (size_t)atol(argv[4])));
 		zmq_close(req);
@@ -200,9 +210,11 @@ int main(int argc, char **argv) {
 		void *push;
 		memset(msg, 'x', size);
 		a.sock = socket_or_die(ctx, ZMQ_PULL);
+		bounded(a.sock);
 		bind_any(a.sock, ep, sizeof ep);
 		if (pthread_create(&th, NULL, drain, &a) != 0) die("pthread_create");
 		push = socket_or_die(ctx, ZMQ_PUSH);
+		bounded(push);
 		if (zmq_connect(push, ep) < 0) die("zmq_connect");
 		for (int i = 0; i < 1000; i++)
 			if (zmq_send(push, msg, size ? size : 1, 0) < 0) die("push zmq_send");
@@ -244,13 +256,20 @@ crun() {
   CReqRep) "$craw" reqrep "$secs" 100 ;;
   CPushPull) "$craw" pushpull "$secs" 100 ;;
   CReqRepProc)
-    local epf=$work/rep.ep
+    # A fresh file per run: a reused one could still hold the endpoint of
+    # the previous run's server when it is read, before the redirection
+    # below empties it.
+    local epf
+    epf=$(mktemp "$work/rep.XXXXXX")
     "$craw" rep 'tcp://127.0.0.1:*' >"$epf" &
     local pid=$!
     local ep=""
     for _ in $(seq 100); do
-      ep=$(head -1 "$epf" 2>/dev/null || true)
-      [[ -n $ep ]] && break
+      # the whole line, newline included, or nothing yet
+      if [[ -s $epf && -z $(tail -c1 "$epf") ]]; then
+        ep=$(head -1 "$epf")
+        break
+      fi
       sleep 0.05
     done
     [[ -n $ep ]] || { kill "$pid"; echo "20-zmqloop: zmqraw rep did not start" >&2; return 1; }
