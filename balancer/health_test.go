@@ -42,42 +42,51 @@ func hostOn(t testing.TB, tb *Table, id string) string {
 	return ""
 }
 
+// ejected reports whether node id is ejected now.
+func ejected(t testing.TB, p *Proxy, id string) bool {
+	t.Helper()
+	for _, n := range p.Nodes() {
+		if n.ID == id {
+			return n.Ejected
+		}
+	}
+	t.Fatalf("no node %s in %+v", id, p.Nodes())
+	return false
+}
+
 func TestDeadNodeRetriedEjectedAndBack(t *testing.T) {
 	a := backendServer(t, echoInfo("a"))
 	bAddr := deadAddr(t)
 	tb := table(t, map[string]string{"a": addrOf(a), "b": bAddr}, map[string]string{"*": ""})
-	p := startProxy(t, Config{Table: tb, EjectAfter: 100 * time.Millisecond, ProbeInterval: 20 * time.Millisecond})
+	clk := newFakeClock()
+	p := startProxy(t, Config{Table: tb, EjectAfter: 100 * time.Millisecond, ProbeInterval: 20 * time.Millisecond, Clock: clk})
 	host := hostOn(t, tb, "b")
 	c := &http.Client{}
-	// Connection refused before any byte: retried on the next node.
+	// Connection refused before any byte: retried on the next node. Its
+	// failures begin now.
 	resp, _ := get(t, c, proxyURL(p)+"/", host)
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "a", resp.Header.Get("X-Node"))
-	// After the grace period it is ejected.
-	require.Eventually(t, func() bool {
-		resp, _ := get(t, c, proxyURL(p)+"/", host)
-		require.Equal(t, 200, resp.StatusCode)
-		for _, n := range p.Nodes() {
-			if n.ID == "b" {
-				return n.Ejected
-			}
-		}
-		return false
-	}, 5*time.Second, 20*time.Millisecond)
-	// It comes back when it answers again.
+	clk.advance(99 * time.Millisecond)
+	resp, _ = get(t, c, proxyURL(p)+"/", host)
+	require.Equal(t, "a", resp.Header.Get("X-Node"))
+	require.False(t, ejected(t, p, "b"), "within the grace period")
+	// Still failing once the grace period is over: ejected.
+	clk.advance(time.Millisecond)
+	resp, _ = get(t, c, proxyURL(p)+"/", host)
+	require.Equal(t, "a", resp.Header.Get("X-Node"))
+	require.True(t, ejected(t, p, "b"), "failing for EjectAfter")
+	// Probed while it is down, it stays out.
+	clk.probeRound(t)
+	require.True(t, ejected(t, p, "b"))
+	// It comes back at the first probe that finds it answering.
 	ln, err := net.Listen("tcp", bAddr)
 	require.NoError(t, err)
 	srv := &http.Server{Handler: echoInfo("b")}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })
-	require.Eventually(t, func() bool {
-		for _, n := range p.Nodes() {
-			if n.ID == "b" {
-				return !n.Ejected
-			}
-		}
-		return false
-	}, 5*time.Second, 20*time.Millisecond)
+	clk.probeRound(t)
+	require.False(t, ejected(t, p, "b"), "a probe found it answering")
 	resp, _ = get(t, c, proxyURL(p)+"/", host)
 	require.Equal(t, "b", resp.Header.Get("X-Node"))
 }
@@ -93,14 +102,25 @@ func TestActiveHealthCheckEjects(t *testing.T) {
 	}))
 	b := backendServer(t, echoInfo("b"))
 	tb := table(t, map[string]string{"a": addrOf(a), "b": addrOf(b)}, map[string]string{"*": ""})
-	p := startProxy(t, Config{Table: tb, EjectAfter: 50 * time.Millisecond, ProbeInterval: 20 * time.Millisecond, HealthCheckPath: "/health"})
+	clk := newFakeClock()
+	p := startProxy(t, Config{Table: tb, EjectAfter: 50 * time.Millisecond, ProbeInterval: 20 * time.Millisecond, HealthCheckPath: "/health", Clock: clk})
 	host := hostOn(t, tb, "a")
+	clk.probeRound(t)
+	require.False(t, ejected(t, p, "a"))
 	sick.Store(true)
-	require.Eventually(t, func() bool { return p.Nodes()[0].Ejected }, 5*time.Second, 10*time.Millisecond)
+	clk.probeRound(t) // a's failures begin
+	require.False(t, ejected(t, p, "a"), "within the grace period")
+	clk.advance(50 * time.Millisecond)
+	clk.probeRound(t)
+	require.True(t, ejected(t, p, "a"), "failing the check for EjectAfter")
+	require.False(t, ejected(t, p, "b"))
 	resp, _ := get(t, &http.Client{}, proxyURL(p)+"/", host)
 	require.Equal(t, "b", resp.Header.Get("X-Node"), "the host goes to the next node")
 	sick.Store(false)
-	require.Eventually(t, func() bool { return !p.Nodes()[0].Ejected }, 5*time.Second, 10*time.Millisecond)
+	clk.probeRound(t)
+	require.False(t, ejected(t, p, "a"), "back at the first check it passes")
+	_, body := get(t, &http.Client{}, proxyURL(p)+"/", host)
+	require.Equal(t, "a", body, "the host is back on its node")
 }
 
 // A node that closes idle keep-alive connections: the stale pooled
@@ -263,10 +283,11 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 		return tb
 	}
 	p := startProxy(t, Config{Table: build(0, nil), MaxIdlePerNode: 4})
-	// The load runs until the reloads are done: at least five of them and
-	// at least 1.5 s of load, however slowly a busy machine builds tables.
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	// Three reloads, each after the workers finished at least 25 more
+	// requests (counted, not timed), so requests flow across every swap.
+	const reloads, between = 3, 25
+	stop := make(chan struct{})
+	finished := make(chan struct{}, 1024)
 	var wg sync.WaitGroup
 	var ok, failed atomic.Int64
 	for w := 0; w < 4; w++ {
@@ -275,38 +296,50 @@ func TestReloadUnderLoadLosesNothing(t *testing.T) {
 			defer wg.Done()
 			c := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 2}}
 			defer c.CloseIdleConnections()
-			for i := 0; ctx.Err() == nil; i++ {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
 				req, _ := http.NewRequest("GET", proxyURL(p)+"/", nil)
 				req.Host = fmt.Sprintf("h%d.example.com", (i*31+w*7)%10000)
 				resp, err := c.Do(req)
-				if err != nil {
+				switch {
+				case err != nil:
 					failed.Add(1)
 					t.Log(err)
-					continue
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				_ = resp.Body.Close()
-				if resp.StatusCode != 200 {
+				case resp.StatusCode != 200:
+					_ = resp.Body.Close()
 					failed.Add(1)
 					t.Log(resp.Status)
-					continue
+				default:
+					_, _ = io.Copy(io.Discard, resp.Body)
+					_ = resp.Body.Close()
+					ok.Add(1)
 				}
-				ok.Add(1)
+				select {
+				case finished <- struct{}{}:
+				default:
+				}
 			}
 		}(w)
 	}
-	reloads := 0
-	began := time.Now()
-	for v := 1; reloads < 5 || time.Since(began) < 1500*time.Millisecond; v++ {
-		p.SetTable(build(v%2+1, p.Table()))
-		reloads++
+	wait := func() {
+		for i := 0; i < between; i++ {
+			<-finished
+		}
 	}
-	cancel()
+	for v := 1; v <= reloads; v++ {
+		wait()
+		p.SetTable(build(v%2+1, p.Table()))
+	}
+	wait()
+	close(stop)
 	wg.Wait()
 	t.Logf("%d reloads, %d requests, %d failed", reloads, ok.Load(), failed.Load())
 	require.Zero(t, failed.Load())
-	require.Greater(t, ok.Load(), int64(0))
-	require.GreaterOrEqual(t, reloads, 5)
+	require.GreaterOrEqual(t, ok.Load(), int64((reloads+1)*between))
 }
 
 // Run returns only after in-flight requests finish and everything it

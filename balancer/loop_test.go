@@ -20,7 +20,8 @@ func TestEventLoopPathServesRoutesAndHeals(t *testing.T) {
 	a := backendServer(t, echoInfo("a"))
 	bAddr := deadAddr(t)
 	tb := table(t, map[string]string{"a": addrOf(a), "b": bAddr}, map[string]string{"*": ""})
-	p := startProxy(t, Config{Table: tb, EventLoops: 2, EjectAfter: 100 * time.Millisecond, ProbeInterval: 20 * time.Millisecond})
+	clk := newFakeClock()
+	p := startProxy(t, Config{Table: tb, EventLoops: 2, EjectAfter: 100 * time.Millisecond, ProbeInterval: 20 * time.Millisecond, Clock: clk})
 	c := &http.Client{}
 	hostA, hostB := hostOn(t, tb, "a"), hostOn(t, tb, "b")
 	for i := 0; i < 10; i++ {
@@ -38,16 +39,12 @@ func TestEventLoopPathServesRoutesAndHeals(t *testing.T) {
 	resp, _ := get(t, c, proxyURL(p)+"/", hostB)
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "a", resp.Header.Get("X-Node"))
-	require.Eventually(t, func() bool {
-		resp, _ := get(t, c, proxyURL(p)+"/", hostB)
-		require.Equal(t, 200, resp.StatusCode)
-		for _, n := range p.Nodes() {
-			if n.ID == "b" {
-				return n.Ejected
-			}
-		}
-		return false
-	}, 5*time.Second, 20*time.Millisecond)
+	require.False(t, ejected(t, p, "b"), "within the grace period")
+	clk.advance(100 * time.Millisecond)
+	resp, _ = get(t, c, proxyURL(p)+"/", hostB)
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "a", resp.Header.Get("X-Node"))
+	require.True(t, ejected(t, p, "b"), "failing for EjectAfter")
 	// A request counts until its response was wholly written to the
 	// client, which may be a moment after the client read it.
 	require.Eventually(t, func() bool {

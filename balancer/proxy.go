@@ -83,6 +83,9 @@ type Config struct {
 	// ProbeInterval each node gets "GET HealthCheckPath"; a status below
 	// 500 within DialTimeout+ResponseHeaderTimeout counts as healthy.
 	HealthCheckPath string
+	// Clock times ejection (EjectAfter) and probe rounds (ProbeInterval);
+	// nil means the system clock. See Clock for what it does not time.
+	Clock Clock
 
 	// BoundedLoad, if above 1, turns on bounded-load hashing: a host goes
 	// to the next node in its order while its node has more requests in
@@ -158,6 +161,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Addr == "" {
 		c.Addr = ":8080"
+	}
+	if c.Clock == nil {
+		c.Clock = systemClock{}
 	}
 	if c.MaxHeaderBytes < 0 || c.MaxHeaderFields < 0 || c.MaxBodyBytes < 0 || c.MaxIdlePerNode < 0 || c.BoundedLoadFloor < 0 {
 		return fmt.Errorf("balancer: negative size limit in Config")
@@ -544,13 +550,13 @@ func (p *Proxy) forget(cc *clientConn) {
 
 // probeLoop brings ejected nodes back (and runs the active health check).
 func (p *Proxy) probeLoop(ctx context.Context) {
-	t := time.NewTicker(p.cfg.ProbeInterval)
+	t := p.cfg.Clock.NewTicker(p.cfg.ProbeInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		b := p.cur.Load()
 		var wg sync.WaitGroup
@@ -589,7 +595,7 @@ func (p *Proxy) probe(ctx context.Context, be *backend, id string) {
 }
 
 func (p *Proxy) markFail(be *backend) bool {
-	return be.markFail(time.Now(), p.cfg.EjectAfter)
+	return be.markFail(p.cfg.Clock.Now(), p.cfg.EjectAfter)
 }
 
 // healthCheck sends one GET and accepts a status below 500.

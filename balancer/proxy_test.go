@@ -81,21 +81,21 @@ func TestUnknownHostIs404NamingHost(t *testing.T) {
 
 func TestNoLiveNodeIs503WithRetryAfter(t *testing.T) {
 	dead := deadAddr(t)
+	clk := newFakeClock()
 	p := startProxy(t, Config{
 		Table:      table(t, map[string]string{"a": dead}, map[string]string{"example.com": ""}),
-		EjectAfter: time.Nanosecond, RetryAfter: 7 * time.Second,
+		EjectAfter: time.Nanosecond, RetryAfter: 7 * time.Second, Clock: clk,
 	})
 	c := &http.Client{}
 	resp, _ := get(t, c, proxyURL(p)+"/", "example.com")
 	require.Equal(t, 502, resp.StatusCode, "first failure: cannot reach")
-	var resp2 *http.Response
-	var body string
-	require.Eventually(t, func() bool {
-		resp2, body = get(t, c, proxyURL(p)+"/", "example.com")
-		return resp2.StatusCode == 503
-	}, 5*time.Second, 10*time.Millisecond)
+	require.False(t, p.Nodes()[0].Ejected, "within the grace period")
+	clk.advance(time.Nanosecond)
+	resp, _ = get(t, c, proxyURL(p)+"/", "example.com")
+	require.Equal(t, 502, resp.StatusCode, "the failure that ejects it")
 	require.True(t, p.Nodes()[0].Ejected)
-	resp = resp2
+	resp, body := get(t, c, proxyURL(p)+"/", "example.com")
+	require.Equal(t, 503, resp.StatusCode, "no node left")
 	require.Equal(t, "7", resp.Header.Get("Retry-After"))
 	require.Contains(t, body, "example.com")
 }

@@ -174,6 +174,7 @@ type EndpointStats struct {
 	Replies  uint64 // replies from it that answered a call in flight
 	Late     uint64 // authentic replies to a call already answered or given up
 	Dropped  uint64 // replies refused: framing, size, key, MAC, timestamp or payload
+	TooLarge uint64 // of Dropped, replies over the Codec's MaxSize (see LoopStats.TooLarge)
 	// Suspect says calls try it last for now: it left an attempt
 	// unanswered for TryTimeout, or had no live connection.
 	Suspect bool
@@ -455,7 +456,7 @@ func (c *Client) startLocked() error {
 	c.io = newMsgIO(c.cfg.Codec.maxSize)
 	for _, ep := range c.cfg.Endpoints {
 		s, _, err := openSocket(sockOpts{typ: zmq.DEALER, connect: []string{ep}, maxSize: c.cfg.Codec.maxSize,
-			curve: c.cfg.Curve, immediate: true})
+			curve: c.cfg.Curve, immediate: true, log: c.log})
 		if err != nil {
 			c.startErr = err
 			break
@@ -669,12 +670,18 @@ func (c *Client) drain(i int, mine *call) bool {
 		}
 		if err != nil || len(frames) != 4 || len(frames[0]) != 0 {
 			c.stats.Endpoints[i].Dropped++
+			if errors.Is(err, ErrTooLarge) {
+				c.stats.Endpoints[i].TooLarge++
+			}
 			c.log.Debug("zmqloop: client: dropped reply with bad framing", "endpoint", c.cfg.Endpoints[i], "frames", len(frames), "err", err)
 			continue
 		}
 		m := new(Message)
 		if err := c.cfg.Codec.open(frames[1:], m); err != nil {
 			c.stats.Endpoints[i].Dropped++
+			if errors.Is(err, ErrTooLarge) {
+				c.stats.Endpoints[i].TooLarge++
+			}
 			c.log.Debug("zmqloop: client: dropped reply", "endpoint", c.cfg.Endpoints[i], "err", err)
 			continue
 		}

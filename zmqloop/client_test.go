@@ -1,6 +1,7 @@
 package zmqloop
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -260,6 +261,10 @@ func TestClientDropsForgedRepliesAndCounts(t *testing.T) {
 			for _, m := range [][][]byte{
 				append([][]byte{f[0], {}}, forged...),
 				{f[0], {}, proper[0], proper[1]}, // a frame short
+				// Over MaxSize (4096) in all, within the receive buffer,
+				// then over the buffer too: each frame under libzmq's bound.
+				{f[0], {}, proper[0], bytes.Repeat([]byte(" "), 3000), bytes.Repeat([]byte("m"), 3000)},
+				{f[0], {}, bytes.Repeat([]byte("k"), 4000), bytes.Repeat([]byte(" "), 4000), bytes.Repeat([]byte("m"), 4000)},
 				append([][]byte{f[0], {}}, proper...),
 			} {
 				if _, err := router.SendMessage(m); err != nil {
@@ -294,7 +299,8 @@ func TestClientDropsForgedRepliesAndCounts(t *testing.T) {
 	require.Equal(t, ep, live.Endpoint)
 	require.Equal(t, uint64(3), live.Sent)
 	require.Equal(t, uint64(3), live.Replies)
-	require.Equal(t, uint64(6), live.Dropped, "a forged and a malformed reply per call")
+	require.Equal(t, uint64(12), live.Dropped, "a forged, a malformed and two over-size replies per call")
+	require.Equal(t, uint64(6), live.TooLarge, "two over-size replies per call")
 	require.False(t, live.Suspect)
 	require.Equal(t, dead, gone.Endpoint)
 	require.Zero(t, gone.Sent+gone.Replies)

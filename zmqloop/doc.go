@@ -89,20 +89,51 @@
 // libzmq's ZMQ_MAXMSGSIZE also drops the connection of a peer that sends a
 // larger single frame); an unknown key id (ErrUnknownKey); a MAC that does
 // not match, compared in constant time (ErrBadMAC); a payload that is not
-// the object above (ErrMalformed); a "ts" more than the window (30 s by
-// default) away from its own clock, either way (ErrStale); an id it has
-// already accepted from that key (ErrReplay). Only then does the message
-// reach a handler. A reply loop answers an authentic request it refuses
-// with an error reply when it can address it: code "unknown_type" for a
-// type without a handler, "rejected" for a stale timestamp. It answers
-// nothing that fails the MAC.
+// the object above (ErrMalformed); a reply where a request or one-way
+// message is expected, that is a payload with "re" or "error"
+// (ErrMalformed); a "ts" more than the window (30 s by default) away from
+// its own clock, either way (ErrStale); an id it has already accepted from
+// that key (ErrReplay). Only then does the message reach a handler.
+//
+// A reply loop answers an authentic request it refuses with an error reply:
+// code "unknown_type" for a type without a handler, "rejected" for a stale
+// timestamp or a replayed id (the message says which). It answers nothing
+// that fails the MAC or cannot be read, and no reply sent to it as a
+// request. The answer to a replay is safe to give:
+//
+//   - It is no amplifier: it goes only back over the connection the copy
+//     came in on (a ROUTER routes by the sender's own connection; a TCP
+//     peer cannot spoof another's, and without ZMQ_ROUTER_HANDOVER, which
+//     zmqloop does not set, libzmq refuses a peer that claims a routing id
+//     already in use), one answer per copy, and it is small whatever the
+//     request was: no body, and under 1 KiB in all (the loop's text with
+//     the request's type, id and key id, each bounded).
+//   - It opens no new replay: it is a reply, and every loop refuses a
+//     reply sent to it as a request or a one-way message (without an
+//     answer, so two peers never bounce error replies), so sending it, or
+//     any reply, back to the server, its pair or a PULL socket that shares
+//     the key ring runs no handler. It has a fresh id and "ts" of its own,
+//     and a client takes a reply only for a call it has in flight, once:
+//     a copy of a reply is dropped as late (ClientStats).
+//   - It tells the sender nothing new: whoever replays a message already
+//     holds it, and the message's authenticity was checked first.
+//
+// The price is the loop's work per copy: the MAC check it does anyway,
+// plus sealing the small answer (as for an unknown type).
 //
 // A reply has the request's "type", its own fresh "id" and "ts", and "re"
-// set to the request's "id"; it carries either "body" or "error". Error
-// codes from the loop itself are "unknown_type", "panic" (the handler
-// panicked), "internal" (the handler returned a plain error; the message is
-// its text), "rejected" and "bad_request" (HandleJSON could not decode the
-// body); handlers choose their own codes with Errorf.
+// set to the request's "id"; it carries either "body" or "error". It is
+// signed with the server's signing key, which need not be the key that
+// signed the request: while keys rotate, a server may already sign with a
+// key the client only verifies with. So a client verifies a reply with any
+// key of its ring, by the reply's key-id frame, never only with the key it
+// signed the request with. Error codes from the loop itself are
+// "unknown_type", "panic" (the handler panicked), "internal" (the handler
+// returned a plain error, and the message is its text; or the reply the
+// handler returned could not be sealed, for instance because it is over
+// MaxSize, and the message says so), "rejected" and "bad_request"
+// (HandleJSON could not decode the body); handlers choose their own codes
+// with Errorf.
 //
 // Message ids: any token unique per key within the window will do (32
 // random hex digits, say). Ids of the form Codec.NewID makes, 16 lowercase
@@ -234,6 +265,25 @@
 // overlap sends and arrivals with no fallback (an hour's TryTimeout and
 // SyscallWait), so a lost wake-up fails them.
 //
+// Messages are read and written whole, in one cgo call each (many per
+// call for a PULL or SUB loop and a queued Pusher), where pebbe/zmq4's API
+// makes five cgo calls per frame. That needs the libzmq socket handle
+// inside *zmq.Socket, which pebbe/zmq4 does not export: the package reads
+// the unexported field through reflect and unsafe, after checking at
+// start-up that it is where pebbe/zmq4 v1.4.0 keeps it. If it is not (a
+// new version changed the struct), or if the per-frame path is forced (the
+// build tag zmqloop_pebbeio, or PAASKIT_ZMQLOOP_IO=pebbe in the
+// environment when the process starts), every message goes through
+// pebbe/zmq4's per-frame API instead: the same behaviour, slower for small
+// messages, and the first component to open a socket logs a warning saying
+// so and why, once per process. The test suite runs its socket tests on
+// that path too (TestPebbeIOFallback). The accessor belongs upstream: an
+// exported method on pebbe/zmq4's Socket returning the raw handle (as
+// unsafe.Pointer, for cgo callers) would let this package drop reflect and
+// unsafe, and it should switch to one as soon as pebbe/zmq4 has it; until
+// then the fallback keeps it working whatever pebbe/zmq4 does to the
+// struct.
+//
 // Close and ctx cancellation release every socket (linger 0; senders linger
 // up to their FlushTimeout to deliver what was queued) and goroutine; the
 // tests check that 10,000 clients created and closed leave no goroutine or
@@ -245,11 +295,24 @@
 //
 // Every part counts what it did, for an operator's status page or a stats
 // pusher: a loop's Stats (LoopStats: received, handled, rejected, handler
-// panics; the Rejected hook says why each refusal happened), a Client's
-// Stats (ClientStats: calls, failures, remote errors, and per endpoint the
-// attempts sent and skipped, replies, late and refused replies, and
-// whether it is suspect), and a Pusher's or Publisher's Stats
-// (SenderStats: sent, batches, queued, dropped).
+// panics, and of the rejected those over MaxSize; the Rejected hook says
+// why each refusal happened), a Client's Stats (ClientStats: calls,
+// failures, remote errors, and per endpoint the attempts sent and skipped,
+// replies, late and refused replies (and of those the over-size ones), and
+// whether it is suspect), and a Pusher's or Publisher's Stats (SenderStats:
+// sent, batches, queued, dropped).
+//
+// Over-size messages are counted where the loop can see them: a message
+// whose frames each pass libzmq's per-frame bound (ZMQ_MAXMSGSIZE, set to
+// MaxSize) but which is over MaxSize in all is read, refused and counted in
+// LoopStats.TooLarge (a Client's, in EndpointStats.TooLarge). A single
+// frame over MaxSize never reaches the loop: libzmq closes the sender's
+// connection as it decodes the frame's length, before allocating it, and
+// reports that to a socket monitor as a plain ZMQ_EVENT_DISCONNECTED, the
+// same event as a peer's own close (seen with libzmq 4.3.4), so those drops
+// cannot be told apart from ordinary disconnects and are not counted. The
+// sender sees them: its connection resets and its messages wait for the
+// reconnect.
 //
 // # Encryption
 //

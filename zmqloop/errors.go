@@ -41,7 +41,7 @@ var (
 const (
 	CodeUnknownType = "unknown_type" // no handler for the request's type
 	CodePanic       = "panic"        // the handler panicked
-	CodeInternal    = "internal"     // the handler returned a non-RemoteError error
+	CodeInternal    = "internal"     // the handler returned a non-RemoteError error, or its reply could not be sealed (over MaxSize)
 	CodeRejected    = "rejected"     // the request was authentic but refused (stale, replayed)
 )
 

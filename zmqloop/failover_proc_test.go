@@ -27,10 +27,38 @@ type pidCalls struct {
 	mu     sync.Mutex
 	served map[int32]map[int]int // phase -> pid -> answers
 	errs   []error
+	// counted gets a token after each answer is counted (dropped if one
+	// is there), for until.
+	counted chan struct{}
+}
+
+// until waits until enough answers of the current phase were counted:
+// done, called with them (mu held), says when. Phases end on what was
+// answered, not on a timer.
+func (pc *pidCalls) until(t *testing.T, what string, done func(pids map[int]int) bool) {
+	t.Helper()
+	deadline := time.After(30 * time.Second)
+	for {
+		pc.mu.Lock()
+		ok := done(pc.served[pc.phase.Load()])
+		errs := len(pc.errs)
+		pc.mu.Unlock()
+		if ok {
+			return
+		}
+		if errs > 0 {
+			t.Fatalf("waiting for %s: a caller saw an error: %v", what, pc.errs[0])
+		}
+		select {
+		case <-pc.counted:
+		case <-deadline:
+			t.Fatalf("waiting for %s: not within 30s; answers so far %v", what, pc.served)
+		}
+	}
 }
 
 func startPidCalls(cl *Client, n int) *pidCalls {
-	pc := &pidCalls{stop: make(chan struct{}), served: map[int32]map[int]int{}}
+	pc := &pidCalls{stop: make(chan struct{}), served: map[int32]map[int]int{}, counted: make(chan struct{}, 1)}
 	for g := 0; g < n; g++ {
 		pc.wg.Add(1)
 		go func() {
@@ -59,6 +87,10 @@ func startPidCalls(cl *Client, n int) *pidCalls {
 					pc.served[ph][pid]++
 				}
 				pc.mu.Unlock()
+				select {
+				case pc.counted <- struct{}{}:
+				default:
+				}
 			}
 		}()
 	}
@@ -93,16 +125,27 @@ func TestClientFailsOverFromKilledAndStoppedProcesses(t *testing.T) {
 	// Phases: 0 all up, 1 one killed, 2 one killed and one stopped. A
 	// phase begins once the signal has taken effect: a call counted in it
 	// was made after that.
+	// Each phase lasts until enough answers were counted in it.
 	calls := startPidCalls(cl, 8)
-	time.Sleep(300 * time.Millisecond)
+	calls.until(t, "every server to answer 20 calls", func(pids map[int]int) bool {
+		return pids[killed] >= 20 && pids[stopped] >= 20 && pids[survivor] >= 20
+	})
 	require.NoError(t, procs[0].Signal(syscall.SIGKILL))
 	waitProcState(t, killed, "Z") // dead; its parent has not reaped it yet
 	calls.phase.Store(1)
-	time.Sleep(500 * time.Millisecond)
+	calls.until(t, "400 answers after the kill", func(pids map[int]int) bool {
+		return pids[stopped]+pids[survivor] >= 400
+	})
 	require.NoError(t, procs[1].Signal(syscall.SIGSTOP))
 	waitProcState(t, stopped, "T")
 	calls.phase.Store(2)
-	time.Sleep(1500 * time.Millisecond)
+	// Calls in flight to the stopped server when it stopped wait
+	// TryTimeout (200ms) before they go to the survivor too, so 200
+	// answers take several TryTimeouts: calls sent to it at the stop are
+	// among them.
+	calls.until(t, "200 answers by the survivor after the stop", func(pids map[int]int) bool {
+		return pids[survivor] >= 200
+	})
 	served, errs := calls.end()
 
 	require.Empty(t, errs, "a caller saw an error while an endpoint lived")
@@ -128,12 +171,13 @@ func TestClientRidesOutAServerRestart(t *testing.T) {
 	cl := newClient(t, c, []string{ep}, func(cfg *ClientConfig) { cfg.TryTimeout = 200 * time.Millisecond })
 
 	calls := startPidCalls(cl, 4)
-	time.Sleep(200 * time.Millisecond)
+	calls.until(t, "20 answers from the first process", func(pids map[int]int) bool { return pids[old.Pid] >= 20 })
 	require.NoError(t, old.Signal(syscall.SIGKILL))
 	waitProcState(t, old.Pid, "Z")
-	time.Sleep(300 * time.Millisecond) // calls now find nobody
+	// Calls made now find nobody until the new process binds: they wait
+	// for the connection (no TryTimeout has to pass for that).
 	_, fresh := startServerProcess(t, "signed", ep)
-	time.Sleep(500 * time.Millisecond)
+	calls.until(t, "20 answers from the new process", func(pids map[int]int) bool { return pids[fresh.Pid] >= 20 })
 	served, errs := calls.end()
 
 	require.Empty(t, errs, "a caller saw an error across the restart")

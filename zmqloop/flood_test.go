@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -23,8 +24,19 @@ import (
 // ZMQ_MAXMSGSIZE, and its next sends wait for a reconnect;
 // TestReplyLoopBadInput has that case.)
 func TestReplyLoopServesThroughAFlood(t *testing.T) {
+	const flood = 20000
 	c := newTestCodec(t, nil)
-	l, ep := startReply(t, c, nil)
+	// The Rejected hook runs after the refusal is counted: the last one
+	// closes allRefused, when every counter has its final value.
+	var refused atomic.Int64
+	allRefused := make(chan struct{})
+	l, ep := startReply(t, c, nil, func(cfg *ReplyConfig) {
+		cfg.Rejected = func(error) {
+			if refused.Add(1) == flood {
+				close(allRefused)
+			}
+		}
+	})
 	cl := newClient(t, c, []string{ep})
 
 	authentic, err := c.Seal(Message{Type: "echo", Body: json.RawMessage(`"first"`)})
@@ -66,7 +78,6 @@ func TestReplyLoopServesThroughAFlood(t *testing.T) {
 	sendRaw(t, hostile, append([][]byte{{}}, authentic...)...)
 	recvRaw(t, hostile, 10*time.Second)
 
-	const flood = 20000
 	var wg sync.WaitGroup
 	wg.Add(2)
 	floodErr := make(chan error, 1)
@@ -104,7 +115,11 @@ func TestReplyLoopServesThroughAFlood(t *testing.T) {
 
 	// All of the flood is refused, and only the authentic request and the
 	// client's calls reach the handler.
-	require.Eventually(t, func() bool { return l.Stats().Received == 1+flood+200 }, 10*time.Second, 10*time.Millisecond)
+	select {
+	case <-allRefused:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("not all of the flood refused within 30s: %+v", l.Stats())
+	}
 	st := l.Stats()
 	require.Equal(t, LoopStats{Received: 1 + flood + 200, Handled: 1 + 200, Rejected: flood}, st)
 	got, err := cl.Call(context.Background(), "echo", json.RawMessage(`"after"`))

@@ -2,6 +2,7 @@ package zmqloop
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -173,7 +174,7 @@ func (l *oneway) Run(ctx context.Context) error {
 		return err
 	}
 	s, bound, err := openSocket(sockOpts{typ: l.typ, bind: l.cfg.Bind, connect: l.cfg.Connect,
-		maxSize: l.cfg.Codec.maxSize, curve: l.cfg.Curve})
+		maxSize: l.cfg.Codec.maxSize, curve: l.cfg.Curve, log: l.log})
 	if err != nil {
 		return fmt.Errorf("zmqloop: %s: %w", l.kind, err)
 	}
@@ -234,7 +235,19 @@ func (l *oneway) serve(ctx context.Context, s *zmq.Socket, f *os.File, rc syscal
 					continue
 				}
 				m = Message{}
-				if err := l.cfg.Codec.openWith(frames[l.envStart:], &m, now, l.intern, true); err != nil {
+				err := l.cfg.Codec.openWith(frames[l.envStart:], &m, now, l.intern, true)
+				if err != nil && !errors.Is(err, ErrStale) {
+					l.reject(err)
+					continue
+				}
+				// Authentic (on ErrStale m is filled). A reply reflected
+				// here from a request/reply socket is refused as such,
+				// stale or not, in the order the package doc gives.
+				if m.ReplyTo != "" || m.Error != nil {
+					l.reject(notARequest(l.kind, &m))
+					continue
+				}
+				if err != nil {
 					l.reject(err)
 					continue
 				}
@@ -319,7 +332,7 @@ func (l *oneway) handle(ctx context.Context, h MessageHandler, req *Request) {
 }
 
 func (l *oneway) reject(err error) {
-	l.stats.rejected.Add(1)
+	l.stats.count(err)
 	l.log.Debug("zmqloop: refused message", "loop", l.kind, "err", err)
 	if l.cfg.Rejected != nil {
 		l.cfg.Rejected(err)

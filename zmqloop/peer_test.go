@@ -50,13 +50,13 @@ func TestPeerWrittenFromTheDoc(t *testing.T) {
 		defer mu.Unlock()
 		var why []string
 		for _, err := range rejected {
-			for _, target := range []error{ErrReplay, ErrBadMAC, ErrStale} {
+			for _, target := range []error{ErrReplay, ErrBadMAC, ErrStale, ErrMalformed} {
 				if errors.Is(err, target) {
 					why = append(why, target.Error())
 				}
 			}
 		}
-		require.ElementsMatch(t, []string{ErrReplay.Error(), ErrStale.Error(), ErrBadMAC.Error(), ErrBadMAC.Error()}, why, "%v", rejected)
+		require.ElementsMatch(t, []string{ErrReplay.Error(), ErrMalformed.Error(), ErrStale.Error(), ErrBadMAC.Error(), ErrBadMAC.Error()}, why, "%v", rejected)
 	})
 
 	t.Run("Go Client, python server", func(t *testing.T) {

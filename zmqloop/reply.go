@@ -99,14 +99,37 @@ type ReplyConfig struct {
 type LoopStats struct {
 	Received uint64 // messages read from the socket (each item of a batch counts as one)
 	Handled  uint64 // messages given to a handler
-	Rejected uint64 // messages refused (bad MAC, replay, unknown type, ...)
+	Rejected uint64 // messages refused (bad MAC, replay, unknown type, too large, ...)
 	Panics   uint64 // handler panics recovered
+	// TooLarge counts the refused messages (also in Rejected) that were
+	// over the Codec's MaxSize: read whole, then dropped unread
+	// (ErrTooLarge). A peer that sends a single frame over MaxSize is
+	// disconnected by libzmq (ZMQ_MAXMSGSIZE) before the loop sees
+	// anything, and libzmq reports that as an ordinary disconnect, so
+	// such frames are not counted here; see the package doc, "Counters".
+	TooLarge uint64
 }
 
-type loopCounters struct{ received, handled, rejected, panics atomic.Uint64 }
+type loopCounters struct{ received, handled, rejected, panics, tooLarge atomic.Uint64 }
 
 func (c *loopCounters) snapshot() LoopStats {
-	return LoopStats{Received: c.received.Load(), Handled: c.handled.Load(), Rejected: c.rejected.Load(), Panics: c.panics.Load()}
+	return LoopStats{Received: c.received.Load(), Handled: c.handled.Load(), Rejected: c.rejected.Load(),
+		Panics: c.panics.Load(), TooLarge: c.tooLarge.Load()}
+}
+
+// count counts one refusal for the reason err.
+func (c *loopCounters) count(err error) {
+	c.rejected.Add(1)
+	if errors.Is(err, ErrTooLarge) {
+		c.tooLarge.Add(1)
+	}
+}
+
+// notARequest is the refusal of an authentic message that carries "re" or
+// "error" where a request or one-way message was expected.
+func notARequest(loop string, m *Message) error {
+	return fmt.Errorf("zmqloop: %s: %q message %q signed with key %q is a reply (it has \"re\" or \"error\"), not a request: %w",
+		loop, m.Type, m.ID, m.KeyID, ErrMalformed)
 }
 
 // ReplyLoop serves requests on a ROUTER socket: it verifies each request,
@@ -200,7 +223,7 @@ func (l *ReplyLoop) Run(ctx context.Context) error {
 		return err
 	}
 	router, bound, err := openSocket(sockOpts{typ: zmq.ROUTER, bind: l.cfg.Bind, connect: l.cfg.Connect,
-		maxSize: l.cfg.Codec.maxSize, curve: l.cfg.Curve})
+		maxSize: l.cfg.Codec.maxSize, curve: l.cfg.Curve, log: l.log})
 	if err != nil {
 		return fmt.Errorf("zmqloop: reply loop: %w", err)
 	}
@@ -484,15 +507,30 @@ func (s *replyServer) serve(ctx context.Context, w *replyWorker) {
 	}
 	now := l.cfg.Codec.now()
 	w.msg = Message{}
-	if err := l.cfg.Codec.openWith(w.env, &w.msg, now, l.intern, true); err != nil {
-		l.reject(err)
-		if errors.Is(err, ErrStale) {
-			s.reply(w, nil, Errorf(CodeRejected, "%v", err))
-		}
+	err := l.cfg.Codec.openWith(w.env, &w.msg, now, l.intern, true)
+	if err != nil && !errors.Is(err, ErrStale) {
+		l.reject(err) // not authentic, or not readable: no answer
 		return
 	}
-	if err := s.window.admitAt(&w.msg, now); err != nil {
+	// From here the message is authentic (on ErrStale openWith filled
+	// w.msg). A reply is never a request: one sent here is a reply
+	// reflected back (signed by a ring key, so it would otherwise pass),
+	// and answering it could bounce error replies between two peers.
+	if w.msg.ReplyTo != "" || w.msg.Error != nil {
+		l.reject(notARequest("reply loop", &w.msg))
+		return
+	}
+	if err == nil {
+		err = s.window.admitAt(&w.msg, now)
+	}
+	if err != nil {
+		// Stale or replayed: authentic, so the caller is told why. The
+		// answer goes only back over the connection the copy came in on,
+		// is a few hundred bytes at most whatever the request was (no
+		// body), and is itself a reply, which no loop answers: see the
+		// package doc, "Refusals".
 		l.reject(err)
+		s.reply(w, nil, Errorf(CodeRejected, "%v", err))
 		return
 	}
 	h, ok := l.handlers[w.msg.Type]
@@ -578,7 +616,7 @@ func splitRouting(frames [][]byte) (routing, env [][]byte) {
 }
 
 func (l *ReplyLoop) reject(err error) {
-	l.stats.rejected.Add(1)
+	l.stats.count(err)
 	l.log.Debug("zmqloop: reply loop: refused message", "err", err)
 	if l.cfg.Rejected != nil {
 		l.cfg.Rejected(err)

@@ -138,6 +138,11 @@ func TestReplyLoopBadInput(t *testing.T) {
 		first := recvRaw(t, raw, 5*time.Second)
 		require.Len(t, first, 4)
 		send(f)
+		reply := recvRaw(t, raw, 5*time.Second)
+		m, err := c.Open(reply[1:])
+		require.NoError(t, err)
+		require.NotNil(t, m.Error, "a replay gets an error reply")
+		require.Equal(t, CodeRejected, m.Error.Code)
 		expectRejected(ErrReplay)
 	})
 	t.Run("timestamp outside the window", func(t *testing.T) {
@@ -155,14 +160,19 @@ func TestReplyLoopBadInput(t *testing.T) {
 		// libzmq (ZMQ_MAXMSGSIZE) drops the connection: the loop never sees it.
 		big := rawSocket(t, zmq.DEALER, ep)
 		f := seal("echo")
+		before := l.Stats()
 		sendRaw(t, big, []byte{}, f[0], bytes.Repeat([]byte("x"), 8192), f[2])
 		stillAnswers()
+		// Not observable: libzmq reports it as any other disconnect.
+		require.Equal(t, before.TooLarge, l.Stats().TooLarge)
 	})
 	t.Run("oversized message", func(t *testing.T) {
 		// Every frame under the per-frame bound, the sum over it.
+		before := l.Stats()
 		f := seal("echo")
 		send([][]byte{f[0], bytes.Repeat([]byte(" "), 4000), bytes.Repeat([]byte("m"), 4000)})
 		expectRejected(ErrTooLarge)
+		require.Equal(t, before.TooLarge+1, l.Stats().TooLarge)
 	})
 	t.Run("too few frames", func(t *testing.T) {
 		f := seal("echo")

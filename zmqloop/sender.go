@@ -318,7 +318,7 @@ func (s *sender) sent(n int) {
 // own is the socket goroutine.
 func (s *sender) own(typ zmq.Type, ready chan<- error) {
 	defer close(s.done)
-	o := sockOpts{typ: typ, bind: s.cfg.Bind, connect: s.cfg.Connect, curve: s.cfg.Curve, linger: s.cfg.FlushTimeout}
+	o := sockOpts{typ: typ, bind: s.cfg.Bind, connect: s.cfg.Connect, curve: s.cfg.Curve, linger: s.cfg.FlushTimeout, log: s.log}
 	if typ == zmq.PUSH {
 		o.sndhwm = pusherHWM
 	}

@@ -2,6 +2,7 @@ package zmqloop
 
 import (
 	"fmt"
+	"log/slog"
 	"strings"
 	"syscall"
 	"time"
@@ -109,12 +110,16 @@ type sockOpts struct {
 	immediate bool
 	linger    time.Duration // how long libzmq keeps sending after close
 	sndhwm    int           // ZMQ_SNDHWM when > 0
+	log       *slog.Logger  // told once if the per-frame fallback is in use
 }
 
 // openSocket creates, configures and binds/connects a socket; the calling
 // goroutine owns it. It returns the endpoints actually bound (wildcard
 // ports resolved). On error nothing is left open.
 func openSocket(o sockOpts) (s *zmq.Socket, bound []string, err error) {
+	if o.log != nil {
+		noteIOPath(o.log)
+	}
 	s, err = zmq.NewSocket(o.typ)
 	if err != nil {
 		return nil, nil, fmt.Errorf("zmqloop: new %v socket: %w", o.typ, err)

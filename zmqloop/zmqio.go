@@ -52,7 +52,8 @@ static int zl_recv(void *s, int flags, char *buf, int cap, int *lens, int maxfra
 // buf are left. Frames are copied back to back into buf; lens gets each
 // frame's size (at most maxframes in all) and counts each message's frame
 // count; a message with more than permsg frames, or that does not fit, is
-// read whole and reported with count -1 (its frames not kept). It returns
+// read whole and reported with count -1 (too many frames) or -2 (too
+// large), its frames not kept. It returns
 // the number of messages read (counts entries), or -errno if the first read
 // failed.
 static int zl_recv_many(void *s, int flags, char *buf, int cap, int reserve, int *lens, int maxframes,
@@ -79,12 +80,16 @@ static int zl_recv_many(void *s, int flags, char *buf, int cap, int reserve, int
 			}
 			flags = ZMQ_DONTWAIT;
 			size_t sz = zmq_msg_size(&msg);
-			if (n < permsg && off + (long)sz <= cap) {
+			if (bad) {
+				// the rest of a message already refused
+			} else if (n >= permsg) {
+				bad = 1;
+			} else if (off + (long)sz > cap) {
+				bad = 2;
+			} else {
 				memcpy(buf + off, zmq_msg_data(&msg), sz);
 				lens[nlen + n] = (int)sz;
 				off += (long)sz;
-			} else {
-				bad = 1;
 			}
 			n++;
 			int more = zmq_msg_more(&msg);
@@ -95,7 +100,7 @@ static int zl_recv_many(void *s, int flags, char *buf, int cap, int reserve, int
 		}
 		if (bad) {
 			off = start;
-			counts[nmsg++] = -1;
+			counts[nmsg++] = -bad;
 		} else {
 			nlen += n;
 			counts[nmsg++] = n;
@@ -153,7 +158,10 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"log/slog"
+	"os"
 	"reflect"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -164,13 +172,51 @@ import (
 // five per received frame (init, recv, data, copy, close) plus one for
 // ZMQ_RCVMORE, so a 3-frame envelope took 18. msgIO reads or writes a whole
 // message in one call, on the libzmq socket handle inside *zmq.Socket.
-// That handle is an unexported field; fastIO is false (and the pebbe API is
-// used) unless the field is where this code expects it.
-var fastIO = func() bool {
+// That handle is an unexported field (pebbe/zmq4 exports no accessor for
+// it; see the package doc, "Sockets and goroutines"), read through
+// reflect and unsafe. fastIO is false, and pebbe/zmq4's per-frame API is
+// used instead, unless the field is where this code expects it, or when
+// the per-frame path is forced: by the build tag zmqloop_pebbeio, or by
+// PAASKIT_ZMQLOOP_IO=pebbe in the environment at start-up.
+var fastIO, fastIOWhyNot = chooseIO(forcePebbeIOTag, os.Getenv(IOEnv))
+
+// IOEnv is the environment variable that, set to "pebbe" when the process
+// starts, makes the package use pebbe/zmq4's per-frame API instead of its
+// own one-call-per-message reads and writes (see the package doc).
+const IOEnv = "PAASKIT_ZMQLOOP_IO"
+
+// chooseIO says whether the one-call-per-message path can be used, and if
+// not, why.
+func chooseIO(forcedByTag bool, env string) (bool, string) {
+	switch {
+	case forcedByTag:
+		return false, "built with the zmqloop_pebbeio tag"
+	case env == "pebbe":
+		return false, IOEnv + "=pebbe"
+	}
 	t := reflect.TypeOf(zmq.Socket{})
-	return t.NumField() > 0 && t.Field(0).Name == "soc" && t.Field(0).Offset == 0 &&
-		t.Field(0).Type == reflect.TypeOf(unsafe.Pointer(nil))
-}()
+	if t.NumField() > 0 && t.Field(0).Name == "soc" && t.Field(0).Offset == 0 &&
+		t.Field(0).Type == reflect.TypeOf(unsafe.Pointer(nil)) {
+		return true, ""
+	}
+	return false, "pebbe/zmq4's Socket does not start with the libzmq handle this package reads (soc unsafe.Pointer): a new version changed it"
+}
+
+// ioPathOnce logs, once per process, that the per-frame fallback is in use.
+var ioPathOnce sync.Once
+
+// noteIOPath logs once, to the first component that opens a socket, that
+// messages go through pebbe/zmq4's per-frame API and why: several cgo
+// calls per frame instead of one per message, so small messages cost more.
+func noteIOPath(log *slog.Logger) {
+	if fastIO {
+		return
+	}
+	ioPathOnce.Do(func() {
+		log.Warn("zmqloop: using pebbe/zmq4's per-frame API for every message, which is slower (several cgo calls per frame)",
+			"why", fastIOWhyNot)
+	})
+}
 
 func handle(s *zmq.Socket) unsafe.Pointer { return *(*unsafe.Pointer)(unsafe.Pointer(s)) }
 
@@ -292,8 +338,12 @@ func (r *batchReader) read(s *zmq.Socket, limit, permsg int) ([]rmsg, error) {
 	off, li := 0, 0
 	for m := 0; m < int(n); m++ {
 		c := int(r.counts[m])
-		if c < 0 {
-			r.msgs = append(r.msgs, rmsg{err: fmt.Errorf("zmqloop: message with more than %d frames or %d bytes: %w", permsg, r.reserve, ErrFrames)})
+		switch c {
+		case -1:
+			r.msgs = append(r.msgs, rmsg{err: fmt.Errorf("zmqloop: message with more than %d frames: %w", permsg, ErrFrames)})
+			continue
+		case -2:
+			r.msgs = append(r.msgs, rmsg{err: fmt.Errorf("zmqloop: message over %d bytes with its routing frames: %w", r.reserve, ErrTooLarge)})
 			continue
 		}
 		frames := r.fbuf[li : li+c : li+c]

@@ -106,8 +106,16 @@ def client(endpoint, key_id, secret):
     rep = call(req, frames)
     check(rep.get("body") == body and "error" not in rep, "echo reply %r" % rep)
 
-    # The same frames again: a replay, refused without an answer.
-    call(req, frames, expect_reply=False)
+    # The same frames again: a replay, refused with an error reply, code
+    # "rejected", that carries no body.
+    rep = call(req, frames)
+    check(rep.get("error", {}).get("code") == "rejected", "replay reply %r" % rep)
+    check("body" not in rep, "an error reply carries no body: %r" % rep)
+
+    # A reply is never a request: the error reply sent back is refused
+    # without an answer.
+    payload = json.dumps(rep, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    call(rep, [key_id, payload, mac(secret, key_id, payload)], expect_reply=False)
 
     # A type without a handler: an error reply, code "unknown_type".
     req = {"type": "nosuch", "id": new_id(), "ts": now_ms()}
