@@ -1,0 +1,36 @@
+package pty
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestRemoteBashExitCode(t *testing.T) {
+	_, ep := startServer(t, ServerConfig{})
+	c := clientFor(t, ep, "alice")
+	ctx := context.Background()
+	rs, err := c.Run(ctx, StartRequest{Argv: []string{"/bin/bash", "--norc", "--noprofile", "-i"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	if _, err := rs.Write([]byte("echo hel''lo; exit 3\n")); err != nil {
+		t.Fatal(err)
+	}
+	out, err := io.ReadAll(rs)
+	if err != nil {
+		t.Fatalf("read: %v; got %q", err, out)
+	}
+	if !strings.Contains(string(out), "hello") {
+		t.Fatalf("output %q lacks hello", out)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := rs.Wait(wctx)
+	if err != nil || st.Code != 3 {
+		t.Fatalf("status %v, %v; want exit 3", st, err)
+	}
+}
