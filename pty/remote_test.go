@@ -34,3 +34,29 @@ func TestRemoteBashExitCode(t *testing.T) {
 		t.Fatalf("status %v, %v; want exit 3", st, err)
 	}
 }
+
+func BenchmarkRemoteOutput(b *testing.B) {
+	_, ep := startServer(b, ServerConfig{})
+	c := clientFor(b, ep, "alice")
+	const size = 100 << 20
+	b.SetBytes(size)
+	buf := make([]byte, 64<<10)
+	for b.Loop() {
+		rs, err := c.Run(context.Background(), StartRequest{Argv: []string{"head", "-c", "104857600", "/dev/zero"}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var n int64
+		for {
+			k, err := rs.Read(buf)
+			n += int64(k)
+			if err != nil {
+				break
+			}
+		}
+		if n != size {
+			b.Fatalf("got %d", n)
+		}
+		rs.Close()
+	}
+}

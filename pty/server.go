@@ -470,6 +470,7 @@ func (s *Server) start(ctx context.Context, caller string, req StartRequest) (Se
 		// The client has until the grace period ends to attach.
 		r.graceAt = s.cfg.Now().Add(s.cfg.Grace)
 	}
+	info := r.info()
 	s.mu.Lock()
 	s.sessions[r.id] = r
 	s.mu.Unlock()
@@ -479,7 +480,7 @@ func (s *Server) start(ctx context.Context, caller string, req StartRequest) (Se
 		s.pump(r)
 	}()
 	s.log.Info("pty: session started", "session", r.id, "caller", caller, "app", req.App, "argv0", req.Argv[0], "pid", r.s.Pid(), "detached", req.Detached)
-	return r.info(), nil
+	return info, nil
 }
 
 // pump reads the terminal into the session's buffer while there is room
