@@ -17,6 +17,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(rawHelperEnv) != "" {
 		os.Exit(rawHelper())
 	}
+	if os.Getenv(wrapperEnv) != "" {
+		os.Exit(wrapperMain())
+	}
 	goleak.VerifyTestMain(m)
 }
 
