@@ -25,6 +25,10 @@ func TestMain(m *testing.M) {
 
 var quietLog = slog.New(slog.NewTextHandler(io.Discard, nil))
 
+// Callers are told apart by the key that signs their requests; the
+// server signs its replies and streams with a key of its own, which every
+// client's ring holds to verify them.
+
 // codecFor returns a codec whose ring holds every key of keys, signing with
 // the first.
 func codecFor(t testing.TB, signer string, keys ...string) *zmqloop.Codec {
@@ -57,7 +61,7 @@ func startServer(t testing.TB, cfg ServerConfig) (*Server, string) {
 		cfg.Bind = []string{"tcp://127.0.0.1:*"}
 	}
 	if cfg.Codec == nil {
-		cfg.Codec = codecFor(t, "alice", "bob")
+		cfg.Codec = codecFor(t, "server", "alice", "bob")
 	}
 	if cfg.Command == nil {
 		cfg.Command = plainCommand
@@ -92,7 +96,7 @@ func startServer(t testing.TB, cfg ServerConfig) (*Server, string) {
 
 func clientFor(t testing.TB, endpoint, caller string) *Client {
 	t.Helper()
-	c, err := NewClient(ClientConfig{Endpoint: endpoint, Codec: codecFor(t, caller), Logger: quietLog})
+	c, err := NewClient(ClientConfig{Endpoint: endpoint, Codec: codecFor(t, caller, "server"), Logger: quietLog})
 	if err != nil {
 		t.Fatal(err)
 	}

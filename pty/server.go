@@ -744,12 +744,16 @@ func appendExit(b []byte, session, attach string, end int64, st ExitStatus) []by
 // current returns caller's session and checks that attach is its current
 // attachment, which it marks as seen. Called with nothing locked; returns
 // with r.mu held on success.
-func (s *Server) current(caller, id, attach string) (*remote, error) {
+func (s *Server) current(caller, id, attach string, live bool) (*remote, error) {
 	r, err := s.lookup(caller, id)
 	if err != nil {
 		return nil, err
 	}
 	r.mu.Lock()
+	if live && (r.exited || r.hungUp) {
+		r.mu.Unlock()
+		return nil, zmqloop.Errorf(CodeExited, "session %s: the command has exited (or is being hung up); not delivered", id)
+	}
 	if r.att == nil || r.att.id != attach {
 		r.mu.Unlock()
 		return nil, zmqloop.Errorf(CodeDetached, "attachment %q of session %s is not current (another client attached, or this one timed out)", attach, id)
@@ -766,7 +770,7 @@ type InputRequest struct {
 }
 
 func (s *Server) input(ctx context.Context, caller string, req InputRequest) (struct{}, error) {
-	r, err := s.current(caller, req.Session, req.Attach)
+	r, err := s.current(caller, req.Session, req.Attach, true)
 	if err != nil {
 		return struct{}{}, err
 	}
@@ -798,7 +802,7 @@ type AckReply struct {
 }
 
 func (s *Server) ack(ctx context.Context, caller string, req AckRequest) (AckReply, error) {
-	r, err := s.current(caller, req.Session, req.Attach)
+	r, err := s.current(caller, req.Session, req.Attach, false)
 	if err != nil {
 		return AckReply{}, err
 	}
@@ -823,7 +827,7 @@ type ResizeRequest struct {
 }
 
 func (s *Server) resize(ctx context.Context, caller string, req ResizeRequest) (struct{}, error) {
-	r, err := s.current(caller, req.Session, req.Attach)
+	r, err := s.current(caller, req.Session, req.Attach, true)
 	if err != nil {
 		return struct{}{}, err
 	}
@@ -872,7 +876,7 @@ type SessionRequest struct {
 }
 
 func (s *Server) detach(ctx context.Context, caller string, req SessionRequest) (struct{}, error) {
-	r, err := s.current(caller, req.Session, req.Attach)
+	r, err := s.current(caller, req.Session, req.Attach, false)
 	if err != nil {
 		return struct{}{}, err
 	}

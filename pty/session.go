@@ -155,8 +155,15 @@ func Start(cmd *exec.Cmd, cfg Config) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pty: start %s: open a pseudo-terminal: %w", cmd.Path, err)
 	}
-	// The master stays non-blocking in Go's netpoller (never call Fd on
-	// it), so Close wakes a blocked Read and deadlines work.
+	// creack/pty's ioctls call Fd, which leaves the master in blocking
+	// mode. Put it back in Go's netpoller (non-blocking), so a Read
+	// parks its goroutine rather than a thread, Close wakes it and read
+	// deadlines work; never call Fd on it again.
+	master, err = pollable(master)
+	if err != nil {
+		tty.Close()
+		return nil, fmt.Errorf("pty: start %s: %w", cmd.Path, err)
+	}
 	rc, err := master.SyscallConn()
 	if err != nil {
 		master.Close()
@@ -235,6 +242,22 @@ func (s *Session) wait(release func()) {
 	}
 	s.draining.Store(true)
 	_ = s.master.SetReadDeadline(time.Now())
+}
+
+// pollable returns f's file as a non-blocking *os.File registered with
+// the netpoller, closing f.
+func pollable(f *os.File) (*os.File, error) {
+	fd, err := unix.FcntlInt(f.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+	name := f.Name()
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("dup %s: %w", name, err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("set %s non-blocking: %w", name, err)
+	}
+	return os.NewFile(uintptr(fd), name), nil
 }
 
 func (s *Session) finish() { s.finOnce.Do(func() { close(s.finished) }) }

@@ -36,6 +36,9 @@ func readUntil(t testing.TB, r io.Reader, want string) string {
 	for !strings.Contains(buf.String(), want) {
 		n, err := r.Read(p)
 		buf.Write(p[:n])
+		if os.Getenv("DBG") != "" {
+			println("readUntil got", strconv.Quote(buf.String()))
+		}
 		if err != nil {
 			t.Fatalf("read until %q: %v; got %q", want, err, buf.String())
 		}
