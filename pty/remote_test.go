@@ -343,7 +343,7 @@ func TestRemoteInputAfterExit(t *testing.T) {
 
 func TestRemoteClientThatNeverReadsPausesTheChild(t *testing.T) {
 	const buffer = 64 << 10
-	const total = 20000000
+	const total = 5000000
 	srv, ep := startServer(t, ServerConfig{Buffer: buffer})
 	c := clientFor(t, ep, "alice")
 	rs := runT(t, c, StartRequest{Argv: []string{"head", "-c", strconv.Itoa(total), "/dev/zero"}})
