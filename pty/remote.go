@@ -588,4 +588,3 @@ func (rs *RemoteSession) Close() error {
 	rs.stopPull()
 	return nil
 }
-

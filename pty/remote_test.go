@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	zmq "github.com/pebbe/zmq4"
 	"github.com/paaskit/paaskit/zmqloop"
+	zmq "github.com/pebbe/zmq4"
 )
 
 func runT(t testing.TB, c *Client, req StartRequest) *RemoteSession {
