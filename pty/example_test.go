@@ -68,7 +68,7 @@ func ExampleServer() {
 	}
 	srv, err := pty.NewServer(pty.ServerConfig{
 		Bind:   []string{"tcp://127.0.0.1:*"},
-		Codec:  keys("server"), // verifies "ops" too: it is in the ring
+		Codec:  keys("server", "ops"), // callers are the keys it verifies
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Command: func(_ context.Context, caller string, req pty.StartRequest) (*exec.Cmd, error) {
 			return exec.Command(req.Argv[0], req.Argv[1:]...), nil
@@ -84,7 +84,7 @@ func ExampleServer() {
 	defer func() { stop(); <-done }()
 	<-srv.Ready()
 
-	c, _ := pty.NewClient(pty.ClientConfig{Endpoint: srv.Endpoints()[0], Codec: keys("ops"),
+	c, _ := pty.NewClient(pty.ClientConfig{Endpoint: srv.Endpoints()[0], Codec: keys("ops", "server"),
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	defer c.Close()
 	rs, err := c.Run(ctx, pty.StartRequest{App: "blog", Argv: []string{"/bin/sh", "-c", "read x; echo got $x; exit 4"}})
