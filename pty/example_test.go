@@ -59,10 +59,13 @@ func ExampleAttach() {
 // commands as they are asked for here; runnerd builds them in an app's
 // sandbox with runner.Runner.Command.
 func ExampleServer() {
-	keys := func(signer string) *zmqloop.Codec {
-		ring, _ := zmqloop.NewKeyRing(
-			zmqloop.Key{ID: signer, Secret: []byte("secret of " + signer + ", at least 32 bytes long")},
-			zmqloop.Key{ID: "server", Secret: []byte("secret of server, 32 bytes or more")})
+	// A key ring signing with the first id and verifying all of them.
+	keys := func(ids ...string) *zmqloop.Codec {
+		var ks []zmqloop.Key
+		for _, id := range ids {
+			ks = append(ks, zmqloop.Key{ID: id, Secret: []byte("secret of " + id + ", at least 32 bytes long")})
+		}
+		ring, _ := zmqloop.NewKeyRing(ks...)
 		c, _ := zmqloop.NewCodec(zmqloop.CodecConfig{Keys: ring})
 		return c
 	}
