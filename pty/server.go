@@ -503,6 +503,13 @@ func (s *Server) pump(r *remote) {
 		}
 		r.mu.Unlock()
 		n, err := r.s.Read(tmp[:room])
+		for n > 0 && n < room {
+			k := r.s.readMore(tmp[n:room])
+			if k <= 0 {
+				break
+			}
+			n += k
+		}
 		if n > 0 {
 			if r.log != nil {
 				if _, werr := r.log.Write(tmp[:n]); werr != nil {

@@ -307,6 +307,26 @@ func (s *Session) Read(p []byte) (int, error) {
 	}
 }
 
+// readMore reads what the terminal holds right now into p, without
+// waiting: 0 if nothing is there. A reader that has just been handed a
+// piece of output uses it to gather the pieces the kernel delivers in
+// 4 KiB steps into one, instead of waking its consumers for each.
+func (s *Session) readMore(p []byte) int {
+	if s.closed.Load() || len(p) == 0 {
+		return 0
+	}
+	s.readMu.Lock()
+	defer s.readMu.Unlock()
+	var n int
+	if err := s.rc.Read(func(fd uintptr) bool {
+		n, _ = unix.Read(int(fd), p)
+		return true
+	}); err != nil || n < 0 {
+		return 0
+	}
+	return n
+}
+
 // readNow reads what is buffered without waiting: the drain timeout has
 // passed, so an empty terminal is the end of the output.
 func (s *Session) readNow(p []byte) (int, error) {
