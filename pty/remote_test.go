@@ -649,3 +649,21 @@ func BenchmarkRemoteEcho(b *testing.B) {
 }
 
 var _ = exec.Command
+
+func FuzzParseOutput(f *testing.F) {
+	f.Add(appendOutput(nil, "s1", "a1", 42, []byte("hello")))
+	f.Add([]byte(`{"d":"aGk=","o":1,"a":"x","s":"y"}`))
+	f.Add([]byte(`{"s":"","a":"","o":-1,"d":"!!"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseOutput(b)
+		if err != nil {
+			return
+		}
+		// Whatever parsed must survive a round trip through the server's
+		// own writer.
+		m2, err := parseOutput(appendOutput(nil, m.S, m.A, m.O, m.D))
+		if err == nil && (m2.O != m.O || !bytes.Equal(m2.D, m.D)) {
+			t.Fatalf("round trip changed %+v into %+v", m, m2)
+		}
+	})
+}
