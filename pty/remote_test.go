@@ -667,3 +667,21 @@ func FuzzParseOutput(f *testing.F) {
 		}
 	})
 }
+
+func TestRemoteHangupOfAPausedSession(t *testing.T) {
+	// The child is blocked on a full buffer nobody drains; hanging it up
+	// (and stopping the server afterwards) must not wait for room.
+	_, ep := startServer(t, ServerConfig{Buffer: 4096})
+	c := clientFor(t, ep, "alice")
+	rs := runT(t, c, StartRequest{Argv: []string{"head", "-c", "10000000", "/dev/zero"}})
+	eventually(t, "the buffer fills", func() bool {
+		info, _ := c.Status(context.Background(), rs.ID())
+		return info.Output >= 4096
+	})
+	info, err := c.Hangup(context.Background(), rs.ID())
+	if err != nil || !info.Exited {
+		t.Fatalf("hangup: %+v, %v", info, err)
+	}
+	// Another paused one is left for the server's shutdown.
+	runT(t, c, StartRequest{Argv: []string{"head", "-c", "10000000", "/dev/zero"}})
+}

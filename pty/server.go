@@ -490,7 +490,7 @@ func (s *Server) pump(r *remote) {
 	tmp := make([]byte, 32<<10)
 	for {
 		r.mu.Lock()
-		for len(r.buf) >= s.cfg.Buffer {
+		for len(r.buf) >= s.cfg.Buffer && !r.hungUp {
 			if r.req.Detached && r.att == nil {
 				r.dropLocked(int64(len(r.buf) - s.cfg.Buffer + len(tmp)))
 				break
@@ -517,8 +517,10 @@ func (s *Server) pump(r *remote) {
 				}
 			}
 			r.mu.Lock()
-			r.buf = append(r.buf, tmp[:n]...)
-			r.cond.Broadcast()
+			if !r.hungUp { // after a hang-up nobody will take it: keep the bound
+				r.buf = append(r.buf, tmp[:n]...)
+				r.cond.Broadcast()
+			}
 			r.mu.Unlock()
 		}
 		if err != nil {
@@ -573,8 +575,13 @@ func (r *remote) info() SessionInfo {
 	return in
 }
 
-// hangup closes the session's terminal: SIGHUP, then SIGKILL.
+// hangup closes the session's terminal: SIGHUP, then SIGKILL. Output the
+// client has not taken is discarded: the pump stops waiting for room.
 func (r *remote) hangup(killAfter time.Duration) {
+	r.mu.Lock()
+	r.hungUp = true
+	r.cond.Broadcast()
+	r.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), killAfter)
 	defer cancel()
 	_ = r.s.Close(ctx)
@@ -901,9 +908,6 @@ func (s *Server) close(ctx context.Context, caller string, req SessionRequest) (
 	if err != nil {
 		return SessionInfo{}, err
 	}
-	r.mu.Lock()
-	r.hungUp = true
-	r.mu.Unlock()
 	r.hangup(s.cfg.KillAfter)
 	r.mu.Lock()
 	for !r.exited {
