@@ -126,9 +126,10 @@ type Session struct {
 
 // Start starts cmd in a new pseudo-terminal of cfg.Size. It sets cmd's
 // Stdin, Stdout and Stderr to the terminal (replacing what was there) and
-// adds Setsid, Setctty and Ctty to cmd.SysProcAttr, keeping whatever else
-// is in it (credentials, namespaces from runner.Command). cmd must not have
-// been started.
+// sets Setsid, Setctty and Ctty in cmd.SysProcAttr, keeping whatever else
+// is in it (credentials, namespaces from runner.Command) except Setpgid and
+// Foreground, which a new session excludes (a session leader cannot change
+// its process group). cmd must not have been started.
 func Start(cmd *exec.Cmd, cfg Config) (*Session, error) {
 	if cmd == nil || cmd.Path == "" {
 		return nil, fmt.Errorf("pty: start: no command")
