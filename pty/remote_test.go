@@ -41,10 +41,10 @@ func wantCode(t testing.TB, err error, code string) {
 // wait for an event, not a timing assertion: the bound is generous.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: did not happen within 20s", what)
+			t.Fatalf("%s: did not happen within 60s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
