@@ -3,7 +3,6 @@ package pty
 import (
 	"bytes"
 	"context"
-	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -78,5 +77,4 @@ func TestAttachFromATerminal(t *testing.T) {
 	if after.Lflag != before.Lflag || after.Iflag != before.Iflag || after.Oflag != before.Oflag {
 		t.Fatalf("the caller's terminal was not restored: %+v, was %+v", after, before)
 	}
-	_ = exec.Command
 }

@@ -1,7 +1,6 @@
 package pty
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -124,4 +123,3 @@ func TerminalSize(f *os.File) (WindowSize, error) {
 	return WindowSize{Rows: ws.Row, Cols: ws.Col}, nil
 }
 
-var errNotTerminal = errors.New("not a terminal")

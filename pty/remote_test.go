@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"sort"
 	"strconv"
 	"strings"
@@ -648,7 +647,6 @@ func BenchmarkRemoteEcho(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "ns/echo-p99")
 }
 
-var _ = exec.Command
 
 func FuzzParseOutput(f *testing.F) {
 	f.Add(appendOutput(nil, "s1", "a1", 42, []byte("hello")))
