@@ -122,4 +122,3 @@ func TerminalSize(f *os.File) (WindowSize, error) {
 	}
 	return WindowSize{Rows: ws.Row, Cols: ws.Col}, nil
 }
-

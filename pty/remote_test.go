@@ -647,7 +647,6 @@ func BenchmarkRemoteEcho(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)*99/100].Nanoseconds()), "ns/echo-p99")
 }
 
-
 func FuzzParseOutput(f *testing.F) {
 	f.Add(appendOutput(nil, "s1", "a1", 42, []byte("hello")))
 	f.Add([]byte(`{"d":"aGk=","o":1,"a":"x","s":"y"}`))
