@@ -106,6 +106,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&o.eventLoops, "event-loops", 0, "event loops serving warm requests on a plain TCP front (0: the default, "+strconv.Itoa(runner.DefaultEventLoops)+"; -1: none, a goroutine per connection)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the daemon to this file until it stops (for go tool pprof)")
 	lc := daemon.LogFlags(fs)
+	po := ptyFlags(fs)
 	fs.Usage = usage(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -154,9 +155,13 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("runnerd: listen", "addr", o.listen, "err", err)
 		return 1
 	}
-	// Loops stop in reverse order: admin, then the front, then the runner
-	// (which stops every instance).
+	// Loops stop in reverse order: admin, then the front, then remote
+	// commands, then the runner (which stops every instance).
 	must(d.Add("runner", r.Run))
+	if err := po.add(d, r, o.state, log); err != nil {
+		log.Error("runnerd: remote commands", "err", err)
+		return 1
+	}
 	must(d.Add("front", func(ctx context.Context) error { return r.Serve(ctx, front) }))
 	if o.admin != "" {
 		al, err := net.Listen("tcp", o.admin)
