@@ -252,3 +252,26 @@ func freeEndpoint(t testing.TB) string {
 	require.NoError(t, err)
 	return fmt.Sprintf("tcp://127.0.0.1:%d", port)
 }
+
+// startResolverOn runs a resolver on a fixed endpoint, retrying while the
+// port is still held by the previous one (libzmq closes listeners on its
+// I/O thread, a moment after the socket is closed).
+func startResolverOn(t testing.TB, ep string) (stop func()) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := NewResolver(ResolverConfig{Bind: []string{ep}, Codec: mustCodec(t), Interval: testInterval, Logger: quietLog()})
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- r.Run(ctx) }()
+		select {
+		case <-r.Ready():
+			return func() { cancel(); require.NoError(t, <-done) }
+		case err := <-done:
+			cancel()
+			require.True(t, time.Now().Before(deadline), "resolver on %s: %v", ep, err)
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+}

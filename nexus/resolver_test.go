@@ -192,15 +192,7 @@ func TestWatchStreamOverPair(t *testing.T) {
 func TestRestartedResolverRebuildsFromHeartbeats(t *testing.T) {
 	ep := freeEndpoint(t)
 	_, b := startResolver(t, ResolverConfig{})
-	start := func() (stop func()) {
-		r, err := NewResolver(ResolverConfig{Bind: []string{ep}, Codec: mustCodec(t), Interval: testInterval, Logger: quietLog()})
-		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- r.Run(ctx) }()
-		<-r.Ready()
-		return func() { cancel(); require.NoError(t, <-done) }
-	}
+	start := func() (stop func()) { return startResolverOn(t, ep) }
 	stop := start()
 	var want []string
 	var stops []func()
@@ -283,15 +275,7 @@ func (d *rawDealer) send(frames [][]byte) string {
 // resolver are all refused.
 func TestReplaysBetweenMembersAndAfterRestartRefused(t *testing.T) {
 	epA := freeEndpoint(t)
-	startA := func() func() {
-		r, err := NewResolver(ResolverConfig{Bind: []string{epA}, Codec: mustCodec(t), Interval: testInterval, Logger: quietLog()})
-		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- r.Run(ctx) }()
-		<-r.Ready()
-		return func() { cancel(); require.NoError(t, <-done) }
-	}
+	startA := func() func() { return startResolverOn(t, epA) }
 	stopA := startA()
 	_, b := startResolver(t, ResolverConfig{})
 	da, db := newRawDealer(t, epA), newRawDealer(t, b)
