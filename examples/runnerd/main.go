@@ -95,6 +95,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.IntVar(&o.eventLoops, "event-loops", 0, "event loops serving warm requests on a plain TCP front (0: the default, "+strconv.Itoa(runner.DefaultEventLoops)+"; -1: none, a goroutine per connection)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the daemon to this file until it stops (for go tool pprof)")
 	lc := daemon.LogFlags(fs)
+	ann := announceFlags(fs)
 	fs.Usage = usage(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -155,6 +156,11 @@ func run(args []string, stderr io.Writer) int {
 			return 1
 		}
 		must(d.Add("admin", func(ctx context.Context) error { return serveAdmin(ctx, al, r, d) }))
+	}
+	if err := ann.add(d, front.Addr().String(), o.admin, log); err != nil {
+		front.Close()
+		log.Error("runnerd: cannot announce", "err", err)
+		return 2
 	}
 	log.Info("runnerd: serving", "front", front.Addr().String(), "admin", o.admin, "specs", o.specs, "state", o.state,
 		"isolation", r.Isolation())
