@@ -264,9 +264,9 @@ func (r *Resolver) sweepLoop(ctx context.Context) {
 	}
 }
 
-func (r *Resolver) warm() bool {
-	return r.clock.Now().Sub(r.startAt) >= r.cfg.Interval+r.cfg.Interval/4
-}
+func (r *Resolver) warmup() time.Duration { return r.cfg.Interval + r.cfg.Interval/4 }
+
+func (r *Resolver) warm() bool { return r.clock.Now().Sub(r.startAt) >= r.warmup() }
 
 // beatMsg is the body of nexus.beat and nexus.bye.
 type beatMsg struct {
@@ -413,6 +413,11 @@ func (r *Resolver) handleWatch(ctx context.Context, q watchReq) (watchReply, err
 	if rep.Reset || len(rep.Changes) > 0 || wait == 0 {
 		rep.Warm = r.warm()
 		return rep, nil
+	}
+	if left := r.startAt.Add(r.warmup()).Sub(r.clock.Now()); left > 0 {
+		// Answer when turning warm: only a warm resolver's view confirms
+		// that an instance is gone, so the watcher wants to know.
+		wait = min(wait, left)
 	}
 	select {
 	case r.watchers <- struct{}{}:
