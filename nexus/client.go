@@ -58,6 +58,9 @@ type Client struct {
 	ctx    context.Context // cancelled by Close, to end watches
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+
+	cacheMu sync.Mutex
+	cache   map[string]*cachedKind
 }
 
 var _ Directory = (*Client)(nil)
@@ -91,7 +94,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("nexus: client: %w", err)
 	}
-	c := &Client{cfg: cfg, log: cfg.Logger, all: all}
+	c := &Client{cfg: cfg, log: cfg.Logger, all: all, cache: map[string]*cachedKind{}}
 	if len(cfg.Resolvers) > 1 {
 		for _, ep := range cfg.Resolvers {
 			one, err := c.single(ep, cfg.Timeout)
@@ -131,9 +134,29 @@ func (c *Client) Close() error {
 }
 
 type lookupReply struct {
-	Resolver string  `json:"resolver"`
-	Warm     bool    `json:"warm"`
-	Entries  []Entry `json:"entries"`
+	Resolver  string  `json:"resolver"`
+	Warm      bool    `json:"warm"`
+	Epoch     string  `json:"epoch"`
+	Seq       uint64  `json:"seq"`
+	Unchanged bool    `json:"unchanged"`
+	Entries   []Entry `json:"entries"`
+}
+
+// cachedKind is the last answer for a kind: a lookup asks whether it is
+// still current, and a resolver that says so sends no entries.
+type cachedKind struct {
+	epoch   string
+	seq     uint64
+	entries []Entry
+}
+
+func cloneEntries(es []Entry) []Entry {
+	out := make([]Entry, len(es))
+	for i, e := range es {
+		out[i] = e
+		out[i].Instance = e.Instance.clone()
+	}
+	return out
 }
 
 func (c *Client) callCtx(ctx context.Context) (context.Context, context.CancelFunc) {
@@ -144,20 +167,39 @@ func (c *Client) callCtx(ctx context.Context) (context.Context, context.CancelFu
 }
 
 // Lookup returns the live instances of kind from any resolver, preferring
-// one that is warm.
+// one that is warm. The client keeps the last answer per kind and asks
+// whether it is still current, so a lookup of an unchanged kind costs a
+// small message each way, whatever the kind's size. The slice is the
+// caller's, but the entries' Endpoints and Meta maps are shared with
+// other results of lookups of the kind: read them, do not modify them.
 func (c *Client) Lookup(ctx context.Context, kind string) ([]Entry, error) {
 	if err := checkKind(kind); err != nil {
 		return nil, err
 	}
 	ctx, cancel := c.callCtx(ctx)
 	defer cancel()
-	body, _ := json.Marshal(kindReq{Kind: kind})
+	c.cacheMu.Lock()
+	held := c.cache[kind]
+	c.cacheMu.Unlock()
+	q := kindReq{Kind: kind}
+	if held != nil {
+		q.IfEpoch, q.IfSeq = held.epoch, held.seq
+	}
+	body, _ := json.Marshal(q)
 	var rep lookupReply
 	if err := c.callWarm(ctx, TypeLookup, body, &rep, func() bool { return rep.Warm }); err != nil {
 		return nil, fmt.Errorf("nexus: lookup %q: %w", kind, err)
 	}
+	if rep.Unchanged && held != nil && rep.Epoch == held.epoch && rep.Seq == held.seq {
+		return append([]Entry(nil), held.entries...), nil
+	}
 	if rep.Entries == nil {
 		rep.Entries = []Entry{}
+	}
+	if rep.Epoch != "" {
+		c.cacheMu.Lock()
+		c.cache[kind] = &cachedKind{epoch: rep.Epoch, seq: rep.Seq, entries: cloneEntries(rep.Entries)}
+		c.cacheMu.Unlock()
 	}
 	return rep.Entries, nil
 }

@@ -222,10 +222,10 @@ type childResolver struct {
 	ep  string
 }
 
-func startChildResolver(t testing.TB, bind string) *childResolver {
+func startChildResolver(t testing.TB, bind string, env ...string) *childResolver {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run", "^$")
-	cmd.Env = append(os.Environ(), childResolverEnv+"="+bind)
+	cmd.Env = append(append(os.Environ(), childResolverEnv+"="+bind), env...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	require.NoError(t, err)

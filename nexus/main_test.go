@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/paaskit/paaskit/internal/testserver"
 )
@@ -15,6 +16,9 @@ import (
 // childResolverEnv, when set to a bind endpoint, makes the test binary a
 // resolver process (for the tests that kill one).
 const childResolverEnv = "NEXUS_TEST_CHILD_RESOLVER"
+
+// childIntervalEnv sets the child resolver's heartbeat interval.
+const childIntervalEnv = "NEXUS_TEST_CHILD_INTERVAL"
 
 func TestMain(m *testing.M) {
 	if ep := os.Getenv(childResolverEnv); ep != "" {
@@ -26,7 +30,11 @@ func TestMain(m *testing.M) {
 func runChildResolver(ep string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
-	r, err := NewResolver(ResolverConfig{Bind: strings.Split(ep, ","), Codec: mustCodec(nil), Interval: testInterval, Logger: quietLog()})
+	interval := testInterval
+	if d, err := time.ParseDuration(os.Getenv(childIntervalEnv)); err == nil {
+		interval = d
+	}
+	r, err := NewResolver(ResolverConfig{Bind: strings.Split(ep, ","), Codec: mustCodec(nil), Interval: interval, Logger: quietLog()})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

@@ -347,10 +347,17 @@ func (r *Resolver) handleBye(_ context.Context, req *zmqloop.Request) (json.RawM
 type kindReq struct {
 	Kind string `json:"kind"`
 	ID   string `json:"id,omitempty"`
+	// A lookup may say which version of the kind the caller holds
+	// (the epoch and change number of an earlier answer); if it is
+	// current, the answer is "unchanged" without the entries.
+	IfEpoch string `json:"if_epoch,omitempty"`
+	IfSeq   uint64 `json:"if_seq,omitempty"`
 }
 
-// handleLookup answers {"resolver":..,"warm":..,"entries":[...]} with the
-// kind's cached encoding spliced in: no per-lookup encoding of entries.
+// handleLookup answers {"resolver":..,"warm":..,"epoch":..,"seq":..,
+// "entries":[...]} with the kind's cached encoding spliced in (no
+// per-lookup encoding), or with "unchanged":true instead of the entries
+// when the caller already holds this version.
 func (r *Resolver) handleLookup(_ context.Context, req *zmqloop.Request) (json.RawMessage, error) {
 	var q kindReq
 	if err := json.Unmarshal(req.Body, &q); err != nil {
@@ -359,7 +366,7 @@ func (r *Resolver) handleLookup(_ context.Context, req *zmqloop.Request) (json.R
 	if err := checkKind(q.Kind); err != nil {
 		return nil, zmqloop.Errorf(CodeInvalid, "lookup: %v", err)
 	}
-	entries, err := r.tab.lookupJSON(q.Kind)
+	entries, seq, err := r.tab.lookupJSON(q.Kind)
 	if err != nil {
 		return nil, err
 	}
@@ -367,12 +374,21 @@ func (r *Resolver) handleLookup(_ context.Context, req *zmqloop.Request) (json.R
 		return nil, zmqloop.Errorf("nexus.too_large", "kind %q: %d bytes of entries exceed the message size bound %d; raise the codec's MaxSize",
 			q.Kind, len(entries), r.cfg.Codec.MaxSize())
 	}
+	unchanged := q.IfEpoch == r.tab.epoch && q.IfSeq == seq
 	name, _ := json.Marshal(r.cfg.Name)
-	out := make([]byte, 0, len(entries)+len(name)+40)
+	out := make([]byte, 0, len(entries)+len(name)+120)
 	out = append(out, `{"resolver":`...)
 	out = append(out, name...)
 	out = append(out, `,"warm":`...)
 	out = strconv.AppendBool(out, r.warm())
+	out = append(out, `,"epoch":"`...)
+	out = append(out, r.tab.epoch...) // hex, '-' and base 36: no escaping
+	out = append(out, `","seq":`...)
+	out = strconv.AppendUint(out, seq, 10)
+	if unchanged {
+		out = append(out, `,"unchanged":true}`...)
+		return out, nil
+	}
 	out = append(out, `,"entries":`...)
 	out = append(out, entries...)
 	out = append(out, '}')

@@ -192,24 +192,24 @@ func (k *kindTable) entries() []Entry {
 	return out
 }
 
-// lookupJSON returns kind's entries encoded as a JSON array; the encoding
-// is cached until the kind changes, so a heartbeat that changes nothing
-// keeps lookups at the cost of a copy.
-func (t *table) lookupJSON(kind string) ([]byte, error) {
+// lookupJSON returns kind's entries encoded as a JSON array and the
+// kind's change number; the encoding is cached until the kind changes, so
+// a heartbeat that changes nothing keeps lookups at the cost of a copy.
+func (t *table) lookupJSON(kind string) ([]byte, uint64, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	k := t.kinds[kind]
 	if k == nil {
-		return []byte("[]"), nil
+		return []byte("[]"), 0, nil
 	}
 	if k.cache == nil {
 		b, err := json.Marshal(k.entries())
 		if err != nil {
-			return nil, fmt.Errorf("nexus: encode kind %q: %w", kind, err)
+			return nil, 0, fmt.Errorf("nexus: encode kind %q: %w", kind, err)
 		}
 		k.cache = b
 	}
-	return k.cache, nil
+	return k.cache, k.seq, nil
 }
 
 func (t *table) get(kind, id string) (Entry, bool) {
