@@ -4,11 +4,14 @@
 //   - platform: the whole request path on loopback in one process (a
 //     balancer over two runner nodes, built-in gunicorn sample apps, an
 //     admin page); `make demo` runs it.
-//   - balancerd: the balancer as a daemon, its table in a watched file.
-//   - runnerd: a runner node, its apps in a watched directory of specs.
+//   - balancerd: the balancer as a daemon, its table in a watched file,
+//     or (--nexus) its nodes followed from nexus.
+//   - runnerd: a runner node, its apps in a watched directory of specs;
+//     --nexus announces it.
+//   - nexusd: a nexus resolver (run two), and a lookup client.
 //   - zmqecho: a signed echo service and client on zmqloop.
 //   - heartbeat: the daemon supervisor on its own, with a status page.
 //
-// nexusd, lockd, statsd, uploadd and the paasctl client follow as their
+// lockd, statsd, uploadd and the paasctl client follow as their
 // packages land.
 package examples
