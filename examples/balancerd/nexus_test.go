@@ -187,3 +187,32 @@ func TestNexusFlagErrors(t *testing.T) {
 	require.NoError(t, err)
 	require.ErrorContains(t, serve(context.Background(), o, quiet, nil), "initial table")
 }
+
+// With --nexus and --table, the file gives the sites (and may pin a site
+// to a static node); fed nodes serve the sites that name no node; a fed
+// node with a static node's id is the file's; an empty feed keeps the
+// table in force.
+func TestComposerJoinsFileSitesWithFedNodes(t *testing.T) {
+	p, err := balancer.New(balancer.Config{Addr: "127.0.0.1:0"})
+	require.NoError(t, err)
+	c := &composer{proxy: p, log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		text: "node static1 127.0.0.1:9000\nhost pinned.example static1\nhost *\n"}
+	c.setNodes([]balancer.Node{{ID: "r1", Addr: "127.0.0.1:9001"}, {ID: "static1", Addr: "127.0.0.1:9999"}})
+	ids := func() (out []string) {
+		for _, n := range p.Table().Nodes() {
+			out = append(out, n.ID+"="+n.Addr)
+		}
+		return out
+	}
+	require.Equal(t, []string{"r1=127.0.0.1:9001", "static1=127.0.0.1:9000"}, ids())
+	n, err := p.Table().Pick("pinned.example")
+	require.NoError(t, err)
+	require.Equal(t, "static1", n.ID)
+	require.Equal(t, 2, p.Table().Len())
+
+	c.text = "host *\n"
+	c.setNodes(nil)
+	require.Equal(t, []string{"r1=127.0.0.1:9001", "static1=127.0.0.1:9000"}, ids(), "no nodes: the table in force stays")
+	c.setNodes([]balancer.Node{{ID: "r2", Addr: "127.0.0.1:9002"}})
+	require.Equal(t, []string{"r2=127.0.0.1:9002"}, ids())
+}
