@@ -4,8 +4,11 @@
 //   - platform: the whole request path on loopback in one process (a
 //     balancer over two runner nodes, built-in gunicorn sample apps, an
 //     admin page); `make demo` runs it.
-//   - balancerd: the balancer as a daemon, its table in a watched file.
-//   - runnerd: a runner node, its apps in a watched directory of specs.
+//   - balancerd: the balancer as a daemon, its table in a watched file,
+//     or (--nexus) its nodes followed from nexus.
+//   - runnerd: a runner node, its apps in a watched directory of specs;
+//     --nexus announces it.
+//   - nexusd: a nexus resolver (run two), and a lookup client.
 //   - zmqecho: a signed echo service and client on zmqloop.
 //   - heartbeat: the daemon supervisor on its own, with a status page.
 //   - pyinstall: the Python installer (upload/pyinstall) as a command
@@ -15,7 +18,10 @@
 //     any lock backend.
 //   - statsd: the stats collector (files; PostgreSQL and Redis if given)
 //     and its query endpoint.
-//
-// nexusd and the paasctl client follow as their
-// packages land.
+//   - uploadd: the SSH endpoint (git/hg push to deploy, run, rsync, scp,
+//     rollback) with an embedded runner node.
+//   - ptywrap: runs a command in a pty and speaks pty's framed protocol
+//     on its stdin/stdout.
+//   - paasctl: the operator's client: attach a terminal to a command in
+//     an app's sandbox over zmqloop.
 package examples

@@ -37,6 +37,7 @@ type options struct {
 	maxBody                                    int64
 	eventLoops                                 int
 	log                                        *daemon.LogConfig
+	nexus                                      *nexusOptions
 }
 
 func parseFlags(args []string, stderr io.Writer) (*options, error) {
@@ -57,6 +58,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Int64Var(&o.maxBody, "max-body", 0, "request body limit in bytes (413 beyond); 0 = none")
 	fs.IntVar(&o.eventLoops, "event-loops", 0, "event loops serving plain HTTP (an epoll loop per core; WebSocket, TLS and big or chunked uploads go to a goroutine per connection); 0 = GOMAXPROCS, -1 = off (a goroutine per connection for everything)")
 	o.log = daemon.LogFlags(fs)
+	o.nexus = nexusFlags(fs)
 	fs.Usage = usage(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -64,7 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if o.table == "" {
+	if o.table == "" && o.nexus.spec == "" {
 		return nil, errors.New("--table is required (see --help)")
 	}
 	if o.poll <= 0 {
@@ -106,8 +108,26 @@ func serve(ctx context.Context, o *options, log *slog.Logger, started func(*bala
 	// The stamp is taken before the load, so a change made while the
 	// daemon starts is seen by the reloader, never lost between the two.
 	loaded := stamp(o.table)
-	t, err := balancer.LoadTableFile(o.table, nil)
-	if err != nil {
+	var t *balancer.Table
+	var err error
+	var feed nodeFeed
+	var comp *composer
+	if o.nexus.spec != "" {
+		dir, err := openNexus(o.nexus, log)
+		if err != nil {
+			return fmt.Errorf("--nexus: %w", err)
+		}
+		defer dir.Close()
+		feed = nexusNodes(dir, o.nexus.kind, o.nexus.endpoint, log)
+		comp = &composer{log: log, text: "host *\n"}
+		if o.table != "" {
+			b, err := os.ReadFile(o.table)
+			if err != nil {
+				return fmt.Errorf("initial table: %w", err)
+			}
+			comp.text = string(b)
+		}
+	} else if t, err = balancer.LoadTableFile(o.table, nil); err != nil {
 		return fmt.Errorf("initial table: %w", err)
 	}
 	p, err := balancer.New(balancer.Config{
@@ -119,14 +139,26 @@ func serve(ctx context.Context, o *options, log *slog.Logger, started func(*bala
 	if err != nil {
 		return err
 	}
-	log.Info("table loaded", "file", o.table, "nodes", len(t.Nodes()), "sites", t.Len(), "policy", t.Policy())
+	if t != nil {
+		log.Info("table loaded", "file", o.table, "nodes", len(t.Nodes()), "sites", t.Len(), "policy", t.Policy())
+	}
 	d, err := daemon.New(daemon.Config{Name: "balancerd", Logger: log})
 	if err != nil {
 		return err
 	}
-	rl := &reloader{path: o.table, poll: o.poll, proxy: p, log: log, loaded: loaded}
-	if err := d.Add("reload", rl.Run, daemon.Restart(daemon.Policy{})); err != nil {
-		return err
+	rl := &reloader{path: o.table, poll: o.poll, proxy: p, log: log, loaded: loaded, load: balancer.LoadTableFile}
+	if comp != nil {
+		comp.proxy = p
+		rl.load = comp.loadFile
+		if err := d.Add("nexus", func(ctx context.Context) error { return feed(ctx, comp.setNodes) },
+			daemon.Restart(daemon.Policy{})); err != nil {
+			return err
+		}
+	}
+	if o.table != "" {
+		if err := d.Add("reload", rl.Run, daemon.Restart(daemon.Policy{})); err != nil {
+			return err
+		}
 	}
 	if err := d.Add("proxy", p.Run); err != nil {
 		return err
@@ -157,6 +189,9 @@ type reloader struct {
 	log   *slog.Logger
 	// loaded is the file's stamp when the table in force was read.
 	loaded fileStamp
+	// load reads the file into a table (balancer.LoadTableFile, or with
+	// --nexus the file's sites joined with the fed nodes).
+	load func(path string, reuse *balancer.Table) (*balancer.Table, error)
 
 	mu      sync.Mutex
 	lastErr error
@@ -241,7 +276,7 @@ func (r *reloader) Run(ctx context.Context) error {
 
 // reload loads the file; on error the current table stays.
 func (r *reloader) reload() {
-	t, err := balancer.LoadTableFile(r.path, r.proxy.Table())
+	t, err := r.load(r.path, r.proxy.Table())
 	r.mu.Lock()
 	r.lastErr = err
 	if err == nil {
@@ -269,7 +304,10 @@ func adminServer(addr string, p *balancer.Proxy, rl *reloader) func(context.Cont
 			Reloads     int                     `json:"reloads"`
 			ReloadError string                  `json:"reload_error,omitempty"`
 			Forwarder   balancer.ForwarderStats `json:"forwarder"`
-		}{Nodes: p.Nodes(), Sites: p.Table().Len(), Reloads: loads, Forwarder: p.ForwarderStats()}
+		}{Nodes: p.Nodes(), Reloads: loads, Forwarder: p.ForwarderStats()}
+		if t := p.Table(); t != nil {
+			st.Sites = t.Len()
+		}
 		if lastErr != nil {
 			st.ReloadError = lastErr.Error()
 		}

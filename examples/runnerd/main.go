@@ -107,6 +107,7 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the daemon to this file until it stops (for go tool pprof)")
 	lc := daemon.LogFlags(fs)
 	po := ptyFlags(fs)
+	ann := announceFlags(fs)
 	fs.Usage = usage(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -171,6 +172,11 @@ func run(args []string, stderr io.Writer) int {
 			return 1
 		}
 		must(d.Add("admin", func(ctx context.Context) error { return serveAdmin(ctx, al, r, d) }))
+	}
+	if err := ann.add(d, front.Addr().String(), o.admin, log); err != nil {
+		front.Close()
+		log.Error("runnerd: cannot announce", "err", err)
+		return 2
 	}
 	log.Info("runnerd: serving", "front", front.Addr().String(), "admin", o.admin, "specs", o.specs, "state", o.state,
 		"isolation", r.Isolation())
