@@ -44,36 +44,14 @@
 // reset the connection unread), and the loops free the connection pools
 // of instances that are gone.
 //
-// Measured with bench/compare.sh runner (2 cores shared with other
-// builds; load generator, front and app on the same machine; the same Go
-// client, 32 keep-alive connections, against the front and straight
-// against the app's unix socket, 5 interleaved rounds, median of the
-// per-round ratios), warm requests reach, over four runs:
-//
-//   - a Python WSGI app under Debian's gunicorn (2 gthread workers, about
-//     7,500 requests/s direct): 0.72x to 0.74x of direct through the
-//     goroutine front, 0.81x, 0.86x and 0.92x with EventLoops: 1 (three
-//     runs); nginx in front of the same socket reaches 0.77x to 0.96x. At
-//     this rate the goroutine front spends 80-95 µs of CPU per request,
-//     most of it parking and waking goroutines and threads (futex,
-//     netpoll) twice per request; one event loop spends 30-40 µs, as
-//     nginx does.
-//   - the tiny Go test app (50,000 requests/s direct): 0.48x to 0.51x,
-//     0.49x and 0.51x with event loops; nginx reaches 0.45x to 0.50x, and
-//     runnerd beats it by 1.05x-1.10x. This app and the client cost about
-//     30 µs of CPU per request together; the front adds about 17 µs (two
-//     thirds of it in its four read and write system calls), the client's
-//     TCP costs 13% more than a unix socket, and a third process must be
-//     woken twice per request: (W+A)/(W+A+F) cannot reach 0.8 on two
-//     shared cores with any relay, as nginx shows.
-//
+// The loops make the front cheap: on the reference machine the default
+// front (one event loop) serves warm requests to a gunicorn app at about
+// the rate nginx in front of the same socket does, and a goroutine front
+// costs two to three times the CPU per request, most of it parking and
+// waking goroutines (bench/README.md has the figures and their commands).
 // One loop is the default: on a node the apps need the cores more than
-// the front does. With the loops as the default front (two runs of
-// bench/compare.sh runner, same conditions), the gunicorn app reached
-// 0.88x and 0.88x of direct with one loop against 0.55x and 0.63x with
-// one loop per core (-event-loops 2: the second loop takes CPU from
-// gunicorn's workers), and the tiny Go app 0.53x and 0.51x against 0.52x
-// and 0.52x. The section's ALT_EVENT_LOOPS repeats that comparison.
+// the front does, and a second loop takes CPU from the app's workers.
+// runnerd's -event-loops sets another count.
 //
 // # Apps
 //
@@ -194,9 +172,12 @@
 //
 // Stdout and stderr are read line by line (lines longer than a bound are
 // split, so a flood keeps the runner's memory bounded) and handed to a
-// Sink with app, instance, stream and time. FileSink writes plain files;
-// the stats package provides a sink that ships lines off the node.
+// Sink with app, instance, stream and time. FileSink writes plain files
+// (NewRotatingFileSink bounds them); to ship lines off the node, wrap a
+// stats.Emitter in a SinkFunc (examples/platform does): its Log never
+// fails, it spools to disk while the collector is away.
 //
 // Command builds an *exec.Cmd for a one-off command in an app's sandbox;
-// the pty package runs it in a terminal.
+// pty.Start runs it in a terminal (examples/runnerd serves such sessions
+// over zmqloop).
 package runner

@@ -40,8 +40,10 @@ type Line struct {
 // from one goroutine per instance stream, so calls for different streams
 // and instances are concurrent; calls for one stream are in order. A sink
 // that blocks slows that app down (its pipe fills) but loses nothing; an
-// error is logged by the runner and the line is dropped. The stats package
-// implements Sink; FileSink writes plain files.
+// error is logged by the runner and the line is dropped, so a sink that
+// must lose nothing never returns one: stats.Emitter spools to disk
+// instead (examples/platform wraps it in a SinkFunc). FileSink writes
+// plain files.
 type Sink interface {
 	WriteLine(l *Line) error
 }

@@ -220,22 +220,21 @@
 //     wait so at once than there are Ps.
 //   - Then, without limit, in Go's netpoller (syscall.RawConn.Read).
 //
-// The first phase exists for latency: on the 2-vCPU VM this was measured
-// on, a bare DEALER/ROUTER echo whose sides waited in the netpoller took
-// 118-125µs per round trip, in ppoll 88-113µs, blocked in libzmq 81-86µs;
-// the runtime's extra thread wake-ups each cost a cross-CPU interrupt. Its
+// The first phase exists for latency: waiting in the netpoller costs the
+// runtime's extra thread wake-ups, each a cross-CPU interrupt on a small
+// VM, and a blocking ppoll comes close to waiting inside libzmq (the
+// figures are in bench/README.md). Its
 // price is that of any blocking system call: the goroutine's P is held
-// until sysmon hands it to another thread (20µs or more), which is why it
+// until sysmon hands it to another thread, which is why it
 // is bounded, kept to idle sides (where the replies it waits for would
 // wake goroutines that need that P) and off with one P. Set SyscallWait
 // negative to wait in the netpoller only.
 //
 // Each message is handled on the goroutine that needs it, without a hand-off
-// to a socket-owning goroutine. Measured on a 2-vCPU VM, every wake-up of a
-// parked goroutine or thread cost 5-20µs, and the first version, which
-// handed each request and reply across three or four goroutines (a socket
-// owner, an fd watcher, a handler), took ~150µs per signed round trip
-// against ~50µs for raw REQ/REP. So a socket is shared by the goroutines
+// to a socket-owning goroutine: every wake-up of a parked goroutine costs
+// microseconds, and a first version that handed each request and reply
+// across three or four goroutines (a socket owner, an fd watcher, a
+// handler) was three times slower than raw REQ/REP. So a socket is shared by the goroutines
 // that use it, every call on it under one mutex (libzmq sockets may be used
 // from any thread if uses are serialised with a full memory barrier, which
 // the mutex gives):

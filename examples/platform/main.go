@@ -162,11 +162,14 @@ func assemble(o options, log *slog.Logger) (*platform, error) {
 			return nil, err
 		}
 		r, err := runner.New(runner.Config{
-			StateDir:           filepath.Join(o.state, id),
-			SpecDir:            specs,
-			UIDMin:             400000 + 1000*i,
-			UIDMax:             400999 + 1000*i,
-			CgroupRoot:         "paaskit-platform-" + id,
+			StateDir:   filepath.Join(o.state, id),
+			SpecDir:    specs,
+			UIDMin:     400000 + 1000*i,
+			UIDMax:     400999 + 1000*i,
+			CgroupRoot: "paaskit-platform-" + id,
+			// Each node in this one machine needs its own bridge subnet
+			// for egress apps: two runners on one subnet are refused.
+			EgressSubnet:       fmt.Sprintf("10.%d.0.0/16", 237+i),
 			DefaultIdleTimeout: o.idle,
 			Sink:               sink,
 			Logger:             log.With("node", id),
