@@ -187,7 +187,11 @@ func TestReplayAfterRestart(t *testing.T) {
 	m := d.call(codec, acq)
 	require.Empty(t, code(m))
 	d.send(acq...)
-	require.Nil(t, d.recv(), "a replay to the same process is dropped by its replay window")
+	rep := d.recv()
+	require.NotNil(t, rep, "a replay to the same process is answered by its replay window")
+	rm, err := codec.Open(rep)
+	require.NoError(t, err)
+	require.Equal(t, zmqloop.CodeRejected, code(rm), "a replay to the same process is refused by its replay window")
 	stop()
 	time.Sleep(5 * time.Millisecond) // the new process must start after the request was sealed
 	stop = run()

@@ -35,7 +35,11 @@ func TestNoGoroutineLeft(t *testing.T) {
 		require.NoError(t, err)
 		w, err := c.Watch(ctx, "runner")
 		require.NoError(t, err)
-		require.Equal(t, Put, nextEvent(t, w).Type)
+		// On a busy machine the watch may sync (empty) before the first
+		// heartbeat arrives; the announcer's Put follows.
+		for ev := nextEvent(t, w); ev.Type != Put; ev = nextEvent(t, w) {
+			require.Equal(t, Sync, ev.Type, "only a Sync may come before the Put")
+		}
 		acancel()
 		require.NoError(t, <-adone)
 		require.NoError(t, c.Close())

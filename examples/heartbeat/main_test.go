@@ -1,13 +1,13 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/json"
 	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
-	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -29,21 +29,12 @@ func TestHeartbeatDaemon(t *testing.T) {
 	ln.Close()
 
 	cmd := exec.Command(bin, "-listen", addr, "-interval", "10ms", "-fail-every", "2")
-	stderr, err := cmd.StderrPipe()
-	require.NoError(t, err)
+	// The whole log is kept: Wait returns only once exec has copied all
+	// of it (a StderrPipe would be closed by Wait, losing the last lines).
+	var stderr lockedBuffer
+	cmd.Stderr = &stderr
 	require.NoError(t, cmd.Start())
 	defer cmd.Process.Kill()
-	lines := make(chan string, 1000)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			select {
-			case lines <- sc.Text():
-			default:
-			}
-		}
-		close(lines)
-	}()
 
 	type status struct {
 		Daemon string
@@ -72,11 +63,7 @@ func TestHeartbeatDaemon(t *testing.T) {
 
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	require.NoError(t, cmd.Wait(), "exit status 0 after SIGTERM")
-	var all []string
-	for l := range lines {
-		all = append(all, l)
-	}
-	log := strings.Join(all, "\n")
+	log := stderr.String()
 	assert.Contains(t, log, "signal received")
 	assert.Contains(t, log, "loop panicked")
 	assert.Contains(t, log, "daemon stopped")
@@ -86,4 +73,23 @@ func TestHelpExitsZero(t *testing.T) {
 	assert.Equal(t, 0, run([]string{"-help"}))
 	assert.Equal(t, 2, run([]string{"-nope"}))
 	assert.Equal(t, 2, run([]string{"-log-format", "xml"}))
+}
+
+// lockedBuffer is a bytes.Buffer safe for exec's copying goroutine and
+// the test reading it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
