@@ -35,9 +35,13 @@ go test -c -o "$bin" ./stats >&2
 
 # run NAME BENCHTIME UNIT -> prints the figure of UNIT (ns/op, points/s,
 # MB/s, allocs/op) of one run of benchmark NAME.
+# A run whose figure is missing prints the benchmark's whole output to
+# the log before the section fails, so the failure can be read.
 run() {
-  "$bin" -test.run '^$' -test.bench "^Benchmark$1\$" -test.benchtime "$2" -test.benchmem 2>&1 |
-    awk -v n="Benchmark$1" -v u="$3" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 2; i < NF; i++) if ($(i+1) == u) {print $i; found=1}} END {if (!found) exit 1}'
+  local out
+  out=$("$bin" -test.run '^$' -test.bench "^Benchmark$1\$" -test.benchtime "$2" -test.benchmem 2>&1) || true
+  awk -v n="Benchmark$1" -v u="$3" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 2; i < NF; i++) if ($(i+1) == u) {print $i; found=1}} END {if (!found) exit 1}' <<<"$out" ||
+    { echo "Benchmark$1: no $3 figure; its output:" >&2; echo "$out" >&2; return 1; }
 }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
