@@ -1,18 +1,15 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
-	"sync"
 
+	"github.com/paaskit/paaskit/examples/internal/imagemount"
 	"github.com/paaskit/paaskit/runner"
 	"github.com/paaskit/paaskit/upload"
 	"github.com/paaskit/paaskit/upload/pyinstall"
@@ -38,7 +35,7 @@ func (p *platform) addUpload(o options, log *slog.Logger) error {
 	if err := os.MkdirAll(filepath.Join(state, "work"), 0o700); err != nil {
 		return err
 	}
-	act := &platformActivator{p: p, specs: filepath.Join(o.state, "specs"), mounts: filepath.Join(state, "mnt"), mounted: map[string][]*upload.Mounted{}}
+	act := &platformActivator{p: p, specs: filepath.Join(o.state, "specs"), mounts: imagemount.New(filepath.Join(state, "mnt"))}
 	srv, err := upload.NewServer(upload.ServerConfig{
 		Addr:        o.ssh,
 		HostKeyFile: filepath.Join(state, "host_ed25519_key"),
@@ -73,14 +70,13 @@ func (p *platform) addUpload(o options, log *slog.Logger) error {
 	if err := p.d.Add("upload", srv.Run); err != nil {
 		return err
 	}
-	return p.d.Add("upload-mounts", func(ctx context.Context) error { <-ctx.Done(); act.unmountAll(); return nil })
+	return p.d.Add("upload-mounts", func(ctx context.Context) error { <-ctx.Done(); act.mounts.UnmountAll(); return nil })
 }
 
 type platformActivator struct {
-	p             *platform
-	specs, mounts string
-	mu            sync.Mutex
-	mounted       map[string][]*upload.Mounted // per app, newest last
+	p      *platform
+	specs  string
+	mounts *imagemount.Set
 }
 
 func (a *platformActivator) host(app string) string { return app + ".localhost" }
@@ -100,12 +96,11 @@ func (a *platformActivator) command(app string, argv []string) (*exec.Cmd, error
 }
 
 func (a *platformActivator) activate(ctx context.Context, app string, img *upload.Image) error {
-	dir := filepath.Join(a.mounts, app, strings.TrimPrefix(img.ID, "sha256:")[:16])
-	m, fresh, err := a.mount(ctx, app, img.Path, dir)
+	m, fresh, err := a.mounts.Mount(ctx, app, img)
 	if err != nil {
 		return err
 	}
-	argv, err := procfileWeb(filepath.Join(m.Dir, "Procfile"))
+	argv, err := imagemount.ProcfileWeb(filepath.Join(m.Dir, "Procfile"))
 	if err != nil {
 		if fresh {
 			_ = m.Unmount(ctx)
@@ -126,70 +121,6 @@ func (a *platformActivator) activate(ctx context.Context, app string, img *uploa
 		}
 		return err
 	}
-	// The previous mount stays while its instances drain; older ones go.
-	a.mu.Lock()
-	var ms []*upload.Mounted
-	for _, k := range a.mounted[app] {
-		if k != m {
-			ms = append(ms, k)
-		}
-	}
-	ms = append(ms, m)
-	var old []*upload.Mounted
-	if len(ms) > 2 {
-		old, ms = ms[:len(ms)-2], ms[len(ms)-2:]
-	}
-	a.mounted[app] = ms
-	a.mu.Unlock()
-	for _, o := range old {
-		_ = o.Unmount(ctx)
-	}
+	a.mounts.Keep(ctx, app, m)
 	return nil
-}
-
-func (a *platformActivator) unmountAll() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, ms := range a.mounted {
-		for _, m := range ms {
-			_ = m.Unmount(context.Background())
-		}
-	}
-}
-
-// procfileWeb reads the web: line of a Procfile as argv (split on blanks;
-// no shell runs it).
-func procfileWeb(path string) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "web:"); ok {
-			if argv := strings.Fields(rest); len(argv) > 0 {
-				return argv, nil
-			}
-		}
-	}
-	return nil, errors.New("no web: line")
-}
-
-// mount returns the image's mount at dir: the one this process already
-// has there (a rollback to the previous image, or a push of an identical
-// tree), or a new one (fresh). A leftover directory from an earlier run is
-// removed only if it is empty: it may be a read-only copy still in use.
-func (a *platformActivator) mount(ctx context.Context, app, image, dir string) (m *upload.Mounted, fresh bool, err error) {
-	a.mu.Lock()
-	for _, k := range a.mounted[app] {
-		if k.Dir == dir {
-			a.mu.Unlock()
-			return k, false, nil
-		}
-	}
-	a.mu.Unlock()
-	_ = os.Remove(dir)
-	m, err = upload.MountImage(ctx, image, dir, upload.MountConfig{})
-	return m, err == nil, err
 }

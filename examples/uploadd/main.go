@@ -18,7 +18,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -28,10 +27,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/paaskit/paaskit/daemon"
+	"github.com/paaskit/paaskit/examples/internal/imagemount"
 	"github.com/paaskit/paaskit/runner"
 	"github.com/paaskit/paaskit/upload"
 	"github.com/paaskit/paaskit/upload/pyinstall"
@@ -121,7 +120,7 @@ func run(args []string, stderr io.Writer) int {
 		log.Error("uploadd: runner", "err", err)
 		return 1
 	}
-	act := &activator{runner: r, mounts: filepath.Join(o.state, "mnt"), domain: o.domain, live: map[string][]*upload.Mounted{}}
+	act := &activator{runner: r, mounts: imagemount.New(filepath.Join(o.state, "mnt")), domain: o.domain}
 	srv, err := upload.NewServer(upload.ServerConfig{
 		Addr:           o.listen,
 		HostKeyFile:    filepath.Join(o.state, "host_ed25519_key"),
@@ -159,7 +158,7 @@ func run(args []string, stderr io.Writer) int {
 	must(d.Add("runner", r.Run))
 	must(d.Add("front", func(ctx context.Context) error { return r.Serve(ctx, front) }))
 	must(d.Add("ssh", srv.Run))
-	must(d.Add("mounts", func(ctx context.Context) error { <-ctx.Done(); act.unmountAll(); return nil }))
+	must(d.Add("mounts", func(ctx context.Context) error { <-ctx.Done(); act.mounts.UnmountAll(); return nil }))
 	log.Info("uploadd: serving", "ssh", srv.Addr().String(), "front", front.Addr().String(), "state", o.state)
 	if err := d.Run(context.Background()); err != nil {
 		log.Error("uploadd: stopped", "err", err)
@@ -184,16 +183,12 @@ func indent(s string) string {
 // while instances of it may still drain.
 type activator struct {
 	runner *runner.Runner
-	mounts string
+	mounts *imagemount.Set
 	domain string
-
-	mu   sync.Mutex
-	live map[string][]*upload.Mounted // per app, newest last
 }
 
 func (a *activator) activate(ctx context.Context, app string, img *upload.Image) error {
-	dir := filepath.Join(a.mounts, app, strings.TrimPrefix(img.ID, "sha256:")[:16])
-	m, fresh, err := a.mount(ctx, app, img.Path, dir)
+	m, fresh, err := a.mounts.Mount(ctx, app, img)
 	if err != nil {
 		return err
 	}
@@ -202,7 +197,7 @@ func (a *activator) activate(ctx context.Context, app string, img *upload.Image)
 		spec = runner.Spec{Name: app, Hosts: []string{app + "." + a.domain}}
 	}
 	spec.Image = m.Dir
-	if cmd, err := procfileWeb(filepath.Join(m.Dir, "Procfile")); err == nil {
+	if cmd, err := imagemount.ProcfileWeb(filepath.Join(m.Dir, "Procfile")); err == nil {
 		spec.Command = cmd
 	} else if len(spec.Command) == 0 {
 		if fresh {
@@ -216,69 +211,6 @@ func (a *activator) activate(ctx context.Context, app string, img *upload.Image)
 		}
 		return err
 	}
-	a.mu.Lock()
-	var mounts []*upload.Mounted
-	for _, k := range a.live[app] {
-		if k != m {
-			mounts = append(mounts, k)
-		}
-	}
-	mounts = append(mounts, m)
-	var old []*upload.Mounted
-	if len(mounts) > 2 {
-		old, mounts = mounts[:len(mounts)-2], mounts[len(mounts)-2:]
-	}
-	a.live[app] = mounts
-	a.mu.Unlock()
-	for _, o := range old {
-		_ = o.Unmount(ctx)
-	}
+	a.mounts.Keep(ctx, app, m)
 	return nil
-}
-
-func (a *activator) unmountAll() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	for _, ms := range a.live {
-		for _, m := range ms {
-			_ = m.Unmount(context.Background())
-		}
-	}
-}
-
-// procfileWeb reads the web: line of a Procfile as argv (split on blanks;
-// no shell runs it).
-func procfileWeb(path string) ([]string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "web:"); ok {
-			if argv := strings.Fields(rest); len(argv) > 0 {
-				return argv, nil
-			}
-		}
-	}
-	return nil, errors.New("no web: line")
-}
-
-// mount returns the image's mount at dir: the one this process already
-// has there (a rollback to the previous image, or a push of an identical
-// tree), or a new one (fresh). A leftover directory from an earlier run is
-// removed only if it is empty: it may be a read-only copy still in use.
-func (a *activator) mount(ctx context.Context, app, image, dir string) (m *upload.Mounted, fresh bool, err error) {
-	a.mu.Lock()
-	for _, k := range a.live[app] {
-		if k.Dir == dir {
-			a.mu.Unlock()
-			return k, false, nil
-		}
-	}
-	a.mu.Unlock()
-	_ = os.Remove(dir)
-	m, err = upload.MountImage(ctx, image, dir, upload.MountConfig{})
-	return m, err == nil, err
 }

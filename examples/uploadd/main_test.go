@@ -27,11 +27,3 @@ func TestBadFlagsAndKeys(t *testing.T) {
 	require.Equal(t, 2, run([]string{"--state", dir, "--keys", keys}, &out))
 	require.Contains(t, out.String(), "key file")
 }
-
-func TestProcfileWeb(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "Procfile")
-	require.NoError(t, os.WriteFile(p, []byte("worker: x\nweb: /app/venv/bin/gunicorn  app:wsgi\n"), 0o644))
-	argv, err := procfileWeb(p)
-	require.NoError(t, err)
-	require.Equal(t, []string{"/app/venv/bin/gunicorn", "app:wsgi"}, argv)
-}
