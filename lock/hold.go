@@ -95,7 +95,10 @@ func holdLease(ctx context.Context, lk Locker, l *Lease, opts HoldOptions, fn fu
 	jobCtx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	done := make(chan error, 1)
-	go func() { done <- fn(jobCtx, *l) }()
+	// fn gets its copy now: Renew below updates l.Expires on this
+	// goroutine, so the copy must not be taken inside fn's goroutine.
+	lease := *l
+	go func() { done <- fn(jobCtx, lease) }()
 
 	lost := func(cause error) {
 		cancel(fmt.Errorf("%w: %v: %v", ErrLeaseLost, l, cause))
