@@ -22,7 +22,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -30,7 +29,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/paaskit/paaskit/pty"
@@ -160,32 +158,10 @@ func printJSON(v any, err error, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// loadKeyRing reads a key file: "ID SECRET" per line, blank lines and
-// lines starting with # ignored; the first key signs.
+// loadKeyRing reads the key file (zmqloop.ReadKeyFile's format).
 func loadKeyRing(path string) (*zmqloop.KeyRing, error) {
 	if path == "" {
 		return nil, errors.New("no key file: set --keys or $PAASCTL_KEYS")
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var keys []zmqloop.Key
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		id, secret, ok := strings.Cut(line, " ")
-		if !ok {
-			return nil, fmt.Errorf("%s:%d: want \"ID SECRET\"", path, n)
-		}
-		keys = append(keys, zmqloop.Key{ID: id, Secret: []byte(strings.TrimSpace(secret))})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	return zmqloop.NewKeyRing(keys...)
+	return zmqloop.ReadKeyFile(path)
 }

@@ -5,7 +5,6 @@ package main
 // pty package into runnerd; main.go calls ptyFlags and (*ptyOptions).add.
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -98,32 +97,10 @@ func (p *ptyOptions) add(d *daemon.Daemon, r *runner.Runner, state string, log *
 	return d.Add("pty", srv.Run)
 }
 
-// loadKeyRing reads a key file: "ID SECRET" per line, blank lines and
-// lines starting with # ignored; the first key signs.
+// loadKeyRing reads the key file (zmqloop.ReadKeyFile's format).
 func loadKeyRing(path string) (*zmqloop.KeyRing, error) {
 	if path == "" {
 		return nil, errors.New("a key file is required")
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	var keys []zmqloop.Key
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		id, secret, ok := strings.Cut(line, " ")
-		if !ok {
-			return nil, fmt.Errorf("%s:%d: want \"ID SECRET\"", path, n)
-		}
-		keys = append(keys, zmqloop.Key{ID: id, Secret: []byte(strings.TrimSpace(secret))})
-	}
-	if err := sc.Err(); err != nil {
-		return nil, err
-	}
-	return zmqloop.NewKeyRing(keys...)
+	return zmqloop.ReadKeyFile(path)
 }
