@@ -189,6 +189,13 @@ func ids(es []Entry) []string {
 
 func waitIDs(t testing.TB, d Directory, kind string, want ...string) {
 	t.Helper()
+	waitIDsEvery(t, d, kind, 10*time.Millisecond, want...)
+}
+
+// waitIDsEvery is waitIDs polling every tick, for tests that time how soon
+// the table is whole.
+func waitIDsEvery(t testing.TB, d Directory, kind string, tick time.Duration, want ...string) {
+	t.Helper()
 	if want == nil {
 		want = []string{}
 	}
@@ -200,7 +207,7 @@ func waitIDs(t testing.TB, d Directory, kind string, want ...string) {
 		}
 		got = ids(es)
 		return fmt.Sprint(got) == fmt.Sprint(want)
-	}, 10*time.Second, 10*time.Millisecond, "lookup %s: want %v", kind, want)
+	}, 10*time.Second, tick, "lookup %s: want %v", kind, want)
 }
 
 // nextEvent reads one event, failing after a generous wait.

@@ -203,17 +203,30 @@ func TestRestartedResolverRebuildsFromHeartbeats(t *testing.T) {
 	}
 	only := newTestClient(t, ep)
 	waitIDs(t, only, "runner", want...)
-	stop()
-	restarted := time.Now()
-	stop = start()
+	// Restart it a few times; every time, the table must hold every
+	// instance within one heartbeat interval of the resolver being ready.
+	var worst time.Duration
+	for round := 0; round < 3; round++ {
+		stop()
+		stop = start()
+		ready := time.Now()
+		// A fresh client: only's own reconnect to the restarted resolver
+		// would add libzmq's reconnect interval to what is measured.
+		waitIDsEvery(t, newTestClient(t, ep), "runner", time.Millisecond, want...)
+		took := time.Since(ready)
+		t.Logf("restart %d: all %d instances again %v after the resolver was ready (heartbeat interval %v)", round, len(want), took, testInterval)
+		worst = max(worst, took)
+	}
 	defer func() {
 		for _, s := range stops {
 			s() // goodbyes while the resolver still answers
 		}
 		stop()
 	}()
-	waitIDs(t, only, "runner", want...)
-	t.Logf("restarted resolver had all %d instances again after %v (heartbeat interval %v)", len(want), time.Since(restarted), testInterval)
+	// The aim is one interval (typically 45-90ms here with the race
+	// detector); a loaded CI machine sometimes takes a few, so the bound
+	// asserted is loose and the figure is logged.
+	require.Less(t, worst, 10*testInterval, "a restarted resolver must rebuild its table from heartbeats alone")
 	require.Eventually(t, func() bool {
 		var rep lookupReply
 		raw, err := only.all.Call(context.Background(), TypeLookup, json.RawMessage(`{"kind":"runner"}`))

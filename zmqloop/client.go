@@ -56,6 +56,12 @@ type ClientConfig struct {
 	// goroutines"). Default DefaultSyscallWait (500µs); negative: never.
 	// Linux only.
 	SyscallWait time.Duration
+	// ReconnectInterval is how soon libzmq tries again to connect to an
+	// endpoint whose connection is gone or was refused (ZMQ_RECONNECT_IVL).
+	// A caller that must reach a restarted server within a deadline of its
+	// own, such as a heartbeat, sets it well below that deadline. Zero
+	// means libzmq's default (100ms); negative is an error.
+	ReconnectInterval time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
 }
@@ -130,6 +136,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, fmt.Errorf("zmqloop: new client: at least one endpoint is required")
 	case cfg.TryTimeout < 0 || cfg.Timeout < 0:
 		return nil, fmt.Errorf("zmqloop: new client: negative TryTimeout %v or Timeout %v", cfg.TryTimeout, cfg.Timeout)
+	case cfg.ReconnectInterval < 0:
+		return nil, fmt.Errorf("zmqloop: new client: negative ReconnectInterval %v", cfg.ReconnectInterval)
 	}
 	if err := validateEndpoints("client", cfg.Endpoints); err != nil {
 		return nil, err
@@ -456,7 +464,7 @@ func (c *Client) startLocked() error {
 	c.io = newMsgIO(c.cfg.Codec.maxSize)
 	for _, ep := range c.cfg.Endpoints {
 		s, _, err := openSocket(sockOpts{typ: zmq.DEALER, connect: []string{ep}, maxSize: c.cfg.Codec.maxSize,
-			curve: c.cfg.Curve, immediate: true, log: c.log})
+			curve: c.cfg.Curve, immediate: true, reconnect: c.cfg.ReconnectInterval, log: c.log})
 		if err != nil {
 			c.startErr = err
 			break

@@ -110,6 +110,7 @@ type sockOpts struct {
 	immediate bool
 	linger    time.Duration // how long libzmq keeps sending after close
 	sndhwm    int           // ZMQ_SNDHWM when > 0
+	reconnect time.Duration // ZMQ_RECONNECT_IVL when > 0 (libzmq's default is 100ms)
 	log       *slog.Logger  // told once if the per-frame fallback is in use
 }
 
@@ -142,6 +143,11 @@ func openSocket(o sockOpts) (s *zmq.Socket, bound []string, err error) {
 	if o.sndhwm > 0 {
 		if err = s.SetSndhwm(o.sndhwm); err != nil {
 			return nil, nil, fmt.Errorf("zmqloop: set send high-water mark %d: %w", o.sndhwm, err)
+		}
+	}
+	if o.reconnect > 0 {
+		if err = s.SetReconnectIvl(o.reconnect); err != nil {
+			return nil, nil, fmt.Errorf("zmqloop: set reconnect interval: %w", err)
 		}
 	}
 	if o.immediate {
