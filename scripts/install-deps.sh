@@ -66,7 +66,9 @@ if [[ ! -e "$policy" ]]; then
   $sudo chmod 755 "$policy"
   ours=1
 fi
-cleanup() { [[ -n "$ours" ]] && $sudo rm -f "$policy"; }
+# An if, not `[[ ]] &&`: an EXIT trap whose last command fails makes the
+# whole script exit 1, which it did on hosts that already had a policy.
+cleanup() { if [[ -n "$ours" ]]; then $sudo rm -f "$policy"; fi; }
 trap cleanup EXIT
 
 export DEBIAN_FRONTEND=noninteractive

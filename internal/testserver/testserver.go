@@ -96,14 +96,76 @@ func (s *Server) Stop() error {
 	return os.RemoveAll(s.dir)
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that is free and that no other
+// caller of FreePort on this machine is handed while this process lives.
+//
+// A port the kernel picks for a listener on port 0 is an ephemeral port:
+// the kernel hands the same range to outgoing connections, so once the
+// probe listener closes, any test's connect can take the port before the
+// server that asked for it binds (CI lost a stats run to exactly that:
+// "bind ROUTER socket ... address already in use"). FreePort therefore
+// picks from below the ephemeral range (net.ipv4.ip_local_port_range
+// starts at 32768 by default) and reserves the port across processes with
+// an flock on a file under the temporary directory, held until the process
+// exits, so test binaries that `go test ./...` runs in parallel never
+// share one.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	portMu.Lock()
+	defer portMu.Unlock()
+	dir := filepath.Join(os.TempDir(), "paaskit-test-ports")
+	if err := os.MkdirAll(dir, 0o1777); err != nil {
 		return 0, fmt.Errorf("testserver: find a free port: %w", err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	lo, hi := reservedPortRange()
+	span := hi - lo
+	start := int(time.Now().UnixNano()/1000+int64(os.Getpid())*7919) % span
+	for i := range span {
+		port := lo + (start+i)%span
+		if portHeld[port] {
+			continue
+		}
+		f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+		if err != nil {
+			return 0, fmt.Errorf("testserver: find a free port: %w", err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			continue // another test process holds it
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			f.Close() // in use by something that is not ours
+			continue
+		}
+		l.Close()
+		portHeld[port] = true
+		portLocks = append(portLocks, f) // kept open: the lock lasts as long as the process
+		return port, nil
+	}
+	return 0, fmt.Errorf("testserver: find a free port: every port in %d-%d is taken", lo, hi-1)
+}
+
+var (
+	portMu    sync.Mutex
+	portHeld  = map[int]bool{}
+	portLocks []*os.File
+)
+
+// reservedPortRange is the range FreePort draws from: [20000, 32768) cut
+// down to end below the kernel's ephemeral range where that starts lower.
+func reservedPortRange() (lo, hi int) {
+	lo, hi = 20000, 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if first, err := strconv.Atoi(f[0]); err == nil && first < hi {
+				hi = first
+				if hi-lo < 1000 {
+					lo = max(1024, hi-5000)
+				}
+			}
+		}
+	}
+	return lo, hi
 }
 
 // postgresBinDir finds the newest installed PostgreSQL server's bin

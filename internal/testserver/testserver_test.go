@@ -6,7 +6,11 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,4 +64,28 @@ func TestHostPort(t *testing.T) {
 	require.Equal(t, "127.0.0.1:5433", hp)
 	_, err = hostPort("postgres://postgres@127.0.0.1/postgres")
 	require.Error(t, err)
+}
+
+// FreePort's ports stay out of the kernel's ephemeral range and stay
+// reserved against other processes: a second open of the port's lock file
+// (another open file description, as another test binary would have)
+// cannot take the lock.
+func TestFreePortIsReservedOutsideTheEphemeralRange(t *testing.T) {
+	seen := map[int]bool{}
+	_, hi := reservedPortRange()
+	for range 20 {
+		port, err := FreePort()
+		require.NoError(t, err)
+		require.False(t, seen[port], "port %d handed out twice", port)
+		seen[port] = true
+		require.Less(t, port, hi, "port in the ephemeral range")
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		require.NoError(t, err, "reserved port is not free")
+		l.Close()
+		f, err := os.Open(filepath.Join(os.TempDir(), "paaskit-test-ports", strconv.Itoa(port)))
+		require.NoError(t, err)
+		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		f.Close()
+		require.ErrorIs(t, err, syscall.EWOULDBLOCK, "port %d not reserved", port)
+	}
 }
