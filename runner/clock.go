@@ -13,13 +13,15 @@ import "time"
 // that an instance is reaped, restarted or killed as soon as the test says,
 // without waiting in real time.
 //
-// Some waits stay on real time whatever the Clock, because what they wait
-// for is real: the poll of a starting app's socket, connection deadlines
-// (ResponseTimeout and the front's idle and header timeouts, kept by the
-// kernel and the runtime), the quiet period after a change in SpecDir
-// before it is scanned, the front's back-off when it cannot accept, and the
+// Some waits stay on real time whatever the Clock: the poll of a starting
+// app's socket, connection deadlines (ResponseTimeout and the front's idle
+// and header timeouts, kept by the kernel and the runtime), the quiet
+// period after a change in SpecDir before it is scanned, the refill of the
+// pool of network namespaces, the front's back-off when it cannot accept,
+// how long Serve's event loops let exchanges in flight finish when it
+// stops (up to StopGrace, kept by internal/evproxy's epoll waits), and the
 // bounds on clean-up (killing what is left in a cgroup, waiting for output
-// capture to end); and output lines are stamped on real time. Its methods
+// capture to end); output lines are stamped on real time too. Its methods
 // may be called from any goroutine.
 type Clock interface {
 	// Now returns the current time.

@@ -99,7 +99,8 @@ func TestForkBombIsStoppedByProcessLimit(t *testing.T) {
 }
 
 func TestMemoryLimitKillIsReportedAsOOM(t *testing.T) {
-	e := newEnv(t, nil)
+	clk := newFakeClock()
+	e := newEnv(t, func(c *runner.Config) { c.Clock = clk })
 	s := spec("hungry")
 	s.Limits.Memory = 128 << 20
 	e.put(s)
@@ -118,7 +119,9 @@ func TestMemoryLimitKillIsReportedAsOOM(t *testing.T) {
 	// over), so the peak is checked against the limit plus 1 MiB.
 	require.LessOrEqual(t, st.LastExit.PeakMemory, int64(129<<20))
 	require.Greater(t, st.LastExit.PeakMemory, int64(64<<20))
-	// It restarts and serves small requests again.
+	// It restarts after the backoff and serves small requests again.
+	clk.advance(100 * time.Millisecond)
+	clk.reapRound(t)
 	require.Eventually(t, func() bool { return e.status("hungry").State == "running" }, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, "allocated 8 MiB\n", e.mustGet("hungry.example", "/alloc?mb=8"))
 }
