@@ -290,9 +290,9 @@ func TestStreamingResponseKeepsInstanceAlive(t *testing.T) {
 			// A client that leaves mid-stream: the count returns to
 			// zero and the instance is reaped as idle. (Behind net/http,
 			// ServeHTTP reads the app's response to its end before it
-			// lets go, 3 s of this stream; the other fronts let go at
+			// lets go, 1 s of this stream; the other fronts let go at
 			// once.)
-			c, body := stream(300)
+			c, body := stream(100)
 			_, err = bufio.NewReader(body).ReadString('\n')
 			require.NoError(t, err)
 			st = e.status("streamer")
