@@ -262,7 +262,7 @@ func TestUIDsAreStableAcrossRestarts(t *testing.T) {
 			require.NoError(t, r.Put(spec(n)))
 			cmd, err := r.Command(n, []string{"/bin/true"})
 			require.NoError(t, err)
-			out, err := cmd.CombinedOutput()
+			out, err := quickExit(cmd).CombinedOutput()
 			require.NoError(t, err, "%s", out)
 			st, err := r.AppStatus(n)
 			require.NoError(t, err)
@@ -303,7 +303,7 @@ func TestCommandRunsInTheAppSandbox(t *testing.T) {
 	require.NoError(t, err)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	require.NoError(t, cmd.Run(), out.String())
+	require.NoError(t, quickExit(cmd).Run(), out.String())
 	uid := strconv.Itoa(e.status("cmdapp").UID)
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	require.GreaterOrEqual(t, len(lines), 6, out.String())
@@ -451,7 +451,7 @@ func TestLimitsApplyInsideTheSandbox(t *testing.T) {
 	e.put(s)
 	cmd, err := e.r.Command("limited", []string{"/usr/bin/awk", "/Max (core file size|processes|open files)/ { print $(NF-2) }", "/proc/self/limits"})
 	require.NoError(t, err)
-	out, err := cmd.CombinedOutput()
+	out, err := quickExit(cmd).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	// RLIMIT_NPROC is a backstop 32 above the cgroup's pids.max, which
 	// refuses first (the init helper's threads run as the app's UID too).
