@@ -266,9 +266,11 @@ func TestStreamingResponseKeepsInstanceAlive(t *testing.T) {
 				require.Equal(t, 200, resp.StatusCode)
 				return c, resp.Body
 			}
-			// 10 lines, 10 ms apart: while the first has come and the
-			// rest have not, the idle timeout passes many times over.
-			_, body := stream(10)
+			// 40 lines, 10 ms apart: while the first has come and the
+			// rest have not (400 ms, for the reap round to run in even
+			// on a loaded machine), the idle timeout passes many times
+			// over.
+			_, body := stream(40)
 			br := bufio.NewReader(body)
 			line, err := br.ReadString('\n')
 			require.NoError(t, err)
@@ -281,8 +283,8 @@ func TestStreamingResponseKeepsInstanceAlive(t *testing.T) {
 			require.EqualValues(t, 1, st.Instance.Active, "the stream is in flight")
 			rest, err := io.ReadAll(br)
 			require.NoError(t, err)
-			require.Equal(t, 9, strings.Count(string(rest), "\n"))
-			require.Contains(t, string(rest), "line 9")
+			require.Equal(t, 39, strings.Count(string(rest), "\n"))
+			require.Contains(t, string(rest), "line 39")
 			e.waitIdle("streamer") // the in-flight count is back to zero after the stream
 			require.EqualValues(t, 1, e.status("streamer").Starts)
 			require.Nil(t, e.status("streamer").LastExit)
