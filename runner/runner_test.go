@@ -432,3 +432,30 @@ func TestChangeWhileStartingServesTheWaiters(t *testing.T) {
 	}
 	require.EqualValues(t, 2, e.status("slowstart").Starts)
 }
+
+// The tests above move a fake clock; this one keeps the default, the
+// system clock, and checks that each of its uses is wired: the reap
+// ticker and the idle time (an instance is reaped in real time), the
+// grace timer (the reaped app ignores SIGTERM and is killed after it) and
+// the start timeout timer.
+func TestSystemClockTimesReapingGraceAndStartTimeout(t *testing.T) {
+	e := newEnv(t, func(c *runner.Config) { c.StopGrace = 100 * time.Millisecond })
+	s := spec("realtime", "ignoreterm")
+	s.IdleTimeout = runner.Duration(50 * time.Millisecond)
+	e.put(s)
+	e.mustGet("realtime.example", "/")
+	require.Eventually(t, func() bool {
+		st := e.status("realtime")
+		return st.State == "stopped" && st.LastExit != nil
+	}, 10*time.Second, 5*time.Millisecond, "reaped on the system clock")
+	st := e.status("realtime")
+	require.Equal(t, "reaped", st.LastExit.Reason)
+	require.Equal(t, 137, st.LastExit.Status, "killed after the grace period")
+
+	slow := spec("realslow", "nobind")
+	slow.StartTimeout = runner.Duration(100 * time.Millisecond)
+	e.put(slow)
+	code, body, _ := e.get("realslow.example", "/")
+	require.Equal(t, 503, code)
+	require.Contains(t, body, "within 100ms")
+}
