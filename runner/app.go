@@ -177,7 +177,7 @@ func (a *app) newInstanceLocked(ctx context.Context, notBefore time.Time) *insta
 		finished:  make(chan struct{}),
 		stopCh:    make(chan struct{}),
 		tail:      &tail{},
-		created:   time.Now(),
+		created:   r.cfg.Clock.Now(),
 		sockDirFd: -1,
 		sockFd:    -1,
 		netns:     -1,
@@ -206,7 +206,7 @@ func (a *app) acquire(ctx context.Context, arrival time.Time) (*instance, error)
 		}
 		i := a.cur
 		if i == nil {
-			if time.Now().Before(a.failedUntil) && a.lastStartErr != nil {
+			if a.r.cfg.Clock.Now().Before(a.failedUntil) && a.lastStartErr != nil {
 				err := a.lastStartErr
 				a.mu.Unlock()
 				return nil, err
@@ -229,7 +229,7 @@ func (a *app) acquire(ctx context.Context, arrival time.Time) (*instance, error)
 		case <-ctx.Done():
 			return nil, fmt.Errorf("runner: waiting for app %q to start: %w", a.name, ctx.Err())
 		}
-		wait := time.Since(arrival)
+		wait := a.r.cfg.Clock.Now().Sub(arrival)
 		a.mu.Lock()
 		if a.waits == nil {
 			a.waits = map[int64]time.Duration{}
@@ -286,7 +286,7 @@ func (a *app) tryAcquire() *instance {
 
 // release ends one use of i.
 func (a *app) release(i *instance) {
-	i.lastActive.Store(time.Now().UnixNano())
+	i.lastActive.Store(a.r.cfg.Clock.Now().UnixNano())
 	i.active.Add(-1)
 }
 
@@ -307,7 +307,7 @@ func (r *Runner) Attach(name string) (release func(), err error) {
 			a.mu.Lock()
 			a.attached--
 			if i := a.cur; i != nil {
-				i.lastActive.Store(time.Now().UnixNano())
+				i.lastActive.Store(r.cfg.Clock.Now().UnixNano())
 			}
 			a.mu.Unlock()
 		})
@@ -401,7 +401,7 @@ func (a *app) maintain(now time.Time) {
 
 // startedOK is called by i's goroutine when its socket accepts.
 func (a *app) startedOK(i *instance, took time.Duration) {
-	now := time.Now()
+	now := a.r.cfg.Clock.Now()
 	i.lastActive.Store(now.UnixNano())
 	a.mu.Lock()
 	i.isReady = true
@@ -417,7 +417,7 @@ func (a *app) startedOK(i *instance, took time.Duration) {
 
 // startFailed is called by i's goroutine when its start failed.
 func (a *app) startFailed(i *instance, err *StartError, asked bool) {
-	now := time.Now()
+	now := a.r.cfg.Clock.Now()
 	a.mu.Lock()
 	if !asked {
 		a.failures++
@@ -506,7 +506,8 @@ func (a *app) status() AppStatus {
 	if a.lastStartErr != nil {
 		st.LastError = a.lastStartErr.Error()
 	}
-	if time.Now().Before(a.failedUntil) {
+	now := a.r.cfg.Clock.Now()
+	if now.Before(a.failedUntil) {
 		st.State, st.RetryAt = "backoff", a.failedUntil
 	}
 	i := a.cur
@@ -518,7 +519,7 @@ func (a *app) status() AppStatus {
 		}
 		is = &InstanceStatus{ID: i.id, Started: i.created, Ready: i.isReady, Active: i.active.Load(), PID: i.pid}
 		if i.isReady && is.Active == 0 {
-			is.IdleFor = Duration(time.Since(time.Unix(0, i.lastActive.Load())))
+			is.IdleFor = Duration(now.Sub(time.Unix(0, i.lastActive.Load())))
 		}
 	}
 	// Queue waits are filled in as waiters wake up: copy them now.

@@ -20,7 +20,8 @@ import (
 // everything else through the goroutine path; both answer alike, and the
 // in-flight count that idle reaping relies on returns to zero.
 func TestEventLoopFront(t *testing.T) {
-	e := newEnv(t, func(c *runner.Config) { c.EventLoops = 2 })
+	clk := newFakeClock()
+	e := newEnv(t, func(c *runner.Config) { c.EventLoops = 2; c.Clock = clk })
 	s := spec("loops")
 	s.IdleTimeout = runner.Duration(300 * time.Millisecond)
 	e.put(s)
@@ -91,6 +92,8 @@ func TestEventLoopFront(t *testing.T) {
 	require.EqualValues(t, 1, e.status("loops").Starts)
 	// Idle: reaped, and the next request starts it again.
 	c.Close()
+	clk.advance(300 * time.Millisecond)
+	clk.reapRound(t)
 	require.Eventually(t, func() bool {
 		st := e.status("loops")
 		return st.LastExit != nil && st.LastExit.Reason == "reaped"
@@ -112,7 +115,8 @@ func TestEventLoopsBelowMinusOneAreRejected(t *testing.T) {
 // (internal/evproxy's TestPoolsOfGoneTargetsAreFreed counts the loops'
 // pools themselves.)
 func TestFrontKeepsNothingOfGoneInstances(t *testing.T) {
-	e := newEnv(t, nil)
+	clk := newFakeClock()
+	e := newEnv(t, func(c *runner.Config) { c.Clock = clk })
 	s := spec("churn")
 	s.IdleTimeout = runner.Duration(50 * time.Millisecond)
 	e.put(s)
@@ -140,6 +144,9 @@ func TestFrontKeepsNothingOfGoneInstances(t *testing.T) {
 			require.Equal(t, "hello churn\n", body)
 		}
 		require.NoError(t, c.Close())
+		e.waitIdle("churn")
+		clk.advance(50 * time.Millisecond)
+		clk.reapRound(t)
 		require.Eventually(t, func() bool {
 			st := e.status("churn")
 			return st.Starts == int64(k) && st.State == "stopped"

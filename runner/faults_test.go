@@ -99,7 +99,8 @@ func TestForkBombIsStoppedByProcessLimit(t *testing.T) {
 }
 
 func TestMemoryLimitKillIsReportedAsOOM(t *testing.T) {
-	e := newEnv(t, nil)
+	clk := newFakeClock()
+	e := newEnv(t, func(c *runner.Config) { c.Clock = clk })
 	s := spec("hungry")
 	s.Limits.Memory = 128 << 20
 	e.put(s)
@@ -118,7 +119,9 @@ func TestMemoryLimitKillIsReportedAsOOM(t *testing.T) {
 	// over), so the peak is checked against the limit plus 1 MiB.
 	require.LessOrEqual(t, st.LastExit.PeakMemory, int64(129<<20))
 	require.Greater(t, st.LastExit.PeakMemory, int64(64<<20))
-	// It restarts and serves small requests again.
+	// It restarts after the backoff and serves small requests again.
+	clk.advance(100 * time.Millisecond)
+	clk.reapRound(t)
 	require.Eventually(t, func() bool { return e.status("hungry").State == "running" }, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, "allocated 8 MiB\n", e.mustGet("hungry.example", "/alloc?mb=8"))
 }
@@ -259,7 +262,7 @@ func TestUIDsAreStableAcrossRestarts(t *testing.T) {
 			require.NoError(t, r.Put(spec(n)))
 			cmd, err := r.Command(n, []string{"/bin/true"})
 			require.NoError(t, err)
-			out, err := cmd.CombinedOutput()
+			out, err := quickExit(cmd).CombinedOutput()
 			require.NoError(t, err, "%s", out)
 			st, err := r.AppStatus(n)
 			require.NoError(t, err)
@@ -300,7 +303,7 @@ func TestCommandRunsInTheAppSandbox(t *testing.T) {
 	require.NoError(t, err)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	require.NoError(t, cmd.Run(), out.String())
+	require.NoError(t, quickExit(cmd).Run(), out.String())
 	uid := strconv.Itoa(e.status("cmdapp").UID)
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	require.GreaterOrEqual(t, len(lines), 6, out.String())
@@ -448,7 +451,7 @@ func TestLimitsApplyInsideTheSandbox(t *testing.T) {
 	e.put(s)
 	cmd, err := e.r.Command("limited", []string{"/usr/bin/awk", "/Max (core file size|processes|open files)/ { print $(NF-2) }", "/proc/self/limits"})
 	require.NoError(t, err)
-	out, err := cmd.CombinedOutput()
+	out, err := quickExit(cmd).CombinedOutput()
 	require.NoError(t, err, "%s", out)
 	// RLIMIT_NPROC is a backstop 32 above the cgroup's pids.max, which
 	// refuses first (the init helper's threads run as the app's UID too).

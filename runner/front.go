@@ -29,7 +29,7 @@ const MissHeader = "X-Paaskit-Miss"
 // message that includes the tail of the app's stderr; an unknown host
 // answers 404 with MissHeader set.
 func (r *Runner) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	arrival := nowFunc()
+	arrival := r.cfg.Clock.Now()
 	a := r.lookup(req.Host)
 	if a == nil {
 		w.Header().Set(MissHeader, "1")

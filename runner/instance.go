@@ -109,10 +109,10 @@ func (i *instance) run(ctx context.Context) {
 	r := a.r
 	defer r.wg.Done()
 	defer close(i.finished)
-	if d := time.Until(i.notBefore); d > 0 {
-		t := time.NewTimer(d)
+	if d := i.notBefore.Sub(r.cfg.Clock.Now()); d > 0 {
+		t := r.cfg.Clock.NewTimer(d)
 		select {
-		case <-t.C:
+		case <-t.C():
 		case <-i.stopCh:
 			t.Stop()
 			a.startFailed(i, &StartError{App: a.name, Instance: i.id, Reason: "stopped (" + i.stopReason + ") before it started", Err: errStopped}, true)
@@ -123,7 +123,7 @@ func (i *instance) run(ctx context.Context) {
 			return
 		}
 	}
-	spawned := time.Now()
+	spawned := r.cfg.Clock.Now()
 	if err := i.spawn(); err != nil {
 		r.log.Error("runner: cannot start app", "app", a.name, "instance", i.id, "err", err)
 		a.startFailed(i, &StartError{App: a.name, Instance: i.id, Reason: "could not launch", Err: err}, false)
@@ -149,7 +149,7 @@ func (i *instance) run(ctx context.Context) {
 		a.startFailed(i, serr, asked)
 		return
 	}
-	took := time.Since(spawned)
+	took := r.cfg.Clock.Now().Sub(spawned)
 	a.startedOK(i, took)
 	r.log.Info("runner: instance ready", "app", a.name, "instance", i.id, "pid", i.cmd.Process.Pid, "start_time", took)
 	var reason string
@@ -365,7 +365,9 @@ func (i *instance) waitReady(ctx context.Context) *StartError {
 	if i.tcpAddr != "" {
 		where = i.tcpAddr
 	}
-	deadline := time.NewTimer(timeout)
+	// The start timeout is on the runner's Clock; the poll of the
+	// socket is real work, so on real time.
+	deadline := a.r.cfg.Clock.NewTimer(timeout)
 	defer deadline.Stop()
 	wait := 100 * time.Microsecond
 	poll := time.NewTimer(0)
@@ -378,7 +380,7 @@ func (i *instance) waitReady(ctx context.Context) *StartError {
 			return &StartError{App: a.name, Instance: i.id, Reason: "stopped (" + i.stopReason + ") while starting", Err: errStopped}
 		case <-ctx.Done():
 			return &StartError{App: a.name, Instance: i.id, Reason: "runner stopping", Err: ErrNotRunning}
-		case <-deadline.C:
+		case <-deadline.C():
 			return &StartError{App: a.name, Instance: i.id, Reason: fmt.Sprintf("did not bind %s within %v", where, timeout)}
 		case <-poll.C:
 		}
@@ -420,8 +422,9 @@ func describeState(ps *os.ProcessState) string {
 
 // drain waits, up to the grace period, for in-flight requests to finish.
 func (i *instance) drain() {
-	deadline := time.Now().Add(i.app.r.cfg.StopGrace)
-	for i.active.Load() > 0 && time.Now().Before(deadline) {
+	clock := i.app.r.cfg.Clock
+	deadline := clock.Now().Add(i.app.r.cfg.StopGrace)
+	for i.active.Load() > 0 && clock.Now().Before(deadline) {
 		select {
 		case <-i.exited:
 			return
@@ -437,10 +440,10 @@ func (i *instance) terminate(grace time.Duration) {
 	pid := i.cmd.Process.Pid
 	if grace > 0 {
 		_ = syscall.Kill(-pid, syscall.SIGTERM)
-		t := time.NewTimer(grace)
+		t := i.app.r.cfg.Clock.NewTimer(grace)
 		select {
 		case <-i.exited:
-		case <-t.C:
+		case <-t.C():
 			i.app.r.log.Warn("runner: instance ignored SIGTERM; killing it", "app", i.app.name, "instance", i.id, "grace", grace)
 		}
 		t.Stop()
@@ -477,7 +480,7 @@ func (i *instance) finishCapture() {
 
 // exitInfo reads the exit status and the cgroup's final figures.
 func (i *instance) exitInfo(reason string) ExitInfo {
-	info := ExitInfo{Instance: i.id, Time: time.Now(), Reason: reason}
+	info := ExitInfo{Instance: i.id, Time: i.app.r.cfg.Clock.Now(), Reason: reason}
 	if ps := i.procState; ps != nil {
 		info.Status = ps.ExitCode()
 		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {

@@ -35,6 +35,9 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
+	// Children of this binary (the suite's second run, the child modes)
+	// inherit the setting; see quickExit.
+	os.Setenv("GORACE", withQuickExit(os.Getenv("GORACE")))
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "runner's tests build real sandboxes (namespaces, cgroups, other UIDs) and must run as root, as `make test` does in CI")
 		return 1
@@ -81,6 +84,28 @@ func testMain(m *testing.M) int {
 const frontEnv = "PAASKIT_RUNNER_TEST_FRONT"
 
 var cgroupSeq atomic.Int64
+
+// quickExit has cmd's process, when it is this test binary built with
+// the race detector, exit at once rather than after the race runtime's
+// default second of sleep (GORACE atexit_sleep_ms, taken on every exit
+// with status 0). A one-off command's init helper is this binary, with an
+// environment of the runner's making, which carries no GORACE: each
+// command would last a second longer than it runs. The helper gives the
+// command the environment of its spec, not its own, so the app never
+// sees the setting. Without the race detector the variable is ignored.
+func quickExit(cmd *exec.Cmd) *exec.Cmd {
+	cmd.Env = append(cmd.Env, "GORACE="+withQuickExit(os.Getenv("GORACE")))
+	return cmd
+}
+
+// withQuickExit adds atexit_sleep_ms=0 to a GORACE value that does not
+// set it.
+func withQuickExit(gorace string) string {
+	if strings.Contains(gorace, "atexit_sleep_ms=") {
+		return gorace
+	}
+	return strings.TrimSpace(gorace + " atexit_sleep_ms=0")
+}
 
 // memSink keeps every line in memory, per app; tests read it.
 type memSink struct {

@@ -134,7 +134,8 @@ func TestRequestBodiesAreForwarded(t *testing.T) {
 }
 
 func TestWebSocketUpgradeIsRelayedAndKeepsInstanceAlive(t *testing.T) {
-	e := newEnv(t, nil)
+	clk := newFakeClock()
+	e := newEnv(t, func(c *runner.Config) { c.Clock = clk })
 	s := spec("ws")
 	s.IdleTimeout = runner.Duration(100 * time.Millisecond)
 	e.put(s)
@@ -160,14 +161,16 @@ func TestWebSocketUpgradeIsRelayedAndKeepsInstanceAlive(t *testing.T) {
 		st := e.status("ws")
 		require.EqualValues(t, 1, st.Instance.Active)
 		require.Zero(t, st.Instance.IdleFor)
-		started := st.Instance.Started
-		require.Eventually(t, func() bool {
-			return time.Since(started) > time.Duration(k+1)*2*time.Duration(s.IdleTimeout)
-		}, 10*time.Second, 5*time.Millisecond)
+		// Two idle timeouts pass and the reaper looks.
+		clk.advance(2 * time.Duration(s.IdleTimeout))
+		clk.reapRound(t)
 	}
 	require.EqualValues(t, 1, e.status("ws").Starts)
 	require.Nil(t, e.status("ws").LastExit)
 	c.Close()
+	e.waitIdle("ws") // the closed WebSocket is no longer in flight
+	clk.advance(time.Duration(s.IdleTimeout))
+	clk.reapRound(t)
 	require.Eventually(t, func() bool {
 		st := e.status("ws")
 		return st.LastExit != nil && st.LastExit.Reason == "reaped"

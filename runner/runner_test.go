@@ -3,6 +3,7 @@ package runner_test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -119,13 +120,72 @@ func TestAppThatExitsAtOnceFailsWaitersWithStderrTail(t *testing.T) {
 	require.EqualValues(t, 1, e.status("quitter").Starts)
 }
 
+// getAsync sends GET path with Host host to the front from another
+// goroutine; the channel delivers the status code and body.
+func (e *env) getAsync(host, path string) <-chan string {
+	got := make(chan string, 1)
+	go func() {
+		req, err := http.NewRequest("GET", "http://"+e.front+path, nil)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		req.Host = host
+		resp, err := client.Do(req)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		got <- strconv.Itoa(resp.StatusCode) + " " + string(b)
+	}()
+	return got
+}
+
+// receive waits for what getAsync delivers.
+func receive(t *testing.T, got <-chan string) string {
+	t.Helper()
+	select {
+	case r := <-got:
+		return r
+	case <-time.After(30 * time.Second):
+		t.Fatal("no answer within 30s")
+		return ""
+	}
+}
+
+// startTimedOut has a request start an app that will not bind, and ends
+// the start timeout on the fake clock once the app has said why on
+// stderr (so that the 503 carries it); it returns the answer.
+func startTimedOut(t *testing.T, e *env, clk *fakeClock, app, says string, timeout time.Duration) string {
+	t.Helper()
+	got := e.getAsync(app+".example", "/")
+	require.Eventually(t, func() bool { return strings.Contains(e.sink.text(app, runner.Stderr), says) },
+		10*time.Second, time.Millisecond, "the app writes %q", says)
+	clk.waitTimer(t, timeout)
+	select {
+	case r := <-got:
+		t.Fatalf("answered before the start timeout: %s", r)
+	default:
+	}
+	clk.advance(timeout)
+	return receive(t, got)
+}
+
 func TestAppThatNeverBindsTimesOut(t *testing.T) {
-	e := newEnv(t, nil)
+	clk := newFakeClock()
+	e := newEnv(t, func(c *runner.Config) { c.Clock = clk })
 	s := spec("sleepy", "nobind")
 	s.StartTimeout = runner.Duration(500 * time.Millisecond)
 	e.put(s)
-	code, body, _ := e.get("sleepy.example", "/")
-	require.Equal(t, 503, code)
+	r := startTimedOut(t, e, clk, "sleepy", "sleeping, not binding", 500*time.Millisecond)
+	code, body, _ := strings.Cut(r, " ")
+	require.Equal(t, "503", code, body)
 	require.Contains(t, body, "did not bind /run/paaskit/app.sock within 500ms")
 	require.Contains(t, body, "sleeping, not binding")
 	uid := e.status("sleepy").UID
@@ -134,23 +194,33 @@ func TestAppThatNeverBindsTimesOut(t *testing.T) {
 }
 
 func TestAppThatBindsTheWrongPathTimesOut(t *testing.T) {
-	e := newEnv(t, nil)
+	clk := newFakeClock()
+	e := newEnv(t, func(c *runner.Config) { c.Clock = clk })
 	s := spec("lost", "wrongpath")
 	s.StartTimeout = runner.Duration(500 * time.Millisecond)
 	e.put(s)
-	code, body, _ := e.get("lost.example", "/")
-	require.Equal(t, 503, code)
+	r := startTimedOut(t, e, clk, "lost", "bound the wrong path", 500*time.Millisecond)
+	code, body, _ := strings.Cut(r, " ")
+	require.Equal(t, "503", code, body)
 	require.Contains(t, body, "did not bind")
 	require.Contains(t, body, "bound the wrong path")
 }
 
 func TestIdleInstanceIsReaped(t *testing.T) {
-	e := newEnv(t, nil)
+	clk := newFakeClock()
+	e := newEnv(t, func(c *runner.Config) { c.Clock = clk })
 	s := spec("idler")
 	s.IdleTimeout = runner.Duration(200 * time.Millisecond)
 	e.put(s)
 	e.mustGet("idler.example", "/")
+	e.waitIdle("idler")
 	uid := e.status("idler").UID
+	// Not reaped a moment before its idle timeout, reaped at it.
+	clk.advance(199 * time.Millisecond)
+	clk.reapRound(t)
+	require.Equal(t, "running", e.status("idler").State)
+	clk.advance(time.Millisecond)
+	clk.reapRound(t)
 	require.Eventually(t, func() bool {
 		st := e.status("idler")
 		return st.State == "stopped" && st.LastExit != nil
@@ -170,62 +240,98 @@ func TestIdleInstanceIsReaped(t *testing.T) {
 func TestStreamingResponseKeepsInstanceAlive(t *testing.T) {
 	for _, f := range fronts {
 		t.Run(f.name, func(t *testing.T) {
-			e := newEnvFront(t, f.tweak, f.handler)
+			clk := newFakeClock()
+			e := newEnvFront(t, func(c *runner.Config) {
+				if f.tweak != nil {
+					f.tweak(c)
+				}
+				c.Clock = clk
+			}, f.handler)
 			s := spec("streamer")
 			s.IdleTimeout = runner.Duration(100 * time.Millisecond)
 			e.put(s)
-			// 40 lines, 10 ms apart: the stream outlasts the idle timeout.
-			body := e.mustGet("streamer.example", "/stream?n=40")
-			end := time.Now()
-			require.Equal(t, 40, strings.Count(body, "\n"))
-			require.Contains(t, body, "line 39")
-			st := e.status("streamer")
-			require.EqualValues(t, 1, st.Starts)
-			if st.LastExit != nil {
-				require.True(t, st.LastExit.Time.After(end), "not reaped while the response streamed: %+v", st.LastExit)
+			// Started by a first request, so that the stream is a warm
+			// request (the event loops' path, where there are loops).
+			e.mustGet("streamer.example", "/")
+			e.waitIdle("streamer")
+			stream := func(n int) (net.Conn, io.Reader) {
+				t.Helper()
+				c, err := net.Dial("tcp", e.front)
+				require.NoError(t, err)
+				t.Cleanup(func() { c.Close() })
+				_, err = fmt.Fprintf(c, "GET /stream?n=%d HTTP/1.1\r\nHost: streamer.example\r\n\r\n", n)
+				require.NoError(t, err)
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				require.NoError(t, err)
+				require.Equal(t, 200, resp.StatusCode)
+				return c, resp.Body
 			}
+			// 40 lines, 10 ms apart: while the first has come and the
+			// rest have not (400 ms, for the reap round to run in even
+			// on a loaded machine), the idle timeout passes many times
+			// over.
+			_, body := stream(40)
+			br := bufio.NewReader(body)
+			line, err := br.ReadString('\n')
+			require.NoError(t, err)
+			require.Equal(t, "line 0\n", line)
+			clk.advance(time.Hour)
+			clk.reapRound(t)
+			st := e.status("streamer")
+			require.Equal(t, "running", st.State)
+			require.Nil(t, st.LastExit, "not reaped while the response streamed")
+			require.EqualValues(t, 1, st.Instance.Active, "the stream is in flight")
+			rest, err := io.ReadAll(br)
+			require.NoError(t, err)
+			require.Equal(t, 39, strings.Count(string(rest), "\n"))
+			require.Contains(t, string(rest), "line 39")
+			e.waitIdle("streamer") // the in-flight count is back to zero after the stream
+			require.EqualValues(t, 1, e.status("streamer").Starts)
+			require.Nil(t, e.status("streamer").LastExit)
+
 			// A client that leaves mid-stream: the count returns to
-			// zero and the instance is reaped as idle.
-			c, err := net.Dial("tcp", e.front)
-			require.NoError(t, err)
-			defer c.Close()
-			_, err = io.WriteString(c, "GET /stream?n=1000 HTTP/1.1\r\nHost: streamer.example\r\n\r\n")
-			require.NoError(t, err)
-			br := bufio.NewReader(c)
-			resp, err := http.ReadResponse(br, nil)
-			require.NoError(t, err)
-			require.Equal(t, 200, resp.StatusCode)
-			_, err = br.ReadString('\n')
+			// zero and the instance is reaped as idle. (Behind net/http,
+			// ServeHTTP reads the app's response to its end before it
+			// lets go, 1 s of this stream; the other fronts let go at
+			// once.)
+			c, body := stream(100)
+			_, err = bufio.NewReader(body).ReadString('\n')
 			require.NoError(t, err)
 			st = e.status("streamer")
 			require.NotNil(t, st.Instance)
 			require.EqualValues(t, 1, st.Instance.Active, "the stream is in flight")
 			require.NoError(t, c.Close())
-			left := time.Now()
+			e.waitIdle("streamer") // and once the client left mid-stream
+			clk.advance(100 * time.Millisecond)
+			clk.reapRound(t)
 			require.Eventually(t, func() bool {
 				st := e.status("streamer")
-				return st.LastExit != nil && st.LastExit.Reason == "reaped" && st.LastExit.Time.After(left)
+				return st.LastExit != nil && st.LastExit.Reason == "reaped"
 			}, 15*time.Second, 10*time.Millisecond, "reaped once the client left")
 		})
 	}
 }
 
 func TestAttachedCommandKeepsInstanceAlive(t *testing.T) {
-	e := newEnv(t, nil)
+	clk := newFakeClock()
+	e := newEnv(t, func(c *runner.Config) { c.Clock = clk })
 	s := spec("attached")
 	s.IdleTimeout = runner.Duration(100 * time.Millisecond)
 	e.put(s)
 	release, err := e.r.Attach("attached")
 	require.NoError(t, err)
 	e.mustGet("attached.example", "/")
-	// Let several reap intervals and two idle timeouts pass, measured by
-	// the reaper's own view of the instance rather than a sleep.
-	require.Eventually(t, func() bool {
-		st := e.status("attached")
-		return st.Instance != nil && time.Duration(st.Instance.IdleFor) > 300*time.Millisecond
-	}, 10*time.Second, 10*time.Millisecond)
-	require.Equal(t, "running", e.status("attached").State)
+	e.waitIdle("attached")
+	// Ten idle timeouts pass and the reaper looks: the attached command
+	// keeps the instance.
+	clk.advance(time.Second)
+	clk.reapRound(t)
+	st := e.status("attached")
+	require.Equal(t, "running", st.State)
+	require.Equal(t, time.Second, time.Duration(st.Instance.IdleFor))
 	release()
+	clk.advance(100 * time.Millisecond)
+	clk.reapRound(t)
 	require.Eventually(t, func() bool {
 		st := e.status("attached")
 		return st.State == "stopped" && st.LastExit != nil && st.LastExit.Reason == "reaped"
@@ -233,7 +339,8 @@ func TestAttachedCommandKeepsInstanceAlive(t *testing.T) {
 }
 
 func TestCrashedInstanceIsRestarted(t *testing.T) {
-	e := newEnv(t, nil)
+	clk := newFakeClock()
+	e := newEnv(t, func(c *runner.Config) { c.Clock = clk })
 	e.put(spec("crashy"))
 	e.mustGet("crashy.example", "/")
 	st := e.status("crashy")
@@ -242,21 +349,50 @@ func TestCrashedInstanceIsRestarted(t *testing.T) {
 	require.NoError(t, killPid(st.Instance.PID))
 	require.Eventually(t, func() bool {
 		st := e.status("crashy")
-		return st.Crashes == 1 && st.State == "running" && st.Instance.ID != first
+		return st.Crashes == 1 && st.Instance == nil
 	}, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, "crashed", e.status("crashy").LastExit.Reason)
+	// Restarted after the first backoff (100ms), not before.
+	clk.advance(99 * time.Millisecond)
+	clk.reapRound(t)
+	require.Nil(t, e.status("crashy").Instance, "restarted inside the backoff")
+	clk.advance(time.Millisecond)
+	clk.reapRound(t)
+	require.Eventually(t, func() bool {
+		st := e.status("crashy")
+		return st.State == "running" && st.Instance.ID != first
+	}, 10*time.Second, 10*time.Millisecond)
+	require.EqualValues(t, 2, e.status("crashy").Starts)
 	e.mustGet("crashy.example", "/")
 }
 
 func TestStopIgnoringSIGTERMKillsAfterGrace(t *testing.T) {
-	e := newEnv(t, func(c *runner.Config) { c.StopGrace = 300 * time.Millisecond })
+	clk := newFakeClock()
+	e := newEnv(t, func(c *runner.Config) { c.StopGrace = 300 * time.Millisecond; c.Clock = clk })
 	e.put(spec("stubborn", "ignoreterm"))
 	e.mustGet("stubborn.example", "/")
 	uid := e.status("stubborn").UID
 	require.NotEmpty(t, procsOfUID(uid))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	require.NoError(t, e.r.Stop(ctx, "stubborn"))
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.r.Stop(ctx, "stubborn") }()
+	// SIGTERM is sent and the grace period begins; the app ignores it
+	// and lives on until the grace period is over.
+	clk.waitTimer(t, 300*time.Millisecond)
+	require.NotEmpty(t, procsOfUID(uid), "killed before the grace period was over")
+	select {
+	case err := <-stopped:
+		t.Fatalf("Stop returned before the grace period was over: %v", err)
+	default:
+	}
+	clk.advance(300 * time.Millisecond)
+	select {
+	case err := <-stopped:
+		require.NoError(t, err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("Stop did not return within 20s of the grace period")
+	}
 	st := e.status("stubborn")
 	require.Equal(t, "stopped", st.LastExit.Reason)
 	require.Equal(t, 137, st.LastExit.Status, "killed by SIGKILL after the grace period")
@@ -295,4 +431,31 @@ func TestChangeWhileStartingServesTheWaiters(t *testing.T) {
 		t.Fatal("no answer")
 	}
 	require.EqualValues(t, 2, e.status("slowstart").Starts)
+}
+
+// The tests above move a fake clock; this one keeps the default, the
+// system clock, and checks that each of its uses is wired: the reap
+// ticker and the idle time (an instance is reaped in real time), the
+// grace timer (the reaped app ignores SIGTERM and is killed after it) and
+// the start timeout timer.
+func TestSystemClockTimesReapingGraceAndStartTimeout(t *testing.T) {
+	e := newEnv(t, func(c *runner.Config) { c.StopGrace = 100 * time.Millisecond })
+	s := spec("realtime", "ignoreterm")
+	s.IdleTimeout = runner.Duration(50 * time.Millisecond)
+	e.put(s)
+	e.mustGet("realtime.example", "/")
+	require.Eventually(t, func() bool {
+		st := e.status("realtime")
+		return st.State == "stopped" && st.LastExit != nil
+	}, 10*time.Second, 5*time.Millisecond, "reaped on the system clock")
+	st := e.status("realtime")
+	require.Equal(t, "reaped", st.LastExit.Reason)
+	require.Equal(t, 137, st.LastExit.Status, "killed after the grace period")
+
+	slow := spec("realslow", "nobind")
+	slow.StartTimeout = runner.Duration(100 * time.Millisecond)
+	e.put(slow)
+	code, body, _ := e.get("realslow.example", "/")
+	require.Equal(t, 503, code)
+	require.Contains(t, body, "within 100ms")
 }

@@ -362,7 +362,7 @@ func (f *front) handOff(c net.Conn, br *bufio.Reader) bool {
 // another.
 func (cc *clientConn) serveOne(head []byte) bool {
 	f, rq := cc.f, &cc.rq
-	arrival := nowFunc()
+	arrival := f.r.cfg.Clock.Now()
 	var hb [256]byte
 	a := f.r.lookupBytes(normHostBytes(hb[:0], rq.host))
 	if a == nil {
