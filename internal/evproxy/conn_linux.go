@@ -50,8 +50,7 @@ type cconn struct {
 
 	mode        int
 	remain      int64
-	cs          int
-	trailers    int
+	chunks      http1.ChunkedDecoder // a chunked response body
 	reuse       bool
 	clientClose bool
 }

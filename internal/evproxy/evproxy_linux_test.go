@@ -281,12 +281,70 @@ func TestChunkedResponseIsReframed(t *testing.T) {
 	}
 }
 
-func TestMalformedChunkedResponseCutsTheClient(t *testing.T) {
+// badChunkedBodies are chunked response bodies an app may send that the
+// forwarders must refuse: a bad size, no CRLF after the data, an
+// oversized trailer section.
+var badChunkedBodies = map[string]string{
+	"bad size":          "5\r\nhello\r\n+a\r\n0123456789\r\n0\r\n\r\n",
+	"missing CRLF":      "5\r\nhelloXY0\r\n\r\n",
+	"oversized trailer": "5\r\nhello\r\n0\r\nX-Big: " + strings.Repeat("t", 9000) + "\r\n\r\n",
+}
+
+// TestMalformedChunkedResponseAnswers502: a chunked body that is broken
+// in what came with the head is answered with 502 and a close, the
+// target connection is not reused, and a fresh client connection is
+// served (by a fresh target connection).
+func TestMalformedChunkedResponseAnswers502(t *testing.T) {
+	for name, body := range badChunkedBodies {
+		t.Run(name, func(t *testing.T) {
+			var conns atomic.Int64
+			addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+				n := conns.Add(1)
+				for {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					if r.URL.Path == "/bad" {
+						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+body)
+						continue
+					}
+					_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d", n)
+				}
+			})
+			hs := start(t, &testHandler{targets: []Target{tcp(addr)}}, nil)
+			c, br := dial(t, hs.addr)
+			_, err := io.WriteString(c, "GET /bad HTTP/1.1\r\nHost: h\r\n\r\n")
+			require.NoError(t, err)
+			resp, err := http.ReadResponse(br, nil)
+			require.NoError(t, err)
+			require.Equal(t, 502, resp.StatusCode)
+			require.True(t, resp.Close)
+			_, _ = io.ReadAll(resp.Body)
+			_, err = br.ReadByte()
+			require.ErrorIs(t, err, io.EOF, "the client connection is closed after the 502")
+			c2, br2 := dial(t, hs.addr)
+			_, err = io.WriteString(c2, "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n")
+			require.NoError(t, err)
+			resp, got := readBody(t, br2)
+			require.Equal(t, 200, resp.StatusCode)
+			require.Equal(t, "2", got, "served on a fresh target connection: the broken one was not pooled")
+			require.Contains(t, hs.h.seen(), Broken)
+		})
+	}
+}
+
+// TestMalformedChunkedResponseLaterCutsTheClient: a body that breaks
+// after part of it was relayed cannot be answered with 502 any more; the
+// client sees the cut, not a short success.
+func TestMalformedChunkedResponseLaterCutsTheClient(t *testing.T) {
 	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
-		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n")
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+		time.Sleep(50 * time.Millisecond) // the head and a chunk are relayed first
+		_, _ = io.WriteString(c, "zz\r\n")
 		_, _ = io.Copy(io.Discard, br)
 	})
 	hs := start(t, &testHandler{targets: []Target{tcp(addr)}}, nil)
@@ -295,6 +353,7 @@ func TestMalformedChunkedResponseCutsTheClient(t *testing.T) {
 	require.NoError(t, err)
 	resp, err := http.ReadResponse(br, nil)
 	require.NoError(t, err)
+	require.Equal(t, 200, resp.StatusCode)
 	_, err = io.ReadAll(resp.Body)
 	require.Error(t, err, "the client sees the cut, not a short success")
 }

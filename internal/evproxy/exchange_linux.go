@@ -17,15 +17,6 @@ const (
 	bodyEOF
 )
 
-// Chunked decoder states.
-const (
-	csSize = iota
-	csData
-	csDataEnd
-	csTrailer
-	csDone
-)
-
 // route asks the handler and starts the exchange.
 func (l *loop) route(c *cconn) {
 	c.req.Tag = nil
@@ -274,8 +265,17 @@ func (l *loop) gotHead(c *cconn, hl int) bool {
 		return true
 	}
 	b.r += hl
+	if resp.Chunked && !isHeadReq(&c.head) && resp.Status != 204 && resp.Status != 304 {
+		// A body already broken in what came with the head is answered
+		// with 502, not relayed until it breaks.
+		if err := http1.CheckChunkedPrefix(b.buf[b.r:b.w], http1.ChunkedLimits{}); err != nil {
+			cfg.Logger.Warn("evproxy: malformed chunked response", "target", b.pool.t.Addr, "err", err)
+			l.brokenResponse(c, "node sent a malformed response body\n")
+			return true
+		}
+	}
 	l.done(c, Answered)
-	isHead := string(c.head.Method) == "HEAD"
+	isHead := isHeadReq(&c.head)
 	c.reuse = !resp.ConnClose && (resp.Minor == 1 || resp.ConnKeepAlive)
 	c.clientClose = c.head.ConnClose || l.draining
 	length := int64(-2)
@@ -284,8 +284,7 @@ func (l *loop) gotHead(c *cconn, hl int) bool {
 		c.mode = bodyNone
 	case resp.Chunked:
 		c.mode = bodyChunked
-		c.cs = csSize
-		c.trailers = 0
+		c.chunks.Reset()
 		length = -1
 	case resp.ContentLength >= 0:
 		c.mode = bodyLength
@@ -428,117 +427,30 @@ func (l *loop) moveBody(c *cconn) (bool, error) {
 		b.r = b.w
 		return false, nil
 	}
-	for b.r < b.w {
-		switch c.cs {
-		case csSize, csTrailer:
-			line, ok, err := takeLine(b)
-			if err != nil {
-				return false, err
-			}
-			if !ok {
-				return false, nil
-			}
-			if c.cs == csTrailer {
-				if len(line) == 0 {
-					c.out = append(c.out, "\r\n"...)
-					c.cs = csDone
-					return true, nil
-				}
-				c.trailers++
-				if err := checkTrailer(line, c.trailers); err != nil {
-					return false, err
-				}
-				c.out = append(c.out, line...)
-				c.out = append(c.out, "\r\n"...)
-				continue
-			}
-			size, err := http1.ParseChunkSize(line)
-			if err != nil {
-				return false, err
-			}
-			if size == 0 {
-				c.out = append(c.out, "0\r\n"...)
-				c.cs = csTrailer
-				continue
-			}
-			c.out = strconv.AppendInt(c.out, size, 16)
-			c.out = append(c.out, "\r\n"...)
-			c.remain = size
-			c.cs = csData
-		case csData:
-			k := min(c.remain, int64(b.w-b.r))
-			c.out = append(c.out, b.buf[b.r:b.r+int(k)]...)
-			b.r += int(k)
-			c.remain -= k
-			if c.remain == 0 {
-				c.cs = csDataEnd
-			}
-		case csDataEnd:
-			if b.w-b.r < 2 {
-				return false, nil
-			}
-			if b.buf[b.r] != '\r' || b.buf[b.r+1] != '\n' {
-				return false, http1.Malformed("chunk data not followed by CRLF")
-			}
-			b.r += 2
-			c.out = append(c.out, "\r\n"...)
-			c.cs = csSize
-		case csDone:
-			return true, nil
+	// Chunked: decoded by the shared codec and re-encoded, one chunk
+	// per run of data, so that nothing the target framed passes on
+	// unchecked.
+	for b.r < b.w && !c.chunks.Done() {
+		n, data, err := c.chunks.Decode(b.buf[b.r:b.w])
+		b.r += n
+		if err != nil {
+			return false, err
+		}
+		if len(data) > 0 {
+			c.out = http1.AppendChunkHeader(c.out, int64(len(data)))
+			c.out = append(c.out, data...)
+			c.out = append(c.out, http1.CRLF...)
 		}
 	}
-	return c.cs == csDone, nil
+	if !c.chunks.Done() {
+		return false, nil
+	}
+	c.out = http1.AppendLastChunk(c.out, c.chunks.Trailers())
+	c.mode = bodyNone // the end is written once, whatever flush does
+	return true, nil
 }
 
-// takeLine takes a CRLF-terminated line from the target buffer.
-func takeLine(b *bconn) ([]byte, bool, error) {
-	buf := b.buf[b.r:b.w]
-	for i, ch := range buf {
-		if ch != '\n' {
-			continue
-		}
-		if i == 0 || buf[i-1] != '\r' {
-			return nil, false, http1.Malformed("line ends in a bare LF")
-		}
-		line := buf[:i-1]
-		for _, x := range line {
-			if x == '\r' {
-				return nil, false, http1.Malformed("bare CR in line")
-			}
-		}
-		b.r += i + 1
-		return line, true, nil
-	}
-	if len(buf) > maxChunkLn {
-		return nil, false, http1.Malformed("line longer than %d bytes", maxChunkLn)
-	}
-	return nil, false, nil
-}
-
-func checkTrailer(tl []byte, n int) error {
-	if n > 64 {
-		return http1.Malformed("too many trailer fields")
-	}
-	if tl[0] == ' ' || tl[0] == '\t' {
-		return http1.Malformed("obs-fold in trailer")
-	}
-	colon := -1
-	for i, x := range tl {
-		if x == ':' {
-			colon = i
-			break
-		}
-	}
-	if colon <= 0 || !http1.IsToken(tl[:colon]) {
-		return http1.Malformed("trailer field %q", tl)
-	}
-	for _, x := range tl[colon+1:] {
-		if x < ' ' && x != '\t' || x == 0x7f {
-			return http1.Malformed("control character in trailer field")
-		}
-	}
-	return nil
-}
+func isHeadReq(h *http1.Head) bool { return string(h.Method) == "HEAD" }
 
 // finish ends an exchange whose response was wholly forwarded.
 func (l *loop) finish(c *cconn) {

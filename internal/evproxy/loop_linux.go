@@ -53,8 +53,6 @@ type loop struct {
 	nreq     atomic.Int64
 	nhandoff atomic.Int64
 	npools   atomic.Int64
-
-	hex []byte // scratch for chunk sizes
 }
 
 type accepted struct {

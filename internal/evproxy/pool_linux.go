@@ -43,9 +43,8 @@ type bconn struct {
 }
 
 const (
-	targetBuf  = 16 << 10
-	initialIn  = 4 << 10
-	maxChunkLn = 4096
+	targetBuf = 16 << 10
+	initialIn = 4 << 10
 )
 
 func (l *loop) closeTarget(b *bconn) {

@@ -471,3 +471,20 @@ func AppendLastChunk(dst, trailers []byte) []byte {
 	dst = append(dst, trailers...)
 	return append(dst, CRLF...)
 }
+
+// CheckChunkedPrefix reports the error a ChunkedDecoder would return on
+// buf, the first bytes of a chunked body (nil when they are a valid
+// beginning or a whole body). A forwarder checks what arrived with a
+// response head before it writes the head on: a body already broken
+// there is answered with 502 instead of a response cut short.
+func CheckChunkedPrefix(buf []byte, lim ChunkedLimits) error {
+	d := ChunkedDecoder{Limits: lim}
+	for len(buf) > 0 && !d.Done() {
+		n, _, err := d.Decode(buf)
+		if err != nil {
+			return err
+		}
+		buf = buf[n:]
+	}
+	return nil
+}
