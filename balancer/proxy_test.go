@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paaskit/paaskit/internal/http1/http1test"
 	"github.com/stretchr/testify/require"
 )
 
@@ -279,33 +280,7 @@ func TestSmugglingAndMalformedRequestsAre400(t *testing.T) {
 		}
 	})
 	p := startProxy(t, Config{Table: table(t, map[string]string{"a": addr}, map[string]string{"*": ""})})
-	cases := map[string]string{
-		"CL and TE":           "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-		"TE and CL":           "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
-		"differing CL":        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-		"CL list":             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello",
-		"CL sign":             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
-		"TE chunked,identity": "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
-		"TE twice":            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-		"TE xchunked":         "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
-		"TE in 1.0":           "POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-		"obs-fold":            "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
-		"space before colon":  "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n",
-		"bare LF":             "GET / HTTP/1.1\nHost: x\n\n",
-		"bare CR":             "GET / HTTP/1.1\r\nHost: x\rX-A: b\r\n\r\n",
-		"no Host":             "GET / HTTP/1.1\r\n\r\n",
-		"two Hosts":           "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
-		"bad Host":            "GET / HTTP/1.1\r\nHost: x y\r\n\r\n",
-		"absolute form":       "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
-		"HTTP/2 version":      "GET / HTTP/2.0\r\nHost: x\r\n\r\n",
-		"NUL in value":        "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
-		"CONNECT":             "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
-		"bad chunk size":      "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
-		"chunk without CRLF":  "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
-		"leading empty line":  "\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
-		"space in target":     "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
-		"Expect not continue": "GET / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n",
-	}
+	cases := http1test.SmugglingRequests
 	for name, raw := range cases {
 		t.Run(name, func(t *testing.T) {
 			before := seen.Load()
@@ -317,6 +292,59 @@ func TestSmugglingAndMalformedRequestsAre400(t *testing.T) {
 			require.True(t, rc.closedByPeer())
 			if !strings.Contains(name, "chunk") {
 				require.Equal(t, before, seen.Load(), "the node saw a refused request")
+			}
+		})
+	}
+}
+
+// A chunked response whose body is broken in what came with its head (a
+// bad size, a missing CRLF, an oversized trailer) is answered 502 and
+// closed; the node connection is not reused, and the next request, on a
+// fresh client connection, is served (by a fresh node connection). With
+// a GET on the loops' path, with a chunked POST on the goroutine path
+// (the loops hand chunked requests off), and the whole suite runs again
+// with the loops off.
+func TestMalformedChunkedResponseIs502(t *testing.T) {
+	for name, bad := range http1test.BadChunkedResponses {
+		t.Run(name, func(t *testing.T) {
+			var conns atomic.Int32
+			var mu sync.Mutex
+			broken := map[string]bool{} // the node connections that sent a bad body
+			addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
+				n := conns.Add(1)
+				for {
+					r, err := readReq(br)
+					if err != nil {
+						return
+					}
+					if r.URL.Path == "/bad" {
+						mu.Lock()
+						broken[fmt.Sprint(n)] = true
+						mu.Unlock()
+						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+bad)
+						continue
+					}
+					_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d", n)
+				}
+			})
+			p := startProxy(t, Config{Table: table(t, map[string]string{"a": addr}, map[string]string{"*": ""})})
+			for _, req := range []string{
+				"GET /bad HTTP/1.1\r\nHost: x\r\n\r\n",
+				"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+			} {
+				rc := dialRaw(t, p)
+				rc.send(req)
+				resp, _ := rc.response("GET")
+				require.Equal(t, 502, resp.StatusCode, "%q", req)
+				require.True(t, resp.Close)
+				require.True(t, rc.closedByPeer())
+				rc = dialRaw(t, p)
+				rc.send("GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+				resp, body := rc.response("GET")
+				require.Equal(t, 200, resp.StatusCode)
+				mu.Lock()
+				require.False(t, broken[body], "served on node connection %s, which sent a broken body", body)
+				mu.Unlock()
 			}
 		})
 	}
