@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -103,11 +104,48 @@ func TestNoLiveNodeIs503WithRetryAfter(t *testing.T) {
 
 // deadAddr returns a loopback address nothing listens on.
 func deadAddr(t testing.TB) string {
+	// A port bound but never listening, held until the test ends:
+	// connecting to it is refused, and no listener can take it
+	// meanwhile. A port freed at once (a listener closed) can be taken
+	// by the next listen on port 0 of any process, the proxy's own
+	// included; the "dead" node is then the proxy itself, and a request
+	// for its sites loops through the proxy until its head is too large
+	// (431: TestNodeThatIsTheProxyItselfLoopsTo431).
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	require.NoError(t, syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	sa, err := syscall.Getsockname(fd)
+	require.NoError(t, err)
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+}
+
+// TestDeadAddrCannotBeTaken: the port deadAddr returns refuses
+// connections and cannot be listened on while the test runs.
+func TestDeadAddrCannotBeTaken(t *testing.T) {
+	addr := deadAddr(t)
+	_, err := net.DialTimeout("tcp", addr, time.Second)
+	require.ErrorIs(t, err, syscall.ECONNREFUSED)
+	_, err = net.Listen("tcp", addr)
+	require.ErrorIs(t, err, syscall.EADDRINUSE)
+}
+
+// TestNodeThatIsTheProxyItselfLoopsTo431 reproduces the flake of
+// TestEventLoopPathServesRoutesAndHeals ("got 431 on retry after a dead
+// node"): deadAddr used to close its listener at once, and when the
+// proxy's own listener then took that port, the dead node b was the
+// proxy. A request for b's host went round the proxy, one X-Forwarded-For
+// entry longer each time, until the head passed MaxHeaderBytes and the
+// innermost hop answered 431, which every hop relayed. No input buffer
+// was left in a bad state; deadAddr now holds its port.
+func TestNodeThatIsTheProxyItselfLoopsTo431(t *testing.T) {
+	a := backendServer(t, echoInfo("a"))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
+	tb := table(t, map[string]string{"a": addrOf(a), "b": ln.Addr().String()}, map[string]string{"*": ""})
+	p := startProxy(t, Config{Listener: ln, Table: tb, MaxHeaderBytes: 4096})
+	resp, _ := get(t, &http.Client{}, proxyURL(p)+"/", hostOn(t, tb, "b"))
+	require.Equal(t, 431, resp.StatusCode)
 }
 
 func TestSlowlorisIsCutOffOthersServed(t *testing.T) {
