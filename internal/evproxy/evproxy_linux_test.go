@@ -414,21 +414,67 @@ func TestBackendBreaksBeforeAnsweringIsRetriedWhenReplayable(t *testing.T) {
 	require.Equal(t, 502, resp.StatusCode)
 }
 
-func TestConnectFailureRoutesAgain(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// deadAddr returns a loopback address that refuses connections: a port
+// bound but never listening, held until the test ends, so that no
+// listener (the proxy's own included) can take it meanwhile. A port
+// freed at once could become the proxy's, and the "dead" target the
+// proxy itself.
+func deadAddr(t *testing.T) string {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
-	dead := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	h := &testHandler{targets: []Target{tcp(dead), tcp(echoBackend(t))}}
+	t.Cleanup(func() { _ = unix.Close(fd) })
+	require.NoError(t, unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	sa, err := unix.Getsockname(fd)
+	require.NoError(t, err)
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+}
+
+func TestConnectFailureRoutesAgain(t *testing.T) {
+	h := &testHandler{targets: []Target{tcp(deadAddr(t)), tcp(echoBackend(t))}}
 	hs := start(t, h, nil)
 	c, br := dial(t, hs.addr)
 	// Even a POST: nothing was sent to the dead target.
-	_, err = io.WriteString(c, "POST /y HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab")
+	_, err := io.WriteString(c, "POST /y HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab")
 	require.NoError(t, err)
 	resp, body := readBody(t, br)
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "POST /y 2 127.0.0.1 h", body)
 	require.Equal(t, []Outcome{ConnectFailed, Answered}, h.seen())
+}
+
+// Requests routed again after a failed connection, pipelined on one
+// keep-alive connection with bodies between them: each is answered in
+// order with its own bytes (the input buffer is consumed exactly once
+// per request, however many routes it took), and the connection stays
+// usable afterwards.
+func TestRoutedAgainPipelinedKeepsTheInputBuffer(t *testing.T) {
+	h := &testHandler{targets: []Target{tcp(deadAddr(t)), tcp(echoBackend(t))}}
+	hs := start(t, h, nil)
+	c, br := dial(t, hs.addr)
+	var reqs strings.Builder
+	var want []string
+	for i := 0; i < 20; i++ {
+		if i%2 == 0 {
+			fmt.Fprintf(&reqs, "GET /g%d HTTP/1.1\r\nHost: h\r\n\r\n", i)
+			want = append(want, fmt.Sprintf("GET /g%d 0 127.0.0.1 h", i))
+		} else {
+			b := strings.Repeat("b", i*100)
+			fmt.Fprintf(&reqs, "POST /p%d HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", i, len(b), b)
+			want = append(want, fmt.Sprintf("POST /p%d %d 127.0.0.1 h", i, len(b)))
+		}
+	}
+	_, err := io.WriteString(c, reqs.String())
+	require.NoError(t, err)
+	for _, w := range want {
+		resp, body := readBody(t, br)
+		require.Equal(t, 200, resp.StatusCode, w)
+		require.Equal(t, w, body)
+	}
+	_, err = io.WriteString(c, "GET /last HTTP/1.1\r\nHost: h\r\n\r\n")
+	require.NoError(t, err)
+	resp, body := readBody(t, br)
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "GET /last 0 127.0.0.1 h", body)
 }
 
 func TestStalePooledConnectionIsRetriedFresh(t *testing.T) {
