@@ -353,3 +353,75 @@ func FuzzChunkedMessage(f *testing.F) {
 		require.Equal(t, bytes.Count(trailers, []byte("\r\n")), fields, "%q", msg)
 	})
 }
+
+// chunkedBenchBody is a 1 MiB body in 16 KiB chunks with extensions on
+// some, as an app's streamed response looks.
+func chunkedBenchBody() []byte {
+	var b []byte
+	data := bytes.Repeat([]byte("0123456789abcdef"), 1024)
+	for i := 0; i < 64; i++ {
+		if i%4 == 0 {
+			b = append(b, "4000;n=1\r\n"...)
+			b = append(b, data...)
+			b = append(b, "\r\n"...)
+			continue
+		}
+		b = AppendChunk(b, data)
+	}
+	return AppendLastChunk(b, []byte("X-Sum: 1\r\n"))
+}
+
+// BenchmarkChunkedDecoder decodes the body fed in 16 KiB reads (the
+// forwarders' buffer size) and copies each run of data out, as a
+// forwarder writes it on; BenchmarkNetHTTPChunkedReader is its peer,
+// net/http's chunked reader (and trailer reader) on the same bytes,
+// reading into a 16 KiB buffer, for a ratio in one run.
+func BenchmarkChunkedDecoder(b *testing.B) {
+	body := chunkedBenchBody()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	var d ChunkedDecoder
+	out := make([]byte, 16<<10)
+	for b.Loop() {
+		d.Reset()
+		for off := 0; off < len(body) && !d.Done(); {
+			end := min(off+16<<10, len(body))
+			piece := body[off:end]
+			for len(piece) > 0 && !d.Done() {
+				n, data, err := d.Decode(piece)
+				if err != nil {
+					b.Fatal(err)
+				}
+				copy(out, data)
+				piece = piece[n:]
+				off += n
+			}
+		}
+	}
+}
+
+func BenchmarkNetHTTPChunkedReader(b *testing.B) {
+	body := chunkedBenchBody()
+	b.SetBytes(int64(len(body)))
+	b.ReportAllocs()
+	buf := make([]byte, 16<<10)
+	r := bytes.NewReader(body)
+	br := bufio.NewReaderSize(r, 16<<10)
+	for b.Loop() {
+		r.Reset(body)
+		br.Reset(r)
+		cr := httputil.NewChunkedReader(br)
+		for {
+			_, err := cr.Read(buf)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		if _, err := textproto.NewReader(br).ReadMIMEHeader(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
