@@ -300,6 +300,36 @@ func copyChunked(dst *bufio.Writer, src *connReader, rechunk bool, limit int64) 
 		if err := dst.Flush(); err != nil {
 			return d.Total(), false, err
 		}
+		if left := d.DataLeft(); left >= int64(len(src.buf)) {
+			// Inside a chunk larger than the line buffer: read its data
+			// in large reads straight from the connection (all of it is
+			// data, none belongs to what follows the body).
+			bp := copyBufPool.Get().(*[]byte)
+			buf := (*bp)[:min(int64(len(*bp)), left)]
+			m, rerr := src.Read(buf)
+			if m > 0 {
+				_, data, _ := d.Decode(buf[:m]) // only data: cannot fail
+				if rechunk {
+					_, _ = dst.Write(http1.AppendChunkHeader(dst.AvailableBuffer(), int64(len(data))))
+				}
+				_, werr := dst.Write(data)
+				if rechunk && werr == nil {
+					_, werr = dst.WriteString(http1.CRLF)
+				}
+				if werr != nil {
+					copyBufPool.Put(bp)
+					return d.Total(), false, werr
+				}
+			}
+			copyBufPool.Put(bp)
+			if rerr != nil && m == 0 {
+				if rerr == io.EOF {
+					rerr = io.ErrUnexpectedEOF
+				}
+				return d.Total(), true, rerr
+			}
+			continue
+		}
 		src.setBodyDeadline()
 		// The decoder keeps what it needs of a split line: the buffer
 		// is wholly consumed and is refilled from its start.

@@ -106,6 +106,17 @@ func (d *ChunkedDecoder) Done() bool { return d.state == csDone }
 // Total returns the number of data bytes decoded so far.
 func (d *ChunkedDecoder) Total() int64 { return d.total }
 
+// DataLeft returns how many bytes of the current chunk's data are still
+// to come, 0 outside chunk data. None of them is framing, so a caller
+// may read up to that many bytes straight into a buffer of its own (a
+// large one, bypassing a small line buffer) and feed them to Decode.
+func (d *ChunkedDecoder) DataLeft() int64 {
+	if d.state != csData {
+		return 0
+	}
+	return d.remain
+}
+
 // Trailers returns the trailer section decoded (once Done): its field
 // lines, each with its CRLF, as received, or nil when there was none.
 // It is valid until Reset.

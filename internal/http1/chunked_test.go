@@ -169,6 +169,20 @@ func TestChunkedDecoderLimits(t *testing.T) {
 	require.ErrorIs(t, err, ErrMalformed)
 }
 
+func TestChunkedDecoderDataLeft(t *testing.T) {
+	var d ChunkedDecoder
+	require.Zero(t, d.DataLeft())
+	n, data, err := d.Decode([]byte("a\r\n0123"))
+	require.NoError(t, err)
+	require.Equal(t, 7, n)
+	require.Equal(t, "0123", string(data))
+	require.EqualValues(t, 6, d.DataLeft(), "six bytes of data, no framing, still to come")
+	_, data, err = d.Decode([]byte("456789\r\n"))
+	require.NoError(t, err)
+	require.Equal(t, "456789", string(data))
+	require.Zero(t, d.DataLeft(), "the CRLF after the data is framing")
+}
+
 func TestChunkEncoding(t *testing.T) {
 	var out []byte
 	out = AppendChunk(out, []byte("hello"))
