@@ -29,6 +29,10 @@ const MissHeader = "X-Paaskit-Miss"
 // all served once it is ready. A start that fails answers 503 with a plain
 // message that includes the tail of the app's stderr; an unknown host
 // answers 404 with MissHeader set.
+// An app response whose body breaks after its head was relayed (a
+// malformed chunk, a cut) aborts the client connection with
+// panic(http.ErrAbortHandler), which net/http's server handles quietly,
+// so the client never takes a cut body for a whole one.
 func (r *Runner) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	arrival := nowFunc()
 	a := r.lookup(req.Host)
