@@ -104,6 +104,13 @@ func TestNoLiveNodeIs503WithRetryAfter(t *testing.T) {
 
 // deadAddr returns a loopback address nothing listens on.
 func deadAddr(t testing.TB) string {
+	addr, _ := deadAddrRevivable(t)
+	return addr
+}
+
+// deadAddrRevivable is deadAddr with a way to bring the node up on that
+// address later: revive frees the port and listens on it at once.
+func deadAddrRevivable(t testing.TB) (addr string, revive func() net.Listener) {
 	// A port bound but never listening, held until the test ends:
 	// connecting to it is refused, and no listener can take it
 	// meanwhile. A port freed at once (a listener closed) can be taken
@@ -113,11 +120,19 @@ func deadAddr(t testing.TB) string {
 	// (431: TestNodeThatIsTheProxyItselfLoopsTo431).
 	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
-	t.Cleanup(func() { _ = syscall.Close(fd) })
+	var once sync.Once
+	release := func() { once.Do(func() { _ = syscall.Close(fd) }) }
+	t.Cleanup(release)
 	require.NoError(t, syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
 	sa, err := syscall.Getsockname(fd)
 	require.NoError(t, err)
-	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	addr = fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	return addr, func() net.Listener {
+		release()
+		ln, err := net.Listen("tcp", addr)
+		require.NoError(t, err)
+		return ln
+	}
 }
 
 // TestDeadAddrCannotBeTaken: the port deadAddr returns refuses
