@@ -90,3 +90,28 @@ func TestFrontAnswers502ForMalformedChunkedResponses(t *testing.T) {
 		})
 	}
 }
+
+// A chunked body that breaks after the front relayed its head cannot be
+// answered 502 any more: on every front the client sees the cut (an
+// error reading the body), never a short body that looks whole.
+func TestFrontCutsTheClientWhenAChunkedBodyBreaksLater(t *testing.T) {
+	for _, f := range fronts {
+		t.Run(f.name, func(t *testing.T) {
+			e := newEnvFront(t, f.tweak, f.handler)
+			e.put(spec("latebreak"))
+			require.Equal(t, "hello latebreak\n", e.mustGet("latebreak.example", "/"))
+			for kind := range http1test.BadChunkedResponses {
+				c, br := frontConn(t, e)
+				_, err := io.WriteString(c, "GET /rawchunked?late=1&kind="+url.QueryEscape(kind)+" HTTP/1.1\r\nHost: latebreak.example\r\n\r\n")
+				require.NoError(t, err)
+				resp, err := http.ReadResponse(br, nil)
+				require.NoError(t, err, kind)
+				require.Equal(t, 200, resp.StatusCode, kind)
+				body, err := io.ReadAll(resp.Body)
+				require.Error(t, err, "%s: a cut body read as whole (%q)", kind, body)
+				c.Close()
+				require.Equal(t, "hello latebreak\n", e.mustGet("latebreak.example", "/"), "%s: the broken connection was reused", kind)
+			}
+		})
+	}
+}

@@ -31,7 +31,9 @@
 //	/rawchunked?kind=  answer with a raw chunked body from
 //	             http1test.BadChunkedResponses (as a hostile app would),
 //	             then answer every later request on that connection
-//	             with "reused" (a front that pooled it shows)
+//	             with "reused" (a front that pooled it shows); with
+//	             &late=1, a good chunk first and the bad body 100 ms later
+//	             (after the front relayed the head)
 //	/count       how many requests (but /count) the app has seen
 package main
 
@@ -151,7 +153,13 @@ func handler() http.Handler {
 		}
 		defer c.Close()
 		// In one write, so that the front gets it with the head.
-		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+body)
+		head := "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+		if r.URL.Query().Get("late") != "" {
+			_, _ = io.WriteString(c, head+"4\r\ngood\r\n")
+			time.Sleep(100 * time.Millisecond)
+			head = ""
+		}
+		_, _ = io.WriteString(c, head+body)
 		for {
 			req, err := http.ReadRequest(brw.Reader)
 			if err != nil {
