@@ -403,6 +403,44 @@ func TestMalformedChunkedResponseIs502(t *testing.T) {
 	}
 }
 
+// A chunked response that breaks after its head was relayed cuts the
+// client (an error reading the body, never a short body read as whole),
+// and the next request is served; on both paths (the suite runs twice).
+func TestMalformedChunkedResponseLaterCutsTheClient(t *testing.T) {
+	for name, bad := range http1test.BadChunkedResponses {
+		t.Run(name, func(t *testing.T) {
+			addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
+				for {
+					r, err := readReq(br)
+					if err != nil {
+						return
+					}
+					if r.URL.Path != "/bad" {
+						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+						continue
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ngood\r\n")
+					time.Sleep(100 * time.Millisecond) // the head is relayed first
+					_, _ = io.WriteString(c, bad)
+				}
+			})
+			p := startProxy(t, Config{Table: table(t, map[string]string{"a": addr}, map[string]string{"*": ""})})
+			rc := dialRaw(t, p)
+			rc.send("GET /bad HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, err := http.ReadResponse(rc.br, nil)
+			require.NoError(t, err)
+			require.Equal(t, 200, resp.StatusCode)
+			body, err := io.ReadAll(resp.Body)
+			require.Error(t, err, "a cut body read as whole (%q)", body)
+			rc = dialRaw(t, p)
+			rc.send("GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, got := rc.response("GET")
+			require.Equal(t, 200, resp.StatusCode)
+			require.Equal(t, "ok", got)
+		})
+	}
+}
+
 func TestHeadTooLargeIs431(t *testing.T) {
 	a := backendServer(t, echoInfo("a"))
 	p := startProxy(t, Config{
