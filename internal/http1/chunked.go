@@ -220,13 +220,15 @@ func (d *ChunkedDecoder) maxTrailerBytes() int {
 // (without CRLF; in src when it began there, else in d.partial), how many
 // bytes of src it used, and whether the line is complete.
 func (d *ChunkedDecoder) takeLine(src []byte) (line []byte, used int, complete bool, err error) {
-	max := d.maxLine()
+	limit := d.maxLine()
 	if d.state == csTrailer {
-		max -= len(d.trailers)
+		// What is left of the section for this line and its CRLF; the
+		// empty line that ends the section is always allowed.
+		limit = max(0, limit-len(d.trailers)-2)
 	}
 	i := bytes.IndexByte(src, '\n')
 	if i < 0 {
-		if len(d.partial)+len(src) > max+1 { // +1: a CR may end it
+		if len(d.partial)+len(src) > limit+1 { // +1: a CR may end it
 			return nil, len(src), false, d.tooLong()
 		}
 		d.partial = append(d.partial, src...)
@@ -242,7 +244,7 @@ func (d *ChunkedDecoder) takeLine(src []byte) (line []byte, used int, complete b
 		return nil, i + 1, false, Malformed("chunked line ends in a bare LF")
 	}
 	line = line[:len(line)-1]
-	if len(line) > max {
+	if len(line) > limit {
 		return nil, i + 1, false, d.tooLong()
 	}
 	if bytes.IndexByte(line, '\r') >= 0 {
