@@ -248,10 +248,10 @@ func writeChunked(bw *bufio.Writer, body io.Reader, buf []byte) error {
 }
 
 // strictBody puts the shared strict codec under a chunked response that
-// net/http read the head of (net/http's own chunked reader is laxer and
-// reads trailers without a bound), first checking what came with the
-// head: a body already broken there is refused before anything is
-// relayed.
+// net/http read the head of (net/http's own chunked reader is laxer: it
+// takes whitespace after a size, any bytes after a ";", any trailer
+// field), first checking what came with the head: a body already broken
+// there is refused before anything is relayed.
 func strictBody(resp *http.Response, br *bufio.Reader) error {
 	if resp.Body == http.NoBody || len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" {
 		return nil

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paaskit/paaskit/internal/http1/http1test"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
@@ -281,21 +282,12 @@ func TestChunkedResponseIsReframed(t *testing.T) {
 	}
 }
 
-// badChunkedBodies are chunked response bodies an app may send that the
-// forwarders must refuse: a bad size, no CRLF after the data, an
-// oversized trailer section.
-var badChunkedBodies = map[string]string{
-	"bad size":          "5\r\nhello\r\n+a\r\n0123456789\r\n0\r\n\r\n",
-	"missing CRLF":      "5\r\nhelloXY0\r\n\r\n",
-	"oversized trailer": "5\r\nhello\r\n0\r\nX-Big: " + strings.Repeat("t", 9000) + "\r\n\r\n",
-}
-
 // TestMalformedChunkedResponseAnswers502: a chunked body that is broken
 // in what came with the head is answered with 502 and a close, the
 // target connection is not reused, and a fresh client connection is
 // served (by a fresh target connection).
 func TestMalformedChunkedResponseAnswers502(t *testing.T) {
-	for name, body := range badChunkedBodies {
+	for name, body := range http1test.BadChunkedResponses {
 		t.Run(name, func(t *testing.T) {
 			var conns atomic.Int64
 			addr := backend(t, func(c net.Conn, br *bufio.Reader) {

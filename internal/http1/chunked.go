@@ -17,8 +17,9 @@ type ChunkedLimits struct {
 	// MaxLine bounds a chunk-size line, extensions included, CRLF not
 	// (0: 1024 bytes; net/http refuses 4096 and more).
 	MaxLine int
-	// MaxTrailerBytes bounds the trailer section, every field line with
-	// its CRLF (0: 8 KiB).
+	// MaxTrailerBytes bounds the trailer section: its field lines with
+	// their CRLFs and the empty line that ends it (0: 4 KiB, what
+	// net/http's readers take with their default 4 KiB buffer).
 	MaxTrailerBytes int
 	// MaxTrailerFields bounds the number of trailer fields (0: 64).
 	MaxTrailerFields int
@@ -30,7 +31,7 @@ type ChunkedLimits struct {
 
 const (
 	defaultMaxChunkLine    = 1024
-	defaultMaxTrailerBytes = 8 << 10
+	defaultMaxTrailerBytes = 4 << 10
 	defaultMaxTrailers     = 64
 	// maxChunkSizeDigits bounds the hex digits of a chunk size: 16 hold
 	// any int64 (an overflow is refused on its own), and net/http
@@ -222,9 +223,9 @@ func (d *ChunkedDecoder) maxTrailerBytes() int {
 func (d *ChunkedDecoder) takeLine(src []byte) (line []byte, used int, complete bool, err error) {
 	limit := d.maxLine()
 	if d.state == csTrailer {
-		// What is left of the section for this line and its CRLF; the
-		// empty line that ends the section is always allowed.
-		limit = max(0, limit-len(d.trailers)-2)
+		// What is left of the section for this line, its CRLF and
+		// the empty line's; the empty line itself always fits.
+		limit = max(0, limit-len(d.trailers)-4)
 	}
 	i := bytes.IndexByte(src, '\n')
 	if i < 0 {

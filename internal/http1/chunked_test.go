@@ -119,7 +119,7 @@ func TestChunkedDecoderRefuses(t *testing.T) {
 		"0\r\nContent-Length: 5\r\n\r\n",          // framing in the trailer
 		"0\r\nTransfer-Encoding: chunked\r\n\r\n",
 		"0\r\nHost: other.example\r\n\r\n",
-		"0\r\nX: " + strings.Repeat("v", 9000) + "\r\n\r\n", // over MaxTrailerBytes
+		"0\r\nX: " + strings.Repeat("v", 4090) + "\r\n\r\n", // a section of 4097 bytes: over MaxTrailerBytes
 		"0\r\n" + strings.Repeat("X: v\r\n", 65) + "\r\n",   // over MaxTrailerFields
 		"0\r\nX: v\n\r\n",                                   // bare LF in the trailer
 		strings.Repeat("1;"+strings.Repeat("e", 900)+"\r\nx\r\n", 30) + "0\r\n\r\n", // framing outgrows the data
@@ -159,11 +159,11 @@ func TestChunkedDecoderLimits(t *testing.T) {
 	_, _, _, err = decodeAll([]byte("5;abcdef\r\nhello\r\n0\r\n\r\n"), 1, ChunkedLimits{MaxLine: 8})
 	require.NoError(t, err)
 
-	tr := "0\r\nA: 1\r\nB: 2\r\n\r\n" // a section of 12 bytes
-	_, got, _, err := decodeAll([]byte(tr), 1, ChunkedLimits{MaxTrailerBytes: 12})
+	tr := "0\r\nA: 1\r\nB: 2\r\n\r\n" // a section of 14 bytes
+	_, got, _, err := decodeAll([]byte(tr), 1, ChunkedLimits{MaxTrailerBytes: 14})
 	require.NoError(t, err)
 	require.Equal(t, "A: 1\r\nB: 2\r\n", string(got))
-	_, _, _, err = decodeAll([]byte(tr), 1, ChunkedLimits{MaxTrailerBytes: 11})
+	_, _, _, err = decodeAll([]byte(tr), 1, ChunkedLimits{MaxTrailerBytes: 13})
 	require.ErrorIs(t, err, ErrMalformed)
 	_, _, _, err = decodeAll([]byte(tr), 0, ChunkedLimits{MaxTrailerFields: 1})
 	require.ErrorIs(t, err, ErrMalformed)
@@ -181,6 +181,20 @@ func TestChunkedDecoderDataLeft(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "456789", string(data))
 	require.Zero(t, d.DataLeft(), "the CRLF after the data is framing")
+}
+
+// The default trailer bound is net/http's: a section of 4096 bytes (the
+// empty line included) is read by both, one byte more by neither.
+func TestChunkedDecoderTrailerBoundIsNetHTTPs(t *testing.T) {
+	for _, n := range []int{4089, 4090} { // "X: " + n + CRLF + CRLF = n+7
+		in := "0\r\nX: " + strings.Repeat("v", n) + "\r\n\r\n"
+		_, _, _, err := decodeAll([]byte(in), 0, ChunkedLimits{})
+		req, rerr := http.ReadRequest(bufio.NewReader(strings.NewReader("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + in)))
+		require.NoError(t, rerr)
+		_, rerr = io.ReadAll(req.Body)
+		require.Equal(t, err == nil, rerr == nil, "section of %d bytes: decoder %v, net/http %v", n+7, err, rerr)
+		require.Equal(t, n == 4090, err != nil, "section of %d bytes: %v", n+7, err)
+	}
 }
 
 func TestChunkEncoding(t *testing.T) {
