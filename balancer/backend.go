@@ -46,10 +46,18 @@ type bconn struct {
 
 func (bc *bconn) close() { _ = bc.c.Close() }
 
+// nodeReadBuf is a node connection's read buffer, as large as the event
+// loops' target buffer: a response body that comes with its head is
+// checked whole before the head is relayed (a broken chunked body there
+// answers 502 on both paths alike), and bodies are read 16 KiB at a time.
+const nodeReadBuf = 16 << 10
+
 func newBconn(c net.Conn, b *backend, maxHead int) *bconn {
+	r := newConnReader(c, maxHead)
+	r.buf = make([]byte, nodeReadBuf)
 	bc := &bconn{
 		c:  c,
-		r:  newConnReader(c, maxHead),
+		r:  r,
 		w:  bufio.NewWriterSize(c, 4096),
 		be: b,
 	}

@@ -780,6 +780,19 @@ func (cc *clientConn) exchange(bc *bconn, node Node, keepAlive, mayMiss bool) (r
 		reuseBackend = false
 		clientClose = true
 	}
+	if resp.Chunked && !noBody {
+		// A body already broken in what came with the head is answered
+		// with 502, not relayed until it breaks.
+		if err := http1.CheckChunkedPrefix(bc.r.buf[bc.r.r:bc.r.w], http1.ChunkedLimits{}); err != nil {
+			bc.close()
+			if bodyFailed() {
+				return exClose
+			}
+			p.log.Warn("balancer: malformed chunked response from node", "node", node.ID, "err", err)
+			cc.simple(502, "Bad Gateway", "node sent a malformed response body\n", nil)
+			return exClose
+		}
+	}
 	cc.writeResponseHeadFramed(resp, clientClose, length, noBody, keepAlive && req.Minor == 0)
 
 	var readErr bool

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/paaskit/paaskit/internal/http1"
 )
 
 // errHeadTooLarge is returned when a head does not end within the limit
@@ -158,40 +160,6 @@ func indexLF(b []byte) int {
 	return -1
 }
 
-// readLine returns the next CRLF-terminated line (without CRLF), at most
-// max bytes long. Used for chunk-size and trailer lines.
-func (cr *connReader) readLine(max int) ([]byte, error) {
-	scan := cr.r
-	for {
-		if i := indexLF(cr.buf[scan:cr.w]); i >= 0 {
-			lf := scan + i
-			if lf == cr.r || cr.buf[lf-1] != '\r' {
-				return nil, malformed("line ends in a bare LF")
-			}
-			line := cr.buf[cr.r : lf-1]
-			cr.r = lf + 1
-			for _, c := range line {
-				if c == '\r' {
-					return nil, malformed("bare CR in line")
-				}
-			}
-			return line, nil
-		}
-		if cr.w-cr.r >= max {
-			return nil, malformed("line longer than %d bytes", max)
-		}
-		off := scan - cr.r
-		cr.setBodyDeadline()
-		if err := cr.fill(max + 2); err != nil {
-			if err == io.EOF {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-		scan = cr.r + off
-	}
-}
-
 // setBodyDeadline is called before a body read from the connection: it
 // applies the per-read body deadline, or clears a head deadline.
 func (cr *connReader) setBodyDeadline() {
@@ -292,103 +260,86 @@ func copyUntilEOF(dst *bufio.Writer, src *connReader) (readErr bool, err error) 
 	}
 }
 
-// maxChunkLine bounds a chunk-size or trailer line.
-const maxChunkLine = 4096
-
-// copyChunked decodes a chunked body from src and writes it to dst, either
-// re-chunked (rechunk) or as plain bytes. limit (>0) bounds the decoded
-// size. Trailer fields are forwarded when re-chunking, bounded by maxTrailers.
+// copyChunked decodes a chunked body from src with the shared strict
+// codec (http1.ChunkedDecoder) and writes it to dst, either re-chunked
+// (rechunk: one chunk per run of data, trailers passed on) or as plain
+// bytes. limit (>0) bounds the decoded size (errLimit beyond it). dst is
+// flushed whenever src has nothing buffered, so streams stream.
 func copyChunked(dst *bufio.Writer, src *connReader, rechunk bool, limit int64) (total int64, readErr bool, err error) {
-	trailers := 0
+	var d http1.ChunkedDecoder
+	d.Limits.MaxBody = limit
 	for {
-		line, err := src.readLine(maxChunkLine)
-		if err != nil {
-			return total, true, err
-		}
-		size, err := parseChunkSize(line)
-		if err != nil {
-			return total, true, err
-		}
-		if limit > 0 && total+size > limit {
-			return total, true, errLimit
-		}
-		if size == 0 {
-			if rechunk {
-				_, _ = dst.WriteString("0\r\n")
+		for src.buffered() > 0 && !d.Done() {
+			n, data, err := d.Decode(src.buf[src.r:src.w])
+			src.r += n
+			if err != nil {
+				if errors.Is(err, http1.ErrBodyTooLarge) {
+					err = errLimit
+				}
+				return d.Total(), true, err
 			}
-			// Trailer section.
-			for {
-				tl, err := src.readLine(maxChunkLine)
-				if err != nil {
-					return total, true, err
-				}
-				if len(tl) == 0 {
-					break
-				}
-				trailers++
-				if trailers > 64 {
-					return total, true, malformed("too many trailer fields")
-				}
-				if tl[0] == ' ' || tl[0] == '\t' {
-					return total, true, malformed("obs-fold in trailer")
-				}
-				colon := indexByte(tl, ':')
-				if colon <= 0 || !isToken(tl[:colon]) {
-					return total, true, malformed("trailer field %q", tl)
-				}
-				for _, c := range tl[colon+1:] {
-					if c < ' ' && c != '\t' || c == 0x7f {
-						return total, true, malformed("control character in trailer field")
-					}
-				}
+			if len(data) == 0 {
+				continue
+			}
+			if rechunk {
+				_, _ = dst.Write(http1.AppendChunkHeader(dst.AvailableBuffer(), int64(len(data))))
+			}
+			if _, err := dst.Write(data); err != nil {
+				return d.Total(), false, err
+			}
+			if rechunk {
+				_, _ = dst.WriteString(http1.CRLF)
+			}
+		}
+		if d.Done() {
+			if rechunk {
+				_, err = dst.Write(http1.AppendLastChunk(dst.AvailableBuffer(), d.Trailers()))
+			}
+			return d.Total(), false, err
+		}
+		if err := dst.Flush(); err != nil {
+			return d.Total(), false, err
+		}
+		if left := d.DataLeft(); left >= int64(len(src.buf)) {
+			// Inside a chunk larger than the line buffer: read its data
+			// in large reads straight from the connection (all of it is
+			// data, none belongs to what follows the body).
+			bp := copyBufPool.Get().(*[]byte)
+			buf := (*bp)[:min(int64(len(*bp)), left)]
+			m, rerr := src.Read(buf)
+			if m > 0 {
+				_, data, _ := d.Decode(buf[:m]) // only data: cannot fail
 				if rechunk {
-					_, _ = dst.Write(tl)
-					_, _ = dst.WriteString("\r\n")
+					_, _ = dst.Write(http1.AppendChunkHeader(dst.AvailableBuffer(), int64(len(data))))
+				}
+				_, werr := dst.Write(data)
+				if rechunk && werr == nil {
+					_, werr = dst.WriteString(http1.CRLF)
+				}
+				if werr != nil {
+					copyBufPool.Put(bp)
+					return d.Total(), false, werr
 				}
 			}
-			if rechunk {
-				_, err = dst.WriteString("\r\n")
+			copyBufPool.Put(bp)
+			if rerr != nil && m == 0 {
+				if rerr == io.EOF {
+					rerr = io.ErrUnexpectedEOF
+				}
+				return d.Total(), true, rerr
 			}
-			return total, false, err
+			continue
 		}
-		if rechunk {
-			writeHex(dst, size)
-			_, _ = dst.WriteString("\r\n")
-		}
-		n, rerr, err := copyN(dst, src, size)
-		total += n
-		if err != nil {
-			return total, rerr, err
-		}
-		crlf, err := src.readLine(2)
-		if err != nil {
-			return total, true, err
-		}
-		if len(crlf) != 0 {
-			return total, true, malformed("chunk data not followed by CRLF")
-		}
-		if rechunk {
-			_, _ = dst.WriteString("\r\n")
-		}
-		if src.buffered() == 0 {
-			if err := dst.Flush(); err != nil {
-				return total, false, err
+		src.setBodyDeadline()
+		// The decoder keeps what it needs of a split line: the buffer
+		// is wholly consumed and is refilled from its start.
+		if err := src.fill(len(src.buf)); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
 			}
+			return d.Total(), true, err
 		}
 	}
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
-}
-
-func writeHex(w *bufio.Writer, n int64) {
-	_, _ = w.Write(strconv.AppendInt(w.AvailableBuffer(), n, 16))
 }
 
 func writeInt(w *bufio.Writer, n int64) {

@@ -56,7 +56,7 @@ func ejected(t testing.TB, p *Proxy, id string) bool {
 
 func TestDeadNodeRetriedEjectedAndBack(t *testing.T) {
 	a := backendServer(t, echoInfo("a"))
-	bAddr := deadAddr(t)
+	bAddr, revive := deadAddrRevivable(t)
 	tb := table(t, map[string]string{"a": addrOf(a), "b": bAddr}, map[string]string{"*": ""})
 	clk := newFakeClock()
 	p := startProxy(t, Config{Table: tb, EjectAfter: 100 * time.Millisecond, ProbeInterval: 20 * time.Millisecond, Clock: clk})
@@ -80,8 +80,7 @@ func TestDeadNodeRetriedEjectedAndBack(t *testing.T) {
 	clk.probeRound(t)
 	require.True(t, ejected(t, p, "b"))
 	// It comes back at the first probe that finds it answering.
-	ln, err := net.Listen("tcp", bAddr)
-	require.NoError(t, err)
+	ln := revive()
 	srv := &http.Server{Handler: echoInfo("b")}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Close() })

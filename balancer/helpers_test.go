@@ -31,9 +31,11 @@ func (w testWriter) Write(p []byte) (int, error) {
 // checks that Run returns cleanly.
 func startProxy(t testing.TB, cfg Config) *Proxy {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	cfg.Listener = ln
+	if cfg.Listener == nil {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		cfg.Listener = ln
+	}
 	testForwarder(&cfg)
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)

@@ -19,7 +19,7 @@ var (
 	errTooManyFields  = http1.ErrTooManyFields
 	parseRequestHead  = http1.ParseRequestHead
 	parseResponseHead = http1.ParseResponseHead
-	parseChunkSize    = http1.ParseChunkSize
 	isToken           = http1.IsToken
 	malformed         = http1.Malformed
+	normalizeHost     = http1.NormalizeHost
 )

@@ -14,9 +14,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/paaskit/paaskit/internal/http1/http1test"
 	"github.com/stretchr/testify/require"
 )
 
@@ -102,11 +104,63 @@ func TestNoLiveNodeIs503WithRetryAfter(t *testing.T) {
 
 // deadAddr returns a loopback address nothing listens on.
 func deadAddr(t testing.TB) string {
+	addr, _ := deadAddrRevivable(t)
+	return addr
+}
+
+// deadAddrRevivable is deadAddr with a way to bring the node up on that
+// address later: revive frees the port and listens on it at once.
+func deadAddrRevivable(t testing.TB) (addr string, revive func() net.Listener) {
+	// A port bound but never listening, held until the test ends:
+	// connecting to it is refused, and no listener can take it
+	// meanwhile. A port freed at once (a listener closed) can be taken
+	// by the next listen on port 0 of any process, the proxy's own
+	// included; the "dead" node is then the proxy itself, and a request
+	// for its sites loops through the proxy until its head is too large
+	// (431: TestNodeThatIsTheProxyItselfLoopsTo431).
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+	var once sync.Once
+	release := func() { once.Do(func() { _ = syscall.Close(fd) }) }
+	t.Cleanup(release)
+	require.NoError(t, syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	sa, err := syscall.Getsockname(fd)
+	require.NoError(t, err)
+	addr = fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+	return addr, func() net.Listener {
+		release()
+		ln, err := net.Listen("tcp", addr)
+		require.NoError(t, err)
+		return ln
+	}
+}
+
+// TestDeadAddrCannotBeTaken: the port deadAddr returns refuses
+// connections and cannot be listened on while the test runs.
+func TestDeadAddrCannotBeTaken(t *testing.T) {
+	addr := deadAddr(t)
+	_, err := net.DialTimeout("tcp", addr, time.Second)
+	require.ErrorIs(t, err, syscall.ECONNREFUSED)
+	_, err = net.Listen("tcp", addr)
+	require.ErrorIs(t, err, syscall.EADDRINUSE)
+}
+
+// TestNodeThatIsTheProxyItselfLoopsTo431 reproduces the flake of
+// TestEventLoopPathServesRoutesAndHeals ("got 431 on retry after a dead
+// node"): deadAddr used to close its listener at once, and when the
+// proxy's own listener then took that port, the dead node b was the
+// proxy. A request for b's host went round the proxy, one X-Forwarded-For
+// entry longer each time, until the head passed MaxHeaderBytes and the
+// innermost hop answered 431, which every hop relayed. No input buffer
+// was left in a bad state; deadAddr now holds its port.
+func TestNodeThatIsTheProxyItselfLoopsTo431(t *testing.T) {
+	a := backendServer(t, echoInfo("a"))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
+	tb := table(t, map[string]string{"a": addrOf(a), "b": ln.Addr().String()}, map[string]string{"*": ""})
+	p := startProxy(t, Config{Listener: ln, Table: tb, MaxHeaderBytes: 4096})
+	resp, _ := get(t, &http.Client{}, proxyURL(p)+"/", hostOn(t, tb, "b"))
+	require.Equal(t, 431, resp.StatusCode)
 }
 
 func TestSlowlorisIsCutOffOthersServed(t *testing.T) {
@@ -279,33 +333,7 @@ func TestSmugglingAndMalformedRequestsAre400(t *testing.T) {
 		}
 	})
 	p := startProxy(t, Config{Table: table(t, map[string]string{"a": addr}, map[string]string{"*": ""})})
-	cases := map[string]string{
-		"CL and TE":           "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-		"TE and CL":           "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n",
-		"differing CL":        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
-		"CL list":             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello",
-		"CL sign":             "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello",
-		"TE chunked,identity": "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
-		"TE twice":            "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-		"TE xchunked":         "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: xchunked\r\n\r\n0\r\n\r\n",
-		"TE in 1.0":           "POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-		"obs-fold":            "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n b\r\n\r\n",
-		"space before colon":  "GET / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n",
-		"bare LF":             "GET / HTTP/1.1\nHost: x\n\n",
-		"bare CR":             "GET / HTTP/1.1\r\nHost: x\rX-A: b\r\n\r\n",
-		"no Host":             "GET / HTTP/1.1\r\n\r\n",
-		"two Hosts":           "GET / HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
-		"bad Host":            "GET / HTTP/1.1\r\nHost: x y\r\n\r\n",
-		"absolute form":       "GET http://x/ HTTP/1.1\r\nHost: x\r\n\r\n",
-		"HTTP/2 version":      "GET / HTTP/2.0\r\nHost: x\r\n\r\n",
-		"NUL in value":        "GET / HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
-		"CONNECT":             "CONNECT x:443 HTTP/1.1\r\nHost: x\r\n\r\n",
-		"bad chunk size":      "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
-		"chunk without CRLF":  "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX0\r\n\r\n",
-		"leading empty line":  "\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
-		"space in target":     "GET /a b HTTP/1.1\r\nHost: x\r\n\r\n",
-		"Expect not continue": "GET / HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\n\r\n",
-	}
+	cases := http1test.SmugglingRequests
 	for name, raw := range cases {
 		t.Run(name, func(t *testing.T) {
 			before := seen.Load()
@@ -318,6 +346,97 @@ func TestSmugglingAndMalformedRequestsAre400(t *testing.T) {
 			if !strings.Contains(name, "chunk") {
 				require.Equal(t, before, seen.Load(), "the node saw a refused request")
 			}
+		})
+	}
+}
+
+// A chunked response whose body is broken in what came with its head (a
+// bad size, a missing CRLF, an oversized trailer) is answered 502 and
+// closed; the node connection is not reused, and the next request, on a
+// fresh client connection, is served (by a fresh node connection). With
+// a GET on the loops' path, with a chunked POST on the goroutine path
+// (the loops hand chunked requests off), and the whole suite runs again
+// with the loops off.
+func TestMalformedChunkedResponseIs502(t *testing.T) {
+	for name, bad := range http1test.BadChunkedResponses {
+		t.Run(name, func(t *testing.T) {
+			var conns atomic.Int32
+			var mu sync.Mutex
+			broken := map[string]bool{} // the node connections that sent a bad body
+			addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
+				n := conns.Add(1)
+				for {
+					r, err := readReq(br)
+					if err != nil {
+						return
+					}
+					if r.URL.Path == "/bad" {
+						mu.Lock()
+						broken[fmt.Sprint(n)] = true
+						mu.Unlock()
+						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+bad)
+						continue
+					}
+					_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d", n)
+				}
+			})
+			p := startProxy(t, Config{Table: table(t, map[string]string{"a": addr}, map[string]string{"*": ""})})
+			for _, req := range []string{
+				"GET /bad HTTP/1.1\r\nHost: x\r\n\r\n",
+				"POST /bad HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+			} {
+				rc := dialRaw(t, p)
+				rc.send(req)
+				resp, _ := rc.response("GET")
+				require.Equal(t, 502, resp.StatusCode, "%q", req)
+				require.True(t, resp.Close)
+				require.True(t, rc.closedByPeer())
+				rc = dialRaw(t, p)
+				rc.send("GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+				resp, body := rc.response("GET")
+				require.Equal(t, 200, resp.StatusCode)
+				mu.Lock()
+				require.False(t, broken[body], "served on node connection %s, which sent a broken body", body)
+				mu.Unlock()
+			}
+		})
+	}
+}
+
+// A chunked response that breaks after its head was relayed cuts the
+// client (an error reading the body, never a short body read as whole),
+// and the next request is served; on both paths (the suite runs twice).
+func TestMalformedChunkedResponseLaterCutsTheClient(t *testing.T) {
+	for name, bad := range http1test.BadChunkedResponses {
+		t.Run(name, func(t *testing.T) {
+			addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
+				for {
+					r, err := readReq(br)
+					if err != nil {
+						return
+					}
+					if r.URL.Path != "/bad" {
+						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+						continue
+					}
+					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ngood\r\n")
+					time.Sleep(100 * time.Millisecond) // the head is relayed first
+					_, _ = io.WriteString(c, bad)
+				}
+			})
+			p := startProxy(t, Config{Table: table(t, map[string]string{"a": addr}, map[string]string{"*": ""})})
+			rc := dialRaw(t, p)
+			rc.send("GET /bad HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, err := http.ReadResponse(rc.br, nil)
+			require.NoError(t, err)
+			require.Equal(t, 200, resp.StatusCode)
+			body, err := io.ReadAll(resp.Body)
+			require.Error(t, err, "a cut body read as whole (%q)", body)
+			rc = dialRaw(t, p)
+			rc.send("GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
+			resp, got := rc.response("GET")
+			require.Equal(t, 200, resp.StatusCode)
+			require.Equal(t, "ok", got)
 		})
 	}
 }

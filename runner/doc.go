@@ -19,8 +19,14 @@
 // client connection, heads parsed by the strict internal/http1 parser shared
 // with the balancer, the forwarded head rebuilt without hop-by-hop fields),
 // handing anything else (HTTP/1.0, chunked request bodies, WebSocket
-// upgrades, malformed heads) to net/http. Runner.ServeHTTP is the same
-// front as an http.Handler, for embedding behind TLS or in a larger mux.
+// upgrades) to net/http; a head the strict parser refuses is answered 400
+// there and then, never handed to net/http, which is laxer. Apps are
+// hostile tenants: on every path their chunked responses are decoded and
+// re-encoded by internal/http1's strict codec (sizes, CRLFs, extensions
+// and a bounded trailer section checked), and one broken in what came
+// with its head answers 502 without the app's connection being reused.
+// Runner.ServeHTTP is the same front as an http.Handler, for embedding
+// behind TLS or in a larger mux.
 // Idle instances are reaped only when nothing is in flight: a streaming
 // response, an open WebSocket or an attached command (Runner.Attach) keeps
 // an instance alive.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/paaskit/paaskit/internal/evproxy"
+	"github.com/paaskit/paaskit/internal/http1"
 )
 
 // loopHandler routes the event loops' requests: a request whose app has
@@ -25,8 +26,12 @@ func (h loopHandler) Route(r *evproxy.Request) evproxy.Decision {
 		// what it cannot.
 		return evproxy.Decision{Action: evproxy.Handoff}
 	}
-	r.Scratch = normHostBytes(r.Scratch[:0], r.Head.Host)
-	a := h.f.r.lookupBytes(r.Scratch)
+	host, ok := http1.NormalizeHost(r.Scratch[:0], r.Head.Host)
+	r.Scratch = host
+	if !ok {
+		return evproxy.Decision{Action: evproxy.Reply, Status: 400, Reason: "Bad Request", Body: "invalid Host header\n"}
+	}
+	a := h.f.r.lookupBytes(host)
 	if a == nil {
 		return evproxy.Decision{Action: evproxy.Handoff}
 	}

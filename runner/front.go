@@ -1,6 +1,8 @@
 package runner
 
 import (
+	"github.com/paaskit/paaskit/internal/http1"
+
 	"bufio"
 	"bytes"
 	"context"
@@ -9,7 +11,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"os"
 	"strconv"
 	"strings"
@@ -28,6 +29,10 @@ const MissHeader = "X-Paaskit-Miss"
 // all served once it is ready. A start that fails answers 503 with a plain
 // message that includes the tail of the app's stderr; an unknown host
 // answers 404 with MissHeader set.
+// An app response whose body breaks after its head was relayed (a
+// malformed chunk, a cut) aborts the client connection with
+// panic(http.ErrAbortHandler), which net/http's server handles quietly,
+// so the client never takes a cut body for a whole one.
 func (r *Runner) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	arrival := r.cfg.Clock.Now()
 	a := r.lookup(req.Host)
@@ -210,17 +215,68 @@ func writeRequest(bw *bufio.Writer, req *http.Request, upgrade string) error {
 		}
 	default:
 		bw.WriteString("Transfer-Encoding: chunked\r\n\r\n")
-		cw := httputil.NewChunkedWriter(bw)
 		bp := copyBufs.Get().(*[]byte)
-		_, err := io.CopyBuffer(cw, req.Body, *bp)
+		err := writeChunked(bw, req.Body, *bp)
 		copyBufs.Put(bp)
 		if err != nil {
 			return fmt.Errorf("copy request body: %w", err)
 		}
-		cw.Close()
-		bw.WriteString("\r\n")
 	}
 	return bw.Flush()
+}
+
+// writeChunked writes what body holds to bw chunked with the shared
+// codec (one chunk per read), then the last chunk.
+func writeChunked(bw *bufio.Writer, body io.Reader, buf []byte) error {
+	for {
+		n, err := body.Read(buf)
+		if n > 0 {
+			bw.Write(http1.AppendChunkHeader(bw.AvailableBuffer(), int64(n)))
+			bw.Write(buf[:n])
+			if _, werr := bw.WriteString(http1.CRLF); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			_, err = bw.Write(http1.AppendLastChunk(bw.AvailableBuffer(), nil))
+			return err
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// strictBody puts the shared strict codec under a chunked response that
+// net/http read the head of (net/http's own chunked reader is laxer: it
+// takes whitespace after a size, any bytes after a ";", any trailer
+// field), first checking what came with the head: a body already broken
+// there is refused before anything is relayed.
+func strictBody(resp *http.Response, br *bufio.Reader) error {
+	if resp.Body == http.NoBody || len(resp.TransferEncoding) != 1 || resp.TransferEncoding[0] != "chunked" {
+		return nil
+	}
+	buf, _ := br.Peek(br.Buffered())
+	if err := http1.CheckChunkedPrefix(buf, http1.ChunkedLimits{}); err != nil {
+		return fmt.Errorf("%w: %w", errBadResponse, err)
+	}
+	resp.Body = &chunkedBody{br: br}
+	return nil
+}
+
+// clientBody records the error reading a request body from the client
+// met (io.EOF aside).
+type clientBody struct {
+	io.ReadCloser
+	err error
+}
+
+func (b *clientBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
 }
 
 func bodyless(req *http.Request) bool {
@@ -236,6 +292,13 @@ func (i *instance) forward(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	ctx := req.Context()
+	// A request body the client breaks (a malformed chunk, a cut) is
+	// the client's fault: it is answered 400, not 502.
+	var cb *clientBody
+	if !bodyless(req) {
+		cb = &clientBody{ReadCloser: req.Body}
+		req.Body = cb
+	}
 	// A small body of known length is read first, so that it can be sent
 	// again when a pooled connection turns out stale.
 	var replay []byte
@@ -265,9 +328,19 @@ func (i *instance) forward(w http.ResponseWriter, req *http.Request) {
 			resp, err = http.ReadResponse(bc.br, req)
 		}
 		if err == nil {
+			if err = strictBody(resp, bc.br); err != nil {
+				bc.c.Close()
+				http.Error(w, fmt.Sprintf("runner: app %q instance %d: %v", i.app.name, i.id, err), http.StatusBadGateway)
+				return
+			}
 			break
 		}
 		bc.c.Close()
+		if cb != nil && cb.err != nil && ctx.Err() == nil {
+			w.Header().Set("Connection", "close")
+			http.Error(w, fmt.Sprintf("runner: reading the request body: %v", cb.err), http.StatusBadRequest)
+			return
+		}
 		timedOut := errors.Is(err, os.ErrDeadlineExceeded)
 		// As in relay: without a body any failure may be a stale idle
 		// connection; with one, only a failed send or a reset before the
@@ -325,8 +398,14 @@ func (i *instance) forward(w http.ResponseWriter, req *http.Request) {
 	resp.Body.Close()
 	if clean && !resp.Close && !req.Close {
 		i.pool.put(bc)
-	} else {
-		bc.c.Close()
+		return
+	}
+	bc.c.Close()
+	if !clean {
+		// The app's body broke (or the client went away) after the
+		// head was sent: abort the client's connection rather than let
+		// net/http end the response as if it were whole.
+		panic(http.ErrAbortHandler)
 	}
 }
 
@@ -353,6 +432,9 @@ func (i *instance) forwardUpgrade(w http.ResponseWriter, req *http.Request, up s
 		return
 	}
 	resp, err := http.ReadResponse(bc.br, req)
+	if err == nil {
+		err = strictBody(resp, bc.br)
+	}
 	if err != nil {
 		http.Error(w, fmt.Sprintf("runner: app %q: %v", i.app.name, err), http.StatusBadGateway)
 		return

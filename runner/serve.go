@@ -6,7 +6,6 @@ import (
 	"github.com/paaskit/paaskit/internal/evproxy"
 
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -284,6 +283,13 @@ func (f *front) serveConnWith(c net.Conn, pre []byte) {
 			return
 		}
 		if !parseRequestHead(head, &cc.rq) {
+			if cc.rq.err != nil {
+				// The strict parser refuses it: net/http, which is
+				// laxer (it reads Content-Length with chunked as
+				// chunked, unfolds obs-fold), never sees it.
+				cc.refuse(cc.rq.err)
+				return
+			}
 			_ = c.SetReadDeadline(time.Time{})
 			handedOff = f.handOff(c, cc.br)
 			return
@@ -347,6 +353,17 @@ func (cc *clientConn) rawStep(fd uintptr) bool {
 	}
 }
 
+// refuse answers a request head the strict parser refused (431 for too
+// many fields, else 400) and asks for the connection to be closed.
+func (cc *clientConn) refuse(err error) {
+	status, body := "400 Bad Request", "malformed request: "+http1.Printable(err.Error())+"\n"
+	if errors.Is(err, http1.ErrTooManyFields) {
+		status, body = "431 Request Header Fields Too Large", "too many header fields\n"
+	}
+	fmt.Fprintf(cc.bw, "HTTP/1.1 %s\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s", status, len(body), body)
+	_ = cc.bw.Flush()
+}
+
 // handOff gives the connection, with its unread bytes, to net/http.
 func (f *front) handOff(c net.Conn, br *bufio.Reader) bool {
 	select {
@@ -364,9 +381,14 @@ func (cc *clientConn) serveOne(head []byte) bool {
 	f, rq := cc.f, &cc.rq
 	arrival := f.r.cfg.Clock.Now()
 	var hb [256]byte
-	a := f.r.lookupBytes(normHostBytes(hb[:0], rq.host))
+	host, ok := http1.NormalizeHost(hb[:0], rq.host)
+	if !ok {
+		cc.refuse(http1.Malformed("invalid Host %q", rq.host))
+		return false
+	}
+	a := f.r.lookupBytes(host)
 	if a == nil {
-		return f.answer(head, rq, cc.br, cc.bw, http.StatusNotFound, fmt.Sprintf("runner: no app for host %q\n", normHostBytes(hb[:0], rq.host)), true)
+		return f.answer(head, rq, cc.br, cc.bw, http.StatusNotFound, fmt.Sprintf("runner: no app for host %q\n", host), true)
 	}
 	inst, err := a.acquire(f.ctx, arrival)
 	if err != nil {
@@ -500,6 +522,15 @@ func (i *instance) relay(head []byte, rq *reqHead, br *bufio.Reader, bw *bufio.W
 		bc.c.Close()
 		return false
 	}
+	if rs.chunked && !rs.noBody {
+		// A body already broken in what came with the head is answered
+		// with 502, not relayed until it breaks.
+		buf, _ := bc.br.Peek(bc.br.Buffered())
+		if err := http1.CheckChunkedPrefix(buf, http1.ChunkedLimits{}); err != nil {
+			bc.c.Close()
+			return i.badGateway(nil, rq, br, bw, fmt.Errorf("%w: %w", errBadResponse, err))
+		}
+	}
 	// The response head, re-framed for the client.
 	*scratch = rhead[:0]
 	keepClient := !rq.close && !rs.untilEOF
@@ -570,8 +601,11 @@ func peekHead(br *bufio.Reader) ([]byte, error) {
 	for {
 		n := br.Buffered()
 		buf, _ := br.Peek(n)
-		if k := bytes.Index(buf, crlfcrlf); k >= 0 {
-			return buf[:k+4], nil
+		if k := http1.HeadEnd(buf); k >= 0 {
+			// Through the empty line, or through a bare LF, which the
+			// strict parser then refuses rather than the front waiting
+			// for a CRLFCRLF that never comes.
+			return buf[:k], nil
 		}
 		if n >= br.Size() {
 			return nil, errNeedSlowPath
@@ -591,6 +625,7 @@ var crlfcrlf = []byte("\r\n\r\n")
 // path derives from it.
 type reqHead struct {
 	h             http1.Head
+	err           error // the strict parser's refusal, nil when it parsed
 	host          []byte
 	contentLength int64
 	close         bool
@@ -599,10 +634,10 @@ type reqHead struct {
 
 // parseRequestHead parses h with the shared strict parser and reports
 // whether the fast path takes the request: HTTP/1.1, one Host, no
-// transfer coding, no Upgrade, no Expect. Anything else, malformed heads
-// included, goes to net/http, which serves it or answers 400.
+// transfer coding, no Upgrade, no Expect. A head the parser refuses is
+// answered 400 (rq.err says why); anything else goes to net/http.
 func parseRequestHead(h []byte, rq *reqHead) bool {
-	if err := http1.ParseRequestHead(h, &rq.h, maxHeaders, ""); err != nil {
+	if rq.err = http1.ParseRequestHead(h, &rq.h, maxHeaders, ""); rq.err != nil {
 		return false
 	}
 	x := &rq.h
@@ -656,16 +691,6 @@ func writeRequestHead(w *bufio.Writer, rq *reqHead, clientIP string) {
 	w.WriteString("\r\n")
 }
 
-func trimOWS(b []byte) []byte {
-	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
-		b = b[1:]
-	}
-	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
-		b = b[:len(b)-1]
-	}
-	return b
-}
-
 // equalFold compares ASCII b with lower-case s, ignoring case.
 func equalFold(b []byte, s string) bool {
 	if len(b) != len(s) {
@@ -681,30 +706,6 @@ func equalFold(b []byte, s string) bool {
 		}
 	}
 	return true
-}
-
-// normHostBytes lower-cases host into dst and strips a port and a final
-// dot, like normHost without allocating.
-func normHostBytes(dst, host []byte) []byte {
-	for _, c := range host {
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		dst = append(dst, c)
-	}
-	if len(dst) > 0 && dst[0] == '[' {
-		if k := bytes.IndexByte(dst, ']'); k > 0 {
-			return dst[:k+1]
-		}
-		return dst
-	}
-	if k := bytes.LastIndexByte(dst, ':'); k >= 0 {
-		dst = dst[:k]
-	}
-	if n := len(dst); n > 0 && dst[n-1] == '.' {
-		dst = dst[:n-1]
-	}
-	return dst
 }
 
 // respHead is the framing of a response from an app.
@@ -829,59 +830,81 @@ func clip(b []byte) string {
 	return string(b)
 }
 
-// copyChunked copies a chunked body as is, flushing after each chunk when
-// nothing more is waiting, so streams stream.
+// copyChunked relays a chunked body from an app: decoded by the shared
+// strict codec (http1.ChunkedDecoder: sizes, CRLFs, extensions and the
+// trailer section checked and bounded) and re-encoded, one chunk per run
+// of data, trailers passed on. bw is flushed whenever nothing more is
+// buffered, so streams stream. A malformed body wraps errBadResponse.
 func copyChunked(bw *bufio.Writer, br *bufio.Reader) error {
-	for {
-		line, err := br.ReadSlice('\n')
-		if err != nil {
-			return err
-		}
-		size, ok := parseChunkSize(line)
-		if !ok {
-			return fmt.Errorf("%w: bad chunk size line", errBadResponse)
-		}
-		if _, err := bw.Write(line); err != nil {
-			return err
-		}
-		if size == 0 {
-			// Trailers, then the blank line.
-			for {
-				t, err := br.ReadSlice('\n')
-				if err != nil {
-					return err
-				}
-				if _, err := bw.Write(t); err != nil {
-					return err
-				}
-				if len(t) <= 2 {
-					return nil
-				}
-			}
-		}
-		if _, err := io.CopyN(bw, br, size+2); err != nil {
-			return err
-		}
+	var d http1.ChunkedDecoder
+	for !d.Done() {
 		if br.Buffered() == 0 {
 			if err := bw.Flush(); err != nil {
 				return err
 			}
+			if _, err := br.Peek(1); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return err
+			}
+		}
+		buf, _ := br.Peek(br.Buffered())
+		n, data, err := d.Decode(buf)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errBadResponse, err)
+		}
+		if len(data) > 0 {
+			bw.Write(http1.AppendChunkHeader(bw.AvailableBuffer(), int64(len(data))))
+			if _, err := bw.Write(data); err != nil {
+				return err
+			}
+			bw.WriteString(http1.CRLF)
+		}
+		_, _ = br.Discard(n)
+	}
+	_, err := bw.Write(http1.AppendLastChunk(bw.AvailableBuffer(), d.Trailers()))
+	return err
+}
+
+// chunkedBody reads a chunked body from an app with the shared strict
+// codec for the net/http path (its trailers are dropped there, as before).
+type chunkedBody struct {
+	br *bufio.Reader
+	d  http1.ChunkedDecoder
+}
+
+func (b *chunkedBody) Read(p []byte) (int, error) {
+	for {
+		if b.d.Done() {
+			return 0, io.EOF
+		}
+		if len(p) == 0 {
+			return 0, nil
+		}
+		if b.br.Buffered() == 0 {
+			if _, err := b.br.Peek(1); err != nil {
+				if err == io.EOF {
+					err = io.ErrUnexpectedEOF
+				}
+				return 0, err
+			}
+		}
+		buf, _ := b.br.Peek(b.br.Buffered())
+		// At most len(p) bytes in: the run of data handed out fits p.
+		n, data, err := b.d.Decode(buf[:min(len(buf), len(p))])
+		if err != nil {
+			return 0, fmt.Errorf("%w: %w", errBadResponse, err)
+		}
+		k := copy(p, data)
+		_, _ = b.br.Discard(n)
+		if k > 0 {
+			return k, nil
 		}
 	}
 }
 
-func parseChunkSize(line []byte) (int64, bool) {
-	line = bytes.TrimRight(line, "\r\n")
-	if k := bytes.IndexByte(line, ';'); k >= 0 {
-		line = line[:k]
-	}
-	line = trimOWS(line)
-	if len(line) == 0 || len(line) > 15 {
-		return 0, false
-	}
-	v, err := strconv.ParseInt(string(line), 16, 64)
-	return v, err == nil && v >= 0
-}
+func (b *chunkedBody) Close() error { return nil }
 
 func copyUntilEOF(bw *bufio.Writer, br *bufio.Reader) error {
 	bp := copyBufs.Get().(*[]byte)

@@ -28,7 +28,9 @@
 // client's buffer; the forwarded head and a buffered body are written to
 // the target in one write. Response heads are parsed in the target
 // connection's buffer; bodies (Content-Length, chunked, which is
-// validated and re-framed, or until close) go through the loop's buffers
+// decoded by internal/http1's ChunkedDecoder and re-framed, or until
+// close; a chunked body broken in the bytes that came with its head
+// answers 502) go through the loop's buffers
 // with back-pressure: a target is not read while its client has unsent
 // bytes. Deadlines (request head, idle keep-alive, connect, response
 // head, body stalls) are checked by each loop a few times per shortest

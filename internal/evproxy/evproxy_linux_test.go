@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paaskit/paaskit/internal/http1/http1test"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
@@ -281,12 +282,61 @@ func TestChunkedResponseIsReframed(t *testing.T) {
 	}
 }
 
-func TestMalformedChunkedResponseCutsTheClient(t *testing.T) {
+// TestMalformedChunkedResponseAnswers502: a chunked body that is broken
+// in what came with the head is answered with 502 and a close, the
+// target connection is not reused, and a fresh client connection is
+// served (by a fresh target connection).
+func TestMalformedChunkedResponseAnswers502(t *testing.T) {
+	for name, body := range http1test.BadChunkedResponses {
+		t.Run(name, func(t *testing.T) {
+			var conns atomic.Int64
+			addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+				n := conns.Add(1)
+				for {
+					r, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					if r.URL.Path == "/bad" {
+						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+body)
+						continue
+					}
+					_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d", n)
+				}
+			})
+			hs := start(t, &testHandler{targets: []Target{tcp(addr)}}, nil)
+			c, br := dial(t, hs.addr)
+			_, err := io.WriteString(c, "GET /bad HTTP/1.1\r\nHost: h\r\n\r\n")
+			require.NoError(t, err)
+			resp, err := http.ReadResponse(br, nil)
+			require.NoError(t, err)
+			require.Equal(t, 502, resp.StatusCode)
+			require.True(t, resp.Close)
+			_, _ = io.ReadAll(resp.Body)
+			_, err = br.ReadByte()
+			require.ErrorIs(t, err, io.EOF, "the client connection is closed after the 502")
+			c2, br2 := dial(t, hs.addr)
+			_, err = io.WriteString(c2, "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n")
+			require.NoError(t, err)
+			resp, got := readBody(t, br2)
+			require.Equal(t, 200, resp.StatusCode)
+			require.Equal(t, "2", got, "served on a fresh target connection: the broken one was not pooled")
+			require.Contains(t, hs.h.seen(), Broken)
+		})
+	}
+}
+
+// TestMalformedChunkedResponseLaterCutsTheClient: a body that breaks
+// after part of it was relayed cannot be answered with 502 any more; the
+// client sees the cut, not a short success.
+func TestMalformedChunkedResponseLaterCutsTheClient(t *testing.T) {
 	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
 		if _, err := http.ReadRequest(br); err != nil {
 			return
 		}
-		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n")
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+		time.Sleep(50 * time.Millisecond) // the head and a chunk are relayed first
+		_, _ = io.WriteString(c, "zz\r\n")
 		_, _ = io.Copy(io.Discard, br)
 	})
 	hs := start(t, &testHandler{targets: []Target{tcp(addr)}}, nil)
@@ -295,6 +345,7 @@ func TestMalformedChunkedResponseCutsTheClient(t *testing.T) {
 	require.NoError(t, err)
 	resp, err := http.ReadResponse(br, nil)
 	require.NoError(t, err)
+	require.Equal(t, 200, resp.StatusCode)
 	_, err = io.ReadAll(resp.Body)
 	require.Error(t, err, "the client sees the cut, not a short success")
 }
@@ -355,21 +406,67 @@ func TestBackendBreaksBeforeAnsweringIsRetriedWhenReplayable(t *testing.T) {
 	require.Equal(t, 502, resp.StatusCode)
 }
 
-func TestConnectFailureRoutesAgain(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// deadAddr returns a loopback address that refuses connections: a port
+// bound but never listening, held until the test ends, so that no
+// listener (the proxy's own included) can take it meanwhile. A port
+// freed at once could become the proxy's, and the "dead" target the
+// proxy itself.
+func deadAddr(t *testing.T) string {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	require.NoError(t, err)
-	dead := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	h := &testHandler{targets: []Target{tcp(dead), tcp(echoBackend(t))}}
+	t.Cleanup(func() { _ = unix.Close(fd) })
+	require.NoError(t, unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	sa, err := unix.Getsockname(fd)
+	require.NoError(t, err)
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*unix.SockaddrInet4).Port)
+}
+
+func TestConnectFailureRoutesAgain(t *testing.T) {
+	h := &testHandler{targets: []Target{tcp(deadAddr(t)), tcp(echoBackend(t))}}
 	hs := start(t, h, nil)
 	c, br := dial(t, hs.addr)
 	// Even a POST: nothing was sent to the dead target.
-	_, err = io.WriteString(c, "POST /y HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab")
+	_, err := io.WriteString(c, "POST /y HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab")
 	require.NoError(t, err)
 	resp, body := readBody(t, br)
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "POST /y 2 127.0.0.1 h", body)
 	require.Equal(t, []Outcome{ConnectFailed, Answered}, h.seen())
+}
+
+// Requests routed again after a failed connection, pipelined on one
+// keep-alive connection with bodies between them: each is answered in
+// order with its own bytes (the input buffer is consumed exactly once
+// per request, however many routes it took), and the connection stays
+// usable afterwards.
+func TestRoutedAgainPipelinedKeepsTheInputBuffer(t *testing.T) {
+	h := &testHandler{targets: []Target{tcp(deadAddr(t)), tcp(echoBackend(t))}}
+	hs := start(t, h, nil)
+	c, br := dial(t, hs.addr)
+	var reqs strings.Builder
+	var want []string
+	for i := 0; i < 20; i++ {
+		if i%2 == 0 {
+			fmt.Fprintf(&reqs, "GET /g%d HTTP/1.1\r\nHost: h\r\n\r\n", i)
+			want = append(want, fmt.Sprintf("GET /g%d 0 127.0.0.1 h", i))
+		} else {
+			b := strings.Repeat("b", i*100)
+			fmt.Fprintf(&reqs, "POST /p%d HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n%s", i, len(b), b)
+			want = append(want, fmt.Sprintf("POST /p%d %d 127.0.0.1 h", i, len(b)))
+		}
+	}
+	_, err := io.WriteString(c, reqs.String())
+	require.NoError(t, err)
+	for _, w := range want {
+		resp, body := readBody(t, br)
+		require.Equal(t, 200, resp.StatusCode, w)
+		require.Equal(t, w, body)
+	}
+	_, err = io.WriteString(c, "GET /last HTTP/1.1\r\nHost: h\r\n\r\n")
+	require.NoError(t, err)
+	resp, body := readBody(t, br)
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "GET /last 0 127.0.0.1 h", body)
 }
 
 func TestStalePooledConnectionIsRetriedFresh(t *testing.T) {

@@ -1,6 +1,17 @@
-// Package http1 is paaskit's strict HTTP/1.1 message-head parser (RFC
-// 9112), shared by the balancer's forwarder, internal/evproxy's event
-// loops and the runner's node front. It parses a complete head (request
+// Package http1 is paaskit's strict HTTP/1.1 codec (RFC 9112), the only
+// one: the balancer's forwarder, internal/evproxy's event loops and the
+// runner's node front all parse heads, decode and re-encode chunked
+// bodies and normalise hosts with it.
+//
+// ChunkedDecoder decodes a chunked body fed in slices of any size, with
+// no sockets (so the event loops and the goroutine forwarders drive the
+// same state machine); AppendChunk, AppendChunkHeader and AppendLastChunk
+// re-encode; CheckChunkedPrefix checks the bytes that came with a head;
+// NormalizeHost gives a Host value's routing form. FuzzChunkedDecoder and
+// FuzzChunkedMessage hold the decoder to net/http's chunked reader: what
+// it accepts, net/http accepts with the same body.
+//
+// The head parser parses a complete head (request
 // or status line, fields and the empty line) held in one buffer without
 // copying: every slice in a Head points into that buffer and is valid
 // until the buffer is reused. HeadEnd finds where a head ends in a

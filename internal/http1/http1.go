@@ -461,42 +461,6 @@ func parseContentLength(b []byte) (int64, bool) {
 	return n, true
 }
 
-// ParseChunkSize parses a chunk-size line (hex size, optional extensions).
-func ParseChunkSize(line []byte) (int64, error) {
-	end := len(line)
-	if i := bytes.IndexByte(line, ';'); i >= 0 {
-		end = i
-		for _, c := range line[i:] {
-			if c < ' ' && c != '\t' || c == 0x7f {
-				return 0, Malformed("control character in chunk extension")
-			}
-		}
-	}
-	sz := line[:end]
-	for len(sz) > 0 && (sz[len(sz)-1] == ' ' || sz[len(sz)-1] == '\t') {
-		sz = sz[:len(sz)-1]
-	}
-	if len(sz) == 0 || len(sz) > 15 {
-		return 0, Malformed("chunk size %q", line)
-	}
-	var n int64
-	for _, c := range sz {
-		var d byte
-		switch {
-		case '0' <= c && c <= '9':
-			d = c - '0'
-		case 'a' <= c && c <= 'f':
-			d = c - 'a' + 10
-		case 'A' <= c && c <= 'F':
-			d = c - 'A' + 10
-		default:
-			return 0, Malformed("chunk size %q", line)
-		}
-		n = n<<4 | int64(d)
-	}
-	return n, nil
-}
-
 // HeadEnd returns the length of the message head at the start of buf,
 // through its empty line, or -1 when buf does not hold a whole head yet.
 // A line that ends in a bare LF ends the head early, so that the parser

@@ -49,12 +49,12 @@ func TestParseResponseHead(t *testing.T) {
 }
 
 func TestParseChunkSize(t *testing.T) {
-	for in, want := range map[string]int64{"0": 0, "a": 10, "FF": 255, "10;ext=1": 16, "5 ;x": 5} {
+	for in, want := range map[string]int64{"0": 0, "a": 10, "FF": 255, "10;ext=1": 16, "10; a = b ; c": 16} {
 		n, err := ParseChunkSize([]byte(in))
 		require.NoError(t, err, in)
 		require.Equal(t, want, n, in)
 	}
-	for _, in := range []string{"", "g", "-1", "0x10", "1234567890abcdef0", ";x"} {
+	for _, in := range []string{"", "g", "-1", "0x10", "1234567890abcdef0", ";x", "5 ;x", "5 ", "+5"} {
 		_, err := ParseChunkSize([]byte(in))
 		require.Error(t, err, in)
 	}

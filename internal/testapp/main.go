@@ -28,6 +28,13 @@
 //	/stderr?s=   print s to stderr
 //	/echo        answer "<length of the body> <its first 20 bytes>"
 //	/upgrade     switch protocols (101) and echo bytes back until EOF
+//	/rawchunked?kind=  answer with a raw chunked body from
+//	             http1test.BadChunkedResponses (as a hostile app would),
+//	             then answer every later request on that connection
+//	             with "reused" (a front that pooled it shows); with
+//	             &late=1, a good chunk first and the bad body 100 ms later
+//	             (after the front relayed the head)
+//	/count       how many requests (but /count) the app has seen
 package main
 
 import (
@@ -40,8 +47,11 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/paaskit/paaskit/internal/http1/http1test"
 )
 
 func main() {
@@ -127,6 +137,40 @@ func flood(n int64) {
 
 func handler() http.Handler {
 	mux := http.NewServeMux()
+	var seen atomic.Int64
+	mux.HandleFunc("/count", func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, seen.Load())
+	})
+	mux.HandleFunc("/rawchunked", func(w http.ResponseWriter, r *http.Request) {
+		body, ok := http1test.BadChunkedResponses[r.URL.Query().Get("kind")]
+		if !ok {
+			http.Error(w, "unknown kind", http.StatusBadRequest)
+			return
+		}
+		c, brw, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		// In one write, so that the front gets it with the head.
+		head := "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+		if r.URL.Query().Get("late") != "" {
+			_, _ = io.WriteString(c, head+"4\r\ngood\r\n")
+			time.Sleep(100 * time.Millisecond)
+			head = ""
+		}
+		_, _ = io.WriteString(c, head+body)
+		for {
+			req, err := http.ReadRequest(brw.Reader)
+			if err != nil {
+				return
+			}
+			_, _ = io.Copy(io.Discard, req.Body)
+			if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nreused"); err != nil {
+				return
+			}
+		}
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello %s\n", os.Getenv("PAASKIT_APP"))
 	})
@@ -203,7 +247,12 @@ func handler() http.Handler {
 		fmt.Fprintln(os.Stderr, r.URL.Query().Get("s"))
 		io.WriteString(w, "ok\n")
 	})
-	return mux
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/count" {
+			seen.Add(1)
+		}
+		mux.ServeHTTP(w, r)
+	})
 }
 
 func report(w http.ResponseWriter, err error) {

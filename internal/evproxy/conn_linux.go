@@ -1,0 +1,313 @@
+package evproxy
+
+import (
+	"strconv"
+
+	"github.com/paaskit/paaskit/internal/http1"
+	"golang.org/x/sys/unix"
+)
+
+// Client connection states.
+const (
+	stRead    = iota // reading a request (idle, or part of one buffered)
+	stConnect        // waiting for the target connection
+	stSend           // writing the request to the target
+	stResp           // waiting for the response head
+	stBody           // forwarding the response body
+	stClose          // flushing a last answer, then closing
+	stDead           // closed or handed off
+)
+
+// cconn is a client connection.
+type cconn struct {
+	fd        int
+	idx       int // in loop.conns
+	ip        string
+	in        []byte
+	ir, iw    int // unconsumed request bytes: in[ir:iw]
+	reqLen    int // bytes of the request being served, from ir
+	headStart bool
+	canRead   bool
+	canWrite  bool
+	rdhup     bool
+	state     int
+	deadline  int64
+
+	out []byte // pending answer bytes: out[oo:]
+	oo  int
+
+	send []byte // the request as sent to the target
+	so   int
+
+	req        Request
+	head       http1.Head
+	resp       http1.Head
+	be         *bconn
+	dec        Decision
+	routed     bool // Done is owed
+	ending     bool // End is owed (Done said Answered; the body is under way)
+	staleRetry bool
+
+	mode        int
+	remain      int64
+	chunks      http1.ChunkedDecoder // a chunked response body
+	reuse       bool
+	clientClose bool
+}
+
+// done reports o for the current Forward decision (once). Any outcome
+// but Answered also ends the exchange; an answered one ends in end, when
+// the body was relayed or cut.
+func (l *loop) done(c *cconn, o Outcome) {
+	if !c.routed {
+		return
+	}
+	c.routed = false
+	l.p.cfg.Handler.Done(&c.req, o)
+	if o == Answered {
+		c.ending = true
+		return
+	}
+	c.ending = true
+	l.end(c)
+}
+
+// end tells the handler the exchange is wholly over (once per Forward
+// decision).
+func (l *loop) end(c *cconn) {
+	if !c.ending {
+		return
+	}
+	c.ending = false
+	if l.p.ender != nil {
+		l.p.ender.End(&c.req)
+	}
+}
+
+// drive advances c as far as it can go without waiting.
+func (l *loop) drive(c *cconn) {
+	for {
+		switch c.state {
+		case stRead:
+			if !l.readRequest(c) {
+				return
+			}
+		case stConnect:
+			b := c.be
+			if !b.canWrite {
+				return
+			}
+			soerr, err := unix.GetsockoptInt(b.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+			if err != nil || soerr != 0 {
+				l.connectFailed(c, ConnectFailed)
+				continue
+			}
+			b.connecting = false
+			c.state = stSend
+			c.deadline = l.now + int64(l.p.cfg.ResponseHeaderTimeout)
+		case stSend:
+			if c.rdhup {
+				l.abort(c)
+				return
+			}
+			b := c.be
+			if !b.canWrite {
+				return
+			}
+			n, e := rawWrite(b.fd, c.send[c.so:])
+			if e == unix.EAGAIN {
+				b.canWrite = false
+				return
+			}
+			if e != 0 && e != unix.EINTR {
+				l.targetFailed(c, e)
+				continue
+			}
+			c.so += n
+			if c.so < len(c.send) {
+				b.canWrite = false
+				continue
+			}
+			c.state = stResp
+		case stResp:
+			if c.rdhup {
+				l.abort(c)
+				return
+			}
+			if !l.readResponseHead(c) {
+				return
+			}
+		case stBody:
+			if !l.pump(c) {
+				return
+			}
+		case stClose:
+			if !l.flush(c) {
+				return
+			}
+			_ = unix.Shutdown(c.fd, unix.SHUT_WR)
+			l.closeClient(c)
+			return
+		default:
+			return
+		}
+	}
+}
+
+// flush writes pending answer bytes; it reports whether none are left. A
+// write error closes the client.
+func (l *loop) flush(c *cconn) bool {
+	for c.oo < len(c.out) {
+		if !c.canWrite {
+			return false
+		}
+		n, e := rawWrite(c.fd, c.out[c.oo:])
+		if e == unix.EAGAIN {
+			c.canWrite = false
+			return false
+		}
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			l.closeClient(c)
+			return false
+		}
+		c.oo += n
+		if c.oo < len(c.out) {
+			c.canWrite = false
+			return false
+		}
+	}
+	c.out = c.out[:0]
+	c.oo = 0
+	return true
+}
+
+// readRequest parses the next request from the buffer or reads more. It
+// reports whether c's state changed (or more bytes came in).
+func (l *loop) readRequest(c *cconn) bool {
+	cfg := &l.p.cfg
+	if c.ir < c.iw {
+		avail := c.in[c.ir:c.iw]
+		if hl := http1.HeadEnd(avail); hl < 0 {
+			if len(avail) >= cfg.MaxHeaderBytes {
+				l.reply(c, 431, "Request Header Fields Too Large", "request head larger than the limit\n", nil)
+				return true
+			}
+		} else {
+			if hl > cfg.MaxHeaderBytes {
+				l.reply(c, 431, "Request Header Fields Too Large", "request head larger than the limit\n", nil)
+				return true
+			}
+			h := &c.head
+			if err := http1.ParseRequestHead(avail[:hl], h, cfg.MaxHeaderFields, ""); err != nil {
+				if err == http1.ErrTooManyFields {
+					l.reply(c, 431, "Request Header Fields Too Large", "too many header fields\n", nil)
+				} else {
+					l.reply(c, 400, "Bad Request", "malformed request: "+http1.Printable(err.Error())+"\n", nil)
+				}
+				return true
+			}
+			if cfg.MaxBodyBytes > 0 && h.ContentLength > cfg.MaxBodyBytes {
+				l.reply(c, 413, "Content Too Large", "request body larger than "+strconv.FormatInt(cfg.MaxBodyBytes, 10)+" bytes\n", nil)
+				return true
+			}
+			if h.Minor == 0 || h.ConnUpgrade || h.Expect100 || h.Chunked || h.ContentLength > int64(cfg.MaxBufferedBody) || l.draining {
+				if l.draining {
+					l.closeClient(c)
+					return false
+				}
+				l.handoff(c)
+				return false
+			}
+			need := hl
+			if h.ContentLength > 0 {
+				need += int(h.ContentLength)
+			}
+			if len(avail) >= need {
+				c.reqLen = need
+				l.route(c)
+				return true
+			}
+		}
+	}
+	if !c.canRead {
+		return false
+	}
+	// Make room.
+	if c.ir == c.iw {
+		c.ir, c.iw = 0, 0
+	}
+	if c.in == nil {
+		c.in = make([]byte, initialIn)
+	}
+	if c.iw == len(c.in) {
+		if c.ir > 0 {
+			c.iw = copy(c.in, c.in[c.ir:c.iw])
+			c.ir = 0
+		} else {
+			limit := cfg.MaxHeaderBytes + cfg.MaxBufferedBody
+			if len(c.in) >= limit {
+				// A whole head was parsed (else 431 above) and the
+				// body fits: cannot happen; be safe.
+				l.reply(c, 431, "Request Header Fields Too Large", "request larger than the buffer\n", nil)
+				return true
+			}
+			nb := make([]byte, min(2*len(c.in), limit))
+			copy(nb, c.in[:c.iw])
+			c.in = nb
+		}
+	}
+	space := len(c.in) - c.iw
+	n, e := rawRead(c.fd, c.in[c.iw:])
+	if e == unix.EAGAIN {
+		c.canRead = false
+		return false
+	}
+	if e == unix.EINTR {
+		return true
+	}
+	if e != 0 || n == 0 {
+		// EOF or error: nothing to answer.
+		l.closeClient(c)
+		return false
+	}
+	if c.ir == c.iw {
+		c.deadline = l.now + int64(cfg.ReadHeaderTimeout)
+	}
+	c.iw += n
+	if n < space && !c.rdhup {
+		c.canRead = false
+	}
+	return true
+}
+
+// reply answers with a plain-text page and closes the connection.
+func (l *loop) reply(c *cconn, status int, reason, body string, extra []string) {
+	if c.be != nil {
+		l.closeTarget(c.be)
+		c.be = nil
+	}
+	l.done(c, Aborted)
+	l.end(c)
+	o := c.out
+	o = append(o, "HTTP/1.1 "...)
+	o = strconv.AppendInt(o, int64(status), 10)
+	o = append(o, ' ')
+	o = append(o, reason...)
+	o = append(o, "\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\nContent-Length: "...)
+	o = strconv.AppendInt(o, int64(len(body)), 10)
+	o = append(o, "\r\n"...)
+	for _, e := range extra {
+		o = append(o, e...)
+		o = append(o, "\r\n"...)
+	}
+	o = append(o, "\r\n"...)
+	if string(c.head.Method) != "HEAD" {
+		o = append(o, body...)
+	}
+	c.out = o
+	c.state = stClose
+	c.deadline = l.now + int64(l.p.cfg.IdleTimeout)
+}

@@ -1,0 +1,117 @@
+package runner_test
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/paaskit/paaskit/internal/http1/http1test"
+	"github.com/stretchr/testify/require"
+)
+
+// frontConn dials the front for one exchange.
+func frontConn(t *testing.T, e *env) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", e.front)
+	require.NoError(t, err)
+	t.Cleanup(func() { c.Close() })
+	require.NoError(t, c.SetDeadline(time.Now().Add(20*time.Second)))
+	return c, bufio.NewReader(c)
+}
+
+// closedByPeer reports whether the front closed the connection.
+func closedByPeer(br *bufio.Reader) bool {
+	_, err := br.ReadByte()
+	return err != nil
+}
+
+// The balancer's request-smuggling cases against the node front, on the
+// event loops (warm requests) and on the goroutine path: each gets a 400
+// and a close, and none reaches the app (but the chunked bodies, whose
+// head it may have seen before the body broke). The apps are hostile
+// tenants and the front is all that stands between them and each other's
+// requests on a shared connection.
+func TestFrontRefusesSmuggling(t *testing.T) {
+	for _, f := range fronts[:2] { // Serve's; net/http parses for itself
+		t.Run(f.name, func(t *testing.T) {
+			e := newEnvFront(t, f.tweak, f.handler)
+			e.put(spec("smuggle"))
+			require.Equal(t, "hello smuggle\n", e.mustGet("smuggle.example", "/"))
+			count := func() string { return e.mustGet("smuggle.example", "/count") }
+			for name, raw := range http1test.SmugglingRequests {
+				raw = strings.ReplaceAll(raw, "Host: x\r", "Host: smuggle.example\r")
+				before := count()
+				c, br := frontConn(t, e)
+				_, err := io.WriteString(c, raw)
+				require.NoError(t, err)
+				resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+				require.NoError(t, err, name)
+				_, _ = io.ReadAll(resp.Body)
+				require.Equal(t, 400, resp.StatusCode, "%s: %q", name, raw)
+				require.True(t, resp.Close, name)
+				require.True(t, closedByPeer(br), "%s: the connection is closed", name)
+				c.Close()
+				if !strings.Contains(name, "chunk") {
+					require.Equal(t, before, count(), "%s: the app saw a refused request", name)
+				}
+			}
+		})
+	}
+}
+
+// A chunked response from an app with a bad size, a missing CRLF or an
+// oversized trailer answers the client 502 and a close, on every front;
+// the app's connection is not reused (the test app answers "reused" on
+// it from then on) and the next request is served.
+func TestFrontAnswers502ForMalformedChunkedResponses(t *testing.T) {
+	for _, f := range fronts {
+		t.Run(f.name, func(t *testing.T) {
+			e := newEnvFront(t, f.tweak, f.handler)
+			e.put(spec("badchunks"))
+			require.Equal(t, "hello badchunks\n", e.mustGet("badchunks.example", "/"))
+			for kind := range http1test.BadChunkedResponses {
+				c, br := frontConn(t, e)
+				_, err := io.WriteString(c, "GET /rawchunked?kind="+url.QueryEscape(kind)+" HTTP/1.1\r\nHost: badchunks.example\r\n\r\n")
+				require.NoError(t, err)
+				resp, err := http.ReadResponse(br, nil)
+				require.NoError(t, err, kind)
+				body, _ := io.ReadAll(resp.Body)
+				require.Equal(t, 502, resp.StatusCode, "%s: %s", kind, body)
+				c.Close()
+				for k := 0; k < 3; k++ {
+					require.Equal(t, "hello badchunks\n", e.mustGet("badchunks.example", "/"), "%s: the broken connection was reused", kind)
+				}
+			}
+		})
+	}
+}
+
+// A chunked body that breaks after the front relayed its head cannot be
+// answered 502 any more: on every front the client sees the cut (an
+// error reading the body), never a short body that looks whole.
+func TestFrontCutsTheClientWhenAChunkedBodyBreaksLater(t *testing.T) {
+	for _, f := range fronts {
+		t.Run(f.name, func(t *testing.T) {
+			e := newEnvFront(t, f.tweak, f.handler)
+			e.put(spec("latebreak"))
+			require.Equal(t, "hello latebreak\n", e.mustGet("latebreak.example", "/"))
+			for kind := range http1test.BadChunkedResponses {
+				c, br := frontConn(t, e)
+				_, err := io.WriteString(c, "GET /rawchunked?late=1&kind="+url.QueryEscape(kind)+" HTTP/1.1\r\nHost: latebreak.example\r\n\r\n")
+				require.NoError(t, err)
+				resp, err := http.ReadResponse(br, nil)
+				require.NoError(t, err, kind)
+				require.Equal(t, 200, resp.StatusCode, kind)
+				body, err := io.ReadAll(resp.Body)
+				require.Error(t, err, "%s: a cut body read as whole (%q)", kind, body)
+				c.Close()
+				require.Equal(t, "hello latebreak\n", e.mustGet("latebreak.example", "/"), "%s: the broken connection was reused", kind)
+			}
+		})
+	}
+}
