@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/paaskit/paaskit/internal/admit"
 	"github.com/paaskit/paaskit/internal/http1"
 )
 
@@ -231,6 +232,15 @@ type Config struct {
 	// target cannot forge fields the platform gives a meaning to (the
 	// runner drops "x-paaskit-").
 	DropFieldPrefix string
+	// Gate, if set, admits client connections (internal/admit): its caps
+	// per process and per client address refuse a connection by closing
+	// it as it is accepted, and a trusted source's PROXY header names
+	// the client (Request.ClientIP, X-Forwarded-For). A handed-off
+	// connection keeps its slot: Handoff then gets an *admit.Conn, whose
+	// Close gives the slot back. nil: no caps and no trusted source.
+	// Whatever the Gate, a connection from an untrusted source that
+	// starts with a PROXY header is closed.
+	Gate *admit.Gate
 	// BusyPoll, if set, makes a loop that just handled events poll once
 	// without blocking before it blocks in epoll_wait.
 	BusyPoll bool

@@ -55,6 +55,8 @@ type loop struct {
 	nreq     atomic.Int64
 	nhandoff atomic.Int64
 	npools   atomic.Int64
+	nrefused atomic.Int64 // connections a Config.Gate cap refused
+	npanics  atomic.Int64 // hook panics recovered
 
 	hex []byte // scratch for chunk sizes
 }
@@ -162,6 +164,8 @@ type cconn struct {
 	trailers    int
 	reuse       bool
 	clientClose bool
+
+	adm admission // Config.Gate slot and PROXY header state (limits_linux.go)
 }
 
 const (
@@ -456,10 +460,16 @@ func (l *loop) addClient(fd int, sa unix.Sockaddr) {
 	c.req.ClientIP = c.ip
 	c.req.Head = &c.head
 	c.deadline = l.now + int64(l.p.cfg.IdleTimeout)
+	if !l.admit(c, sa) {
+		_ = unix.Close(fd)
+		l.nconns.Add(-1)
+		return
+	}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{
 		Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}); err != nil {
 		l.p.cfg.Logger.Warn("evproxy: epoll_ctl client", "err", err)
 		_ = unix.Close(fd)
+		l.release(c)
 		l.nconns.Add(-1)
 		return
 	}
@@ -495,6 +505,7 @@ func (l *loop) closeClient(c *cconn) {
 	l.end(c)
 	l.removeClient(c)
 	_ = unix.Close(c.fd)
+	l.release(c)
 }
 
 // abort ends an exchange because the client went away or the proxy stops.
@@ -616,7 +627,7 @@ func (l *loop) done(c *cconn, o Outcome) {
 		return
 	}
 	c.routed = false
-	l.p.cfg.Handler.Done(&c.req, o)
+	l.callDone(c, o)
 	if o == Answered {
 		c.ending = true
 		return
@@ -633,7 +644,7 @@ func (l *loop) end(c *cconn) {
 	}
 	c.ending = false
 	if l.p.ender != nil {
-		l.p.ender.End(&c.req)
+		l.callEnd(c)
 	}
 }
 
@@ -741,7 +752,7 @@ func (l *loop) flush(c *cconn) bool {
 // reports whether c's state changed (or more bytes came in).
 func (l *loop) readRequest(c *cconn) bool {
 	cfg := &l.p.cfg
-	if c.ir < c.iw {
+	if c.ir < c.iw && (c.adm.preface == prefaceNone || l.preface(c)) {
 		avail := c.in[c.ir:c.iw]
 		if hl := http1.HeadEnd(avail); hl < 0 {
 			if len(avail) >= cfg.MaxHeaderBytes {
@@ -849,7 +860,12 @@ func (l *loop) routeAgain(c *cconn) {
 		l.reply(c, 502, "Bad Gateway", "cannot reach a node\n", nil)
 		return
 	}
-	c.dec = l.p.cfg.Handler.Route(&c.req)
+	dec, ok := l.callRoute(c)
+	if !ok {
+		l.reply(c, 502, "Bad Gateway", "the proxy's route hook failed\n", nil)
+		return
+	}
+	c.dec = dec
 	switch c.dec.Action {
 	case Reply:
 		l.reply(c, c.dec.Status, c.dec.Reason, c.dec.Body, c.dec.Extra)
@@ -1505,9 +1521,10 @@ func (l *loop) handoff(c *cconn) {
 	nc, err := handoffConn(c.fd)
 	if err != nil {
 		cfg.Logger.Warn("evproxy: hand-off failed", "err", err)
+		l.release(c)
 		return
 	}
-	cfg.Handoff(nc, buffered)
+	l.callHandoff(l.wrapHandoff(nc, c), buffered)
 }
 
 // asciiHasPrefixFold reports whether b starts with the lower-case ASCII
