@@ -276,3 +276,110 @@ func TestProxyProtocol(t *testing.T) {
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "127.0.0.1", body)
 }
+
+// A client that does not read a large response holds only bounded bytes
+// in the proxy: the node is stalled by flow control well before it has
+// sent the body, and the body arrives whole once the client reads.
+func TestSlowReaderStallsTheNode(t *testing.T) {
+	const size = 64 << 20
+	var sent atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		_ = c.(*net.TCPConn).SetWriteBuffer(64 << 10)
+		_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size)
+		buf := make([]byte, 32<<10)
+		for sent.Load() < size {
+			n, err := c.Write(buf)
+			sent.Add(int64(n))
+			if err != nil {
+				return
+			}
+		}
+	}()
+	p := startProxy(t, Config{Table: table(t, map[string]string{"a": ln.Addr().String()}, map[string]string{"*": ""})})
+	rc := dialRaw(t, p)
+	_ = rc.c.(*net.TCPConn).SetReadBuffer(64 << 10)
+	rc.send("GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+	var last int64 = -1
+	require.Eventually(t, func() bool {
+		s := sent.Load()
+		stalled := s == last && s > 0
+		last = s
+		return stalled
+	}, 15*time.Second, 300*time.Millisecond)
+	t.Logf("the node stalled after %d of %d bytes", sent.Load(), size)
+	require.Less(t, sent.Load(), int64(size/4), "the proxy must not buffer the body")
+	resp, err := http.ReadResponse(rc.br, nil)
+	require.NoError(t, err)
+	n, err := io.Copy(io.Discard, resp.Body)
+	require.NoError(t, err)
+	require.EqualValues(t, size, n)
+}
+
+// A node that does not read a large upload stalls the client the same
+// way: the proxy holds a bounded part of the body, not the body.
+func TestSlowNodeStallsTheUpload(t *testing.T) {
+	const size = 64 << 20
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = ln.Close() })
+	release := make(chan struct{})
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		_ = c.(*net.TCPConn).SetReadBuffer(64 << 10)
+		br := bufio.NewReader(c)
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		<-release // a stalled app
+		n, _ := io.Copy(io.Discard, req.Body)
+		_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d", len(fmt.Sprint(n)), n)
+	}()
+	p := startProxy(t, Config{Table: table(t, map[string]string{"a": ln.Addr().String()}, map[string]string{"*": ""})})
+	rc := dialRaw(t, p)
+	_ = rc.c.(*net.TCPConn).SetWriteBuffer(64 << 10)
+	rc.send(fmt.Sprintf("POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", size))
+	var written atomic.Int64
+	werr := make(chan error, 1)
+	go func() {
+		buf := make([]byte, 32<<10)
+		for written.Load() < size {
+			n, err := rc.c.Write(buf)
+			written.Add(int64(n))
+			if err != nil {
+				werr <- err
+				return
+			}
+		}
+		werr <- nil
+	}()
+	var last int64 = -1
+	require.Eventually(t, func() bool {
+		s := written.Load()
+		stalled := s == last && s > 0
+		last = s
+		return stalled
+	}, 15*time.Second, 300*time.Millisecond)
+	t.Logf("the client stalled after %d of %d bytes", written.Load(), size)
+	require.Less(t, written.Load(), int64(size/4), "the proxy must not buffer the upload")
+	close(release)
+	require.NoError(t, <-werr)
+	resp, body := rc.response("POST")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, fmt.Sprint(size), body)
+}

@@ -140,6 +140,7 @@ func (p *Proxy) newLoops(ln net.Listener) (*evproxy.Proxy, error) {
 		MaxHeaderFields:       p.cfg.MaxHeaderFields,
 		MaxIdlePerTarget:      p.cfg.MaxIdlePerNode,
 		MaxBodyBytes:          p.cfg.MaxBodyBytes,
+		MaxBufferedBody:       p.cfg.MaxConnBuffer,
 		MissHeader:            p.missLower,
 		BusyPoll:              p.cfg.BusyPoll,
 		Gate:                  p.gate,

@@ -74,6 +74,20 @@ type Config struct {
 	// sees its connection close); both close the client connection. 0
 	// means 100 MB; negative: no limit.
 	MaxBodyBytes int64
+	// MaxConnBuffer bounds the request body bytes the proxy holds for one
+	// client connection: the event loops read a body up to this size
+	// whole and send it with the head; a larger one streams on the
+	// goroutine path through fixed 4 KiB buffers, paced by the node's
+	// reading. Everything else a connection holds is fixed too: its head
+	// buffer (MaxHeaderBytes) and one response buffer (16 KiB on the
+	// loops, MaxHeaderBytes on the goroutine path), so a slow reader or a
+	// slow node stalls the other side through TCP flow control instead
+	// of growing the proxy: per connection it holds at most about
+	// 2*MaxHeaderBytes + MaxConnBuffer + 32 KiB, plus what the kernel's
+	// socket buffers take (the system's tcp_rmem and tcp_wmem). 0 means
+	// 16 KiB; at most 16 MiB.
+	MaxConnBuffer int
+
 	// MaxConns caps the client connections held at once, over both
 	// forwarders. One over the cap is accepted and closed at once, before
 	// a byte is read: that costs nothing, keeps the listen backlog moving
@@ -195,6 +209,12 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxBodyBytes == 0 {
 		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxConnBuffer == 0 {
+		c.MaxConnBuffer = 16 << 10
+	}
+	if c.MaxConnBuffer < 0 || c.MaxConnBuffer > 16<<20 {
+		return fmt.Errorf("balancer: MaxConnBuffer %d is outside 0 (default) to 16 MiB", c.MaxConnBuffer)
 	}
 	if c.MaxHeaderBytes < 0 || c.MaxHeaderFields < 0 || c.MaxIdlePerNode < 0 || c.BoundedLoadFloor < 0 {
 		return fmt.Errorf("balancer: negative size limit in Config")

@@ -147,3 +147,27 @@ func TestConnBadHeaderRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestParsePrefixes(t *testing.T) {
+	ps, err := ParsePrefixes(" 10.0.0.0/8, 192.0.2.1,2001:db8::/32,::ffff:198.51.100.1 ,")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10.0.0.0/8", "192.0.2.1/32", "2001:db8::/32", "198.51.100.1/32"}
+	if len(ps) != len(want) {
+		t.Fatalf("got %v", ps)
+	}
+	for i, p := range ps {
+		if p.String() != want[i] {
+			t.Fatalf("got %v, want %v", ps, want)
+		}
+	}
+	for _, bad := range []string{"10.0.0.0/33", "example.com", "1.2.3"} {
+		if _, err := ParsePrefixes(bad); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+	if ps, err := ParsePrefixes(""); err != nil || len(ps) != 0 {
+		t.Fatalf("empty: %v, %v", ps, err)
+	}
+}
