@@ -324,7 +324,7 @@ func New(cfg Config) (*Proxy, error) {
 		p.log = slog.Default()
 	}
 	p.missLower = strings.ToLower(cfg.MissHeader)
-	gate, err := admit.New(admit.Config{MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP, TrustedProxies: cfg.TrustedProxies})
+	gate, err := admit.New(admit.Config{MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP, TrustedProxies: cfg.TrustedProxies, Logger: p.log})
 	if err != nil {
 		return nil, fmt.Errorf("balancer: %w", err)
 	}

@@ -29,6 +29,9 @@ const MissHeader = "X-Paaskit-Miss"
 // message that includes the tail of the app's stderr; an unknown host
 // answers 404 with MissHeader set.
 func (r *Runner) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if !r.limitBody(w, req) {
+		return
+	}
 	arrival := nowFunc()
 	a := r.lookup(req.Host)
 	if a == nil {
@@ -278,8 +281,11 @@ func (i *instance) forward(w http.ResponseWriter, req *http.Request) {
 		}
 		if ctx.Err() == nil {
 			code := http.StatusBadGateway
+			var tooLarge *http.MaxBytesError
 			if timedOut {
 				code = http.StatusGatewayTimeout
+			} else if errors.As(err, &tooLarge) {
+				code = http.StatusRequestEntityTooLarge // Config.MaxBodyBytes
 			}
 			http.Error(w, fmt.Sprintf("runner: app %q instance %d: %v", i.app.name, i.id, err), code)
 		}

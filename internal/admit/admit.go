@@ -15,6 +15,7 @@ package admit
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -43,12 +44,16 @@ type Config struct {
 	// MaxConnsPerIP). A connection from anyone else that starts with a
 	// PROXY header is closed. Empty: no source is trusted.
 	TrustedProxies []netip.Prefix
+	// Logger receives a warning for each connection refused for its
+	// PROXY header; nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // Gate admits connections; it is safe for concurrent use.
 type Gate struct {
 	maxConns, maxPerIP int
 	trusted            []netip.Prefix
+	log                *slog.Logger
 
 	mu    sync.Mutex
 	total int
@@ -59,7 +64,10 @@ type Gate struct {
 
 // New validates cfg and returns a gate.
 func New(cfg Config) (*Gate, error) {
-	g := &Gate{maxConns: cfg.MaxConns, maxPerIP: cfg.MaxConnsPerIP, byIP: map[netip.Addr]int{}}
+	g := &Gate{maxConns: cfg.MaxConns, maxPerIP: cfg.MaxConnsPerIP, byIP: map[netip.Addr]int{}, log: cfg.Logger}
+	if g.log == nil {
+		g.log = slog.Default()
+	}
 	if g.maxConns == 0 {
 		g.maxConns = defaultMaxConns()
 	}

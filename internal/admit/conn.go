@@ -79,6 +79,7 @@ func (c *Conn) handshake() error {
 	c.pending = false
 	if err := c.readHeader(); err != nil {
 		c.herr = fmt.Errorf("%w: PROXY header from %s: %w", ErrRefused, c.Conn.RemoteAddr(), err)
+		c.g.log.Warn("admit: refused a connection from a trusted source", "err", c.herr)
 		_ = c.Conn.Close()
 	}
 	return c.herr
