@@ -21,8 +21,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/paaskit/paaskit/internal/admit"
 	"github.com/paaskit/paaskit/daemon"
+	"github.com/paaskit/paaskit/internal/admit"
 	"github.com/paaskit/paaskit/runner"
 )
 
