@@ -151,7 +151,10 @@ type Request struct {
 
 // Handler routes requests and learns their outcomes. Its methods are
 // called on the event loops (several at once, one per loop): they must
-// not block, and must be safe for concurrent use.
+// not block, and must be safe for concurrent use. A panic in one is
+// recovered and logged with its stack (Stats.Panics counts it): in Route
+// the request is answered 502; in Done or End the report is lost and the
+// exchange goes on.
 type Handler interface {
 	// Route decides what to do with a request. It is called again with
 	// a longer Tried when the connection to the target it chose failed
@@ -186,7 +189,8 @@ type Config struct {
 	// (Upgrade, Expect: 100-continue, chunked or large request bodies,
 	// HTTP/1.0, a Handoff decision, a miss), with the bytes already read
 	// from it, starting at the request it could not serve. It runs on the
-	// loop: it must start its own goroutine and return. Required.
+	// loop: it must start its own goroutine and return. A panic in it is
+	// recovered, logged and the connection closed. Required.
 	Handoff func(c net.Conn, buffered []byte)
 	// Loops is the number of event loops. Default GOMAXPROCS.
 	Loops int
