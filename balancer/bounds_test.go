@@ -3,6 +3,8 @@ package balancer
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -382,4 +384,51 @@ func TestSlowNodeStallsTheUpload(t *testing.T) {
 	resp, body := rc.response("POST")
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, fmt.Sprint(size), body)
+}
+
+// On a TLS listener the PROXY header comes before the handshake, on the
+// plain socket, and the caps count the client it names.
+func TestProxyProtocolBeforeTLS(t *testing.T) {
+	dir := t.TempDir()
+	pool := x509.NewCertPool()
+	pool.AddCert(writeCert(t, dir, "a", "a.test"))
+	p := startProxy(t, Config{
+		Table:          table(t, map[string]string{"a": echoXFF(t)}, map[string]string{"*": ""}),
+		TLSCertDir:     dir,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("127.0.0.2/32")},
+		MaxConnsPerIP:  1,
+	})
+	dst := netip.MustParseAddrPort("127.0.0.1:443")
+	tlsGet := func(src string, hdr []byte) (string, error) {
+		rc := dialFrom(t, p, src)
+		if hdr != nil {
+			rc.send(string(hdr))
+		}
+		tc := tls.Client(rc.c, &tls.Config{RootCAs: pool, ServerName: "a.test"})
+		if _, err := io.WriteString(tc, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"); err != nil {
+			return "", err
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(tc), nil)
+		if err != nil {
+			return "", err
+		}
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	body, err := tlsGet("127.0.0.2", proxyproto.AppendV2(nil, netip.MustParseAddrPort("203.0.113.9:1"), dst, nil))
+	require.NoError(t, err)
+	require.Equal(t, "203.0.113.9", body)
+	body, err = tlsGet("127.0.0.1", nil)
+	require.NoError(t, err)
+	require.Equal(t, "127.0.0.1", body)
+	// Untrusted PROXY header: the TLS handshake never starts.
+	_, err = tlsGet("127.0.0.1", proxyproto.AppendV1(nil, netip.MustParseAddrPort("203.0.113.9:1"), dst))
+	require.Error(t, err)
+	// The per-address cap holds under TLS: a second connection from
+	// 127.0.0.3 while the first is open is closed.
+	first := dialFrom(t, p, "127.0.0.3")
+	require.Eventually(t, func() bool { _, n := p.gate.Held(netip.MustParseAddr("127.0.0.3")); return n == 1 }, 5*time.Second, 5*time.Millisecond)
+	_, err = tlsGet("127.0.0.3", nil)
+	require.Error(t, err)
+	_ = first.c.Close()
 }
