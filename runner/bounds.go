@@ -112,3 +112,15 @@ func (cc *clientConn) untrustedProxyHeader() bool {
 	cc.f.r.log.Warn("runner: PROXY header from an untrusted source; closing", "client", cc.clientIP)
 	return true
 }
+
+// writeLineSafe is Sink.WriteLine with a panic in it turned into an
+// error that carries its stack (reported like a failed write, once), so
+// that a broken sink loses lines instead of taking the runner down.
+func writeLineSafe(s Sink, l *Line) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("runner: Sink.WriteLine panicked: %v\n%s", v, debug.Stack())
+		}
+	}()
+	return s.WriteLine(l)
+}

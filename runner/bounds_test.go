@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -195,4 +196,22 @@ func TestFrontProxyProtocol(t *testing.T) {
 	resp, body := exchange(t, c, br, req)
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "127.0.0.1", body)
+}
+
+// A Sink that panics loses its lines, not the runner: the app's output
+// goes on being read, and the front serves on.
+func TestPanickingSinkLeavesTheRunnerServing(t *testing.T) {
+	var calls atomic.Int64
+	e := newEnv(t, func(c *runner.Config) {
+		c.Sink = runner.SinkFunc(func(*runner.Line) error {
+			calls.Add(1)
+			panic("sink bug")
+		})
+	})
+	e.put(spec("noisy"))
+	for i := 0; i < 3; i++ {
+		require.Equal(t, "ok\n", e.mustGet("noisy.example", fmt.Sprintf("/stderr?s=line%d", i)))
+	}
+	require.Eventually(t, func() bool { return calls.Load() >= 3 }, 10*time.Second, 10*time.Millisecond)
+	require.Equal(t, "hello noisy\n", e.mustGet("noisy.example", "/"))
 }
