@@ -144,6 +144,7 @@ func (p *Proxy) newLoops(ln net.Listener) (*evproxy.Proxy, error) {
 		MissHeader:            p.missLower,
 		BusyPoll:              p.cfg.BusyPoll,
 		Gate:                  p.gate,
+		SocketBuffer:          p.cfg.SocketBuffer,
 		Logger:                p.log,
 	})
 }

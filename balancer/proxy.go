@@ -88,6 +88,16 @@ type Config struct {
 	// 16 KiB; at most 16 MiB.
 	MaxConnBuffer int
 
+	// SocketBuffer, if positive, is set as SO_RCVBUF and SO_SNDBUF of
+	// every client and node TCP socket (the kernel doubles it), bounding
+	// what the kernel holds per connection for a slow reader or a slow
+	// node: with 64 KiB, a client that reads nothing stalls its node
+	// after a few hundred KB instead of several MB. A small value also
+	// caps a connection's throughput (to about SocketBuffer per round
+	// trip), so 0, the default, leaves the kernel's autotuning
+	// (net.ipv4.tcp_rmem and tcp_wmem, system-wide bounds).
+	SocketBuffer int
+
 	// MaxConns caps the client connections held at once, over both
 	// forwarders. One over the cap is accepted and closed at once, before
 	// a byte is read: that costs nothing, keeps the listen backlog moving
@@ -324,7 +334,8 @@ func New(cfg Config) (*Proxy, error) {
 		p.log = slog.Default()
 	}
 	p.missLower = strings.ToLower(cfg.MissHeader)
-	gate, err := admit.New(admit.Config{MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP, TrustedProxies: cfg.TrustedProxies, Logger: p.log})
+	gate, err := admit.New(admit.Config{MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP, TrustedProxies: cfg.TrustedProxies,
+		SocketBuffer: cfg.SocketBuffer, Logger: p.log})
 	if err != nil {
 		return nil, fmt.Errorf("balancer: %w", err)
 	}
@@ -363,7 +374,7 @@ func (p *Proxy) SetTable(t *Table) {
 		key := n.ID + "\x00" + n.Addr
 		be := p.backends[key]
 		if be == nil {
-			be = &backend{id: n.ID, addr: n.Addr}
+			be = &backend{id: n.ID, addr: n.Addr, sockBuf: p.cfg.SocketBuffer}
 		}
 		keep[key] = be
 		b.be[i] = be

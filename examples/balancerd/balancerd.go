@@ -39,6 +39,7 @@ type options struct {
 	maxBody                                    int64
 	eventLoops                                 int
 	maxConns, maxConnsPerIP, maxConnBuffer     int
+	socketBuffer                               int
 	trustedProxies                             []netip.Prefix
 	log                                        *daemon.LogConfig
 	nexus                                      *nexusOptions
@@ -62,6 +63,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.Int64Var(&o.maxBody, "max-body", 0, "request body limit in bytes (413 beyond, Connection: close); 0 = 100 MB, -1 = none")
 	fs.IntVar(&o.maxConns, "max-conns", 0, "cap on client connections held at once (over it: accepted and closed at once); 0 = half the open-file limit, -1 = none")
 	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 0, "cap on client connections from one address (IPv4, or IPv6 /64); 0 = 1024, -1 = none")
+	fs.IntVar(&o.socketBuffer, "socket-buffer", 0, "SO_RCVBUF/SO_SNDBUF of client and node sockets, bounding what the kernel holds for a slow reader (also caps per-connection throughput); 0 = the kernel's autotuning")
 	fs.IntVar(&o.maxConnBuffer, "max-conn-buffer", 0, "request body bytes buffered per connection on the event loops (larger bodies stream); 0 = 16 KiB")
 	fs.Func("trusted-proxies", "comma-separated CIDRs or addresses whose PROXY protocol header (v1/v2) is believed and required; a PROXY header from anyone else is refused", func(s string) error {
 		ps, err := admit.ParsePrefixes(s)
@@ -148,6 +150,7 @@ func serve(ctx context.Context, o *options, log *slog.Logger, started func(*bala
 		ResponseHeaderTimeout: o.respTimeout, BoundedLoad: o.boundedLoad, MaxBodyBytes: o.maxBody,
 		EventLoops: o.eventLoops, Logger: log,
 		MaxConns: o.maxConns, MaxConnsPerIP: o.maxConnsPerIP, MaxConnBuffer: o.maxConnBuffer, TrustedProxies: o.trustedProxies,
+		SocketBuffer: o.socketBuffer,
 	})
 	if err != nil {
 		return err

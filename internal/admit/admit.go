@@ -31,6 +31,12 @@ type Config struct {
 	// MaxConnsPerIP). A connection from anyone else that starts with a
 	// PROXY header is closed. Empty: no source is trusted.
 	TrustedProxies []netip.Prefix
+	// SocketBuffer, if positive, is set as SO_RCVBUF and SO_SNDBUF of
+	// each admitted TCP connection (the kernel doubles it for its own
+	// bookkeeping), bounding what the kernel holds for a client that
+	// reads or sends slowly. 0 leaves the kernel's autotuning
+	// (net.ipv4.tcp_rmem and tcp_wmem: several MB per socket at most).
+	SocketBuffer int
 	// Logger receives a warning for each connection refused for its
 	// PROXY header; nil means slog.Default().
 	Logger *slog.Logger
@@ -41,6 +47,7 @@ type Gate struct {
 	maxConns, maxPerIP int
 	trusted            []netip.Prefix
 	log                *slog.Logger
+	sockBuf            int
 
 	mu    sync.Mutex
 	total int
@@ -55,6 +62,10 @@ func New(cfg Config) (*Gate, error) {
 	if g.log == nil {
 		g.log = slog.Default()
 	}
+	if cfg.SocketBuffer < 0 {
+		return nil, fmt.Errorf("admit: SocketBuffer %d is negative", cfg.SocketBuffer)
+	}
+	g.sockBuf = cfg.SocketBuffer
 	if g.maxConns == 0 {
 		g.maxConns = defaultMaxConns()
 	}

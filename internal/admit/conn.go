@@ -63,6 +63,10 @@ func (g *Gate) Accept(c net.Conn, headerTimeout time.Duration) *Conn {
 		_ = c.Close()
 		return nil
 	}
+	if tc, ok := c.(*net.TCPConn); ok && g.sockBuf > 0 {
+		_ = tc.SetReadBuffer(g.sockBuf)
+		_ = tc.SetWriteBuffer(g.sockBuf)
+	}
 	if trusted {
 		return g.Wrap(c, netip.Addr{}, nil, true, headerTimeout)
 	}

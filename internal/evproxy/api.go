@@ -236,6 +236,11 @@ type Config struct {
 	// target cannot forge fields the platform gives a meaning to (the
 	// runner drops "x-paaskit-").
 	DropFieldPrefix string
+	// SocketBuffer, if positive, is set as SO_RCVBUF and SO_SNDBUF of
+	// every client and target socket of the loops, bounding what the
+	// kernel holds for a slow reader or a slow target (the loops' own
+	// buffers are fixed). 0 leaves the kernel's autotuning.
+	SocketBuffer int
 	// Gate, if set, admits client connections (internal/admit): its caps
 	// per process and per client address refuse a connection by closing
 	// it as it is accepted, and a trusted source's PROXY header names
@@ -281,7 +286,7 @@ func (c *Config) setDefaults() error {
 			*x.d = x.v
 		}
 	}
-	if c.Loops < 0 || c.MaxHeaderBytes < 0 || c.MaxHeaderFields < 0 || c.MaxBufferedBody < 0 || c.MaxIdlePerTarget < 0 {
+	if c.Loops < 0 || c.SocketBuffer < 0 || c.MaxHeaderBytes < 0 || c.MaxHeaderFields < 0 || c.MaxBufferedBody < 0 || c.MaxIdlePerTarget < 0 {
 		return errors.New("evproxy: negative count or size in Config")
 	}
 	if c.Loops == 0 {

@@ -37,6 +37,7 @@ func sockaddrAddr(sa unix.Sockaddr) netip.Addr {
 // admit takes c's gate slot; it reports false when a cap refuses it
 // (the caller closes the descriptor at once: nothing was read).
 func (l *loop) admit(c *cconn, sa unix.Sockaddr) bool {
+	l.tuneSocket(c.fd)
 	g := l.p.cfg.Gate
 	c.adm.preface = prefaceSniff
 	if g == nil {
@@ -55,6 +56,14 @@ func (l *loop) admit(c *cconn, sa unix.Sockaddr) bool {
 		c.adm.slotIP = peer
 	}
 	return true
+}
+
+// tuneSocket applies Config.SocketBuffer to fd.
+func (l *loop) tuneSocket(fd int) {
+	if n := l.p.cfg.SocketBuffer; n > 0 {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, n)
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, n)
+	}
 }
 
 // release gives c's gate slot back (a connection closed by the loop).
