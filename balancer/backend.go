@@ -17,6 +17,7 @@ import (
 // reloads as long as the node keeps its id and address.
 type backend struct {
 	id, addr string
+	sockBuf  int // Config.SocketBuffer
 
 	mu     sync.Mutex
 	idle   []*bconn // LIFO
@@ -146,6 +147,10 @@ func (b *backend) get(dialTimeout time.Duration, maxHead int, fresh bool) (*bcon
 	c, err := net.DialTimeout("tcp", b.addr, dialTimeout)
 	if err != nil {
 		return nil, err
+	}
+	if tc, ok := c.(*net.TCPConn); ok && b.sockBuf > 0 {
+		_ = tc.SetReadBuffer(b.sockBuf)
+		_ = tc.SetWriteBuffer(b.sockBuf)
 	}
 	return newBconn(c, b, maxHead), nil
 }

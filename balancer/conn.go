@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/paaskit/paaskit/internal/http1"
+	"github.com/paaskit/paaskit/internal/proxyproto"
 )
 
 // clientConn is one client connection, served by one goroutine.
@@ -60,12 +61,19 @@ func (p *Proxy) newClientConn(c net.Conn, tlsOn bool) *clientConn {
 			cc.step = cc.rawStep
 		}
 	}
-	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-		cc.ip = ta.IP.String()
-	} else if h, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
-		cc.ip = h
-	}
 	return cc
+}
+
+// clientIP is c's client address for X-Forwarded-For. It is asked on
+// the connection's goroutine: on a connection from a trusted proxy
+// RemoteAddr reads the PROXY header first (internal/admit).
+func clientIP(c net.Conn) string {
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		return ta.IP.String()
+	} else if h, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
+		return h
+	}
+	return ""
 }
 
 func (cc *clientConn) forceClose() {
@@ -76,7 +84,10 @@ func (cc *clientConn) forceClose() {
 			// socket instead, which ends that request's writes and
 			// its wait. serve closes the socket when it returns.
 			_ = cc.c.SetDeadline(time.Unix(1, 0))
-			if tc, ok := cc.c.(*net.TCPConn); ok {
+			if tc, ok := cc.c.(interface {
+				CloseRead() error
+				CloseWrite() error
+			}); ok { // a *net.TCPConn or an *admit.Conn over one
 				_ = tc.CloseRead()
 				_ = tc.CloseWrite()
 			}
@@ -97,11 +108,13 @@ func (cc *clientConn) forceClose() {
 // repeat while the connection stays keep-alive.
 func (cc *clientConn) serve() {
 	p := cc.p
+	defer p.recoverConn("client connection")
 	defer p.forget(cc)
 	defer func() {
 		cc.forceClose()
 		_ = cc.c.Close()
 	}()
+	cc.ip = clientIP(cc.c)
 	cc.r = newConnReader(cc.c, p.cfg.MaxHeaderBytes)
 	cc.r.deadline = p.cfg.IdleTimeout
 	if len(cc.pre) > 0 {
@@ -174,6 +187,11 @@ func (cc *clientConn) afterHead(raw []byte, err error) bool {
 	}
 	if err := parseRequestHead(raw, &cc.req, p.cfg.MaxHeaderFields, ""); err != nil {
 		cc.isHead = false
+		if isHeader, _ := proxyproto.Sniff(raw[:len(raw)+cc.r.buffered()]); isHeader {
+			// Not from a trusted source (admit reads those): refused.
+			p.log.Warn("balancer: PROXY header from an untrusted source; closing", "client", cc.ip)
+			return false
+		}
 		if errors.Is(err, errTooManyFields) {
 			cc.simple(431, "Request Header Fields Too Large", "too many header fields\n", nil)
 		} else {
@@ -415,7 +433,7 @@ func (cc *clientConn) handle() bool {
 		case exMiss:
 			missed = true
 			ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.MissTimeout)
-			err := p.cfg.OnMiss(ctx, Miss{Host: string(cc.host), Node: b.t.nodes[idx]})
+			err := p.callOnMiss(ctx, Miss{Host: string(cc.host), Node: b.t.nodes[idx]})
 			cancel()
 			if err != nil {
 				p.log.Warn("balancer: miss hook failed", "host", string(cc.host), "node", be.id, "err", err)
@@ -602,6 +620,13 @@ type bodyStream struct {
 // streamBody is the body goroutine: it sends the body and, on failure,
 // closes the node connection so the response read ends too.
 func (cc *clientConn) streamBody(bc *bconn, bs *bodyStream) {
+	defer func() {
+		if v := recover(); v != nil {
+			cc.p.hookPanic("request body", v)
+			bc.close()
+			bs.ch <- bodyResult{err: errHookPanicked}
+		}
+	}()
 	res := cc.sendBody(bc)
 	if res.err != nil {
 		bc.close()

@@ -77,6 +77,23 @@
 // MaxBodyBytes 413. It is fuzzed and checked differentially against
 // net/http's request reader (FuzzParseRequest).
 //
+// # Bounds
+//
+// Every bound has a safe default, the same on both forwarders
+// (internal/admit decides admission for both, so a connection handed
+// from a loop to the goroutine path keeps its one slot): MaxConns and
+// MaxConnsPerIP refuse a connection by closing it as it is accepted;
+// MaxBodyBytes (100 MB) answers 413 with Connection: close, for a
+// Content-Length at once and for a chunked body once it grows past it;
+// MaxConnBuffer with the fixed head and response buffers bounds what a
+// connection holds, so a slow reader or a slow node is paced by TCP flow
+// control. A panic in OnMiss, in the loops' handler or in a connection
+// goroutine is logged with its stack and answered 502 (or ends that one
+// connection); the proxy serves on. TrustedProxies names the outer load
+// balancers whose PROXY protocol header (v1 or v2, internal/proxyproto)
+// gives the client's address; a PROXY header from any other source, or a
+// malformed one, closes the connection.
+//
 // Plain-HTTP listeners are served by event loops (internal/evproxy; on by
 // default, Config.EventLoops): one loop per P, each a goroutine locked to
 // its thread around its own epoll set of non-blocking sockets, with its

@@ -140,8 +140,11 @@ func (p *Proxy) newLoops(ln net.Listener) (*evproxy.Proxy, error) {
 		MaxHeaderFields:       p.cfg.MaxHeaderFields,
 		MaxIdlePerTarget:      p.cfg.MaxIdlePerNode,
 		MaxBodyBytes:          p.cfg.MaxBodyBytes,
+		MaxBufferedBody:       p.cfg.MaxConnBuffer,
 		MissHeader:            p.missLower,
 		BusyPoll:              p.cfg.BusyPoll,
+		Gate:                  p.gate,
+		SocketBuffer:          p.cfg.SocketBuffer,
 		Logger:                p.log,
 	})
 }
@@ -153,14 +156,23 @@ type ForwarderStats struct {
 	LoopRequests  int64 `json:"loop_requests"`   // requests the loops forwarded so far
 	Handoffs      int64 `json:"handoffs"`        // connections handed to the goroutine path so far
 	LoopIdleConns int64 `json:"loop_idle_conns"` // idle node connections pooled by the loops now
+	// Refused counts client connections refused by MaxConns or
+	// MaxConnsPerIP so far (both forwarders).
+	Refused int64 `json:"refused_conns"`
+	// HookPanics counts panics recovered in hooks (OnMiss, the loops'
+	// route callbacks) and connection goroutines so far.
+	HookPanics int64 `json:"hook_panics"`
 }
 
 // ForwarderStats returns the event loops' counters.
 func (p *Proxy) ForwarderStats() ForwarderStats {
+	fs := ForwarderStats{Refused: p.gate.Refused(), HookPanics: p.panics.Load()}
 	l := p.loops.Load()
 	if l == nil {
-		return ForwarderStats{}
+		return fs
 	}
 	s := l.Stats()
-	return ForwarderStats{LoopConns: s.Conns, LoopRequests: s.Requests, Handoffs: s.Handoffs, LoopIdleConns: s.IdleConns}
+	fs.LoopConns, fs.LoopRequests, fs.Handoffs, fs.LoopIdleConns = s.Conns, s.Requests, s.Handoffs, s.IdleConns
+	fs.HookPanics += s.Panics
+	return fs
 }

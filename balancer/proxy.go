@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"math"
 	"net"
+	"net/netip"
 	"runtime"
 	"slices"
 	"sort"
@@ -17,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/paaskit/paaskit/internal/admit"
 	"github.com/paaskit/paaskit/internal/evproxy"
 )
 
@@ -66,8 +68,56 @@ type Config struct {
 	MaxHeaderBytes int
 	// MaxHeaderFields bounds the number of header fields. Default 100.
 	MaxHeaderFields int
-	// MaxBodyBytes, if positive, bounds a request body (413 beyond it).
+	// MaxBodyBytes bounds a request body: a larger Content-Length is
+	// answered 413 before the body is read, and a chunked body that grows
+	// past it is cut and answered 413 (the node, which got part of it,
+	// sees its connection close); both close the client connection. 0
+	// means 100 MB; negative: no limit.
 	MaxBodyBytes int64
+	// MaxConnBuffer bounds the request body bytes the proxy holds for one
+	// client connection: the event loops read a body up to this size
+	// whole and send it with the head; a larger one streams on the
+	// goroutine path through fixed 4 KiB buffers, paced by the node's
+	// reading. Everything else a connection holds is fixed too: its head
+	// buffer (MaxHeaderBytes) and one response buffer (16 KiB on the
+	// loops, MaxHeaderBytes on the goroutine path), so a slow reader or a
+	// slow node stalls the other side through TCP flow control instead
+	// of growing the proxy: per connection it holds at most about
+	// 2*MaxHeaderBytes + MaxConnBuffer + 32 KiB, plus what the kernel's
+	// socket buffers take (the system's tcp_rmem and tcp_wmem). 0 means
+	// 16 KiB; at most 16 MiB.
+	MaxConnBuffer int
+
+	// SocketBuffer, if positive, is set as SO_RCVBUF and SO_SNDBUF of
+	// every client and node TCP socket (the kernel doubles it), bounding
+	// what the kernel holds per connection for a slow reader or a slow
+	// node: with 64 KiB, a client that reads nothing stalls its node
+	// after a few hundred KB instead of several MB. A small value also
+	// caps a connection's throughput (to about SocketBuffer per round
+	// trip), so 0, the default, leaves the kernel's autotuning
+	// (net.ipv4.tcp_rmem and tcp_wmem, system-wide bounds).
+	SocketBuffer int
+
+	// MaxConns caps the client connections held at once, over both
+	// forwarders. One over the cap is accepted and closed at once, before
+	// a byte is read: that costs nothing, keeps the listen backlog moving
+	// for clients within their caps, and holds no buffer for a flood (a
+	// 503 would mean reading the request first). 0 means half the
+	// process's open-file limit when New runs (each client may need a
+	// node connection too), at least 64; negative: no cap.
+	MaxConns int
+	// MaxConnsPerIP caps the connections held at once from one client
+	// address (an IPv4 address or an IPv6 /64), refused like MaxConns.
+	// 0 means 1024, room for an office behind one NAT; negative: no cap.
+	MaxConnsPerIP int
+	// TrustedProxies are the sources (an outer TCP load balancer) whose
+	// PROXY protocol header, v1 or v2, is believed: a connection from
+	// one must start with one, and the client it names is the one in
+	// X-Forwarded-For and the one MaxConnsPerIP counts. A malformed or
+	// missing header from a trusted source, or any PROXY header from
+	// another source, closes the connection. Empty: none trusted.
+	TrustedProxies []netip.Prefix
+
 	// MaxIdlePerNode bounds the idle keep-alive connections kept per node.
 	// Default 256.
 	MaxIdlePerNode int
@@ -107,7 +157,9 @@ type Config struct {
 	// client whatever it is. It is called on the client connection's
 	// goroutine, with a context that ends after MissTimeout (default 30s)
 	// or when the proxy stops; it must not keep the Miss after returning.
-	// When nil, a miss is passed to the client as is.
+	// When nil, a miss is passed to the client as is. A panic in it is
+	// recovered: logged with its stack, the request answered 502, and
+	// the proxy serves on (ForwarderStats.HookPanics counts it).
 	OnMiss      func(ctx context.Context, m Miss) error
 	MissTimeout time.Duration
 
@@ -165,7 +217,16 @@ func (c *Config) setDefaults() error {
 	if c.Clock == nil {
 		c.Clock = systemClock{}
 	}
-	if c.MaxHeaderBytes < 0 || c.MaxHeaderFields < 0 || c.MaxBodyBytes < 0 || c.MaxIdlePerNode < 0 || c.BoundedLoadFloor < 0 {
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if c.MaxConnBuffer == 0 {
+		c.MaxConnBuffer = 16 << 10
+	}
+	if c.MaxConnBuffer < 0 || c.MaxConnBuffer > 16<<20 {
+		return fmt.Errorf("balancer: MaxConnBuffer %d is outside 0 (default) to 16 MiB", c.MaxConnBuffer)
+	}
+	if c.MaxHeaderBytes < 0 || c.MaxHeaderFields < 0 || c.MaxIdlePerNode < 0 || c.BoundedLoadFloor < 0 {
 		return fmt.Errorf("balancer: negative size limit in Config")
 	}
 	if c.MaxHeaderBytes == 0 {
@@ -204,6 +265,12 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
+// DefaultMaxBodyBytes is the request body limit when Config.MaxBodyBytes
+// is 0: 100 MB, more than any form upload or API call a site behind a
+// PaaS should take in one request, and a cap on what one client can make
+// a node read.
+const DefaultMaxBodyBytes = 100 << 20
+
 // bound is a table with its nodes resolved to the proxy's backends.
 type bound struct {
 	t  *Table
@@ -219,6 +286,7 @@ type Proxy struct {
 	log       *slog.Logger
 	missLower string // cfg.MissHeader in lower case, as the parser wants it
 	certs     *CertStore
+	gate      *admit.Gate // connection caps and PROXY headers, for both forwarders
 
 	cur atomic.Pointer[bound]
 
@@ -243,6 +311,7 @@ type Proxy struct {
 
 	handler handlerState
 	started atomic.Bool
+	panics  atomic.Int64                  // panics recovered (recover.go)
 	loops   atomic.Pointer[evproxy.Proxy] // the event loops while Run serves with them
 }
 
@@ -265,6 +334,12 @@ func New(cfg Config) (*Proxy, error) {
 		p.log = slog.Default()
 	}
 	p.missLower = strings.ToLower(cfg.MissHeader)
+	gate, err := admit.New(admit.Config{MaxConns: cfg.MaxConns, MaxConnsPerIP: cfg.MaxConnsPerIP, TrustedProxies: cfg.TrustedProxies,
+		SocketBuffer: cfg.SocketBuffer, Logger: p.log})
+	if err != nil {
+		return nil, fmt.Errorf("balancer: %w", err)
+	}
+	p.gate = gate
 	p.baseCtx, p.baseCancel = context.WithCancel(context.Background())
 	if cfg.TLSCertDir != "" {
 		cs, err := NewCertStore(cfg.TLSCertDir, p.log)
@@ -299,7 +374,7 @@ func (p *Proxy) SetTable(t *Table) {
 		key := n.ID + "\x00" + n.Addr
 		be := p.backends[key]
 		if be == nil {
-			be = &backend{id: n.ID, addr: n.Addr}
+			be = &backend{id: n.ID, addr: n.Addr, sockBuf: p.cfg.SocketBuffer}
 		}
 		keep[key] = be
 		b.be[i] = be
@@ -407,7 +482,9 @@ func (p *Proxy) Run(ctx context.Context) error {
 	}
 	tlsOn := p.certs != nil
 	if tlsOn {
-		ln = tls.NewListener(ln, &tls.Config{
+		// Admission (and a trusted source's PROXY header) comes before
+		// the TLS handshake, on the plain socket.
+		ln = tls.NewListener(p.gate.Listener(ln, p.cfg.ReadHeaderTimeout), &tls.Config{
 			GetCertificate: p.certs.GetCertificate,
 			NextProtos:     []string{"http/1.1"},
 			MinVersion:     tls.VersionTLS12,
@@ -509,6 +586,13 @@ func (p *Proxy) acceptLoop(ln net.Listener, tlsOn bool) error {
 			return err
 		}
 		delay = 0
+		if !tlsOn { // a TLS listener admits on its inner listener
+			ac := p.gate.Accept(c, p.cfg.ReadHeaderTimeout)
+			if ac == nil {
+				continue
+			}
+			c = ac
+		}
 		cc := p.newClientConn(c, tlsOn)
 		p.connMu.Lock()
 		if p.draining.Load() {

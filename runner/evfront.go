@@ -101,6 +101,9 @@ func (f *front) serveLoops(ctx context.Context, l *net.TCPListener, wg *sync.Wai
 		MaxHeaderBytes:        maxHead,
 		MaxHeaderFields:       maxHeaders,
 		DropFieldPrefix:       platformFieldPrefix,
+		Gate:                  f.r.gate,
+		MaxBodyBytes:          cfg.MaxBodyBytes,
+		MaxBufferedBody:       cfg.MaxConnBuffer,
 		Logger:                f.r.log,
 	})
 	if err != nil {

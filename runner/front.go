@@ -34,6 +34,9 @@ const MissHeader = "X-Paaskit-Miss"
 // panic(http.ErrAbortHandler), which net/http's server handles quietly,
 // so the client never takes a cut body for a whole one.
 func (r *Runner) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if !r.limitBody(w, req) {
+		return
+	}
 	arrival := r.cfg.Clock.Now()
 	a := r.lookup(req.Host)
 	if a == nil {
@@ -351,8 +354,11 @@ func (i *instance) forward(w http.ResponseWriter, req *http.Request) {
 		}
 		if ctx.Err() == nil {
 			code := http.StatusBadGateway
+			var tooLarge *http.MaxBytesError
 			if timedOut {
 				code = http.StatusGatewayTimeout
+			} else if errors.As(err, &tooLarge) {
+				code = http.StatusRequestEntityTooLarge // Config.MaxBodyBytes
 			}
 			http.Error(w, fmt.Sprintf("runner: app %q instance %d: %v", i.app.name, i.id, err), code)
 		}

@@ -43,7 +43,8 @@ type Line struct {
 // error is logged by the runner and the line is dropped, so a sink that
 // must lose nothing never returns one: stats.Emitter spools to disk
 // instead (examples/platform wraps it in a SinkFunc). FileSink writes
-// plain files.
+// plain files. A panic in WriteLine is recovered and reported like an
+// error (with its stack); that line is dropped and the app runs on.
 type Sink interface {
 	WriteLine(l *Line) error
 }
@@ -280,7 +281,7 @@ func capture(r io.Reader, max int, tmpl Line, sink Sink, t *tail, onErr func(err
 			t.add(b)
 		}
 		if sink != nil {
-			if serr := sink.WriteLine(&l); serr != nil && !reported {
+			if serr := writeLineSafe(sink, &l); serr != nil && !reported {
 				reported = true
 				onErr(serr)
 			}

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/paaskit/paaskit/internal/admit"
 )
 
 // Defaults for zero Config fields.
@@ -191,6 +194,37 @@ type Config struct {
 	// so a streaming response keeps it alive as on the goroutine path.
 	EventLoops int
 
+	// MaxConns caps the front's client connections held at once (Serve,
+	// both paths); one over it is accepted and closed at once, before a
+	// byte is read (nothing buffered for a flood; a 503 would need the
+	// request read first). 0 means half the open-file limit when New
+	// runs, at least 64; negative: no cap.
+	MaxConns int
+	// MaxConnsPerIP caps the connections from one client address (an
+	// IPv4 address or an IPv6 /64), refused like MaxConns. 0 means no
+	// per-address cap: a runner's clients are the platform's balancers,
+	// a few addresses that carry every site's traffic, which a
+	// per-address cap would cut (the balancer caps the clients
+	// themselves); set it where the front faces clients directly.
+	// Negative: no cap either.
+	MaxConnsPerIP int
+	// TrustedProxies are the sources whose PROXY protocol header (v1 or
+	// v2) is believed and required, naming the client for
+	// X-Forwarded-For and MaxConnsPerIP; a PROXY header from any other
+	// source, or a malformed one, closes the connection. Empty: none.
+	TrustedProxies []netip.Prefix
+	// MaxBodyBytes bounds a request body on every path of the front: a
+	// larger Content-Length is answered 413 (Connection: close) before
+	// the body is read, a chunked body that grows past it is cut and
+	// answered 413. 0 means DefaultMaxBodyBytes (100 MB); negative: none.
+	MaxBodyBytes int64
+	// MaxConnBuffer bounds the request body the event loops buffer per
+	// connection (a larger one streams on the goroutine path through
+	// fixed buffers); with the fixed head and response buffers, it bounds
+	// what a slow client or a slow app makes the front hold. 0 means
+	// 16 KiB; at most 16 MiB.
+	MaxConnBuffer int
+
 	// EgressSubnet is the node-local IPv4 subnet of egress apps'
 	// addresses, on the runner's bridge; "" means DefaultEgressSubnet.
 	// Two runners on one host need two subnets (and two CgroupRoots,
@@ -233,6 +267,7 @@ type Runner struct {
 	initPath string
 	cmdCg    sync.Map    // app name -> *cgroup for its one-off commands
 	net      *netManager // nil without network namespaces
+	gate     *admit.Gate // the front's connection caps and PROXY headers (bounds.go)
 
 	mu         sync.RWMutex
 	apps       map[string]*app
@@ -304,6 +339,10 @@ func New(cfg Config) (*Runner, error) {
 	if cfg.EgressSubnet == "" {
 		cfg.EgressSubnet = DefaultEgressSubnet
 	}
+	gate, err := setBoundsDefaults(&cfg)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.NetnsPool < -1 || cfg.NetnsPool > 256 {
 		return nil, fmt.Errorf("runner: NetnsPool %d is outside -1 to 256", cfg.NetnsPool)
 	}
@@ -364,6 +403,7 @@ func New(cfg Config) (*Runner, error) {
 		return nil, err
 	}
 	r := &Runner{
+		gate:       gate,
 		cfg:        cfg,
 		log:        log,
 		uids:       uids,

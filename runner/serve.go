@@ -36,7 +36,7 @@ import (
 func (r *Runner) Serve(ctx context.Context, l net.Listener) error {
 	f := &front{r: r, ctx: ctx, conns: map[net.Conn]struct{}{}}
 	f.handoff = &handoffListener{ch: make(chan net.Conn), done: make(chan struct{}), addr: l.Addr()}
-	f.slow = &http.Server{Handler: r, ReadHeaderTimeout: time.Minute, IdleTimeout: frontIdleTimeout,
+	f.slow = &http.Server{Handler: recoverHandler{r}, ReadHeaderTimeout: time.Minute, IdleTimeout: frontIdleTimeout,
 		ErrorLog: log.New(io.Discard, "", 0)}
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -103,6 +103,11 @@ func (f *front) acceptLoop(ctx context.Context, l net.Listener, wg *sync.WaitGro
 			f.r.log.Info("runner: front accepting again", "listener", l.Addr().String())
 			delay = 0
 		}
+		ac := f.r.gate.Accept(c, time.Minute) // nil: over a cap, closed
+		if ac == nil {
+			continue
+		}
+		c = ac
 		if !f.track(c) {
 			c.Close()
 			return nil
@@ -242,6 +247,7 @@ func (f *front) serveConn(c net.Conn) { f.serveConnWith(c, nil) }
 // serveConnWith serves c, whose first bytes (read by an event loop) are
 // pre.
 func (f *front) serveConnWith(c net.Conn, pre []byte) {
+	defer f.recoverConn("front connection")
 	cc := &clientConn{f: f, c: c, src: newSrcReader(c, 0), scratch: make([]byte, 0, 1024)}
 	cc.src.pre = pre
 	cc.br = readerPool.Get().(*bufio.Reader)
@@ -277,12 +283,18 @@ func (f *front) serveConnWith(c net.Conn, pre []byte) {
 		head, err := peekHead(cc.br)
 		if err != nil {
 			if errors.Is(err, errNeedSlowPath) {
+				if cc.untrustedProxyHeader() {
+					return
+				}
 				_ = c.SetReadDeadline(time.Time{})
 				handedOff = f.handOff(c, cc.br)
 			}
 			return
 		}
 		if !parseRequestHead(head, &cc.rq) {
+			if cc.untrustedProxyHeader() {
+				return
+			}
 			if cc.rq.err != nil {
 				// The strict parser refuses it: net/http, which is
 				// laxer (it reads Content-Length with chunked as
@@ -379,6 +391,9 @@ func (f *front) handOff(c net.Conn, br *bufio.Reader) bool {
 // another.
 func (cc *clientConn) serveOne(head []byte) bool {
 	f, rq := cc.f, &cc.rq
+	if limit := f.r.cfg.MaxBodyBytes; limit > 0 && rq.contentLength > limit {
+		return f.tooLarge(rq, cc.bw)
+	}
 	arrival := f.r.cfg.Clock.Now()
 	var hb [256]byte
 	host, ok := http1.NormalizeHost(hb[:0], rq.host)

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/paaskit/paaskit/balancer"
 	"github.com/paaskit/paaskit/daemon"
+	"github.com/paaskit/paaskit/internal/admit"
 )
 
 func tableFormat() string { return balancer.TableFormat }
@@ -36,6 +38,9 @@ type options struct {
 	boundedLoad                                float64
 	maxBody                                    int64
 	eventLoops                                 int
+	maxConns, maxConnsPerIP, maxConnBuffer     int
+	socketBuffer                               int
+	trustedProxies                             []netip.Prefix
 	log                                        *daemon.LogConfig
 	nexus                                      *nexusOptions
 }
@@ -55,7 +60,16 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.DurationVar(&o.idle, "idle-timeout", 90*time.Second, "keep-alive idle timeout for client connections")
 	fs.DurationVar(&o.respTimeout, "response-timeout", 60*time.Second, "time a node has to start its response (504 after)")
 	fs.Float64Var(&o.boundedLoad, "bounded-load", 0, "bounded-load factor (e.g. 1.25); 0 = off")
-	fs.Int64Var(&o.maxBody, "max-body", 0, "request body limit in bytes (413 beyond); 0 = none")
+	fs.Int64Var(&o.maxBody, "max-body", 0, "request body limit in bytes (413 beyond, Connection: close); 0 = 100 MB, -1 = none")
+	fs.IntVar(&o.maxConns, "max-conns", 0, "cap on client connections held at once (over it: accepted and closed at once); 0 = half the open-file limit, -1 = none")
+	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 0, "cap on client connections from one address (IPv4, or IPv6 /64); 0 = 1024, -1 = none")
+	fs.IntVar(&o.socketBuffer, "socket-buffer", 0, "SO_RCVBUF/SO_SNDBUF of client and node sockets, bounding what the kernel holds for a slow reader (also caps per-connection throughput); 0 = the kernel's autotuning")
+	fs.IntVar(&o.maxConnBuffer, "max-conn-buffer", 0, "request body bytes buffered per connection on the event loops (larger bodies stream); 0 = 16 KiB")
+	fs.Func("trusted-proxies", "comma-separated CIDRs or addresses whose PROXY protocol header (v1/v2) is believed and required; a PROXY header from anyone else is refused", func(s string) error {
+		ps, err := admit.ParsePrefixes(s)
+		o.trustedProxies = append(o.trustedProxies, ps...)
+		return err
+	})
 	fs.IntVar(&o.eventLoops, "event-loops", 0, "event loops serving plain HTTP (an epoll loop per core; WebSocket, TLS and big or chunked uploads go to a goroutine per connection); 0 = GOMAXPROCS, -1 = off (a goroutine per connection for everything)")
 	o.log = daemon.LogFlags(fs)
 	o.nexus = nexusFlags(fs)
@@ -135,6 +149,8 @@ func serve(ctx context.Context, o *options, log *slog.Logger, started func(*bala
 		EjectAfter: o.eject, ReadHeaderTimeout: o.readHeader, IdleTimeout: o.idle,
 		ResponseHeaderTimeout: o.respTimeout, BoundedLoad: o.boundedLoad, MaxBodyBytes: o.maxBody,
 		EventLoops: o.eventLoops, Logger: log,
+		MaxConns: o.maxConns, MaxConnsPerIP: o.maxConnsPerIP, MaxConnBuffer: o.maxConnBuffer, TrustedProxies: o.trustedProxies,
+		SocketBuffer: o.socketBuffer,
 	})
 	if err != nil {
 		return err

@@ -142,3 +142,17 @@ func TestBadFlagsAndInitialTable(t *testing.T) {
 	require.Equal(t, 1, run([]string{"--table", empty, "--listen", "127.0.0.1:0"}, &out))
 	require.Contains(t, out.String(), "no nodes")
 }
+
+func TestBoundsFlags(t *testing.T) {
+	o, err := parseFlags([]string{"--table", "t", "--max-conns", "500", "--max-conns-per-ip", "20", "--max-conn-buffer", "65536",
+		"--max-body", "-1", "--socket-buffer", "65536", "--trusted-proxies", "10.0.0.0/8, 192.0.2.1", "--trusted-proxies", "2001:db8::/32"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, 500, o.maxConns)
+	require.Equal(t, 20, o.maxConnsPerIP)
+	require.Equal(t, 65536, o.maxConnBuffer)
+	require.Equal(t, 65536, o.socketBuffer)
+	require.EqualValues(t, -1, o.maxBody)
+	require.Equal(t, "[10.0.0.0/8 192.0.2.1/32 2001:db8::/32]", fmt.Sprint(o.trustedProxies))
+	_, err = parseFlags([]string{"--table", "t", "--trusted-proxies", "10.0.0.0/99"}, io.Discard)
+	require.Error(t, err)
+}

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/paaskit/paaskit/daemon"
+	"github.com/paaskit/paaskit/internal/admit"
 	"github.com/paaskit/paaskit/runner"
 )
 
@@ -77,6 +78,9 @@ type options struct {
 	idle, startTimeout, grace, respTimeout                            time.Duration
 	processes, openFiles, eventLoops                                  int
 	noIsolation                                                       bool
+	maxConns, maxConnsPerIP, maxConnBuffer                            int
+	maxBody                                                           int64
+	trustedProxies                                                    string
 }
 
 func run(args []string, stderr io.Writer) int {
@@ -104,6 +108,11 @@ func run(args []string, stderr io.Writer) int {
 	fs.StringVar(&o.logFileBytes, "log-file-bytes", "64M", "an app's log file is rotated before it passes this size")
 	fs.IntVar(&o.logFiles, "log-files", runner.DefaultLogFiles, "rotated log files kept per app")
 	fs.IntVar(&o.eventLoops, "event-loops", 0, "event loops serving warm requests on a plain TCP front (0: the default, "+strconv.Itoa(runner.DefaultEventLoops)+"; -1: none, a goroutine per connection)")
+	fs.IntVar(&o.maxConns, "max-conns", 0, "cap on the front's client connections held at once (over it: accepted and closed at once); 0 = half the open-file limit, -1 = none")
+	fs.IntVar(&o.maxConnsPerIP, "max-conns-per-ip", 0, "cap on the front's connections from one address (IPv4, or IPv6 /64); 0 = none (the clients are the balancers)")
+	fs.IntVar(&o.maxConnBuffer, "max-conn-buffer", 0, "request body bytes buffered per connection on the event loops (larger bodies stream); 0 = 16 KiB")
+	fs.Int64Var(&o.maxBody, "max-body", 0, "request body limit in bytes (413 beyond, Connection: close); 0 = 100 MB, -1 = none")
+	fs.StringVar(&o.trustedProxies, "trusted-proxies", "", "comma-separated CIDRs or addresses whose PROXY protocol header (v1/v2) is believed and required; a PROXY header from anyone else is refused")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the daemon to this file until it stops (for go tool pprof)")
 	lc := daemon.LogFlags(fs)
 	po := ptyFlags(fs)
@@ -224,7 +233,16 @@ func (o *options) config() (runner.Config, error) {
 		EgressSubnet:        o.egressSubnet,
 		NetnsPool:           o.netnsPool,
 		LogFiles:            o.logFiles,
+		MaxConns:            o.maxConns,
+		MaxConnsPerIP:       o.maxConnsPerIP,
+		MaxConnBuffer:       o.maxConnBuffer,
+		MaxBodyBytes:        o.maxBody,
 	}
+	tp, err := admit.ParsePrefixes(o.trustedProxies)
+	if err != nil {
+		return c, fmt.Errorf("--trusted-proxies: %w", err)
+	}
+	c.TrustedProxies = tp
 	logBytes, err := runner.ParseBytes(o.logFileBytes)
 	if err != nil {
 		return c, fmt.Errorf("--log-file-bytes: %w", err)

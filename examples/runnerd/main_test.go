@@ -128,3 +128,23 @@ func TestRunnerdHelpAndBadFlags(t *testing.T) {
 	require.Equal(t, 2, run([]string{"-specs", "/tmp", "-uid-range", "abc"}, &out))
 	require.True(t, strings.Contains(out.String(), "uid-range"), out.String())
 }
+
+func TestRunnerdBoundsFlags(t *testing.T) {
+	o := options{uidRange: "1000-2000", memory: "64M", logFileBytes: "1M", maxConns: 100, maxConnsPerIP: 5, maxConnBuffer: 1 << 16, maxBody: -1,
+		trustedProxies: "10.0.0.0/8,192.0.2.1"}
+	c, err := o.config()
+	require.NoError(t, err)
+	require.Equal(t, 100, c.MaxConns)
+	require.Equal(t, 5, c.MaxConnsPerIP)
+	require.Equal(t, 1<<16, c.MaxConnBuffer)
+	require.EqualValues(t, -1, c.MaxBodyBytes)
+	require.Equal(t, "[10.0.0.0/8 192.0.2.1/32]", fmt.Sprint(c.TrustedProxies))
+	o.trustedProxies = "10.0.0.0/40"
+	_, err = o.config()
+	require.ErrorContains(t, err, "--trusted-proxies")
+	var out bytes.Buffer
+	require.Equal(t, 0, run([]string{"--help"}, &out))
+	for _, want := range []string{"-max-conns", "-max-conns-per-ip", "-max-body", "-max-conn-buffer", "-trusted-proxies"} {
+		require.Contains(t, out.String(), want)
+	}
+}

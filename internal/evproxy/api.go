@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/paaskit/paaskit/internal/admit"
 	"github.com/paaskit/paaskit/internal/http1"
 )
 
@@ -150,7 +151,10 @@ type Request struct {
 
 // Handler routes requests and learns their outcomes. Its methods are
 // called on the event loops (several at once, one per loop): they must
-// not block, and must be safe for concurrent use.
+// not block, and must be safe for concurrent use. A panic in one is
+// recovered and logged with its stack (Stats.Panics counts it): in Route
+// the request is answered 502; in Done or End the report is lost and the
+// exchange goes on.
 type Handler interface {
 	// Route decides what to do with a request. It is called again with
 	// a longer Tried when the connection to the target it chose failed
@@ -185,7 +189,8 @@ type Config struct {
 	// (Upgrade, Expect: 100-continue, chunked or large request bodies,
 	// HTTP/1.0, a Handoff decision, a miss), with the bytes already read
 	// from it, starting at the request it could not serve. It runs on the
-	// loop: it must start its own goroutine and return. Required.
+	// loop: it must start its own goroutine and return. A panic in it is
+	// recovered, logged and the connection closed. Required.
 	Handoff func(c net.Conn, buffered []byte)
 	// Loops is the number of event loops. Default GOMAXPROCS.
 	Loops int
@@ -231,6 +236,20 @@ type Config struct {
 	// target cannot forge fields the platform gives a meaning to (the
 	// runner drops "x-paaskit-").
 	DropFieldPrefix string
+	// SocketBuffer, if positive, is set as SO_RCVBUF and SO_SNDBUF of
+	// every client and target socket of the loops, bounding what the
+	// kernel holds for a slow reader or a slow target (the loops' own
+	// buffers are fixed). 0 leaves the kernel's autotuning.
+	SocketBuffer int
+	// Gate, if set, admits client connections (internal/admit): its caps
+	// per process and per client address refuse a connection by closing
+	// it as it is accepted, and a trusted source's PROXY header names
+	// the client (Request.ClientIP, X-Forwarded-For). A handed-off
+	// connection keeps its slot: Handoff then gets an *admit.Conn, whose
+	// Close gives the slot back. nil: no caps and no trusted source.
+	// Whatever the Gate, a connection from an untrusted source that
+	// starts with a PROXY header is closed.
+	Gate *admit.Gate
 	// BusyPoll, if set, makes a loop that just handled events poll once
 	// without blocking before it blocks in epoll_wait.
 	BusyPoll bool
@@ -267,7 +286,7 @@ func (c *Config) setDefaults() error {
 			*x.d = x.v
 		}
 	}
-	if c.Loops < 0 || c.MaxHeaderBytes < 0 || c.MaxHeaderFields < 0 || c.MaxBufferedBody < 0 || c.MaxIdlePerTarget < 0 {
+	if c.Loops < 0 || c.SocketBuffer < 0 || c.MaxHeaderBytes < 0 || c.MaxHeaderFields < 0 || c.MaxBufferedBody < 0 || c.MaxIdlePerTarget < 0 {
 		return errors.New("evproxy: negative count or size in Config")
 	}
 	if c.Loops == 0 {

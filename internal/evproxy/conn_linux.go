@@ -53,6 +53,8 @@ type cconn struct {
 	chunks      http1.ChunkedDecoder // a chunked response body
 	reuse       bool
 	clientClose bool
+
+	adm admission // Config.Gate slot and PROXY header state (limits_linux.go)
 }
 
 // done reports o for the current Forward decision (once). Any outcome
@@ -63,7 +65,7 @@ func (l *loop) done(c *cconn, o Outcome) {
 		return
 	}
 	c.routed = false
-	l.p.cfg.Handler.Done(&c.req, o)
+	l.callDone(c, o)
 	if o == Answered {
 		c.ending = true
 		return
@@ -80,7 +82,7 @@ func (l *loop) end(c *cconn) {
 	}
 	c.ending = false
 	if l.p.ender != nil {
-		l.p.ender.End(&c.req)
+		l.callEnd(c)
 	}
 }
 
@@ -188,7 +190,7 @@ func (l *loop) flush(c *cconn) bool {
 // reports whether c's state changed (or more bytes came in).
 func (l *loop) readRequest(c *cconn) bool {
 	cfg := &l.p.cfg
-	if c.ir < c.iw {
+	if c.ir < c.iw && (c.adm.preface == prefaceNone || l.preface(c)) {
 		avail := c.in[c.ir:c.iw]
 		if hl := http1.HeadEnd(avail); hl < 0 {
 			if len(avail) >= cfg.MaxHeaderBytes {

@@ -30,7 +30,12 @@ func (l *loop) routeAgain(c *cconn) {
 		l.reply(c, 502, "Bad Gateway", "cannot reach a node\n", nil)
 		return
 	}
-	c.dec = l.p.cfg.Handler.Route(&c.req)
+	dec, ok := l.callRoute(c)
+	if !ok {
+		l.reply(c, 502, "Bad Gateway", "the proxy's route hook failed\n", nil)
+		return
+	}
+	c.dec = dec
 	switch c.dec.Action {
 	case Reply:
 		l.reply(c, c.dec.Status, c.dec.Reason, c.dec.Body, c.dec.Extra)

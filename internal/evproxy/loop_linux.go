@@ -53,6 +53,8 @@ type loop struct {
 	nreq     atomic.Int64
 	nhandoff atomic.Int64
 	npools   atomic.Int64
+	nrefused atomic.Int64 // connections a Config.Gate cap refused
+	npanics  atomic.Int64 // hook panics recovered
 }
 
 type accepted struct {
@@ -346,10 +348,16 @@ func (l *loop) addClient(fd int, sa unix.Sockaddr) {
 	c.req.ClientIP = c.ip
 	c.req.Head = &c.head
 	c.deadline = l.now + int64(l.p.cfg.IdleTimeout)
+	if !l.admit(c, sa) {
+		_ = unix.Close(fd)
+		l.nconns.Add(-1)
+		return
+	}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{
 		Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}); err != nil {
 		l.p.cfg.Logger.Warn("evproxy: epoll_ctl client", "err", err)
 		_ = unix.Close(fd)
+		l.release(c)
 		l.nconns.Add(-1)
 		return
 	}
@@ -385,6 +393,7 @@ func (l *loop) closeClient(c *cconn) {
 	l.end(c)
 	l.removeClient(c)
 	_ = unix.Close(c.fd)
+	l.release(c)
 }
 
 // abort ends an exchange because the client went away or the proxy stops.
@@ -439,7 +448,8 @@ func (l *loop) handoff(c *cconn) {
 	nc, err := handoffConn(c.fd)
 	if err != nil {
 		cfg.Logger.Warn("evproxy: hand-off failed", "err", err)
+		l.release(c)
 		return
 	}
-	cfg.Handoff(nc, buffered)
+	l.callHandoff(l.wrapHandoff(nc, c), buffered)
 }

@@ -166,6 +166,7 @@ func (l *loop) dial(tp *tpool) (*bconn, error) {
 	b := &bconn{fd: fd, pool: tp, buf: make([]byte, targetBuf)}
 	if tp.fam != unix.AF_UNIX {
 		_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+		l.tuneSocket(fd)
 	}
 	err = unix.Connect(fd, tp.sa)
 	if err == nil && tp.fam == unix.AF_UNIX && tp.t.CheckPeer {

@@ -114,6 +114,8 @@ type Stats struct {
 	Handoffs  int64 // client connections handed off so far
 	IdleConns int64 // idle pooled target connections now
 	Pools     int64 // per-target pools kept by the loops now
+	Refused   int64 // client connections refused by Config.Gate's caps so far
+	Panics    int64 // hook panics recovered so far
 }
 
 // Stats returns the proxy's counters.
@@ -128,6 +130,8 @@ func (p *Proxy) Stats() Stats {
 		s.Requests += l.nreq.Load()
 		s.Handoffs += l.nhandoff.Load()
 		s.Pools += l.npools.Load()
+		s.Refused += l.nrefused.Load()
+		s.Panics += l.npanics.Load()
 		l.poolsMu.Lock()
 		for _, tp := range l.pools {
 			s.IdleConns += tp.nidle.Load()

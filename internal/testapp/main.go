@@ -174,6 +174,9 @@ func handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello %s\n", os.Getenv("PAASKIT_APP"))
 	})
+	mux.HandleFunc("/xff", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get("X-Forwarded-For"))
+	})
 	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
 		host, _ := os.Hostname()
 		_ = json.NewEncoder(w).Encode(map[string]any{
