@@ -341,7 +341,11 @@ func (i *instance) forward(w http.ResponseWriter, req *http.Request) {
 		bc.c.Close()
 		if cb != nil && cb.err != nil && ctx.Err() == nil {
 			w.Header().Set("Connection", "close")
-			http.Error(w, fmt.Sprintf("runner: reading the request body: %v", cb.err), http.StatusBadRequest)
+			code := http.StatusBadRequest
+			if tooLarge := (*http.MaxBytesError)(nil); errors.As(cb.err, &tooLarge) {
+				code = http.StatusRequestEntityTooLarge // Config.MaxBodyBytes, mid-stream
+			}
+			http.Error(w, fmt.Sprintf("runner: reading the request body: %v", cb.err), code)
 			return
 		}
 		timedOut := errors.Is(err, os.ErrDeadlineExceeded)
@@ -401,6 +405,13 @@ func (i *instance) forward(w http.ResponseWriter, req *http.Request) {
 		}
 	}
 	copyBufs.Put(bp)
+	if !clean {
+		// Closed first: resp.Body.Close reads a body it was not read to
+		// its end, and an endless one (server-sent events) would hold
+		// the instance in flight, and this goroutine, for good after
+		// the client left.
+		bc.c.Close()
+	}
 	resp.Body.Close()
 	if clean && !resp.Close && !req.Close {
 		i.pool.put(bc)

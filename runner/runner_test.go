@@ -290,11 +290,11 @@ func TestStreamingResponseKeepsInstanceAlive(t *testing.T) {
 			require.Nil(t, e.status("streamer").LastExit)
 
 			// A client that leaves mid-stream: the count returns to
-			// zero and the instance is reaped as idle. (Behind net/http,
-			// ServeHTTP reads the app's response to its end before it
-			// lets go, 1 s of this stream; the other fronts let go at
-			// once.)
-			c, body := stream(100)
+			// zero at once, on every front, and the instance is reaped
+			// as idle. The stream would run for 1,000 s: a front that
+			// read the app's response to its end before letting go (as
+			// ServeHTTP once did) keeps it in flight past waitIdle.
+			c, body := stream(100000)
 			_, err = bufio.NewReader(body).ReadString('\n')
 			require.NoError(t, err)
 			st = e.status("streamer")
