@@ -187,7 +187,8 @@ type remote struct {
 
 	mu      sync.Mutex
 	cond    *sync.Cond
-	buf     []byte // output from offset base on
+	buf     []byte // output from offset base on; a window of store
+	store   []byte // the array buf lives in (appendLocked)
 	base    int64
 	eof     bool // the reader has seen all output
 	exited  bool // and the status is in
@@ -518,7 +519,7 @@ func (s *Server) pump(r *remote) {
 			}
 			r.mu.Lock()
 			if !r.hungUp { // after a hang-up nobody will take it: keep the bound
-				r.buf = append(r.buf, tmp[:n]...)
+				r.appendLocked(tmp[:n], s.cfg.Buffer+len(tmp))
 				r.cond.Broadcast()
 			}
 			r.mu.Unlock()
@@ -542,15 +543,29 @@ func (s *Server) pump(r *remote) {
 	s.log.Info("pty: session ended", "session", r.id, "status", st.String())
 }
 
-// dropLocked forgets the oldest n buffered bytes (a detached session
-// with nobody attached: its log has them).
+// appendLocked appends p to the buffered output. Dropping output only
+// moves the buffer's start (see dropLocked); the bytes are moved back to
+// the front of the array here, when the end runs out of room, which costs
+// one copy of what is held per array's worth of output rather than one per
+// ack. size is the array's size (the buffer bound plus a read).
+func (r *remote) appendLocked(p []byte, size int) {
+	if cap(r.buf)-len(r.buf) < len(p) {
+		if cap(r.store) < len(r.buf)+len(p) {
+			r.store = make([]byte, 0, max(size, len(r.buf)+len(p)))
+		}
+		r.buf = append(r.store[:0], r.buf...) // copy handles the overlap
+	}
+	r.buf = append(r.buf, p...)
+}
+
+// dropLocked forgets the oldest n buffered bytes: they were acknowledged,
+// or (a detached session with nobody attached) its log has them.
 func (r *remote) dropLocked(n int64) {
 	n = min(n, int64(len(r.buf)))
 	if a := r.att; a != nil && a.sent < r.base+n {
 		a.sent = r.base + n
 	}
-	k := copy(r.buf, r.buf[n:])
-	r.buf = r.buf[:k]
+	r.buf = r.buf[n:]
 	r.base += n
 }
 
@@ -692,6 +707,9 @@ func (s *Server) stream(r *remote, a *attachment) {
 		cancel()
 	}()
 	body := make([]byte, 0, 128+base64.StdEncoding.EncodedLen(chunkSize))
+	// The piece to send is copied out under the lock and encoded outside
+	// it, so the pump and acks never wait for an encoding.
+	chunk := make([]byte, 0, chunkSize)
 	exitSent := false
 	for {
 		r.mu.Lock()
@@ -709,14 +727,17 @@ func (s *Server) stream(r *remote, a *attachment) {
 			}
 			lo := a.sent - r.base
 			hi := min(int64(len(r.buf)), lo+chunkSize)
-			body = appendOutput(body[:0], r.id, a.id, a.sent, r.buf[lo:hi])
+			chunk = append(chunk[:0], r.buf[lo:hi]...)
+			off := a.sent
 			a.sent += hi - lo
+			r.mu.Unlock()
+			body = appendOutput(body[:0], r.id, a.id, off, chunk)
 		} else {
 			typ = TypeExit
 			body = appendExit(body[:0], r.id, a.id, r.end(), r.status)
 			exitSent = true
+			r.mu.Unlock()
 		}
-		r.mu.Unlock()
 		if err := a.push.Push(ctx, typ, body); err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("pty: stream push failed", "session", r.id, "err", err)
@@ -724,18 +745,6 @@ func (s *Server) stream(r *remote, a *attachment) {
 			return
 		}
 	}
-}
-
-func appendOutput(b []byte, session, attach string, off int64, data []byte) []byte {
-	b = append(b, `{"s":"`...)
-	b = append(b, session...)
-	b = append(b, `","a":"`...)
-	b = append(b, attach...)
-	b = append(b, `","o":`...)
-	b = strconv.AppendInt(b, off, 10)
-	b = append(b, `,"d":"`...)
-	b = base64.StdEncoding.AppendEncode(b, data)
-	return append(b, `"}`...)
 }
 
 func appendExit(b []byte, session, attach string, end int64, st ExitStatus) []byte {
