@@ -131,8 +131,8 @@ type RemoteSession struct {
 	window   int
 	pending  []byte // received output; pending[pendOff:] is not yet read
 	pendOff  int
-	recv     int64    // offset after the last byte received
-	read     int64    // offset after the last byte Read returned
+	recv     int64 // offset after the last byte received
+	read     int64 // offset after the last byte Read returned
 	acked    int64
 	exited   bool
 	status   ExitStatus
