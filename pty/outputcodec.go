@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/bits"
 	"strconv"
 )
 
@@ -44,28 +45,29 @@ const (
 	highs = 0x8080808080808080
 )
 
-// plainWord reports whether all eight bytes of w stand for themselves in
-// a JSON string: none is below 0x20, a '"', a '\\' or 0x80 and above.
-func plainWord(w uint64) bool {
-	// Each term has a high bit set in some byte exactly when some byte of
-	// w is below 0x20, is '"' (its xor is zero), or is '\\'; a borrow
-	// can mark a wrong byte, but only above a right one, so each term is
-	// zero or not exactly when it should be. w's own high bits are the
-	// bytes >= 0x80.
+// special returns w with the high bit set in the lowest byte (and maybe
+// some higher ones) that does not stand for itself in a JSON string: a
+// byte below 0x20, '"', '\\', or 0x80 and above. It is zero when all eight
+// bytes of w stand for themselves.
+func special(w uint64) uint64 {
+	// Each term marks the bytes below 0x20, equal to '"' (xor zero) or
+	// to '\\': a borrow can mark a wrong byte, but only above a right one,
+	// so the lowest mark is always right. w's own high bits are the bytes
+	// >= 0x80.
 	q, bs := w^'"'*ones, w^'\\'*ones
 	below := (w - 0x20*ones) & ^w
 	quote := (q - ones) & ^q
 	slash := (bs - ones) & ^bs
-	return (below|quote|slash|w)&highs == 0
+	return (below | quote | slash | w) & highs
 }
 
 // plainRun returns how many leading bytes of p stand for themselves in a
-// JSON string (see plainWord).
+// JSON string (see special).
 func plainRun(p []byte) int {
 	i := 0
 	for ; i+8 <= len(p); i += 8 {
-		if !plainWord(binary.LittleEndian.Uint64(p[i:])) {
-			break
+		if m := special(binary.LittleEndian.Uint64(p[i:])); m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
 		}
 	}
 	for ; i < len(p); i++ {
@@ -85,40 +87,68 @@ const hexDigits = "0123456789abcdef"
 // the UTF-8 of U+0080 to U+00FF. It gives up, returning false, as soon as
 // the result would pass limit bytes.
 func appendText(b, data []byte, limit int) ([]byte, bool) {
-	for len(data) > 0 {
-		n := plainRun(data)
-		if len(b)+n > limit {
-			return b, false
-		}
-		b = append(b, data[:n]...)
-		data = data[n:]
-		if len(data) == 0 {
-			break
-		}
-		if len(b)+6 > limit {
-			return b, false
-		}
-		switch c := data[0]; {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c == '\n':
-			b = append(b, '\\', 'n')
-		case c == '\r':
-			b = append(b, '\\', 'r')
-		case c == '\t':
-			b = append(b, '\\', 't')
-		case c == '\b':
-			b = append(b, '\\', 'b')
-		case c == '\f':
-			b = append(b, '\\', 'f')
-		case c < 0x20:
-			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&15])
-		default: // 0x80..0xFF: U+0080..U+00FF in UTF-8
-			b = append(b, 0xC0|c>>6, 0x80|c&0x3F)
-		}
-		data = data[1:]
+	if cap(b) < limit+8 {
+		b = append(make([]byte, 0, limit+8), b...)
 	}
-	return b, true
+	// Write into out[:limit+8] directly: eight plain bytes at a time with
+	// one store, and at most 6 bytes for one that is not, so checking j
+	// against limit before each step never writes past the slice.
+	out := b[:limit+8]
+	j, i := len(b), 0
+	for i < len(data) {
+		if j > limit {
+			return b, false
+		}
+		if i+8 <= len(data) {
+			// Store all eight; keep the plain ones before the first
+			// special byte (the rest are written again after it).
+			w := binary.LittleEndian.Uint64(data[i:])
+			binary.LittleEndian.PutUint64(out[j:], w)
+			m := special(w)
+			if m == 0 {
+				i, j = i+8, j+8
+				continue
+			}
+			k := bits.TrailingZeros64(m) >> 3
+			i, j = i+k, j+k
+		}
+		c := data[i]
+		i++
+		switch {
+		case c >= 0x20 && c < 0x80 && c != '"' && c != '\\':
+			out[j] = c
+			j++
+			continue
+		case c >= 0x80: // U+0080..U+00FF in UTF-8
+			out[j], out[j+1] = 0xC0|c>>6, 0x80|c&0x3F
+			j += 2
+			continue
+		case c == '"' || c == '\\':
+		case c == '\n':
+			c = 'n'
+		case c == '\r':
+			c = 'r'
+		case c == '\t':
+			c = 't'
+		case c == '\b':
+			c = 'b'
+		case c == '\f':
+			c = 'f'
+		default:
+			if j+6 > limit+8 {
+				return b, false
+			}
+			copy(out[j:], []byte{'\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&15]})
+			j += 6
+			continue
+		}
+		out[j], out[j+1] = '\\', c
+		j += 2
+	}
+	if j > limit {
+		return b, false
+	}
+	return out[:j], true
 }
 
 var errBadText = errors.New(`pty: bad "t" output text: not a JSON string of code points U+0000 to U+00FF`)

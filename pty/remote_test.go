@@ -585,32 +585,6 @@ func TestRemoteSessionsLeakNothing(t *testing.T) {
 	}
 }
 
-func BenchmarkRemoteOutput(b *testing.B) {
-	_, ep := startServer(b, ServerConfig{})
-	c := clientFor(b, ep, "alice")
-	const size = 100 << 20
-	b.SetBytes(size)
-	buf := make([]byte, 64<<10)
-	for b.Loop() {
-		rs, err := c.Run(context.Background(), StartRequest{Argv: []string{"head", "-c", strconv.Itoa(size), "/dev/zero"}})
-		if err != nil {
-			b.Fatal(err)
-		}
-		var n int64
-		for {
-			k, err := rs.Read(buf)
-			n += int64(k)
-			if err != nil {
-				break
-			}
-		}
-		if n != size {
-			b.Fatalf("got %d", n)
-		}
-		rs.Close()
-	}
-}
-
 // BenchmarkRemoteEcho measures a keystroke's round trip through a remote
 // session on loopback: one byte typed into `cat` until its echo is read.
 // It reports the median (ns/echo-p50) beside the mean.
