@@ -131,13 +131,21 @@
 // Stream messages (PUSH → PULL; the client ignores any whose "s" or "a" is
 // not its session and current attachment):
 //
-//	pty.output  {"s": session, "a": attach, "o": offset, "d": base64}
-//	            up to 64 KiB of output starting at offset o
+//	pty.output  {"s": session, "a": attach, "o": offset, "t": text}
+//	            or {"s": session, "a": attach, "o": offset, "d": base64}
+//	            up to 128 KiB of output starting at offset o
 //	pty.exit    {"s": session, "a": attach, "o": n, "code": n, "signal": s}
 //	            after the last output: o is the total output
 //
-// The server writes pty.output's members in exactly that order with no
-// whitespace, so a client may parse it without a JSON scanner; it must
+// A pty.output carries its bytes in exactly one of "t" and "d". "t" is a
+// JSON string of code points U+0000 to U+00FF, each one byte of output
+// (ISO 8859-1 read as bytes): the server writes printable ASCII as itself,
+// '"' and '\' and \b \f \n \r \t as two-character escapes, other bytes
+// below 0x20 as \u00XX and bytes 0x80 to 0xFF as the UTF-8 of U+0080 to
+// U+00FF; a code point above U+00FF is an error. It uses "t" when that is
+// no longer than base64 (terminal output is mostly text), "d" otherwise.
+// The server writes pty.output's members in exactly the orders above with
+// no whitespace, so a client may parse it without a JSON scanner; it must
 // still accept any JSON object. A client keeps the next offset it expects:
 // it drops data before it (a duplicate after a reattach) and treats a
 // message starting after it as a broken stream, reattaching with from set

@@ -26,9 +26,10 @@ const (
 	DefaultBuffer        = 1 << 20
 	DefaultMaxSessions   = 256
 	DefaultRetain        = 10 * time.Minute
-	// chunkSize bounds the output bytes of one stream message: 64 KiB is
-	// 87 KiB of base64, well inside zmqloop's default 1 MiB MaxSize.
-	chunkSize = 64 << 10
+	// chunkSize bounds the output bytes of one stream message: 128 KiB
+	// is at most 175 KiB of base64 (or of text: see appendOutput), well
+	// inside zmqloop's default 1 MiB MaxSize.
+	chunkSize = 128 << 10
 )
 
 // Error codes of the session protocol (zmqloop error replies).
@@ -205,7 +206,11 @@ type attachment struct {
 	sent     int64
 	lastSeen time.Time
 	closed   bool
-	done     chan struct{} // the streamer has returned
+	// ctx is the streamer's, for Push's wait for queue space, kept here so
+	// that detachLocked can end it (cancel) along with the attachment.
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{} // the streamer has returned
 }
 
 // NewServer validates cfg and returns a Server; Run starts it.
@@ -488,7 +493,7 @@ func (s *Server) start(ctx context.Context, caller string, req StartRequest) (Se
 // (the flow control: a full buffer leaves the child blocked in write) and
 // records the exit status after the last byte.
 func (s *Server) pump(r *remote) {
-	tmp := make([]byte, 32<<10)
+	tmp := make([]byte, 64<<10)
 	for {
 		r.mu.Lock()
 		for len(r.buf) >= s.cfg.Buffer && !r.hungUp {
@@ -610,6 +615,7 @@ func (r *remote) detachLocked() *attachment {
 		return nil
 	}
 	a.closed = true
+	a.cancel()
 	r.att = nil
 	r.cond.Broadcast()
 	return a
@@ -678,6 +684,7 @@ func (s *Server) attach(ctx context.Context, caller string, req AttachRequest) (
 	from := max(req.From, r.base)
 	old := r.detachLocked()
 	a := &attachment{id: newID(), push: push, sent: from, lastSeen: s.cfg.Now(), done: make(chan struct{})}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
 	r.att = a
 	r.graceAt = time.Time{}
 	r.mu.Unlock()
@@ -695,17 +702,9 @@ func (s *Server) attach(ctx context.Context, caller string, req AttachRequest) (
 // message, until the attachment ends.
 func (s *Server) stream(r *remote, a *attachment) {
 	defer close(a.done)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	// Push may wait for queue space; the attachment's end must end it.
-	go func() {
-		r.mu.Lock()
-		for !a.closed {
-			r.cond.Wait()
-		}
-		r.mu.Unlock()
-		cancel()
-	}()
+	// Push may wait for queue space; the attachment's end (a.cancel)
+	// must end it.
+	ctx := a.ctx
 	body := make([]byte, 0, 128+base64.StdEncoding.EncodedLen(chunkSize))
 	// The piece to send is copied out under the lock and encoded outside
 	// it, so the pump and acks never wait for an encoding.
