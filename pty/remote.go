@@ -131,8 +131,9 @@ type RemoteSession struct {
 	window   int
 	pending  []byte // received output; pending[pendOff:] is not yet read
 	pendOff  int
-	recv     int64 // offset after the last byte received
-	read     int64 // offset after the last byte Read returned
+	recv     int64     // offset after the last byte received
+	recvAt   time.Time // when recv last grew (or the stream was attached)
+	read     int64     // offset after the last byte Read returned
 	acked    int64
 	exited   bool
 	status   ExitStatus
@@ -197,6 +198,7 @@ func (rs *RemoteSession) attachFrom(ctx context.Context, from int64) error {
 		rs.recv, rs.read, rs.acked = rep.From, rep.From, rep.From
 	}
 	rs.gap = false
+	rs.recvAt = time.Now() // the new stream gets a heartbeat to deliver
 	rs.hb = max(time.Duration(rep.Heartbeat)*time.Millisecond, 10*time.Millisecond)
 	rs.mu.Unlock()
 	return nil
@@ -276,6 +278,7 @@ func (rs *RemoteSession) onOutput(attach string, body []byte) error {
 		rs.pending = rs.pending[:start+n]
 	}
 	rs.recv += int64(len(rs.pending) - start)
+	rs.recvAt = time.Now()
 	rs.cond.Broadcast()
 	return nil
 }
@@ -329,7 +332,6 @@ func (rs *RemoteSession) supervise() {
 	defer close(rs.done)
 	t := time.NewTimer(0)
 	defer t.Stop()
-	var idleRecv int64 = -1
 	for {
 		rs.mu.Lock()
 		hb := rs.hb
@@ -378,13 +380,14 @@ func (rs *RemoteSession) supervise() {
 		if rep.Exited && !rs.exited && rs.recv == rep.Output {
 			// The exit message was lost; the ack says how it ended.
 			rs.setExitLocked(rep.Code, rep.Signal)
-		} else if rep.Output > rs.recv && rs.recv == idleRecv {
+		} else if rep.Output > rs.recv && time.Since(rs.recvAt) >= hb {
 			// Output is waiting and nothing arrived for a whole heartbeat:
-			// the stream is broken; reattach.
+			// the stream is broken; reattach. (Acks that Read asks for
+			// come much faster than heartbeats, so two of them with
+			// nothing new between say nothing about the stream.)
 			rs.gap = true
 			rs.wake()
 		}
-		idleRecv = rs.recv
 		rs.mu.Unlock()
 	}
 }
