@@ -133,7 +133,7 @@
 //
 //	pty.output  {"s": session, "a": attach, "o": offset, "t": text}
 //	            or {"s": session, "a": attach, "o": offset, "d": base64}
-//	            up to 128 KiB of output starting at offset o
+//	            up to 46 KiB of output starting at offset o
 //	pty.exit    {"s": session, "a": attach, "o": n, "code": n, "signal": s}
 //	            after the last output: o is the total output
 //

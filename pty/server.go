@@ -26,10 +26,12 @@ const (
 	DefaultBuffer        = 1 << 20
 	DefaultMaxSessions   = 256
 	DefaultRetain        = 10 * time.Minute
-	// chunkSize bounds the output bytes of one stream message: 128 KiB
-	// is at most 175 KiB of base64 (or of text: see appendOutput), well
-	// inside zmqloop's default 1 MiB MaxSize.
-	chunkSize = 128 << 10
+	// chunkSize bounds the output bytes of one stream message: 46 KiB is
+	// at most 61.3 KiB of base64 (text is never longer: see
+	// appendOutput), so a whole sealed message stays within the 64 KiB
+	// buffers zmqloop's codec reuses; bigger ones are allocated afresh
+	// for every message, which cost more than the messages saved.
+	chunkSize = 46 << 10
 )
 
 // Error codes of the session protocol (zmqloop error replies).
