@@ -8,7 +8,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // The output benchmarks: one child program, three readers, two terminal
@@ -137,6 +139,7 @@ func BenchmarkOutput(b *testing.B) {
 		for _, mode := range outputModes {
 			b.Run("child="+mode, func(b *testing.B) {
 				b.SetBytes(outputSize)
+				start := cpuTime()
 				for b.Loop() {
 					out, err := exec.Command(bin, "peer", size, mode).Output()
 					if err != nil {
@@ -146,6 +149,7 @@ func BenchmarkOutput(b *testing.B) {
 						b.Fatalf("the peer read %d bytes, want %d", got, outputWant(mode))
 					}
 				}
+				reportCPU(b, start)
 			})
 		}
 	})
@@ -154,6 +158,7 @@ func BenchmarkOutput(b *testing.B) {
 			b.Run("child="+mode, func(b *testing.B) {
 				b.SetBytes(outputSize)
 				buf := make([]byte, 64<<10)
+				start := cpuTime()
 				for b.Loop() {
 					s, err := Start(exec.Command(bin, "child", size, mode), Config{})
 					if err != nil {
@@ -168,6 +173,7 @@ func BenchmarkOutput(b *testing.B) {
 					}
 					s.Close(context.Background())
 				}
+				reportCPU(b, start)
 			})
 		}
 	})
@@ -178,6 +184,7 @@ func BenchmarkOutput(b *testing.B) {
 			b.Run("child="+mode, func(b *testing.B) {
 				b.SetBytes(outputSize)
 				buf := make([]byte, 64<<10)
+				start := cpuTime()
 				for b.Loop() {
 					rs, err := c.Run(context.Background(), StartRequest{Argv: []string{bin, "child", size, mode}})
 					if err != nil {
@@ -192,9 +199,28 @@ func BenchmarkOutput(b *testing.B) {
 					}
 					rs.Close()
 				}
+				reportCPU(b, start)
 			})
 		}
 	})
+}
+
+// cpuTime is the CPU time (user and system) this process and its reaped
+// children have used.
+func cpuTime() time.Duration {
+	var self, kids syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &self)
+	_ = syscall.Getrusage(syscall.RUSAGE_CHILDREN, &kids)
+	d := func(tv syscall.Timeval) time.Duration { return time.Duration(tv.Nano()) }
+	return d(self.Utime) + d(self.Stime) + d(kids.Utime) + d(kids.Stime)
+}
+
+// reportCPU reports the CPU time per byte the child wrote since start:
+// the reader's, the child's and (remote) both ends' and their sockets'
+// threads, not the kernel's pty worker. Contention from other work on
+// the machine inflates wall-clock MB/s far more than it does this.
+func reportCPU(b *testing.B, start time.Duration) {
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N)/outputSize, "cpu-ns/B")
 }
 
 // drain reads r to EOF with buf and counts the bytes.

@@ -31,10 +31,12 @@ for ((i = 1; i <= ROUNDS; i++)); do
     { cat "$tmp/round" >&2; exit 1; }
   line="round $i:"
   for r in $rows; do
-    v=$(awk -v n="BenchmarkOutput/reader=$r" '$1 ~ "^"n"(-[0-9]+)?$" {print $(NF-1)}' "$tmp/round")
-    [[ -n $v ]] || { echo "no figure for $r" >&2; cat "$tmp/round" >&2; exit 1; }
+    v=$(awk -v n="BenchmarkOutput/reader=$r" -v u="MB/s" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 2; i <= NF; i++) if ($i == u) print $(i-1)}' "$tmp/round")
+    c=$(awk -v n="BenchmarkOutput/reader=$r" -v u="cpu-ns/B" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 2; i <= NF; i++) if ($i == u) print $(i-1)}' "$tmp/round")
+    [[ -n $v && -n $c ]] || { echo "no figure for $r" >&2; cat "$tmp/round" >&2; exit 1; }
     echo "$v" >>"$tmp/${r//[\/=]/_}"
-    line+=" $r $v"
+    echo "$c" >>"$tmp/cpu_${r//[\/=]/_}"
+    line+=" $r $v MB/s ($c cpu-ns/B)"
   done
   for m in raw cooked; do
     k=$(tail -1 "$tmp/kernel_child_$m")
@@ -42,9 +44,9 @@ for ((i = 1; i <= ROUNDS; i++)); do
       awk -v a="$(tail -1 "$tmp/${who}_child_$m")" -v b="$k" 'BEGIN{print a/b}' >>"$tmp/ratio_${who}_$m"
     done
   done
-  echo "$line MB/s" >&2
+  echo "$line" >&2
 done
-echo=$("$tmp/pty.test" -test.run '^$' -test.bench '^BenchmarkRemoteEcho$' -test.benchtime "${ECHOES}x" 2>&1 |
+echo=$("$tmp/pty.test" -test.run '^$' -test.bench "^BenchmarkRemoteEcho$" -test.benchtime "$(( (ECHOES + 999) / 1000 ))x" 2>&1 |
   awk '$1 ~ /^BenchmarkRemoteEcho/ {for (i = 1; i < NF; i++) if ($(i+1) == "ns/echo-p50") print $i}')
 
 for m in raw cooked; do
@@ -53,6 +55,12 @@ for m in raw cooked; do
     printf 'row\t%s session output, 100 MiB %s child\tkernel peer: C, blocking 256 KiB reads of the master, same child, same rounds\t%.2fx\tmedian of %d per-round ratios; %s vs %s MB/s; %s cores\n' \
       "$who" "$m" "$(median <"$tmp/ratio_${who}_$m")" "$ROUNDS" "$(median <"$tmp/${who}_child_$m")" "$k" "$(nproc)"
   done
+done
+for m in raw cooked; do
+  printf 'row\tCPU per byte, 100 MiB %s child: local session / remote session\tkernel peer (its reader and the child), same rounds\t%.2fx / %.2fx\tmedian cpu-ns/B %s / %s vs %s: user+system time of the reader process (server and client) and the child, per byte the child wrote; lower is better\n' \
+    "$m" "$(awk -v a="$(median <"$tmp/cpu_local_child_$m")" -v b="$(median <"$tmp/cpu_kernel_child_$m")" 'BEGIN{print a/b}')" \
+    "$(awk -v a="$(median <"$tmp/cpu_remote_child_$m")" -v b="$(median <"$tmp/cpu_kernel_child_$m")" 'BEGIN{print a/b}')" \
+    "$(median <"$tmp/cpu_local_child_$m")" "$(median <"$tmp/cpu_remote_child_$m")" "$(median <"$tmp/cpu_kernel_child_$m")"
 done
 printf 'bar\tlocal session output throughput, raw child\t%s MB/s\t>= 200 MB/s\tmedian of %d; the kernel peer (the ceiling) reached %s MB/s\n' \
   "$(median <"$tmp/local_child_raw")" "$ROUNDS" "$(median <"$tmp/kernel_child_raw")"
