@@ -164,7 +164,7 @@
 // output detaches. If the pty.exit message is lost, the ack reply's
 // "exited" with "output" equal to what the client has ends the session
 // for it; if output is waiting ("output" beyond what it has) and nothing
-// arrives for a heartbeat, it reattaches.
+// arrives for two heartbeats, it reattaches.
 //
 // A detached session (Heroku's run:detached) starts with no client; its
 // output also goes to the server's Log sink, and while nobody is attached

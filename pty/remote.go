@@ -358,6 +358,7 @@ func (rs *RemoteSession) supervise() {
 				rs.fail(err)
 				return
 			}
+			rs.wake() // ack at once: the server counts silence from its reply
 			continue
 		}
 		if exited && read == recv {
@@ -380,11 +381,12 @@ func (rs *RemoteSession) supervise() {
 		if rep.Exited && !rs.exited && rs.recv == rep.Output {
 			// The exit message was lost; the ack says how it ended.
 			rs.setExitLocked(rep.Code, rep.Signal)
-		} else if rep.Output > rs.recv && time.Since(rs.recvAt) >= hb {
-			// Output is waiting and nothing arrived for a whole heartbeat:
+		} else if rep.Output > rs.recv && time.Since(rs.recvAt) >= 2*hb {
+			// Output is waiting and nothing arrived for two heartbeats:
 			// the stream is broken; reattach. (Acks that Read asks for
 			// come much faster than heartbeats, so two of them with
-			// nothing new between say nothing about the stream.)
+			// nothing new between say nothing about the stream; and one
+			// heartbeat is a short stall on a loaded machine.)
 			rs.gap = true
 			rs.wake()
 		}

@@ -690,7 +690,12 @@ func (s *Server) attach(ctx context.Context, caller string, req AttachRequest) (
 	r.att = a
 	r.graceAt = time.Time{}
 	r.mu.Unlock()
-	old.stop()
+	old.stop() // may take a while: it flushes the old stream
+	// The client's first ack can come only after this reply: its silence
+	// is counted from here, not from before the old stream's flush.
+	r.mu.Lock()
+	a.lastSeen = s.cfg.Now()
+	r.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
