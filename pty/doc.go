@@ -175,14 +175,24 @@
 //
 // # Throughput
 //
-// The kernel's pty layer is the ceiling: on the 2-vCPU VM this was built
-// on, a child writing 100 MiB into a terminal is read at 50-130 MB/s by
-// anything (script(1), Python's pty module, a blocking read loop in Go),
-// because the master side hands over at most about 4-5 KiB per read.
-// Local sessions run at that speed (1.12x Python's pty module, median of
-// three interleaved rounds). Remote sessions add base64, an HMAC per
-// message, a socket and a goroutine wake-up per stage on each side, and
-// reach 0.36-0.70 of a local session in the same rounds (0.40 median in
-// the last run); a keystroke's echo takes about 0.2 ms on loopback. See
-// bench/sections/60-pty.sh.
+// The kernel's pty layer is the ceiling, and BenchmarkOutput measures it
+// beside the package in the same run: a C program (built by the
+// benchmark) opens a pty pair, forks a child onto the slave and reads the
+// master with blocking 256 KiB reads. However large the read, a master
+// hands over what its line discipline holds, 4 KiB refilled by a kernel
+// worker (about 4-7 KiB a read), so reading a terminal is a ping-pong
+// between the writer, that worker and the reader; and a child that leaves
+// OPOST|ONLCR on (a terminal's default; a session never changes the
+// child's modes) pays for the kernel's output processing in every write,
+// about twice the CPU of a raw child. On the 2-vCPU VM this was built on,
+// with other work running, the peer read a child writing 100 MiB of text
+// lines at 106-169 MB/s raw and 44-57 MB/s cooked; a local Session read
+// it at 0.93x the peer (raw and cooked, medians of three) with 1.3x its CPU
+// per byte (the netpoller's wake-ups). Remote sessions add an HMAC and a
+// JSON scan on each side, the stream's text coding (plain text goes as
+// itself in a JSON string, other output as base64), loopback TCP and a
+// goroutine hand-off per stage: about 4x the peer's CPU per byte for a raw
+// child, 0.42x its speed (raw, 53 MB/s median; 77-91 MB/s when the machine
+// was quieter) and 0.61x cooked. A keystroke's echo takes about 0.3 ms
+// (median) on loopback. See bench/sections/60-pty.sh.
 package pty
