@@ -131,13 +131,21 @@
 // Stream messages (PUSH → PULL; the client ignores any whose "s" or "a" is
 // not its session and current attachment):
 //
-//	pty.output  {"s": session, "a": attach, "o": offset, "d": base64}
-//	            up to 64 KiB of output starting at offset o
+//	pty.output  {"s": session, "a": attach, "o": offset, "t": text}
+//	            or {"s": session, "a": attach, "o": offset, "d": base64}
+//	            up to 46 KiB of output starting at offset o
 //	pty.exit    {"s": session, "a": attach, "o": n, "code": n, "signal": s}
 //	            after the last output: o is the total output
 //
-// The server writes pty.output's members in exactly that order with no
-// whitespace, so a client may parse it without a JSON scanner; it must
+// A pty.output carries its bytes in exactly one of "t" and "d". "t" is a
+// JSON string of code points U+0000 to U+00FF, each one byte of output
+// (ISO 8859-1 read as bytes): the server writes printable ASCII as itself,
+// '"' and '\' and \b \f \n \r \t as two-character escapes, other bytes
+// below 0x20 as \u00XX and bytes 0x80 to 0xFF as the UTF-8 of U+0080 to
+// U+00FF; a code point above U+00FF is an error. It uses "t" when that is
+// no longer than base64 (terminal output is mostly text), "d" otherwise.
+// The server writes pty.output's members in exactly the orders above with
+// no whitespace, so a client may parse it without a JSON scanner; it must
 // still accept any JSON object. A client keeps the next offset it expects:
 // it drops data before it (a duplicate after a reattach) and treats a
 // message starting after it as a broken stream, reattaching with from set
@@ -156,7 +164,7 @@
 // output detaches. If the pty.exit message is lost, the ack reply's
 // "exited" with "output" equal to what the client has ends the session
 // for it; if output is waiting ("output" beyond what it has) and nothing
-// arrives for a heartbeat, it reattaches.
+// arrives for two heartbeats, it reattaches.
 //
 // A detached session (Heroku's run:detached) starts with no client; its
 // output also goes to the server's Log sink, and while nobody is attached
@@ -167,14 +175,24 @@
 //
 // # Throughput
 //
-// The kernel's pty layer is the ceiling: on the 2-vCPU VM this was built
-// on, a child writing 100 MiB into a terminal is read at 50-130 MB/s by
-// anything (script(1), Python's pty module, a blocking read loop in Go),
-// because the master side hands over at most about 4-5 KiB per read.
-// Local sessions run at that speed (1.12x Python's pty module, median of
-// three interleaved rounds). Remote sessions add base64, an HMAC per
-// message, a socket and a goroutine wake-up per stage on each side, and
-// reach 0.36-0.70 of a local session in the same rounds (0.40 median in
-// the last run); a keystroke's echo takes about 0.2 ms on loopback. See
-// bench/sections/60-pty.sh.
+// The kernel's pty layer is the ceiling, and BenchmarkOutput measures it
+// beside the package in the same run: a C program (built by the
+// benchmark) opens a pty pair, forks a child onto the slave and reads the
+// master with blocking 256 KiB reads. However large the read, a master
+// hands over what its line discipline holds, 4 KiB refilled by a kernel
+// worker (about 4-7 KiB a read), so reading a terminal is a ping-pong
+// between the writer, that worker and the reader; and a child that leaves
+// OPOST|ONLCR on (a terminal's default; a session never changes the
+// child's modes) pays for the kernel's output processing in every write,
+// about twice the CPU of a raw child. On the 2-vCPU VM this was built on,
+// with other work running, the peer read a child writing 100 MiB of text
+// lines at 106-169 MB/s raw and 44-57 MB/s cooked; a local Session read
+// it at 0.93x the peer (raw and cooked, medians of three) with 1.3x its CPU
+// per byte (the netpoller's wake-ups). Remote sessions add an HMAC and a
+// JSON scan on each side, the stream's text coding (plain text goes as
+// itself in a JSON string, other output as base64), loopback TCP and a
+// goroutine hand-off per stage: about 4x the peer's CPU per byte for a raw
+// child, 0.42x its speed (raw, 53 MB/s median; 77-91 MB/s when the machine
+// was quieter) and 0.61x cooked. A keystroke's echo takes about 0.3 ms
+// (median) on loopback. See bench/sections/60-pty.sh.
 package pty

@@ -1,16 +1,13 @@
 package pty
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/url"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -132,9 +129,11 @@ type RemoteSession struct {
 	attach   string
 	stream   string
 	window   int
-	chunks   [][]byte // received, not yet read
-	recv     int64    // offset after the last byte received
-	read     int64    // offset after the last byte Read returned
+	pending  []byte // received output; pending[pendOff:] is not yet read
+	pendOff  int
+	recv     int64     // offset after the last byte received
+	recvAt   time.Time // when recv last grew (or the stream was attached)
+	read     int64     // offset after the last byte Read returned
 	acked    int64
 	exited   bool
 	status   ExitStatus
@@ -199,6 +198,7 @@ func (rs *RemoteSession) attachFrom(ctx context.Context, from int64) error {
 		rs.recv, rs.read, rs.acked = rep.From, rep.From, rep.From
 	}
 	rs.gap = false
+	rs.recvAt = time.Now() // the new stream gets a heartbeat to deliver
 	rs.hb = max(time.Duration(rep.Heartbeat)*time.Millisecond, 10*time.Millisecond)
 	rs.mu.Unlock()
 	return nil
@@ -225,7 +225,7 @@ func streamEndpoint(stream, control string) (string, error) {
 	return stream, nil
 }
 
-// outputMsg is a pty.output or pty.exit body.
+// outputMsg is a pty.exit body, or a decoded pty.output body.
 type outputMsg struct {
 	S      string `json:"s"`
 	A      string `json:"a"`
@@ -235,48 +235,17 @@ type outputMsg struct {
 	Signal string `json:"signal"`
 }
 
-// parseOutput decodes a pty.output body. The server writes the members in
-// one order; that form is parsed directly (encoding/json's scan of a
-// 87 KiB base64 string costs more than everything else a byte goes
-// through), anything else with encoding/json.
-func parseOutput(b []byte) (outputMsg, error) {
-	var m outputMsg
-	rest, ok := bytes.CutPrefix(b, []byte(`{"s":"`))
-	if ok {
-		var s, a, o []byte
-		if s, rest, ok = bytes.Cut(rest, []byte(`","a":"`)); ok {
-			if a, rest, ok = bytes.Cut(rest, []byte(`","o":`)); ok {
-				if o, rest, ok = bytes.Cut(rest, []byte(`,"d":"`)); ok {
-					d, tail, found := bytes.Cut(rest, []byte(`"`))
-					if found && string(tail) == "}" {
-						off, err := strconv.ParseInt(string(o), 10, 64)
-						if err == nil {
-							data, err := base64.StdEncoding.AppendDecode(nil, d)
-							if err == nil {
-								return outputMsg{S: string(s), A: string(a), O: off, D: data}, nil
-							}
-						}
-					}
-				}
-			}
-		}
-	}
-	err := json.Unmarshal(b, &m)
-	return m, err
-}
-
 func (rs *RemoteSession) onOutput(attach string, body []byte) error {
-	m, err := parseOutput(body)
+	h, err := parseOutputHead(body)
 	if err != nil {
 		return fmt.Errorf("pty: session %s: bad output message: %w", rs.id, err)
 	}
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	if m.S != rs.id || m.A != attach || attach != rs.attach {
+	if h.S != rs.id || h.A != attach || attach != rs.attach {
 		return nil // an older attachment's tail
 	}
-	switch {
-	case m.O > rs.recv:
+	if h.O > rs.recv {
 		// A message went missing (its stream broke): reattach from what
 		// we have rather than show output with a hole in it.
 		if !rs.gap {
@@ -284,12 +253,32 @@ func (rs *RemoteSession) onOutput(attach string, body []byte) error {
 			rs.wake()
 		}
 		return nil
-	case m.O+int64(len(m.D)) <= rs.recv:
-		return nil // already have it
 	}
-	d := m.D[rs.recv-m.O:]
-	rs.chunks = append(rs.chunks, d)
-	rs.recv += int64(len(d))
+	// Decode straight onto the unread output, then drop what we already
+	// had (a duplicate after a reattach). Read copies it out under the
+	// same lock; compact first if that leaves room at the front.
+	if rs.pendOff > 0 && rs.pendOff == len(rs.pending) {
+		rs.pending, rs.pendOff = rs.pending[:0], 0
+	} else if rs.pendOff > len(rs.pending)/2 && cap(rs.pending)-len(rs.pending) < len(h.Data) {
+		n := copy(rs.pending, rs.pending[rs.pendOff:])
+		rs.pending, rs.pendOff = rs.pending[:n], 0
+	}
+	start := len(rs.pending)
+	rs.pending, err = h.decode(rs.pending)
+	if err != nil {
+		rs.pending = rs.pending[:start]
+		return fmt.Errorf("pty: session %s: bad output message at offset %d: %w", rs.id, h.O, err)
+	}
+	skip := rs.recv - h.O
+	if got := int64(len(rs.pending) - start); skip >= got {
+		rs.pending = rs.pending[:start] // already have it all
+		return nil
+	} else if skip > 0 {
+		n := copy(rs.pending[start:], rs.pending[start+int(skip):])
+		rs.pending = rs.pending[:start+n]
+	}
+	rs.recv += int64(len(rs.pending) - start)
+	rs.recvAt = time.Now()
 	rs.cond.Broadcast()
 	return nil
 }
@@ -343,7 +332,6 @@ func (rs *RemoteSession) supervise() {
 	defer close(rs.done)
 	t := time.NewTimer(0)
 	defer t.Stop()
-	var idleRecv int64 = -1
 	for {
 		rs.mu.Lock()
 		hb := rs.hb
@@ -370,6 +358,7 @@ func (rs *RemoteSession) supervise() {
 				rs.fail(err)
 				return
 			}
+			rs.wake() // ack at once: the server counts silence from its reply
 			continue
 		}
 		if exited && read == recv {
@@ -392,13 +381,15 @@ func (rs *RemoteSession) supervise() {
 		if rep.Exited && !rs.exited && rs.recv == rep.Output {
 			// The exit message was lost; the ack says how it ended.
 			rs.setExitLocked(rep.Code, rep.Signal)
-		} else if rep.Output > rs.recv && rs.recv == idleRecv {
-			// Output is waiting and nothing arrived for a whole heartbeat:
-			// the stream is broken; reattach.
+		} else if rep.Output > rs.recv && time.Since(rs.recvAt) >= 2*hb {
+			// Output is waiting and nothing arrived for two heartbeats:
+			// the stream is broken; reattach. (Acks that Read asks for
+			// come much faster than heartbeats, so two of them with
+			// nothing new between say nothing about the stream; and one
+			// heartbeat is a short stall on a loaded machine.)
 			rs.gap = true
 			rs.wake()
 		}
-		idleRecv = rs.recv
 		rs.mu.Unlock()
 	}
 }
@@ -440,7 +431,7 @@ func (rs *RemoteSession) Offset() int64 {
 func (rs *RemoteSession) Read(p []byte) (int, error) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
-	for len(rs.chunks) == 0 {
+	for rs.pendOff == len(rs.pending) {
 		switch {
 		case rs.exited:
 			return 0, io.EOF
@@ -451,17 +442,8 @@ func (rs *RemoteSession) Read(p []byte) (int, error) {
 		}
 		rs.cond.Wait()
 	}
-	n := 0
-	for n < len(p) && len(rs.chunks) > 0 {
-		k := copy(p[n:], rs.chunks[0])
-		n += k
-		if k == len(rs.chunks[0]) {
-			rs.chunks[0] = nil
-			rs.chunks = rs.chunks[1:]
-		} else {
-			rs.chunks[0] = rs.chunks[0][k:]
-		}
-	}
+	n := copy(p, rs.pending[rs.pendOff:])
+	rs.pendOff += n
 	rs.read += int64(n)
 	if rs.read-rs.acked >= int64(rs.window/4) {
 		rs.wake()

@@ -26,9 +26,12 @@ const (
 	DefaultBuffer        = 1 << 20
 	DefaultMaxSessions   = 256
 	DefaultRetain        = 10 * time.Minute
-	// chunkSize bounds the output bytes of one stream message: 64 KiB is
-	// 87 KiB of base64, well inside zmqloop's default 1 MiB MaxSize.
-	chunkSize = 64 << 10
+	// chunkSize bounds the output bytes of one stream message: 46 KiB is
+	// at most 61.3 KiB of base64 (text is never longer: see
+	// appendOutput), so a whole sealed message stays within the 64 KiB
+	// buffers zmqloop's codec reuses; bigger ones are allocated afresh
+	// for every message, which cost more than the messages saved.
+	chunkSize = 46 << 10
 )
 
 // Error codes of the session protocol (zmqloop error replies).
@@ -187,7 +190,8 @@ type remote struct {
 
 	mu      sync.Mutex
 	cond    *sync.Cond
-	buf     []byte // output from offset base on
+	buf     []byte // output from offset base on; a window of store
+	store   []byte // the array buf lives in (appendLocked)
 	base    int64
 	eof     bool // the reader has seen all output
 	exited  bool // and the status is in
@@ -204,7 +208,11 @@ type attachment struct {
 	sent     int64
 	lastSeen time.Time
 	closed   bool
-	done     chan struct{} // the streamer has returned
+	// ctx is the streamer's, for Push's wait for queue space, kept here so
+	// that detachLocked can end it (cancel) along with the attachment.
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{} // the streamer has returned
 }
 
 // NewServer validates cfg and returns a Server; Run starts it.
@@ -487,7 +495,7 @@ func (s *Server) start(ctx context.Context, caller string, req StartRequest) (Se
 // (the flow control: a full buffer leaves the child blocked in write) and
 // records the exit status after the last byte.
 func (s *Server) pump(r *remote) {
-	tmp := make([]byte, 32<<10)
+	tmp := make([]byte, 64<<10)
 	for {
 		r.mu.Lock()
 		for len(r.buf) >= s.cfg.Buffer && !r.hungUp {
@@ -518,7 +526,7 @@ func (s *Server) pump(r *remote) {
 			}
 			r.mu.Lock()
 			if !r.hungUp { // after a hang-up nobody will take it: keep the bound
-				r.buf = append(r.buf, tmp[:n]...)
+				r.appendLocked(tmp[:n], s.cfg.Buffer+len(tmp))
 				r.cond.Broadcast()
 			}
 			r.mu.Unlock()
@@ -542,15 +550,29 @@ func (s *Server) pump(r *remote) {
 	s.log.Info("pty: session ended", "session", r.id, "status", st.String())
 }
 
-// dropLocked forgets the oldest n buffered bytes (a detached session
-// with nobody attached: its log has them).
+// appendLocked appends p to the buffered output. Dropping output only
+// moves the buffer's start (see dropLocked); the bytes are moved back to
+// the front of the array here, when the end runs out of room, which costs
+// one copy of what is held per array's worth of output rather than one per
+// ack. size is the array's size (the buffer bound plus a read).
+func (r *remote) appendLocked(p []byte, size int) {
+	if cap(r.buf)-len(r.buf) < len(p) {
+		if cap(r.store) < len(r.buf)+len(p) {
+			r.store = make([]byte, 0, max(size, len(r.buf)+len(p)))
+		}
+		r.buf = append(r.store[:0], r.buf...) // copy handles the overlap
+	}
+	r.buf = append(r.buf, p...)
+}
+
+// dropLocked forgets the oldest n buffered bytes: they were acknowledged,
+// or (a detached session with nobody attached) its log has them.
 func (r *remote) dropLocked(n int64) {
 	n = min(n, int64(len(r.buf)))
 	if a := r.att; a != nil && a.sent < r.base+n {
 		a.sent = r.base + n
 	}
-	k := copy(r.buf, r.buf[n:])
-	r.buf = r.buf[:k]
+	r.buf = r.buf[n:]
 	r.base += n
 }
 
@@ -595,6 +617,7 @@ func (r *remote) detachLocked() *attachment {
 		return nil
 	}
 	a.closed = true
+	a.cancel()
 	r.att = nil
 	r.cond.Broadcast()
 	return a
@@ -663,10 +686,16 @@ func (s *Server) attach(ctx context.Context, caller string, req AttachRequest) (
 	from := max(req.From, r.base)
 	old := r.detachLocked()
 	a := &attachment{id: newID(), push: push, sent: from, lastSeen: s.cfg.Now(), done: make(chan struct{})}
+	a.ctx, a.cancel = context.WithCancel(context.Background())
 	r.att = a
 	r.graceAt = time.Time{}
 	r.mu.Unlock()
-	old.stop()
+	old.stop() // may take a while: it flushes the old stream
+	// The client's first ack can come only after this reply: its silence
+	// is counted from here, not from before the old stream's flush.
+	r.mu.Lock()
+	a.lastSeen = s.cfg.Now()
+	r.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -680,18 +709,13 @@ func (s *Server) attach(ctx context.Context, caller string, req AttachRequest) (
 // message, until the attachment ends.
 func (s *Server) stream(r *remote, a *attachment) {
 	defer close(a.done)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	// Push may wait for queue space; the attachment's end must end it.
-	go func() {
-		r.mu.Lock()
-		for !a.closed {
-			r.cond.Wait()
-		}
-		r.mu.Unlock()
-		cancel()
-	}()
+	// Push may wait for queue space; the attachment's end (a.cancel)
+	// must end it.
+	ctx := a.ctx
 	body := make([]byte, 0, 128+base64.StdEncoding.EncodedLen(chunkSize))
+	// The piece to send is copied out under the lock and encoded outside
+	// it, so the pump and acks never wait for an encoding.
+	chunk := make([]byte, 0, chunkSize)
 	exitSent := false
 	for {
 		r.mu.Lock()
@@ -709,14 +733,17 @@ func (s *Server) stream(r *remote, a *attachment) {
 			}
 			lo := a.sent - r.base
 			hi := min(int64(len(r.buf)), lo+chunkSize)
-			body = appendOutput(body[:0], r.id, a.id, a.sent, r.buf[lo:hi])
+			chunk = append(chunk[:0], r.buf[lo:hi]...)
+			off := a.sent
 			a.sent += hi - lo
+			r.mu.Unlock()
+			body = appendOutput(body[:0], r.id, a.id, off, chunk)
 		} else {
 			typ = TypeExit
 			body = appendExit(body[:0], r.id, a.id, r.end(), r.status)
 			exitSent = true
+			r.mu.Unlock()
 		}
-		r.mu.Unlock()
 		if err := a.push.Push(ctx, typ, body); err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("pty: stream push failed", "session", r.id, "err", err)
@@ -724,18 +751,6 @@ func (s *Server) stream(r *remote, a *attachment) {
 			return
 		}
 	}
-}
-
-func appendOutput(b []byte, session, attach string, off int64, data []byte) []byte {
-	b = append(b, `{"s":"`...)
-	b = append(b, session...)
-	b = append(b, `","a":"`...)
-	b = append(b, attach...)
-	b = append(b, `","o":`...)
-	b = strconv.AppendInt(b, off, 10)
-	b = append(b, `,"d":"`...)
-	b = base64.StdEncoding.AppendEncode(b, data)
-	return append(b, `"}`...)
 }
 
 func appendExit(b []byte, session, attach string, end int64, st ExitStatus) []byte {

@@ -122,6 +122,7 @@ type Session struct {
 	closed   atomic.Bool
 	closeMu  sync.Mutex
 	readMu   sync.Mutex
+	more     oneRead
 }
 
 // Start starts cmd in a new pseudo-terminal of cfg.Size. It sets cmd's
@@ -172,6 +173,7 @@ func Start(cmd *exec.Cmd, cfg Config) (*Session, error) {
 		return nil, fmt.Errorf("pty: start %s: %w", cmd.Path, err)
 	}
 	s := &Session{cfg: cfg, cmd: cmd, master: master, rc: rc, tty: tty.Name(), done: make(chan struct{}), finished: make(chan struct{})}
+	s.more.fn = s.more.read
 	if err := s.setSize(cfg.Size); err != nil {
 		master.Close()
 		tty.Close()
@@ -318,14 +320,28 @@ func (s *Session) readMore(p []byte) int {
 	}
 	s.readMu.Lock()
 	defer s.readMu.Unlock()
-	var n int
-	if err := s.rc.Read(func(fd uintptr) bool {
-		n, _ = unix.Read(int(fd), p)
-		return true
-	}); err != nil || n < 0 {
+	s.more.p = p
+	err := s.rc.Read(s.more.fn)
+	n := s.more.n
+	s.more.p = nil
+	if err != nil || n < 0 {
 		return 0
 	}
 	return n
+}
+
+// oneRead is readMore's read callback and its arguments, made once per
+// session: a closure made per call would be one allocation per piece of
+// output. Guarded by readMu.
+type oneRead struct {
+	p  []byte
+	n  int
+	fn func(fd uintptr) bool // o.read, bound once
+}
+
+func (o *oneRead) read(fd uintptr) bool {
+	o.n, _ = unix.Read(int(fd), o.p)
+	return true
 }
 
 // readNow reads what is buffered without waiting: the drain timeout has

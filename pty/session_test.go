@@ -303,27 +303,3 @@ func TestTenThousandSessions(t *testing.T) {
 	}
 	goleak.VerifyNone(t, others)
 }
-
-func BenchmarkLocalOutput(b *testing.B) {
-	const size = 100 << 20
-	b.SetBytes(size)
-	buf := make([]byte, 64<<10)
-	for b.Loop() {
-		s, err := Start(exec.Command("head", "-c", strconv.Itoa(size), "/dev/zero"), Config{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		var n int64
-		for {
-			k, err := s.Read(buf)
-			n += int64(k)
-			if err != nil {
-				break
-			}
-		}
-		if n != size {
-			b.Fatalf("got %d", n)
-		}
-		s.Close(context.Background())
-	}
-}

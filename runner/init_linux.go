@@ -384,6 +384,49 @@ func buildDev(dev string) error {
 	if err := os.Mkdir(filepath.Join(dev, "shm"), 0o1777); err != nil {
 		return err
 	}
+	return bindTerminal(dev)
+}
+
+// bindTerminal gives a command started in a terminal (a pty session) that
+// terminal at its name under /dev/pts, where tty(1) and ttyname(3) look
+// for it. Only that one device is bound, the file the init's stdin
+// already is: never the host's devpts with other sessions' terminals. A
+// stdin that is not a /dev/pts terminal (an app instance's) binds nothing.
+func bindTerminal(dev string) error {
+	if _, err := unix.IoctlGetTermios(0, unix.TCGETS); err != nil {
+		return nil
+	}
+	name, err := os.Readlink("/proc/self/fd/0")
+	if err != nil {
+		return nil
+	}
+	n, ok := strings.CutPrefix(name, "/dev/pts/")
+	if !ok || n == "" || strings.Trim(n, "0123456789") != "" {
+		return nil
+	}
+	if err := os.Mkdir(filepath.Join(dev, "pts"), 0o755); err != nil {
+		return err
+	}
+	dst := filepath.Join(dev, "pts", n)
+	f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	f.Close()
+	// The name, in this mount namespace's copy of the host's devpts (the
+	// descriptor's own mount is in the runner's namespace, which a bind
+	// cannot take from); checked to be stdin's device after the bind.
+	if err := unix.Mount(name, dst, "", unix.MS_BIND, ""); err != nil {
+		return fmt.Errorf("bind the terminal %s: %w", name, err)
+	}
+	var in, bound unix.Stat_t
+	if err := unix.Fstat(0, &in); err != nil {
+		return fmt.Errorf("stat the terminal: %w", err)
+	}
+	if err := unix.Stat(dst, &bound); err != nil || bound.Rdev != in.Rdev || bound.Ino != in.Ino || bound.Dev != in.Dev {
+		_ = unix.Unmount(dst, unix.MNT_DETACH)
+		return fmt.Errorf("bind the terminal %s: the bound device is not stdin's (%v)", name, err)
+	}
 	return nil
 }
 

@@ -3,6 +3,7 @@ package zmqloop
 import (
 	"encoding/binary"
 	"encoding/json"
+	"math/bits"
 	"strconv"
 	"unicode/utf8"
 )
@@ -65,14 +66,18 @@ const (
 // a plainStringByte (or len(b)). It tests eight bytes at a time: a word
 // with no '"', no '\\' and no byte below 0x20 is skipped whole (the
 // classic "has a zero byte" test, exact for whether such a byte exists).
+// In a word that has one, the lowest marked byte is the first such byte
+// (a borrow can mark a byte only above a real one), so it is found
+// without a byte-by-byte look; escapes every few dozen bytes (text with
+// newlines) are common.
 func skipPlain(b []byte, i int) int {
 	for ; i+8 <= len(b); i += 8 {
 		v := binary.LittleEndian.Uint64(b[i:])
 		q := v ^ (swarOnes * '"')
 		bs := v ^ (swarOnes * '\\')
 		special := ((q - swarOnes) &^ q) | ((bs - swarOnes) &^ bs) | ((v - swarOnes*0x20) &^ v)
-		if special&swarHighs != 0 {
-			break
+		if m := special & swarHighs; m != 0 {
+			return i + bits.TrailingZeros64(m)>>3
 		}
 	}
 	for i < len(b) && plainStringByte[b[i]] {
