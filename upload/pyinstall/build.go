@@ -129,8 +129,13 @@ func checkSameMetadata(pkg, version string, hook, wheel *coreMetadata) error {
 // pyproject.toml, and calls one hook. Mode "metadata" calls
 // prepare_metadata_for_build_wheel, or build_wheel when the backend has no
 // such hook (PEP 517 makes it optional); mode "wheel" calls build_wheel.
+// First it asks get_requires_for_build_wheel, when the backend has it, for
+// the build's dynamic requirements: if any is not among those the build
+// environment was made with (argv[4], a JSON list), it prints them and
+// exits without building, and the installer makes an environment with them
+// and runs it again (pip installs them into its environment the same way).
 const buildDriver = `
-import importlib, os, sys
+import importlib, json, os, sys
 mode, src, out = sys.argv[1], sys.argv[2], sys.argv[3]
 os.chdir(src)
 bs = {}
@@ -145,7 +150,22 @@ mod, _, obj = backend.partition(":")
 b = importlib.import_module(mod)
 for a in [x for x in obj.split(".") if x]:
     b = getattr(b, a)
+gr = getattr(b, "get_requires_for_build_wheel", None)
+if gr is not None:
+    sys.stdout.write("\nPAASKIT-STEP:get_requires_for_build_wheel\n")
+    asked = gr(None)
+    if not isinstance(asked, (list, tuple)) or not all(isinstance(x, str) for x in asked):
+        raise TypeError("get_requires_for_build_wheel returned %r, not a list of strings" % (asked,))
+    norm = lambda r: "".join(r.split()).lower()
+    have = set(norm(r) for r in json.loads(sys.argv[4]))
+    if [r for r in asked if norm(r) not in have]:
+        sys.stdout.write("\nPAASKIT-REQUIRES:%s\n" % json.dumps(list(asked)))
+        sys.exit(0)
 hook = getattr(b, "prepare_metadata_for_build_wheel", None)
+if gr is not None:
+    nxt = "prepare_metadata_for_build_wheel" if mode in ("metadata", "both") and hook is not None else "build_wheel"
+    sys.stdout.write("\nPAASKIT-STEP:%s\n" % nxt)
+    sys.stdout.flush()
 if mode in ("metadata", "both") and hook is not None:
     md = os.path.join(out, "metadata")
     os.mkdir(md)
@@ -185,7 +205,71 @@ type preparedSource struct {
 	source       string // what it came from, for errors
 	dir          string // the project directory
 	work         string // the private directory holding it
-	python       string
+	envFor       func(context.Context, []string) (string, error)
+
+	mu sync.Mutex
+	// python is the interpreter of the build environment, made with
+	// requires (build-system.requires, then with what
+	// get_requires_for_build_wheel added, once extended).
+	python   string
+	requires []string
+	extended bool
+}
+
+// env returns the build environment's interpreter and the requirements it
+// was made with.
+func (p *preparedSource) env() (python string, requires []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.python, p.requires
+}
+
+// dynamicRequiresError is a hook run that stopped before building because
+// the backend's get_requires_for_build_wheel asked for requirements its
+// build environment was not made with.
+type dynamicRequiresError struct {
+	asked []string
+}
+
+func (e *dynamicRequiresError) Error() string {
+	return fmt.Sprintf("get_requires_for_build_wheel asks for %s", strings.Join(e.asked, ", "))
+}
+
+// addBuildRequires makes p's build environment again with what the
+// backend's get_requires_for_build_wheel asked for (PEP 517: a frontend
+// installs them before it calls the metadata or build hook). It does so
+// once: a backend that asks for more once they are installed is refused.
+// python is the environment the run that asked was given: when another run
+// extended p in the meantime, nothing is done again.
+func (in *Installer) addBuildRequires(ctx context.Context, p *preparedSource, python string, asked []string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.python != python {
+		return nil
+	}
+	if p.extended || p.envFor == nil {
+		return &BuildError{Package: p.pkg, Version: p.version, Source: p.source, Step: "get_requires_for_build_wheel",
+			Err:        fmt.Errorf("the backend asks for %s, which are not all in its build environment (%s) even after they were installed", strings.Join(asked, ", "), strings.Join(p.requires, ", ")),
+			StderrTail: strings.Join(asked, "\n")}
+	}
+	union := append([]string(nil), p.requires...)
+	seen := map[string]bool{}
+	for _, r := range union {
+		seen[strings.ToLower(strings.Join(strings.Fields(r), ""))] = true
+	}
+	for _, r := range asked {
+		if k := strings.ToLower(strings.Join(strings.Fields(r), "")); !seen[k] {
+			seen[k] = true
+			union = append(union, r)
+		}
+	}
+	py, err := p.envFor(ctx, union)
+	if err != nil {
+		return fmt.Errorf("pyinstall: build requirements of %s %s from get_requires_for_build_wheel (%s): %w", p.pkg, p.version, strings.Join(union, ", "), err)
+	}
+	in.log.Info("pyinstall: build environment extended by get_requires_for_build_wheel", "package", p.pkg, "version", p.version, "requires", union)
+	p.python, p.requires, p.extended = py, union, true
+	return nil
 }
 
 // prepareSource unpacks an sdist, or copies a source directory (a git
@@ -201,7 +285,7 @@ func (in *Installer) prepareSource(ctx context.Context, source, pkg, version str
 			_ = os.RemoveAll(work)
 		}
 	}()
-	p = &preparedSource{pkg: pkg, version: version, source: source, work: work}
+	p = &preparedSource{pkg: pkg, version: version, source: source, work: work, envFor: envFor}
 	if isDir {
 		p.dir = filepath.Join(work, "src")
 		// cp -a keeps symbolic links and modes, as a checkout has them.
@@ -230,6 +314,7 @@ func (in *Installer) prepareSource(ctx context.Context, source, pkg, version str
 		if err != nil {
 			return nil, fmt.Errorf("pyinstall: build requirements of %s %s (%s): %w", pkg, version, strings.Join(requires, ", "), err)
 		}
+		p.requires = requires
 	}
 	return p, nil
 }
@@ -276,12 +361,26 @@ func (l *lockedBuffer) bytes() []byte {
 
 // runHook runs the build driver in mode ("metadata" or "wheel") for a
 // prepared source, through the sandbox, and waits for it.
+// A backend whose get_requires_for_build_wheel asks for more gets an
+// environment with them and a second run.
 func (in *Installer) runHook(ctx context.Context, p *preparedSource, mode string) (hookResult, error) {
-	r, err := in.startHook(ctx, p, mode)
-	if err != nil {
-		return hookResult{}, err
+	var r *hookRun
+	for {
+		python, _ := p.env()
+		var err error
+		r, err = in.startHook(ctx, p, mode)
+		if err != nil {
+			return hookResult{}, err
+		}
+		<-r.done
+		var dyn *dynamicRequiresError
+		if !errors.As(r.err, &dyn) {
+			break
+		}
+		if err := in.addBuildRequires(ctx, p, python, dyn.asked); err != nil {
+			return hookResult{}, err
+		}
 	}
-	<-r.done
 	if r.err != nil {
 		return hookResult{}, r.err
 	}
@@ -299,7 +398,12 @@ func (in *Installer) startHook(ctx context.Context, p *preparedSource, mode stri
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, p.python, "-I", "-c", buildDriver, mode, p.dir, out)
+	python, have := p.env()
+	haveJSON, err := json.Marshal(append([]string{}, have...))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, python, "-I", "-c", buildDriver, mode, p.dir, out, string(haveJSON))
 	cmd.Dir = p.dir
 	cmd.Env = []string{
 		"PATH=/usr/local/bin:/usr/bin:/bin",
@@ -357,9 +461,18 @@ func (in *Installer) startHook(ctx context.Context, p *preparedSource, mode stri
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		var wheelName string
+		var asked []string
 		for sc.Scan() {
 			line := sc.Text()
 			_, _ = output.Write([]byte(line + "\n"))
+			if n, ok := strings.CutPrefix(line, "PAASKIT-STEP:"); ok && metaOpen {
+				step = strings.TrimSpace(n)
+			}
+			if n, ok := strings.CutPrefix(line, "PAASKIT-REQUIRES:"); ok {
+				if err := json.Unmarshal([]byte(n), &asked); err != nil || asked == nil {
+					asked = []string{}
+				}
+			}
 			if n, ok := strings.CutPrefix(line, "PAASKIT-METADATA:"); ok && metaOpen {
 				dir, err := checkHookName(out, strings.TrimSpace(n))
 				if err == nil {
@@ -388,6 +501,8 @@ func (in *Installer) startHook(ctx context.Context, p *preparedSource, mode stri
 			r.err = ctx.Err()
 		case werr != nil:
 			r.err = bad(step, werr)
+		case asked != nil:
+			r.err = &dynamicRequiresError{asked: asked}
 		case wheelName == "" && mode != "metadata":
 			r.err = bad(step, errors.New("backend returned no wheel name"))
 		case wheelName != "":

@@ -18,10 +18,13 @@ import (
 // buildServerScript is a build server: one interpreter that imports what the
 // PEP 517 hooks need once, then forks a child per build request read from
 // stdin (a JSON line: id, source directory, output directory, work
-// directory). Each child runs in its own source tree with its output in a
-// log file, asks the metadata hook (or builds at once when the backend has
-// none), then builds the wheel, and reports on the server's stdout as it
-// goes ({"id", "event": "metadata"|"wheel", "name"}); the server reports each
+// directory, and the requirements its build environment was made with).
+// Each child runs in its own source tree with its output in a log file,
+// asks get_requires_for_build_wheel (and stops there, reporting them, if it
+// wants requirements the environment lacks), asks the metadata hook (or
+// builds at once when the backend has none), then builds the wheel, and
+// reports on the server's stdout as it goes ({"id", "event":
+// "step"|"requires"|"metadata"|"wheel", "name", "list"}); the server reports each
 // child's exit ({"id", "event": "exit", "code"}). A child dies with the
 // server (PR_SET_PDEATHSIG); at the end of stdin the server kills its
 // children and exits. Forking a started interpreter costs a millisecond
@@ -84,7 +87,20 @@ def child(req):
         b = importlib.import_module(mod)
         for a in [x for x in obj.split(".") if x]:
             b = getattr(b, a)
+        gr = getattr(b, "get_requires_for_build_wheel", None)
+        if gr is not None:
+            ev(event="step", name="get_requires_for_build_wheel")
+            asked = gr(None)
+            if not isinstance(asked, (list, tuple)) or not all(isinstance(x, str) for x in asked):
+                raise TypeError("get_requires_for_build_wheel returned %r, not a list of strings" % (asked,))
+            norm = lambda r: "".join(r.split()).lower()
+            have = set(norm(r) for r in req["have"])
+            if [r for r in asked if norm(r) not in have]:
+                sys.stdout.flush()
+                ev(event="requires", list=list(asked))
+                os._exit(0)
         hook = getattr(b, "prepare_metadata_for_build_wheel", None)
+        ev(event="step", name="prepare_metadata_for_build_wheel" if hook is not None else "build_wheel")
         mdpath = None
         if hook is not None:
             md = os.path.join(out, "metadata")
@@ -150,6 +166,10 @@ type serverRun struct {
 	out       string
 	wheelName string
 	metaOpen  bool
+	// step is the hook the child is in; asked is what its
+	// get_requires_for_build_wheel wants that its environment lacks.
+	step  string
+	asked []string
 }
 
 // startBuildServer starts a build server for python through the sandbox.
@@ -214,10 +234,11 @@ func (b *buildServer) serve() {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var ev struct {
-			ID    int    `json:"id"`
-			Event string `json:"event"`
-			Name  string `json:"name"`
-			Code  int    `json:"code"`
+			ID    int      `json:"id"`
+			Event string   `json:"event"`
+			Name  string   `json:"name"`
+			List  []string `json:"list"`
+			Code  int      `json:"code"`
 		}
 		if json.Unmarshal(sc.Bytes(), &ev) != nil {
 			continue
@@ -236,6 +257,10 @@ func (b *buildServer) serve() {
 			r.metadata(ev.Name)
 		case "wheel":
 			r.wheelName = ev.Name
+		case "step":
+			r.step = ev.Name
+		case "requires":
+			r.asked = append([]string{}, ev.List...)
 		case "exit":
 			r.exit(ev.Code)
 		}
@@ -260,8 +285,10 @@ func (b *buildServer) serve() {
 // close ends the server's input: it kills its children and exits.
 func (b *buildServer) close() { _ = b.stdin.Close() }
 
-// submit asks the server to prepare metadata and build a wheel for p.
+// submit asks the server to prepare metadata and build a wheel for p, which
+// must be built with this server's interpreter.
 func (b *buildServer) submit(p *preparedSource) (*hookRun, error) {
+	_, have := p.env()
 	out, err := os.MkdirTemp(p.work, "out-")
 	if err != nil {
 		return nil, err
@@ -275,7 +302,7 @@ func (b *buildServer) submit(p *preparedSource) (*hookRun, error) {
 	b.nextID++
 	id := b.nextID
 	b.runs[id] = r
-	line, _ := json.Marshal(map[string]any{"id": id, "src": p.dir, "out": out, "work": p.work})
+	line, _ := json.Marshal(map[string]any{"id": id, "src": p.dir, "out": out, "work": p.work, "have": append([]string{}, have...)})
 	_, err = b.stdin.Write(append(line, '\n'))
 	if err != nil {
 		delete(b.runs, id)
@@ -322,12 +349,17 @@ func (r *serverRun) metadata(name string) {
 
 func (r *serverRun) exit(code int) {
 	step := "prepare_metadata_for_build_wheel"
+	if r.step != "" {
+		step = r.step
+	}
 	if !r.metaOpen {
 		step = "build_wheel"
 	}
 	switch {
 	case code != 0:
 		r.err = r.bad(step, fmt.Errorf("exit status %d", code))
+	case r.asked != nil:
+		r.err = &dynamicRequiresError{asked: r.asked}
 	case r.wheelName == "":
 		r.err = r.bad(step, errors.New("backend returned no wheel name"))
 	default:

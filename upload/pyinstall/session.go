@@ -969,11 +969,7 @@ func (s *session) sourceMeta(rel *release) (*coreMetadata, error) {
 		return nil, err
 	}
 	t := time.Now()
-	var run *hookRun
-	srv, err := s.buildServer(ps.python)
-	if err == nil {
-		run, err = srv.submit(ps)
-	}
+	run, err := s.submitBuild(ps)
 	if err != nil {
 		<-s.buildSem
 		return nil, err
@@ -1037,6 +1033,62 @@ func (s *session) buildServer(python string) (*buildServer, error) {
 		return srv, nil
 	})
 	return f.wait(s.ctx)
+}
+
+// submitBuild has the build server of ps's build environment prepare its
+// metadata and build its wheel. The run it returns follows the source to a
+// second environment and server when the backend's
+// get_requires_for_build_wheel asks for requirements the first lacks.
+func (s *session) submitBuild(ps *preparedSource) (*hookRun, error) {
+	python, _ := ps.env()
+	srv, err := s.buildServer(python)
+	if err != nil {
+		return nil, err
+	}
+	run, err := srv.submit(ps)
+	if err != nil {
+		return nil, err
+	}
+	follow := &hookRun{metaDone: make(chan struct{}), done: make(chan struct{})}
+	s.goBackground(func() { s.followBuild(ps, python, run, follow) })
+	return follow, nil
+}
+
+// followBuild forwards run's results to follow, submitting ps again (to the
+// server of its extended environment) as long as its backend asks for
+// dynamic build requirements (addBuildRequires allows that once).
+func (s *session) followBuild(ps *preparedSource, python string, run, follow *hookRun) {
+	fail := func(err error) {
+		follow.metaErr, follow.err = err, err
+		close(follow.metaDone)
+		close(follow.done)
+	}
+	for {
+		<-run.metaDone
+		var dyn *dynamicRequiresError
+		if !errors.As(run.metaErr, &dyn) {
+			break
+		}
+		<-run.done
+		if err := s.in.addBuildRequires(s.ctx, ps, python, dyn.asked); err != nil {
+			fail(err)
+			return
+		}
+		python, _ = ps.env()
+		srv, err := s.buildServer(python)
+		if err == nil {
+			run, err = srv.submit(ps)
+		}
+		if err != nil {
+			fail(err)
+			return
+		}
+	}
+	follow.meta, follow.metaErr = run.meta, run.metaErr
+	close(follow.metaDone)
+	<-run.done
+	follow.wheel, follow.err = run.wheel, run.err
+	close(follow.done)
 }
 
 // prepared unpacks (once per session) a source for its hooks and build.
