@@ -25,6 +25,10 @@ type CommandOptions struct {
 	// Network, when not nil, replaces the spec's network policy for this
 	// command, validated and resolved as a spec's is.
 	Network *Network
+	// NoDataDir leaves the app's data directory out of the sandbox (no
+	// /data): for commands that must write nowhere that outlives them
+	// but their Mounts (a build of untrusted code, say).
+	NoDataDir bool
 }
 
 // Mount is a host directory that appears in a command's sandbox.

@@ -243,4 +243,11 @@ func TestCommandMountsAndEnvironment(t *testing.T) {
 	fi, err := os.Stat(rw + "/out")
 	require.NoError(t, err)
 	require.Equal(t, uint32(uid), fi.Sys().(*syscall.Stat_t).Uid, "written by the app's UID")
+
+	// Without the data directory there is no /data to write to.
+	cmd, err = e.r.CommandWith("mounter", []string{"/bin/sh", "-c", `echo $HOME; test -e /data && echo data || echo no data`}, runner.CommandOptions{NoDataDir: true})
+	require.NoError(t, err)
+	out, err = cmd.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	require.Equal(t, "/tmp\nno data\n", string(out))
 }

@@ -215,9 +215,15 @@ func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) {
 		data = l.dataDir
 	}
 	if !hasEnv(env, "HOME") {
-		env = append(env, "HOME="+data)
+		home := data
+		if l.dataDir == "" {
+			home = "/tmp"
+		}
+		env = append(env, "HOME="+home)
 	}
-	env = append(env, "PAASKIT_DATA="+data)
+	if l.dataDir != "" {
+		env = append(env, "PAASKIT_DATA="+data)
+	}
 	sys := &syscall.SysProcAttr{Setpgid: l.reaperPgid, Pdeathsig: syscall.SIGKILL}
 	if r.cfg.Isolation.Off || r.initPath == "" {
 		path, err := lookPath(argv[0], env)
@@ -276,7 +282,9 @@ func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) {
 		ic.Proc = true
 		ic.Mounts = []sandboxMount{
 			{Host: l.spec.Image, Path: sandboxApp},
-			{Host: l.dataDir, Path: sandboxData, Writable: true},
+		}
+		if l.dataDir != "" {
+			ic.Mounts = append(ic.Mounts, sandboxMount{Host: l.dataDir, Path: sandboxData, Writable: true})
 		}
 		if l.sockDir != "" {
 			ic.Mounts = append(ic.Mounts, sandboxMount{Host: l.sockDir, Path: sandboxSock, Writable: true})
@@ -368,9 +376,13 @@ func (r *Runner) CommandWith(name string, argv []string, opts CommandOptions) (*
 	if err != nil {
 		return nil, err
 	}
-	dataDir, err := r.dataDir(s, uid, gid)
-	if err != nil {
-		return nil, err
+	dataDir := ""
+	if !opts.NoDataDir {
+		if dataDir, err = r.dataDir(s, uid, gid); err != nil {
+			return nil, err
+		}
+	} else if !r.iso.SandboxRoot {
+		return nil, fmt.Errorf("runner: command for app %q: NoDataDir needs the sandbox root, which this runner lacks", name)
 	}
 	var cg *cgroup
 	if r.cg != nil {
