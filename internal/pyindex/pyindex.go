@@ -110,6 +110,10 @@ type Dist struct {
 	// build_wheel import each one's module (the project name with dashes
 	// as underscores) and fail when it is not installed.
 	DynamicBuildRequires []string
+	// BuildScript is Python source that an sdist's build_wheel runs
+	// first, in the build's directory: what a hostile setup.py does
+	// (writing where it should not, connecting out, eating memory).
+	BuildScript string
 	// BuildFetches is a URL that build_wheel downloads before it builds, as
 	// a setup.py that fetches a tarball does; with no network the build
 	// fails.
@@ -382,6 +386,8 @@ def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     c = _cfg()
     _import_wheel_requires(c, "build_wheel")
+    if c.get("script"):
+        exec(compile(c["script"], "pkbuild-script", "exec"), {"__name__": "pkbuild_script"})
     if c["fail"]:
         sys.stderr.write("gcc: error: simulated compiler failure building %s\n" % c["dist"])
         sys.stderr.write("error: command 'gcc' failed with exit code 1\n")
@@ -462,9 +468,9 @@ func sourceTree(d Dist) (string, []treeFile) {
 	}
 	dynReqsJSON, _ := json.Marshal(dynReqs)
 	dynModsJSON, _ := json.Marshal(dynMods)
-	cfg := fmt.Sprintf(`{"dist": %q, "version": %q, "module": %q, "source": %q, "metadata": %q, "entry_points": %q, "delay": %g, "fail": %t, "no_hook": %t, "fail_hook": %t, "hook_metadata": %q, "fetch": %q, "wheel_requires": %s, "wheel_requires_modules": %s}`,
+	cfg := fmt.Sprintf(`{"dist": %q, "version": %q, "module": %q, "source": %q, "metadata": %q, "entry_points": %q, "delay": %g, "fail": %t, "no_hook": %t, "fail_hook": %t, "hook_metadata": %q, "fetch": %q, "wheel_requires": %s, "wheel_requires_modules": %s, "script": %q}`,
 		dn, d.Version, moduleName(d.Name), moduleSource(d), string(wheelMeta), entryPoints(d), d.BuildDelay.Seconds(), d.FailBuild,
-		d.NoMetadataHook, d.FailMetadataHook, hookMeta, d.BuildFetches, dynReqsJSON, dynModsJSON)
+		d.NoMetadataHook, d.FailMetadataHook, hookMeta, d.BuildFetches, dynReqsJSON, dynModsJSON, d.BuildScript)
 	var pkginfo []byte
 	if d.DynamicMetadata {
 		pkginfo = coreMetadata(d, "2.1", true)

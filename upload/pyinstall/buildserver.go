@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 )
@@ -29,7 +28,7 @@ import (
 // server (PR_SET_PDEATHSIG); at the end of stdin the server kills its
 // children and exits. Forking a started interpreter costs a millisecond
 // where starting one costs tens: that is the whole point.
-const buildServerScript = `
+const buildServerScript = unmetRequiresPy + `
 import ctypes, importlib, json, os, signal, sys, threading, time, traceback
 import base64, hashlib, tomllib, zipfile
 try:
@@ -93,9 +92,7 @@ def child(req):
             asked = gr(None)
             if not isinstance(asked, (list, tuple)) or not all(isinstance(x, str) for x in asked):
                 raise TypeError("get_requires_for_build_wheel returned %r, not a list of strings" % (asked,))
-            norm = lambda r: "".join(r.split()).lower()
-            have = set(norm(r) for r in req["have"])
-            if [r for r in asked if norm(r) not in have]:
+            if _unmet(asked, req["have"]):
                 sys.stdout.flush()
                 ev(event="requires", list=list(asked))
                 os._exit(0)
@@ -176,7 +173,10 @@ type serverRun struct {
 // It runs until ctx ends (which kills it and, with it, its children) or
 // close; the caller runs serve, which reads its reports, in a goroutine.
 func (in *Installer) startBuildServer(ctx context.Context, python string) (*buildServer, error) {
-	dir, err := in.cache.TempDir("buildserver-")
+	dir, err := in.buildTemp(ctx, "buildserver-")
+	if err == nil {
+		err = in.forBuild(dir, true, 0)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -290,6 +290,9 @@ func (b *buildServer) close() { _ = b.stdin.Close() }
 func (b *buildServer) submit(p *preparedSource) (*hookRun, error) {
 	_, have := p.env()
 	out, err := os.MkdirTemp(p.work, "out-")
+	if err == nil {
+		err = b.in.forBuild(out, true, 0)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -333,12 +336,7 @@ func (r *serverRun) endMeta(err error) {
 }
 
 func (r *serverRun) metadata(name string) {
-	dir, err := checkHookName(r.out, name)
-	if err == nil {
-		if _, err = os.Stat(filepath.Join(dir, "METADATA")); err != nil {
-			err = fmt.Errorf("prepare_metadata_for_build_wheel returned %s, which has no METADATA", filepath.Base(dir))
-		}
-	}
+	dir, err := takeHookResult(r.out, name, true)
 	if err != nil {
 		r.endMeta(r.bad("prepare_metadata_for_build_wheel", err))
 		return
@@ -357,21 +355,16 @@ func (r *serverRun) exit(code int) {
 	}
 	switch {
 	case code != 0:
-		r.err = r.bad(step, fmt.Errorf("exit status %d", code))
+		be := r.bad(step, fmt.Errorf("exit status %d", code)).(*BuildError)
+		// A child's status as the server saw it: -9 for SIGKILL.
+		be.Killed = code == -int(syscall.SIGKILL)
+		r.err = be
 	case r.asked != nil:
 		r.err = &dynamicRequiresError{asked: r.asked}
 	case r.wheelName == "":
 		r.err = r.bad(step, errors.New("backend returned no wheel name"))
 	default:
-		w, err := checkHookName(r.out, r.wheelName)
-		if err == nil && !strings.HasSuffix(w, ".whl") {
-			err = fmt.Errorf("backend returned %q, not a wheel", r.wheelName)
-		}
-		if err == nil {
-			if _, serr := os.Stat(w); serr != nil {
-				err = fmt.Errorf("backend said %s but wrote no such file", filepath.Base(w))
-			}
-		}
+		w, err := takeHookResult(r.out, r.wheelName, false)
 		if err != nil {
 			r.err = r.bad("build_wheel", err)
 		} else {

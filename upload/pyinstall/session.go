@@ -178,7 +178,16 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 	if err != nil {
 		return nil, err
 	}
-	sctx, cancel := context.WithCancel(ctx)
+	// Every build of this install works beneath one directory of its
+	// own (BuildDir), which a sandbox mounts and nothing else.
+	buildDir, err := in.cache.TempDir("install-")
+	if err == nil {
+		err = in.forBuild(buildDir, false, 0o711)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pyinstall: build directory: %w", err)
+	}
+	sctx, cancel := context.WithCancel(context.WithValue(ctx, buildDirKey{}, buildDir))
 	s := &session{
 		in: in, ctx: sctx, cancel: cancel, interp: interp, ranks: interp.tagRanks(),
 		f:         &fetcher{client: in.client, retries: in.cfg.Retries, pages: map[string]*pageCall{}, cache: in.cache, now: in.cfg.Now},
@@ -191,6 +200,7 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 		projects: map[string]*future[*projectInfo]{}, metas: map[string]*future[*coreMetadata]{},
 		downloads: map[string]*future[string]{}, wheels: map[string]*future[wheelResult]{},
 		depth: depth, missing: map[string]bool{}, reqFrom: map[string][]string{}, hits: map[string]bool{}, buildEnvs: map[string]*future[string]{},
+		tmpDirs: []string{buildDir},
 	}
 	s.f.onRetry = func(u string, attempt int, err error) {
 		in.emit(Event{Stage: StageRetry, Detail: u, Err: err})
@@ -400,7 +410,10 @@ func (s *session) buildEnv(ctx context.Context, requires []string) (string, erro
 			req.Source = "build-system.requires"
 			reqs.Requirements = append(reqs.Requirements, req)
 		}
-		dir, err := s.in.cache.TempDir("buildenv-")
+		dir, err := s.in.buildTemp(s.ctx, "buildenv-")
+		if err == nil {
+			err = s.in.forBuild(dir, false, 0o755)
+		}
 		if err != nil {
 			return "", err
 		}
