@@ -22,7 +22,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/paaskit/paaskit/runner"
 	"github.com/paaskit/paaskit/upload/pyinstall"
@@ -163,6 +162,6 @@ func (s *Sandbox) Wrap(ctx context.Context, cmd *exec.Cmd) (*exec.Cmd, error) {
 	// The build is no terminal session: its own process group, and it
 	// dies with the installer.
 	c.SysProcAttr.Setpgid = true
-	c.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	dieWithParent(c)
 	return c, nil
 }
