@@ -71,6 +71,15 @@ func New(cfg Config) (*Sandbox, error) {
 	if cfg.Runner == nil || cfg.StateDir == "" {
 		return nil, errors.New("buildsandbox: Config.Runner and Config.StateDir are required")
 	}
+	// A build sandbox that silently lacks part of itself would run
+	// upload code with more than it says: refuse instead.
+	iso := cfg.Runner.Isolation()
+	switch {
+	case !iso.User || !iso.SandboxRoot || !iso.Cgroup || !iso.Network || !iso.Capabilities || !iso.Seccomp:
+		return nil, fmt.Errorf("buildsandbox: the runner lacks isolation a build sandbox needs (run as root): %s", strings.Join(iso.Missing, "; "))
+	case len(cfg.Allow) > 0 && !iso.Egress:
+		return nil, fmt.Errorf("buildsandbox: Config.Allow needs the runner's egress network: %s", strings.Join(iso.Missing, "; "))
+	}
 	if cfg.App == "" {
 		cfg.App = DefaultApp
 	}

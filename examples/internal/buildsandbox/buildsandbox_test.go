@@ -303,3 +303,26 @@ func hostileBuild(ctx context.Context, t *testing.T, in *pyinstall.Installer, na
 	}
 	require.True(t, report[fmt.Sprintf("uid %d", uid)], "%v", report)
 }
+
+func TestBadUseIsAClearError(t *testing.T) {
+	// A runner without isolation gives no sandbox, rather than a
+	// partial one.
+	plain, err := runner.New(runner.Config{StateDir: t.TempDir(), Isolation: runner.Isolation{Off: true},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	require.NoError(t, err)
+	_, err = buildsandbox.New(buildsandbox.Config{Runner: plain, StateDir: t.TempDir()})
+	require.ErrorContains(t, err, "lacks isolation a build sandbox needs")
+	_, err = buildsandbox.New(buildsandbox.Config{StateDir: t.TempDir()})
+	require.ErrorContains(t, err, "Config.Runner and Config.StateDir are required")
+	_, err = buildsandbox.AllowIndex("ftp://example.org/simple/")
+	require.ErrorContains(t, err, `scheme "ftp"`)
+	hp, err := buildsandbox.AllowIndex("https://pypi.org/simple/")
+	require.NoError(t, err)
+	require.Equal(t, "pypi.org:443", hp)
+
+	r, _ := newRunner(t)
+	sb, err := buildsandbox.New(buildsandbox.Config{Runner: r, StateDir: t.TempDir()})
+	require.NoError(t, err)
+	_, err = sb.Wrap(context.Background(), exec.Command("/usr/bin/python3", "-c", "pass"))
+	require.ErrorContains(t, err, "not an install's build")
+}
