@@ -36,7 +36,7 @@ var seq atomic.Int64
 // newRunner is a running runner with full isolation and egress on its own
 // subnet, whose bridge address (what a build reaches the host's index at)
 // it returns too.
-func newRunner(t *testing.T) (*runner.Runner, string) {
+func newRunner(t testing.TB) (*runner.Runner, string) {
 	t.Helper()
 	require.Zero(t, os.Geteuid(), "the build sandbox test runs as root (the runner's isolation needs it)")
 	state, err := os.MkdirTemp("", "bsb")
