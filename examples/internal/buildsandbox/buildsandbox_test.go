@@ -67,18 +67,19 @@ func newRunner(t testing.TB) (*runner.Runner, string) {
 
 // realSdist is a setuptools sdist (setup.py, Metadata-Version 2.1 PKG-INFO)
 // built with the Debian setuptools the target interpreter has.
-func realSdist(t *testing.T, dir string) {
+func realSdist(t *testing.T, dir, name, setupPrelude string) {
 	t.Helper()
+	root := name + "-1.0/"
 	files := map[string]string{
-		"realpkg-1.0/PKG-INFO":       "Metadata-Version: 2.1\nName: realpkg\nVersion: 1.0\n",
-		"realpkg-1.0/pyproject.toml": "[build-system]\nrequires = []\nbuild-backend = \"setuptools.build_meta\"\n",
-		"realpkg-1.0/setup.py":       "from setuptools import setup\nsetup(name=\"realpkg\", version=\"1.0\", py_modules=[\"realpkg\"], install_requires=[\"dep\"])\n",
-		"realpkg-1.0/realpkg.py":     "VALUE = 42\n",
+		root + "PKG-INFO":       "Metadata-Version: 2.1\nName: " + name + "\nVersion: 1.0\n",
+		root + "pyproject.toml": "[build-system]\nrequires = []\nbuild-backend = \"setuptools.build_meta\"\n",
+		root + "setup.py":       setupPrelude + "\nfrom setuptools import setup\nsetup(name=\"" + name + "\", version=\"1.0\", py_modules=[\"" + name + "\"], install_requires=[\"dep\"])\n",
+		root + name + ".py":     "VALUE = 42\n",
 	}
 	var buf bytes.Buffer
 	gz := gzip.NewWriter(&buf)
 	tw := tar.NewWriter(gz)
-	require.NoError(t, tw.WriteHeader(&tar.Header{Name: "realpkg-1.0/", Typeflag: tar.TypeDir, Mode: 0o755}))
+	require.NoError(t, tw.WriteHeader(&tar.Header{Name: root, Typeflag: tar.TypeDir, Mode: 0o755}))
 	for name, body := range files {
 		require.NoError(t, tw.WriteHeader(&tar.Header{Name: name, Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(len(body))}))
 		_, err := tw.Write([]byte(body))
@@ -86,7 +87,7 @@ func realSdist(t *testing.T, dir string) {
 	}
 	require.NoError(t, tw.Close())
 	require.NoError(t, gz.Close())
-	require.NoError(t, os.WriteFile(filepath.Join(dir, "realpkg-1.0.tar.gz"), buf.Bytes(), 0o644))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, root[:len(root)-1]+".tar.gz"), buf.Bytes(), 0o644))
 }
 
 // hostAddr is an IPv4 address of the host other than loopback and the
@@ -216,7 +217,9 @@ func TestBuildsRunInTheRunnersSandbox(t *testing.T) {
 		Limits: runner.Limits{Memory: 192 << 20, Processes: 256, CPUs: 1}})
 	require.NoError(t, err)
 	links := t.TempDir()
-	realSdist(t, links)
+	realSdist(t, links, "realpkg", "")
+	// A hostile setup.py, run by setuptools' get_requires_for_build_wheel.
+	realSdist(t, links, "evilsetup", fmt.Sprintf(probeScript, pyList(forbiddenPaths), pyList(addrs)))
 	cfg := pyinstall.Config{IndexURL: srv.URL(), FindLinks: []string{links}, CacheDir: cacheDir,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	sb.Apply(&cfg)
@@ -241,6 +244,7 @@ func TestBuildsRunInTheRunnersSandbox(t *testing.T) {
 	require.NoError(t, err, "%s", out)
 	require.Equal(t, "42\n", string(out))
 
+	hostileBuild(ctx, t, in, "evilsetup", forbiddenPaths, addrs, sb.User().UID)
 	for _, suffix := range []string{"", "-served"} {
 		hostileBuild(ctx, t, in, "hostile"+suffix, forbiddenPaths, addrs, sb.User().UID)
 		// A build over the memory bound is killed, and says so.
