@@ -686,10 +686,14 @@ func (m *netManager) detach(el *egressLink) {
 	up := m.bridgeUp
 	m.mu.Unlock()
 	if up {
-		// Entries that were never added make nft fail the whole
-		// script: delete one at a time.
-		for _, line := range strings.Split(strings.TrimSpace(m.elements("delete", el)), "\n") {
-			_ = m.runNft(line + "\n")
+		// One script is one transaction; an entry that was never
+		// added (a failed attach) fails all of it, and then they are
+		// deleted one at a time.
+		script := m.elements("delete", el)
+		if err := m.runNft(script); err != nil {
+			for _, line := range strings.Split(strings.TrimSpace(script), "\n") {
+				_ = m.runNft(line + "\n")
+			}
 		}
 	}
 	m.mu.Lock()
