@@ -239,6 +239,11 @@ func (c *cgroup) setLimits(l Limits) error {
 				return err
 			}
 		}
+		if q := cpuQuota(l.CPUs); q > 0 {
+			if err := c.write("cpu", "cpu.max", fmt.Sprintf("%d %d", q, cpuPeriod)); err != nil {
+				return err
+			}
+		}
 		return nil
 	}
 	if l.Memory > 0 {
@@ -269,7 +274,28 @@ func (c *cgroup) setLimits(l Limits) error {
 			return err
 		}
 	}
+	if q := cpuQuota(l.CPUs); q > 0 {
+		if err := c.write("cpu", "cpu.cfs_period_us", strconv.Itoa(cpuPeriod)); err != nil {
+			return err
+		}
+		if err := c.write("cpu", "cpu.cfs_quota_us", strconv.FormatInt(q, 10)); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// cpuPeriod is the CPU bandwidth period, in microseconds (the kernel's
+// default).
+const cpuPeriod = 100000
+
+// cpuQuota is the run time per period that cpus CPUs allow, 0 for no
+// bound.
+func cpuQuota(cpus float64) int64 {
+	if cpus <= 0 {
+		return 0
+	}
+	return max(int64(cpus*cpuPeriod), 1000)
 }
 
 // procsFiles are the cgroup.procs files a process writes "0" into to join.

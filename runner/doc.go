@@ -111,7 +111,10 @@
 //     the runner's nftables table refuses (TCP reset, or ICMP prohibited)
 //     the host's own addresses, other apps, 169.254.0.0/16, the private
 //     and reserved ranges and IPv6, except the destinations the spec's
-//     Allow names (resolved when the spec is put and at each start). An
+//     Allow names (resolved when the spec is put and at each start);
+//     policy "allow-only" reaches the destinations Allow names and nothing
+//     else, public addresses included (a build that may fetch from its
+//     package index, say). An
 //     app cannot change its address or rules: it has no capability in
 //     its namespace. Namespaces are made ahead by a small pool and used
 //     once: measured with bench/compare.sh runner (three runners' cold
@@ -185,5 +188,12 @@
 //
 // Command builds an *exec.Cmd for a one-off command in an app's sandbox;
 // pty.Start runs it in a terminal (examples/runnerd serves such sessions
-// over zmqloop).
+// over zmqloop). A command gets the app's network policy in a namespace of
+// its own; the namespace travels to the init helper in a socket message,
+// so the runner keeps no descriptor of it and the kernel frees it (veth
+// included) when the command ends, however its caller handles the Cmd; a
+// netlink watcher then drops the veth's filter entries. CommandWith also
+// sets a command's directory, environment, network policy and extra host
+// directories (examples/internal/buildsandbox runs the Python installer's
+// builds so, each with the install's build directory and nothing else).
 package runner

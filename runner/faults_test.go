@@ -447,7 +447,7 @@ func TestHundredAppsActiveAtOnce(t *testing.T) {
 func TestLimitsApplyInsideTheSandbox(t *testing.T) {
 	e := newEnv(t, nil)
 	s := spec("limited")
-	s.Limits = runner.Limits{Memory: 64 << 20, Processes: 77, OpenFiles: 123, CPUWeight: 50}
+	s.Limits = runner.Limits{Memory: 64 << 20, Processes: 77, OpenFiles: 123, CPUWeight: 50, CPUs: 0.5}
 	e.put(s)
 	cmd, err := e.r.Command("limited", []string{"/usr/bin/awk", "/Max (core file size|processes|open files)/ { print $(NF-2) }", "/proc/self/limits"})
 	require.NoError(t, err)
@@ -464,10 +464,12 @@ func TestLimitsApplyInsideTheSandbox(t *testing.T) {
 		requireFile(t, "/sys/fs/cgroup/memory/"+cg+"/memory.limit_in_bytes", strconv.Itoa(64<<20))
 		requireFile(t, "/sys/fs/cgroup/pids/"+cg+"/pids.max", "77")
 		requireFile(t, "/sys/fs/cgroup/cpu/"+cg+"/cpu.shares", strconv.Itoa(50*1024/100))
+		requireFile(t, "/sys/fs/cgroup/cpu/"+cg+"/cpu.cfs_quota_us", "50000")
 	} else {
 		requireFile(t, "/sys/fs/cgroup/"+cg+"/memory.max", strconv.Itoa(64<<20))
 		requireFile(t, "/sys/fs/cgroup/"+cg+"/pids.max", "77")
 		requireFile(t, "/sys/fs/cgroup/"+cg+"/cpu.weight", "50")
+		requireFile(t, "/sys/fs/cgroup/"+cg+"/cpu.max", "50000 100000")
 	}
 }
 

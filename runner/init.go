@@ -53,6 +53,13 @@ type initConfig struct {
 	Seccomp bool `json:"seccomp,omitempty"`
 	// Netns: descriptor 3 is a network namespace to join first.
 	Netns bool `json:"netns,omitempty"`
+	// NetnsMessage: descriptor 3 is a unix socket with one message
+	// carrying the network namespace to join (SCM_RIGHTS). A one-off
+	// command gets its namespace so: the runner closes its own
+	// descriptor at once, and the namespace is held only by the message
+	// and then by the command, so it goes when the command ends however
+	// its caller handles the Cmd.
+	NetnsMessage bool `json:"netns_message,omitempty"`
 	// Reaper keeps the helper as PID 1 of the new PID namespace: it
 	// forwards signals, reaps orphans and exits with the app's status.
 	// Without it the helper execs the app in its own place.

@@ -59,6 +59,18 @@ func runInit(cfg *initConfig) int {
 		}
 		_ = unix.Close(3)
 	}
+	if cfg.NetnsMessage {
+		ns, err := recvNetns(3)
+		if err != nil {
+			initFail(fmt.Errorf("receive the network namespace: %w", err))
+		}
+		_ = unix.Close(3)
+		err = unix.Setns(ns, unix.CLONE_NEWNET)
+		_ = unix.Close(ns)
+		if err != nil {
+			initFail(fmt.Errorf("join the network namespace: %w", err))
+		}
+	}
 	for _, p := range cfg.Cgroups {
 		if err := os.WriteFile(p, []byte("0"), 0); err != nil {
 			initFail(fmt.Errorf("join cgroup %s: %w", p, err))
@@ -98,6 +110,34 @@ func runInit(cfg *initConfig) int {
 		initFail(fmt.Errorf("exec %s: %w", path, err))
 	}
 	return reap(cfg, path)
+}
+
+// recvNetns reads the one descriptor the runner put on socket sock.
+func recvNetns(sock int) (int, error) {
+	buf := make([]byte, 1)
+	oob := make([]byte, unix.CmsgSpace(4))
+	_, oobn, _, _, err := unix.Recvmsg(sock, buf, oob, unix.MSG_CMSG_CLOEXEC)
+	if err != nil {
+		return -1, err
+	}
+	msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+	if err != nil {
+		return -1, err
+	}
+	if len(msgs) != 1 {
+		return -1, fmt.Errorf("%d control messages, want 1", len(msgs))
+	}
+	fds, err := unix.ParseUnixRights(&msgs[0])
+	if err != nil {
+		return -1, err
+	}
+	if len(fds) != 1 {
+		for _, fd := range fds {
+			_ = unix.Close(fd)
+		}
+		return -1, fmt.Errorf("%d descriptors, want 1", len(fds))
+	}
+	return fds[0], nil
 }
 
 // reap is PID 1 of the sandbox's PID namespace: it starts the app, passes
@@ -283,6 +323,19 @@ func buildRoot(cfg *initConfig) error {
 			return fmt.Errorf("write sandbox /etc/%s: %w", name, err)
 		}
 	}
+	// The private /tmp comes before the mounts, so that one beneath /tmp
+	// (a command's host directory there, at the same path) is not hidden
+	// by it.
+	tmpSize := cfg.TmpSize
+	if tmpSize <= 0 {
+		tmpSize = 64 << 20
+	}
+	if err := os.MkdirAll(in("/tmp"), 0o1777); err != nil {
+		return err
+	}
+	if err := unix.Mount("tmpfs", in("/tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("mode=1777,size=%d", tmpSize)); err != nil {
+		return fmt.Errorf("mount private /tmp: %w", err)
+	}
 	for _, m := range cfg.Mounts {
 		if m.Writable {
 			if err := os.MkdirAll(in(m.Path), 0o755); err != nil {
@@ -299,16 +352,6 @@ func buildRoot(cfg *initConfig) error {
 		if err := bindRO(m.Host, in(m.Path), true); err != nil {
 			return err
 		}
-	}
-	tmpSize := cfg.TmpSize
-	if tmpSize <= 0 {
-		tmpSize = 64 << 20
-	}
-	if err := os.MkdirAll(in("/tmp"), 0o1777); err != nil {
-		return err
-	}
-	if err := unix.Mount("tmpfs", in("/tmp"), "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, fmt.Sprintf("mode=1777,size=%d", tmpSize)); err != nil {
-		return fmt.Errorf("mount private /tmp: %w", err)
 	}
 	if err := buildDev(in("/dev")); err != nil {
 		return err

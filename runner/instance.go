@@ -210,12 +210,12 @@ func (i *instance) spawn() error {
 		if i.netns, err = r.net.take(); err != nil {
 			return err
 		}
-		if s.Network.Policy == PolicyEgress {
+		if s.Network.egress() {
 			dests, err := resolveDestinations(context.Background(), s.Network.Allow)
 			if err != nil {
 				return err
 			}
-			if i.egress, err = r.net.attach(i.netns, i.id, dests); err != nil {
+			if i.egress, err = r.net.attach(i.netns, strconv.FormatInt(i.id, 36), dests, s.Network.Policy == PolicyAllowOnly); err != nil {
 				return fmt.Errorf("egress network: %w", err)
 			}
 		}

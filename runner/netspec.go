@@ -20,12 +20,24 @@ const (
 	// other apps, 169.254.0.0/16 or private ranges, except the
 	// destinations Network.Allow names.
 	PolicyEgress = "egress"
+	// PolicyAllowOnly: loopback plus a veth on the node's bridge that
+	// reaches the destinations Network.Allow names and nothing else (a
+	// build that may fetch from its package index only, say). Allow
+	// must name at least one.
+	PolicyAllowOnly = "allow-only"
 )
+
+// egress reports whether the policy gives the namespace a veth on the
+// bridge.
+func (n *Network) egress() bool {
+	return n.Policy == PolicyEgress || n.Policy == PolicyAllowOnly
+}
 
 // Network is an app's network policy. Inbound traffic only ever comes
 // through the node's front, whatever the policy.
 type Network struct {
-	// Policy is PolicyNone ("" means it) or PolicyEgress.
+	// Policy is PolicyNone ("" means it), PolicyEgress or
+	// PolicyAllowOnly.
 	Policy string `json:"policy,omitempty"`
 	// Allow names destinations an egress app may reach even where the
 	// policy refuses (its database on a private address, say): "host",
@@ -49,8 +61,12 @@ func (n *Network) validate() error {
 			return fmt.Errorf("network.allow needs network.policy %q (policy %q reaches nothing beyond loopback)", PolicyEgress, PolicyNone)
 		}
 	case PolicyEgress:
+	case PolicyAllowOnly:
+		if len(n.Allow) == 0 {
+			return fmt.Errorf("network.policy %q needs at least one network.allow destination (policy %q is loopback only)", PolicyAllowOnly, PolicyNone)
+		}
 	default:
-		return fmt.Errorf("network.policy %q: want %q or %q", n.Policy, PolicyNone, PolicyEgress)
+		return fmt.Errorf("network.policy %q: want %q, %q or %q", n.Policy, PolicyNone, PolicyEgress, PolicyAllowOnly)
 	}
 	if len(n.Allow) > 64 {
 		return fmt.Errorf("network.allow has %d entries: at most 64", len(n.Allow))

@@ -61,6 +61,14 @@ type netManager struct {
 	// before it could restore the setting has it restored at the next
 	// New.
 	fwdRecord string
+
+	// orphans are the egress links of one-off commands, by veth name:
+	// the runner does not see a command end (its caller runs the Cmd),
+	// so it detaches a link when the kernel removes the veth, which it
+	// does once the command's namespace has lost its last process.
+	// watching is set once the watcher runs.
+	orphans  map[string]*egressLink
+	watching bool
 }
 
 // DefaultEgressSubnet is the node-local subnet of egress apps' addresses
@@ -99,6 +107,7 @@ func newNetManager(name, subnet string, poolSize int, stateDir string, log *slog
 		brName:    "pk" + tag + "br",
 		table:     "paaskit_" + tag,
 		used:      map[netip.Addr]bool{},
+		orphans:   map[string]*egressLink{},
 		fwdRecord: filepath.Join(stateDir, "ip_forward.orig"),
 	}
 	// Making one now proves the kernel and privileges allow it; the pool
@@ -265,6 +274,106 @@ func (m *netManager) dialTCP(ctx context.Context, ns int, addr string) (net.Conn
 		return err
 	})
 	return c, err
+}
+
+// release hands el, the egress link of a namespace nobody in the runner
+// holds, to the watcher: it is detached when its veth goes away with the
+// namespace.
+func (m *netManager) release(el *egressLink) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.orphans[el.veth] = el
+	if !m.watching {
+		m.watching = true
+		m.wg.Add(1)
+		go m.watchOrphans()
+	}
+}
+
+// orphanSweep is how often the watcher checks the orphans' veths even
+// without a netlink notice (one lost to a full socket buffer, or a veth
+// gone before it was registered).
+const orphanSweep = 2 * time.Second
+
+// watchOrphans detaches orphaned egress links whose veth the kernel has
+// removed, until close.
+func (m *netManager) watchOrphans() {
+	defer m.wg.Done()
+	var updates chan netlink.LinkUpdate
+	var done chan struct{}
+	subscribe := func() {
+		updates, done = make(chan netlink.LinkUpdate, 64), make(chan struct{})
+		err := netlink.LinkSubscribeWithOptions(updates, done, netlink.LinkSubscribeOptions{
+			ErrorCallback: func(err error) { m.log.Debug("runner: link notices", "err", err) },
+		})
+		if err != nil {
+			m.log.Warn("runner: no link notices: commands' egress links are released by the sweep alone", "err", err)
+			close(done)
+			updates, done = nil, nil
+		}
+	}
+	unsubscribe := func() {
+		if done != nil {
+			close(done)
+			for range updates { // until the subscription's reader ends
+			}
+			updates, done = nil, nil
+		}
+	}
+	defer unsubscribe()
+	subscribe()
+	tick := time.NewTicker(orphanSweep)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.stop:
+			return
+		case u, ok := <-updates:
+			if !ok {
+				// The subscription ended (a receive error):
+				// the next tick subscribes again.
+				close(done)
+				updates, done = nil, nil
+				continue
+			}
+			if u.Header.Type == unix.RTM_DELLINK {
+				m.dropOrphan(u.Attrs().Name)
+			}
+		case <-tick.C:
+			if updates == nil {
+				subscribe()
+			}
+			m.mu.Lock()
+			names := make([]string, 0, len(m.orphans))
+			for n := range m.orphans {
+				names = append(names, n)
+			}
+			m.mu.Unlock()
+			for _, n := range names {
+				if _, err := netlink.LinkByName(n); errors.As(err, new(netlink.LinkNotFoundError)) {
+					m.dropOrphan(n)
+				}
+			}
+		}
+	}
+}
+
+// dropOrphan detaches the orphaned link of veth name, if there is one.
+func (m *netManager) dropOrphan(name string) {
+	m.mu.Lock()
+	el := m.orphans[name]
+	delete(m.orphans, name)
+	m.mu.Unlock()
+	if el != nil {
+		m.detach(el)
+	}
+}
+
+// orphanCount is how many commands' egress links are still in use.
+func (m *netManager) orphanCount() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.orphans)
 }
 
 // close stops the filler, drops the pool and removes the egress set-up.
@@ -437,6 +546,7 @@ func (m *netManager) ruleset(onlyOurs bool) string {
 	b.WriteString("  set egress { type ipv4_addr; }\n")
 	b.WriteString("  set allow { type ipv4_addr . ipv4_addr; }\n")
 	b.WriteString("  set allow_port { type ipv4_addr . ipv4_addr . inet_service; }\n")
+	b.WriteString("  set only { type ipv4_addr; }\n")
 	b.WriteString("  chain refuse {\n    meta l4proto tcp reject with tcp reset\n    reject with icmpx type admin-prohibited\n  }\n")
 	b.WriteString("  chain input {\n    type filter hook input priority -10; policy accept;\n")
 	fmt.Fprintf(&b, "    iifname %q ct state established,related accept\n", br)
@@ -449,6 +559,7 @@ func (m *netManager) ruleset(onlyOurs bool) string {
 	fmt.Fprintf(&b, "    iifname %q ip saddr != @egress jump refuse\n", br)
 	fmt.Fprintf(&b, "    iifname %q ip saddr . ip daddr @allow accept\n", br)
 	fmt.Fprintf(&b, "    iifname %q ip saddr . ip daddr . th dport @allow_port accept\n", br)
+	fmt.Fprintf(&b, "    iifname %q ip saddr @only jump refuse\n", br)
 	fmt.Fprintf(&b, "    iifname %q ip daddr { %s } jump refuse\n", br, strings.Join(refusedRanges, ", "))
 	fmt.Fprintf(&b, "    iifname %q meta nfproto ipv6 jump refuse\n", br)
 	fmt.Fprintf(&b, "    iifname %q accept\n", br)
@@ -461,16 +572,20 @@ func (m *netManager) ruleset(onlyOurs bool) string {
 	return b.String()
 }
 
-// egressLink is an instance's place on the bridge.
+// egressLink is an instance's (or a command's) place on the bridge.
 type egressLink struct {
 	addr  netip.Addr
 	veth  string
 	allow []Destination
+	// only: the allowed destinations are all it reaches
+	// (PolicyAllowOnly).
+	only bool
 }
 
 // attach gives namespace ns a veth on the bridge with an address of the
-// subnet, a default route, and the filter entries for its destinations.
-func (m *netManager) attach(ns int, id int64, allow []Destination) (*egressLink, error) {
+// subnet, a default route, and the filter entries for its destinations
+// (and nothing else with only). id names the veth: unique on the runner.
+func (m *netManager) attach(ns int, id string, allow []Destination, only bool) (*egressLink, error) {
 	m.mu.Lock()
 	if err := m.ensureBridge(); err != nil {
 		m.mu.Unlock()
@@ -490,7 +605,7 @@ func (m *netManager) attach(ns int, id int64, allow []Destination) (*egressLink,
 	m.used[addr] = true
 	brIdx := m.bridgeIdx
 	m.mu.Unlock()
-	el := &egressLink{addr: addr, veth: m.brName[:8] + strconv.FormatInt(id, 36), allow: allow}
+	el := &egressLink{addr: addr, veth: m.brName[:8] + id, allow: allow, only: only}
 	if len(el.veth) > 15 {
 		el.veth = el.veth[:15]
 	}
@@ -547,6 +662,9 @@ func (m *netManager) plug(ns int, el *egressLink, brIdx int) error {
 func (m *netManager) elements(verb string, el *egressLink) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "%s element inet %s egress { %s }\n", verb, m.table, el.addr)
+	if el.only {
+		fmt.Fprintf(&b, "%s element inet %s only { %s }\n", verb, m.table, el.addr)
+	}
 	for _, d := range el.allow {
 		for _, ip := range d.IPs {
 			if d.Port == 0 {
@@ -568,10 +686,14 @@ func (m *netManager) detach(el *egressLink) {
 	up := m.bridgeUp
 	m.mu.Unlock()
 	if up {
-		// Entries that were never added make nft fail the whole
-		// script: delete one at a time.
-		for _, line := range strings.Split(strings.TrimSpace(m.elements("delete", el)), "\n") {
-			_ = m.runNft(line + "\n")
+		// One script is one transaction; an entry that was never
+		// added (a failed attach) fails all of it, and then they are
+		// deleted one at a time.
+		script := m.elements("delete", el)
+		if err := m.runNft(script); err != nil {
+			for _, line := range strings.Split(strings.TrimSpace(script), "\n") {
+				_ = m.runNft(line + "\n")
+			}
 		}
 	}
 	m.mu.Lock()

@@ -169,11 +169,12 @@ func TestBadNetworkSpecsAreRefusedAndOthersUnaffected(t *testing.T) {
 		net  runner.Network
 		want string
 	}{
-		"unknown policy":  {runner.Network{Policy: "open"}, `network.policy "open": want "none" or "egress"`},
-		"allow with none": {runner.Network{Allow: []string{"1.2.3.4"}}, `network.allow needs network.policy "egress"`},
-		"unresolvable":    {runner.Network{Policy: "egress", Allow: []string{"no-such-host.invalid:5432"}}, `cannot resolve no-such-host.invalid`},
-		"bad port":        {runner.Network{Policy: "egress", Allow: []string{"1.2.3.4:99999"}}, `port "99999" is not 1-65535`},
-		"ipv6":            {runner.Network{Policy: "egress", Allow: []string{"[::1]:80"}}, `only IPv4`},
+		"unknown policy":             {runner.Network{Policy: "open"}, `network.policy "open": want "none", "egress" or "allow-only"`},
+		"allow-only, no destination": {runner.Network{Policy: runner.PolicyAllowOnly}, `network.policy "allow-only" needs at least one network.allow destination`},
+		"allow with none":            {runner.Network{Allow: []string{"1.2.3.4"}}, `network.allow needs network.policy "egress"`},
+		"unresolvable":               {runner.Network{Policy: "egress", Allow: []string{"no-such-host.invalid:5432"}}, `cannot resolve no-such-host.invalid`},
+		"bad port":                   {runner.Network{Policy: "egress", Allow: []string{"1.2.3.4:99999"}}, `port "99999" is not 1-65535`},
+		"ipv6":                       {runner.Network{Policy: "egress", Allow: []string{"[::1]:80"}}, `only IPv4`},
 	} {
 		s := spec("badnet")
 		s.Network = c.net
@@ -222,6 +223,12 @@ func newTestNetns(t *testing.T) *testNetns {
 // answers "HTTP/1.0 200 OK" and tag.
 func (ns *testNetns) listen(t *testing.T, port int, tag string) {
 	t.Helper()
+	ns.listenAt(t, ns.innerIP, port, tag)
+}
+
+// listenAt is listen on another address of the namespace.
+func (ns *testNetns) listenAt(t *testing.T, ip string, port int, tag string) {
+	t.Helper()
 	errc := make(chan error, 1)
 	var l net.Listener
 	go func() {
@@ -242,7 +249,7 @@ func (ns *testNetns) listen(t *testing.T, port int, tag string) {
 			errc <- err
 			return
 		}
-		l, err = net.Listen("tcp", fmt.Sprintf("%s:%d", ns.innerIP, port))
+		l, err = net.Listen("tcp", fmt.Sprintf("%s:%d", ip, port))
 		if serr := unix.Setns(host, unix.CLONE_NEWNET); serr != nil {
 			errc <- serr
 			return // the thread stays locked and dies

@@ -1,11 +1,13 @@
 package runner
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -170,6 +172,10 @@ type launch struct {
 	env        []string
 	reaperPgid bool // an instance: own process group; a command: none (a pty's session)
 	netns      int  // a network namespace to join (the caller keeps it), or -1
+	// netnsMsg (a command's, instead of netns) is a socket with the
+	// namespace in a message (netnsMessage); the Cmd takes it.
+	netnsMsg *os.File
+	mounts   []sandboxMount // a command's extra mounts
 }
 
 // hostPath maps a sandbox path to the host when there is no sandbox root.
@@ -208,10 +214,16 @@ func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) {
 		}
 		data = l.dataDir
 	}
-	if _, ok := l.spec.Env["HOME"]; !ok {
-		env = append(env, "HOME="+data)
+	if !hasEnv(env, "HOME") {
+		home := data
+		if l.dataDir == "" {
+			home = "/tmp"
+		}
+		env = append(env, "HOME="+home)
 	}
-	env = append(env, "PAASKIT_DATA="+data)
+	if l.dataDir != "" {
+		env = append(env, "PAASKIT_DATA="+data)
+	}
 	sys := &syscall.SysProcAttr{Setpgid: l.reaperPgid, Pdeathsig: syscall.SIGKILL}
 	if r.cfg.Isolation.Off || r.initPath == "" {
 		path, err := lookPath(argv[0], env)
@@ -270,11 +282,14 @@ func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) {
 		ic.Proc = true
 		ic.Mounts = []sandboxMount{
 			{Host: l.spec.Image, Path: sandboxApp},
-			{Host: l.dataDir, Path: sandboxData, Writable: true},
+		}
+		if l.dataDir != "" {
+			ic.Mounts = append(ic.Mounts, sandboxMount{Host: l.dataDir, Path: sandboxData, Writable: true})
 		}
 		if l.sockDir != "" {
 			ic.Mounts = append(ic.Mounts, sandboxMount{Host: l.sockDir, Path: sandboxSock, Writable: true})
 		}
+		ic.Mounts = append(ic.Mounts, l.mounts...)
 	}
 	var extra []*os.File
 	if l.netns >= 0 {
@@ -284,6 +299,9 @@ func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) {
 		}
 		ic.Netns = true
 		extra = append(extra, os.NewFile(uintptr(dup), "netns"))
+	} else if l.netnsMsg != nil {
+		ic.NetnsMessage = true
+		extra = append(extra, l.netnsMsg)
 	}
 	raw, err := json.Marshal(ic)
 	if err != nil {
@@ -300,14 +318,23 @@ func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) {
 	return cmd, nil
 }
 
-// Command returns an *exec.Cmd that runs argv in app's sandbox, as a
-// one-off command (a management command, a shell): the same image, data
-// directory, user, limits and namespaces as the app's instances, in a
-// cgroup shared by the app's commands. It has no socket. The caller sets
-// Stdin, Stdout and Stderr (or hands it to pty, which makes it a session
-// leader: the Cmd leaves Setsid and Setpgid unset for that) and runs it.
-// A caller that wants the app kept alive meanwhile holds Attach.
-func (r *Runner) Command(name string, argv []string) (*exec.Cmd, error) {
+// CommandWith returns an *exec.Cmd that runs argv in app's sandbox, as a
+// one-off command (a management command, a shell, a build): the same image,
+// data directory, user, limits and namespaces as the app's instances, in a
+// cgroup shared by the app's commands, and a network namespace of its own
+// with the app's network policy (or opts.Network): loopback only, or a veth
+// on the node's bridge with the egress filter. It has no socket. The caller
+// sets Stdin, Stdout and Stderr (or hands it to pty, which makes it a
+// session leader: the Cmd leaves Setsid and Setpgid unset for that) and
+// runs it. A caller that wants the app kept alive meanwhile holds Attach.
+//
+// Nothing of the command's network outlives it, whatever the caller does
+// with the Cmd: the namespace reaches the command inside a message on a
+// socket (the runner keeps no descriptor of it), so the kernel frees it
+// when the command's last process ends (a SIGKILL included), or, for a Cmd
+// never started, when the Cmd is collected; the veth goes with it, and the
+// runner then removes its filter entries and frees its address.
+func (r *Runner) CommandWith(name string, argv []string, opts CommandOptions) (*exec.Cmd, error) {
 	if len(argv) == 0 || argv[0] == "" {
 		return nil, fmt.Errorf("runner: command for app %q: empty argv", name)
 	}
@@ -316,13 +343,46 @@ func (r *Runner) Command(name string, argv []string) (*exec.Cmd, error) {
 		return nil, err
 	}
 	s := a.currentSpec()
+	if opts.Dir != "" {
+		if !filepath.IsAbs(opts.Dir) {
+			return nil, fmt.Errorf("runner: command for app %q: working directory %q is not absolute", name, opts.Dir)
+		}
+		s.WorkDir = opts.Dir
+	}
+	network := s.Network
+	if opts.Network != nil {
+		network = *opts.Network
+		if err := network.validate(); err != nil {
+			return nil, fmt.Errorf("runner: command for app %q: %w", name, err)
+		}
+	}
+	mounts, err := r.checkMounts(opts.Mounts)
+	if err != nil {
+		return nil, fmt.Errorf("runner: command for app %q: %w", name, err)
+	}
+	if len(mounts) > 0 && !r.iso.SandboxRoot {
+		return nil, fmt.Errorf("runner: command for app %q: mounts need the sandbox root, which this runner lacks", name)
+	}
+	var dests []Destination
+	if network.egress() && r.net != nil {
+		if !r.iso.Egress {
+			return nil, fmt.Errorf("runner: command for app %q: network.policy %q is unavailable on this runner: %s", name, network.Policy, r.egressWhy())
+		}
+		if dests, err = resolveDestinations(context.Background(), network.Allow); err != nil {
+			return nil, fmt.Errorf("runner: command for app %q: %w", name, err)
+		}
+	}
 	uid, gid, err := r.appUser(a)
 	if err != nil {
 		return nil, err
 	}
-	dataDir, err := r.dataDir(s, uid, gid)
-	if err != nil {
-		return nil, err
+	dataDir := ""
+	if !opts.NoDataDir {
+		if dataDir, err = r.dataDir(s, uid, gid); err != nil {
+			return nil, err
+		}
+	} else if !r.iso.SandboxRoot {
+		return nil, fmt.Errorf("runner: command for app %q: NoDataDir needs the sandbox root, which this runner lacks", name)
 	}
 	var cg *cgroup
 	if r.cg != nil {
@@ -338,22 +398,66 @@ func (r *Runner) Command(name string, argv []string) (*exec.Cmd, error) {
 			}
 		}
 	}
-	env := baseEnv(s, name, 0)
-	// A command gets a namespace of its own with loopback only (egress
-	// set-up needs an end to be undone at, which a Cmd the caller runs
-	// does not tell). The descriptor passed is closed when the Cmd is
-	// collected.
-	ns := -1
+	env, err := mergeEnv(baseEnv(s, name, 0), opts.Env)
+	if err != nil {
+		return nil, fmt.Errorf("runner: command for app %q: %w", name, err)
+	}
+	l := launch{spec: s, uid: uid, gid: gid, dataDir: dataDir, cg: cg, argv: argv, env: env, netns: -1, mounts: mounts}
+	var el *egressLink
 	if r.net != nil {
-		if ns, err = r.net.take(); err != nil {
+		ns, err := r.net.take()
+		if err != nil {
 			return nil, fmt.Errorf("runner: command for app %q: %w", name, err)
 		}
 		defer unix.Close(ns)
+		if network.egress() {
+			if el, err = r.net.attach(ns, "c"+strconv.FormatInt(r.instSeq.Add(1), 36), dests, network.Policy == PolicyAllowOnly); err != nil {
+				return nil, fmt.Errorf("runner: command for app %q: egress network: %w", name, err)
+			}
+		}
+		// From here the veth goes with the namespace: the watcher
+		// undoes the rest when it does.
+		if el != nil {
+			r.net.release(el)
+		}
+		if l.netnsMsg, err = netnsMessage(ns); err != nil {
+			return nil, fmt.Errorf("runner: command for app %q: %w", name, err)
+		}
 	}
-	cmd, err := r.buildCmd(launch{spec: s, uid: uid, gid: gid, dataDir: dataDir, cg: cg, argv: argv, env: env, netns: ns})
+	cmd, err := r.buildCmd(l)
 	if err != nil {
+		if l.netnsMsg != nil {
+			l.netnsMsg.Close()
+		}
 		return nil, fmt.Errorf("runner: command for app %q: %w", name, err)
 	}
 	cmd.SysProcAttr.Pdeathsig = 0
 	return cmd, nil
+}
+
+// netnsMessage returns one end of a socket pair whose other end, closed at
+// once, sent it ns: the namespace is then held by the message alone, which
+// the init helper receives.
+func netnsMessage(ns int) (*os.File, error) {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("pass the network namespace: %w", err)
+	}
+	err = unix.Sendmsg(fds[0], []byte{0}, unix.UnixRights(ns), nil, 0)
+	unix.Close(fds[0])
+	if err != nil {
+		unix.Close(fds[1])
+		return nil, fmt.Errorf("pass the network namespace: %w", err)
+	}
+	return os.NewFile(uintptr(fds[1]), "netns"), nil
+}
+
+// hasEnv reports whether env sets key.
+func hasEnv(env []string, key string) bool {
+	for _, kv := range env {
+		if strings.HasPrefix(kv, key+"=") {
+			return true
+		}
+	}
+	return false
 }

@@ -51,7 +51,7 @@ type netManager struct{}
 type egressLink struct{}
 
 func (m *netManager) take() (int, error) { return -1, ErrUnsupported }
-func (m *netManager) attach(int, int64, []Destination) (*egressLink, error) {
+func (m *netManager) attach(int, string, []Destination, bool) (*egressLink, error) {
 	return nil, ErrUnsupported
 }
 func (m *netManager) detach(*egressLink) {}
@@ -71,8 +71,8 @@ func (r *Runner) detectIsolation() error {
 
 func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) { return nil, ErrUnsupported }
 
-// Command is not supported on this OS.
-func (r *Runner) Command(name string, argv []string) (*exec.Cmd, error) {
+// CommandWith is not supported on this OS.
+func (r *Runner) CommandWith(name string, argv []string, opts CommandOptions) (*exec.Cmd, error) {
 	return nil, ErrUnsupported
 }
 

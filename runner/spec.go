@@ -74,6 +74,10 @@ type Limits struct {
 	// CPUWeight is the relative CPU share, 1-10000 (cgroup v2 cpu.weight;
 	// on v1 it is scaled to cpu.shares). 100 is the kernel's default.
 	CPUWeight int `json:"cpu_weight,omitempty"`
+	// CPUs is a hard bound on CPU time, in CPUs (1.5: one and a half
+	// cores' worth per period; cgroup v2 cpu.max, v1 cpu.cfs_quota_us over
+	// a 100 ms period). Zero means no bound beyond the weight.
+	CPUs float64 `json:"cpus,omitempty"`
 }
 
 func (l Limits) withDefaults(d Limits) Limits {
@@ -88,6 +92,9 @@ func (l Limits) withDefaults(d Limits) Limits {
 	}
 	if l.CPUWeight == 0 {
 		l.CPUWeight = d.CPUWeight
+	}
+	if l.CPUs == 0 {
+		l.CPUs = d.CPUs
 	}
 	return l
 }
@@ -104,6 +111,8 @@ func (l Limits) validate() error {
 		return fmt.Errorf("limits.open_files %d is negative", l.OpenFiles)
 	case l.CPUWeight < 0 || l.CPUWeight > 10000:
 		return fmt.Errorf("limits.cpu_weight %d is outside 1-10000", l.CPUWeight)
+	case l.CPUs != 0 && !(l.CPUs >= 0.01 && l.CPUs <= 1024):
+		return fmt.Errorf("limits.cpus %g is outside 0.01-1024", l.CPUs)
 	}
 	return nil
 }

@@ -88,9 +88,9 @@ func (r *Runner) checkSpec(s *Spec) error {
 			return &SpecError{App: s.Name, Err: err}
 		}
 	}
-	if s.Network.Policy == PolicyEgress && r.iso.Network {
+	if s.Network.egress() && r.iso.Network {
 		if !r.iso.Egress {
-			return &SpecError{App: s.Name, Err: fmt.Errorf("network.policy %q is unavailable on this runner: %s", PolicyEgress, r.egressWhy())}
+			return &SpecError{App: s.Name, Err: fmt.Errorf("network.policy %q is unavailable on this runner: %s", s.Network.Policy, r.egressWhy())}
 		}
 		if _, err := resolveDestinations(context.Background(), s.Network.Allow); err != nil {
 			return &SpecError{App: s.Name, Err: err}

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 
+	"github.com/paaskit/paaskit/examples/internal/buildsandbox"
 	"github.com/paaskit/paaskit/examples/internal/imagemount"
 	"github.com/paaskit/paaskit/runner"
 	"github.com/paaskit/paaskit/upload"
@@ -36,6 +37,10 @@ func (p *platform) addUpload(o options, log *slog.Logger) error {
 		return err
 	}
 	act := &platformActivator{p: p, specs: filepath.Join(o.state, "specs"), mounts: imagemount.New(filepath.Join(state, "mnt"))}
+	installer := &pyinstall.Config{IndexURL: o.indexURL, CacheDir: filepath.Join(state, "wheels")}
+	if err := p.sandboxBuilds(installer, filepath.Join(state, "builds"), log); err != nil {
+		return err
+	}
 	srv, err := upload.NewServer(upload.ServerConfig{
 		Addr:        o.ssh,
 		HostKeyFile: filepath.Join(state, "host_ed25519_key"),
@@ -43,7 +48,7 @@ func (p *platform) addUpload(o options, log *slog.Logger) error {
 		RepoDir:     filepath.Join(state, "repos"),
 		StoreDir:    filepath.Join(state, "images"),
 		Build:       upload.BuilderConfig{WorkDir: filepath.Join(state, "work")},
-		Installer:   &pyinstall.Config{IndexURL: o.indexURL, CacheDir: filepath.Join(state, "wheels")},
+		Installer:   installer,
 		Activate:    act.activate,
 		Command:     act.command,
 		Logger:      log.With("component", "upload"),
@@ -73,6 +78,42 @@ func (p *platform) addUpload(o options, log *slog.Logger) error {
 	return p.d.Add("upload-mounts", func(ctx context.Context) error { <-ctx.Done(); act.mounts.UnmountAll(); return nil })
 }
 
+// sandboxBuilds makes the installer's sdist builds run in a sandbox of the
+// first node's runner (buildsandbox): their own UID, a read-only system,
+// the install's build directory, a bounded cgroup, and a network that
+// reaches the package index only. A runner without the isolation that
+// needs leaves builds as plain processes, which pyinstall logs.
+func (p *platform) sandboxBuilds(cfg *pyinstall.Config, state string, log *slog.Logger) error {
+	r := p.runners[0]
+	iso := r.Isolation()
+	if !iso.User || !iso.SandboxRoot || !iso.Network {
+		log.Warn("platform: builds of pushed apps' sdists are not sandboxed: the runner lacks isolation (run as root)", "missing", iso.Missing)
+		return nil
+	}
+	bc := buildsandbox.Config{Runner: r, StateDir: state}
+	if iso.Egress {
+		allow, err := buildsandbox.AllowIndex(cfg.IndexURL)
+		if err != nil {
+			return err
+		}
+		bc.Allow = []string{allow}
+	}
+	sb, err := buildsandbox.New(bc)
+	if err != nil && len(bc.Allow) > 0 {
+		// An index whose name does not resolve now (no network):
+		// builds reach nothing, which is narrower, not wider.
+		log.Warn("platform: build sandbox without network", "index", cfg.IndexURL, "err", err)
+		bc.Allow = nil
+		sb, err = buildsandbox.New(bc)
+	}
+	if err != nil {
+		return err
+	}
+	sb.Apply(cfg)
+	log.Info("platform: sdist builds run in the runner's sandbox", "node", p.ids[0], "app", buildsandbox.DefaultApp, "uid", sb.User().UID, "network", bc.Allow)
+	return nil
+}
+
 type platformActivator struct {
 	p      *platform
 	specs  string
@@ -96,6 +137,9 @@ func (a *platformActivator) command(app string, argv []string) (*exec.Cmd, error
 }
 
 func (a *platformActivator) activate(ctx context.Context, app string, img *upload.Image) error {
+	if app == buildsandbox.DefaultApp {
+		return fmt.Errorf("app name %q is the platform's own (its sdist builds)", app)
+	}
 	m, fresh, err := a.mounts.Mount(ctx, app, img)
 	if err != nil {
 		return err

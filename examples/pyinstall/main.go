@@ -16,8 +16,12 @@
 //
 // On a terminal it shows one progress line (packages resolved, downloaded,
 // built, installed) redrawn in place; otherwise it prints one plain line per
-// package and stage, for logs. Builds run as plain processes (the platform
-// wraps them in runner's sandbox; see pyinstall.Config.Sandbox).
+// package and stage, for logs. Builds run as plain processes unless
+// --sandbox STATE is given (root only): then a runner with its state in
+// STATE runs every build in a sandbox (examples/internal/buildsandbox: its
+// own UID, a read-only system, the install's build directory only, a
+// bounded cgroup, a network that reaches the index only), as the platform
+// does. One pyinstall at a time may use a STATE.
 package main
 
 import (
@@ -37,10 +41,15 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/paaskit/paaskit/examples/internal/buildsandbox"
+	"github.com/paaskit/paaskit/runner"
 	"github.com/paaskit/paaskit/upload/pyinstall"
 )
 
 func main() {
+	// With --sandbox the runner builds each sandbox by re-executing this
+	// binary.
+	runner.Init()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, isTerminal(os.Stderr))
 	stop()
@@ -75,7 +84,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 	fs.SetOutput(stderr)
 	var reqFiles, constraints, extraIndexes, findLinks, allowed multi
 	var binary pyinstall.BinaryPolicy
-	var indexURL, venv, cacheDir, python string
+	var indexURL, venv, cacheDir, python, sandboxState string
 	var noIndex, pre, preferBinary, requireHashes, quiet, verbose bool
 	for _, n := range []string{"r", "requirement"} {
 		fs.Var(&reqFiles, n, "install from this requirements file (repeatable)")
@@ -100,6 +109,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 	fs.StringVar(&venv, "venv", "", "the virtualenv to install into (created when missing; required)")
 	fs.StringVar(&python, "python", "/usr/bin/python3", "the interpreter the virtualenv is made with")
 	fs.Var(&allowed, "allow-index", "a URL prefix the requirements files may name as an index, find-links, direct or git URL (repeatable; default: any); the command line's own -i/--extra-index-url/-f are not restricted")
+	fs.StringVar(&sandboxState, "sandbox", "", "run builds in a runner sandbox whose state is in this directory (root only; builds reach the index only)")
 	for _, n := range []string{"q", "quiet"} {
 		fs.BoolVar(&quiet, n, false, "print only errors and the summary")
 	}
@@ -169,6 +179,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, tty bool)
 		IndexURL: indexURL, ExtraIndexURLs: extraIndexes, FindLinks: findLinks, NoIndex: noIndex,
 		CacheDir: cacheDir, Python: python, AllowedIndexes: allowed,
 		Logger: log, Progress: prog.event,
+	}
+	if sandboxState != "" {
+		stop, err := sandboxBuilds(ctx, &cfg, sandboxState, log)
+		if err != nil {
+			fmt.Fprintln(stderr, "pyinstall: --sandbox:", err)
+			return 1
+		}
+		defer stop()
 	}
 	in, err := pyinstall.New(cfg)
 	if err != nil {
@@ -310,4 +328,51 @@ func (p *progress) done() {
 		p.draw()
 		fmt.Fprintln(p.w)
 	}
+}
+
+// sandboxBuilds starts a runner with its state under state and sets cfg's
+// builds to run in its build sandbox, reaching cfg's index (by default
+// PyPI) only. stop ends the runner.
+func sandboxBuilds(ctx context.Context, cfg *pyinstall.Config, state string, log *slog.Logger) (stop func(), err error) {
+	if err := os.MkdirAll(state, 0o711); err != nil {
+		return nil, err
+	}
+	r, err := runner.New(runner.Config{
+		StateDir:     filepath.Join(state, "runner"),
+		CgroupRoot:   "paaskit-pyinstall",
+		EgressSubnet: "10.231.0.0/24",
+		Logger:       log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	stop = func() {
+		cancel()
+		<-done
+	}
+	<-r.Ready()
+	if iso := r.Isolation(); !iso.User || !iso.SandboxRoot || !iso.Cgroup || !iso.Network {
+		stop()
+		return nil, fmt.Errorf("the runner cannot isolate builds here (run as root): %s", strings.Join(iso.Missing, "; "))
+	}
+	index := cfg.IndexURL
+	if index == "" {
+		index = "https://pypi.org/simple/"
+	}
+	allow, err := buildsandbox.AllowIndex(index)
+	if err == nil {
+		var sb *buildsandbox.Sandbox
+		sb, err = buildsandbox.New(buildsandbox.Config{Runner: r, StateDir: state, Allow: []string{allow}})
+		if err == nil {
+			sb.Apply(cfg)
+		}
+	}
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	return stop, nil
 }

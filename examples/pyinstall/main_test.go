@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,7 +12,47 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/paaskit/paaskit/internal/pyindex"
+	"github.com/paaskit/paaskit/runner"
 )
+
+func TestMain(m *testing.M) {
+	// --sandbox's runner re-executes the test binary for its sandboxes.
+	runner.Init()
+	os.Exit(m.Run())
+}
+
+// TestSandboxedBuilds: with --sandbox, builds run in the runner's build
+// sandbox: they succeed, and one that tries to write to the host's /usr or
+// to the cache outside its build directory cannot.
+func TestSandboxedBuilds(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("--sandbox needs root: run the tests as root, as make test does")
+	}
+	dir := t.TempDir()
+	cache := filepath.Join(dir, "cache")
+	targets := []string{"/usr/pwned-by-pyinstall-test", filepath.Join(cache, "pwned"), "/root/pwned-by-pyinstall-test"}
+	script := "import sys\nfor p in " + fmt.Sprintf("%q, %q, %q", targets[0], targets[1], targets[2]) + ":\n" +
+		"    try:\n        open(p, 'w').write('x')\n    except OSError:\n        continue\n    sys.exit('wrote ' + p)\n"
+	ix, err := pyindex.New([]pyindex.Dist{
+		{Name: "webapp", Version: "1.0", Requires: []string{"helper", "sneaky"}},
+		{Name: "helper", Version: "2.1", Kind: pyindex.Sdist, DynamicMetadata: true},
+		{Name: "sneaky", Version: "0.1", Kind: pyindex.Sdist, BuildScript: script},
+	})
+	require.NoError(t, err)
+	srv, err := pyindex.Serve(ix, pyindex.ServerConfig{})
+	require.NoError(t, err)
+	defer srv.Close()
+	var out, errs bytes.Buffer
+	code := run(context.Background(), []string{"install", "-i", srv.URL(), "--cache-dir", cache, "--venv", filepath.Join(dir, "v"),
+		"--sandbox", filepath.Join(dir, "sandbox"), "webapp"}, &out, &errs, false)
+	require.Equal(t, 0, code, errs.String())
+	require.Contains(t, out.String(), "helper==2.1 sneaky==0.1 webapp==1.0")
+	require.NotContains(t, errs.String(), "no build sandbox")
+	for _, p := range targets {
+		_, err := os.Stat(p)
+		require.ErrorIs(t, err, os.ErrNotExist, p)
+	}
+}
 
 func TestInstallWithPipFlagsPlainAndLive(t *testing.T) {
 	ix, err := pyindex.New([]pyindex.Dist{

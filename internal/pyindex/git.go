@@ -65,19 +65,8 @@ func (r *GitRepo) Commit(ctx context.Context, d Dist) (string, error) {
 	} else if err := runGit(ctx, work, "init", "--quiet", "--initial-branch=main"); err != nil {
 		return "", err
 	}
-	root, files := sourceTree(d)
-	for _, f := range files {
-		rel := strings.TrimPrefix(f.name, root+"/")
-		if rel == "PKG-INFO" {
-			continue
-		}
-		p := filepath.Join(work, rel)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return "", err
-		}
-		if err := os.WriteFile(p, f.data, 0o644); err != nil {
-			return "", err
-		}
+	if err := writeTree(work, d); err != nil {
+		return "", err
 	}
 	steps := [][]string{
 		{"add", "-A"},
@@ -105,6 +94,34 @@ func runGit(ctx context.Context, dir string, args ...string) error {
 	cmd.Env = append(os.Environ(), "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1", "GIT_TERMINAL_PROMPT=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("pyindex: git %s: %w: %s", strings.Join(args, " "), err, out)
+	}
+	return nil
+}
+
+// WriteSourceTree writes d's source tree, as a checkout of its project has it
+// (the sdist's files without PKG-INFO), into dir, for a requirement that
+// names a local project directory.
+func WriteSourceTree(dir string, d Dist) error {
+	if !nameRe.MatchString(d.Name) || d.Version == "" {
+		return fmt.Errorf("pyindex: invalid distribution %q %q", d.Name, d.Version)
+	}
+	return writeTree(dir, d)
+}
+
+func writeTree(dir string, d Dist) error {
+	root, files := sourceTree(d)
+	for _, f := range files {
+		rel := strings.TrimPrefix(f.name, root+"/")
+		if rel == "PKG-INFO" {
+			continue
+		}
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(p, f.data, 0o644); err != nil {
+			return err
+		}
 	}
 	return nil
 }

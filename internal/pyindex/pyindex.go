@@ -32,6 +32,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"regexp"
@@ -103,6 +104,16 @@ type Dist struct {
 	// HookVersion, when set, is the Version the metadata hook reports
 	// instead of the real one (pip refuses such a candidate).
 	HookVersion string
+	// DynamicBuildRequires are requirements an sdist's in-tree backend
+	// asks for in get_requires_for_build_wheel (as setuptools does for
+	// setup_requires): its prepare_metadata_for_build_wheel and
+	// build_wheel import each one's module (the project name with dashes
+	// as underscores) and fail when it is not installed.
+	DynamicBuildRequires []string
+	// BuildScript is Python source that an sdist's build_wheel runs
+	// first, in the build's directory: what a hostile setup.py does
+	// (writing where it should not, connecting out, eating memory).
+	BuildScript string
 	// BuildFetches is a URL that build_wheel downloads before it builds, as
 	// a setup.py that fetches a tarball does; with no network the build
 	// fails.
@@ -322,7 +333,19 @@ def _cfg():
 
 
 def get_requires_for_build_wheel(config_settings=None):
-    return []
+    return list(_cfg().get("wheel_requires", []))
+
+
+def _import_wheel_requires(c, hook):
+    # What get_requires_for_build_wheel asked for must be installed
+    # before the frontend calls the other hooks.
+    import importlib
+    for m in c.get("wheel_requires_modules", []):
+        try:
+            importlib.import_module(m)
+        except ImportError as e:
+            sys.stderr.write("%s of %s: %s (asked for by get_requires_for_build_wheel)\n" % (hook, c["dist"], e))
+            raise
 
 
 def get_requires_for_build_sdist(config_settings=None):
@@ -345,6 +368,7 @@ def _files(c):
 
 def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
     c = _cfg()
+    _import_wheel_requires(c, "prepare_metadata_for_build_wheel")
     if c.get("fail_hook"):
         raise RuntimeError("simulated crash in prepare_metadata_for_build_wheel of %s" % c["dist"])
     info = _info_name(c)
@@ -361,6 +385,9 @@ def prepare_metadata_for_build_wheel(metadata_directory, config_settings=None):
 
 def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
     c = _cfg()
+    _import_wheel_requires(c, "build_wheel")
+    if c.get("script"):
+        exec(compile(c["script"], "pkbuild-script", "exec"), {"__name__": "pkbuild_script"})
     if c["fail"]:
         sys.stderr.write("gcc: error: simulated compiler failure building %s\n" % c["dist"])
         sys.stderr.write("error: command 'gcc' failed with exit code 1\n")
@@ -401,6 +428,17 @@ except OSError:
     pass
 `
 
+// requirementName is the project name a PEP 508 requirement starts with.
+func requirementName(r string) string {
+	r = strings.TrimSpace(r)
+	for i, c := range r {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return r[:i]
+		}
+	}
+	return r
+}
+
 // treeFile is one file of a generated source tree.
 type treeFile struct {
 	name string
@@ -422,9 +460,17 @@ func sourceTree(d Dist) (string, []treeFile) {
 		}
 		hookMeta = string(coreMetadata(hd, "2.1", false))
 	}
-	cfg := fmt.Sprintf(`{"dist": %q, "version": %q, "module": %q, "source": %q, "metadata": %q, "entry_points": %q, "delay": %g, "fail": %t, "no_hook": %t, "fail_hook": %t, "hook_metadata": %q, "fetch": %q}`,
+	dynReqs := []string{}
+	dynMods := []string{}
+	for _, r := range d.DynamicBuildRequires {
+		dynReqs = append(dynReqs, r)
+		dynMods = append(dynMods, moduleName(requirementName(r)))
+	}
+	dynReqsJSON, _ := json.Marshal(dynReqs)
+	dynModsJSON, _ := json.Marshal(dynMods)
+	cfg := fmt.Sprintf(`{"dist": %q, "version": %q, "module": %q, "source": %q, "metadata": %q, "entry_points": %q, "delay": %g, "fail": %t, "no_hook": %t, "fail_hook": %t, "hook_metadata": %q, "fetch": %q, "wheel_requires": %s, "wheel_requires_modules": %s, "script": %q}`,
 		dn, d.Version, moduleName(d.Name), moduleSource(d), string(wheelMeta), entryPoints(d), d.BuildDelay.Seconds(), d.FailBuild,
-		d.NoMetadataHook, d.FailMetadataHook, hookMeta, d.BuildFetches)
+		d.NoMetadataHook, d.FailMetadataHook, hookMeta, d.BuildFetches, dynReqsJSON, dynModsJSON, d.BuildScript)
 	var pkginfo []byte
 	if d.DynamicMetadata {
 		pkginfo = coreMetadata(d, "2.1", true)

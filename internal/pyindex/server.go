@@ -37,6 +37,11 @@ type ServerConfig struct {
 	// header prefers application/vnd.pypi.simple.v1+json; otherwise only
 	// PEP 503 HTML is served, whatever the client asks.
 	JSON bool
+	// Addr is the address to listen on; "" means "127.0.0.1:0". With an
+	// unspecified host ("0.0.0.0:0") the index is reachable from network
+	// namespaces too (a sandboxed build allowed to reach it), and URL
+	// still names 127.0.0.1.
+	Addr string
 	// Drop maps a filename to how many of its downloads are cut off: the
 	// server sends the headers and half the body, then closes the
 	// connection. A negative count drops every download.
@@ -57,9 +62,14 @@ type Server struct {
 	requests, notModified, jsonPages atomic.Int64
 }
 
-// Serve starts serving ix on 127.0.0.1 on a free port. Close stops it.
+// Serve starts serving ix on cfg.Addr (by default 127.0.0.1 on a free
+// port). Close stops it.
 func Serve(ix *Index, cfg ServerConfig) (*Server, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	addr := cfg.Addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("pyindex: listen: %w", err)
 	}
@@ -79,11 +89,24 @@ func Serve(ix *Index, cfg ServerConfig) (*Server, error) {
 }
 
 // URL is the index's simple URL, ending in "/simple/".
-func (s *Server) URL() string { return "http://" + s.ln.Addr().String() + "/simple/" }
+func (s *Server) URL() string { return "http://" + s.hostPort() + "/simple/" }
+
+// Port is the port the index listens on.
+func (s *Server) Port() int { return s.ln.Addr().(*net.TCPAddr).Port }
+
+// hostPort is the listening address, with 127.0.0.1 for an unspecified
+// host.
+func (s *Server) hostPort() string {
+	a := s.ln.Addr().(*net.TCPAddr)
+	if a.IP.IsUnspecified() {
+		return net.JoinHostPort("127.0.0.1", fmt.Sprint(a.Port))
+	}
+	return a.String()
+}
 
 // FileURL is the download URL of one file.
 func (s *Server) FileURL(filename string) string {
-	return "http://" + s.ln.Addr().String() + "/files/" + filename
+	return "http://" + s.hostPort() + "/files/" + filename
 }
 
 // Requests is how many requests the server has received.

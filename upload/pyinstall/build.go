@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/paaskit/paaskit/upload/extract"
 )
@@ -44,6 +46,58 @@ import (
 // through PR_SET_PDEATHSIG). An error fails the builds that needed it.
 type BuildSandbox func(ctx context.Context, cmd *exec.Cmd) (*exec.Cmd, error)
 
+type buildDirKey struct{}
+
+// BuildDir returns the directory of the install whose context ctx is (the
+// one a BuildSandbox is called with): everything its builds read and
+// write, other than the interpreter and the system, lies beneath it (build
+// environments, unpacked sources, outputs, the build server's home), and
+// nothing of any other install. A sandbox mounts it read-write at the same
+// path, and nothing else of the cache. "" for a context that is not an
+// install's.
+func BuildDir(ctx context.Context) string {
+	d, _ := ctx.Value(buildDirKey{}).(string)
+	return d
+}
+
+// buildTemp makes a private directory for build work in the install's
+// build directory (in the cache's tmp outside an install).
+func (in *Installer) buildTemp(ctx context.Context, prefix string) (string, error) {
+	if d := BuildDir(ctx); d != "" {
+		return os.MkdirTemp(d, prefix)
+	}
+	return in.cache.TempDir(prefix)
+}
+
+// forBuild makes path (a directory the installer just made) something a
+// build may use: the build user's own with own, else readable and
+// traversable by it (mode). Without Config.BuildUser it does nothing.
+func (in *Installer) forBuild(path string, own bool, mode os.FileMode) error {
+	u := in.cfg.BuildUser
+	if u == nil {
+		return nil
+	}
+	if own {
+		return os.Lchown(path, u.UID, u.GID)
+	}
+	return os.Chmod(path, mode)
+}
+
+// giveTree makes the tree at dir (just unpacked or copied by the
+// installer) the build user's, without following links.
+func (in *Installer) giveTree(dir string) error {
+	u := in.cfg.BuildUser
+	if u == nil {
+		return nil
+	}
+	return filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, u.UID, u.GID)
+	})
+}
+
 // BuildError is an sdist or source tree whose PEP 517 build or metadata hook
 // failed.
 type BuildError struct {
@@ -62,6 +116,10 @@ type BuildError struct {
 	// Network is set when the output says the build tried to reach the
 	// network (which a sandboxed build may not).
 	Network bool
+	// Killed is set when the build died of SIGKILL, as the kernel's OOM
+	// killer does at a sandbox's memory bound (a sandbox's init reports
+	// it as exit status 137).
+	Killed bool
 }
 
 func (e *BuildError) Error() string {
@@ -72,6 +130,9 @@ func (e *BuildError) Error() string {
 	net := ""
 	if e.Network {
 		net = " (the build tried to use the network, which the build sandbox does not allow: the package must build offline, or be published as a wheel)"
+	}
+	if e.Killed {
+		net += " (killed by SIGKILL: the build sandbox's memory bound, most likely)"
 	}
 	return fmt.Sprintf("building %s %s from %s failed in %s: %v%s\n--- build output (tail) ---\n%s", e.Package, e.Version, filepath.Base(e.Source), step, e.Err, net, e.StderrTail)
 }
@@ -129,8 +190,13 @@ func checkSameMetadata(pkg, version string, hook, wheel *coreMetadata) error {
 // pyproject.toml, and calls one hook. Mode "metadata" calls
 // prepare_metadata_for_build_wheel, or build_wheel when the backend has no
 // such hook (PEP 517 makes it optional); mode "wheel" calls build_wheel.
-const buildDriver = `
-import importlib, os, sys
+// First it asks get_requires_for_build_wheel, when the backend has it, for
+// the build's dynamic requirements: if any is not among those the build
+// environment was made with (argv[4], a JSON list), it prints them and
+// exits without building, and the installer makes an environment with them
+// and runs it again (pip installs them into its environment the same way).
+const buildDriver = unmetRequiresPy + `
+import importlib, json, os, sys
 mode, src, out = sys.argv[1], sys.argv[2], sys.argv[3]
 os.chdir(src)
 bs = {}
@@ -145,7 +211,20 @@ mod, _, obj = backend.partition(":")
 b = importlib.import_module(mod)
 for a in [x for x in obj.split(".") if x]:
     b = getattr(b, a)
+gr = getattr(b, "get_requires_for_build_wheel", None)
+if gr is not None:
+    sys.stdout.write("\nPAASKIT-STEP:get_requires_for_build_wheel\n")
+    asked = gr(None)
+    if not isinstance(asked, (list, tuple)) or not all(isinstance(x, str) for x in asked):
+        raise TypeError("get_requires_for_build_wheel returned %r, not a list of strings" % (asked,))
+    if _unmet(asked, json.loads(sys.argv[4])):
+        sys.stdout.write("\nPAASKIT-REQUIRES:%s\n" % json.dumps(list(asked)))
+        sys.exit(0)
 hook = getattr(b, "prepare_metadata_for_build_wheel", None)
+if gr is not None:
+    nxt = "prepare_metadata_for_build_wheel" if mode in ("metadata", "both") and hook is not None else "build_wheel"
+    sys.stdout.write("\nPAASKIT-STEP:%s\n" % nxt)
+    sys.stdout.flush()
 if mode in ("metadata", "both") and hook is not None:
     md = os.path.join(out, "metadata")
     os.mkdir(md)
@@ -163,6 +242,48 @@ if mode in ("metadata", "both") and hook is not None:
 else:
     name = b.build_wheel(out)
     sys.stdout.write("\nPAASKIT-WHEEL:%s\n" % name)
+`
+
+// unmetRequiresPy defines _unmet(asked, have): the requirements of asked
+// (what get_requires_for_build_wheel returned) that neither are among have
+// (those the build environment was made with) nor are satisfied by what the
+// interpreter has installed (pip, too, installs only what a build
+// environment lacks; the target interpreter, used as it is for a project
+// with no build-system.requires, may have setuptools' wheel already). It
+// parses requirements with packaging where the interpreter has it (on its
+// own, vendored by setuptools or pip), and otherwise takes only a bare
+// installed name as satisfied.
+const unmetRequiresPy = `
+def _unmet(asked, have):
+    import importlib, importlib.metadata, re
+    norm = lambda r: "".join(r.split()).lower()
+    hv = set(norm(r) for r in have)
+    req = None
+    for m in ("packaging.requirements", "setuptools.extern.packaging.requirements", "pip._vendor.packaging.requirements"):
+        try:
+            req = importlib.import_module(m).Requirement
+            break
+        except Exception:
+            pass
+    out = []
+    for r in asked:
+        if norm(r) in hv:
+            continue
+        ok = False
+        try:
+            if req is not None:
+                q = req(r)
+                if q.marker is not None and not q.marker.evaluate():
+                    continue
+                ok = q.specifier.contains(importlib.metadata.version(q.name), prereleases=True)
+            else:
+                m = re.fullmatch(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*", r)
+                ok = m is not None and importlib.metadata.version(m.group(1)) is not None
+        except Exception:
+            ok = False
+        if not ok:
+            out.append(r)
+    return out
 `
 
 // tail returns the last n lines (at most 4 KiB) of b.
@@ -185,14 +306,83 @@ type preparedSource struct {
 	source       string // what it came from, for errors
 	dir          string // the project directory
 	work         string // the private directory holding it
-	python       string
+	envFor       func(context.Context, []string) (string, error)
+
+	mu sync.Mutex
+	// python is the interpreter of the build environment, made with
+	// requires (build-system.requires, then with what
+	// get_requires_for_build_wheel added, once extended).
+	python   string
+	requires []string
+	extended bool
+}
+
+// env returns the build environment's interpreter and the requirements it
+// was made with.
+func (p *preparedSource) env() (python string, requires []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.python, p.requires
+}
+
+// dynamicRequiresError is a hook run that stopped before building because
+// the backend's get_requires_for_build_wheel asked for requirements its
+// build environment was not made with.
+type dynamicRequiresError struct {
+	asked []string
+}
+
+func (e *dynamicRequiresError) Error() string {
+	return fmt.Sprintf("get_requires_for_build_wheel asks for %s", strings.Join(e.asked, ", "))
+}
+
+// addBuildRequires makes p's build environment again with what the
+// backend's get_requires_for_build_wheel asked for (PEP 517: a frontend
+// installs them before it calls the metadata or build hook). It does so
+// once: a backend that asks for more once they are installed is refused.
+// python is the environment the run that asked was given: when another run
+// extended p in the meantime, nothing is done again.
+func (in *Installer) addBuildRequires(ctx context.Context, p *preparedSource, python string, asked []string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.python != python {
+		return nil
+	}
+	if p.extended || p.envFor == nil {
+		return &BuildError{Package: p.pkg, Version: p.version, Source: p.source, Step: "get_requires_for_build_wheel",
+			Err:        fmt.Errorf("the backend asks for %s, which are not all in its build environment (%s) even after they were installed", strings.Join(asked, ", "), strings.Join(p.requires, ", ")),
+			StderrTail: strings.Join(asked, "\n")}
+	}
+	union := append([]string(nil), p.requires...)
+	seen := map[string]bool{}
+	for _, r := range union {
+		seen[strings.ToLower(strings.Join(strings.Fields(r), ""))] = true
+	}
+	for _, r := range asked {
+		if k := strings.ToLower(strings.Join(strings.Fields(r), "")); !seen[k] {
+			seen[k] = true
+			union = append(union, r)
+		}
+	}
+	py, err := p.envFor(ctx, union)
+	if err != nil {
+		return fmt.Errorf("pyinstall: build requirements of %s %s from get_requires_for_build_wheel (%s): %w", p.pkg, p.version, strings.Join(union, ", "), err)
+	}
+	in.log.Info("pyinstall: build environment extended by get_requires_for_build_wheel", "package", p.pkg, "version", p.version, "requires", union)
+	p.python, p.requires, p.extended = py, union, true
+	return nil
 }
 
 // prepareSource unpacks an sdist, or copies a source directory (a git
 // checkout in the cache, which builds must not write to), into a private
 // directory and gets its build environment. The caller removes p.work.
 func (in *Installer) prepareSource(ctx context.Context, source, pkg, version string, isDir bool, envFor func(context.Context, []string) (string, error)) (p *preparedSource, err error) {
-	work, err := in.cache.TempDir("build-")
+	work, err := in.buildTemp(ctx, "build-")
+	if err == nil {
+		// The build may enter its work directory but not replace
+		// what the installer puts there.
+		err = in.forBuild(work, false, 0o711)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("pyinstall: build %s: %w", source, err)
 	}
@@ -201,7 +391,7 @@ func (in *Installer) prepareSource(ctx context.Context, source, pkg, version str
 			_ = os.RemoveAll(work)
 		}
 	}()
-	p = &preparedSource{pkg: pkg, version: version, source: source, work: work}
+	p = &preparedSource{pkg: pkg, version: version, source: source, work: work, envFor: envFor}
 	if isDir {
 		p.dir = filepath.Join(work, "src")
 		// cp -a keeps symbolic links and modes, as a checkout has them.
@@ -220,6 +410,9 @@ func (in *Installer) prepareSource(ctx context.Context, source, pkg, version str
 			return nil, fmt.Errorf("pyinstall: sdist %s: %w", filepath.Base(source), err)
 		}
 	}
+	if err := in.giveTree(filepath.Join(work, "src")); err != nil {
+		return nil, fmt.Errorf("pyinstall: build %s: hand the source tree to the build user: %w", source, err)
+	}
 	p.python = in.interp.Path
 	requires, err := in.buildRequires(ctx, p.dir)
 	if err != nil {
@@ -230,6 +423,7 @@ func (in *Installer) prepareSource(ctx context.Context, source, pkg, version str
 		if err != nil {
 			return nil, fmt.Errorf("pyinstall: build requirements of %s %s (%s): %w", pkg, version, strings.Join(requires, ", "), err)
 		}
+		p.requires = requires
 	}
 	return p, nil
 }
@@ -276,12 +470,26 @@ func (l *lockedBuffer) bytes() []byte {
 
 // runHook runs the build driver in mode ("metadata" or "wheel") for a
 // prepared source, through the sandbox, and waits for it.
+// A backend whose get_requires_for_build_wheel asks for more gets an
+// environment with them and a second run.
 func (in *Installer) runHook(ctx context.Context, p *preparedSource, mode string) (hookResult, error) {
-	r, err := in.startHook(ctx, p, mode)
-	if err != nil {
-		return hookResult{}, err
+	var r *hookRun
+	for {
+		python, _ := p.env()
+		var err error
+		r, err = in.startHook(ctx, p, mode)
+		if err != nil {
+			return hookResult{}, err
+		}
+		<-r.done
+		var dyn *dynamicRequiresError
+		if !errors.As(r.err, &dyn) {
+			break
+		}
+		if err := in.addBuildRequires(ctx, p, python, dyn.asked); err != nil {
+			return hookResult{}, err
+		}
 	}
-	<-r.done
 	if r.err != nil {
 		return hookResult{}, r.err
 	}
@@ -296,10 +504,18 @@ func (in *Installer) runHook(ctx context.Context, p *preparedSource, mode string
 // p.work. The process stops with ctx.
 func (in *Installer) startHook(ctx context.Context, p *preparedSource, mode string) (*hookRun, error) {
 	out, err := os.MkdirTemp(p.work, "out-")
+	if err == nil {
+		err = in.forBuild(out, true, 0)
+	}
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, p.python, "-I", "-c", buildDriver, mode, p.dir, out)
+	python, have := p.env()
+	haveJSON, err := json.Marshal(append([]string{}, have...))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, python, "-I", "-c", buildDriver, mode, p.dir, out, string(haveJSON))
 	cmd.Dir = p.dir
 	cmd.Env = []string{
 		"PATH=/usr/local/bin:/usr/bin:/bin",
@@ -357,16 +573,20 @@ func (in *Installer) startHook(ctx context.Context, p *preparedSource, mode stri
 		sc := bufio.NewScanner(pr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		var wheelName string
+		var asked []string
 		for sc.Scan() {
 			line := sc.Text()
 			_, _ = output.Write([]byte(line + "\n"))
-			if n, ok := strings.CutPrefix(line, "PAASKIT-METADATA:"); ok && metaOpen {
-				dir, err := checkHookName(out, strings.TrimSpace(n))
-				if err == nil {
-					if _, err = os.Stat(filepath.Join(dir, "METADATA")); err != nil {
-						err = fmt.Errorf("prepare_metadata_for_build_wheel returned %s, which has no METADATA", filepath.Base(dir))
-					}
+			if n, ok := strings.CutPrefix(line, "PAASKIT-STEP:"); ok && metaOpen {
+				step = strings.TrimSpace(n)
+			}
+			if n, ok := strings.CutPrefix(line, "PAASKIT-REQUIRES:"); ok {
+				if err := json.Unmarshal([]byte(n), &asked); err != nil || asked == nil {
+					asked = []string{}
 				}
+			}
+			if n, ok := strings.CutPrefix(line, "PAASKIT-METADATA:"); ok && metaOpen {
+				dir, err := takeHookResult(out, strings.TrimSpace(n), true)
 				if err != nil {
 					endMeta(bad("prepare_metadata_for_build_wheel", err))
 					continue
@@ -387,19 +607,19 @@ func (in *Installer) startHook(ctx context.Context, p *preparedSource, mode stri
 		case ctx.Err() != nil:
 			r.err = ctx.Err()
 		case werr != nil:
-			r.err = bad(step, werr)
+			be := bad(step, werr)
+			var xe *exec.ExitError
+			if errors.As(werr, &xe) {
+				ws, _ := xe.Sys().(syscall.WaitStatus)
+				be.(*BuildError).Killed = xe.ExitCode() == 128+int(syscall.SIGKILL) || ws.Signaled() && ws.Signal() == syscall.SIGKILL
+			}
+			r.err = be
+		case asked != nil:
+			r.err = &dynamicRequiresError{asked: asked}
 		case wheelName == "" && mode != "metadata":
 			r.err = bad(step, errors.New("backend returned no wheel name"))
 		case wheelName != "":
-			w, err := checkHookName(out, wheelName)
-			if err == nil && !strings.HasSuffix(w, ".whl") {
-				err = fmt.Errorf("backend returned %q, not a wheel", wheelName)
-			}
-			if err == nil {
-				if _, serr := os.Stat(w); serr != nil {
-					err = fmt.Errorf("backend said %s but wrote no such file", filepath.Base(w))
-				}
-			}
+			w, err := takeHookResult(out, wheelName, false)
 			if err != nil {
 				r.err = bad("build_wheel", err)
 			}
@@ -417,6 +637,70 @@ func (in *Installer) startHook(ctx context.Context, p *preparedSource, mode stri
 		endMeta(nil)
 	}()
 	return r, nil
+}
+
+// takeHookResult takes what a build left under out at name (a wheel, or
+// with metadata a .dist-info directory's METADATA) into a new directory of
+// the installer's own beside out, and returns the copy's path (the wheel's,
+// or the directory holding METADATA). The build may still run, and owns
+// out: the file is opened beneath out without following any link that
+// leads out of it, so a build that swapped its output for a link to a host
+// file gets an error, never that file.
+func takeHookResult(out, name string, metadata bool) (string, error) {
+	p, err := checkHookName(out, name)
+	if err != nil {
+		return "", err
+	}
+	rel, _ := filepath.Rel(out, p)
+	if !metadata && !strings.HasSuffix(rel, ".whl") {
+		return "", fmt.Errorf("backend returned %q, not a wheel", name)
+	}
+	src := rel
+	if metadata {
+		src = filepath.Join(rel, "METADATA")
+	}
+	root, err := os.OpenRoot(out)
+	if err != nil {
+		return "", err
+	}
+	defer root.Close()
+	f, err := root.Open(src)
+	if err != nil {
+		if metadata {
+			return "", fmt.Errorf("prepare_metadata_for_build_wheel returned %s, which has no METADATA: %w", filepath.Base(p), err)
+		}
+		return "", fmt.Errorf("backend said %s but left no such file under its output directory: %w", filepath.Base(p), err)
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return "", fmt.Errorf("backend's %s is not a regular file", src)
+	}
+	dst, err := os.MkdirTemp(filepath.Dir(out), "taken-")
+	if err != nil {
+		return "", err
+	}
+	target := filepath.Join(dst, filepath.Base(rel))
+	if metadata {
+		if err := os.Mkdir(target, 0o700); err != nil {
+			return "", err
+		}
+		target = filepath.Join(target, "METADATA")
+	}
+	w, err := os.OpenFile(target, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", err
+	}
+	if _, err := io.Copy(w, f); err != nil {
+		w.Close()
+		return "", fmt.Errorf("copy the build's %s: %w", src, err)
+	}
+	if err := w.Close(); err != nil {
+		return "", err
+	}
+	if metadata {
+		return filepath.Dir(target), nil
+	}
+	return target, nil
 }
 
 // checkHookName resolves a name the driver printed (relative to out, one or

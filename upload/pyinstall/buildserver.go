@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 )
@@ -18,15 +17,18 @@ import (
 // buildServerScript is a build server: one interpreter that imports what the
 // PEP 517 hooks need once, then forks a child per build request read from
 // stdin (a JSON line: id, source directory, output directory, work
-// directory). Each child runs in its own source tree with its output in a
-// log file, asks the metadata hook (or builds at once when the backend has
-// none), then builds the wheel, and reports on the server's stdout as it
-// goes ({"id", "event": "metadata"|"wheel", "name"}); the server reports each
+// directory, and the requirements its build environment was made with).
+// Each child runs in its own source tree with its output in a log file,
+// asks get_requires_for_build_wheel (and stops there, reporting them, if it
+// wants requirements the environment lacks), asks the metadata hook (or
+// builds at once when the backend has none), then builds the wheel, and
+// reports on the server's stdout as it goes ({"id", "event":
+// "step"|"requires"|"metadata"|"wheel", "name", "list"}); the server reports each
 // child's exit ({"id", "event": "exit", "code"}). A child dies with the
 // server (PR_SET_PDEATHSIG); at the end of stdin the server kills its
 // children and exits. Forking a started interpreter costs a millisecond
 // where starting one costs tens: that is the whole point.
-const buildServerScript = `
+const buildServerScript = unmetRequiresPy + `
 import ctypes, importlib, json, os, signal, sys, threading, time, traceback
 import base64, hashlib, tomllib, zipfile
 try:
@@ -84,7 +86,18 @@ def child(req):
         b = importlib.import_module(mod)
         for a in [x for x in obj.split(".") if x]:
             b = getattr(b, a)
+        gr = getattr(b, "get_requires_for_build_wheel", None)
+        if gr is not None:
+            ev(event="step", name="get_requires_for_build_wheel")
+            asked = gr(None)
+            if not isinstance(asked, (list, tuple)) or not all(isinstance(x, str) for x in asked):
+                raise TypeError("get_requires_for_build_wheel returned %r, not a list of strings" % (asked,))
+            if _unmet(asked, req["have"]):
+                sys.stdout.flush()
+                ev(event="requires", list=list(asked))
+                os._exit(0)
         hook = getattr(b, "prepare_metadata_for_build_wheel", None)
+        ev(event="step", name="prepare_metadata_for_build_wheel" if hook is not None else "build_wheel")
         mdpath = None
         if hook is not None:
             md = os.path.join(out, "metadata")
@@ -150,13 +163,20 @@ type serverRun struct {
 	out       string
 	wheelName string
 	metaOpen  bool
+	// step is the hook the child is in; asked is what its
+	// get_requires_for_build_wheel wants that its environment lacks.
+	step  string
+	asked []string
 }
 
 // startBuildServer starts a build server for python through the sandbox.
 // It runs until ctx ends (which kills it and, with it, its children) or
 // close; the caller runs serve, which reads its reports, in a goroutine.
 func (in *Installer) startBuildServer(ctx context.Context, python string) (*buildServer, error) {
-	dir, err := in.cache.TempDir("buildserver-")
+	dir, err := in.buildTemp(ctx, "buildserver-")
+	if err == nil {
+		err = in.forBuild(dir, true, 0)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -214,10 +234,11 @@ func (b *buildServer) serve() {
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		var ev struct {
-			ID    int    `json:"id"`
-			Event string `json:"event"`
-			Name  string `json:"name"`
-			Code  int    `json:"code"`
+			ID    int      `json:"id"`
+			Event string   `json:"event"`
+			Name  string   `json:"name"`
+			List  []string `json:"list"`
+			Code  int      `json:"code"`
 		}
 		if json.Unmarshal(sc.Bytes(), &ev) != nil {
 			continue
@@ -236,6 +257,10 @@ func (b *buildServer) serve() {
 			r.metadata(ev.Name)
 		case "wheel":
 			r.wheelName = ev.Name
+		case "step":
+			r.step = ev.Name
+		case "requires":
+			r.asked = append([]string{}, ev.List...)
 		case "exit":
 			r.exit(ev.Code)
 		}
@@ -260,9 +285,14 @@ func (b *buildServer) serve() {
 // close ends the server's input: it kills its children and exits.
 func (b *buildServer) close() { _ = b.stdin.Close() }
 
-// submit asks the server to prepare metadata and build a wheel for p.
+// submit asks the server to prepare metadata and build a wheel for p, which
+// must be built with this server's interpreter.
 func (b *buildServer) submit(p *preparedSource) (*hookRun, error) {
+	_, have := p.env()
 	out, err := os.MkdirTemp(p.work, "out-")
+	if err == nil {
+		err = b.in.forBuild(out, true, 0)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -275,7 +305,7 @@ func (b *buildServer) submit(p *preparedSource) (*hookRun, error) {
 	b.nextID++
 	id := b.nextID
 	b.runs[id] = r
-	line, _ := json.Marshal(map[string]any{"id": id, "src": p.dir, "out": out, "work": p.work})
+	line, _ := json.Marshal(map[string]any{"id": id, "src": p.dir, "out": out, "work": p.work, "have": append([]string{}, have...)})
 	_, err = b.stdin.Write(append(line, '\n'))
 	if err != nil {
 		delete(b.runs, id)
@@ -306,12 +336,7 @@ func (r *serverRun) endMeta(err error) {
 }
 
 func (r *serverRun) metadata(name string) {
-	dir, err := checkHookName(r.out, name)
-	if err == nil {
-		if _, err = os.Stat(filepath.Join(dir, "METADATA")); err != nil {
-			err = fmt.Errorf("prepare_metadata_for_build_wheel returned %s, which has no METADATA", filepath.Base(dir))
-		}
-	}
+	dir, err := takeHookResult(r.out, name, true)
 	if err != nil {
 		r.endMeta(r.bad("prepare_metadata_for_build_wheel", err))
 		return
@@ -322,24 +347,24 @@ func (r *serverRun) metadata(name string) {
 
 func (r *serverRun) exit(code int) {
 	step := "prepare_metadata_for_build_wheel"
+	if r.step != "" {
+		step = r.step
+	}
 	if !r.metaOpen {
 		step = "build_wheel"
 	}
 	switch {
 	case code != 0:
-		r.err = r.bad(step, fmt.Errorf("exit status %d", code))
+		be := r.bad(step, fmt.Errorf("exit status %d", code)).(*BuildError)
+		// A child's status as the server saw it: -9 for SIGKILL.
+		be.Killed = code == -int(syscall.SIGKILL)
+		r.err = be
+	case r.asked != nil:
+		r.err = &dynamicRequiresError{asked: r.asked}
 	case r.wheelName == "":
 		r.err = r.bad(step, errors.New("backend returned no wheel name"))
 	default:
-		w, err := checkHookName(r.out, r.wheelName)
-		if err == nil && !strings.HasSuffix(w, ".whl") {
-			err = fmt.Errorf("backend returned %q, not a wheel", r.wheelName)
-		}
-		if err == nil {
-			if _, serr := os.Stat(w); serr != nil {
-				err = fmt.Errorf("backend said %s but wrote no such file", filepath.Base(w))
-			}
-		}
+		w, err := takeHookResult(r.out, r.wheelName, false)
 		if err != nil {
 			r.err = r.bad("build_wheel", err)
 		} else {

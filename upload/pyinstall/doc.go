@@ -63,8 +63,17 @@
 //
 // Builds run code from the upload, so every build process goes through
 // Config.Sandbox (a BuildSandbox that wraps the command; the platform
-// passes one built on runner's sandbox: own UID, no network, read-only
-// system, a bounded cgroup). The installer fetches everything a build needs
+// passes one built on runner's sandbox, examples/internal/buildsandbox:
+// own UID, a network that reaches the index only, read-only system, a
+// bounded cgroup). Everything one install's builds read and write lies
+// beneath its BuildDir, which such a sandbox mounts and nothing else of
+// the cache; with Config.BuildUser what a build writes is that user's and
+// the rest stays the installer's, and a build's wheel or metadata is
+// copied out of its reach (opened beneath its output directory, never
+// through a link leading out) before it is used. Before the metadata or
+// build hook, the backend's get_requires_for_build_wheel is asked; what it
+// wants beyond build-system.requires (and what the interpreter lacks) goes
+// into a build environment made with both. The installer fetches everything a build needs
 // itself, build requirements included (pip's build isolation: a private
 // virtualenv per set of build-system.requires), so a build needs no
 // network; one that tries fails with a *BuildError naming the package and

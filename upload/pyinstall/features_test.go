@@ -513,3 +513,61 @@ func TestDynamicSdistWhoseBuildFailsShowsItsOutput(t *testing.T) {
 	require.Contains(t, be.StderrTail, "simulated compiler failure building brittle")
 	require.False(t, be.Network)
 }
+
+// TestDynamicBuildRequiresFromBackendHook: a backend (in-tree, through
+// backend-path) whose get_requires_for_build_wheel asks for a package that
+// build-system.requires does not list, and whose metadata and build hooks
+// import it, builds only when the installer installs it first, as pip does:
+// through the build server (an sdist from the index) and through a build
+// process of its own (a local project directory).
+func TestDynamicBuildRequiresFromBackendHook(t *testing.T) {
+	t.Parallel()
+	dists := []pyindex.Dist{
+		{Name: "app", Version: "1.0", Requires: []string{"dyn-build"}},
+		{Name: "dyn-build", Version: "0.4", Kind: pyindex.Sdist, DynamicMetadata: true, DynamicBuildRequires: []string{"build-helper >= 1"}, Requires: []string{"dep"}},
+		{Name: "build-helper", Version: "0.9"},
+		{Name: "build-helper", Version: "1.2"},
+		{Name: "dep", Version: "1.0"},
+		{Name: "asks-missing", Version: "1.0", Kind: pyindex.Sdist, DynamicMetadata: true, DynamicBuildRequires: []string{"not-on-any-index"}},
+	}
+	f := newFixture(t, dists, pyindex.ServerConfig{})
+	got := f.requireSameAsPip("app")
+	require.Equal(t, []string{"app==1.0", "dep==1.0", "dyn-build==0.4"}, got)
+
+	venv := filepath.Join(f.dir, "venv")
+	res, err := f.installer(Config{CacheDir: filepath.Join(f.dir, "c2")}).Install(context.Background(), f.reqs("app"), venv, InstallOptions{})
+	require.NoError(t, err)
+	require.Equal(t, 1, res.MetadataHooks)
+	require.Equal(t, 1, res.Built)
+	installed, err := pyindex.Installed(venv)
+	require.NoError(t, err)
+	// The build requirement went into the build environment only.
+	require.Equal(t, got, installed)
+	tmp, _ := os.ReadDir(filepath.Join(f.dir, "c2", "tmp"))
+	require.Empty(t, tmp, "build environments are removed")
+
+	// A local project directory is built by a process of its own.
+	proj := filepath.Join(f.dir, "proj")
+	require.NoError(t, pyindex.WriteSourceTree(proj, pyindex.Dist{Name: "local-dyn", Version: "2.1", Kind: pyindex.Sdist, DynamicBuildRequires: []string{"build-helper>=1"}, Requires: []string{"dep"}}))
+	venv2 := filepath.Join(f.dir, "venv2")
+	res, err = f.installer(Config{CacheDir: filepath.Join(f.dir, "c3")}).Install(context.Background(), f.reqs(proj), venv2, InstallOptions{})
+	require.NoError(t, err)
+	require.Equal(t, []string{"dep==1.0", "local-dyn==2.1"}, pinStrings(res.Packages))
+
+	// Without the hook's requirement, the same backend fails: the test
+	// above passes only because it was installed.
+	py, err := exec.LookPath("/usr/bin/python3")
+	require.NoError(t, err)
+	bare := exec.Command(py, "-I", "-c", "import sys; sys.path.insert(0, '.'); import pkbackend, tempfile; pkbackend.build_wheel(tempfile.mkdtemp())")
+	bare.Dir = proj
+	out, err := bare.CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "No module named 'build_helper'")
+
+	// A requirement the hook asks for that no index has is a clear error
+	// naming the hook.
+	_, err = f.in.Install(context.Background(), f.reqs("asks-missing"), filepath.Join(f.dir, "venv3"), InstallOptions{})
+	require.ErrorIs(t, err, ErrPackageMissing)
+	require.Contains(t, err.Error(), "not-on-any-index")
+	require.Contains(t, err.Error(), "get_requires_for_build_wheel")
+}

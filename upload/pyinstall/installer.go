@@ -80,6 +80,14 @@ type Config struct {
 	// with its user and network: New logs a warning saying so, and only
 	// tests and trusted uploads should do it.
 	Sandbox BuildSandbox
+	// BuildUser, when set, is the user the Sandbox runs builds as: what a
+	// build writes (its unpacked source tree, its output directories, the
+	// build server's home) is made that user's as it is made, and the
+	// install's build directory (BuildDir) and build environments are
+	// left readable to it; the rest stays the installer's, and what a
+	// build produced is copied out of its reach before it is used. nil:
+	// nothing changes owner (builds run as the installer's user).
+	BuildUser *BuildUser
 	// AllowedIndexes, when not empty, lists the URL prefixes (for example
 	// "https://pypi.org/simple/") that a requirements file may name:
 	// every remote location a Requirements value names (--index-url,
@@ -111,6 +119,11 @@ type Config struct {
 	Progress func(Event)
 }
 
+// BuildUser is the user and group of sandboxed builds (Config.BuildUser).
+type BuildUser struct {
+	UID, GID int
+}
+
 // Installer resolves requirements the way pip does, fetches and builds
 // wheels in parallel into a shared cache, and installs them into
 // virtualenvs. It is safe for concurrent use; several processes may share
@@ -130,6 +143,9 @@ type Installer struct {
 func New(cfg Config) (*Installer, error) {
 	if cfg.CacheDir == "" {
 		return nil, errors.New("pyinstall: Config.CacheDir is required")
+	}
+	if u := cfg.BuildUser; u != nil && (u.UID <= 0 || u.GID <= 0) {
+		return nil, fmt.Errorf("pyinstall: Config.BuildUser %d:%d: want a UID and GID other than root's", u.UID, u.GID)
 	}
 	if cfg.Workers < 0 || cfg.Retries < 0 || cfg.BuildWorkers < 0 {
 		return nil, fmt.Errorf("pyinstall: negative Workers (%d), BuildWorkers (%d) or Retries (%d)", cfg.Workers, cfg.BuildWorkers, cfg.Retries)

@@ -178,7 +178,16 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 	if err != nil {
 		return nil, err
 	}
-	sctx, cancel := context.WithCancel(ctx)
+	// Every build of this install works beneath one directory of its
+	// own (BuildDir), which a sandbox mounts and nothing else.
+	buildDir, err := in.cache.TempDir("install-")
+	if err == nil {
+		err = in.forBuild(buildDir, false, 0o711)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("pyinstall: build directory: %w", err)
+	}
+	sctx, cancel := context.WithCancel(context.WithValue(ctx, buildDirKey{}, buildDir))
 	s := &session{
 		in: in, ctx: sctx, cancel: cancel, interp: interp, ranks: interp.tagRanks(),
 		f:         &fetcher{client: in.client, retries: in.cfg.Retries, pages: map[string]*pageCall{}, cache: in.cache, now: in.cfg.Now},
@@ -191,6 +200,7 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 		projects: map[string]*future[*projectInfo]{}, metas: map[string]*future[*coreMetadata]{},
 		downloads: map[string]*future[string]{}, wheels: map[string]*future[wheelResult]{},
 		depth: depth, missing: map[string]bool{}, reqFrom: map[string][]string{}, hits: map[string]bool{}, buildEnvs: map[string]*future[string]{},
+		tmpDirs: []string{buildDir},
 	}
 	s.f.onRetry = func(u string, attempt int, err error) {
 		in.emit(Event{Stage: StageRetry, Detail: u, Err: err})
@@ -400,7 +410,10 @@ func (s *session) buildEnv(ctx context.Context, requires []string) (string, erro
 			req.Source = "build-system.requires"
 			reqs.Requirements = append(reqs.Requirements, req)
 		}
-		dir, err := s.in.cache.TempDir("buildenv-")
+		dir, err := s.in.buildTemp(s.ctx, "buildenv-")
+		if err == nil {
+			err = s.in.forBuild(dir, false, 0o755)
+		}
 		if err != nil {
 			return "", err
 		}
@@ -969,11 +982,7 @@ func (s *session) sourceMeta(rel *release) (*coreMetadata, error) {
 		return nil, err
 	}
 	t := time.Now()
-	var run *hookRun
-	srv, err := s.buildServer(ps.python)
-	if err == nil {
-		run, err = srv.submit(ps)
-	}
+	run, err := s.submitBuild(ps)
 	if err != nil {
 		<-s.buildSem
 		return nil, err
@@ -1037,6 +1046,62 @@ func (s *session) buildServer(python string) (*buildServer, error) {
 		return srv, nil
 	})
 	return f.wait(s.ctx)
+}
+
+// submitBuild has the build server of ps's build environment prepare its
+// metadata and build its wheel. The run it returns follows the source to a
+// second environment and server when the backend's
+// get_requires_for_build_wheel asks for requirements the first lacks.
+func (s *session) submitBuild(ps *preparedSource) (*hookRun, error) {
+	python, _ := ps.env()
+	srv, err := s.buildServer(python)
+	if err != nil {
+		return nil, err
+	}
+	run, err := srv.submit(ps)
+	if err != nil {
+		return nil, err
+	}
+	follow := &hookRun{metaDone: make(chan struct{}), done: make(chan struct{})}
+	s.goBackground(func() { s.followBuild(ps, python, run, follow) })
+	return follow, nil
+}
+
+// followBuild forwards run's results to follow, submitting ps again (to the
+// server of its extended environment) as long as its backend asks for
+// dynamic build requirements (addBuildRequires allows that once).
+func (s *session) followBuild(ps *preparedSource, python string, run, follow *hookRun) {
+	fail := func(err error) {
+		follow.metaErr, follow.err = err, err
+		close(follow.metaDone)
+		close(follow.done)
+	}
+	for {
+		<-run.metaDone
+		var dyn *dynamicRequiresError
+		if !errors.As(run.metaErr, &dyn) {
+			break
+		}
+		<-run.done
+		if err := s.in.addBuildRequires(s.ctx, ps, python, dyn.asked); err != nil {
+			fail(err)
+			return
+		}
+		python, _ = ps.env()
+		srv, err := s.buildServer(python)
+		if err == nil {
+			run, err = srv.submit(ps)
+		}
+		if err != nil {
+			fail(err)
+			return
+		}
+	}
+	follow.meta, follow.metaErr = run.meta, run.metaErr
+	close(follow.metaDone)
+	<-run.done
+	follow.wheel, follow.err = run.wheel, run.err
+	close(follow.done)
 }
 
 // prepared unpacks (once per session) a source for its hooks and build.
