@@ -59,6 +59,7 @@ func (r *Runner) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		return
 	}
+	a.requests.Add(1)
 	defer a.release(inst)
 	inst.forward(w, req)
 }
