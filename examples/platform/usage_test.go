@@ -118,7 +118,7 @@ func TestRequestsReachHourlyUsage(t *testing.T) {
 	}
 
 	hour := time.Now().UTC().Truncate(time.Hour).Add(-3 * time.Hour) // an hour no other report touches
-	send(30)                                                          // the first starts the app on demand
+	send(30)                                                         // the first starts the app on demand
 	observeUsage(r, meter, hour.Add(time.Minute))
 	waitFor(hour, 30)
 	send(45)
