@@ -17,7 +17,7 @@ type shipper struct {
 	e     *Emitter
 	push  *zmqloop.Pusher
 	ack   *zmqloop.Client
-	enc   batchEncoder
+	enc   frameEncoder
 	rec   Record
 	acked map[string]uint64 // per emitter id: highest seq the collector acknowledged
 	ask   map[string]bool   // emitter ids to ask about
@@ -34,6 +34,42 @@ type shipper struct {
 	curC     *chunk
 	curFirst uint64
 	curOff   int
+	// flight lists the pushed batches not yet acknowledged, oldest first.
+	// Pushing stops while flightBytes reaches window: libzmq would buffer
+	// far more (hundreds of MB across both ends' queues), and
+	// acknowledgements, which follow the collector's progress, would lag
+	// by all of it, past AckTimeout under load. With the window they lag
+	// by at most window bytes of the collector's work.
+	flight      []inflight
+	flightBytes int
+	window      int
+	// maxFrames bounds one batch's frame bytes (the codec's MaxSize).
+	maxFrames int
+}
+
+type inflight struct {
+	emitter string
+	last    uint64 // seq of the batch's last record
+	bytes   int
+}
+
+// windowFull says whether pushing must wait for acknowledgements.
+func (s *shipper) windowFull() bool { return s.flightBytes >= s.window }
+
+// pushed notes a batch in flight.
+func (s *shipper) pushed(emitter string, last uint64, bytes int) {
+	s.flight = append(s.flight, inflight{emitter, last, bytes})
+	s.flightBytes += bytes
+}
+
+// landed forgets the batches in flight that are acknowledged.
+func (s *shipper) landed() {
+	k := 0
+	for k < len(s.flight) && s.flight[k].last <= s.acked[s.flight[k].emitter] {
+		s.flightBytes -= s.flight[k].bytes
+		k++
+	}
+	s.flight = append(s.flight[:0], s.flight[k:]...)
 }
 
 // Run ships records until ctx is cancelled: from the memory queue while
@@ -52,7 +88,8 @@ func (e *Emitter) Run(ctx context.Context) error {
 		push.Close()
 		return fmt.Errorf("stats: emitter: %w", err)
 	}
-	s := &shipper{e: e, push: push, ack: ack, acked: map[string]uint64{}, ask: map[string]bool{e.id: true}, from: map[string]uint64{}}
+	s := &shipper{e: e, push: push, ack: ack, acked: map[string]uint64{}, ask: map[string]bool{e.id: true}, from: map[string]uint64{},
+		window: e.cfg.QueueBytes / 2, maxFrames: maxFramesFor(e.cfg.Codec.MaxSize())}
 	first := e.spool.first()
 	s.rc, s.tc = e.spool.cursor(first), e.spool.cursor(first)
 	defer s.rc.close()
@@ -101,25 +138,34 @@ func (e *Emitter) Run(ctx context.Context) error {
 			e.log.Info("stats: collector reachable", "emitter", e.id)
 		}
 		if err := s.sendSpool(ctx); err != nil {
-			s.offline(err)
+			s.offlineAt(err, ctx.Err() != nil)
 			continue
 		}
 		if err := s.sendMem(ctx); err != nil {
-			s.offline(err)
+			s.offlineAt(err, ctx.Err() != nil)
 			continue
 		}
 		pending := s.pending()
-		if pending && now.Sub(s.lastAsk) >= e.cfg.AckInterval {
+		full := s.windowFull()
+		if pending && (full || now.Sub(s.lastAsk) >= e.cfg.AckInterval) {
+			before := s.flightBytes
 			if err := s.askAcks(ctx); err != nil {
-				s.offline(err)
+				s.offlineAt(err, ctx.Err() != nil)
 				continue
 			}
 			pending = s.pending()
+			if full && s.flightBytes < before {
+				// Room in the window again: go round at once.
+				select {
+				case e.wake <- struct{}{}:
+				default:
+				}
+			}
 		}
 		if !pending {
 			s.lastOK = now
 		} else if now.Sub(s.lastOK) > e.cfg.AckTimeout {
-			s.offline(errors.New("acknowledgements stopped"))
+			s.offlineAt(errors.New("acknowledgements stopped"), false)
 		}
 	}
 }
@@ -134,20 +180,25 @@ func (s *shipper) pending() bool {
 
 // offline spools everything unacknowledged; it is resent from the spool
 // once the collector answers again.
-func (s *shipper) offline(why error) {
+func (s *shipper) offline(why error) { s.offlineAt(why, false) }
+
+// offlineAt is offline; stopping (Run's ctx is done, so a call was cut
+// short) leaves out the warning.
+func (s *shipper) offlineAt(why error, stopping bool) {
 	e := s.e
 	e.mu.Lock()
 	if !e.spooling {
 		e.toSpoolLocked()
 	}
 	e.mu.Unlock()
-	if s.online {
+	if s.online && !stopping {
 		e.log.Warn("stats: collector unreachable; spooling", "emitter", e.id, "err", why)
 	}
 	s.online = false
 	e.online.Store(false)
 	s.rc.seek(s.tc.n)
 	s.curC = nil
+	s.flight, s.flightBytes = s.flight[:0], 0
 }
 
 func (s *shipper) stop() error {
@@ -214,6 +265,7 @@ func (s *shipper) askAcks(ctx context.Context) error {
 	if progressed {
 		s.lastOK = time.Now()
 	}
+	s.landed()
 	e := s.e
 	e.mu.Lock()
 	e.trimMemLocked(s.acked[e.id])
@@ -257,7 +309,7 @@ func (s *shipper) trimSpool() error {
 			s.ask[s.rec.Emitter] = true
 		}
 		if s.rec.Seq > a {
-			s.tc.seek(n)
+			s.tc.unread()
 			break
 		}
 	}
@@ -294,6 +346,9 @@ func (s *shipper) sendSpool(ctx context.Context) error {
 		return nil
 	}
 	for range 16 {
+		if s.windowFull() {
+			break
+		}
 		s.enc.n = 0
 		var emitter string
 		var last uint64
@@ -308,8 +363,8 @@ func (s *shipper) sendSpool(ctx context.Context) error {
 			if err := decodeRecord(p, &s.rec); err != nil {
 				return fmt.Errorf("stats: emitter: spool record %d: %w", n, err)
 			}
-			if s.enc.n > 0 && (s.rec.Emitter != emitter || s.rec.Seq != last+1) {
-				s.rc.seek(n)
+			if s.enc.n > 0 && (s.rec.Emitter != emitter || s.rec.Seq != last+1 || len(s.enc.raw)+frameHeader+len(p) > s.maxFrames) {
+				s.rc.unread()
 				break
 			}
 			if s.enc.n == 0 {
@@ -320,7 +375,7 @@ func (s *shipper) sendSpool(ctx context.Context) error {
 				}
 				s.enc.begin(emitter, max(s.acked[emitter]+1, s.from[emitter]))
 			}
-			s.enc.add(&s.rec)
+			s.enc.addRecord(&s.rec)
 			last = s.rec.Seq
 		}
 		if s.enc.n == 0 {
@@ -329,6 +384,7 @@ func (s *shipper) sendSpool(ctx context.Context) error {
 		if err := s.pushBatch(ctx); err != nil {
 			return err
 		}
+		s.pushed(emitter, last, len(s.enc.raw))
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -355,6 +411,9 @@ func (s *shipper) pushBatch(ctx context.Context) error {
 func (s *shipper) sendMem(ctx context.Context) error {
 	e := s.e
 	for {
+		if s.windowFull() {
+			return nil
+		}
 		e.mu.Lock()
 		if e.spooling || e.sendSeq > e.seq {
 			e.mu.Unlock()
@@ -377,19 +436,20 @@ func (s *shipper) sendMem(ctx context.Context) error {
 		if s.curC == c && s.curFirst == first && s.curOff <= len(buf) {
 			off = s.curOff
 		}
+		// The queue holds the records framed as the wire carries them:
+		// the batch is their frames, copied.
 		s.enc.begin(e.id, s.acked[e.id]+1)
 		for off < len(buf) && s.enc.n < e.cfg.BatchRecords {
-			n := int(binary.LittleEndian.Uint32(buf[off:]))
-			p := buf[off+frameHeader : off+frameHeader+n]
-			seq, _ := binary.Uvarint(p[2:])
+			n := frameHeader + int(binary.LittleEndian.Uint32(buf[off:]))
+			seq, _ := binary.Uvarint(buf[off+frameHeader+2:])
 			if seq >= want {
-				if err := decodeRecord(p, &s.rec); err != nil {
-					return fmt.Errorf("stats: emitter: queued record %d: %w", seq, err)
+				if s.enc.n > 0 && len(s.enc.raw)+n > s.maxFrames {
+					break
 				}
-				s.enc.add(&s.rec)
+				s.enc.addFrame(buf[off : off+n])
 				want = seq + 1
 			}
-			off += frameHeader + n
+			off += n
 		}
 		s.curC, s.curFirst, s.curOff = c, first, off
 		if s.enc.n == 0 {
@@ -398,6 +458,7 @@ func (s *shipper) sendMem(ctx context.Context) error {
 		if err := s.pushBatch(ctx); err != nil {
 			return err
 		}
+		s.pushed(e.id, want-1, len(s.enc.raw))
 		e.mu.Lock()
 		if e.gen == gen {
 			e.sendSeq = want

@@ -30,16 +30,20 @@ cd "$(dirname "$0")/../.."
 ROUNDS=${ROUNDS:-5}
 POINTS=${POINTS:-400000}
 bin=$(mktemp -d)/stats.test
-trap 'rm -rf "$(dirname "$bin")"' EXIT
+errlog=$(dirname "$bin")/stderr.log
+trap 'cat "$errlog" >&2 2>/dev/null; rm -rf "$(dirname "$bin")"' EXIT
 go test -c -o "$bin" ./stats >&2
 
 # run NAME BENCHTIME UNIT -> prints the figure of UNIT (ns/op, points/s,
 # MB/s, allocs/op) of one run of benchmark NAME.
 # A run whose figure is missing prints the benchmark's whole output to
 # the log before the section fails, so the failure can be read.
+# Only stdout is parsed: go test prints a benchmark's name before it runs
+# and its figures after, so anything on stderr in between (a component's
+# warning) would split the result line; stderr goes to the log.
 run() {
   local out
-  out=$("$bin" -test.run '^$' -test.bench "^Benchmark$1\$" -test.benchtime "$2" -test.benchmem 2>&1) || true
+  out=$("$bin" -test.run '^$' -test.bench "^Benchmark$1\$" -test.benchtime "$2" -test.benchmem 2>>"$errlog") || true
   awk -v n="Benchmark$1" -v u="$3" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 2; i < NF; i++) if ($(i+1) == u) {print $i; found=1}} END {if (!found) exit 1}' <<<"$out" ||
     { echo "Benchmark$1: no $3 figure; its output:" >&2; echo "$out" >&2; return 1; }
 }
