@@ -518,9 +518,11 @@ func (c *Collector) runSink(ctx context.Context, s *sinkRunner) {
 	defer wg.Wait()
 	for b := range full {
 		batch := b.recs
+		written := false
 		for ctx.Err() == nil {
 			err := s.sink.Write(ctx, batch)
 			if err == nil {
+				written = true
 				break
 			}
 			if ctx.Err() != nil {
@@ -537,9 +539,11 @@ func (c *Collector) runSink(ctx context.Context, s *sinkRunner) {
 			case <-time.After(c.cfg.RetryInterval):
 			}
 		}
-		if ctx.Err() != nil {
+		if !written {
 			return
 		}
+		// A batch written is recorded even when ctx was cancelled
+		// meanwhile: a clean stop then replays nothing.
 		if s.down.Swap(false) {
 			c.log.Info("stats: sink back", "sink", s.sink.Name())
 		}

@@ -45,6 +45,10 @@ type shipper struct {
 	window      int
 	// maxFrames bounds one batch's frame bytes (the codec's MaxSize).
 	maxFrames int
+	// asking is true while an acknowledgement call is in flight; its
+	// answer comes on answers.
+	asking  bool
+	answers chan ackAnswer
 }
 
 type inflight struct {
@@ -89,7 +93,7 @@ func (e *Emitter) Run(ctx context.Context) error {
 		return fmt.Errorf("stats: emitter: %w", err)
 	}
 	s := &shipper{e: e, push: push, ack: ack, acked: map[string]uint64{}, ask: map[string]bool{e.id: true}, from: map[string]uint64{},
-		window: e.cfg.QueueBytes / 2, maxFrames: maxFramesFor(e.cfg.Codec.MaxSize())}
+		window: e.cfg.QueueBytes / 2, maxFrames: maxFramesFor(e.cfg.Codec.MaxSize()), answers: make(chan ackAnswer, 1)}
 	first := e.spool.first()
 	s.rc, s.tc = e.spool.cursor(first), e.spool.cursor(first)
 	defer s.rc.close()
@@ -99,14 +103,21 @@ func (e *Emitter) Run(ctx context.Context) error {
 	var loggedErr error
 	var loggedDrops, reportedDrops uint64
 	for {
+		var answer *ackAnswer
 		select {
 		case <-ctx.Done():
+			if s.asking {
+				<-s.answers // the call ends with ctx
+			}
 			err := s.stop()
 			ack.Close()
 			push.Close()
 			return err
 		case <-e.wake:
 		case <-tick.C:
+		case a := <-s.answers:
+			s.asking = false
+			answer = &a
 		}
 		now := time.Now()
 		e.mu.Lock()
@@ -125,17 +136,27 @@ func (e *Emitter) Run(ctx context.Context) error {
 			e.Count(Tags{App: e.cfg.ReportApp}, "emitter_records_dropped", float64(d-reportedDrops))
 			reportedDrops = d
 		}
+		if answer != nil {
+			err := s.acknowledged(*answer)
+			switch {
+			case err != nil && s.online:
+				s.offlineAt(err, ctx.Err() != nil)
+				continue
+			case err != nil:
+				// A probe the collector did not answer: it stays
+				// unreachable.
+			case !s.online:
+				s.online, s.lastOK = true, time.Now()
+				e.online.Store(true)
+				s.rc.seek(s.tc.n)
+				e.log.Info("stats: collector reachable", "emitter", e.id)
+			}
+		}
 		if !s.online {
-			if now.Sub(s.lastAsk) < e.cfg.ProbeInterval {
-				continue
+			if !s.asking && now.Sub(s.lastAsk) >= e.cfg.ProbeInterval {
+				s.startAsk(ctx)
 			}
-			if err := s.askAcks(ctx); err != nil {
-				continue
-			}
-			s.online, s.lastOK = true, time.Now()
-			e.online.Store(true)
-			s.rc.seek(s.tc.n)
-			e.log.Info("stats: collector reachable", "emitter", e.id)
+			continue
 		}
 		if err := s.sendSpool(ctx); err != nil {
 			s.offlineAt(err, ctx.Err() != nil)
@@ -145,29 +166,47 @@ func (e *Emitter) Run(ctx context.Context) error {
 			s.offlineAt(err, ctx.Err() != nil)
 			continue
 		}
+		// Acknowledgements are asked for while pushing goes on: the
+		// collector fsyncs its journal before it answers, and a shipper
+		// that waited for that would push nothing meanwhile. A full
+		// window asks at once (its answer makes room).
 		pending := s.pending()
-		full := s.windowFull()
-		if pending && (full || now.Sub(s.lastAsk) >= e.cfg.AckInterval) {
-			before := s.flightBytes
-			if err := s.askAcks(ctx); err != nil {
-				s.offlineAt(err, ctx.Err() != nil)
-				continue
-			}
-			pending = s.pending()
-			if full && s.flightBytes < before {
-				// Room in the window again: go round at once.
-				select {
-				case e.wake <- struct{}{}:
-				default:
-				}
-			}
+		if pending && !s.asking && (s.windowFull() || now.Sub(s.lastAsk) >= e.cfg.AckInterval) {
+			s.startAsk(ctx)
 		}
 		if !pending {
 			s.lastOK = now
-		} else if now.Sub(s.lastOK) > e.cfg.AckTimeout {
+		} else if !s.asking && now.Sub(s.lastOK) > e.cfg.AckTimeout {
+			// Judged between calls: a call in flight ends by its own
+			// timeout, and its failure sends the emitter offline.
 			s.offlineAt(errors.New("acknowledgements stopped"), false)
 		}
 	}
+}
+
+// ackAnswer is the outcome of one acknowledgement call.
+type ackAnswer struct {
+	rep ackReply
+	err error
+}
+
+// startAsk asks the collector, in a goroutine of its own, how far it has
+// accepted the emitters in s.ask; the answer comes on s.answers. One call
+// is in flight at a time (s.asking).
+func (s *shipper) startAsk(ctx context.Context) {
+	s.lastAsk = time.Now()
+	req := ackRequest{}
+	for id := range s.ask {
+		req.Emitters = append(req.Emitters, id)
+	}
+	s.asking = true
+	timeout := min(s.e.cfg.AckTimeout, time.Second)
+	go func() {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		rep, err := zmqloop.CallJSON[ackReply](cctx, s.ack, TypeAck, req)
+		s.answers <- ackAnswer{rep, err}
+	}()
 }
 
 // pending says whether any record is unacknowledged.
@@ -237,18 +276,13 @@ func (e *Emitter) Close() error {
 	return err
 }
 
-func (s *shipper) askAcks(ctx context.Context) error {
-	s.lastAsk = time.Now()
-	req := ackRequest{}
-	for id := range s.ask {
-		req.Emitters = append(req.Emitters, id)
+// acknowledged takes in an acknowledgement call's answer: it forgets
+// what the collector acknowledged, in memory, in flight and in the spool.
+func (s *shipper) acknowledged(a ackAnswer) error {
+	if a.err != nil {
+		return a.err
 	}
-	cctx, cancel := context.WithTimeout(ctx, min(s.e.cfg.AckTimeout, time.Second))
-	defer cancel()
-	rep, err := zmqloop.CallJSON[ackReply](cctx, s.ack, TypeAck, req)
-	if err != nil {
-		return err
-	}
+	rep := a.rep
 	progressed := false
 	for id, v := range rep.Acked {
 		if !s.ask[id] {
