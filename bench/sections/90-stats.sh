@@ -77,7 +77,7 @@ printf 'bar\t%s\t%s\t%s\t%s\n' "stats log lines into chunked files" \
   "120-byte lines, batches of 16,384, fsync per batch, 64 MiB chunks gzipped in the background; median of $ROUNDS"
 printf 'bar\t%s\t%s\t%s\t%s\n' "stats log lines end to end (Emitter -> PUSH/PULL -> Collector journal -> files)" \
   "$(awk -v a="$G" 'BEGIN{printf "%.0f MB/s", a}')" ">= 100 MB/s" \
-  "120-byte lines, emitter, collector and file sink in one process on 2 shared cores (CPU-bound: JSON, HMAC, journal); median of $ROUNDS"
+  "120-byte lines, emitter, collector and file sink in one process on 2 shared cores (CPU-bound: format-2 frames in base64, HMAC, journal, gzip of rotated chunks); median of $ROUNDS"
 printf 'bar\t%s\t%s\t%s\t%s\n' "stats emitter cost per call (Count / Log)" \
   "$(awk -v a="$HC" -v b="$HL" -v c="$A" 'BEGIN{printf "%.0f / %.0f ns, %s allocs", a, b, c}')" "< 1 us, 0 allocs" \
   "the call alone (no shipper running); with the shipper and collector on the same 2 cores a Count costs the caller $(awk -v a="$SC" 'BEGIN{printf "%.0f", a}') ns; median of $ROUNDS"
