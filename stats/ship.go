@@ -217,12 +217,9 @@ func (s *shipper) pending() bool {
 	return e.seq > s.acked[e.id] || e.spoolPending.Load()
 }
 
-// offline spools everything unacknowledged; it is resent from the spool
-// once the collector answers again.
-func (s *shipper) offline(why error) { s.offlineAt(why, false) }
-
-// offlineAt is offline; stopping (Run's ctx is done, so a call was cut
-// short) leaves out the warning.
+// offlineAt spools everything unacknowledged; it is resent from the
+// spool once the collector answers again. stopping (Run's ctx is done, so
+// a call was cut short) leaves out the warning.
 func (s *shipper) offlineAt(why error, stopping bool) {
 	e := s.e
 	e.mu.Lock()
