@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -103,8 +104,16 @@ type AppStatus struct {
 	OOMKills     int64           `json:"oom_kills"`
 	// CPU is the CPU time of all instances so far, the running one
 	// included.
-	CPU      time.Duration `json:"cpu"`
-	LastExit *ExitInfo     `json:"last_exit,omitempty"`
+	CPU time.Duration `json:"cpu"`
+	// Requests counts the requests the node front passed to one of the
+	// app's instances since the app was added, each once: on the
+	// goroutine paths when an instance was taken for it, on the event
+	// loops when the instance answered it (or timed out or broke on
+	// it); a request an event loop hands to the goroutine path is
+	// counted there. Start and the front's misses and refusals (unknown
+	// host, failed start) count nothing. For usage billing.
+	Requests uint64    `json:"requests"`
+	LastExit *ExitInfo `json:"last_exit,omitempty"`
 	// LastError is the last start failure.
 	LastError string `json:"last_error,omitempty"`
 	// Recent holds the last starts, oldest first; MaxStartTime and
@@ -144,6 +153,10 @@ type app struct {
 	draining       map[*instance]struct{}  // taken off cur, not yet ended
 	maxStartTime   time.Duration
 	maxQueueWait   time.Duration
+
+	// requests counts the requests the front passed to an instance (see
+	// AppStatus.Requests); atomic, so the hot path takes no lock for it.
+	requests atomic.Uint64
 }
 
 // detachLocked notes that i, just taken off a.cur, is being stopped; a.mu
@@ -495,6 +508,7 @@ func (a *app) status() AppStatus {
 		Draining:     len(a.draining),
 		MaxStartTime: a.maxStartTime,
 		MaxQueueWait: a.maxQueueWait,
+		Requests:     a.requests.Load(),
 	}
 	if st.Draining > 0 {
 		st.State = "stopping"

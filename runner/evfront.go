@@ -56,9 +56,19 @@ func (h loopHandler) Route(r *evproxy.Request) evproxy.Decision {
 	}
 }
 
-// Done implements evproxy.Handler. The instance stays in flight until
-// End: an answered request may still be streaming its body.
-func (h loopHandler) Done(*evproxy.Request, evproxy.Outcome) {}
+// Done implements evproxy.Handler: it counts the request for the app's
+// usage when its instance answered it, timed out or broke on it. The
+// other outcomes are routed again, handed to the goroutine path (which
+// counts what it serves) or never reached the app. The instance stays in
+// flight until End: an answered request may still be streaming its body.
+func (h loopHandler) Done(r *evproxy.Request, o evproxy.Outcome) {
+	if o != evproxy.Answered && o != evproxy.TimedOut && o != evproxy.Broken {
+		return
+	}
+	if i, ok := r.Tag.(*instance); ok {
+		i.app.requests.Add(1)
+	}
+}
 
 // End implements evproxy.Ender: the exchange is wholly over (body
 // relayed or cut, or never answered), so the instance's in-flight count

@@ -67,6 +67,7 @@ func (r *Runner) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 		return
 	}
+	a.requests.Add(1)
 	defer a.release(inst)
 	inst.forward(w, req)
 }

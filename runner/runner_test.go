@@ -459,3 +459,39 @@ func TestSystemClockTimesReapingGraceAndStartTimeout(t *testing.T) {
 	require.Equal(t, 503, code)
 	require.Contains(t, body, "within 100ms")
 }
+
+// Every front counts each request it passed to an app once, the cold
+// first one (served after a start) included; a miss and Start count
+// nothing, and another app's requests are its own.
+func TestRequestsCountedPerApp(t *testing.T) {
+	for _, f := range fronts {
+		t.Run(f.name, func(t *testing.T) {
+			e := newEnvFront(t, f.tweak, f.handler)
+			e.put(spec("counted"))
+			e.put(spec("other"))
+			require.NoError(t, e.r.Start(context.Background(), "other"))
+			const n = 37
+			for k := 0; k < n; k++ {
+				require.Equal(t, "hello counted\n", e.mustGet("counted.example", "/"))
+			}
+			// Concurrent requests on several connections too.
+			var wg sync.WaitGroup
+			for k := 0; k < 8; k++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for j := 0; j < 5; j++ {
+						code, body, _ := e.get("counted.example", "/")
+						require.Equal(t, 200, code, body)
+					}
+				}()
+			}
+			wg.Wait()
+			code, _, _ := e.get("nobody.example", "/")
+			require.Equal(t, 404, code)
+			require.Equal(t, "hello other\n", e.mustGet("other.example", "/"))
+			require.EqualValues(t, n+40, e.status("counted").Requests)
+			require.EqualValues(t, 1, e.status("other").Requests, "Start counts no request")
+		})
+	}
+}

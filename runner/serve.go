@@ -417,6 +417,7 @@ func (cc *clientConn) serveOne(head []byte) bool {
 			return f.answer(head, rq, cc.br, cc.bw, http.StatusServiceUnavailable, err.Error()+"\n", false)
 		}
 	}
+	a.requests.Add(1)
 	keep := inst.relay(head, rq, cc.br, cc.bw, cc.clientIP, &cc.scratch)
 	a.release(inst)
 	return keep

@@ -29,7 +29,8 @@ import (
 // harmless: records carry Emitter and Seq (unique, gapless per emitter) and
 // Index (their journal position, increasing), which is what the sinks here
 // use to write each record exactly once. Write must return promptly when
-// ctx is cancelled.
+// ctx is cancelled. The records and their Text are the collector's again
+// once Write returns: a sink that keeps any copies it.
 type Sink interface {
 	Name() string
 	Write(ctx context.Context, recs []Record) error
@@ -112,13 +113,13 @@ type Collector struct {
 	log     *slog.Logger
 	journal *segLog
 
-	mu       sync.Mutex // the journal's lock too; guards emitters, scratch, recs, unflushed
+	mu       sync.Mutex // the journal's lock too; guards emitters, scratch, batch, unflushed
 	emitters map[string]*emitterState
 	// unflushed holds, per emitter with records in the journal's buffer,
 	// its Next before the first of them: a failed write rewinds to it.
 	unflushed map[string]uint64
 	scratch   []byte
-	recs      []Record
+	batch     decodedBatch // handleBatch's
 
 	lock  *os.File // flock on Dir, released when Run returns
 	sinks []*sinkRunner
@@ -327,18 +328,20 @@ func (c *Collector) Run(ctx context.Context) error {
 }
 
 // handleBatch journals a batch's records that come next in their
-// emitter's sequence.
+// emitter's sequence. A format-2 record goes into the journal as its
+// frame came (its CRC checked on decoding), one copy.
 func (c *Collector) handleBatch(_ context.Context, m *zmqloop.Request) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	emitter, from, recs, cut, err := decodeBatch(m.Body, c.cfg.MaxLineBytes, c.recs[:0])
-	c.truncated.Add(uint64(cut))
-	c.recs = recs[:0]
+	d := &c.batch
+	err := d.decode(m.Body, c.cfg.MaxLineBytes)
+	c.truncated.Add(uint64(d.Cut))
 	if err != nil {
 		c.malformed.Add(1)
 		c.log.Warn("stats: collector: dropped a malformed batch", "key", m.KeyID, "err", err)
 		return nil
 	}
+	emitter, recs := d.Emitter, d.Recs
 	st := c.emitters[emitter]
 	if st == nil {
 		st = &emitterState{}
@@ -346,7 +349,8 @@ func (c *Collector) handleBatch(_ context.Context, m *zmqloop.Request) error {
 	}
 	// Everything before from was acknowledged by this collector (or one
 	// that shares its sinks) before: start there if this one is behind.
-	st.Next = max(st.Next, from)
+	st.Next = max(st.Next, d.From)
+	now := time.Now().Unix()
 	for i := range recs {
 		r := &recs[i]
 		if r.Seq < st.Next {
@@ -360,10 +364,15 @@ func (c *Collector) handleBatch(_ context.Context, m *zmqloop.Request) error {
 		if _, ok := c.unflushed[emitter]; !ok {
 			c.unflushed[emitter] = st.Next
 		}
-		c.scratch = r.appendBinary(c.scratch[:0])
-		r.Index = c.journal.appendLocked(c.scratch)
+		if i < len(d.Frames) && d.Frames[i].n > 0 {
+			f := d.Frames[i]
+			r.Index = c.journal.appendFrameLocked(d.wb.Frames[f.off : f.off+f.n])
+		} else {
+			c.scratch = r.appendBinary(c.scratch[:0])
+			r.Index = c.journal.appendLocked(c.scratch)
+		}
 		st.Next++
-		st.Seen = time.Now().Unix()
+		st.Seen = now
 		c.accepted.Add(1)
 		c.agg.add(r)
 	}
@@ -495,10 +504,10 @@ func writeFileAtomic(path string, b []byte) error {
 // reader goroutine reads and decodes the next batch while the sink writes
 // the current one.
 func (c *Collector) runSink(ctx context.Context, s *sinkRunner) {
-	full := make(chan []Record, 1)
-	free := make(chan []Record, 2)
-	free <- nil
-	free <- nil
+	full := make(chan *sinkBatch, 1)
+	free := make(chan *sinkBatch, 2)
+	free <- &sinkBatch{}
+	free <- &sinkBatch{}
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -507,10 +516,13 @@ func (c *Collector) runSink(ctx context.Context, s *sinkRunner) {
 		c.readSink(ctx, s, free, full)
 	}()
 	defer wg.Wait()
-	for batch := range full {
+	for b := range full {
+		batch := b.recs
+		written := false
 		for ctx.Err() == nil {
 			err := s.sink.Write(ctx, batch)
 			if err == nil {
+				written = true
 				break
 			}
 			if ctx.Err() != nil {
@@ -527,9 +539,11 @@ func (c *Collector) runSink(ctx context.Context, s *sinkRunner) {
 			case <-time.After(c.cfg.RetryInterval):
 			}
 		}
-		if ctx.Err() != nil {
+		if !written {
 			return
 		}
+		// A batch written is recorded even when ctx was cancelled
+		// meanwhile: a clean stop then replays nothing.
 		if s.down.Swap(false) {
 			c.log.Info("stats: sink back", "sink", s.sink.Name())
 		}
@@ -541,24 +555,46 @@ func (c *Collector) runSink(ctx context.Context, s *sinkRunner) {
 		// in a crash costs a replay, not a duplicate.
 		_ = os.WriteFile(c.cursorPath(s.sink.Name())+".tmp", strconv.AppendUint(nil, next, 10), 0o640)
 		_ = os.Rename(c.cursorPath(s.sink.Name())+".tmp", c.cursorPath(s.sink.Name()))
-		free <- batch
+		free <- b
 	}
 }
 
+// sinkBatch is one batch for a sink: the records, and the arena their
+// texts are copied into (the journal reader's buffer is reused), both
+// reused from batch to batch.
+type sinkBatch struct {
+	recs  []Record
+	arena []byte
+}
+
+// text copies t into the arena. When the arena is full a larger one
+// replaces it; the records already pointing into the old one keep it
+// alive until the batch is refilled.
+func (b *sinkBatch) text(t []byte) []byte {
+	if len(b.arena)+len(t) > cap(b.arena) {
+		b.arena = make([]byte, 0, max(2*cap(b.arena), len(t), 1<<20))
+	}
+	n := len(b.arena)
+	b.arena = append(b.arena, t...)
+	return b.arena[n:len(b.arena):len(b.arena)]
+}
+
 // readSink fills batches from the journal for runSink.
-func (c *Collector) readSink(ctx context.Context, s *sinkRunner, free <-chan []Record, full chan<- []Record) {
+func (c *Collector) readSink(ctx context.Context, s *sinkRunner, free <-chan *sinkBatch, full chan<- *sinkBatch) {
 	cur := c.journal.cursor(s.cursor.Load())
 	defer cur.close()
 	t := time.NewTicker(c.cfg.FlushInterval * 5)
 	defer t.Stop()
-	var batch []Record
+	var b *sinkBatch
+	var prev Record // the last record decoded: its strings are reused while they repeat
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case batch = <-free:
+		case b = <-free:
 		}
-		batch = batch[:0]
+		batch := b.recs[:0]
+		b.arena = b.arena[:0]
 		for len(batch) == 0 {
 			wrote := c.wroteCh()
 			for len(batch) < c.cfg.SinkBatch {
@@ -570,15 +606,20 @@ func (c *Collector) readSink(ctx context.Context, s *sinkRunner, free <-chan []R
 					c.log.Error("stats: collector: read journal", "sink", s.sink.Name(), "err", err)
 					break
 				}
-				batch = append(batch, Record{})
+				batch = append(batch, Record{Emitter: prev.Emitter, Tags: Tags{App: prev.App, Stream: prev.Stream}, Name: prev.Name})
 				r := &batch[len(batch)-1]
 				if err := decodeRecord(p, r); err != nil {
 					c.log.Error("stats: collector: bad journal record", "index", n, "err", err)
 					batch = batch[:len(batch)-1]
 					continue
 				}
-				r.Text = append([]byte(nil), r.Text...)
+				if len(r.Text) > 0 {
+					r.Text = b.text(r.Text)
+				} else {
+					r.Text = nil
+				}
 				r.Index = n
+				prev = *r
 			}
 			if len(batch) > 0 {
 				break
@@ -590,10 +631,11 @@ func (c *Collector) readSink(ctx context.Context, s *sinkRunner, free <-chan []R
 			case <-wrote:
 			}
 		}
+		b.recs = batch
 		select {
 		case <-ctx.Done():
 			return
-		case full <- batch:
+		case full <- b:
 		}
 	}
 }

@@ -83,15 +83,37 @@
 //
 // Messages use zmqloop's envelope (signed, timestamped, replay-checked).
 // An emitter pushes messages of type "stats.batch" to the collector's PULL
-// endpoint; the body is a JSON object:
+// endpoint; the body is a JSON object in one of two formats. Emitters send
+// format 2, the records in the binary layout the emitter's queue and the
+// collector's journal keep them in:
 //
 //	{"emitter": "node-a.3f9c1e2d7a10",   the incarnation: 1-96 bytes of [A-Za-z0-9._-]
 //	 "from": 1,                          every seq below this was acknowledged
+//	 "frames": "HAAAAK3x..."}            standard base64 of one or more frames
+//
+// A frame is u32 length (little endian), u32 CRC-32C of the record, and
+// the record: u8 kind (1 counter, 2 gauge, 3 timing, 4 log, 5 usage), u8
+// flags (bit 0: truncated; others must be 0), uvarint seq, varint ts,
+// str emitter (the batch's), str app, varint instance, str stream, str
+// name (empty on a log line), u64 value as IEEE 754 bits, little endian
+// (0 on a log line), str text (empty but on a log line), where str is a
+// uvarint length and the bytes, and nothing after the text. The collector
+// checks each frame's CRC and record and copies the frame into its
+// journal as it came: a line costs its emitter a copy and a share of one
+// base64 pass, and its collector one decode, where format 1 formatted and
+// parsed every field as JSON text. Format 1 (what emitters sent before)
+// is still accepted, and is the same records as JSON objects:
+//
+//	{"emitter": "node-a.3f9c1e2d7a10", "from": 1,
 //	 "records": [                        one or more, seqs consecutive
 //	   {"seq": 1, "kind": "counter", "ts": 1800000000000000000, "app": "web",
 //	    "instance": 2, "name": "requests", "value": 1},
 //	   {"seq": 2, "kind": "log", "ts": 1800000000000500000, "app": "web",
 //	    "instance": 2, "stream": "stdout", "text": "GET / 200", "truncated": true}]}
+//
+// A body with both "records" and "frames" is refused. A collector that
+// predates format 2 refuses format-2 batches (as malformed, counted):
+// upgrade collectors before emitters.
 //
 // "kind" is counter, gauge, timing (value in seconds), log or usage (name
 // cpu_seconds, peak_memory_bytes or requests; value not negative); "ts" is
@@ -104,6 +126,14 @@
 // (Stats().Malformed: its sender holds a key, so it is a bug); messages
 // zmqloop refuses (unsigned, forged, stale, replayed, oversized) are
 // counted in Stats().Rejected. The collector stays up through both.
+//
+// A batch holds up to BatchRecords records and stays within the codec's
+// MaxSize. An emitter keeps at most QueueBytes/2 of frames pushed but not
+// acknowledged: libzmq would buffer far more, and acknowledgements would
+// lag by all of it (past AckTimeout under load, sending the emitter to
+// its spool for nothing); with the window they lag by at most that much
+// of the collector's work, and a full window asks for acknowledgements
+// at once instead of every AckInterval.
 //
 // A collector that does not know an emitter starts its sequence at "from";
 // one that does starts at the larger of the two. To learn what was

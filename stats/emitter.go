@@ -18,6 +18,11 @@ import (
 	"github.com/paaskit/paaskit/zmqloop"
 )
 
+// maxRecordOverhead bounds a framed record's bytes beside its text: frame
+// header, kind, flags, varints, emitter, app, stream, name, value and the
+// truncation marker.
+const maxRecordOverhead = 72 + maxEmitterLen + maxAppLen + maxStreamLen + maxNameLen + len(TruncatedMarker)
+
 // Emitter defaults.
 const (
 	DefaultQueueBytes    = 8 << 20
@@ -52,10 +57,12 @@ type EmitterConfig struct {
 	// spool file instead. Default DefaultQueueBytes (8 MiB).
 	QueueBytes int
 	// MaxLineBytes bounds one log line; a longer one is cut and ends with
-	// TruncatedMarker. Default DefaultMaxLineBytes (16 KiB); at most 1 MiB.
+	// TruncatedMarker. Default DefaultMaxLineBytes (16 KiB); at most 1 MiB,
+	// and a line of it must fit in one message of Codec's MaxSize (with
+	// the default 1 MiB, lines up to about 760 KiB).
 	MaxLineBytes int
-	// BatchRecords is the most records in one pushed message. Default
-	// DefaultBatchRecords (512).
+	// BatchRecords is the most records in one pushed message; a message
+	// also stays within Codec's MaxSize. Default DefaultBatchRecords.
 	BatchRecords int
 	// AckInterval is how often the emitter asks for acknowledgements while
 	// records are unacknowledged. Default DefaultAckInterval (20ms).
@@ -175,6 +182,10 @@ func NewEmitter(cfg EmitterConfig) (*Emitter, error) {
 	if cfg.SegmentBytes == 0 {
 		cfg.SegmentBytes = DefaultSegmentBytes
 	}
+	if need, room := cfg.MaxLineBytes+maxRecordOverhead, maxFramesFor(cfg.Codec.MaxSize()); need > room {
+		return nil, fmt.Errorf("stats: new emitter: a line of MaxLineBytes %d does not fit in a message of the codec's MaxSize %d (at most %d bytes of records)",
+			cfg.MaxLineBytes, cfg.Codec.MaxSize(), room)
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -291,7 +302,7 @@ func (e *Emitter) add(k Kind, t *Tags, name string, v float64, text []byte, trun
 		}
 		text = text[:keep]
 	}
-	need := 72 + len(e.id) + len(t.App) + len(t.Stream) + len(name) + len(text) + len(TruncatedMarker)
+	need := 72 + len(e.id) + len(t.App) + len(t.Stream) + len(name) + len(text) + len(TruncatedMarker) // <= maxRecordOverhead + maxLine
 	e.mu.Lock()
 	e.seq++
 	seq := e.seq

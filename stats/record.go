@@ -223,7 +223,10 @@ func (r *Record) appendBinary(b []byte) []byte {
 	return appendRecord(b, r.Kind, r.Truncated, r.Seq, r.Time.UnixNano(), r.Emitter, &r.Tags, r.Name, r.Value, r.Text)
 }
 
-var errShort = errors.New("stats: short record")
+var (
+	errShort    = errors.New("stats: short record")
+	errTrailing = errors.New("stats: bytes after the record's last field")
+)
 
 type decoder struct {
 	b   []byte
@@ -303,5 +306,8 @@ func decodeRecord(b []byte, r *Record) error {
 	r.Value = math.Float64frombits(binary.LittleEndian.Uint64(d.b))
 	d.b = d.b[8:]
 	r.Text = d.bytes()
+	if d.err == nil && len(d.b) > 0 {
+		return errTrailing
+	}
 	return d.err
 }

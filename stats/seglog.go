@@ -203,6 +203,16 @@ func (l *segLog) appendLocked(payload []byte) uint64 {
 	return n
 }
 
+// appendFrameLocked appends a record already framed (length, CRC,
+// payload), its CRC checked by the caller.
+func (l *segLog) appendFrameLocked(frame []byte) uint64 {
+	l.buf = append(l.buf, frame...)
+	l.nbuf++
+	n := l.next
+	l.next++
+	return n
+}
+
 // flush writes the buffer. On a write error the segment is cut back to
 // its last whole record and the buffered records are given up: lost says
 // how many, and the numbers they had are reused.
@@ -357,6 +367,11 @@ type segCursor struct {
 	seg  uint64 // first of the segment r reads
 	r    *frameReader
 	file *os.File
+	// last and lastN are what next returned last; back makes next return
+	// them again (see unread).
+	last  []byte
+	lastN uint64
+	back  bool
 }
 
 func (l *segLog) cursor(n uint64) *segCursor { return &segCursor{l: l, n: n} }
@@ -364,6 +379,11 @@ func (l *segLog) cursor(n uint64) *segCursor { return &segCursor{l: l, n: n} }
 // next returns the next record's number and payload (valid until the next
 // call), or io.EOF when every written record has been read.
 func (c *segCursor) next() (uint64, []byte, error) {
+	if c.back {
+		c.back = false
+		c.n = c.lastN + 1
+		return c.lastN, c.last, nil
+	}
 	for {
 		c.l.mu.Lock()
 		written := c.l.next - uint64(c.l.nbuf)
@@ -409,6 +429,7 @@ func (c *segCursor) next() (uint64, []byte, error) {
 		if err == nil {
 			n := c.n
 			c.n++
+			c.last, c.lastN = p, n
 			return n, p, nil
 		}
 		if !errors.Is(err, io.EOF) && !errors.Is(err, errTorn) {
@@ -431,10 +452,20 @@ func (c *segCursor) next() (uint64, []byte, error) {
 	}
 }
 
-// seek moves the cursor to record n.
+// seek moves the cursor to record n. The next read opens the segment
+// again and skips to n from its start: to step back over the record just
+// read, unread costs nothing.
 func (c *segCursor) seek(n uint64) {
 	c.n = n
 	c.r = nil
+	c.back = false
+}
+
+// unread puts back the record next returned last, which the next call
+// returns again. Call it at most once after a successful next.
+func (c *segCursor) unread() {
+	c.back = true
+	c.n = c.lastN
 }
 
 func (c *segCursor) close() {
@@ -443,4 +474,5 @@ func (c *segCursor) close() {
 		c.file = nil
 	}
 	c.r = nil
+	c.back = false
 }

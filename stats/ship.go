@@ -17,7 +17,7 @@ type shipper struct {
 	e     *Emitter
 	push  *zmqloop.Pusher
 	ack   *zmqloop.Client
-	enc   batchEncoder
+	enc   frameEncoder
 	rec   Record
 	acked map[string]uint64 // per emitter id: highest seq the collector acknowledged
 	ask   map[string]bool   // emitter ids to ask about
@@ -34,6 +34,46 @@ type shipper struct {
 	curC     *chunk
 	curFirst uint64
 	curOff   int
+	// flight lists the pushed batches not yet acknowledged, oldest first.
+	// Pushing stops while flightBytes reaches window: libzmq would buffer
+	// far more (hundreds of MB across both ends' queues), and
+	// acknowledgements, which follow the collector's progress, would lag
+	// by all of it, past AckTimeout under load. With the window they lag
+	// by at most window bytes of the collector's work.
+	flight      []inflight
+	flightBytes int
+	window      int
+	// maxFrames bounds one batch's frame bytes (the codec's MaxSize).
+	maxFrames int
+	// asking is true while an acknowledgement call is in flight; its
+	// answer comes on answers.
+	asking  bool
+	answers chan ackAnswer
+}
+
+type inflight struct {
+	emitter string
+	last    uint64 // seq of the batch's last record
+	bytes   int
+}
+
+// windowFull says whether pushing must wait for acknowledgements.
+func (s *shipper) windowFull() bool { return s.flightBytes >= s.window }
+
+// pushed notes a batch in flight.
+func (s *shipper) pushed(emitter string, last uint64, bytes int) {
+	s.flight = append(s.flight, inflight{emitter, last, bytes})
+	s.flightBytes += bytes
+}
+
+// landed forgets the batches in flight that are acknowledged.
+func (s *shipper) landed() {
+	k := 0
+	for k < len(s.flight) && s.flight[k].last <= s.acked[s.flight[k].emitter] {
+		s.flightBytes -= s.flight[k].bytes
+		k++
+	}
+	s.flight = append(s.flight[:0], s.flight[k:]...)
 }
 
 // Run ships records until ctx is cancelled: from the memory queue while
@@ -52,7 +92,8 @@ func (e *Emitter) Run(ctx context.Context) error {
 		push.Close()
 		return fmt.Errorf("stats: emitter: %w", err)
 	}
-	s := &shipper{e: e, push: push, ack: ack, acked: map[string]uint64{}, ask: map[string]bool{e.id: true}, from: map[string]uint64{}}
+	s := &shipper{e: e, push: push, ack: ack, acked: map[string]uint64{}, ask: map[string]bool{e.id: true}, from: map[string]uint64{},
+		window: e.cfg.QueueBytes / 2, maxFrames: maxFramesFor(e.cfg.Codec.MaxSize()), answers: make(chan ackAnswer, 1)}
 	first := e.spool.first()
 	s.rc, s.tc = e.spool.cursor(first), e.spool.cursor(first)
 	defer s.rc.close()
@@ -62,14 +103,21 @@ func (e *Emitter) Run(ctx context.Context) error {
 	var loggedErr error
 	var loggedDrops, reportedDrops uint64
 	for {
+		var answer *ackAnswer
 		select {
 		case <-ctx.Done():
+			if s.asking {
+				<-s.answers // the call ends with ctx
+			}
 			err := s.stop()
 			ack.Close()
 			push.Close()
 			return err
 		case <-e.wake:
 		case <-tick.C:
+		case a := <-s.answers:
+			s.asking = false
+			answer = &a
 		}
 		now := time.Now()
 		e.mu.Lock()
@@ -88,40 +136,77 @@ func (e *Emitter) Run(ctx context.Context) error {
 			e.Count(Tags{App: e.cfg.ReportApp}, "emitter_records_dropped", float64(d-reportedDrops))
 			reportedDrops = d
 		}
+		if answer != nil {
+			err := s.acknowledged(*answer)
+			switch {
+			case err != nil && s.online:
+				s.offlineAt(err, ctx.Err() != nil)
+				continue
+			case err != nil:
+				// A probe the collector did not answer: it stays
+				// unreachable.
+			case !s.online:
+				s.online, s.lastOK = true, time.Now()
+				e.online.Store(true)
+				s.rc.seek(s.tc.n)
+				e.log.Info("stats: collector reachable", "emitter", e.id)
+			}
+		}
 		if !s.online {
-			if now.Sub(s.lastAsk) < e.cfg.ProbeInterval {
-				continue
+			if !s.asking && now.Sub(s.lastAsk) >= e.cfg.ProbeInterval {
+				s.startAsk(ctx)
 			}
-			if err := s.askAcks(ctx); err != nil {
-				continue
-			}
-			s.online, s.lastOK = true, time.Now()
-			e.online.Store(true)
-			s.rc.seek(s.tc.n)
-			e.log.Info("stats: collector reachable", "emitter", e.id)
+			continue
 		}
 		if err := s.sendSpool(ctx); err != nil {
-			s.offline(err)
+			s.offlineAt(err, ctx.Err() != nil)
 			continue
 		}
 		if err := s.sendMem(ctx); err != nil {
-			s.offline(err)
+			s.offlineAt(err, ctx.Err() != nil)
 			continue
 		}
+		// Acknowledgements are asked for while pushing goes on: the
+		// collector fsyncs its journal before it answers, and a shipper
+		// that waited for that would push nothing meanwhile. A full
+		// window asks at once (its answer makes room).
 		pending := s.pending()
-		if pending && now.Sub(s.lastAsk) >= e.cfg.AckInterval {
-			if err := s.askAcks(ctx); err != nil {
-				s.offline(err)
-				continue
-			}
-			pending = s.pending()
+		if pending && !s.asking && (s.windowFull() || now.Sub(s.lastAsk) >= e.cfg.AckInterval) {
+			s.startAsk(ctx)
 		}
 		if !pending {
 			s.lastOK = now
-		} else if now.Sub(s.lastOK) > e.cfg.AckTimeout {
-			s.offline(errors.New("acknowledgements stopped"))
+		} else if !s.asking && now.Sub(s.lastOK) > e.cfg.AckTimeout {
+			// Judged between calls: a call in flight ends by its own
+			// timeout, and its failure sends the emitter offline.
+			s.offlineAt(errors.New("acknowledgements stopped"), false)
 		}
 	}
+}
+
+// ackAnswer is the outcome of one acknowledgement call.
+type ackAnswer struct {
+	rep ackReply
+	err error
+}
+
+// startAsk asks the collector, in a goroutine of its own, how far it has
+// accepted the emitters in s.ask; the answer comes on s.answers. One call
+// is in flight at a time (s.asking).
+func (s *shipper) startAsk(ctx context.Context) {
+	s.lastAsk = time.Now()
+	req := ackRequest{}
+	for id := range s.ask {
+		req.Emitters = append(req.Emitters, id)
+	}
+	s.asking = true
+	timeout := min(s.e.cfg.AckTimeout, time.Second)
+	go func() {
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		rep, err := zmqloop.CallJSON[ackReply](cctx, s.ack, TypeAck, req)
+		s.answers <- ackAnswer{rep, err}
+	}()
 }
 
 // pending says whether any record is unacknowledged.
@@ -132,22 +217,24 @@ func (s *shipper) pending() bool {
 	return e.seq > s.acked[e.id] || e.spoolPending.Load()
 }
 
-// offline spools everything unacknowledged; it is resent from the spool
-// once the collector answers again.
-func (s *shipper) offline(why error) {
+// offlineAt spools everything unacknowledged; it is resent from the
+// spool once the collector answers again. stopping (Run's ctx is done, so
+// a call was cut short) leaves out the warning.
+func (s *shipper) offlineAt(why error, stopping bool) {
 	e := s.e
 	e.mu.Lock()
 	if !e.spooling {
 		e.toSpoolLocked()
 	}
 	e.mu.Unlock()
-	if s.online {
+	if s.online && !stopping {
 		e.log.Warn("stats: collector unreachable; spooling", "emitter", e.id, "err", why)
 	}
 	s.online = false
 	e.online.Store(false)
 	s.rc.seek(s.tc.n)
 	s.curC = nil
+	s.flight, s.flightBytes = s.flight[:0], 0
 }
 
 func (s *shipper) stop() error {
@@ -186,18 +273,13 @@ func (e *Emitter) Close() error {
 	return err
 }
 
-func (s *shipper) askAcks(ctx context.Context) error {
-	s.lastAsk = time.Now()
-	req := ackRequest{}
-	for id := range s.ask {
-		req.Emitters = append(req.Emitters, id)
+// acknowledged takes in an acknowledgement call's answer: it forgets
+// what the collector acknowledged, in memory, in flight and in the spool.
+func (s *shipper) acknowledged(a ackAnswer) error {
+	if a.err != nil {
+		return a.err
 	}
-	cctx, cancel := context.WithTimeout(ctx, min(s.e.cfg.AckTimeout, time.Second))
-	defer cancel()
-	rep, err := zmqloop.CallJSON[ackReply](cctx, s.ack, TypeAck, req)
-	if err != nil {
-		return err
-	}
+	rep := a.rep
 	progressed := false
 	for id, v := range rep.Acked {
 		if !s.ask[id] {
@@ -214,6 +296,7 @@ func (s *shipper) askAcks(ctx context.Context) error {
 	if progressed {
 		s.lastOK = time.Now()
 	}
+	s.landed()
 	e := s.e
 	e.mu.Lock()
 	e.trimMemLocked(s.acked[e.id])
@@ -257,7 +340,7 @@ func (s *shipper) trimSpool() error {
 			s.ask[s.rec.Emitter] = true
 		}
 		if s.rec.Seq > a {
-			s.tc.seek(n)
+			s.tc.unread()
 			break
 		}
 	}
@@ -294,6 +377,9 @@ func (s *shipper) sendSpool(ctx context.Context) error {
 		return nil
 	}
 	for range 16 {
+		if s.windowFull() {
+			break
+		}
 		s.enc.n = 0
 		var emitter string
 		var last uint64
@@ -308,8 +394,8 @@ func (s *shipper) sendSpool(ctx context.Context) error {
 			if err := decodeRecord(p, &s.rec); err != nil {
 				return fmt.Errorf("stats: emitter: spool record %d: %w", n, err)
 			}
-			if s.enc.n > 0 && (s.rec.Emitter != emitter || s.rec.Seq != last+1) {
-				s.rc.seek(n)
+			if s.enc.n > 0 && (s.rec.Emitter != emitter || s.rec.Seq != last+1 || len(s.enc.raw)+frameHeader+len(p) > s.maxFrames) {
+				s.rc.unread()
 				break
 			}
 			if s.enc.n == 0 {
@@ -320,7 +406,7 @@ func (s *shipper) sendSpool(ctx context.Context) error {
 				}
 				s.enc.begin(emitter, max(s.acked[emitter]+1, s.from[emitter]))
 			}
-			s.enc.add(&s.rec)
+			s.enc.addRecord(&s.rec)
 			last = s.rec.Seq
 		}
 		if s.enc.n == 0 {
@@ -329,6 +415,7 @@ func (s *shipper) sendSpool(ctx context.Context) error {
 		if err := s.pushBatch(ctx); err != nil {
 			return err
 		}
+		s.pushed(emitter, last, len(s.enc.raw))
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -355,6 +442,9 @@ func (s *shipper) pushBatch(ctx context.Context) error {
 func (s *shipper) sendMem(ctx context.Context) error {
 	e := s.e
 	for {
+		if s.windowFull() {
+			return nil
+		}
 		e.mu.Lock()
 		if e.spooling || e.sendSeq > e.seq {
 			e.mu.Unlock()
@@ -377,19 +467,20 @@ func (s *shipper) sendMem(ctx context.Context) error {
 		if s.curC == c && s.curFirst == first && s.curOff <= len(buf) {
 			off = s.curOff
 		}
+		// The queue holds the records framed as the wire carries them:
+		// the batch is their frames, copied.
 		s.enc.begin(e.id, s.acked[e.id]+1)
 		for off < len(buf) && s.enc.n < e.cfg.BatchRecords {
-			n := int(binary.LittleEndian.Uint32(buf[off:]))
-			p := buf[off+frameHeader : off+frameHeader+n]
-			seq, _ := binary.Uvarint(p[2:])
+			n := frameHeader + int(binary.LittleEndian.Uint32(buf[off:]))
+			seq, _ := binary.Uvarint(buf[off+frameHeader+2:])
 			if seq >= want {
-				if err := decodeRecord(p, &s.rec); err != nil {
-					return fmt.Errorf("stats: emitter: queued record %d: %w", seq, err)
+				if s.enc.n > 0 && len(s.enc.raw)+n > s.maxFrames {
+					break
 				}
-				s.enc.add(&s.rec)
+				s.enc.addFrame(buf[off : off+n])
 				want = seq + 1
 			}
-			off += frameHeader + n
+			off += n
 		}
 		s.curC, s.curFirst, s.curOff = c, first, off
 		if s.enc.n == 0 {
@@ -398,6 +489,7 @@ func (s *shipper) sendMem(ctx context.Context) error {
 		if err := s.pushBatch(ctx); err != nil {
 			return err
 		}
+		s.pushed(e.id, want-1, len(s.enc.raw))
 		e.mu.Lock()
 		if e.gen == gen {
 			e.sendSeq = want

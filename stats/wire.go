@@ -2,10 +2,11 @@ package stats
 
 import (
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"strconv"
 	"time"
-	"unicode/utf8"
 )
 
 // Message types on the wire (see the package doc's "Protocol").
@@ -17,11 +18,15 @@ const (
 	TypeAck = "stats.ack"
 )
 
-// wireBatch is the body of a TypeBatch message.
+// wireBatch is the body of a TypeBatch message, in either format (see the
+// package doc's "Protocol"): records as JSON objects (format 1), or
+// frames, the records in their binary layout framed as in the journal
+// (format 2, what emitters send).
 type wireBatch struct {
 	Emitter string       `json:"emitter"`
 	From    uint64       `json:"from"`
 	Records []wireRecord `json:"records"`
+	Frames  []byte       `json:"frames"`
 }
 
 type wireRecord struct {
@@ -48,66 +53,61 @@ type ackReply struct {
 	Acked map[string]uint64 `json:"acked"`
 }
 
-// batchEncoder appends a TypeBatch body record by record.
-type batchEncoder struct {
-	b []byte
-	n int
+// frameEncoder builds a format-2 TypeBatch body: the records' frames,
+// copied as the emitter's queue and spool hold them, then base64 in a
+// small JSON object. A record costs a copy and its share of one base64
+// pass, where format 1 formatted every field as JSON text (and the
+// collector parsed it back).
+type frameEncoder struct {
+	emitter string
+	from    uint64
+	raw     []byte // the frames
+	n       int    // records in raw
+	body    []byte
 }
 
-func (e *batchEncoder) begin(emitter string, from uint64) {
-	e.b = append(e.b[:0], `{"emitter":`...)
-	e.b = appendJSONString(e.b, emitter)
-	e.b = append(e.b, `,"from":`...)
-	e.b = strconv.AppendUint(e.b, from, 10)
-	e.b = append(e.b, `,"records":[`...)
-	e.n = 0
+func (e *frameEncoder) begin(emitter string, from uint64) {
+	e.emitter, e.from, e.raw, e.n = emitter, from, e.raw[:0], 0
 }
 
-func (e *batchEncoder) add(r *Record) {
-	if e.n > 0 {
-		e.b = append(e.b, ',')
-	}
+// addFrame appends one framed record (length, CRC, payload).
+func (e *frameEncoder) addFrame(f []byte) {
+	e.raw = append(e.raw, f...)
 	e.n++
-	b := append(e.b, `{"seq":`...)
-	b = strconv.AppendUint(b, r.Seq, 10)
-	b = append(b, `,"kind":"`...)
-	b = append(b, r.Kind.String()...)
-	b = append(b, `","ts":`...)
-	b = strconv.AppendInt(b, r.Time.UnixNano(), 10)
-	b = append(b, `,"app":`...)
-	b = appendJSONString(b, r.App)
-	if r.Instance != 0 {
-		b = append(b, `,"instance":`...)
-		b = strconv.AppendInt(b, r.Instance, 10)
-	}
-	if r.Stream != "" {
-		b = append(b, `,"stream":`...)
-		b = appendJSONString(b, r.Stream)
-	}
-	if r.Kind == KindLog {
-		if utf8.Valid(r.Text) {
-			b = append(b, `,"text":`...)
-			b = appendJSONString(b, string(r.Text)) // no copy: the compiler sees through it
-		} else {
-			b = append(b, `,"text64":"`...)
-			b = base64.StdEncoding.AppendEncode(b, r.Text)
-			b = append(b, '"')
-		}
-		if r.Truncated {
-			b = append(b, `,"truncated":true`...)
-		}
-	} else {
-		b = append(b, `,"name":`...)
-		b = appendJSONString(b, r.Name)
-		b = append(b, `,"value":`...)
-		b = strconv.AppendFloat(b, r.Value, 'g', -1, 64)
-	}
-	e.b = append(b, '}')
 }
 
-func (e *batchEncoder) end() []byte {
-	e.b = append(e.b, "]}"...)
-	return e.b
+// addRecord frames r and appends it.
+func (e *frameEncoder) addRecord(r *Record) {
+	start := len(e.raw)
+	e.raw = append(e.raw, 0, 0, 0, 0, 0, 0, 0, 0)
+	e.raw = r.appendBinary(e.raw)
+	p := e.raw[start+frameHeader:]
+	binary.LittleEndian.PutUint32(e.raw[start:], uint32(len(p)))
+	binary.LittleEndian.PutUint32(e.raw[start+4:], crc32.Checksum(p, crcTable))
+	e.n++
+}
+
+// end returns the body (valid until the next begin).
+func (e *frameEncoder) end() []byte {
+	b := append(e.body[:0], `{"emitter":`...)
+	b = appendJSONString(b, e.emitter)
+	b = append(b, `,"from":`...)
+	b = strconv.AppendUint(b, e.from, 10)
+	b = append(b, `,"frames":"`...)
+	b = base64.StdEncoding.AppendEncode(b, e.raw)
+	e.body = append(b, `"}`...)
+	return e.body
+}
+
+// frameBodyOverhead bounds a format-2 body's bytes around the base64 of
+// its frames.
+const frameBodyOverhead = len(`{"emitter":"","from":18446744073709551615,"frames":""}`) + maxEmitterLen
+
+// maxFramesFor is the most frame bytes a format-2 body may carry to stay
+// within a codec's MaxSize, envelope included.
+func maxFramesFor(maxSize int) int {
+	const envelope = 512 // type, id, ts, key id, MAC; zmqloop's batch wrapper
+	return (maxSize - envelope - frameBodyOverhead) / 4 * 3
 }
 
 const hexDigits = "0123456789abcdef"
@@ -139,37 +139,122 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// decodeBatch parses and validates a TypeBatch body. A record that fails
-// validation fails the whole batch (its sender holds a key: it is a bug).
-func decodeBatch(body []byte, maxLine int, recs []Record) (emitter string, from uint64, _ []Record, cut int, err error) {
-	var wb wireBatch
-	if err := parseWireBatch(body, &wb); err != nil {
-		return "", 0, recs, 0, fmt.Errorf("%w: batch body: %v", ErrInvalidRecord, err)
+// decodedBatch is a TypeBatch body decoded and validated.
+type decodedBatch struct {
+	wb      wireBatch // scratch of the parse
+	Emitter string
+	From    uint64
+	Recs    []Record
+	// Frames, for a format-2 batch, holds each record's frame in wb.Frames
+	// (offset and length), so that the collector journals it as it came;
+	// a length of 0 marks a record the collector cut (re-encoded).
+	Frames []frameRef
+	// Cut counts log lines cut to the collector's MaxLineBytes.
+	Cut int
+}
+
+type frameRef struct{ off, n int }
+
+// decode parses and validates a TypeBatch body into d, reusing d's
+// buffers. A record that fails validation fails the whole batch (its
+// sender holds a key: it is a bug). Records' Text aliases body or d.
+func (d *decodedBatch) decode(body []byte, maxLine int) error {
+	d.Recs, d.Frames, d.Cut = d.Recs[:0], d.Frames[:0], 0
+	if err := parseWireBatch(body, &d.wb); err != nil {
+		return fmt.Errorf("%w: batch body: %v", ErrInvalidRecord, err)
 	}
-	if !validEmitter(wb.Emitter) {
-		return "", 0, recs, 0, fmt.Errorf("%w: bad emitter %q", ErrInvalidRecord, wb.Emitter)
+	d.Emitter, d.From = d.wb.Emitter, d.wb.From
+	if !validEmitter(d.Emitter) {
+		return fmt.Errorf("%w: bad emitter %q", ErrInvalidRecord, d.Emitter)
 	}
+	switch {
+	case d.wb.Records != nil && d.wb.Frames != nil:
+		return fmt.Errorf("%w: batch has both records and frames", ErrInvalidRecord)
+	case d.wb.Frames != nil:
+		return d.decodeFrames(maxLine)
+	}
+	var err error
+	d.Recs, d.Cut, err = decodeRecords(&d.wb, maxLine, d.Recs)
+	return err
+}
+
+// decodeFrames decodes and validates a format-2 batch's frames.
+func (d *decodedBatch) decodeFrames(maxLine int) error {
+	b := d.wb.Frames
+	if len(b) == 0 {
+		return fmt.Errorf("%w: batch of no records", ErrInvalidRecord)
+	}
+	prev := Record{Emitter: d.Emitter}
+	for off := 0; off < len(b); {
+		if len(b)-off < frameHeader {
+			return fmt.Errorf("%w: frame at byte %d: %d bytes, shorter than its header", ErrInvalidRecord, off, len(b)-off)
+		}
+		n := int(binary.LittleEndian.Uint32(b[off:]))
+		if n > maxFrame || n > len(b)-off-frameHeader {
+			return fmt.Errorf("%w: frame at byte %d: length %d past the batch's end", ErrInvalidRecord, off, n)
+		}
+		p := b[off+frameHeader : off+frameHeader+n]
+		if crc32.Checksum(p, crcTable) != binary.LittleEndian.Uint32(b[off+4:]) {
+			return fmt.Errorf("%w: frame at byte %d: bad CRC", ErrInvalidRecord, off)
+		}
+		// Interned against the previous record: apps, streams and names
+		// repeat.
+		d.Recs = append(d.Recs, Record{Emitter: prev.Emitter, Tags: Tags{App: prev.App, Stream: prev.Stream}, Name: prev.Name})
+		r := &d.Recs[len(d.Recs)-1]
+		if err := decodeRecord(p, r); err != nil {
+			return fmt.Errorf("%w: frame at byte %d: %v", ErrInvalidRecord, off, err)
+		}
+		if p[1]&^1 != 0 {
+			return fmt.Errorf("%w: record %d: unknown flags %#x", ErrInvalidRecord, r.Seq, p[1])
+		}
+		if r.Emitter != d.Emitter {
+			return fmt.Errorf("%w: record %d of emitter %q in a batch of %q", ErrInvalidRecord, r.Seq, r.Emitter, d.Emitter)
+		}
+		if r.Kind == KindLog && (r.Name != "" || r.Value != 0) || r.Kind != KindLog && len(r.Text) > 0 {
+			return fmt.Errorf("%w: record %d: a %s with a name, value or text it cannot have", ErrInvalidRecord, r.Seq, r.Kind)
+		}
+		if len(d.Recs) > 1 && r.Seq != prev.Seq+1 {
+			return fmt.Errorf("%w: record %d follows %d: seqs must be consecutive", ErrInvalidRecord, r.Seq, prev.Seq)
+		}
+		l := len(r.Text)
+		if err := r.validate(maxLine); err != nil {
+			return fmt.Errorf("record %d: %w", r.Seq, err)
+		}
+		ref := frameRef{off, frameHeader + n}
+		if len(r.Text) != l {
+			d.Cut++
+			ref.n = 0 // cut in place: the frame no longer matches
+		}
+		d.Frames = append(d.Frames, ref)
+		prev = *r
+		off += frameHeader + n
+	}
+	return nil
+}
+
+// decodeRecords converts a format-1 batch's records.
+func decodeRecords(wb *wireBatch, maxLine int, recs []Record) (_ []Record, cut int, err error) {
 	if len(wb.Records) == 0 {
-		return "", 0, recs, 0, fmt.Errorf("%w: batch of no records", ErrInvalidRecord)
+		return recs, 0, fmt.Errorf("%w: batch of no records", ErrInvalidRecord)
 	}
 	for i := range wb.Records {
 		w := &wb.Records[i]
 		k, ok := parseKind(w.Kind)
 		if !ok {
-			return "", 0, recs, 0, fmt.Errorf("%w: record %d: unknown kind %q", ErrInvalidRecord, w.Seq, w.Kind)
+			return recs, 0, fmt.Errorf("%w: record %d: unknown kind %q", ErrInvalidRecord, w.Seq, w.Kind)
 		}
 		if w.TS == nil {
-			return "", 0, recs, 0, fmt.Errorf("%w: record %d: no ts", ErrInvalidRecord, w.Seq)
+			return recs, 0, fmt.Errorf("%w: record %d: no ts", ErrInvalidRecord, w.Seq)
 		}
 		if i > 0 && w.Seq != wb.Records[i-1].Seq+1 {
-			return "", 0, recs, 0, fmt.Errorf("%w: record %d follows %d: seqs must be consecutive", ErrInvalidRecord, w.Seq, wb.Records[i-1].Seq)
+			return recs, 0, fmt.Errorf("%w: record %d follows %d: seqs must be consecutive", ErrInvalidRecord, w.Seq, wb.Records[i-1].Seq)
 		}
 		r := Record{Kind: k, Emitter: wb.Emitter, Seq: w.Seq, Time: time.Unix(0, *w.TS),
 			Tags: Tags{App: w.App, Instance: w.Instance, Stream: w.Stream}, Name: w.Name, Value: w.Value, Truncated: w.Truncated}
 		if k == KindLog {
 			switch {
 			case w.Text != nil && w.Text64 != nil:
-				return "", 0, recs, 0, fmt.Errorf("%w: record %d has text and text64", ErrInvalidRecord, w.Seq)
+				return recs, 0, fmt.Errorf("%w: record %d has text and text64", ErrInvalidRecord, w.Seq)
 			case w.Text != nil:
 				r.Text = []byte(*w.Text)
 			default:
@@ -178,12 +263,12 @@ func decodeBatch(body []byte, maxLine int, recs []Record) (emitter string, from 
 		}
 		n := len(r.Text)
 		if err := r.validate(maxLine); err != nil {
-			return "", 0, recs, 0, fmt.Errorf("record %d: %w", w.Seq, err)
+			return recs, 0, fmt.Errorf("record %d: %w", w.Seq, err)
 		}
 		if len(r.Text) < n {
 			cut++
 		}
 		recs = append(recs, r)
 	}
-	return wb.Emitter, wb.From, recs, cut, nil
+	return recs, cut, nil
 }

@@ -2,44 +2,240 @@ package stats
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
+	"hash/crc32"
 	"reflect"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 	"unicode"
+	"unicode/utf8"
 )
 
-func TestBatchRoundTrip(t *testing.T) {
-	recs := []Record{
-		{Kind: KindLog, Emitter: "e.1", Seq: 7, Time: time.Unix(0, 1800000000123456789), Tags: Tags{App: "web", Instance: -3, Stream: "stderr"},
-			Text: []byte("tab\there \"quoted\" back\\slash \x01 é \u2028"), Truncated: true},
-		{Kind: KindLog, Emitter: "e.1", Seq: 8, Time: time.Unix(0, 5), Tags: Tags{App: "web"}, Text: []byte{0xff, 0xfe, 'x'}},
-		{Kind: KindGauge, Emitter: "e.1", Seq: 9, Time: time.Unix(0, -5), Tags: Tags{App: "web"}, Name: "mem_bytes", Value: 1.5e-300},
-		{Kind: KindUsage, Emitter: "e.1", Seq: 10, Time: time.Unix(0, 0), Tags: Tags{App: "web"}, Name: UsageCPUSeconds, Value: 12.25},
+// batchEncoder appends a format-1 TypeBatch body (records as JSON
+// objects) record by record, as emitters before format 2 did.
+type batchEncoder struct {
+	b []byte
+	n int
+}
+
+func (e *batchEncoder) begin(emitter string, from uint64) {
+	e.b = append(e.b[:0], `{"emitter":`...)
+	e.b = appendJSONString(e.b, emitter)
+	e.b = append(e.b, `,"from":`...)
+	e.b = strconv.AppendUint(e.b, from, 10)
+	e.b = append(e.b, `,"records":[`...)
+	e.n = 0
+}
+
+func (e *batchEncoder) add(r *Record) {
+	if e.n > 0 {
+		e.b = append(e.b, ',')
 	}
+	e.n++
+	b := append(e.b, `{"seq":`...)
+	b = strconv.AppendUint(b, r.Seq, 10)
+	b = append(b, `,"kind":"`...)
+	b = append(b, r.Kind.String()...)
+	b = append(b, `","ts":`...)
+	b = strconv.AppendInt(b, r.Time.UnixNano(), 10)
+	b = append(b, `,"app":`...)
+	b = appendJSONString(b, r.App)
+	if r.Instance != 0 {
+		b = append(b, `,"instance":`...)
+		b = strconv.AppendInt(b, r.Instance, 10)
+	}
+	if r.Stream != "" {
+		b = append(b, `,"stream":`...)
+		b = appendJSONString(b, r.Stream)
+	}
+	if r.Kind == KindLog {
+		if utf8.Valid(r.Text) {
+			b = append(b, `,"text":`...)
+			b = appendJSONString(b, string(r.Text)) // no copy: the compiler sees through it
+		} else {
+			b = append(b, `,"text64":"`...)
+			b = base64.StdEncoding.AppendEncode(b, r.Text)
+			b = append(b, '"')
+		}
+		if r.Truncated {
+			b = append(b, `,"truncated":true`...)
+		}
+	} else {
+		b = append(b, `,"name":`...)
+		b = appendJSONString(b, r.Name)
+		b = append(b, `,"value":`...)
+		b = strconv.AppendFloat(b, r.Value, 'g', -1, 64)
+	}
+	e.b = append(b, '}')
+}
+
+func (e *batchEncoder) end() []byte {
+	e.b = append(e.b, "]}"...)
+	return e.b
+}
+
+var roundTripRecords = []Record{
+	{Kind: KindLog, Emitter: "e.1", Seq: 7, Time: time.Unix(0, 1800000000123456789), Tags: Tags{App: "web", Instance: -3, Stream: "stderr"},
+		Text: []byte("tab\there \"quoted\" back\\slash \x01 é \u2028"), Truncated: true},
+	{Kind: KindLog, Emitter: "e.1", Seq: 8, Time: time.Unix(0, 5), Tags: Tags{App: "web"}, Text: []byte{0xff, 0xfe, 'x'}},
+	{Kind: KindGauge, Emitter: "e.1", Seq: 9, Time: time.Unix(0, -5), Tags: Tags{App: "web"}, Name: "mem_bytes", Value: 1.5e-300},
+	{Kind: KindUsage, Emitter: "e.1", Seq: 10, Time: time.Unix(0, 0), Tags: Tags{App: "web"}, Name: UsageCPUSeconds, Value: 12.25},
+	{Kind: KindLog, Emitter: "e.1", Seq: 11, Time: time.Unix(0, 9), Tags: Tags{App: "api", Stream: "stdout"}},
+}
+
+// sameRecords compares decoded records with what was encoded (times by
+// instant, an empty text as nil).
+func sameRecords(t *testing.T, what string, got, want []Record) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: %d records, want %d", what, len(got), len(want))
+	}
+	for i := range want {
+		g, w := got[i], want[i]
+		if !g.Time.Equal(w.Time) {
+			t.Fatalf("%s: record %d time %v, want %v", what, i, g.Time, w.Time)
+		}
+		g.Time = w.Time
+		if len(g.Text) == 0 && len(w.Text) == 0 {
+			g.Text = w.Text
+		}
+		if !reflect.DeepEqual(g, w) {
+			t.Fatalf("%s: record %d:\n got %+v\nwant %+v", what, i, g, w)
+		}
+	}
+}
+
+func encodeV1(emitter string, from uint64, recs []Record) []byte {
 	var enc batchEncoder
-	enc.begin("e.1", 7)
+	enc.begin(emitter, from)
 	for i := range recs {
 		enc.add(&recs[i])
 	}
-	body := enc.end()
-	if !json.Valid(body) {
-		t.Fatalf("invalid JSON %s", body)
-	}
-	em, from, got, cut, err := decodeBatch(body, DefaultMaxLineBytes, nil)
-	if err != nil || em != "e.1" || from != 7 || cut != 0 {
-		t.Fatalf("decode: %v %q %d %d", err, em, from, cut)
-	}
+	return enc.end()
+}
+
+func encodeV2(emitter string, from uint64, recs []Record) []byte {
+	var enc frameEncoder
+	enc.begin(emitter, from)
 	for i := range recs {
-		if !got[i].Time.Equal(recs[i].Time) {
-			t.Fatalf("record %d time %v, want %v", i, got[i].Time, recs[i].Time)
+		enc.addRecord(&recs[i])
+	}
+	return enc.end()
+}
+
+// Both formats carry the same records; the collector decodes both.
+func TestBatchRoundTrip(t *testing.T) {
+	for _, f := range []struct {
+		name string
+		enc  func(string, uint64, []Record) []byte
+	}{{"format 1 (JSON records)", encodeV1}, {"format 2 (frames)", encodeV2}} {
+		body := f.enc("e.1", 7, roundTripRecords)
+		if !json.Valid(body) {
+			t.Fatalf("%s: invalid JSON %s", f.name, body)
 		}
-		got[i].Time = recs[i].Time
-		if len(got[i].Text) == 0 && len(recs[i].Text) == 0 {
-			got[i].Text = recs[i].Text
+		var d decodedBatch
+		if err := d.decode(body, DefaultMaxLineBytes); err != nil || d.Emitter != "e.1" || d.From != 7 || d.Cut != 0 {
+			t.Fatalf("%s: decode: %v %q %d %d", f.name, err, d.Emitter, d.From, d.Cut)
 		}
-		if !reflect.DeepEqual(got[i], recs[i]) {
-			t.Fatalf("record %d:\n got %+v\nwant %+v", i, got[i], recs[i])
+		sameRecords(t, f.name, d.Recs, roundTripRecords)
+		// The decoder's buffers are reused: a second batch decodes as well.
+		if err := d.decode(f.enc("e.1", 8, roundTripRecords[1:]), DefaultMaxLineBytes); err != nil {
+			t.Fatal(err)
+		}
+		sameRecords(t, f.name+", again", d.Recs, roundTripRecords[1:])
+	}
+}
+
+// A format-2 frame is the record as the journal keeps it: the collector
+// copies it, unless it cut the line.
+func TestFrameBatchKeepsFramesAndCutsLongLines(t *testing.T) {
+	long := Record{Kind: KindLog, Emitter: "e.1", Seq: 12, Time: time.Unix(0, 1), Tags: Tags{App: "web"}, Text: []byte(strings.Repeat("é", 600))}
+	recs := append(append([]Record(nil), roundTripRecords...), long)
+	body := encodeV2("e.1", 1, recs)
+	var d decodedBatch
+	if err := d.decode(body, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if d.Cut != 1 || len(d.Frames) != len(recs) {
+		t.Fatalf("cut %d, %d frames", d.Cut, len(d.Frames))
+	}
+	for i, f := range d.Frames[:len(recs)-1] {
+		want := recs[i].appendBinary(nil)
+		if f.n != frameHeader+len(want) || !bytes.Equal(d.wb.Frames[f.off+frameHeader:f.off+f.n], want) {
+			t.Fatalf("frame %d is not the record's binary layout", i)
+		}
+	}
+	last := d.Recs[len(d.Recs)-1]
+	if d.Frames[len(recs)-1].n != 0 || !last.Truncated || len(last.Text) > 1000 || !utf8.Valid(last.Text) ||
+		!strings.HasSuffix(string(last.Text), TruncatedMarker) {
+		t.Fatalf("long line: frame %+v, %d bytes, truncated %v", d.Frames[len(recs)-1], len(last.Text), last.Truncated)
+	}
+}
+
+// Every way a format-2 batch can be wrong is refused with an error.
+func TestFrameBatchRefusals(t *testing.T) {
+	good := encodeV2("e.1", 1, roundTripRecords)
+	frames := func(b []byte) []byte {
+		var d decodedBatch
+		if err := d.decode(b, DefaultMaxLineBytes); err != nil {
+			t.Fatal(err)
+		}
+		return append([]byte(nil), d.wb.Frames...)
+	}(good)
+	wrap := func(raw []byte) []byte {
+		return []byte(`{"emitter":"e.1","from":1,"frames":"` + base64.StdEncoding.EncodeToString(raw) + `"}`)
+	}
+	reframe := func(payload []byte) []byte {
+		b := binary.LittleEndian.AppendUint32(nil, uint32(len(payload)))
+		b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(payload, crcTable))
+		return append(b, payload...)
+	}
+	first := roundTripRecords[0]
+	badCRC := append([]byte(nil), frames...)
+	badCRC[frameHeader+5] ^= 1
+	other := first
+	other.Emitter = "e.2"
+	badFlags := first.appendBinary(nil)
+	badFlags[1] = 2
+	logWithValue := first
+	logWithValue.Value = 1
+	gap := roundTripRecords[1]
+	gap.Seq = 9
+	cases := map[string][]byte{
+		"both records and frames": []byte(`{"emitter":"e.1","from":1,"records":[],"frames":""}`),
+		"frames, then records":    []byte(`{"emitter":"e.1","from":1,"frames":"` + base64.StdEncoding.EncodeToString(frames) + `","records":[]}`),
+		"no frames":               wrap(nil),
+		"not base64":              []byte(`{"emitter":"e.1","from":1,"frames":"!!!!"}`),
+		"short header":            wrap(frames[:5]),
+		"length past the end":     wrap(frames[:len(frames)-1]),
+		"bad CRC":                 wrap(badCRC),
+		"another emitter":         wrap(reframe(other.appendBinary(nil))),
+		"unknown flags":           wrap(reframe(badFlags)),
+		"trailing bytes":          wrap(reframe(append(first.appendBinary(nil), 0))),
+		"log line with a value":   wrap(reframe(logWithValue.appendBinary(nil))),
+		"a gap":                   wrap(append(reframe(first.appendBinary(nil)), reframe(gap.appendBinary(nil))...)),
+		"bad app":                 encodeV2("e.1", 1, []Record{{Kind: KindLog, Emitter: "e.1", Seq: 1, Tags: Tags{App: "../etc"}}}),
+		"seq 0":                   encodeV2("e.1", 1, []Record{{Kind: KindLog, Emitter: "e.1", Tags: Tags{App: "web"}}}),
+		"bad kind":                encodeV2("e.1", 1, []Record{{Kind: 9, Emitter: "e.1", Seq: 1, Tags: Tags{App: "web"}}}),
+	}
+	var reused decodedBatch // buffers of earlier batches must not count as members
+	for name, body := range cases {
+		var d decodedBatch
+		if err := d.decode(body, DefaultMaxLineBytes); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+		if err := reused.decode(good, DefaultMaxLineBytes); err != nil {
+			t.Fatal(err)
+		}
+		if err := reused.decode(body, DefaultMaxLineBytes); err == nil {
+			t.Errorf("%s: accepted after a good batch", name)
+		}
+		if err := reused.decode(encodeV1("e.1", 1, roundTripRecords), DefaultMaxLineBytes); err != nil {
+			t.Fatalf("format 1 after %s: %v", name, err)
 		}
 	}
 }
@@ -48,6 +244,9 @@ func FuzzDecodeBatch(f *testing.F) {
 	f.Add([]byte(`{"emitter":"e","from":1,"records":[{"seq":1,"kind":"log","ts":1,"app":"web","text":"a\u00e9\ud83d\ude00"}]}`))
 	f.Add([]byte(`{"emitter":"e","from":1,"records":[{"seq":1,"kind":"counter","ts":-1,"app":"w","name":"x","value":-1.5e3,"extra":[1,{"a":null}]}]}`))
 	f.Add([]byte(`{"records":null,"emitter":null}`))
+	f.Add(encodeV2("e.1", 3, roundTripRecords))
+	f.Add([]byte(`{"emitter":"e","frames":"AAEC\u0041\/","from":2}`))
+	f.Add([]byte(`{"frames":null,"frames":"QUJD"}`))
 	f.Fuzz(func(t *testing.T, body []byte) {
 		var mine wireBatch
 		errMine := parseWireBatch(body, &mine)
@@ -56,8 +255,8 @@ func FuzzDecodeBatch(f *testing.F) {
 		// encoding/json also matches member names case-insensitively: a
 		// body with upper-case letters may name a member only it sees.
 		if errMine == nil && errStd == nil && !bytes.ContainsFunc(body, unicode.IsUpper) && !bytes.Contains(body, []byte(`\u`)) {
-			// Where both accept, they agree (apart from empty text64,
-			// which encoding/json leaves nil).
+			// Where both accept, they agree (apart from empty text64 and
+			// frames, which encoding/json leaves nil).
 			for i := range mine.Records {
 				if len(mine.Records[i].Text64) == 0 && len(std.Records[i].Text64) == 0 {
 					mine.Records[i].Text64, std.Records[i].Text64 = nil, nil
@@ -66,12 +265,61 @@ func FuzzDecodeBatch(f *testing.F) {
 			if len(mine.Records) == 0 && len(std.Records) == 0 {
 				mine.Records, std.Records = nil, nil
 			}
+			if len(mine.Frames) == 0 && len(std.Frames) == 0 {
+				mine.Frames, std.Frames = nil, nil
+			}
 			if !reflect.DeepEqual(mine, std) {
 				t.Fatalf("decoders disagree on %q:\n mine %+v\n  std %+v", body, mine, std)
 			}
 		}
-		if errMine == nil && errStd != nil && json.Valid(body) {
+		// (Upper case again: encoding/json may see, say, "frAmes" as
+		// frames, and refuse its value, where a member of that name is
+		// another member here, and ignored.)
+		if errMine == nil && errStd != nil && json.Valid(body) && !bytes.ContainsFunc(body, unicode.IsUpper) {
 			t.Fatalf("accepted what encoding/json refuses: %q: %v", body, errStd)
+		}
+		var d decodedBatch
+		_ = d.decode(body, DefaultMaxLineBytes) // never panics
+	})
+}
+
+// FuzzDecodeFrames feeds arbitrary frames to the format-2 decoder. It
+// never panics, and what it accepts is exactly what format 1 carries: the
+// same records through the format-1 encoder and decoder come out equal,
+// and framed again they are the same bytes.
+func FuzzDecodeFrames(f *testing.F) {
+	var enc frameEncoder
+	enc.begin("e.1", 7)
+	for i := range roundTripRecords {
+		enc.addRecord(&roundTripRecords[i])
+	}
+	f.Add(enc.raw, uint16(DefaultMaxLineBytes))
+	f.Add(enc.raw[:40], uint16(20))
+	f.Fuzz(func(t *testing.T, raw []byte, maxLine uint16) {
+		body := []byte(`{"emitter":"e.1","from":1,"frames":"` + base64.StdEncoding.EncodeToString(raw) + `"}`)
+		ml := max(int(maxLine), len(TruncatedMarker)+4)
+		var d decodedBatch
+		if err := d.decode(body, ml); err != nil {
+			return
+		}
+		recs := append([]Record(nil), d.Recs...)
+		for i := range recs {
+			recs[i].Text = append([]byte(nil), recs[i].Text...)
+		}
+		var d1 decodedBatch
+		if err := d1.decode(encodeV1("e.1", 1, recs), ml); err != nil {
+			t.Fatalf("format 1 refuses what format 2 accepted: %v", err)
+		}
+		sameRecords(t, "format 1 of the same records", d1.Recs, recs)
+		if d.Cut == 0 {
+			var again frameEncoder
+			again.begin("e.1", 1)
+			for i := range recs {
+				again.addRecord(&recs[i])
+			}
+			if !bytes.Equal(again.raw, raw) {
+				t.Fatalf("framed again differently:\n%x\n%x", again.raw, raw)
+			}
 		}
 	})
 }

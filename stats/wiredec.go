@@ -1,6 +1,7 @@
 package stats
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -343,7 +344,12 @@ func (p *jsonParser) object(member func(key []byte) error) error {
 	}
 }
 
+// parseWireBatch parses body into wb, reusing the arrays of wb's Records
+// and Frames; a member absent from body is left zero (nil), so that the
+// caller sees which format the body has.
 func parseWireBatch(body []byte, wb *wireBatch) error {
+	recs, frames := wb.Records[:0], wb.Frames[:0]
+	*wb = wireBatch{}
 	p := &jsonParser{b: body}
 	err := p.object(func(key []byte) error {
 		switch string(key) {
@@ -366,7 +372,19 @@ func parseWireBatch(body []byte, wb *wireBatch) error {
 				wb.Records = nil
 				return nil
 			}
+			if wb.Records == nil {
+				wb.Records = recs
+			}
 			return p.records(wb)
+		case "frames":
+			if p.isNull() {
+				wb.Frames = nil
+				return nil
+			}
+			if wb.Frames == nil {
+				wb.Frames = frames
+			}
+			return p.base64(&wb.Frames)
 		}
 		return p.skip(0)
 	})
@@ -379,11 +397,50 @@ func parseWireBatch(body []byte, wb *wireBatch) error {
 	return nil
 }
 
+// base64 parses a string of standard base64 (as encoding/json decodes a
+// []byte) into *dst, reusing its array. The usual string, with no escape
+// or line break, is decoded where it lies: one pass to find its end (the
+// base64 decoder refuses any other byte a JSON string may not hold).
+func (p *jsonParser) base64(dst *[]byte) error {
+	if p.peek() != '"' {
+		return p.fail("expected a string")
+	}
+	start := p.i + 1
+	end := bytes.IndexByte(p.b[start:], '"')
+	if end < 0 {
+		return p.fail("unterminated string")
+	}
+	s := p.b[start : start+end]
+	if bytes.IndexByte(s, '\\') >= 0 || bytes.IndexByte(s, '\n') >= 0 || bytes.IndexByte(s, '\r') >= 0 {
+		// Escapes (or raw line breaks, which JSON refuses and base64
+		// skips): the general path.
+		u, err := p.stringBytes()
+		if err != nil {
+			return err
+		}
+		s = u
+	} else {
+		p.i = start + end + 1
+	}
+	out, err := base64.StdEncoding.AppendDecode((*dst)[:0], s)
+	if err != nil {
+		return p.fail("bad base64")
+	}
+	if out == nil {
+		out = []byte{}
+	}
+	*dst = out
+	return nil
+}
+
 func (p *jsonParser) records(wb *wireBatch) error {
 	if err := p.expect('['); err != nil {
 		return err
 	}
 	wb.Records = wb.Records[:0]
+	if wb.Records == nil {
+		wb.Records = []wireRecord{} // present, if empty
+	}
 	if p.peek() == ']' {
 		p.i++
 		return nil

@@ -17,10 +17,16 @@ func TestSkipPlain(t *testing.T) {
 	}
 	alphabet := []byte{'a', 'Z', ' ', '"', '\\', 0x00, 0x1f, 0x20, 0x21, 0x7f, 0x80, 0xa2, 0xdc, 0xff}
 	r := rand.New(rand.NewPCG(1, 2))
-	for n := 0; n < 5000; n++ {
-		b := make([]byte, r.IntN(40))
+	for n := 0; n < 7000; n++ {
+		// Short strings, and long ones (the IndexByte path) whose
+		// special bytes are rare.
+		size, rare := r.IntN(40), 4
+		if n >= 5000 {
+			size, rare = 64+r.IntN(300), 64
+		}
+		b := make([]byte, size)
 		for k := range b {
-			if r.IntN(4) == 0 {
+			if r.IntN(rare) == 0 {
 				b[k] = alphabet[r.IntN(len(alphabet))]
 			} else {
 				b[k] = byte(0x20 + r.IntN(0xe0))

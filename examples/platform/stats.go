@@ -97,8 +97,8 @@ func (s *platformStats) add(d *daemon.Daemon, ids []string, runners []*runner.Ru
 	return nil
 }
 
-// meterUsage feeds the runner's per-app CPU time and peak memory to the
-// meter. The runner counts no requests per app yet, so usage has none.
+// meterUsage feeds the runner's per-app CPU time, requests and peak
+// memory to the meter every usageEvery.
 func meterUsage(ctx context.Context, r *runner.Runner, m *stats.UsageMeter) error {
 	t := time.NewTicker(usageEvery)
 	defer t.Stop()
@@ -107,18 +107,23 @@ func meterUsage(ctx context.Context, r *runner.Runner, m *stats.UsageMeter) erro
 		case <-ctx.Done():
 			return nil
 		case now := <-t.C:
-			st := r.Status()
-			apps := make([]stats.AppUsage, 0, len(st.Apps))
-			for _, a := range st.Apps {
-				u := stats.AppUsage{App: a.Name, CPU: a.CPU}
-				if a.Instance != nil {
-					u.PeakMemoryBytes = a.Instance.PeakMem
-				}
-				apps = append(apps, u)
-			}
-			m.Observe(now, apps)
+			observeUsage(r, m, now)
 		}
 	}
+}
+
+// observeUsage gives the meter one report of r's status taken at now.
+func observeUsage(r *runner.Runner, m *stats.UsageMeter, now time.Time) {
+	st := r.Status()
+	apps := make([]stats.AppUsage, 0, len(st.Apps))
+	for _, a := range st.Apps {
+		u := stats.AppUsage{App: a.Name, CPU: a.CPU, Requests: a.Requests}
+		if a.Instance != nil {
+			u.PeakMemoryBytes = a.Instance.PeakMem
+		}
+		apps = append(apps, u)
+	}
+	m.Observe(now, apps)
 }
 
 // handler serves the stats queries (logs, Prometheus metrics, status)

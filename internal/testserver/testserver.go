@@ -56,18 +56,69 @@ type Server struct {
 }
 
 // Kill kills the server's process group with SIGKILL (a crash: no clean
-// shutdown) and waits until every process of it is gone (PostgreSQL's
-// backends would otherwise hold its shared memory a moment longer); its
-// data directory stays for Restart.
+// shutdown), and its children, and waits until every one of them is gone;
+// its data directory stays for Restart. The children are found by parent,
+// not only by group: PostgreSQL's backends each call setsid(), so they are
+// not in the server's process group, and one still running would hold the
+// server's shared memory ("pre-existing shared memory block is still in
+// use" on Restart). The server is stopped (SIGSTOP) first, so that it
+// forks nothing while they are listed.
 func (s *Server) Kill() {
-	pgid := s.cmd.Process.Pid
-	_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	pid := s.cmd.Process.Pid
+	_ = syscall.Kill(-pid, syscall.SIGSTOP)
+	kids := childrenOf(pid)
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
+	for _, k := range kids {
+		_ = syscall.Kill(-k, syscall.SIGKILL)
+		_ = syscall.Kill(k, syscall.SIGKILL)
+	}
 	<-s.done
+	gone := func(p int, group bool) bool {
+		if group {
+			p = -p
+		}
+		return errors.Is(syscall.Kill(p, 0), syscall.ESRCH)
+	}
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+		all := gone(pid, true)
+		for _, k := range kids {
+			all = all && gone(k, false)
+		}
+		if all {
 			return
 		}
 	}
+}
+
+// childrenOf lists the processes whose parent is pid, from /proc.
+func childrenOf(pid int) []int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var kids []int
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(b[i+1:]))
+		if len(f) > 1 {
+			if ppid, err := strconv.Atoi(f[1]); err == nil && ppid == pid {
+				kids = append(kids, p)
+			}
+		}
+	}
+	return kids
 }
 
 // Restart kills the server if it runs (as Kill does) and starts it again

@@ -89,3 +89,29 @@ func TestFreePortIsReservedOutsideTheEphemeralRange(t *testing.T) {
 		require.ErrorIs(t, err, syscall.EWOULDBLOCK, "port %d not reserved", port)
 	}
 }
+
+// Kill leaves none of PostgreSQL's processes behind, the backends (each
+// in a session of its own, outside the server's process group) included,
+// even one busy in a transaction; Restart then starts on the same data.
+func TestKillLeavesNoBackendAndRestartWorks(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	s, err := StartPostgres(ctx)
+	require.NoError(t, err)
+	defer s.Stop()
+	for round := 0; round < 2; round++ {
+		conn, err := pgx.Connect(ctx, s.Addr)
+		require.NoError(t, err)
+		tx, err := conn.Begin(ctx)
+		require.NoError(t, err)
+		_, err = tx.Exec(ctx, "CREATE TABLE IF NOT EXISTS kept (a int)")
+		require.NoError(t, err)
+		kids := childrenOf(s.cmd.Process.Pid)
+		require.NotEmpty(t, kids, "a running PostgreSQL has children (a backend at least)")
+		s.Kill()
+		for _, k := range kids {
+			require.ErrorIs(t, syscall.Kill(k, 0), syscall.ESRCH, "child %d outlived Kill", k)
+		}
+		require.NoError(t, s.Restart(ctx), "round %d", round)
+	}
+}
