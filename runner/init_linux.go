@@ -15,6 +15,24 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// In a sandbox's init helper, the main goroutine is locked to the main
+// thread from package initialisation on (Go runs init functions there, and
+// a lock taken in one holds into main.main), so Init's lock-down is done on
+// the thread group leader: the thread the app is forked from and the one
+// /proc/PID/status describes. Locking only in Init left the goroutine on
+// whatever thread it had been scheduled on; the leader then kept the
+// bounding set it started with (CapBnd 000001fffeffffff, seen once in the
+// tests). The
+// runtime's other threads never fork or exec; setuid (all threads, in Go)
+// empties their permitted and effective sets, and the seccomp filter is
+// installed with TSYNC, which gives every thread the filter and
+// no_new_privs.
+func init() {
+	if _, ok := os.LookupEnv(initEnv); ok {
+		runtime.LockOSThread()
+	}
+}
+
 // Init runs the sandbox init helper when the process was started as one by
 // the runner, and returns at once otherwise. Go cannot run code between
 // fork and exec, so the runner starts a sandbox by re-executing its own
