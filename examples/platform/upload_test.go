@@ -17,12 +17,6 @@ import (
 	"github.com/paaskit/paaskit/upload/pyinstall"
 )
 
-func TestMain(m *testing.M) {
-	// sandboxBuilds' runner re-executes the test binary for its sandboxes.
-	runner.Init()
-	os.Exit(m.Run())
-}
-
 // TestPushedAppsBuildInTheRunnersSandbox checks the wiring: the installer
 // the upload endpoint gets has the build sandbox of the first node, whose
 // app reaches the index's host:port only (or nothing when the index's name

@@ -23,13 +23,6 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestMain(m *testing.M) {
-	// The runner of TestRequestsReachHourlyUsage builds its sandboxes by
-	// re-executing this test binary.
-	runner.Init()
-	testserver.Main(m)
-}
-
 // TestRequestsReachHourlyUsage: requests through a runner's front to an
 // app show, through the platform's usage wiring (observeUsage), the
 // emitter, the collector and the PostgreSQL sink, as that many requests
