@@ -205,7 +205,7 @@ func TestRestartedResolverRebuildsFromHeartbeats(t *testing.T) {
 	waitIDs(t, only, "runner", want...)
 	// Restart it a few times; every time, the table must hold every
 	// instance within one heartbeat interval of the resolver being ready.
-	var worst time.Duration
+	var worst, best time.Duration
 	for round := 0; round < 3; round++ {
 		stop()
 		stop = start()
@@ -216,6 +216,9 @@ func TestRestartedResolverRebuildsFromHeartbeats(t *testing.T) {
 		took := time.Since(ready)
 		t.Logf("restart %d: all %d instances again %v after the resolver was ready (heartbeat interval %v)", round, len(want), took, testInterval)
 		worst = max(worst, took)
+		if round == 0 || took < best {
+			best = took
+		}
 	}
 	defer func() {
 		for _, s := range stops {
@@ -223,9 +226,13 @@ func TestRestartedResolverRebuildsFromHeartbeats(t *testing.T) {
 		}
 		stop()
 	}()
-	// The aim is one interval (typically 45-90ms here with the race
-	// detector); a loaded CI machine sometimes takes a few, so the bound
-	// asserted is loose and the figure is logged.
+	// The aim is one interval (typically 45-95ms here with the race
+	// detector). A loaded machine can make any one restart slow, so the
+	// tight bound is on the best of the three: with libzmq's default
+	// 100ms reconnect the best was 169-191ms, with the announcer's tenth
+	// of an interval 47-49ms at load average 20. Every restart must be
+	// well within the grace an instance gets.
+	require.Less(t, best, testInterval+testInterval/2, "a restarted resolver rebuilds within about one heartbeat interval")
 	require.Less(t, worst, 10*testInterval, "a restarted resolver must rebuild its table from heartbeats alone")
 	require.Eventually(t, func() bool {
 		var rep lookupReply
