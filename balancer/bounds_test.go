@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paaskit/paaskit/internal/http1/http1test"
 	"github.com/stretchr/testify/require"
 
 	"github.com/paaskit/paaskit/internal/proxyproto"
@@ -91,22 +92,7 @@ func TestTenThousandIdleConnsFromOneAddressAreCapped(t *testing.T) {
 	_ = rc.c.Close()
 
 	// The held connections are served; the refused ones are closed.
-	served, closed := 0, 0
-	for _, c := range conns {
-		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"); err != nil {
-			closed++
-			continue
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			closed++
-			continue
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		require.Equal(t, 200, resp.StatusCode)
-		served++
-	}
+	served, closed := http1test.ServedAndClosed(t, conns, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 	require.Equal(t, 1024, served)
 	require.Equal(t, n-1024, closed)
 	for _, c := range conns {

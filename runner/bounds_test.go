@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/paaskit/paaskit/internal/http1/http1test"
 	"github.com/stretchr/testify/require"
 
 	"github.com/paaskit/paaskit/internal/proxyproto"
@@ -88,22 +89,7 @@ func TestFrontCapsTenThousandIdleConnsFromOneAddress(t *testing.T) {
 	resp, body = exchange(t, c, br, "GET /xff HTTP/1.1\r\nHost: capped.example\r\n\r\n")
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "127.0.0.2", body)
-	served, closed := 0, 0
-	for _, c := range conns {
-		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: capped.example\r\nConnection: close\r\n\r\n"); err != nil {
-			closed++
-			continue
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			closed++
-			continue
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		require.Equal(t, 200, resp.StatusCode)
-		served++
-	}
+	served, closed := http1test.ServedAndClosed(t, conns, "GET / HTTP/1.1\r\nHost: capped.example\r\nConnection: close\r\n\r\n")
 	require.Equal(t, 1000, served)
 	require.Equal(t, n-1000, closed)
 }

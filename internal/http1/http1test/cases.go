@@ -1,8 +1,9 @@
 // Package http1test holds the hostile HTTP/1.1 inputs that every
 // forwarder in paaskit (the balancer's and the runner's, on the event
 // loops and on the goroutine path) must refuse, so that their tests run
-// the same cases. It has no test code of its own: each forwarder's test
-// sends these and checks its answer.
+// the same cases, and the helpers those tests share (ServedAndClosed).
+// It has no tests of its own: each forwarder's test sends these and
+// checks its answer.
 package http1test
 
 import "strings"
