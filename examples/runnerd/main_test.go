@@ -29,21 +29,7 @@ func freeAddr(t *testing.T) string {
 // the first request, answers misses with the miss header, shows status, and
 // on SIGTERM stops the app and exits 0.
 func TestRunnerd(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "runnerd")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, string(out))
-	image := filepath.Join(dir, "image")
-	require.NoError(t, os.Mkdir(image, 0o755))
-	require.NoError(t, os.Chmod(dir, 0o755))
-	build := exec.Command("go", "build", "-o", filepath.Join(image, "app"), "github.com/paaskit/paaskit/internal/testapp")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err = build.CombinedOutput()
-	require.NoError(t, err, string(out))
-	specs := filepath.Join(dir, "specs")
-	require.NoError(t, os.Mkdir(specs, 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(specs, "site.json"), []byte(fmt.Sprintf(
-		`{"name": "site", "hosts": ["site.example"], "image": %q, "command": ["/app/app"], "limits": {"memory": "128M"}}`, image)), 0o644))
+	_, bin, specs := runnerdFixture(t)
 	state, err := os.MkdirTemp("", "rd")
 	require.NoError(t, err)
 	defer os.RemoveAll(state)
@@ -147,4 +133,27 @@ func TestRunnerdBoundsFlags(t *testing.T) {
 	for _, want := range []string{"-max-conns", "-max-conns-per-ip", "-max-body", "-max-conn-buffer", "-trusted-proxies"} {
 		require.Contains(t, out.String(), want)
 	}
+}
+
+// runnerdFixture builds runnerd and the test app's image into a new
+// directory (readable by the app's own UID) and writes a specs directory
+// with one app, "site" on site.example.
+func runnerdFixture(t *testing.T) (dir, bin, specs string) {
+	t.Helper()
+	dir = t.TempDir()
+	require.NoError(t, os.Chmod(dir, 0o755))
+	bin = filepath.Join(dir, "runnerd")
+	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
+	require.NoError(t, err, string(out))
+	image := filepath.Join(dir, "image")
+	require.NoError(t, os.Mkdir(image, 0o755))
+	build := exec.Command("go", "build", "-o", filepath.Join(image, "app"), "github.com/paaskit/paaskit/internal/testapp")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	out, err = build.CombinedOutput()
+	require.NoError(t, err, string(out))
+	specs = filepath.Join(dir, "specs")
+	require.NoError(t, os.Mkdir(specs, 0o755))
+	require.NoError(t, os.WriteFile(filepath.Join(specs, "site.json"), []byte(fmt.Sprintf(
+		`{"name": "site", "hosts": ["site.example"], "image": %q, "command": ["/app/app"], "limits": {"memory": "128M"}}`, image)), 0o644))
+	return dir, bin, specs
 }

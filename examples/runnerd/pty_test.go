@@ -20,24 +20,10 @@ import (
 // the app's sandbox is typed `tty` and `exit 3`; the output names the
 // session's terminal and paasctl exits with 3.
 func TestRunnerdRemoteSession(t *testing.T) {
-	dir := t.TempDir()
-	require.NoError(t, os.Chmod(dir, 0o755))
-	bin := filepath.Join(dir, "runnerd")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	require.NoError(t, err, string(out))
+	dir, bin, specs := runnerdFixture(t)
 	paasctl := filepath.Join(dir, "paasctl")
-	out, err = exec.Command("go", "build", "-o", paasctl, "github.com/paaskit/paaskit/examples/paasctl").CombinedOutput()
+	out, err := exec.Command("go", "build", "-o", paasctl, "github.com/paaskit/paaskit/examples/paasctl").CombinedOutput()
 	require.NoError(t, err, string(out))
-	image := filepath.Join(dir, "image")
-	require.NoError(t, os.Mkdir(image, 0o755))
-	build := exec.Command("go", "build", "-o", filepath.Join(image, "app"), "github.com/paaskit/paaskit/internal/testapp")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	out, err = build.CombinedOutput()
-	require.NoError(t, err, string(out))
-	specs := filepath.Join(dir, "specs")
-	require.NoError(t, os.Mkdir(specs, 0o755))
-	require.NoError(t, os.WriteFile(filepath.Join(specs, "site.json"), []byte(fmt.Sprintf(
-		`{"name": "site", "hosts": ["site.example"], "image": %q, "command": ["/app/app"], "limits": {"memory": "128M"}}`, image)), 0o644))
 	serverKeys := filepath.Join(dir, "runnerd.keys")
 	require.NoError(t, os.WriteFile(serverKeys, []byte("runnerd runnerd-secret-0123456789abcdef\nops ops-secret-0123456789abcdef0123\n"), 0o600))
 	opsKeys := filepath.Join(dir, "ops.keys")
