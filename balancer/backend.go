@@ -1,197 +1,52 @@
 package balancer
 
 import (
-	"bufio"
-	"errors"
-	"io"
+	"context"
 	"net"
-	"os"
-	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"github.com/paaskit/paaskit/internal/connproxy"
 )
 
-// backend is the proxy's state for one node (id and address): its idle
-// keep-alive connections, in-flight count and health. It outlives table
-// reloads as long as the node keeps its id and address.
+// backend is the proxy's state for one node (id and address): the
+// goroutine path's pool of idle keep-alive connections to it, its
+// in-flight count and its health. It outlives table reloads as long as
+// the node keeps its id and address.
 type backend struct {
 	id, addr string
-	sockBuf  int // Config.SocketBuffer
-
-	mu     sync.Mutex
-	idle   []*bconn // LIFO
-	closed bool
+	pool     *connproxy.Pool
 
 	inflight  atomic.Int64
 	failSince atomic.Int64 // unix nanos of the first failure in a row; 0 = healthy
 	ejected   atomic.Bool
 }
 
-// bconn is one connection to a backend, with its buffers and a reusable
-// response head.
-type bconn struct {
-	c      net.Conn
-	r      *connReader
-	w      *bufio.Writer
-	be     *backend
-	reused bool
-	resp   head
-
-	// raw and step implement sendThenRead (nil raw: not a plain socket).
-	raw     syscall.RawConn
-	step    func(fd uintptr) bool
-	send    *clientConn // the request to send in the first step
-	sendRes bodyResult
-}
-
-func (bc *bconn) close() { _ = bc.c.Close() }
-
-// nodeReadBuf is a node connection's read buffer, as large as the event
-// loops' target buffer: a response body that comes with its head is
-// checked whole before the head is relayed (a broken chunked body there
-// answers 502 on both paths alike), and bodies are read 16 KiB at a time.
-const nodeReadBuf = 16 << 10
-
-func newBconn(c net.Conn, b *backend, maxHead int) *bconn {
-	r := newConnReader(c, maxHead)
-	r.buf = make([]byte, nodeReadBuf)
-	bc := &bconn{
-		c:  c,
-		r:  r,
-		w:  bufio.NewWriterSize(c, 4096),
-		be: b,
-	}
-	if sc, ok := c.(syscall.Conn); ok {
-		if raw, err := sc.SyscallConn(); err == nil {
-			bc.raw = raw
-			bc.step = bc.rawStep
-		}
-	}
-	return bc
-}
-
-// sendThenRead sends cc's request (head and buffered body) and reads the
-// first bytes of the answer, inside one wait on the connection's poller:
-// the request is written after the poller's readiness was reset, so the
-// answer cannot arrive unseen, and the read is tried only once the socket
-// is readable (a plain read right after the write almost always fails
-// with EAGAIN first: one wasted system call per request). The send's
-// result is returned; a read failure is kept in bc.r for readHead. It
-// reports false when the connection cannot take this path (not a plain
-// socket, or bytes already buffered), having done nothing.
-func (bc *bconn) sendThenRead(cc *clientConn) (bodyResult, bool) {
-	if bc.raw == nil || bc.r.buffered() != 0 {
-		return bodyResult{}, false
-	}
-	bc.r.r, bc.r.w = 0, 0
-	bc.send = cc
-	bc.sendRes = bodyResult{}
-	err := bc.raw.Read(bc.step)
-	if bc.send != nil {
-		// The poller refused before the first step (closed, or the
-		// deadline passed): nothing was sent.
-		bc.send = nil
-		if err == nil {
-			err = errors.New("connection not readable")
-		}
-		return bodyResult{err: err}, true
-	}
-	if err != nil && bc.sendRes.err == nil && bc.r.err == nil && bc.r.w == 0 {
-		bc.r.err = err
-	}
-	return bc.sendRes, true
-}
-
-// rawStep is the RawConn callback of sendThenRead: the first call sends,
-// later ones (after the poller reported the socket readable) read.
-func (bc *bconn) rawStep(fd uintptr) bool {
-	if cc := bc.send; cc != nil {
-		bc.send = nil
-		bc.sendRes = cc.sendBody(bc)
-		return bc.sendRes.err != nil
-	}
-	cr := bc.r
-	for {
-		n, err := syscall.Read(int(fd), cr.buf[cr.w:])
-		switch {
-		case err == syscall.EINTR:
-			continue
-		case err == syscall.EAGAIN:
-			return false
-		case err != nil:
-			cr.err = os.NewSyscallError("read", err)
-		case n == 0:
-			cr.err = io.EOF
-		default:
-			cr.w += n
-		}
-		return true
-	}
-}
-
-// get returns an idle connection or dials a new one.
-func (b *backend) get(dialTimeout time.Duration, maxHead int, fresh bool) (*bconn, error) {
-	if !fresh {
-		b.mu.Lock()
-		if n := len(b.idle); n > 0 {
-			bc := b.idle[n-1]
-			b.idle[n-1] = nil
-			b.idle = b.idle[:n-1]
-			b.mu.Unlock()
-			bc.reused = true
-			return bc, nil
-		}
-		b.mu.Unlock()
-	}
-	c, err := net.DialTimeout("tcp", b.addr, dialTimeout)
-	if err != nil {
-		return nil, err
-	}
-	if tc, ok := c.(*net.TCPConn); ok && b.sockBuf > 0 {
-		_ = tc.SetReadBuffer(b.sockBuf)
-		_ = tc.SetWriteBuffer(b.sockBuf)
-	}
-	return newBconn(c, b, maxHead), nil
-}
-
-// put returns a connection for reuse, or closes it when the pool is full
-// or the backend is gone from the table.
-func (b *backend) put(bc *bconn, maxIdle int) {
-	b.mu.Lock()
-	if b.closed || len(b.idle) >= maxIdle {
-		b.mu.Unlock()
-		_ = bc.c.Close()
-		return
-	}
-	b.idle = append(b.idle, bc)
-	b.mu.Unlock()
-}
-
-// flushIdle closes every idle connection (after one was found stale: the
-// backend probably restarted and they all are).
-func (b *backend) flushIdle() {
-	b.mu.Lock()
-	idle := b.idle
-	b.idle = nil
-	b.mu.Unlock()
-	for _, bc := range idle {
-		_ = bc.c.Close()
-	}
+func newBackend(id, addr string, sockBuf, maxIdle int) *backend {
+	be := &backend{id: id, addr: addr}
+	be.pool = connproxy.NewPool(connproxy.PoolConfig{
+		// A node named by DNS name is resolved here, on the goroutine
+		// path (the event loops hand such requests off).
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			c, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			if tc, ok := c.(*net.TCPConn); ok && sockBuf > 0 {
+				_ = tc.SetReadBuffer(sockBuf)
+				_ = tc.SetWriteBuffer(sockBuf)
+			}
+			return c, nil
+		},
+		MaxIdle: maxIdle,
+	})
+	return be
 }
 
 // close marks the backend removed and closes its idle connections;
-// connections in use are closed when they are returned.
-func (b *backend) close() {
-	b.mu.Lock()
-	b.closed = true
-	idle := b.idle
-	b.idle = nil
-	b.mu.Unlock()
-	for _, bc := range idle {
-		_ = bc.c.Close()
-	}
-}
+// connections in use are closed when their exchange ends.
+func (b *backend) close() { b.pool.Close() }
 
 // markFail records a failed connection attempt; the backend is ejected
 // once it has been failing for longer than grace. It reports whether this

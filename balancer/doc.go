@@ -112,7 +112,8 @@
 // before blocking) is off by default: it measured within noise.
 //
 // What the loops do not serve themselves goes, with every byte already
-// read, to the goroutine-per-connection forwarder: TLS, WebSocket and
+// read, to the goroutine-per-connection forwarder (internal/connproxy,
+// shared with the runner's node front, driven by the same routing): TLS, WebSocket and
 // other Upgrades, Expect: 100-continue, chunked or large request bodies,
 // HTTP/1.0 clients, nodes whose address is a name, and misses (see
 // below). That forwarder takes a pooled keep-alive node connection for one

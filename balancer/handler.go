@@ -64,8 +64,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, p.cfg.MaxBodyBytes)
 	}
-	cc := clientConn{p: p}
-	idx, be := cc.p.pick(b, pl, hostHash(host), nil)
+	idx, be := p.pick(b, pl, hostHash(host), nil)
 	if be == nil {
 		w.Header().Set("Retry-After", strconv.Itoa(int((p.cfg.RetryAfter+time.Second-1)/time.Second)))
 		http.Error(w, "no live node for "+string(host), http.StatusServiceUnavailable)

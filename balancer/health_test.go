@@ -168,7 +168,7 @@ func TestBoundedLoadSpillsWithFloor(t *testing.T) {
 	var buf []byte
 	norm, _ := normalizeHost(buf, []byte("site.example.com"))
 	pl := b.t.lookup(norm)
-	cc := &clientConn{p: p}
+	cc := &struct{ p *Proxy }{p: p}
 	pick := func() string {
 		idx, be := cc.p.pick(b, pl, hostHash(norm), nil)
 		require.NotNil(t, be)

@@ -1,34 +1,32 @@
 package balancer
 
 import (
+	"context"
 	"net"
 	"strconv"
 	"time"
 
+	"github.com/paaskit/paaskit/internal/connproxy"
 	"github.com/paaskit/paaskit/internal/evproxy"
+	"github.com/paaskit/paaskit/internal/http1"
 )
 
-// loopHandler is the balancer's side of the event-loop forwarder
-// (internal/evproxy): routing by the table, the pick with health and
-// bounded load, in-flight counts (from Route to End), and health marks
-// from the outcomes (in Done).
-type loopHandler struct{ p *Proxy }
-
-func reply(status int, reason, body string, extra ...string) evproxy.Decision {
-	return evproxy.Decision{Action: evproxy.Reply, Status: status, Reason: reason, Body: body, Extra: extra}
-}
-
-// Route implements evproxy.Handler with the same answers as handle.
-func (h loopHandler) Route(r *evproxy.Request) evproxy.Decision {
-	p := h.p
+// route is the routing both forwarders share: the table's pool for the
+// host, the pick with health and bounded load, and the request counted
+// in flight from the pick (until End). It returns the picked node, or a
+// Reply decision when there is none to forward to.
+func (p *Proxy) route(r *evproxy.Request) (int32, *backend, evproxy.Decision) {
 	req := r.Head
-	host, ok := normalizeHost(r.Scratch[:0], req.Host)
+	host, ok := r.Scratch[:0], true
+	if req.Host != nil { // nil: HTTP/1.0 without Host, the default site
+		host, ok = normalizeHost(host, req.Host)
+	}
 	r.Scratch = host
 	if !ok {
-		return reply(400, "Bad Request", "invalid Host header\n")
+		return 0, nil, reply(400, "Bad Request", "invalid Host header\n")
 	}
 	if p.cfg.MaxBodyBytes > 0 && req.ContentLength > p.cfg.MaxBodyBytes {
-		return reply(413, "Content Too Large", "request body larger than "+strconv.FormatInt(p.cfg.MaxBodyBytes, 10)+" bytes\n")
+		return 0, nil, reply(413, "Content Too Large", "request body larger than "+strconv.FormatInt(p.cfg.MaxBodyBytes, 10)+" bytes\n")
 	}
 	b := p.cur.Load()
 	var pl *pool
@@ -38,33 +36,65 @@ func (h loopHandler) Route(r *evproxy.Request) evproxy.Decision {
 		pl = b.t.def
 	}
 	if pl == nil {
-		return reply(404, "Not Found", "unknown host: "+string(host)+"\n")
+		return 0, nil, reply(404, "Not Found", "unknown host: "+string(host)+"\n")
 	}
 	idx, be := p.pick(b, pl, hostHash(host), r.Tried)
 	if be == nil && len(r.Tried) > 0 {
-		return reply(502, "Bad Gateway", "cannot reach a node for "+string(host)+"\n")
+		return 0, nil, reply(502, "Bad Gateway", "cannot reach a node for "+string(host)+"\n")
 	}
 	if be == nil {
-		return reply(503, "Service Unavailable", "no live node for "+string(host)+"\n",
+		return 0, nil, reply(503, "Service Unavailable", "no live node for "+string(host)+"\n",
 			"Retry-After: "+strconv.Itoa(int((p.cfg.RetryAfter+time.Second-1)/time.Second)))
 	}
 	p.startInflight(be)
 	r.Tag = be
-	replayable := req.ContentLength <= 0 && idempotent(req.Method)
+	return idx, be, evproxy.Decision{}
+}
+
+func idempotent(m []byte) bool {
+	switch string(m) {
+	case "GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE":
+		return true
+	}
+	return false
+}
+
+func replayable(h *http1.Head) bool {
+	return h.ContentLength <= 0 && !h.Chunked && idempotent(h.Method)
+}
+
+// loopHandler is the balancer's side of the event-loop forwarder
+// (internal/evproxy): routing by the table (route), health marks from the
+// outcomes (in Done) and the in-flight count's end (in End).
+type loopHandler struct{ p *Proxy }
+
+func reply(status int, reason, body string, extra ...string) evproxy.Decision {
+	return evproxy.Decision{Action: evproxy.Reply, Status: status, Reason: reason, Body: body, Extra: extra}
+}
+
+// Route implements evproxy.Handler.
+func (h loopHandler) Route(r *evproxy.Request) evproxy.Decision {
+	p := h.p
+	idx, be, d := p.route(r)
+	if be == nil {
+		return d
+	}
+	rp := replayable(r.Head)
 	return evproxy.Decision{
 		Action:        evproxy.Forward,
 		Target:        loopTarget(be.addr),
 		ID:            idx,
-		Replayable:    replayable,
-		HandoffOnMiss: replayable && p.cfg.OnMiss != nil,
+		Replayable:    rp,
+		HandoffOnMiss: rp && p.cfg.OnMiss != nil,
 	}
 }
 
 // Done implements evproxy.Handler: the outcome's health mark. The
 // request stays in flight until End: an answered one may still be
 // streaming its body.
-func (h loopHandler) Done(r *evproxy.Request, o evproxy.Outcome) {
-	p := h.p
+func (h loopHandler) Done(r *evproxy.Request, o evproxy.Outcome) { h.p.done(r, o) }
+
+func (p *Proxy) done(r *evproxy.Request, o evproxy.Outcome) {
 	be, _ := r.Tag.(*backend)
 	if be == nil {
 		return
@@ -84,9 +114,9 @@ func (h loopHandler) Done(r *evproxy.Request, o evproxy.Outcome) {
 // End implements evproxy.Ender: the exchange is wholly over (the body
 // relayed or cut, or it was never answered, or it was handed off or is
 // about to be routed to another node), so the request stops counting
-// toward its node's load. The loop calls it once per Forward decision,
-// so a request retried elsewhere leaves the first node's count as it
-// found it.
+// toward its node's load. Both forwarders call it once per Forward
+// decision, so a request retried elsewhere leaves the first node's count
+// as it found it.
 func (h loopHandler) End(r *evproxy.Request) {
 	be, _ := r.Tag.(*backend)
 	if be == nil {
@@ -94,6 +124,45 @@ func (h loopHandler) End(r *evproxy.Request) {
 	}
 	r.Tag = nil
 	h.p.endInflight(be)
+}
+
+// goHandler is the balancer's side of the goroutine forwarder
+// (internal/connproxy), routing as the loops do; it is also its Misser,
+// which runs Config.OnMiss.
+type goHandler struct{ p *Proxy }
+
+// Route implements connproxy.Handler.
+func (h goHandler) Route(r *connproxy.Request) connproxy.Decision {
+	p := h.p
+	idx, be, d := p.route(r)
+	if be == nil {
+		return connproxy.Decision{Action: connproxy.Reply, Status: d.Status, Reason: d.Reason, Body: d.Body, Extra: d.Extra}
+	}
+	rp := replayable(r.Head)
+	return connproxy.Decision{Action: connproxy.Forward, Pool: be.pool, ID: idx, Replayable: rp, MayMiss: rp && p.cfg.OnMiss != nil}
+}
+
+// Done implements connproxy.Handler.
+func (h goHandler) Done(r *connproxy.Request, o connproxy.Outcome) { h.p.done(r, o) }
+
+// End implements connproxy.Handler. The Tag stays for Miss (connproxy
+// clears it before the next Route).
+func (h goHandler) End(r *connproxy.Request) {
+	if be, _ := r.Tag.(*backend); be != nil {
+		h.p.endInflight(be)
+	}
+}
+
+// Miss implements connproxy.Misser: Config.OnMiss, under MissTimeout.
+func (h goHandler) Miss(r *connproxy.Request, _ int32) error {
+	p := h.p
+	be, _ := r.Tag.(*backend)
+	if be == nil || p.cfg.OnMiss == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(p.baseCtx, p.cfg.MissTimeout)
+	defer cancel()
+	return p.callOnMiss(ctx, Miss{Host: string(r.Scratch), Node: Node{ID: be.id, Addr: be.addr}})
 }
 
 // loopTarget is where the event loops reach a node, and the key of
@@ -105,18 +174,7 @@ func loopTarget(addr string) evproxy.Target {
 // handoff takes a client connection from an event loop onto the
 // goroutine path, starting with the bytes the loop had read.
 func (p *Proxy) handoff(c net.Conn, buffered []byte) {
-	cc := p.newClientConn(c, false)
-	cc.pre = buffered
-	p.connMu.Lock()
-	if p.draining.Load() {
-		p.connMu.Unlock()
-		_ = c.Close()
-		return
-	}
-	p.conns[cc] = struct{}{}
-	p.connWG.Add(1)
-	p.connMu.Unlock()
-	go cc.serve()
+	p.fwd.Serve(c, buffered, false, false)
 }
 
 // newLoops returns the event-loop forwarder for a plain TCP listener, or
@@ -166,7 +224,7 @@ type ForwarderStats struct {
 
 // ForwarderStats returns the event loops' counters.
 func (p *Proxy) ForwarderStats() ForwarderStats {
-	fs := ForwarderStats{Refused: p.gate.Refused(), HookPanics: p.panics.Load()}
+	fs := ForwarderStats{Refused: p.gate.Refused(), HookPanics: p.panics.Load() + p.fwd.Stats().Panics}
 	l := p.loops.Load()
 	if l == nil {
 		return fs

@@ -1,6 +1,7 @@
 package balancer
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -19,7 +20,9 @@ import (
 	"time"
 
 	"github.com/paaskit/paaskit/internal/admit"
+	"github.com/paaskit/paaskit/internal/connproxy"
 	"github.com/paaskit/paaskit/internal/evproxy"
+	"github.com/paaskit/paaskit/internal/http1"
 )
 
 // Miss describes a miss: the picked node answered that it does not run
@@ -295,10 +298,10 @@ type Proxy struct {
 
 	total atomic.Int64 // requests in flight to all nodes
 
-	connMu   sync.Mutex
-	conns    map[*clientConn]struct{}
+	// fwd is the goroutine-per-connection forwarder: TLS, what the
+	// event loops hand off, and everything when they are off.
+	fwd      *connproxy.Proxy
 	draining atomic.Bool
-	connWG   sync.WaitGroup
 
 	// baseCtx is cancelled when Run stops; stored because connection
 	// goroutines hand it to OnMiss and it has no other owner.
@@ -327,7 +330,6 @@ func New(cfg Config) (*Proxy, error) {
 		cfg:      cfg,
 		log:      cfg.Logger,
 		backends: make(map[string]*backend),
-		conns:    make(map[*clientConn]struct{}),
 		ready:    make(chan struct{}),
 	}
 	if p.log == nil {
@@ -340,6 +342,25 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, fmt.Errorf("balancer: %w", err)
 	}
 	p.gate = gate
+	maxBody := cfg.MaxBodyBytes
+	if maxBody < 0 {
+		maxBody = 0
+	}
+	p.fwd, err = connproxy.New(connproxy.Config{
+		Handler:               goHandler{p},
+		ReadHeaderTimeout:     cfg.ReadHeaderTimeout,
+		IdleTimeout:           cfg.IdleTimeout,
+		DialTimeout:           cfg.DialTimeout,
+		ResponseHeaderTimeout: cfg.ResponseHeaderTimeout,
+		MaxHeaderBytes:        cfg.MaxHeaderBytes,
+		MaxHeaderFields:       cfg.MaxHeaderFields,
+		MaxBodyBytes:          maxBody,
+		MissHeader:            cfg.MissHeader,
+		Logger:                p.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("balancer: %w", err)
+	}
 	p.baseCtx, p.baseCancel = context.WithCancel(context.Background())
 	if cfg.TLSCertDir != "" {
 		cs, err := NewCertStore(cfg.TLSCertDir, p.log)
@@ -374,7 +395,7 @@ func (p *Proxy) SetTable(t *Table) {
 		key := n.ID + "\x00" + n.Addr
 		be := p.backends[key]
 		if be == nil {
-			be = &backend{id: n.ID, addr: n.Addr, sockBuf: p.cfg.SocketBuffer}
+			be = newBackend(n.ID, n.Addr, p.cfg.SocketBuffer, p.cfg.MaxIdlePerNode)
 		}
 		keep[key] = be
 		b.be[i] = be
@@ -449,10 +470,7 @@ func (p *Proxy) Nodes() []NodeStatus {
 	}
 	out := make([]NodeStatus, 0, len(b.be))
 	for i, be := range b.be {
-		be.mu.Lock()
-		idle := len(be.idle)
-		be.mu.Unlock()
-		idle += int(loopIdle[loopTarget(be.addr)])
+		idle := be.pool.Idle() + int(loopIdle[loopTarget(be.addr)])
 		out = append(out, NodeStatus{
 			ID: b.t.nodes[i].ID, Addr: be.addr, Ejected: be.ejected.Load(),
 			Failing: be.failSince.Load() != 0, InFlight: be.inflight.Load(), Idle: idle,
@@ -540,22 +558,12 @@ func (p *Proxy) Run(ctx context.Context) error {
 	if loops == nil {
 		_ = ln.Close()
 	}
-	p.closeIdleConns()
+	p.fwd.Drain()
 	if err == nil {
 		<-acceptErr
 	}
 	_ = ln.Close()
-	p.closeIdleConns()
-	done := make(chan struct{})
-	go func() { p.connWG.Wait(); close(done) }()
-	timer := time.NewTimer(time.Until(stopBy))
-	select {
-	case <-done:
-	case <-timer.C:
-		p.closeAllConns()
-		<-done
-	}
-	timer.Stop()
+	p.fwd.Shutdown(stopBy)
 	p.baseCancel()
 	bg.Wait()
 	p.mu.Lock()
@@ -593,43 +601,8 @@ func (p *Proxy) acceptLoop(ln net.Listener, tlsOn bool) error {
 			}
 			c = ac
 		}
-		cc := p.newClientConn(c, tlsOn)
-		p.connMu.Lock()
-		if p.draining.Load() {
-			p.connMu.Unlock()
-			_ = c.Close()
-			continue
-		}
-		p.conns[cc] = struct{}{}
-		p.connWG.Add(1)
-		p.connMu.Unlock()
-		go cc.serve()
+		p.fwd.Serve(c, nil, tlsOn, false)
 	}
-}
-
-func (p *Proxy) closeIdleConns() {
-	p.connMu.Lock()
-	defer p.connMu.Unlock()
-	for cc := range p.conns {
-		if cc.idle.Load() {
-			_ = cc.c.SetReadDeadline(time.Unix(1, 0))
-		}
-	}
-}
-
-func (p *Proxy) closeAllConns() {
-	p.connMu.Lock()
-	defer p.connMu.Unlock()
-	for cc := range p.conns {
-		cc.forceClose()
-	}
-}
-
-func (p *Proxy) forget(cc *clientConn) {
-	p.connMu.Lock()
-	delete(p.conns, cc)
-	p.connMu.Unlock()
-	p.connWG.Done()
 }
 
 // probeLoop brings ejected nodes back (and runs the active health check).
@@ -688,8 +661,7 @@ func healthCheck(c net.Conn, path, host string, timeout time.Duration, maxHead i
 	if _, err := fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: paaskit-balancer-health\r\nConnection: close\r\n\r\n", path, host); err != nil {
 		return fmt.Errorf("health check %s: %w", path, err)
 	}
-	r := newConnReader(c, maxHead)
-	h, err := r.readHead(nil)
+	h, err := readHead(bufio.NewReaderSize(c, 4096), maxHead)
 	if err != nil {
 		return fmt.Errorf("health check %s: %w", path, err)
 	}
@@ -714,6 +686,25 @@ func (p *Proxy) certLoop(ctx context.Context) {
 			if err := p.certs.Reload(); err != nil {
 				p.log.Error("balancer: reloading certificates", "dir", p.cfg.TLSCertDir, "err", err)
 			}
+		}
+	}
+}
+
+// readHead reads a response head, through its empty line, of at most max
+// bytes.
+func readHead(br *bufio.Reader, max int) ([]byte, error) {
+	var buf []byte
+	for {
+		line, err := br.ReadSlice('\n')
+		buf = append(buf, line...)
+		if len(buf) > max {
+			return nil, errors.New("response head too large")
+		}
+		if err != nil && err != bufio.ErrBufferFull {
+			return nil, err
+		}
+		if k := http1.HeadEnd(buf); k >= 0 {
+			return buf[:k], nil
 		}
 	}
 }

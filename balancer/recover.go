@@ -23,16 +23,6 @@ func (p *Proxy) callOnMiss(ctx context.Context, m Miss) (err error) {
 	return p.cfg.OnMiss(ctx, m)
 }
 
-// recoverConn ends a client connection goroutine that panicked: the
-// panic is logged with its stack, and the goroutine's other deferred
-// calls have closed and forgotten the connection, so the proxy serves
-// on. Deferred first in the goroutine, it runs last.
-func (p *Proxy) recoverConn(where string) {
-	if v := recover(); v != nil {
-		p.hookPanic(where, v)
-	}
-}
-
 func (p *Proxy) hookPanic(where string, v any) {
 	p.panics.Add(1)
 	p.log.Error("balancer: panic recovered", "in", where, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
