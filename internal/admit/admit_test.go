@@ -171,3 +171,38 @@ func TestParsePrefixes(t *testing.T) {
 		t.Fatalf("empty: %v, %v", ps, err)
 	}
 }
+
+// Detach hands the socket and the slot over: the Conn's Close then
+// neither closes the socket nor gives the slot back, and a second Detach
+// fails.
+func TestConnDetach(t *testing.T) {
+	g, _ := New(Config{MaxConns: 10, MaxConnsPerIP: 10})
+	client, server := pair(t)
+	ac := g.Accept(server, time.Second)
+	if ac == nil {
+		t.Fatal("refused")
+	}
+	peer := AddrOf(server.RemoteAddr())
+	sock, slot, ok := ac.Detach()
+	if !ok || sock != server || slot != peer {
+		t.Fatalf("Detach = %v, %v, %v", sock, slot, ok)
+	}
+	if _, _, ok := ac.Detach(); ok {
+		t.Fatal("detached twice")
+	}
+	_ = ac.Close()
+	if total, _ := g.Held(peer); total != 1 {
+		t.Fatalf("Close after Detach gave the slot back: %d held", total)
+	}
+	if _, err := sock.Write([]byte("x")); err != nil {
+		t.Fatalf("Close after Detach closed the socket: %v", err)
+	}
+	b := make([]byte, 1)
+	if _, err := client.Read(b); err != nil || b[0] != 'x' {
+		t.Fatalf("read %q, %v", b, err)
+	}
+	g.Release(slot)
+	if total, _ := g.Held(peer); total != 0 {
+		t.Fatalf("%d held after the new owner's release", total)
+	}
+}

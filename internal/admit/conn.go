@@ -44,6 +44,7 @@ type Conn struct {
 	slotIP  netip.Addr // the address holding the per-address slot
 
 	released atomic.Bool
+	detached atomic.Bool // the socket and slots were given away (Detach)
 }
 
 // Wrap returns c as an admitted connection. slotIP is the address whose
@@ -157,8 +158,12 @@ func (c *Conn) RemoteAddr() net.Addr {
 	return c.Conn.RemoteAddr()
 }
 
-// Close closes the socket and gives the slots back (once).
+// Close closes the socket and gives the slots back (once); after Detach
+// it does nothing.
 func (c *Conn) Close() error {
+	if c.detached.Load() {
+		return nil
+	}
 	err := c.Conn.Close()
 	if c.released.CompareAndSwap(false, true) {
 		c.mu.Lock()
@@ -167,6 +172,25 @@ func (c *Conn) Close() error {
 		c.g.Release(ip)
 	}
 	return err
+}
+
+// Detach gives c's socket and slots to the caller, which takes over
+// both: c's Close then closes nothing and gives nothing back, and the
+// caller gives the slots back with Gate.Release(slotIP) once it closes
+// the socket (an event loop taking a connection back from the goroutine
+// path keeps its slot so). ok is false, with c unchanged, while c has a
+// PROXY header to read or bytes read past it, or after its Close.
+func (c *Conn) Detach() (sock net.Conn, slotIP netip.Addr, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending || len(c.pre) > 0 || c.herr != nil {
+		return nil, netip.Addr{}, false
+	}
+	if !c.released.CompareAndSwap(false, true) {
+		return nil, netip.Addr{}, false
+	}
+	c.detached.Store(true)
+	return c.Conn, c.slotIP, true
 }
 
 var errNotRaw = errors.New("admit: connection has bytes buffered or a PROXY header to read")

@@ -1153,3 +1153,62 @@ func TestUnixTargetViaAndPeerCheck(t *testing.T) {
 	require.Equal(t, []Outcome{ConnectFailed}, h.seen())
 	require.Equal(t, before, accepted.Load(), "no request reached the listener of another UID")
 }
+
+// A connection handed off for a chunked upload comes back to the loops
+// with Resume, with the pipelined request that followed the upload: that
+// request and the later ones on the connection are served by a loop.
+func TestResumeServesTheRestOnTheLoop(t *testing.T) {
+	hs := start(t, &testHandler{targets: []Target{tcp(echoBackend(t))}}, nil)
+	c, br := dial(t, hs.addr)
+	upload := "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+	next := "GET /after HTTP/1.1\r\nHost: h\r\n\r\n"
+	_, err := io.WriteString(c, upload+next)
+	require.NoError(t, err)
+	var ho handedOff
+	select {
+	case ho = <-hs.handoff:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no hand-off")
+	}
+	// The goroutine side: it answers the upload itself, then gives the
+	// connection back with what it read past the upload.
+	got := string(ho.buffered)
+	for len(got) < len(upload) {
+		b := make([]byte, 4096)
+		_ = ho.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := ho.c.Read(b)
+		require.NoError(t, err)
+		got += string(b[:n])
+	}
+	require.True(t, strings.HasPrefix(got, upload))
+	_, err = io.WriteString(ho.c, "HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n")
+	require.NoError(t, err)
+	before := hs.p.Stats().Requests
+	require.NoError(t, hs.p.Resume(ho.c, []byte(got[len(upload):])))
+
+	resp, _ := readBody(t, br)
+	require.Equal(t, 201, resp.StatusCode)
+	resp, body := readBody(t, br)
+	require.Equal(t, 200, resp.StatusCode)
+	require.Contains(t, body, "/after")
+	_, err = io.WriteString(c, "GET /again HTTP/1.1\r\nHost: h\r\n\r\n")
+	require.NoError(t, err)
+	resp, body = readBody(t, br)
+	require.Equal(t, 200, resp.StatusCode)
+	require.Contains(t, body, "/again")
+	s := hs.p.Stats()
+	require.EqualValues(t, 1, s.Resumed)
+	require.EqualValues(t, 1, s.Handoffs)
+	require.Equal(t, before+2, s.Requests, "both later requests were served by a loop")
+}
+
+func TestResumeRefusesWhatItCannotTake(t *testing.T) {
+	hs := start(t, &testHandler{targets: []Target{tcp(echoBackend(t))}}, nil)
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	require.Error(t, hs.p.Resume(a, nil), "not a TCP connection")
+	p, err := New(Config{Listener: &net.TCPListener{}, Handler: &testHandler{}, Handoff: func(net.Conn, []byte) {}})
+	require.NoError(t, err)
+	require.ErrorIs(t, p.Resume(a, nil), ErrNotServing)
+}

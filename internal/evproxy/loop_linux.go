@@ -55,11 +55,13 @@ type loop struct {
 	npools   atomic.Int64
 	nrefused atomic.Int64 // connections a Config.Gate cap refused
 	npanics  atomic.Int64 // hook panics recovered
+	nresumed atomic.Int64 // connections taken back (Proxy.Resume)
 }
 
 type accepted struct {
-	fd int
-	sa unix.Sockaddr
+	fd  int
+	sa  unix.Sockaddr
+	res *resumed // a connection given back by Resume; nil: accepted
 }
 
 func newLoop(p *Proxy, id int) (*loop, error) {
@@ -257,6 +259,10 @@ func (l *loop) shutdown() {
 	// Descriptors handed over but not yet taken.
 	l.inboxMu.Lock()
 	for _, a := range l.inbox {
+		if a.res != nil {
+			l.closeResumed(a)
+			continue
+		}
 		_ = unix.Close(a.fd)
 		l.nconns.Add(-1)
 	}
@@ -300,7 +306,7 @@ func (l *loop) accept() {
 			continue
 		}
 		dst.inboxMu.Lock()
-		dst.inbox = append(dst.inbox, accepted{fd, sa})
+		dst.inbox = append(dst.inbox, accepted{fd: fd, sa: sa})
 		dst.inboxMu.Unlock()
 		dst.wake()
 	}
@@ -317,12 +323,17 @@ func (l *loop) takeInbox() {
 		l.retirePool(t)
 	}
 	for _, a := range in {
-		if l.draining {
+		switch {
+		case a.res != nil && l.draining:
+			l.closeResumed(a)
+		case a.res != nil:
+			l.addResumed(a)
+		case l.draining:
 			_ = unix.Close(a.fd)
 			l.nconns.Add(-1)
-			continue
+		default:
+			l.addClient(a.fd, a.sa)
 		}
-		l.addClient(a.fd, a.sa)
 	}
 }
 
@@ -423,7 +434,7 @@ func (l *loop) sweepDeadlines() {
 			l.closeTarget(c.be)
 			c.be = nil
 			l.done(c, TimedOut)
-			l.reply(c, 504, "Gateway Timeout", "node did not answer in time\n", nil)
+			l.reply(c, 504, "Gateway Timeout", "node did not answer in time (response timeout)\n", nil)
 			l.drive(c)
 		default:
 			l.closeClient(c)

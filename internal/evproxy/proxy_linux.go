@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/paaskit/paaskit/internal/admit"
 	"golang.org/x/sys/unix"
 )
 
@@ -116,6 +118,7 @@ type Stats struct {
 	Pools     int64 // per-target pools kept by the loops now
 	Refused   int64 // client connections refused by Config.Gate's caps so far
 	Panics    int64 // hook panics recovered so far
+	Resumed   int64 // connections given back by Resume so far
 }
 
 // Stats returns the proxy's counters.
@@ -132,6 +135,7 @@ func (p *Proxy) Stats() Stats {
 		s.Pools += l.npools.Load()
 		s.Refused += l.nrefused.Load()
 		s.Panics += l.npanics.Load()
+		s.Resumed += l.nresumed.Load()
 		l.poolsMu.Lock()
 		for _, tp := range l.pools {
 			s.IdleConns += tp.nidle.Load()
@@ -197,4 +201,133 @@ func handoffConn(fd int) (net.Conn, error) {
 	c, err := net.FileConn(f)
 	_ = f.Close()
 	return c, err
+}
+
+// ErrNotServing is returned by Resume when the loops are not running (not
+// yet, or stopping).
+var ErrNotServing = errors.New("evproxy: the event loops are not serving")
+
+// Resume gives the loops a client connection they handed off (Handoff)
+// back, once the goroutine path is done with the exchange it took it
+// for, with buffered, the bytes it already read from it (the start of
+// the next request, or nothing): the loop with the fewest clients serves
+// it from then on as if it had never left. c must be a plain TCP
+// connection, or an *admit.Conn over one whose PROXY header (if any) was
+// read; it keeps its Config.Gate slot and client address. On success c
+// belongs to the loops and the caller must not touch it again (its Close
+// is then a no-op for an *admit.Conn; a *net.TCPConn is closed here, the
+// loop holding its own descriptor). On an error c is left as it was.
+// Safe to call from any goroutine.
+func (p *Proxy) Resume(c net.Conn, buffered []byte) error {
+	lp := p.loopsP.Load()
+	if lp == nil || p.stop.Load() {
+		return ErrNotServing
+	}
+	if limit := p.cfg.MaxHeaderBytes + p.cfg.MaxBufferedBody; len(buffered) > limit {
+		return fmt.Errorf("evproxy: resume with %d bytes buffered, over %d", len(buffered), limit)
+	}
+	ac, isAdmit := c.(*admit.Conn)
+	sock := c
+	if isAdmit {
+		if p.cfg.Gate == nil {
+			return errors.New("evproxy: resume of an admitted connection without a Gate")
+		}
+		sock = ac.Conn
+	}
+	tc, ok := sock.(*net.TCPConn)
+	if !ok {
+		return fmt.Errorf("evproxy: resume of a %T, not a TCP connection", sock)
+	}
+	ip := ""
+	if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		ip = ta.IP.String()
+		if a, ok := netip.AddrFromSlice(ta.IP); ok {
+			ip = a.Unmap().String()
+		}
+	}
+	sc, err := tc.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("evproxy: resume: %w", err)
+	}
+	fd := -1
+	var derr error
+	if cerr := sc.Control(func(s uintptr) { fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); cerr != nil || derr != nil {
+		return fmt.Errorf("evproxy: resume: dup: %w", errors.Join(cerr, derr))
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		_ = unix.Close(fd)
+		return fmt.Errorf("evproxy: resume: %w", err)
+	}
+	res := &resumed{ip: ip, in: buffered, adm: admission{preface: prefaceNone}}
+	if isAdmit {
+		_, slot, ok := ac.Detach()
+		if !ok {
+			_ = unix.Close(fd)
+			return errors.New("evproxy: resume: the connection's PROXY header is still to be read")
+		}
+		res.adm.held, res.adm.slotIP = true, slot
+	}
+	// The loop owns the duplicate; the runtime's descriptor goes (the
+	// socket stays open through the duplicate).
+	_ = tc.Close()
+	loops := *lp
+	dst := loops[0]
+	for _, l := range loops[1:] {
+		if l.nconns.Load() < dst.nconns.Load() {
+			dst = l
+		}
+	}
+	dst.nconns.Add(1)
+	dst.inboxMu.Lock()
+	if dst.stopped {
+		dst.inboxMu.Unlock()
+		dst.closeResumed(accepted{fd: fd, res: res})
+		return nil
+	}
+	dst.inbox = append(dst.inbox, accepted{fd: fd, res: res})
+	dst.inboxMu.Unlock()
+	dst.wake()
+	return nil
+}
+
+// resumed is what a connection given back by Resume brings along.
+type resumed struct {
+	ip  string
+	in  []byte
+	adm admission
+}
+
+// addResumed takes a resumed connection on: it is served from its
+// buffered bytes on.
+func (l *loop) addResumed(a accepted) {
+	cfg := &l.p.cfg
+	c := &cconn{fd: a.fd, ip: a.res.ip, state: stRead, canRead: true, canWrite: true, adm: a.res.adm}
+	c.req.ClientIP = c.ip
+	c.req.Head = &c.head
+	c.deadline = l.now + int64(cfg.IdleTimeout)
+	if n := len(a.res.in); n > 0 {
+		c.in = make([]byte, max(initialIn, n))
+		c.iw = copy(c.in, a.res.in)
+		c.deadline = l.now + int64(cfg.ReadHeaderTimeout)
+	}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, a.fd, &unix.EpollEvent{
+		Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(a.fd)}); err != nil {
+		cfg.Logger.Warn("evproxy: epoll_ctl resumed client", "err", err)
+		l.closeResumed(a)
+		return
+	}
+	c.idx = len(l.conns)
+	l.conns = append(l.conns, c)
+	l.setObj(a.fd, c)
+	l.nresumed.Add(1)
+	l.drive(c)
+}
+
+// closeResumed closes a resumed connection the loop cannot take.
+func (l *loop) closeResumed(a accepted) {
+	_ = unix.Close(a.fd)
+	l.nconns.Add(-1)
+	if a.res.adm.held {
+		l.p.cfg.Gate.Release(a.res.adm.slotIP)
+	}
 }

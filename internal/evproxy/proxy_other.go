@@ -5,6 +5,7 @@ package evproxy
 import (
 	"context"
 	"errors"
+	"net"
 )
 
 // ErrRunTwice is returned by a second call of Proxy.Run.
@@ -37,3 +38,9 @@ func (p *Proxy) IdleByTarget() map[Target]int64 { return map[Target]int64{} }
 
 // CloseIdle does nothing.
 func (p *Proxy) CloseIdle(targets ...Target) {}
+
+// ErrNotServing is returned by Resume when the loops are not running.
+var ErrNotServing = errors.New("evproxy: the event loops are not serving")
+
+// Resume is not supported without epoll: the loops never run.
+func (p *Proxy) Resume(c net.Conn, buffered []byte) error { return ErrNotServing }
