@@ -174,7 +174,15 @@ func loopTarget(addr string) evproxy.Target {
 // handoff takes a client connection from an event loop onto the
 // goroutine path, starting with the bytes the loop had read.
 func (p *Proxy) handoff(c net.Conn, buffered []byte) {
-	p.fwd.Serve(c, buffered, false, false)
+	p.fwd.Serve(c, buffered, false, true)
+}
+
+// resume gives a handed-off connection back to the event loops once its
+// exchange ended cleanly (connproxy.Config.Resume), so a client that
+// sent one chunked upload keeps its connection on the fast path.
+func (p *Proxy) resume(c net.Conn, buffered []byte) bool {
+	l := p.loops.Load()
+	return l != nil && !p.draining.Load() && l.Resume(c, buffered) == nil
 }
 
 // newLoops returns the event-loop forwarder for a plain TCP listener, or
@@ -213,6 +221,7 @@ type ForwarderStats struct {
 	LoopConns     int64 `json:"loop_conns"`      // client connections on the loops now
 	LoopRequests  int64 `json:"loop_requests"`   // requests the loops forwarded so far
 	Handoffs      int64 `json:"handoffs"`        // connections handed to the goroutine path so far
+	Resumed       int64 `json:"resumed"`         // connections given back to the loops after a handed-off exchange so far
 	LoopIdleConns int64 `json:"loop_idle_conns"` // idle node connections pooled by the loops now
 	// Refused counts client connections refused by MaxConns or
 	// MaxConnsPerIP so far (both forwarders).
@@ -230,7 +239,7 @@ func (p *Proxy) ForwarderStats() ForwarderStats {
 		return fs
 	}
 	s := l.Stats()
-	fs.LoopConns, fs.LoopRequests, fs.Handoffs, fs.LoopIdleConns = s.Conns, s.Requests, s.Handoffs, s.IdleConns
+	fs.LoopConns, fs.LoopRequests, fs.Handoffs, fs.LoopIdleConns, fs.Resumed = s.Conns, s.Requests, s.Handoffs, s.IdleConns, s.Resumed
 	fs.HookPanics += s.Panics
 	return fs
 }

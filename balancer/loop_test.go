@@ -90,3 +90,27 @@ func TestEventLoopMissIsHandedOffAndRetried(t *testing.T) {
 	require.Equal(t, 200, resp.StatusCode)
 	require.EqualValues(t, 2, p.ForwarderStats().LoopRequests)
 }
+
+// A connection handed off for a chunked upload goes back to the event
+// loops once the upload was answered: the GETs that follow on it are
+// served by a loop (LoopRequests), not by the goroutine path.
+func TestChunkedUploadThenGETsReturnToTheLoop(t *testing.T) {
+	a := backendServer(t, echoInfo("a"))
+	p := startProxy(t, Config{Table: table(t, map[string]string{"a": addrOf(a)}, map[string]string{"*": ""}), EventLoops: 2})
+	rc := dialRaw(t, p)
+	rc.send("POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+	resp, _ := rc.response("POST")
+	require.Equal(t, 200, resp.StatusCode)
+	before := p.ForwarderStats()
+	require.EqualValues(t, 1, before.Handoffs)
+	for i := 0; i < 3; i++ {
+		rc.send("GET /after HTTP/1.1\r\nHost: x\r\n\r\n")
+		resp, body := rc.response("GET")
+		require.Equal(t, 200, resp.StatusCode)
+		require.Contains(t, body, "path=/after")
+	}
+	after := p.ForwarderStats()
+	require.EqualValues(t, 1, after.Resumed, "the connection went back to the loops")
+	require.Equal(t, before.LoopRequests+3, after.LoopRequests, "the GETs were served by a loop")
+	require.EqualValues(t, 1, after.Handoffs)
+}

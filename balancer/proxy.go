@@ -356,6 +356,7 @@ func New(cfg Config) (*Proxy, error) {
 		MaxHeaderFields:       cfg.MaxHeaderFields,
 		MaxBodyBytes:          maxBody,
 		MissHeader:            cfg.MissHeader,
+		Resume:                p.resume,
 		Logger:                p.log,
 	})
 	if err != nil {

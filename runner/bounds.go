@@ -1,14 +1,12 @@
 package runner
 
 import (
-	"bufio"
 	"fmt"
 	"net/http"
 	"runtime/debug"
 	"strconv"
 
 	"github.com/paaskit/paaskit/internal/admit"
-	"github.com/paaskit/paaskit/internal/proxyproto"
 )
 
 // DefaultMaxBodyBytes is the request body limit when Config.MaxBodyBytes
@@ -38,19 +36,6 @@ func setBoundsDefaults(cfg *Config) (*admit.Gate, error) {
 	return g, nil
 }
 
-// tooLarge answers 413 for a request whose Content-Length is over
-// Config.MaxBodyBytes, without reading the body, and closes the
-// connection (false: it carries nothing more).
-func (f *front) tooLarge(rq *reqHead, bw *bufio.Writer) bool {
-	body := "runner: request body larger than " + strconv.FormatInt(f.r.cfg.MaxBodyBytes, 10) + " bytes\n"
-	fmt.Fprintf(bw, "HTTP/1.1 413 Content Too Large\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nContent-Length: %d\r\nConnection: close\r\n\r\n", len(body))
-	if !rq.head {
-		bw.WriteString(body)
-	}
-	_ = bw.Flush()
-	return false
-}
-
 // limitBody applies Config.MaxBodyBytes on ServeHTTP's path: it answers
 // 413 (and reports false) for a Content-Length over it, and otherwise
 // bounds the body as it is read (a chunked one that grows past it fails
@@ -67,16 +52,6 @@ func (r *Runner) limitBody(w http.ResponseWriter, req *http.Request) bool {
 	}
 	req.Body = http.MaxBytesReader(w, req.Body, limit)
 	return true
-}
-
-// recoverConn ends a front connection goroutine that panicked: the
-// panic is logged with its stack, the connection closed by the
-// goroutine's other deferred calls, and the front serves on. Deferred
-// first, it runs last.
-func (f *front) recoverConn(where string) {
-	if v := recover(); v != nil {
-		f.r.log.Error("runner: panic recovered", "in", where, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-	}
 }
 
 // recoverHandler wraps the front's net/http handler: a panic in it is
@@ -98,19 +73,6 @@ func (h recoverHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		}
 	}()
 	h.r.ServeHTTP(w, req)
-}
-
-// untrustedProxyHeader reports (and logs) a connection whose buffered
-// first bytes are a PROXY header: a trusted source's is read by admit
-// before anything else, so this one came from another and is refused
-// by closing the connection.
-func (cc *clientConn) untrustedProxyHeader() bool {
-	b, _ := cc.br.Peek(cc.br.Buffered())
-	if isHeader, _ := proxyproto.Sniff(b); !isHeader {
-		return false
-	}
-	cc.f.r.log.Warn("runner: PROXY header from an untrusted source; closing", "client", cc.clientIP)
-	return true
 }
 
 // writeLineSafe is Sink.WriteLine with a panic in it turned into an

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/paaskit/paaskit/internal/http1/http1test"
+	"github.com/paaskit/paaskit/runner"
 	"github.com/stretchr/testify/require"
 )
 
@@ -114,4 +115,37 @@ func TestFrontCutsTheClientWhenAChunkedBodyBreaksLater(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A connection the loops handed off for a chunked upload comes back to
+// them once the upload was answered: the GETs that follow on it are
+// served by a loop (FrontStats), not by the goroutine path.
+func TestChunkedUploadThenGETsReturnToTheLoop(t *testing.T) {
+	e := newEnv(t, func(c *runner.Config) { c.EventLoops = 1 }) // loops on in every run of the suite
+	e.put(spec("resume"))
+	require.Equal(t, "hello resume\n", e.mustGet("resume.example", "/"))
+	// The cold request's connection was handed off too (no instance
+	// ran); it goes back to the loops just after its answer.
+	require.Eventually(t, func() bool { s := e.r.FrontStats(); return s.Resumed == s.Handoffs }, 10*time.Second, time.Millisecond)
+	before := e.r.FrontStats()
+	c, br := frontConn(t, e)
+	_, err := io.WriteString(c, "POST /echo HTTP/1.1\r\nHost: resume.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+	require.NoError(t, err)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	body, _ := io.ReadAll(resp.Body)
+	require.Equal(t, 200, resp.StatusCode, "%s", body)
+	require.Equal(t, "5 hello", strings.TrimSpace(string(body)))
+	for k := 0; k < 3; k++ {
+		_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: resume.example\r\n\r\n")
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		require.Equal(t, "hello resume\n", string(b))
+	}
+	after := e.r.FrontStats()
+	require.Equal(t, before.Handoffs+1, after.Handoffs, "the upload was handed off")
+	require.Equal(t, before.Resumed+1, after.Resumed, "the connection went back to the loops")
+	require.Equal(t, before.LoopRequests+3, after.LoopRequests, "the GETs were served by a loop")
 }

@@ -14,13 +14,15 @@
 // know answers 404 with MissHeader, the balancer's miss-hook contract.
 // Every start's time and queue wait are kept in Status for operators.
 //
-// The front comes in two forms. Runner.Serve owns a listener and relays
-// plain HTTP/1.1 requests with a purpose-built forwarder (one goroutine per
-// client connection, heads parsed by the strict internal/http1 parser shared
-// with the balancer, the forwarded head rebuilt without hop-by-hop fields),
-// handing anything else (HTTP/1.0, chunked request bodies, WebSocket
-// upgrades) to net/http; a head the strict parser refuses is answered 400
-// there and then, never handed to net/http, which is laxer. Apps are
+// The front comes in two forms. Runner.Serve owns a listener: event loops
+// (internal/evproxy) serve warm plain requests, and the goroutine-per-
+// connection forwarder the balancer uses too (internal/connproxy) serves
+// the rest (cold starts, misses, WebSocket upgrades, Expect, chunked or
+// large bodies, HTTP/1.0), every head parsed by the strict internal/http1
+// parser and the forwarded head rebuilt without hop-by-hop fields; a head
+// it refuses is answered 400 there and then. A connection handed to the
+// goroutine path for one exchange goes back to the loops afterwards
+// (FrontStats counts it). Apps are
 // hostile tenants: on every path their chunked responses are decoded and
 // re-encoded by internal/http1's strict codec (sizes, CRLFs, extensions
 // and a bounded trailer section checked), and one broken in what came
@@ -33,7 +35,7 @@
 //
 // # The front's cost
 //
-// Serve's warm path waits in the runtime's poller itself (syscall.RawConn):
+// Serve's goroutine path waits in the runtime's poller itself (syscall.RawConn):
 // it reads a request only once the client socket is readable, and writes
 // it to the instance from inside the wait for the answer, so a warm
 // request costs one read and one write on each side and no read that fails

@@ -3,7 +3,6 @@ package runner
 import (
 	"context"
 	"net"
-	"sync"
 	"time"
 
 	"github.com/paaskit/paaskit/internal/evproxy"
@@ -81,9 +80,9 @@ func (h loopHandler) End(r *evproxy.Request) {
 }
 
 // serveLoops serves l with event loops until ctx ends, handing what they
-// do not serve to serveConn goroutines counted in wg. It returns
+// do not serve to the goroutine forwarder (f.fwd). It returns
 // evproxy.ErrUnsupported, having done nothing, where there are no loops.
-func (f *front) serveLoops(ctx context.Context, l *net.TCPListener, wg *sync.WaitGroup) error {
+func (f *front) serveLoops(ctx context.Context, l *net.TCPListener) error {
 	cfg := f.r.cfg
 	respTimeout := cfg.ResponseTimeout
 	if respTimeout <= 0 {
@@ -93,15 +92,7 @@ func (f *front) serveLoops(ctx context.Context, l *net.TCPListener, wg *sync.Wai
 		Listener: l,
 		Handler:  loopHandler{f: f},
 		Handoff: func(c net.Conn, buffered []byte) {
-			if !f.track(c) {
-				c.Close()
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				f.serveConnWith(c, buffered)
-			}()
+			f.fwd.Serve(c, buffered, false, true)
 		},
 		Loops:                 cfg.EventLoops,
 		ReadHeaderTimeout:     time.Minute,
@@ -119,6 +110,8 @@ func (f *front) serveLoops(ctx context.Context, l *net.TCPListener, wg *sync.Wai
 	if err != nil {
 		return err
 	}
+	f.loops.Store(p)
+	f.r.frontLoops.Store(p)
 	return p.Run(ctx)
 }
 
@@ -131,4 +124,22 @@ func loopTarget(tcpAddr, sockHost, via string, uid int) evproxy.Target {
 		return evproxy.Target{Network: "tcp", Addr: tcpAddr}
 	}
 	return evproxy.Target{Network: "unix", Addr: sockHost, Via: via, CheckPeer: true, PeerUID: uint32(uid)}
+}
+
+// FrontStats counts what the front's event loops did (all zero when they
+// are off).
+type FrontStats struct {
+	LoopRequests int64 `json:"loop_requests"` // requests the loops forwarded so far
+	Handoffs     int64 `json:"handoffs"`      // connections handed to the goroutine path so far
+	Resumed      int64 `json:"resumed"`       // connections given back to the loops after a handed-off exchange so far
+}
+
+// FrontStats returns the counters of the event loops of the latest Serve.
+func (r *Runner) FrontStats() FrontStats {
+	l := r.frontLoops.Load()
+	if l == nil {
+		return FrontStats{}
+	}
+	s := l.Stats()
+	return FrontStats{LoopRequests: s.Requests, Handoffs: s.Handoffs, Resumed: s.Resumed}
 }

@@ -1,6 +1,7 @@
 package runner
 
 import (
+	"github.com/paaskit/paaskit/internal/connproxy"
 	"github.com/paaskit/paaskit/internal/evproxy"
 
 	"context"
@@ -74,8 +75,9 @@ type instance struct {
 	// its place on the bridge (nil for policy none).
 	netns     int
 	egress    *egressLink
-	pool      *connPool
-	target    evproxy.Target // the same socket for the event loops
+	pool      *connPool       // ServeHTTP's connections to the instance
+	fpool     *connproxy.Pool // Serve's goroutine path's
+	target    evproxy.Target  // the same socket for the event loops
 	procState *os.ProcessState
 	capture   sync.WaitGroup
 	readEnds  []*os.File
@@ -298,6 +300,7 @@ func (i *instance) spawn() error {
 		}(f)
 	}
 	i.pool = newConnPool(i.dial, r.cfg.ResponseTimeout)
+	i.fpool = connproxy.NewPool(connproxy.PoolConfig{Dial: i.dial, MaxIdle: maxIdlePerInstance, BodyReadTimeout: max(r.cfg.ResponseTimeout, 0)})
 	if i.tcpAddr != "" {
 		i.target = loopTarget(i.tcpAddr, "", "", 0)
 	}
@@ -392,7 +395,15 @@ func (i *instance) waitReady(ctx context.Context) *StartError {
 		if ok {
 			c, err := i.dial(ctx)
 			if err == nil {
-				i.pool.put(newBackendConn(c, a.r.cfg.ResponseTimeout))
+				// Kept for the first request, in the pool of the front
+				// in use: an app that serves one connection at a time
+				// (a sync worker) would otherwise wait on it while the
+				// other front dials anew.
+				if a.r.serving.Load() > 0 {
+					i.fpool.Put(c)
+				} else {
+					i.pool.put(newBackendConn(c, a.r.cfg.ResponseTimeout))
+				}
 				return nil
 			}
 			if errors.Is(err, ErrUntrustedSocket) {
@@ -501,6 +512,9 @@ func (i *instance) exitInfo(reason string) ExitInfo {
 // cleanup removes the cgroup and socket directory and closes pooled
 // connections.
 func (i *instance) cleanup() {
+	if i.fpool != nil {
+		i.fpool.Close()
+	}
 	if i.pool != nil {
 		i.pool.close()
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/paaskit/paaskit/internal/admit"
+	"github.com/paaskit/paaskit/internal/evproxy"
 )
 
 // Defaults for zero Config fields.
@@ -265,9 +266,12 @@ type Runner struct {
 	cg       *cgroupManager
 	iso      IsolationStatus
 	initPath string
-	cmdCg    sync.Map    // app name -> *cgroup for its one-off commands
-	net      *netManager // nil without network namespaces
-	gate     *admit.Gate // the front's connection caps and PROXY headers (bounds.go)
+	cmdCg    sync.Map     // app name -> *cgroup for its one-off commands
+	net      *netManager  // nil without network namespaces
+	gate     *admit.Gate  // the front's connection caps and PROXY headers (bounds.go)
+	serving  atomic.Int32 // Serve calls running: where a new instance's first connection goes
+	// frontLoops are the event loops of the latest Serve, for FrontStats.
+	frontLoops atomic.Pointer[evproxy.Proxy]
 
 	mu         sync.RWMutex
 	apps       map[string]*app

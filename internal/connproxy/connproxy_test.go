@@ -418,7 +418,7 @@ func TestResumeAfterACleanExchange(t *testing.T) {
 	}
 	defer r.c.Close()
 	require.Equal(t, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n", string(r.buf))
-	require.Equal(t, int64(1), h.p.Stats().Resumed)
+	require.Eventually(t, func() bool { return h.p.Stats().Resumed == 1 }, 10*time.Second, time.Millisecond)
 	// The connection is still open: what is written on it arrives.
 	_, err = io.WriteString(r.c, "HTTP/1.1 204 No Content\r\n\r\n")
 	require.NoError(t, err)
@@ -447,4 +447,31 @@ func TestConfigValidation(t *testing.T) {
 	require.Error(t, err)
 	_, err = New(Config{Handler: &testHandler{}, MissHeader: "bad header"})
 	require.Error(t, err)
+}
+
+// A request with a wholly buffered body that meets a pooled connection
+// the target had reset is sent again on a fresh one, though it is not
+// replayable: the send failed, or the reset came before any answer.
+func TestStalePooledConnectionResendsABufferedBody(t *testing.T) {
+	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			return
+		}
+		b, _ := io.ReadAll(req.Body)
+		_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+		// Then drop the connection, which the proxy pooled, with a
+		// reset (as a socket closed with data in it is): the next
+		// request sent on it fails unread.
+		time.Sleep(20 * time.Millisecond)
+		_ = c.(*net.TCPConn).SetLinger(0)
+	})
+	h := start(t, addr, nil)
+	c, br := dial(t, h.addr)
+	for k := 0; k < 5; k++ {
+		resp, body := roundTrip(t, c, br, "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+		require.Equal(t, 200, resp.StatusCode, "request %d: %s", k, body)
+		require.Equal(t, "hello", body)
+		time.Sleep(50 * time.Millisecond) // the backend has closed by now
+	}
 }

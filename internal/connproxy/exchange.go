@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/paaskit/paaskit/internal/http1"
@@ -22,6 +23,7 @@ const (
 	exStale                   // reused connection died before any response byte; retry fresh
 	exNodeFail                // the target failed before answering, nothing answered; try the next
 	exMiss                    // the target answered a miss (already drained)
+	exUnread                  // a pooled connection was dropped with the request (and its buffered body) unread: send again
 )
 
 // maxTried bounds the targets one request tries.
@@ -110,7 +112,7 @@ func (cc *clientConn) handle() bool {
 		out := cc.exchange(bc, keepAlive, d.MayMiss && d.Replayable && m != nil && !missed)
 		cc.node.Store(nil)
 		switch out {
-		case exStale:
+		case exStale, exUnread:
 			cc.done(Stale)
 		case exNodeFail:
 			cc.done(Failed)
@@ -129,6 +131,14 @@ func (cc *clientConn) handle() bool {
 		case exStale:
 			d.Pool.CloseIdle()
 			if staleRetries == 0 && d.Replayable {
+				staleRetries++
+				continue
+			}
+			cc.simple(502, "Bad Gateway", "node closed the connection\n", nil)
+			return false
+		case exUnread:
+			d.Pool.CloseIdle()
+			if staleRetries == 0 {
 				staleRetries++
 				continue
 			}
@@ -315,7 +325,14 @@ func (cc *clientConn) exchange(bc *bconn, keepAlive, mayMiss bool) (result outco
 	var bs *bodyStream
 	// The response head deadline runs from before the request is sent.
 	bc.r.lazyDeadline(time.Now(), p.cfg.ResponseHeaderTimeout)
+	// resend, for a body wholly buffered: where it starts in cc.r, so
+	// that it can be sent again when a pooled connection turns out to
+	// have been dropped unread (see exUnread).
+	resend := -1
 	if !hasBody || !req.Chunked && int64(cc.r.buffered()) >= req.ContentLength {
+		if hasBody {
+			resend = cc.r.r
+		}
 		res, ok := bc.sendThenRead(cc)
 		if !ok {
 			res = cc.sendBody(bc)
@@ -327,6 +344,12 @@ func (cc *clientConn) exchange(bc *bconn, keepAlive, mayMiss bool) (result outco
 					return exStale
 				}
 				return exNodeFail
+			}
+			if bc.reused && !res.readErr {
+				// The send failed on a pooled connection: the target
+				// had dropped it and took none of the request.
+				cc.r.r = resend
+				return exUnread
 			}
 			if !cc.answerBodyError(res) {
 				cc.simple(502, "Bad Gateway", "node failed while receiving the request\n", nil)
@@ -359,10 +382,17 @@ func (cc *clientConn) exchange(bc *bconn, keepAlive, mayMiss bool) (result outco
 			}
 			if errors.Is(err, os.ErrDeadlineExceeded) {
 				cc.done(TimedOut)
-				cc.simple(504, "Gateway Timeout", "node did not answer in time\n", nil)
+				cc.simple(504, "Gateway Timeout", "node did not answer in time (response timeout)\n", nil)
 				return exClose
 			}
 			if bc.r.buffered() == 0 && !errors.Is(err, errHeadTooLarge) && !errors.Is(err, io.ErrUnexpectedEOF) {
+				if bc.reused && resend >= 0 && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)) {
+					// Reset before any response byte: the target
+					// closed the pooled connection with the request
+					// unread (a socket closed with data in it is reset).
+					cc.r.r = resend
+					return exUnread
+				}
 				if bc.reused {
 					return exStale
 				}
