@@ -7,10 +7,12 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -427,4 +429,57 @@ func TestProxyProtocolBeforeTLS(t *testing.T) {
 	_, err = tlsGet("127.0.0.3", nil)
 	require.Error(t, err)
 	_ = first.c.Close()
+}
+
+// syncBuf is a log sink safe for the proxy's goroutines.
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// The OnMiss panic is logged with its stack (the suite runs on both
+// forwarders), and a request after it, on another connection, is served
+// whole: nothing of the failed exchange splices into it.
+func TestPanickingOnMissIsLoggedWithItsStack(t *testing.T) {
+	a := addrOf(backendServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/miss" {
+			w.Header().Set("X-Paaskit-Miss", "1")
+			w.WriteHeader(404)
+			_, _ = io.WriteString(w, "missed")
+			return
+		}
+		_, _ = io.WriteString(w, "fine")
+	})))
+	var logs syncBuf
+	p := startProxy(t, Config{
+		Table:  table(t, map[string]string{"a": a}, map[string]string{"*": ""}),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil)),
+		OnMiss: func(context.Context, Miss) error { panic("miss hook bug") },
+	})
+	rc := dialRaw(t, p)
+	rc.send("GET /miss HTTP/1.1\r\nHost: x.example.com\r\n\r\n")
+	resp, _ := rc.response("GET")
+	require.Equal(t, 502, resp.StatusCode)
+	require.True(t, rc.closedByPeer())
+	out := logs.String()
+	require.Contains(t, out, "miss hook bug")
+	require.Contains(t, out, "stack=")
+	require.Contains(t, out, "callOnMiss", "the stack names the hook's caller")
+	rc = dialRaw(t, p)
+	rc.send("GET / HTTP/1.1\r\nHost: x.example.com\r\n\r\n")
+	resp, body := rc.response("GET")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "fine", body)
 }
