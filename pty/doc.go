@@ -191,11 +191,13 @@
 // with other work running, the peer read a child writing 100 MiB of text
 // lines at 106-169 MB/s raw and 44-57 MB/s cooked; a local Session read
 // it at 0.93x the peer (raw and cooked, medians of three) with 1.3x its CPU
-// per byte (the netpoller's wake-ups). Remote sessions add an HMAC and a
-// JSON scan on each side, the stream's text coding (plain text goes as
-// itself in a JSON string, other output as base64), loopback TCP and a
-// goroutine hand-off per stage: about 4x the peer's CPU per byte for a raw
-// child, 0.42x its speed (raw, 53 MB/s median; 77-91 MB/s when the machine
-// was quieter) and 0.61x cooked. A keystroke's echo takes about 0.3 ms
-// (median) on loopback. See bench/sections/60-pty.sh.
+// per byte (the netpoller's wake-ups). Remote sessions add an HMAC on
+// each side, loopback TCP and a goroutine hand-off per stage; the bytes
+// go raw in zmqloop's data frame, so nothing is escaped, base64'd or
+// scanned. With that, on the same VM under other helpers' load, a remote
+// session read a raw child at 0.97x the peer (medians of five) with 1.8x
+// its CPU per byte, and a cooked one at 0.64x; when the stream was JSON
+// ("t" text or "d" base64) it was 0.38x with 4.4x the CPU. A keystroke's
+// echo takes about 0.3-0.4 ms (median) on loopback. See
+// bench/sections/60-pty.sh and bench/README.md.
 package pty
