@@ -30,7 +30,7 @@ func BenchmarkStreamEncoding(b *testing.B) {
 	b.Run("textdecode", func(b *testing.B) {
 		b.SetBytes(int64(len(data)))
 		for b.Loop() {
-			h, _ := parseOutputHead(body)
+			h, _ := parseOutputHead(body, nil)
 			buf, _ = h.decode(buf[:0])
 		}
 	})

@@ -82,8 +82,12 @@
 // sign as the server: give callers their own keys and keep the server's
 // for the server where that matters, and use CURVE for secrecy).
 //
-// Binary data in JSON bodies is standard base64 with padding (RFC 4648
-// section 4). Offsets count bytes of output from the start of the session.
+// Terminal bytes (input and output) travel raw in the envelope's data
+// frame (zmqloop's Message.Data, the optional fourth frame covered by the
+// MAC), never escaped or base64'd in the JSON body. Binary data in JSON
+// bodies, where a client still sends it (pty.input's "data"), is standard
+// base64 with padding (RFC 4648 section 4). Offsets count bytes of output
+// from the start of the session.
 // Error replies carry these codes: not_found, forbidden (the server's
 // Authorize hook refused), bad_request (malformed body, out-of-range
 // field, unknown signal), exited (input, resize or signal after the
@@ -109,7 +113,10 @@
 //	            attachment (its requests then get detached). stream is a
 //	            ZeroMQ endpoint; if its host is a wildcard (0.0.0.0, *),
 //	            connect to the control endpoint's host at its port.
-//	pty.input   {"session": id, "attach": id, "data": base64} → {}
+//	pty.input   {"session": id, "attach": id} with the input bytes in the
+//	            data frame → {}. A body member "data" (base64) is accepted
+//	            instead of the frame (clients before data frames sent it);
+//	            both at once is bad_request.
 //	pty.ack     {"session": id, "attach": id, "offset": n}
 //	            → {"output": n, "exited": b, "code": n, "signal": s}.
 //	            offset: bytes consumed; the server forgets output before it.
@@ -131,22 +138,18 @@
 // Stream messages (PUSH → PULL; the client ignores any whose "s" or "a" is
 // not its session and current attachment):
 //
-//	pty.output  {"s": session, "a": attach, "o": offset, "t": text}
-//	            or {"s": session, "a": attach, "o": offset, "d": base64}
-//	            up to 46 KiB of output starting at offset o
+//	pty.output  {"s": session, "a": attach, "o": offset} with up to 64 KiB
+//	            of output, starting at offset o, in the data frame
 //	pty.exit    {"s": session, "a": attach, "o": n, "code": n, "signal": s}
-//	            after the last output: o is the total output
+//	            after the last output: o is the total output (no data frame)
 //
-// A pty.output carries its bytes in exactly one of "t" and "d". "t" is a
-// JSON string of code points U+0000 to U+00FF, each one byte of output
-// (ISO 8859-1 read as bytes): the server writes printable ASCII as itself,
-// '"' and '\' and \b \f \n \r \t as two-character escapes, other bytes
-// below 0x20 as \u00XX and bytes 0x80 to 0xFF as the UTF-8 of U+0080 to
-// U+00FF; a code point above U+00FF is an error. It uses "t" when that is
-// no longer than base64 (terminal output is mostly text), "d" otherwise.
-// The server writes pty.output's members in exactly the orders above with
+// The server writes pty.output's members in exactly the order above with
 // no whitespace, so a client may parse it without a JSON scanner; it must
-// still accept any JSON object. A client keeps the next offset it expects:
+// still accept any JSON object. Servers before data frames sent the bytes
+// in the body instead, in exactly one of "t" (a JSON string of code points
+// U+0000 to U+00FF, each one byte of output) and "d" (base64); this
+// package's client still reads those, and refuses a message with output in
+// both the body and the data frame. A client keeps the next offset it expects:
 // it drops data before it (a duplicate after a reattach) and treats a
 // message starting after it as a broken stream, reattaching with from set
 // to what it has.
@@ -188,11 +191,13 @@
 // with other work running, the peer read a child writing 100 MiB of text
 // lines at 106-169 MB/s raw and 44-57 MB/s cooked; a local Session read
 // it at 0.93x the peer (raw and cooked, medians of three) with 1.3x its CPU
-// per byte (the netpoller's wake-ups). Remote sessions add an HMAC and a
-// JSON scan on each side, the stream's text coding (plain text goes as
-// itself in a JSON string, other output as base64), loopback TCP and a
-// goroutine hand-off per stage: about 4x the peer's CPU per byte for a raw
-// child, 0.42x its speed (raw, 53 MB/s median; 77-91 MB/s when the machine
-// was quieter) and 0.61x cooked. A keystroke's echo takes about 0.3 ms
-// (median) on loopback. See bench/sections/60-pty.sh.
+// per byte (the netpoller's wake-ups). Remote sessions add an HMAC on
+// each side, loopback TCP and a goroutine hand-off per stage; the bytes
+// go raw in zmqloop's data frame, so nothing is escaped, base64'd or
+// scanned. With that, on the same VM under other helpers' load, a remote
+// session read a raw child at 0.97x the peer (medians of five) with 1.8x
+// its CPU per byte, and a cooked one at 0.64x; when the stream was JSON
+// ("t" text or "d" base64) it was 0.38x with 4.4x the CPU. A keystroke's
+// echo takes about 0.3-0.4 ms (median) on loopback. See
+// bench/sections/60-pty.sh and bench/README.md.
 package pty

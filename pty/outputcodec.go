@@ -11,32 +11,24 @@ import (
 	"strconv"
 )
 
-// The pty.output body, written and read without encoding/json: a terminal's
-// output is almost all printable ASCII, and sending it as itself in a JSON
-// string instead of base64 saves the base64 work on both sides and a
-// quarter of the bytes every later stage (HMAC, JSON scan, socket) touches.
-// Output that is not mostly text goes as base64, so no message is ever
-// bigger than base64 would have made it. See the package doc, "Session
-// protocol", for the forms a client must accept.
+// The pty.output body, written and read without encoding/json. The output
+// bytes travel raw in the message's data frame (zmqloop's Message.Data):
+// no escaping, no base64, nothing for either side to scan. Servers before
+// data frames put them in the body instead, as a "t" string (ISO 8859-1
+// code points, one per byte) or "d" base64; the client still reads those.
+// See the package doc, "Session protocol".
 
-// appendOutput appends the pty.output body for data at offset off:
-// {"s":session,"a":attach,"o":off,"t":text} when data as text is no longer
-// than as base64, else {"s":...,"a":...,"o":off,"d":base64}.
-func appendOutput(b []byte, session, attach string, off int64, data []byte) []byte {
+// appendOutputHead appends the pty.output body for output at offset off
+// whose bytes go raw in the message's data frame:
+// {"s":session,"a":attach,"o":off}.
+func appendOutputHead(b []byte, session, attach string, off int64) []byte {
 	b = append(b, `{"s":"`...)
 	b = append(b, session...)
 	b = append(b, `","a":"`...)
 	b = append(b, attach...)
 	b = append(b, `","o":`...)
 	b = strconv.AppendInt(b, off, 10)
-	head := len(b)
-	b = append(b, `,"t":"`...)
-	if t, ok := appendText(b, data, len(b)+base64.StdEncoding.EncodedLen(len(data))); ok {
-		return append(t, `"}`...)
-	}
-	b = append(b[:head], `,"d":"`...)
-	b = base64.StdEncoding.AppendEncode(b, data)
-	return append(b, `"}`...)
+	return append(b, '}')
 }
 
 // Eight-byte masks for the SWAR tests below.
@@ -76,79 +68,6 @@ func plainRun(p []byte) int {
 		}
 	}
 	return i
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendText appends data to b as the contents of a JSON string in which
-// each code point U+0000 to U+00FF is one byte: printable ASCII as itself,
-// '"' and '\\' and the common control characters as two-character
-// escapes, other control characters as \u00XX, and bytes 0x80 to 0xFF as
-// the UTF-8 of U+0080 to U+00FF. It gives up, returning false, as soon as
-// the result would pass limit bytes.
-func appendText(b, data []byte, limit int) ([]byte, bool) {
-	if cap(b) < limit+8 {
-		b = append(make([]byte, 0, limit+8), b...)
-	}
-	// Write into out[:limit+8] directly: eight plain bytes at a time with
-	// one store, and at most 6 bytes for one that is not, so checking j
-	// against limit before each step never writes past the slice.
-	out := b[:limit+8]
-	j, i := len(b), 0
-	for i < len(data) {
-		if j > limit {
-			return b, false
-		}
-		if i+8 <= len(data) {
-			// Store all eight; keep the plain ones before the first
-			// special byte (the rest are written again after it).
-			w := binary.LittleEndian.Uint64(data[i:])
-			binary.LittleEndian.PutUint64(out[j:], w)
-			m := special(w)
-			if m == 0 {
-				i, j = i+8, j+8
-				continue
-			}
-			k := bits.TrailingZeros64(m) >> 3
-			i, j = i+k, j+k
-		}
-		c := data[i]
-		i++
-		switch {
-		case c >= 0x20 && c < 0x80 && c != '"' && c != '\\':
-			out[j] = c
-			j++
-			continue
-		case c >= 0x80: // U+0080..U+00FF in UTF-8
-			out[j], out[j+1] = 0xC0|c>>6, 0x80|c&0x3F
-			j += 2
-			continue
-		case c == '"' || c == '\\':
-		case c == '\n':
-			c = 'n'
-		case c == '\r':
-			c = 'r'
-		case c == '\t':
-			c = 't'
-		case c == '\b':
-			c = 'b'
-		case c == '\f':
-			c = 'f'
-		default:
-			if j+6 > limit+8 {
-				return b, false
-			}
-			copy(out[j:], []byte{'\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&15]})
-			j += 6
-			continue
-		}
-		out[j], out[j+1] = '\\', c
-		j += 2
-	}
-	if j > limit {
-		return b, false
-	}
-	return out[:j], true
 }
 
 var errBadText = errors.New(`pty: bad "t" output text: not a JSON string of code points U+0000 to U+00FF`)
@@ -228,12 +147,21 @@ func (h *outputHead) decode(dst []byte) ([]byte, error) {
 	return append(dst, h.Data...), nil
 }
 
-// parseOutputHead reads a pty.output body. The form appendOutput writes is
-// taken apart directly, its data left encoded (encoding/json's scan of an
-// 87 KiB string would cost more than everything else a byte goes
-// through); any other JSON object goes through encoding/json.
-func parseOutputHead(b []byte) (outputHead, error) {
+// parseOutputHead reads a pty.output message: body and data frame (nil if
+// none). The forms servers write (appendOutputHead's, and the older "t"
+// and "d" ones) are taken apart directly, any data in the body left
+// encoded (encoding/json's scan of an 87 KiB string would cost more than
+// everything else a byte goes through); any other JSON object goes
+// through encoding/json. Output in both the data frame and the body is
+// refused. h.Data aliases body or data.
+func parseOutputHead(b, data []byte) (outputHead, error) {
 	if h, ok := parseCanonical(b); ok {
+		if len(data) > 0 {
+			if h.enc != 0 {
+				return outputHead{}, errBoth
+			}
+			h.Data = data
+		}
 		return h, nil
 	}
 	var m struct {
@@ -244,6 +172,12 @@ func parseOutputHead(b []byte) (outputHead, error) {
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
 		return outputHead{}, err
+	}
+	if len(data) > 0 {
+		if m.D != nil || m.T != nil {
+			return outputHead{}, errBoth
+		}
+		return outputHead{S: m.S, A: m.A, O: m.O, Data: data}, nil
 	}
 	h := outputHead{S: m.S, A: m.A, O: m.O, Data: m.D}
 	if m.T != nil {
@@ -262,9 +196,12 @@ func parseOutputHead(b []byte) (outputHead, error) {
 	return h, nil
 }
 
-// parseCanonical parses exactly {"s":"S","a":"A","o":N,"d"|"t":"DATA"}
-// with no whitespace; ok is false for anything else (which may still be
-// valid, for parseOutputHead's general path).
+var errBoth = errors.New(`pty: output message has data both in its data frame and in its body ("d" or "t")`)
+
+// parseCanonical parses exactly {"s":"S","a":"A","o":N} or
+// {"s":"S","a":"A","o":N,"d"|"t":"DATA"} with no whitespace; ok is false
+// for anything else (which may still be valid, for parseOutputHead's
+// general path). The first form has enc 0 and no Data.
 func parseCanonical(b []byte) (outputHead, bool) {
 	rest, ok := bytes.CutPrefix(b, []byte(`{"s":"`))
 	if !ok {
@@ -276,6 +213,10 @@ func parseCanonical(b []byte) (outputHead, bool) {
 	}
 	if a, rest, ok = bytes.Cut(rest, []byte(`","o":`)); !ok || plainRun(a) != len(a) {
 		return outputHead{}, false
+	}
+	if o, ok := bytes.CutSuffix(rest, []byte{'}'}); ok && bytes.IndexByte(o, ',') < 0 {
+		off, ok := parseOffset(o)
+		return outputHead{S: string(s), A: string(a), O: off}, ok
 	}
 	i := bytes.IndexByte(rest, ',')
 	if i < 0 || len(rest) < i+7 || rest[i+1] != '"' || (rest[i+2] != 'd' && rest[i+2] != 't') || string(rest[i+3:i+6]) != `":"` {
@@ -292,8 +233,8 @@ func parseCanonical(b []byte) (outputHead, bool) {
 	if text && !textClosed(data) || !text && bytes.IndexByte(data, '"') >= 0 {
 		return outputHead{}, false
 	}
-	off, err := strconv.ParseInt(string(o), 10, 64)
-	if err != nil || (len(o) > 1 && o[0] == '0') || (len(o) > 0 && o[0] == '+') {
+	off, ok := parseOffset(o)
+	if !ok {
 		return outputHead{}, false
 	}
 	h := outputHead{S: string(s), A: string(a), O: off, enc: 'd', Data: data}
@@ -301,6 +242,16 @@ func parseCanonical(b []byte) (outputHead, bool) {
 		h.enc = 't'
 	}
 	return h, true
+}
+
+// parseOffset parses a JSON integer as the canonical forms write it: no
+// sign other than '-', no leading zero.
+func parseOffset(o []byte) (int64, bool) {
+	off, err := strconv.ParseInt(string(o), 10, 64)
+	if err != nil || (len(o) > 1 && o[0] == '0') || (len(o) > 0 && o[0] == '+') {
+		return 0, false
+	}
+	return off, true
 }
 
 // textClosed reports whether every '"' in s is escaped, so s is all one
@@ -323,10 +274,10 @@ func textClosed(s []byte) bool {
 	}
 }
 
-// parseOutput decodes a whole pty.output body (tests and the fallback
-// paths use it; the client decodes into its own buffer).
-func parseOutput(b []byte) (outputMsg, error) {
-	h, err := parseOutputHead(b)
+// parseOutput decodes a whole pty.output message (tests use it; the client
+// decodes into its own buffer).
+func parseOutput(b, data []byte) (outputMsg, error) {
+	h, err := parseOutputHead(b, data)
 	if err != nil {
 		return outputMsg{}, err
 	}

@@ -96,6 +96,18 @@ func (c *Client) Signal(ctx context.Context, id string, sig syscall.Signal) erro
 	return err
 }
 
+// input sends one pty.input with data raw in the data frame.
+func (c *Client) input(ctx context.Context, id, attach string, data []byte) error {
+	body, err := json.Marshal(InputRequest{Session: id, Attach: attach})
+	if err != nil {
+		return fmt.Errorf("pty: %s: %w", TypeInput, err)
+	}
+	if _, _, err := c.zc.CallData(ctx, TypeInput, body, data); err != nil {
+		return fmt.Errorf("pty: %s: %w", TypeInput, err)
+	}
+	return nil
+}
+
 func call[Resp any](ctx context.Context, c *Client, typ string, req any) (Resp, error) {
 	r, err := zmqloop.CallJSON[Resp](ctx, c.zc, typ, req)
 	if err != nil {
@@ -177,7 +189,7 @@ func (rs *RemoteSession) attachFrom(ctx context.Context, from int64) error {
 	rs.mu.Unlock()
 	pull, err := zmqloop.NewPullLoop(zmqloop.PullConfig{Connect: []string{stream}, Codec: rs.c.cfg.Codec, Curve: rs.c.cfg.Curve,
 		Logger: rs.c.log, Handlers: map[string]zmqloop.MessageHandler{
-			TypeOutput: func(ctx context.Context, m *zmqloop.Request) error { return rs.onOutput(attach, m.Body) },
+			TypeOutput: func(ctx context.Context, m *zmqloop.Request) error { return rs.onOutput(attach, m.Body, m.Data) },
 			TypeExit:   func(ctx context.Context, m *zmqloop.Request) error { return rs.onExit(attach, m.Body) },
 		}})
 	if err != nil {
@@ -235,8 +247,9 @@ type outputMsg struct {
 	Signal string `json:"signal"`
 }
 
-func (rs *RemoteSession) onOutput(attach string, body []byte) error {
-	h, err := parseOutputHead(body)
+// onOutput takes a pty.output message: its body and data frame.
+func (rs *RemoteSession) onOutput(attach string, body, data []byte) error {
+	h, err := parseOutputHead(body, data)
 	if err != nil {
 		return fmt.Errorf("pty: session %s: bad output message: %w", rs.id, err)
 	}
@@ -487,7 +500,7 @@ func (rs *RemoteSession) WriteContext(ctx context.Context, p []byte) (int, error
 	done := 0
 	for done < len(p) {
 		n := min(len(p)-done, 256<<10)
-		if _, err := call[struct{}](ctx, rs.c, TypeInput, InputRequest{Session: rs.id, Attach: attach, Data: p[done : done+n]}); err != nil {
+		if err := rs.c.input(ctx, rs.id, attach, p[done:done+n]); err != nil {
 			return done, rs.exitErr(err)
 		}
 		done += n

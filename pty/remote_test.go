@@ -635,7 +635,7 @@ func FuzzParseOutput(f *testing.F) {
 	f.Add([]byte(`{"s":"x","a":"y","o":1,"t":"a\u00ffb\"","z":"}`))
 	f.Add([]byte(`{"s":"x","a":"y","o":1,"t":"\u0100"}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m, err := parseOutput(b)
+		m, err := parseOutput(b, nil)
 		if err != nil {
 			return
 		}
@@ -652,8 +652,50 @@ func FuzzParseOutput(f *testing.F) {
 		if plainRun([]byte(m.S)) != len(m.S) || plainRun([]byte(m.A)) != len(m.A) {
 			return
 		}
-		m2, err := parseOutput(appendOutput(nil, m.S, m.A, m.O, m.D))
+		m2, err := parseOutput(appendOutput(nil, m.S, m.A, m.O, m.D), nil)
 		if err != nil || m2.O != m.O || !bytes.Equal(m2.D, m.D) {
+			t.Fatalf("round trip changed %+v into %+v (%v)", m, m2, err)
+		}
+	})
+}
+
+// FuzzParseOutputFrame: a pty.output body with output in the data frame.
+// What parses agrees with encoding/json on the body, has exactly the data
+// frame as output (never output in the body as well), and survives a
+// round trip through the server's writer.
+func FuzzParseOutputFrame(f *testing.F) {
+	f.Add(appendOutputHead(nil, "s1", "a1", 42), []byte("hello"))
+	f.Add(appendOutputHead(nil, "s1", "a1", 0), []byte{0, 1, 0xff, 0xfe, 0x80})
+	f.Add([]byte(`{"o":1,"a":"x","s":"y"}`), []byte{'"'})
+	f.Add([]byte(`{"s":"x","a":"y","o":1,"t":"ab"}`), []byte("c"))
+	f.Add([]byte(`{"s":"x","a":"y","o":01}`), []byte("c"))
+	f.Fuzz(func(t *testing.T, b, data []byte) {
+		m, err := parseOutput(b, data)
+		if err != nil {
+			return
+		}
+		var ref struct {
+			S, A string
+			O    int64
+			D    json.RawMessage
+			T    json.RawMessage
+		}
+		if err := json.Unmarshal(b, &ref); err != nil || ref.S != m.S || ref.A != m.A || ref.O != m.O {
+			t.Fatalf("%q parsed as %+v; encoding/json: %+v, %v", b, m, ref, err)
+		}
+		if len(data) > 0 {
+			if !bytes.Equal(m.D, data) {
+				t.Fatalf("data frame %q came out as %q", data, m.D)
+			}
+			if ref.D != nil || ref.T != nil {
+				t.Fatalf("%q with a data frame: accepted output in the body too", b)
+			}
+		}
+		if len(m.D) == 0 || plainRun([]byte(m.S)) != len(m.S) || plainRun([]byte(m.A)) != len(m.A) {
+			return
+		}
+		m2, err := parseOutput(appendOutputHead(nil, m.S, m.A, m.O), m.D)
+		if err != nil || m2.S != m.S || m2.A != m.A || m2.O != m.O || !bytes.Equal(m2.D, m.D) {
 			t.Fatalf("round trip changed %+v into %+v (%v)", m, m2, err)
 		}
 	})
@@ -671,7 +713,7 @@ func FuzzOutputData(f *testing.F) {
 		if len(body) > 40+base64.StdEncoding.EncodedLen(len(data)) {
 			t.Fatalf("%d bytes became a %d-byte body, more than base64's", len(data), len(body))
 		}
-		m, err := parseOutput(body)
+		m, err := parseOutput(body, nil)
 		if err != nil || m.S != "s" || m.A != "a" || m.O != 7 || !bytes.Equal(m.D, data) {
 			t.Fatalf("%q: body %q parsed as %+v, %v", data, body, m, err)
 		}
@@ -712,4 +754,28 @@ func TestRemoteHangupOfAPausedSession(t *testing.T) {
 	}
 	// Another paused one is left for the server's shutdown.
 	runT(t, c, StartRequest{Argv: []string{"head", "-c", "10000000", "/dev/zero"}})
+}
+
+// TestRemoteInputForms: input goes raw in the data frame (every byte
+// value, unescaped); the base64 "data" member of clients before data
+// frames still works; both at once is refused.
+func TestRemoteInputForms(t *testing.T) {
+	_, ep := startServer(t, ServerConfig{})
+	c := clientFor(t, ep, "alice")
+	// Raw mode first, so the terminal passes every byte to od as it is.
+	rs := runT(t, c, StartRequest{Argv: []string{"sh", "-c", "stty raw -echo && echo ready && exec od -An -tx1 -v -w8"}})
+	ctx := context.Background()
+	readUntil(t, rs, "ready")
+	if _, err := rs.Write([]byte{0, '"', '\\', 0x7f, 0x80, 0xc3, 0xfe, 0xff}); err != nil {
+		t.Fatal(err)
+	}
+	readUntil(t, rs, "00 22 5c 7f 80 c3 fe ff")
+	_, err := call[struct{}](ctx, c, TypeInput, InputRequest{Session: rs.ID(), Attach: rs.attach, Data: []byte("ABCDEFGH")})
+	if err != nil {
+		t.Fatalf("base64 input: %v", err)
+	}
+	readUntil(t, rs, "41 42 43 44 45 46 47 48")
+	body, _ := json.Marshal(InputRequest{Session: rs.ID(), Attach: rs.attach, Data: []byte("x")})
+	_, _, err = c.zc.CallData(ctx, TypeInput, body, []byte("y"))
+	wantCode(t, err, CodeBadRequest)
 }

@@ -3,7 +3,6 @@ package pty
 import (
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -26,12 +25,10 @@ const (
 	DefaultBuffer        = 1 << 20
 	DefaultMaxSessions   = 256
 	DefaultRetain        = 10 * time.Minute
-	// chunkSize bounds the output bytes of one stream message: 46 KiB is
-	// at most 61.3 KiB of base64 (text is never longer: see
-	// appendOutput), so a whole sealed message stays within the 64 KiB
-	// buffers zmqloop's codec reuses; bigger ones are allocated afresh
-	// for every message, which cost more than the messages saved.
-	chunkSize = 46 << 10
+	// chunkSize bounds the output bytes of one stream message. They
+	// travel raw in the message's data frame (zmqloop's Message.Data), so
+	// the sealed payload stays a few dozen bytes whatever the chunk.
+	chunkSize = 64 << 10
 )
 
 // Error codes of the session protocol (zmqloop error replies).
@@ -261,7 +258,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		Handlers: map[string]zmqloop.Handler{
 			TypeStart:  handle(s.start),
 			TypeAttach: handle(s.attach),
-			TypeInput:  handle(s.input),
+			TypeInput:  s.handleInput,
 			TypeAck:    handle(s.ack),
 			TypeResize: handle(s.resize),
 			TypeSignal: handle(s.signal),
@@ -712,9 +709,9 @@ func (s *Server) stream(r *remote, a *attachment) {
 	// Push may wait for queue space; the attachment's end (a.cancel)
 	// must end it.
 	ctx := a.ctx
-	body := make([]byte, 0, 128+base64.StdEncoding.EncodedLen(chunkSize))
-	// The piece to send is copied out under the lock and encoded outside
-	// it, so the pump and acks never wait for an encoding.
+	body := make([]byte, 0, 256)
+	// The piece to send is copied out under the lock and sent outside it,
+	// so the pump and acks never wait for the socket.
 	chunk := make([]byte, 0, chunkSize)
 	exitSent := false
 	for {
@@ -737,14 +734,15 @@ func (s *Server) stream(r *remote, a *attachment) {
 			off := a.sent
 			a.sent += hi - lo
 			r.mu.Unlock()
-			body = appendOutput(body[:0], r.id, a.id, off, chunk)
+			body = appendOutputHead(body[:0], r.id, a.id, off)
 		} else {
 			typ = TypeExit
 			body = appendExit(body[:0], r.id, a.id, r.end(), r.status)
+			chunk = chunk[:0]
 			exitSent = true
 			r.mu.Unlock()
 		}
-		if err := a.push.Push(ctx, typ, body); err != nil {
+		if err := a.push.PushData(ctx, typ, body, chunk); err != nil {
 			if ctx.Err() == nil {
 				s.log.Warn("pty: stream push failed", "session", r.id, "err", err)
 			}
@@ -795,7 +793,32 @@ func (s *Server) current(caller, id, attach string, live bool) (*remote, error) 
 type InputRequest struct {
 	Session string `json:"session"`
 	Attach  string `json:"attach"`
-	Data    []byte `json:"data"` // base64 in JSON
+	// Data is the input. Client sends it raw in the message's data frame
+	// (zmqloop's Message.Data) and leaves this out; a body member "data"
+	// (base64 in JSON) is accepted too, as clients before data frames
+	// sent it, but not both at once.
+	Data []byte `json:"data,omitempty"`
+}
+
+// handleInput is pty.input's handler: handle's decoding, with the input
+// bytes taken from the data frame.
+func (s *Server) handleInput(ctx context.Context, r *zmqloop.Request) (json.RawMessage, error) {
+	var in InputRequest
+	if len(r.Body) > 0 {
+		if err := json.Unmarshal(r.Body, &in); err != nil {
+			return nil, zmqloop.Errorf(CodeBadRequest, "%s body: %v", r.Type, err)
+		}
+	}
+	if len(r.Data) > 0 {
+		if len(in.Data) > 0 {
+			return nil, zmqloop.Errorf(CodeBadRequest, `%s has input both in "data" and in the data frame`, r.Type)
+		}
+		in.Data = r.Data // aliases the loop's buffer: Write is done with it before we return
+	}
+	if _, err := s.input(ctx, r.KeyID, in); err != nil {
+		return nil, err
+	}
+	return json.RawMessage(`{}`), nil
 }
 
 func (s *Server) input(ctx context.Context, caller string, req InputRequest) (struct{}, error) {
