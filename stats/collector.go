@@ -334,7 +334,7 @@ func (c *Collector) handleBatch(_ context.Context, m *zmqloop.Request) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	d := &c.batch
-	err := d.decode(m.Body, c.cfg.MaxLineBytes)
+	err := d.decode(m.Body, nil, c.cfg.MaxLineBytes)
 	c.truncated.Add(uint64(d.Cut))
 	if err != nil {
 		c.malformed.Add(1)
@@ -366,7 +366,7 @@ func (c *Collector) handleBatch(_ context.Context, m *zmqloop.Request) error {
 		}
 		if i < len(d.Frames) && d.Frames[i].n > 0 {
 			f := d.Frames[i]
-			r.Index = c.journal.appendFrameLocked(d.wb.Frames[f.off : f.off+f.n])
+			r.Index = c.journal.appendFrameLocked(d.Raw[f.off : f.off+f.n])
 		} else {
 			c.scratch = r.appendBinary(c.scratch[:0])
 			r.Index = c.journal.appendLocked(c.scratch)
