@@ -44,14 +44,17 @@ func (c *Codec) sealBatch(buf []byte, items [][]byte) (key, payload, mac, out []
 	return st.signing.idb[:len(st.signing.idb):len(st.signing.idb)], b[:n:n], b[n:], b
 }
 
-// coalescer rewrites a Pusher's queue (messages of one frame: an unsigned
-// payload, see Codec.payloadInto) into signed envelopes: batches of up to
-// MaxBatchItems messages and MaxSize bytes, or a message signed alone when
-// its run is one long.
+// coalescer rewrites a Pusher's queue (messages of one frame, an unsigned
+// payload, see Codec.payloadInto; or of four, a message with data already
+// signed) into signed envelopes: batches of up to MaxBatchItems messages
+// and MaxSize bytes, or a message signed alone when its run is one long. A
+// signed message ends the run before it and goes out as it is, in order.
 type coalescer struct {
 	codec *Codec
 	items [][]byte
 	buf   []byte
+	// frames is scratch for a signed message's frames.
+	frames [][]byte
 	// counts has, for each message of out not yet sent, how many queued
 	// messages it carries.
 	counts []int
@@ -78,9 +81,24 @@ func (c *coalescer) coalesce(in, out *batchWriter) {
 		c.counts = append(c.counts, len(c.items))
 		c.items, size = c.items[:0], 0
 	}
-	off := 0
-	for i := range in.counts { // one frame each: the payload
-		l := int(in.lens[i])
+	off, li := 0, 0
+	for _, cnt := range in.counts {
+		if cnt != 1 { // signed with its data frame: alone, as it is
+			emit()
+			frames := c.frames[:0]
+			for j := 0; j < int(cnt); j++ {
+				l := int(in.lens[li])
+				frames = append(frames, in.buf[off:off+l:off+l])
+				off += l
+				li++
+			}
+			out.add(frames...)
+			c.frames = frames[:0]
+			c.counts = append(c.counts, 1)
+			continue
+		}
+		l := int(in.lens[li])
+		li++
 		p := in.buf[off : off+l : off+l]
 		off += l
 		if len(c.items) == MaxBatchItems || (len(c.items) > 0 && size+len(p)+1 > limit) {

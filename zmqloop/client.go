@@ -107,6 +107,7 @@ type Client struct {
 type call struct {
 	typ         string
 	body        json.RawMessage
+	data        []byte
 	deadline    time.Time
 	ctxDeadline bool          // deadline is ctx's
 	sig         chan struct{} // capacity 1: the result is in, or leadership was handed over
@@ -208,29 +209,38 @@ func (c *Client) Stats() ClientStats {
 // deadline passed); a cancelled ctx returns context.Canceled wrapped. A
 // handler's error comes back as a *RemoteError.
 func (c *Client) Call(ctx context.Context, typ string, body json.RawMessage) (json.RawMessage, error) {
+	body, _, err := c.CallData(ctx, typ, body, nil)
+	return body, err
+}
+
+// CallData is Call with raw data: data (if not empty) travels in the
+// request's data frame (Message.Data), and the reply's data frame, if it
+// has one (Request.ReplyData), is returned beside its body. Neither is
+// JSON-escaped or base64'd; both are covered by the MAC.
+func (c *Client) CallData(ctx context.Context, typ string, body json.RawMessage, data []byte) (json.RawMessage, []byte, error) {
 	if err := ctx.Err(); err != nil {
-		return nil, fmt.Errorf("zmqloop: call %q: %w", typ, err)
+		return nil, nil, fmt.Errorf("zmqloop: call %q: %w", typ, err)
 	}
 	now := time.Now()
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = now.Add(c.cfg.Timeout)
 	}
-	pc := &call{typ: typ, body: body, deadline: deadline, ctxDeadline: ok, last: -1, sig: make(chan struct{}, 1)}
+	pc := &call{typ: typ, body: body, data: data, deadline: deadline, ctxDeadline: ok, last: -1, sig: make(chan struct{}, 1)}
 	c.mu.Lock()
 	if !c.started {
 		if err := c.startLocked(); err != nil {
 			c.mu.Unlock()
-			return nil, fmt.Errorf("zmqloop: call %q: %w", typ, err)
+			return nil, nil, fmt.Errorf("zmqloop: call %q: %w", typ, err)
 		}
 	}
 	if c.isClosed {
 		c.mu.Unlock()
-		return nil, fmt.Errorf("zmqloop: call %q: %w", typ, ErrClosed)
+		return nil, nil, fmt.Errorf("zmqloop: call %q: %w", typ, ErrClosed)
 	}
 	if c.startErr != nil {
 		c.mu.Unlock()
-		return nil, fmt.Errorf("zmqloop: call %q: %w", typ, c.startErr)
+		return nil, nil, fmt.Errorf("zmqloop: call %q: %w", typ, c.startErr)
 	}
 	c.begin(pc, now)
 	c.mu.Unlock()
@@ -285,12 +295,12 @@ func (c *Client) Call(ctx context.Context, typ string, body json.RawMessage) (js
 		}
 	}
 	if pc.res.err != nil {
-		return nil, pc.res.err
+		return nil, nil, pc.res.err
 	}
 	if pc.res.msg.Error != nil {
-		return nil, pc.res.msg.Error
+		return nil, nil, pc.res.msg.Error
 	}
-	return pc.res.msg.Body, nil
+	return pc.res.msg.Body, pc.res.msg.Data, nil
 }
 
 // await is the leader's wait for the sockets' readiness until pc is done,
@@ -570,13 +580,17 @@ func (c *Client) send(pc *call, now time.Time) {
 	for k := 0; k < len(pc.order); k++ {
 		i := pc.order[pc.next%len(pc.order)]
 		pc.next++
-		m := Message{Type: pc.typ, Body: pc.body}
+		m := Message{Type: pc.typ, Body: pc.body, Data: pc.data}
 		key, payload, mac, bufp, err := c.cfg.Codec.sealInto(&m)
 		if err != nil {
 			c.finish(pc, callResult{err: fmt.Errorf("zmqloop: call %q: %w", pc.typ, err)})
 			return
 		}
-		err = c.io.send(c.socks[i], zmq.DONTWAIT, emptyFrame, key, payload, mac)
+		if len(m.Data) > 0 {
+			err = c.io.send(c.socks[i], zmq.DONTWAIT, emptyFrame, key, payload, mac, m.Data)
+		} else {
+			err = c.io.send(c.socks[i], zmq.DONTWAIT, emptyFrame, key, payload, mac)
+		}
 		c.cfg.Codec.release(bufp)
 		switch {
 		case err == nil:
@@ -676,7 +690,7 @@ func (c *Client) drain(i int, mine *call) bool {
 			c.log.Warn("zmqloop: client: receive failed", "endpoint", c.cfg.Endpoints[i], "err", err)
 			return false
 		}
-		if err != nil || len(frames) != 4 || len(frames[0]) != 0 {
+		if err != nil || (len(frames) != 4 && len(frames) != 5) || len(frames[0]) != 0 {
 			c.stats.Endpoints[i].Dropped++
 			if errors.Is(err, ErrTooLarge) {
 				c.stats.Endpoints[i].TooLarge++

@@ -36,6 +36,12 @@ type Message struct {
 	Body json.RawMessage
 	// Error is set on an error reply.
 	Error *RemoteError
+	// Data is optional raw bytes carried in a fourth envelope frame after
+	// the MAC, neither JSON-escaped nor base64'd, and covered by the MAC
+	// together with the payload (see the package doc's "Wire format").
+	// Empty means none: the message then has three frames, exactly as
+	// without this field. Data counts against MaxSize.
+	Data []byte
 	// KeyID is, on a message Open returned, the id of the key that verified
 	// it. Seal ignores it and signs with the ring's signing key.
 	KeyID string
@@ -48,7 +54,8 @@ type CodecConfig struct {
 	// Window is how far a message's timestamp may be from the receiver's
 	// clock, either way. Default DefaultWindow (30s).
 	Window time.Duration
-	// MaxSize bounds the sum of the key-id, payload and MAC frames, in bytes.
+	// MaxSize bounds the sum of the key-id, payload, MAC and (if any) data
+	// frames, in bytes.
 	// Sockets also get it as ZMQ_MAXMSGSIZE, so libzmq drops the connection
 	// of a peer that sends a larger frame. Default DefaultMaxSize (1 MiB).
 	MaxSize int
@@ -120,8 +127,9 @@ func (c *Codec) NewID() string {
 }
 
 // Seal encodes and signs m with the ring's signing key and returns the three
-// frames: key id, payload, MAC. It fills m.ID and m.Time when they are empty
-// (the caller's copy is not changed).
+// frames: key id, payload, MAC; and a fourth, a copy of m.Data, if m.Data
+// is not empty. It fills m.ID and m.Time when they are empty (the caller's
+// copy is not changed).
 func (c *Codec) Seal(m Message) ([][]byte, error) {
 	st := c.keys.state.Load()
 	buf := make([]byte, 0, 128+len(m.Body))
@@ -129,15 +137,32 @@ func (c *Codec) Seal(m Message) ([][]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if len(st.signing.id)+len(payload)+sha256.Size > c.maxSize {
-		return nil, fmt.Errorf("zmqloop: seal %q message: %d-byte payload: %w (max %d)", m.Type, len(payload), ErrTooLarge, c.maxSize)
+	if err := c.checkSize(st, &m, len(payload)); err != nil {
+		return nil, err
 	}
-	return [][]byte{[]byte(st.signing.id), payload, st.signing.mac(make([]byte, 0, sha256.Size), payload)}, nil
+	mac := st.signing.macData(make([]byte, 0, sha256.Size), payload, m.Data)
+	if len(m.Data) == 0 {
+		return [][]byte{[]byte(st.signing.id), payload, mac}, nil
+	}
+	return [][]byte{[]byte(st.signing.id), payload, mac, append([]byte(nil), m.Data...)}, nil
+}
+
+// checkSize refuses a message whose envelope would be over MaxSize: key
+// id, a payload of n bytes, MAC and data.
+func (c *Codec) checkSize(st *ringState, m *Message, n int) error {
+	if len(st.signing.id)+n+sha256.Size+len(m.Data) > c.maxSize {
+		if len(m.Data) > 0 {
+			return fmt.Errorf("zmqloop: seal %q message: %d-byte payload and %d bytes of data: %w (max %d)", m.Type, n, len(m.Data), ErrTooLarge, c.maxSize)
+		}
+		return fmt.Errorf("zmqloop: seal %q message: %d-byte payload: %w (max %d)", m.Type, n, ErrTooLarge, c.maxSize)
+	}
+	return nil
 }
 
 // sealInto is Seal for the loops: the payload and MAC are appended to one
 // pooled buffer, returned in *bufp for release with c.release. key is
-// shared: callers copy it out and never modify it.
+// shared: callers copy it out and never modify it. The MAC covers m.Data,
+// which the caller sends as the fourth frame when it is not empty.
 func (c *Codec) sealInto(m *Message) (key, payload, mac []byte, bufp *[]byte, err error) {
 	return c.sealIntoID(m, true)
 }
@@ -153,17 +178,19 @@ func (c *Codec) sealIntoID(m *Message, needID bool) (key, payload, mac []byte, b
 		return nil, nil, nil, nil, err
 	}
 	n := len(b)
-	if len(st.signing.id)+n+sha256.Size > c.maxSize {
+	if err := c.checkSize(st, m, n); err != nil {
 		c.release(bufp)
-		return nil, nil, nil, nil, fmt.Errorf("zmqloop: seal %q message: %d-byte payload: %w (max %d)", m.Type, n, ErrTooLarge, c.maxSize)
+		return nil, nil, nil, nil, err
 	}
-	b = st.signing.mac(b, b[:n])
+	b = st.signing.macData(b, b[:n], m.Data)
 	*bufp = b
 	return st.signing.idb[:len(st.signing.idb):len(st.signing.idb)], b[:n:n], b[n:], bufp, nil
 }
 
 // payloadInto is sealIntoID without the MAC, for a Pusher: a message that
-// ends up in a batch is never signed alone. The payload is in *bufp.
+// ends up in a batch is never signed alone. The payload is in *bufp. It
+// ignores m.Data: a message with data never goes in a batch, and a Pusher
+// seals it with sealIntoID.
 func (c *Codec) payloadInto(m *Message, needID bool) (payload []byte, bufp *[]byte, err error) {
 	st := c.keys.state.Load()
 	bufp = c.bufs.Get().(*[]byte)
@@ -261,12 +288,13 @@ func (c *Codec) appendPayloadID(dst []byte, m *Message, needID bool) ([]byte, er
 	return append(dst, '}'), nil
 }
 
-// Open verifies and decodes the three frames of an envelope (key id,
-// payload, MAC; routing frames already removed). It checks, in order: frame
-// count (ErrFrames), total size (ErrTooLarge), key id (ErrUnknownKey), MAC
-// in constant time (ErrBadMAC), payload JSON (ErrMalformed), timestamp
-// (ErrStale). It does not check for replays: feed the result to the
-// receiver's ReplayWindow. The returned Message does not alias frames.
+// Open verifies and decodes the frames of an envelope (key id, payload,
+// MAC, and an optional non-empty data frame; routing frames already
+// removed). It checks, in order: frame count (ErrFrames), total size
+// (ErrTooLarge), key id (ErrUnknownKey), MAC in constant time (ErrBadMAC),
+// payload JSON (ErrMalformed), timestamp (ErrStale). It does not check for
+// replays: feed the result to the receiver's ReplayWindow. The returned
+// Message does not alias frames.
 func (c *Codec) Open(frames [][]byte) (*Message, error) {
 	m := new(Message)
 	if err := c.open(frames, m); err != nil {
@@ -288,14 +316,20 @@ func (c *Codec) openAt(frames [][]byte, m *Message, now time.Time) error {
 
 // openWith is openAt for the serve loops: intern, if set, maps the type
 // bytes to a string without allocating when it knows them (the loop's
-// handler names), and aliasBody leaves m.Body pointing into frames
-// instead of copying it.
+// handler names), and aliasBody leaves m.Body and m.Data pointing into
+// frames instead of copying them.
 func (c *Codec) openWith(frames [][]byte, m *Message, now time.Time, intern func([]byte) string, aliasBody bool) error {
-	if len(frames) != 3 {
-		return fmt.Errorf("zmqloop: open: %d envelope frames, want 3 (key id, payload, MAC): %w", len(frames), ErrFrames)
+	if len(frames) != 3 && len(frames) != 4 {
+		return fmt.Errorf("zmqloop: open: %d envelope frames, want 3 (key id, payload, MAC) or 4 (and data): %w", len(frames), ErrFrames)
 	}
 	keyID, body, mac := frames[0], frames[1], frames[2]
-	if n := len(keyID) + len(body) + len(mac); n > c.maxSize {
+	var data []byte
+	if len(frames) == 4 {
+		if data = frames[3]; len(data) == 0 {
+			return fmt.Errorf("zmqloop: open: empty data frame (a message without data has 3 frames): %w", ErrFrames)
+		}
+	}
+	if n := len(keyID) + len(body) + len(mac) + len(data); n > c.maxSize {
 		return fmt.Errorf("zmqloop: open: %d-byte message: %w (max %d)", n, ErrTooLarge, c.maxSize)
 	}
 	st := c.keys.state.Load()
@@ -304,7 +338,7 @@ func (c *Codec) openWith(frames [][]byte, m *Message, now time.Time, intern func
 		return fmt.Errorf("zmqloop: open: key id %q: %w", truncate(keyID), ErrUnknownKey)
 	}
 	var sum [sha256.Size]byte
-	if !hmac.Equal(e.mac(sum[:0], body), mac) {
+	if !hmac.Equal(e.macData(sum[:0], body, data), mac) {
 		return fmt.Errorf("zmqloop: open: message signed with key %q: %w", e.id, ErrBadMAC)
 	}
 	var p payload
@@ -326,6 +360,13 @@ func (c *Codec) openWith(frames [][]byte, m *Message, now time.Time, intern func
 		m.Body = p.body
 	default:
 		m.Body = append(json.RawMessage(nil), p.body...)
+	}
+	switch {
+	case len(data) == 0:
+	case aliasBody:
+		m.Data = data
+	default:
+		m.Data = append([]byte(nil), data...)
 	}
 	if p.hasErr {
 		m.Error = &RemoteError{Code: string(p.errCode), Message: p.errMsg}

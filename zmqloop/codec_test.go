@@ -121,7 +121,10 @@ func TestOpenRejectsBadInput(t *testing.T) {
 		{"no frames", nil, ErrFrames},
 		{"one frame", good[:1], ErrFrames},
 		{"two frames", good[:2], ErrFrames},
-		{"four frames", append(clone(), []byte("x")), ErrFrames},
+		// A fourth frame is a data frame, which the MAC must cover.
+		{"unsigned fourth frame", append(clone(), []byte("x")), ErrBadMAC},
+		{"empty fourth frame", append(clone(), []byte{}), ErrFrames},
+		{"five frames", append(clone(), []byte("x"), []byte("y")), ErrFrames},
 		{"oversized", [][]byte{good[0], bytes.Repeat([]byte(" "), 5000), good[2]}, ErrTooLarge},
 		{"too old", sealAt(clock.t.Add(-31 * time.Second)), ErrStale},
 		{"too new", sealAt(clock.t.Add(31 * time.Second)), ErrStale},

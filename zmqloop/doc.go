@@ -42,23 +42,41 @@
 // pushes singles and a batch to a PullLoop.
 //
 // A message is a ZeroMQ multipart message. After the routing frames of the
-// socket kind come exactly three envelope frames:
+// socket kind come three envelope frames, or four for a message with data:
 //
 //	frame  key id    the id of the key that signed, 1-64 bytes of [A-Za-z0-9._-]
 //	frame  payload   a JSON object (UTF-8), described below
-//	frame  MAC       HMAC-SHA256(secret, key id || 0x00 || payload): 32 raw bytes
+//	frame  MAC       32 raw bytes, HMAC-SHA256(secret, ...): without data
+//	                 over  key id || 0x00 || payload
+//	                 with data over
+//	                 key id || 0x01 || len(payload) || len(data) || payload || data
+//	                 (each len an unsigned 64-bit big-endian byte count)
+//	frame  data      optional: 1 or more raw bytes (Message.Data), any content
+//
+// The data frame carries bytes that would otherwise be base64'd or
+// JSON-escaped in the body (a terminal's output, say): they travel as
+// they are. Its MAC binds payload and data together, with both lengths,
+// so neither frame can be altered, swapped with the other, split
+// differently or moved to another message (whose payload has another
+// "id"), and stripping the data frame leaves a MAC of the other form,
+// which fails. A message without data is exactly the three frames it
+// always was, so peers that know nothing of data frames interoperate with
+// it; a data frame is never empty (a sender with no data sends three
+// frames, and a receiver refuses an empty fourth frame with ErrFrames).
+// Which types may carry data is up to the protocol on top (a receiver
+// that expects none may ignore it); a batch never does.
 //
 // The routing frames are, per socket kind:
 //
-//	request/reply  [empty delimiter] key id, payload, MAC
+//	request/reply  [empty delimiter] key id, payload, MAC [, data]
 //	               A client (DEALER) sends an empty frame first, exactly as a
 //	               REQ socket does, so REQ clients work unchanged. The ROUTER
 //	               side sees its peer's identity frame(s) before that; it
 //	               treats every frame up to and including the first empty
 //	               one (or, if there is none, the first frame) as routing and
 //	               echoes them unchanged in front of the reply's envelope.
-//	PUSH/PULL      key id, payload, MAC (no routing frames)
-//	PUB/SUB        topic, key id, payload, MAC; the topic frame must equal
+//	PUSH/PULL      key id, payload, MAC [, data] (no routing frames)
+//	PUB/SUB        topic, key id, payload, MAC [, data]; the topic frame must equal
 //	               the payload's "type" (subscriptions filter on it, the MAC
 //	               covers the type, and a mismatch is refused)
 //
@@ -83,9 +101,19 @@
 //	payload  {"type":"echo","id":"a1","ts":1800000000000,"body":{"x":1}}
 //	MAC      23e2b0d3dc5a6064999e4b854a0a86d7223f7d8b72338789cf473be0f3c80a7e (hex)
 //
+// The same message with the 3 data bytes "hi\n" (68 69 0a): the MAC input
+// is "k1", the byte 01, 00 00 00 00 00 00 00 3b (the payload's 59 bytes),
+// 00 00 00 00 00 00 00 03, the payload, then 68 69 0a:
+//
+//	key id   k1
+//	payload  {"type":"echo","id":"a1","ts":1800000000000,"body":{"x":1}}
+//	MAC      bbc8726c46f8d0651e21b391f799a069a147d33b5a889a0a213ca40bfbbe0b6c (hex)
+//	data     68 69 0a (hex)
+//
 // A receiver refuses, in this order, without crashing or stalling its loop:
-// a message with the wrong number of frames (ErrFrames); one whose envelope
-// frames sum to more than MaxSize bytes, 1 MiB by default (ErrTooLarge;
+// a message with the wrong number of frames, or an empty data frame
+// (ErrFrames); one whose envelope frames, data included, sum to more than
+// MaxSize bytes, 1 MiB by default (ErrTooLarge;
 // libzmq's ZMQ_MAXMSGSIZE also drops the connection of a peer that sends a
 // larger single frame); an unknown key id (ErrUnknownKey); a MAC that does
 // not match, compared in constant time (ErrBadMAC); a payload that is not

@@ -11,12 +11,18 @@ import (
 // FuzzDecode feeds the envelope decoder arbitrary input. The first byte
 // picks the mode: even means the rest is a payload that the harness signs
 // correctly (so the JSON parser is reached); odd means the rest is split
-// into frames at 0xFF bytes and opened as is. Whatever the decoder accepts
-// must agree with encoding/json field by field and survive a re-seal. Seeds
-// live in testdata/fuzz/FuzzDecode and run with every go test.
+// into frames at 0xFF bytes and opened as is (so 4-frame messages, with a
+// data frame, and other counts come up). A first byte of 2 mod 4 also
+// signs correctly but splits the rest at its first 0xFF into payload and
+// data frame (the data path of the MAC and the decoder). Whatever the
+// decoder accepts must agree with encoding/json field by field, carry the
+// data frame unchanged, and survive a re-seal. Seeds live in
+// testdata/fuzz/FuzzDecode and run with every go test.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte("\x00" + `{"type":"echo","id":"a1","ts":1800000000000,"body":{"x":[1,"2",null]}}`))
 	f.Add([]byte("\x00" + `{"type":"zmqloop.batch","id":"b1","ts":1800000000000,"body":[{"type":"stat","id":"i1","ts":1800000000000,"body":1},{"type":"stat","id":"i2"}]}`))
+	f.Add([]byte("\x02" + `{"type":"pty.output","id":"a2","ts":1800000000000,"body":{"o":0}}` + "\xff\x00\x01raw\xff"))
+	f.Add([]byte("\x01k1\xff{}\xff0123456789abcdef0123456789abcdef\xffdata"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if len(data) == 0 {
 			return
@@ -31,9 +37,18 @@ func FuzzDecode(f *testing.F) {
 			t.Fatal(err)
 		}
 		var frames [][]byte
-		if data[0]%2 == 0 {
+		switch {
+		case data[0]%4 == 2:
+			payload, raw, _ := bytes.Cut(data[1:], []byte{0xFF})
+			if len(raw) == 0 {
+				frames = resign(testKey, [][]byte{nil, payload, nil})
+			} else {
+				e := newKeyEntry(testKey)
+				frames = [][]byte{[]byte(testKey.ID), payload, e.macData(nil, payload, raw), raw}
+			}
+		case data[0]%2 == 0:
 			frames = resign(testKey, [][]byte{nil, data[1:], nil})
-		} else {
+		default:
 			frames = bytes.Split(data[1:], []byte{0xFF})
 		}
 		var m Message
@@ -47,6 +62,13 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("open failed with an unclassified error: %v", err)
 		}
 		payload := frames[1]
+		if len(frames) == 4 {
+			if !bytes.Equal(m.Data, frames[3]) || len(m.Data) == 0 {
+				t.Fatalf("data frame %q opened as %q", frames[3], m.Data)
+			}
+		} else if m.Data != nil {
+			t.Fatalf("a %d-frame message opened with data %q", len(frames), m.Data)
+		}
 		if !json.Valid(payload) {
 			t.Fatalf("decoder accepted invalid JSON %q", payload)
 		}
@@ -104,7 +126,7 @@ func FuzzDecode(f *testing.F) {
 		}
 		m.KeyID, m2.KeyID = "", ""
 		if m.Type != m2.Type || m.ID != m2.ID || !m.Time.Equal(m2.Time) || m.ReplyTo != m2.ReplyTo ||
-			!bytes.Equal(m.Body, m2.Body) || (m.Error == nil) != (m2.Error == nil) ||
+			!bytes.Equal(m.Body, m2.Body) || !bytes.Equal(m.Data, m2.Data) || (m.Error == nil) != (m2.Error == nil) ||
 			(m.Error != nil && *m.Error != *m2.Error) {
 			t.Fatalf("re-seal changed the message: %+v became %+v", m, m2)
 		}

@@ -3,6 +3,7 @@ package zmqloop
 import (
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"hash"
 	"sort"
@@ -61,6 +62,31 @@ func (e *keyEntry) mac(dst, payload []byte) []byte {
 }
 
 var zeroByte = [1]byte{0}
+
+// macData appends the MAC of a message with a data frame to dst:
+// HMAC-SHA256(secret, keyID || 0x01 || uint64be(len(payload)) ||
+// uint64be(len(data)) || payload || data). The 0x01 (0x00 without data;
+// a key id holds neither byte) keeps the two forms apart, and the lengths
+// fix where payload ends and data begins, so no frame can be moved, split
+// or swapped without changing the MAC. With empty data it is mac.
+func (e *keyEntry) macData(dst, payload, data []byte) []byte {
+	if len(data) == 0 {
+		return e.mac(dst, payload)
+	}
+	h := e.macs.Get().(hash.Hash)
+	h.Reset()
+	var hdr [17]byte
+	hdr[0] = 1
+	binary.BigEndian.PutUint64(hdr[1:9], uint64(len(payload)))
+	binary.BigEndian.PutUint64(hdr[9:17], uint64(len(data)))
+	h.Write([]byte(e.id))
+	h.Write(hdr[:])
+	h.Write(payload)
+	h.Write(data)
+	dst = h.Sum(dst)
+	e.macs.Put(h)
+	return dst
+}
 
 // NewKeyRing returns a ring holding keys; the first one signs.
 func NewKeyRing(keys ...Key) (*KeyRing, error) {

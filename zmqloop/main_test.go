@@ -58,7 +58,9 @@ func start(t testing.TB, l runner) string {
 	return l.Endpoints()[0]
 }
 
+// echoHandler answers with the request's body (null if none) and its data.
 func echoHandler(_ context.Context, r *Request) (json.RawMessage, error) {
+	r.ReplyData = r.Data
 	if len(r.Body) == 0 {
 		return json.RawMessage(`null`), nil
 	}

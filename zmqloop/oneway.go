@@ -212,7 +212,7 @@ func (l *oneway) serve(ctx context.Context, s *zmq.Socket, f *os.File, rc syscal
 		var msgs []rmsg
 		var rerr error
 		err := rc.Read(func(uintptr) bool {
-			msgs, rerr = rd.read(s, batchMsgs, l.envStart+3)
+			msgs, rerr = rd.read(s, batchMsgs, l.envStart+4)
 			return !isAgain(rerr) || ctx.Err() != nil
 		})
 		if err != nil && ctx.Err() == nil {
@@ -230,8 +230,8 @@ func (l *oneway) serve(ctx context.Context, s *zmq.Socket, f *os.File, rc syscal
 					continue
 				}
 				frames := rm.frames
-				if len(frames) != l.envStart+3 {
-					l.reject(fmt.Errorf("zmqloop: %s: %d frames, want %d: %w", l.kind, len(frames), l.envStart+3, ErrFrames))
+				if len(frames) != l.envStart+3 && len(frames) != l.envStart+4 {
+					l.reject(fmt.Errorf("zmqloop: %s: %d frames, want %d or %d: %w", l.kind, len(frames), l.envStart+3, l.envStart+4, ErrFrames))
 					continue
 				}
 				m = Message{}
@@ -260,6 +260,10 @@ func (l *oneway) serve(ctx context.Context, s *zmq.Socket, f *os.File, rc syscal
 					continue
 				}
 				if m.Type == BatchType {
+					if len(m.Data) > 0 {
+						l.reject(fmt.Errorf("zmqloop: %s: batch %q has a data frame (items cannot carry data): %w", l.kind, m.ID, ErrMalformed))
+						continue
+					}
 					items = l.deliverBatch(ctx, &m, now, req, items[:0])
 					continue
 				}
@@ -268,7 +272,7 @@ func (l *oneway) serve(ctx context.Context, s *zmq.Socket, f *os.File, rc syscal
 					l.reject(fmt.Errorf("zmqloop: %s: no handler for message type %q", l.kind, m.Type))
 					continue
 				}
-				*req = Request{Type: m.Type, ID: m.ID, KeyID: m.KeyID, Time: m.Time, Body: m.Body}
+				*req = Request{Type: m.Type, ID: m.ID, KeyID: m.KeyID, Time: m.Time, Body: m.Body, Data: m.Data}
 				l.handle(ctx, h, req)
 			}
 		}

@@ -148,7 +148,11 @@ func TestPullLoopBadInput(t *testing.T) {
 
 	sendRaw(t, raw, f[:2]...)
 	expect(ErrFrames)
+	// A fourth frame is a data frame the MAC must cover; a fifth is one
+	// too many.
 	sendRaw(t, raw, append(seal("stat", time.Time{}), []byte("x"))...)
+	expect(ErrBadMAC)
+	sendRaw(t, raw, append(seal("stat", time.Time{}), []byte("x"), []byte("y"))...)
 	expect(ErrFrames)
 
 	sendRaw(t, raw, resign(testKey, [][]byte{nil, []byte(`{"type":`), nil})...)

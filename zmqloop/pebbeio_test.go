@@ -25,7 +25,7 @@ var fallbackTests = []string{
 	"TestClientConcurrentCallers", "TestClientEdgeTrap", "TestClientLeaderHandOff", "TestClientDropsForgedRepliesAndCounts",
 	"TestPushPull", "TestPullLoopBadInput", "TestPubSub", "TestPushPullBatchOrder", "TestPullLoopBatchBadInput",
 	"TestSubLoopBatch", "TestPusherCoalescesQueued", "TestPusherFlushesBatchesOnClose", "TestLoopsCountOversizeMessages",
-	"TestOneWayLoopsRefuseReplies",
+	"TestOneWayLoopsRefuseReplies", "TestCallDataRoundTrip", "TestPushDataRoundTrip", "TestPublishDataRoundTrip",
 }
 
 // TestPebbeIOFallback re-runs fallbackTests in a child process (this test

@@ -30,6 +30,13 @@ type Request struct {
 	KeyID string          // the key that verified it
 	Time  time.Time       // the sender's timestamp
 	Body  json.RawMessage // the request body; empty if none
+	// Data is the request's raw data frame (Message.Data); empty if none.
+	// Like Body it points into the loop's receive buffer.
+	Data []byte
+	// ReplyData, if a ReplyLoop's handler sets it, goes with a successful
+	// reply as its data frame (Message.Data), raw; an error reply carries
+	// none. A PullLoop or SubLoop ignores it.
+	ReplyData []byte
 }
 
 // Handler answers one request with a JSON body or an error. It runs on one
@@ -39,7 +46,8 @@ type Request struct {
 // CodeInternal and the error's text. A panic is recovered and reaches the
 // caller as code CodePanic. The handler must not keep req after returning:
 // req.Body points into its worker's receive buffer (no copy per request),
-// so copy it to keep it; returning it as the reply body is fine.
+// so copy it to keep it; returning it as the reply body is fine. The same
+// holds for req.Data (and setting req.ReplyData to it).
 type Handler func(ctx context.Context, req *Request) (json.RawMessage, error)
 
 // HandleJSON adapts a typed function into a Handler: the request body is
@@ -501,8 +509,8 @@ func (s *replyServer) serve(ctx context.Context, w *replyWorker) {
 	if w.frames < 0 {
 		return
 	}
-	if len(w.env) != 3 {
-		l.reject(fmt.Errorf("zmqloop: reply loop: request with %d routing and %d envelope frames, want 3 envelope frames: %w", len(w.routing), len(w.env), ErrFrames))
+	if len(w.env) != 3 && len(w.env) != 4 {
+		l.reject(fmt.Errorf("zmqloop: reply loop: request with %d routing and %d envelope frames, want 3 or 4 envelope frames: %w", len(w.routing), len(w.env), ErrFrames))
 		return
 	}
 	now := l.cfg.Codec.now()
@@ -530,31 +538,32 @@ func (s *replyServer) serve(ctx context.Context, w *replyWorker) {
 		// body), and is itself a reply, which no loop answers: see the
 		// package doc, "Refusals".
 		l.reject(err)
-		s.reply(w, nil, Errorf(CodeRejected, "%v", err))
+		s.reply(w, nil, nil, Errorf(CodeRejected, "%v", err))
 		return
 	}
 	h, ok := l.handlers[w.msg.Type]
 	if !ok {
 		err := Errorf(CodeUnknownType, "no handler for message type %q", w.msg.Type)
 		l.reject(err)
-		s.reply(w, nil, err)
+		s.reply(w, nil, nil, err)
 		return
 	}
-	w.req = Request{Type: w.msg.Type, ID: w.msg.ID, KeyID: w.msg.KeyID, Time: w.msg.Time, Body: w.msg.Body}
+	w.req = Request{Type: w.msg.Type, ID: w.msg.ID, KeyID: w.msg.KeyID, Time: w.msg.Time, Body: w.msg.Body, Data: w.msg.Data}
 	body, herr := l.call(ctx, h, &w.req)
 	var re *RemoteError
 	if herr != nil {
 		re = asRemote(herr)
 	}
-	s.reply(w, body, re)
+	s.reply(w, body, w.req.ReplyData, re)
+	w.req = Request{}
 }
 
 // reply seals and sends the answer to w's request.
-func (s *replyServer) reply(w *replyWorker, body json.RawMessage, re *RemoteError) {
+func (s *replyServer) reply(w *replyWorker, body json.RawMessage, data []byte, re *RemoteError) {
 	l := s.l
-	msg := Message{Type: w.msg.Type, ReplyTo: w.msg.ID, Body: body, Error: re}
+	msg := Message{Type: w.msg.Type, ReplyTo: w.msg.ID, Body: body, Data: data, Error: re}
 	if re != nil {
-		msg.Body = nil
+		msg.Body, msg.Data = nil, nil
 	}
 	key, payload, mac, bufp, err := l.cfg.Codec.sealInto(&msg)
 	if err != nil {
@@ -565,6 +574,9 @@ func (s *replyServer) reply(w *replyWorker, body json.RawMessage, re *RemoteErro
 		}
 	}
 	frames := append(w.routing, key, payload, mac)
+	if len(msg.Data) > 0 {
+		frames = append(frames, msg.Data)
+	}
 	s.mu.Lock()
 	if err := s.io.send(s.router, zmq.DONTWAIT, frames...); err != nil {
 		l.log.Debug("zmqloop: reply loop: reply not sent", "err", err)

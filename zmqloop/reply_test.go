@@ -179,8 +179,12 @@ func TestReplyLoopBadInput(t *testing.T) {
 		send(f[:2])
 		expectRejected(ErrFrames)
 	})
-	t.Run("too many frames", func(t *testing.T) {
+	t.Run("unsigned data frame", func(t *testing.T) {
 		send(append(seal("echo"), []byte("extra")))
+		expectRejected(ErrBadMAC)
+	})
+	t.Run("too many frames", func(t *testing.T) {
+		send(append(seal("echo"), []byte("data"), []byte("extra")))
 		expectRejected(ErrFrames)
 	})
 	t.Run("no delimiter, one frame", func(t *testing.T) {

@@ -82,13 +82,27 @@ func NewPublisher(cfg SenderConfig) (*Publisher, error) {
 // Push seals a message of type typ with body and queues it for sending. It
 // waits while the queue is full, until ctx is done.
 func (p *Pusher) Push(ctx context.Context, typ string, body json.RawMessage) error {
-	return p.send(ctx, false, typ, body)
+	return p.send(ctx, false, typ, body, nil)
+}
+
+// PushData is Push with raw data in the message's data frame
+// (Message.Data), neither JSON-escaped nor base64'd. A message with data
+// is signed alone and never coalesced into a batch (it keeps its place in
+// the order); empty data is Push.
+func (p *Pusher) PushData(ctx context.Context, typ string, body json.RawMessage, data []byte) error {
+	return p.send(ctx, false, typ, body, data)
 }
 
 // Publish seals a message with type topic and body and queues it for
 // sending under that topic.
 func (p *Publisher) Publish(ctx context.Context, topic string, body json.RawMessage) error {
-	return p.send(ctx, true, topic, body)
+	return p.send(ctx, true, topic, body, nil)
+}
+
+// PublishData is Publish with raw data in the message's data frame
+// (Message.Data); empty data is Publish.
+func (p *Publisher) PublishData(ctx context.Context, topic string, body json.RawMessage, data []byte) error {
+	return p.send(ctx, true, topic, body, data)
 }
 
 type sender struct {
@@ -184,15 +198,18 @@ func (s *sender) start(kind string, typ zmq.Type, cfg SenderConfig) error {
 // Endpoints returns the bound endpoints with wildcard ports resolved.
 func (s *sender) Endpoints() []string { return append([]string(nil), s.bound...) }
 
-func (s *sender) send(ctx context.Context, topic bool, typ string, body json.RawMessage) error {
+func (s *sender) send(ctx context.Context, topic bool, typ string, body json.RawMessage, data []byte) error {
 	if typ == BatchType {
 		return fmt.Errorf("zmqloop: %s: send: type %q is reserved for batches: %w", s.kind, typ, ErrMalformed)
 	}
-	m := Message{Type: typ, Body: body}
+	m := Message{Type: typ, Body: body, Data: data}
+	hasData := len(data) > 0
 	var key, payload, mac []byte
 	var bufp *[]byte
 	var err error
-	if topic {
+	if topic || hasData {
+		// Signed now: a topic message or one with data never goes in a
+		// batch.
 		key, payload, mac, bufp, err = s.cfg.Codec.sealIntoID(&m, false)
 	} else {
 		// A Pusher signs only what it sends alone: a message that queues
@@ -211,9 +228,14 @@ func (s *sender) send(ctx context.Context, topic bool, typ string, body json.Raw
 		}
 		if s.pending.pending() == 0 && !s.flushing && s.sock != nil {
 			var err error
-			if topic {
+			switch {
+			case topic && hasData:
+				err = s.io.send(s.sock, zmq.DONTWAIT, []byte(typ), key, payload, mac, data)
+			case topic:
 				err = s.io.send(s.sock, zmq.DONTWAIT, []byte(typ), key, payload, mac)
-			} else {
+			case hasData:
+				err = s.io.send(s.sock, zmq.DONTWAIT, key, payload, mac, data)
+			default:
 				if mac == nil {
 					n := len(*bufp)
 					key, *bufp = s.cfg.Codec.sign(*bufp, payload)
@@ -233,9 +255,14 @@ func (s *sender) send(ctx context.Context, topic bool, typ string, body json.Raw
 			// Pushed back: queue it for the socket goroutine.
 		}
 		if s.count < s.cfg.Queue {
-			if topic {
+			switch {
+			case topic && hasData:
+				s.pending.addTopic(typ, key, payload, mac, data)
+			case topic:
 				s.pending.addTopic(typ, key, payload, mac)
-			} else {
+			case hasData:
+				s.pending.add(key, payload, mac, data) // signed: the coalescer sends it alone
+			default:
 				s.pending.add(payload) // the socket goroutine signs it
 			}
 			s.count++

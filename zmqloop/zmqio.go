@@ -295,9 +295,9 @@ const batchMsgs = 64
 type batchReader struct {
 	buf     []byte
 	reserve int
-	lens    [batchMsgs * 4]C.int
+	lens    [batchMsgs * 5]C.int
 	counts  [batchMsgs]C.int
-	fbuf    [batchMsgs * 4][]byte // the frames of one read's messages
+	fbuf    [batchMsgs * 5][]byte // the frames of one read's messages
 	msgs    []rmsg
 	one     *msgIO // fallback without fastIO
 }
