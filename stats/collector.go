@@ -113,13 +113,17 @@ type Collector struct {
 	log     *slog.Logger
 	journal *segLog
 
-	mu       sync.Mutex // the journal's lock too; guards emitters, scratch, batch, unflushed
+	mu       sync.Mutex // the journal's lock too; guards emitters, scratch, unflushed
 	emitters map[string]*emitterState
 	// unflushed holds, per emitter with records in the journal's buffer,
 	// its Next before the first of them: a failed write rewinds to it.
 	unflushed map[string]uint64
 	scratch   []byte
-	batch     decodedBatch // handleBatch's
+	// bmu guards batch, handleBatch's decoder. A batch is decoded under
+	// bmu alone: holding mu (the journal's lock) through the decode kept
+	// the sinks' journal readers waiting.
+	bmu   sync.Mutex
+	batch decodedBatch
 
 	lock  *os.File // flock on Dir, released when Run returns
 	sinks []*sinkRunner
@@ -329,18 +333,21 @@ func (c *Collector) Run(ctx context.Context) error {
 
 // handleBatch journals a batch's records that come next in their
 // emitter's sequence. A format-2 record goes into the journal as its
-// frame came (its CRC checked on decoding), one copy.
+// frame came (its CRC checked on decoding), one copy. The whole batch is
+// decoded and checked before any of it is taken.
 func (c *Collector) handleBatch(_ context.Context, m *zmqloop.Request) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
 	d := &c.batch
-	err := d.decode(m.Body, nil, c.cfg.MaxLineBytes)
+	err := d.decode(m.Body, m.Data, c.cfg.MaxLineBytes)
 	c.truncated.Add(uint64(d.Cut))
 	if err != nil {
 		c.malformed.Add(1)
 		c.log.Warn("stats: collector: dropped a malformed batch", "key", m.KeyID, "err", err)
 		return nil
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	emitter, recs := d.Emitter, d.Recs
 	st := c.emitters[emitter]
 	if st == nil {

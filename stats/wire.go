@@ -1,7 +1,6 @@
 package stats
 
 import (
-	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -55,10 +54,10 @@ type ackReply struct {
 
 // frameEncoder builds a format-2 TypeBatch message: the records' frames,
 // copied as the emitter's queue and spool hold them, sent raw in the
-// message's data frame (endData) with a small JSON body, or, as emitters
-// before the data frame did, base64 in the body (end). A record costs a
-// copy, where format 1 formatted every field as JSON text (and the
-// collector parsed it back).
+// message's data frame with a small JSON body. A record costs a copy,
+// where format 1 formatted every field as JSON text (and the collector
+// parsed it back), and the base64 form of format 2 encoded it (and the
+// collector decoded it).
 type frameEncoder struct {
 	emitter string
 	from    uint64
@@ -99,23 +98,9 @@ func (e *frameEncoder) endData() (body, data []byte) {
 	return e.body, e.raw
 }
 
-// end returns a body with the frames in base64 (valid until the next
-// begin): the form emitters sent before the data frame, which the
-// collector still accepts.
-func (e *frameEncoder) end() []byte {
-	b := append(e.body[:0], `{"emitter":`...)
-	b = appendJSONString(b, e.emitter)
-	b = append(b, `,"from":`...)
-	b = strconv.AppendUint(b, e.from, 10)
-	b = append(b, `,"frames":"`...)
-	b = base64.StdEncoding.AppendEncode(b, e.raw)
-	e.body = append(b, `"}`...)
-	return e.body
-}
-
 // frameBodyOverhead bounds a format-2 body's bytes (the JSON around the
 // frames).
-const frameBodyOverhead = len(`{"emitter":"","from":18446744073709551615,"frames":""}`) + maxEmitterLen
+const frameBodyOverhead = len(`{"emitter":"","from":18446744073709551615}`) + maxEmitterLen
 
 // maxFramesFor is the most frame bytes a format-2 message may carry in its
 // data frame to stay within a codec's MaxSize, envelope included.

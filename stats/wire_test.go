@@ -127,7 +127,12 @@ func encodeV2(emitter string, from uint64, recs []Record) []byte {
 	for i := range recs {
 		enc.addRecord(&recs[i])
 	}
-	return enc.end()
+	b := append([]byte(`{"emitter":`), appendJSONString(nil, emitter)...)
+	b = append(b, `,"from":`...)
+	b = strconv.AppendUint(b, from, 10)
+	b = append(b, `,"frames":"`...)
+	b = base64.StdEncoding.AppendEncode(b, enc.raw)
+	return append(b, `"}`...)
 }
 
 // encodeData is a format-2 batch as emitters send it: the frames raw in
