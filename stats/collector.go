@@ -131,7 +131,11 @@ type Collector struct {
 	// a broadcast to the sinks waiting for more.
 	wmu   sync.Mutex
 	wrote chan struct{}
-	agg   *aggregate
+	// flushNow asks the flusher to write the journal's buffer now (it
+	// passed journalFlushBytes): written there, not on the receiving
+	// goroutine, so that the next batch is decoded meanwhile.
+	flushNow chan struct{}
+	agg      *aggregate
 
 	accepted, dups, gaps, malformed, rejected, truncated, jerrs atomic.Uint64
 }
@@ -190,7 +194,8 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 		}
 		names[s.Name()] = true
 	}
-	c := &Collector{cfg: cfg, log: cfg.Logger, emitters: map[string]*emitterState{}, unflushed: map[string]uint64{}, wrote: make(chan struct{}), agg: newAggregate()}
+	c := &Collector{cfg: cfg, log: cfg.Logger, emitters: map[string]*emitterState{}, unflushed: map[string]uint64{}, wrote: make(chan struct{}),
+		flushNow: make(chan struct{}, 1), agg: newAggregate()}
 	if c.log == nil {
 		c.log = slog.Default()
 	}
@@ -383,11 +388,25 @@ func (c *Collector) handleBatch(_ context.Context, m *zmqloop.Request) error {
 		c.accepted.Add(1)
 		c.agg.add(r)
 	}
-	if len(c.journal.buf) >= 1<<20 {
-		c.flushLocked()
+	switch n := len(c.journal.buf); {
+	case n >= journalMaxBuffer:
+		c.flushLocked() // the flusher is behind: bound the buffer here
+	case n >= journalFlushBytes:
+		select {
+		case c.flushNow <- struct{}{}:
+		default:
+		}
 	}
 	return nil
 }
+
+// The journal's buffer is written once it holds journalFlushBytes (or
+// every FlushInterval), by the flusher; handleBatch writes it itself only
+// past journalMaxBuffer.
+const (
+	journalFlushBytes = 1 << 20
+	journalMaxBuffer  = 8 << 20
+)
 
 func (c *Collector) flushLocked() {
 	if _, err := c.journal.flushLocked(); err != nil {
@@ -442,12 +461,14 @@ func (c *Collector) flusher(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			c.mu.Lock()
-			c.flushLocked()
-			c.mu.Unlock()
+		case <-c.flushNow:
 		case <-trim.C:
 			c.trimJournal()
+			continue
 		}
+		c.mu.Lock()
+		c.flushLocked()
+		c.mu.Unlock()
 	}
 }
 
