@@ -113,13 +113,17 @@ type Collector struct {
 	log     *slog.Logger
 	journal *segLog
 
-	mu       sync.Mutex // the journal's lock too; guards emitters, scratch, batch, unflushed
+	mu       sync.Mutex // the journal's lock too; guards emitters, scratch, unflushed
 	emitters map[string]*emitterState
 	// unflushed holds, per emitter with records in the journal's buffer,
 	// its Next before the first of them: a failed write rewinds to it.
 	unflushed map[string]uint64
 	scratch   []byte
-	batch     decodedBatch // handleBatch's
+	// bmu guards batch, handleBatch's decoder. A batch is decoded under
+	// bmu alone: holding mu (the journal's lock) through the decode kept
+	// the sinks' journal readers waiting.
+	bmu   sync.Mutex
+	batch decodedBatch
 
 	lock  *os.File // flock on Dir, released when Run returns
 	sinks []*sinkRunner
@@ -127,7 +131,11 @@ type Collector struct {
 	// a broadcast to the sinks waiting for more.
 	wmu   sync.Mutex
 	wrote chan struct{}
-	agg   *aggregate
+	// flushNow asks the flusher to write the journal's buffer now (it
+	// passed journalFlushBytes): written there, not on the receiving
+	// goroutine, so that the next batch is decoded meanwhile.
+	flushNow chan struct{}
+	agg      *aggregate
 
 	accepted, dups, gaps, malformed, rejected, truncated, jerrs atomic.Uint64
 }
@@ -186,7 +194,8 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 		}
 		names[s.Name()] = true
 	}
-	c := &Collector{cfg: cfg, log: cfg.Logger, emitters: map[string]*emitterState{}, unflushed: map[string]uint64{}, wrote: make(chan struct{}), agg: newAggregate()}
+	c := &Collector{cfg: cfg, log: cfg.Logger, emitters: map[string]*emitterState{}, unflushed: map[string]uint64{}, wrote: make(chan struct{}),
+		flushNow: make(chan struct{}, 1), agg: newAggregate()}
 	if c.log == nil {
 		c.log = slog.Default()
 	}
@@ -329,18 +338,21 @@ func (c *Collector) Run(ctx context.Context) error {
 
 // handleBatch journals a batch's records that come next in their
 // emitter's sequence. A format-2 record goes into the journal as its
-// frame came (its CRC checked on decoding), one copy.
+// frame came (its CRC checked on decoding), one copy. The whole batch is
+// decoded and checked before any of it is taken.
 func (c *Collector) handleBatch(_ context.Context, m *zmqloop.Request) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.bmu.Lock()
+	defer c.bmu.Unlock()
 	d := &c.batch
-	err := d.decode(m.Body, c.cfg.MaxLineBytes)
+	err := d.decode(m.Body, m.Data, c.cfg.MaxLineBytes)
 	c.truncated.Add(uint64(d.Cut))
 	if err != nil {
 		c.malformed.Add(1)
 		c.log.Warn("stats: collector: dropped a malformed batch", "key", m.KeyID, "err", err)
 		return nil
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	emitter, recs := d.Emitter, d.Recs
 	st := c.emitters[emitter]
 	if st == nil {
@@ -366,7 +378,7 @@ func (c *Collector) handleBatch(_ context.Context, m *zmqloop.Request) error {
 		}
 		if i < len(d.Frames) && d.Frames[i].n > 0 {
 			f := d.Frames[i]
-			r.Index = c.journal.appendFrameLocked(d.wb.Frames[f.off : f.off+f.n])
+			r.Index = c.journal.appendFrameLocked(d.Raw[f.off : f.off+f.n])
 		} else {
 			c.scratch = r.appendBinary(c.scratch[:0])
 			r.Index = c.journal.appendLocked(c.scratch)
@@ -376,11 +388,25 @@ func (c *Collector) handleBatch(_ context.Context, m *zmqloop.Request) error {
 		c.accepted.Add(1)
 		c.agg.add(r)
 	}
-	if len(c.journal.buf) >= 1<<20 {
-		c.flushLocked()
+	switch n := len(c.journal.buf); {
+	case n >= journalMaxBuffer:
+		c.flushLocked() // the flusher is behind: bound the buffer here
+	case n >= journalFlushBytes:
+		select {
+		case c.flushNow <- struct{}{}:
+		default:
+		}
 	}
 	return nil
 }
+
+// The journal's buffer is written once it holds journalFlushBytes (or
+// every FlushInterval), by the flusher; handleBatch writes it itself only
+// past journalMaxBuffer.
+const (
+	journalFlushBytes = 1 << 20
+	journalMaxBuffer  = 8 << 20
+)
 
 func (c *Collector) flushLocked() {
 	if _, err := c.journal.flushLocked(); err != nil {
@@ -435,12 +461,14 @@ func (c *Collector) flusher(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			c.mu.Lock()
-			c.flushLocked()
-			c.mu.Unlock()
+		case <-c.flushNow:
 		case <-trim.C:
 			c.trimJournal()
+			continue
 		}
+		c.mu.Lock()
+		c.flushLocked()
+		c.mu.Unlock()
 	}
 }
 

@@ -161,7 +161,17 @@ func (r *Record) validate(maxLine int) error {
 	case r.Kind == KindUsage && r.Value < 0:
 		return fmt.Errorf("%w: negative usage %v of %s", ErrInvalidRecord, r.Value, r.Name)
 	}
-	if r.Kind == KindLog && len(r.Text) > maxLine {
+	if r.Kind == KindLog {
+		return r.validateLogText(maxLine)
+	}
+	return nil
+}
+
+// validateLogText is validate for a log line whose other fields are known
+// good (those of the line before it in its batch): it cuts an oversized
+// text.
+func (r *Record) validateLogText(maxLine int) error {
+	if len(r.Text) > maxLine {
 		r.Text = truncateLine(r.Text, maxLine)
 		r.Truncated = true
 	}

@@ -372,6 +372,10 @@ type segCursor struct {
 	last  []byte
 	lastN uint64
 	back  bool
+	// lim is the log's written count when the cursor last looked (under
+	// the lock): records below it are on disk, and those in r's segment
+	// below r's limit are read without taking the lock again.
+	lim uint64
 }
 
 func (l *segLog) cursor(n uint64) *segCursor { return &segCursor{l: l, n: n} }
@@ -384,9 +388,25 @@ func (c *segCursor) next() (uint64, []byte, error) {
 		c.n = c.lastN + 1
 		return c.lastN, c.last, nil
 	}
+	if c.r != nil && c.n < c.lim {
+		// Known written, and in r's segment unless r is at its limit:
+		// no lock (the owner holds it while it appends).
+		p, err := c.r.next()
+		if err == nil {
+			n := c.n
+			c.n++
+			c.last, c.lastN = p, n
+			return n, p, nil
+		}
+		if !errors.Is(err, io.EOF) && !errors.Is(err, errTorn) {
+			return 0, nil, err
+		}
+		// At r's limit: look again under the lock.
+	}
 	for {
 		c.l.mu.Lock()
 		written := c.l.next - uint64(c.l.nbuf)
+		c.lim = written
 		if c.n >= written {
 			c.l.mu.Unlock()
 			return 0, nil, io.EOF

@@ -431,11 +431,13 @@ func (s *shipper) sendSpool(ctx context.Context) error {
 	return nil
 }
 
+// pushBatch sends the encoded batch, its frames raw in the message's
+// data frame.
 func (s *shipper) pushBatch(ctx context.Context) error {
-	body := s.enc.end()
+	body, data := s.enc.endData()
 	cctx, cancel := context.WithTimeout(ctx, s.e.cfg.AckTimeout)
 	defer cancel()
-	return s.push.Push(cctx, TypeBatch, json.RawMessage(body))
+	return s.push.PushData(cctx, TypeBatch, json.RawMessage(body), data)
 }
 
 // sendMem pushes the memory queue's records from sendSeq on.

@@ -1,7 +1,6 @@
 package stats
 
 import (
-	"encoding/base64"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
@@ -53,11 +52,12 @@ type ackReply struct {
 	Acked map[string]uint64 `json:"acked"`
 }
 
-// frameEncoder builds a format-2 TypeBatch body: the records' frames,
-// copied as the emitter's queue and spool hold them, then base64 in a
-// small JSON object. A record costs a copy and its share of one base64
-// pass, where format 1 formatted every field as JSON text (and the
-// collector parsed it back).
+// frameEncoder builds a format-2 TypeBatch message: the records' frames,
+// copied as the emitter's queue and spool hold them, sent raw in the
+// message's data frame with a small JSON body. A record costs a copy,
+// where format 1 formatted every field as JSON text (and the collector
+// parsed it back), and the base64 form of format 2 encoded it (and the
+// collector decoded it).
 type frameEncoder struct {
 	emitter string
 	from    uint64
@@ -87,27 +87,26 @@ func (e *frameEncoder) addRecord(r *Record) {
 	e.n++
 }
 
-// end returns the body (valid until the next begin).
-func (e *frameEncoder) end() []byte {
+// endData returns the body and the data frame of the message (both valid
+// until the next begin): {"emitter":...,"from":...} and the frames.
+func (e *frameEncoder) endData() (body, data []byte) {
 	b := append(e.body[:0], `{"emitter":`...)
 	b = appendJSONString(b, e.emitter)
 	b = append(b, `,"from":`...)
 	b = strconv.AppendUint(b, e.from, 10)
-	b = append(b, `,"frames":"`...)
-	b = base64.StdEncoding.AppendEncode(b, e.raw)
-	e.body = append(b, `"}`...)
-	return e.body
+	e.body = append(b, '}')
+	return e.body, e.raw
 }
 
-// frameBodyOverhead bounds a format-2 body's bytes around the base64 of
-// its frames.
-const frameBodyOverhead = len(`{"emitter":"","from":18446744073709551615,"frames":""}`) + maxEmitterLen
+// frameBodyOverhead bounds a format-2 body's bytes (the JSON around the
+// frames).
+const frameBodyOverhead = len(`{"emitter":"","from":18446744073709551615}`) + maxEmitterLen
 
-// maxFramesFor is the most frame bytes a format-2 body may carry to stay
-// within a codec's MaxSize, envelope included.
+// maxFramesFor is the most frame bytes a format-2 message may carry in its
+// data frame to stay within a codec's MaxSize, envelope included.
 func maxFramesFor(maxSize int) int {
-	const envelope = 512 // type, id, ts, key id, MAC; zmqloop's batch wrapper
-	return (maxSize - envelope - frameBodyOverhead) / 4 * 3
+	const envelope = 512 // type, id, ts, key id, MAC
+	return maxSize - envelope - frameBodyOverhead
 }
 
 const hexDigits = "0123456789abcdef"
@@ -139,15 +138,18 @@ func appendJSONString(b []byte, s string) []byte {
 	return append(b, '"')
 }
 
-// decodedBatch is a TypeBatch body decoded and validated.
+// decodedBatch is a TypeBatch message decoded and validated.
 type decodedBatch struct {
 	wb      wireBatch // scratch of the parse
 	Emitter string
 	From    uint64
 	Recs    []Record
-	// Frames, for a format-2 batch, holds each record's frame in wb.Frames
-	// (offset and length), so that the collector journals it as it came;
-	// a length of 0 marks a record the collector cut (re-encoded).
+	// Raw, for a format-2 batch, is its frames: the message's data frame,
+	// or the body's "frames" decoded from base64 (wb.Frames). Frames holds
+	// each record's frame in Raw (offset and length), so that the
+	// collector journals it as it came; a length of 0 marks a record the
+	// collector cut (re-encoded).
+	Raw    []byte
 	Frames []frameRef
 	// Cut counts log lines cut to the collector's MaxLineBytes.
 	Cut int
@@ -155,11 +157,14 @@ type decodedBatch struct {
 
 type frameRef struct{ off, n int }
 
-// decode parses and validates a TypeBatch body into d, reusing d's
-// buffers. A record that fails validation fails the whole batch (its
-// sender holds a key: it is a bug). Records' Text aliases body or d.
-func (d *decodedBatch) decode(body []byte, maxLine int) error {
-	d.Recs, d.Frames, d.Cut = d.Recs[:0], d.Frames[:0], 0
+// decode parses and validates a TypeBatch message (its body, and data,
+// its data frame, empty if it has none) into d, reusing d's buffers. A
+// record that fails validation fails the whole batch (its sender holds a
+// key: it is a bug), and so does any other fault of the message: nothing
+// of a batch is taken unless all of it is good. Records' Text aliases
+// body, data or d.
+func (d *decodedBatch) decode(body, data []byte, maxLine int) error {
+	d.Recs, d.Frames, d.Raw, d.Cut = d.Recs[:0], d.Frames[:0], nil, 0
 	if err := parseWireBatch(body, &d.wb); err != nil {
 		return fmt.Errorf("%w: batch body: %v", ErrInvalidRecord, err)
 	}
@@ -167,10 +172,20 @@ func (d *decodedBatch) decode(body []byte, maxLine int) error {
 	if !validEmitter(d.Emitter) {
 		return fmt.Errorf("%w: bad emitter %q", ErrInvalidRecord, d.Emitter)
 	}
+	// An empty data frame is none (zmqloop sends none for empty Data).
+	hasData := len(data) > 0
 	switch {
+	case hasData && d.wb.Frames != nil:
+		return fmt.Errorf("%w: batch has frames both in its body and in its data frame", ErrInvalidRecord)
+	case hasData && d.wb.Records != nil:
+		return fmt.Errorf("%w: batch has both records in its body and frames in its data frame", ErrInvalidRecord)
 	case d.wb.Records != nil && d.wb.Frames != nil:
 		return fmt.Errorf("%w: batch has both records and frames", ErrInvalidRecord)
+	case hasData:
+		d.Raw = data
+		return d.decodeFrames(maxLine)
 	case d.wb.Frames != nil:
+		d.Raw = d.wb.Frames
 		return d.decodeFrames(maxLine)
 	}
 	var err error
@@ -178,9 +193,11 @@ func (d *decodedBatch) decode(body []byte, maxLine int) error {
 	return err
 }
 
-// decodeFrames decodes and validates a format-2 batch's frames.
+// decodeFrames decodes and validates a format-2 batch's frames (d.Raw).
+// A record's strings are checked only where they differ from the
+// previous record's (already checked; apps, streams and names repeat).
 func (d *decodedBatch) decodeFrames(maxLine int) error {
-	b := d.wb.Frames
+	b := d.Raw
 	if len(b) == 0 {
 		return fmt.Errorf("%w: batch of no records", ErrInvalidRecord)
 	}
@@ -217,7 +234,15 @@ func (d *decodedBatch) decodeFrames(maxLine int) error {
 			return fmt.Errorf("%w: record %d follows %d: seqs must be consecutive", ErrInvalidRecord, r.Seq, prev.Seq)
 		}
 		l := len(r.Text)
-		if err := r.validate(maxLine); err != nil {
+		var err error
+		if len(d.Recs) > 1 && r.Seq != 0 && r.Kind == KindLog && prev.Kind == KindLog && r.App == prev.App && r.Stream == prev.Stream {
+			// The common run of log lines from one stream: only what
+			// differs from the previous line (validated) is checked.
+			err = r.validateLogText(maxLine)
+		} else {
+			err = r.validate(maxLine)
+		}
+		if err != nil {
 			return fmt.Errorf("record %d: %w", r.Seq, err)
 		}
 		ref := frameRef{off, frameHeader + n}

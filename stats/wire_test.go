@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"hash/crc32"
 	"reflect"
 	"strconv"
@@ -118,35 +119,68 @@ func encodeV1(emitter string, from uint64, recs []Record) []byte {
 	return enc.end()
 }
 
+// encodeV2 is a format-2 batch as emitters sent it before the data
+// frame: the frames in base64 in the body.
 func encodeV2(emitter string, from uint64, recs []Record) []byte {
 	var enc frameEncoder
 	enc.begin(emitter, from)
 	for i := range recs {
 		enc.addRecord(&recs[i])
 	}
-	return enc.end()
+	b := append([]byte(`{"emitter":`), appendJSONString(nil, emitter)...)
+	b = append(b, `,"from":`...)
+	b = strconv.AppendUint(b, from, 10)
+	b = append(b, `,"frames":"`...)
+	b = base64.StdEncoding.AppendEncode(b, enc.raw)
+	return append(b, `"}`...)
 }
 
-// Both formats carry the same records; the collector decodes both.
+// encodeData is a format-2 batch as emitters send it: the frames raw in
+// the message's data frame.
+func encodeData(emitter string, from uint64, recs []Record) (body, data []byte) {
+	var enc frameEncoder
+	enc.begin(emitter, from)
+	for i := range recs {
+		enc.addRecord(&recs[i])
+	}
+	body, data = enc.endData()
+	return append([]byte(nil), body...), data
+}
+
+// The three forms carry the same records; the collector decodes all.
 func TestBatchRoundTrip(t *testing.T) {
+	bodyOnly := func(enc func(string, uint64, []Record) []byte) func(string, uint64, []Record) ([]byte, []byte) {
+		return func(e string, from uint64, recs []Record) ([]byte, []byte) { return enc(e, from, recs), nil }
+	}
 	for _, f := range []struct {
 		name string
-		enc  func(string, uint64, []Record) []byte
-	}{{"format 1 (JSON records)", encodeV1}, {"format 2 (frames)", encodeV2}} {
-		body := f.enc("e.1", 7, roundTripRecords)
+		enc  func(string, uint64, []Record) ([]byte, []byte)
+	}{{"format 1 (JSON records)", bodyOnly(encodeV1)}, {"format 2 (frames in base64)", bodyOnly(encodeV2)}, {"format 2 (frames in the data frame)", encodeData}} {
+		body, data := f.enc("e.1", 7, roundTripRecords)
 		if !json.Valid(body) {
 			t.Fatalf("%s: invalid JSON %s", f.name, body)
 		}
 		var d decodedBatch
-		if err := d.decode(body, DefaultMaxLineBytes); err != nil || d.Emitter != "e.1" || d.From != 7 || d.Cut != 0 {
+		if err := d.decode(body, data, DefaultMaxLineBytes); err != nil || d.Emitter != "e.1" || d.From != 7 || d.Cut != 0 {
 			t.Fatalf("%s: decode: %v %q %d %d", f.name, err, d.Emitter, d.From, d.Cut)
 		}
 		sameRecords(t, f.name, d.Recs, roundTripRecords)
 		// The decoder's buffers are reused: a second batch decodes as well.
-		if err := d.decode(f.enc("e.1", 8, roundTripRecords[1:]), DefaultMaxLineBytes); err != nil {
+		body, data = f.enc("e.1", 8, roundTripRecords[1:])
+		if err := d.decode(body, data, DefaultMaxLineBytes); err != nil {
 			t.Fatal(err)
 		}
 		sameRecords(t, f.name+", again", d.Recs, roundTripRecords[1:])
+	}
+	// The data frame's body is the JSON form's without "frames", and its
+	// data the frames the JSON form carries in base64.
+	body, data := encodeData("e.1", 7, roundTripRecords)
+	var d decodedBatch
+	if err := d.decode(encodeV2("e.1", 7, roundTripRecords), nil, DefaultMaxLineBytes); err != nil {
+		t.Fatal(err)
+	}
+	if string(body) != `{"emitter":"e.1","from":7}` || !bytes.Equal(data, d.Raw) {
+		t.Fatalf("data form %s + %x\nJSON form's frames %x", body, data, d.Raw)
 	}
 }
 
@@ -157,7 +191,7 @@ func TestFrameBatchKeepsFramesAndCutsLongLines(t *testing.T) {
 	recs := append(append([]Record(nil), roundTripRecords...), long)
 	body := encodeV2("e.1", 1, recs)
 	var d decodedBatch
-	if err := d.decode(body, 1000); err != nil {
+	if err := d.decode(body, nil, 1000); err != nil {
 		t.Fatal(err)
 	}
 	if d.Cut != 1 || len(d.Frames) != len(recs) {
@@ -165,7 +199,7 @@ func TestFrameBatchKeepsFramesAndCutsLongLines(t *testing.T) {
 	}
 	for i, f := range d.Frames[:len(recs)-1] {
 		want := recs[i].appendBinary(nil)
-		if f.n != frameHeader+len(want) || !bytes.Equal(d.wb.Frames[f.off+frameHeader:f.off+f.n], want) {
+		if f.n != frameHeader+len(want) || !bytes.Equal(d.Raw[f.off+frameHeader:f.off+f.n], want) {
 			t.Fatalf("frame %d is not the record's binary layout", i)
 		}
 	}
@@ -176,19 +210,18 @@ func TestFrameBatchKeepsFramesAndCutsLongLines(t *testing.T) {
 	}
 }
 
-// Every way a format-2 batch can be wrong is refused with an error.
+// Every way a format-2 batch can be wrong is refused with an error, in
+// both forms.
 func TestFrameBatchRefusals(t *testing.T) {
 	good := encodeV2("e.1", 1, roundTripRecords)
+	goodBody, goodData := encodeData("e.1", 1, roundTripRecords)
 	frames := func(b []byte) []byte {
 		var d decodedBatch
-		if err := d.decode(b, DefaultMaxLineBytes); err != nil {
+		if err := d.decode(b, nil, DefaultMaxLineBytes); err != nil {
 			t.Fatal(err)
 		}
-		return append([]byte(nil), d.wb.Frames...)
+		return append([]byte(nil), d.Raw...)
 	}(good)
-	wrap := func(raw []byte) []byte {
-		return []byte(`{"emitter":"e.1","from":1,"frames":"` + base64.StdEncoding.EncodeToString(raw) + `"}`)
-	}
 	reframe := func(payload []byte) []byte {
 		b := binary.LittleEndian.AppendUint32(nil, uint32(len(payload)))
 		b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(payload, crcTable))
@@ -197,6 +230,8 @@ func TestFrameBatchRefusals(t *testing.T) {
 	first := roundTripRecords[0]
 	badCRC := append([]byte(nil), frames...)
 	badCRC[frameHeader+5] ^= 1
+	lastBadCRC := append([]byte(nil), frames...)
+	lastBadCRC[len(lastBadCRC)-1] ^= 1
 	other := first
 	other.Emitter = "e.2"
 	badFlags := first.appendBinary(nil)
@@ -205,37 +240,73 @@ func TestFrameBatchRefusals(t *testing.T) {
 	logWithValue.Value = 1
 	gap := roundTripRecords[1]
 	gap.Seq = 9
-	cases := map[string][]byte{
-		"both records and frames": []byte(`{"emitter":"e.1","from":1,"records":[],"frames":""}`),
-		"frames, then records":    []byte(`{"emitter":"e.1","from":1,"frames":"` + base64.StdEncoding.EncodeToString(frames) + `","records":[]}`),
-		"no frames":               wrap(nil),
-		"not base64":              []byte(`{"emitter":"e.1","from":1,"frames":"!!!!"}`),
-		"short header":            wrap(frames[:5]),
-		"length past the end":     wrap(frames[:len(frames)-1]),
-		"bad CRC":                 wrap(badCRC),
-		"another emitter":         wrap(reframe(other.appendBinary(nil))),
-		"unknown flags":           wrap(reframe(badFlags)),
-		"trailing bytes":          wrap(reframe(append(first.appendBinary(nil), 0))),
-		"log line with a value":   wrap(reframe(logWithValue.appendBinary(nil))),
-		"a gap":                   wrap(append(reframe(first.appendBinary(nil)), reframe(gap.appendBinary(nil))...)),
-		"bad app":                 encodeV2("e.1", 1, []Record{{Kind: KindLog, Emitter: "e.1", Seq: 1, Tags: Tags{App: "../etc"}}}),
-		"seq 0":                   encodeV2("e.1", 1, []Record{{Kind: KindLog, Emitter: "e.1", Tags: Tags{App: "web"}}}),
-		"bad kind":                encodeV2("e.1", 1, []Record{{Kind: 9, Emitter: "e.1", Seq: 1, Tags: Tags{App: "web"}}}),
+	secondBadStream := roundTripRecords[1]
+	secondBadStream.Stream = "../x"
+	seqWraps := []Record{{Kind: KindLog, Emitter: "e.1", Seq: 1<<64 - 1, Tags: Tags{App: "web"}}, {Kind: KindLog, Emitter: "e.1", Seq: 0, Tags: Tags{App: "web"}}}
+	frameOf := func(recs ...Record) []byte {
+		var enc frameEncoder
+		enc.begin("e.1", 1)
+		for i := range recs {
+			enc.addRecord(&recs[i])
+		}
+		return append([]byte(nil), enc.raw...)
+	}
+	// Bad frames, each refused whether it comes in base64 in the body or
+	// raw in the data frame.
+	badFrames := map[string][]byte{
+		"short header":          frames[:5],
+		"truncated":             frames[:len(frames)-1],
+		"length past the end":   append(binary.LittleEndian.AppendUint32(nil, 1<<20), frames[4:]...),
+		"length over maxFrame":  append(binary.LittleEndian.AppendUint32(nil, maxFrame+1), frames[4:]...),
+		"bad CRC":               badCRC,
+		"bad CRC in the last":   lastBadCRC,
+		"another emitter":       reframe(other.appendBinary(nil)),
+		"unknown flags":         reframe(badFlags),
+		"trailing bytes":        reframe(append(first.appendBinary(nil), 0)),
+		"log line with a value": reframe(logWithValue.appendBinary(nil)),
+		"a gap":                 append(reframe(first.appendBinary(nil)), reframe(gap.appendBinary(nil))...),
+		"bad app":               frameOf(Record{Kind: KindLog, Emitter: "e.1", Seq: 1, Tags: Tags{App: "../etc"}}),
+		"bad stream after good": frameOf(roundTripRecords[0], secondBadStream),
+		"seq 0":                 frameOf(Record{Kind: KindLog, Emitter: "e.1", Tags: Tags{App: "web"}}),
+		"seq wraps to 0":        frameOf(seqWraps...),
+		"bad kind":              frameOf(Record{Kind: 9, Emitter: "e.1", Seq: 1, Tags: Tags{App: "web"}}),
+		"garbage":               []byte("not frames at all"),
+	}
+	type batch struct{ body, data []byte }
+	cases := map[string]batch{
+		"both records and frames":         {[]byte(`{"emitter":"e.1","from":1,"records":[],"frames":""}`), nil},
+		"frames, then records":            {[]byte(`{"emitter":"e.1","from":1,"frames":"` + base64.StdEncoding.EncodeToString(frames) + `","records":[]}`), nil},
+		"no frames":                       {[]byte(`{"emitter":"e.1","from":1,"frames":""}`), nil},
+		"not base64":                      {[]byte(`{"emitter":"e.1","from":1,"frames":"!!!!"}`), nil},
+		"frames in the body and the data": {good, goodData},
+		"empty frames and data":           {[]byte(`{"emitter":"e.1","from":1,"frames":""}`), goodData},
+		"records and data":                {encodeV1("e.1", 1, roundTripRecords), goodData},
+		"data with a bad emitter":         {[]byte(`{"emitter":"../x","from":1}`), goodData},
+		"data with a bad body":            {[]byte(`{"emitter":"e.1","from":1`), goodData},
+	}
+	for name, raw := range badFrames {
+		cases[name+" (base64)"] = batch{[]byte(`{"emitter":"e.1","from":1,"frames":"` + base64.StdEncoding.EncodeToString(raw) + `"}`), nil}
+		cases[name+" (data frame)"] = batch{goodBody, raw}
 	}
 	var reused decodedBatch // buffers of earlier batches must not count as members
-	for name, body := range cases {
+	for name, c := range cases {
 		var d decodedBatch
-		if err := d.decode(body, DefaultMaxLineBytes); err == nil {
+		if err := d.decode(c.body, c.data, DefaultMaxLineBytes); err == nil {
 			t.Errorf("%s: accepted", name)
+		} else if !errors.Is(err, ErrInvalidRecord) {
+			t.Errorf("%s: error %v does not wrap ErrInvalidRecord", name, err)
 		}
-		if err := reused.decode(good, DefaultMaxLineBytes); err != nil {
+		if err := reused.decode(good, nil, DefaultMaxLineBytes); err != nil {
 			t.Fatal(err)
 		}
-		if err := reused.decode(body, DefaultMaxLineBytes); err == nil {
+		if err := reused.decode(c.body, c.data, DefaultMaxLineBytes); err == nil {
 			t.Errorf("%s: accepted after a good batch", name)
 		}
-		if err := reused.decode(encodeV1("e.1", 1, roundTripRecords), DefaultMaxLineBytes); err != nil {
+		if err := reused.decode(encodeV1("e.1", 1, roundTripRecords), nil, DefaultMaxLineBytes); err != nil {
 			t.Fatalf("format 1 after %s: %v", name, err)
+		}
+		if err := reused.decode(goodBody, goodData, DefaultMaxLineBytes); err != nil {
+			t.Fatalf("data form after %s: %v", name, err)
 		}
 	}
 }
@@ -279,7 +350,7 @@ func FuzzDecodeBatch(f *testing.F) {
 			t.Fatalf("accepted what encoding/json refuses: %q: %v", body, errStd)
 		}
 		var d decodedBatch
-		_ = d.decode(body, DefaultMaxLineBytes) // never panics
+		_ = d.decode(body, nil, DefaultMaxLineBytes) // never panics
 	})
 }
 
@@ -299,15 +370,24 @@ func FuzzDecodeFrames(f *testing.F) {
 		body := []byte(`{"emitter":"e.1","from":1,"frames":"` + base64.StdEncoding.EncodeToString(raw) + `"}`)
 		ml := max(int(maxLine), len(TruncatedMarker)+4)
 		var d decodedBatch
-		if err := d.decode(body, ml); err != nil {
+		err := d.decode(body, nil, ml)
+		// The same frames in the data frame: the same verdict, the same
+		// records.
+		var dd decodedBatch
+		errData := dd.decode([]byte(`{"emitter":"e.1","from":1}`), raw, ml)
+		if (err == nil) != (errData == nil) && len(raw) > 0 {
+			t.Fatalf("base64 form: %v; data frame form: %v", err, errData)
+		}
+		if err != nil {
 			return
 		}
+		sameRecords(t, "data frame form", dd.Recs, d.Recs)
 		recs := append([]Record(nil), d.Recs...)
 		for i := range recs {
 			recs[i].Text = append([]byte(nil), recs[i].Text...)
 		}
 		var d1 decodedBatch
-		if err := d1.decode(encodeV1("e.1", 1, recs), ml); err != nil {
+		if err := d1.decode(encodeV1("e.1", 1, recs), nil, ml); err != nil {
 			t.Fatalf("format 1 refuses what format 2 accepted: %v", err)
 		}
 		sameRecords(t, "format 1 of the same records", d1.Recs, recs)

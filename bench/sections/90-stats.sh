@@ -48,6 +48,8 @@ run() {
     { echo "Benchmark$1: no $3 figure; its output:" >&2; echo "$out" >&2; return 1; }
 }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
+# span prints the lowest and highest of its input lines as "lo-hi".
+span() { sort -g | awk 'NR==1{lo=$1} {hi=$1} END {printf "%.0f-%.0f", lo, hi}'; }
 
 e2e="" loop="" files="" logs="" hotc="" hotl="" allocs="" shipc=""
 for ((i = 1; i <= ROUNDS; i++)); do
@@ -61,6 +63,7 @@ for ((i = 1; i <= ROUNDS; i++)); do
   v=$(run EmitterCount 1s ns/op); echo "round $i EmitterCount (shipping) $v ns/op" >&2; shipc+="$v"$'\n'
 done
 med() { printf '%s' "$1" | median; }
+rng() { printf '%s' "$1" | span; }
 E=$(med "$e2e"); L=$(med "$loop"); F=$(med "$files"); G=$(med "$logs"); HC=$(med "$hotc"); HL=$(med "$hotl"); A=$(printf '%s' "$allocs" | sort -g | tail -1); SC=$(med "$shipc")
 echo "medians: EndToEndPostgres=$E points/s InsertLoopPostgres=$L points/s FileSinkLines=$F MB/s EndToEndLogs=$G MB/s HotPathCount=$HC ns HotPathLog=$HL ns allocs(max)=$A EmitterCount(shipping)=$SC ns" >&2
 pgv=$(psql --version 2>/dev/null | awk '{print $3}' || true)
@@ -74,10 +77,10 @@ printf 'bar\t%s\t%s\t%s\t%s\n' "stats points into PostgreSQL end to end" \
   "emitter, collector and sink in one process on 2 shared cores, TCP loopback, batches of 16,384 rows, synchronous commit; median of $ROUNDS"
 printf 'bar\t%s\t%s\t%s\t%s\n' "stats log lines into chunked files" \
   "$(awk -v a="$F" 'BEGIN{printf "%.0f MB/s", a}')" ">= 100 MB/s" \
-  "120-byte lines, batches of 16,384, fsync per batch, 64 MiB chunks gzipped in the background; median of $ROUNDS"
+  "120-byte lines, batches of 16,384, fsync per batch, 64 MiB chunks gzipped in the background; median of $ROUNDS (range $(rng "$files") MB/s)"
 printf 'bar\t%s\t%s\t%s\t%s\n' "stats log lines end to end (Emitter -> PUSH/PULL -> Collector journal -> files)" \
   "$(awk -v a="$G" 'BEGIN{printf "%.0f MB/s", a}')" ">= 100 MB/s" \
-  "120-byte lines, emitter, collector and file sink in one process on 2 shared cores (CPU-bound: format-2 frames in base64, HMAC, journal, gzip of rotated chunks); median of $ROUNDS"
+  "120-byte lines, emitter, collector and file sink in one process on 2 shared cores (CPU-bound: format-2 frames raw in a data frame, HMAC both ways, journal write and read, line formatting and write; 300,000 lines fill no 64 MiB chunk, so no gzip runs); median of $ROUNDS (range $(rng "$logs") MB/s), the file sink alone (above) in the same rounds"
 printf 'bar\t%s\t%s\t%s\t%s\n' "stats emitter cost per call (Count / Log)" \
   "$(awk -v a="$HC" -v b="$HL" -v c="$A" 'BEGIN{printf "%.0f / %.0f ns, %s allocs", a, b, c}')" "< 1 us, 0 allocs" \
   "the call alone (no shipper running); with the shipper and collector on the same 2 cores a Count costs the caller $(awk -v a="$SC" 'BEGIN{printf "%.0f", a}') ns; median of $ROUNDS"
