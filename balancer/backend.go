@@ -17,7 +17,8 @@ import (
 // reloads as long as the node keeps its id and address.
 type backend struct {
 	id, addr string
-	sockBuf  int // Config.SocketBuffer
+	sockBuf  int        // Config.SocketBuffer
+	dns      *nameState // nil for a literal IP:port (resolve.go)
 
 	mu     sync.Mutex
 	idle   []*bconn // LIFO
@@ -144,8 +145,12 @@ func (b *backend) get(dialTimeout time.Duration, maxHead int, fresh bool) (*bcon
 		}
 		b.mu.Unlock()
 	}
-	c, err := net.DialTimeout("tcp", b.addr, dialTimeout)
+	// A named node's resolved address (resolve.go), as the loops use.
+	c, err := net.DialTimeout("tcp", b.loopTarget().Addr, dialTimeout)
 	if err != nil {
+		if b.dns != nil {
+			b.dns.p.connectFailed(b)
+		}
 		return nil, err
 	}
 	if tc, ok := c.(*net.TCPConn); ok && b.sockBuf > 0 {

@@ -53,7 +53,7 @@ func (h loopHandler) Route(r *evproxy.Request) evproxy.Decision {
 	replayable := req.ContentLength <= 0 && idempotent(req.Method)
 	return evproxy.Decision{
 		Action:        evproxy.Forward,
-		Target:        loopTarget(be.addr),
+		Target:        be.loopTarget(),
 		ID:            idx,
 		Replayable:    replayable,
 		HandoffOnMiss: replayable && p.cfg.OnMiss != nil,
@@ -75,6 +75,9 @@ func (h loopHandler) Done(r *evproxy.Request, o evproxy.Outcome) {
 			p.log.Info("balancer: node is back", "node", be.id, "addr", be.addr)
 		}
 	case evproxy.ConnectFailed, evproxy.Failed:
+		if o == evproxy.ConnectFailed {
+			p.connectFailed(be)
+		}
 		if p.markFail(be) {
 			p.log.Warn("balancer: node ejected", "node", be.id, "addr", be.addr, "err", o.String())
 		}
