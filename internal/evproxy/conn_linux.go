@@ -50,6 +50,7 @@ type cconn struct {
 
 	mode        int
 	remain      int64
+	holdHead    bool                 // the response head waits in out for the body's first bytes
 	chunks      http1.ChunkedDecoder // a chunked response body
 	reuse       bool
 	clientClose bool

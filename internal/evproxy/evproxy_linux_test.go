@@ -1153,3 +1153,50 @@ func TestUnixTargetViaAndPeerCheck(t *testing.T) {
 	require.Equal(t, []Outcome{ConnectFailed}, h.seen())
 	require.Equal(t, before, accepted.Load(), "no request reached the listener of another UID")
 }
+
+// A target that writes its response head and its body in two sends (as
+// gunicorn does) has them reach the client in one write: the first read
+// of the client holds the whole response, not the head alone. A head
+// whose body is chunked is not held back (a stream may wait long).
+func TestHeadWaitsForTheFirstBodyBytes(t *testing.T) {
+	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if r.URL.Path == "/chunked" {
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+				time.Sleep(100 * time.Millisecond)
+				_, _ = io.WriteString(c, "5\r\nhello\r\n0\r\n\r\n")
+				continue
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+			time.Sleep(50 * time.Millisecond)
+			_, _ = io.WriteString(c, "hello")
+		}
+	})
+	h := &testHandler{targets: []Target{tcp(addr)}}
+	hs := start(t, h, nil)
+	c, br := dial(t, hs.addr)
+	for i := 0; i < 3; i++ {
+		_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		require.NoError(t, err)
+		buf := make([]byte, 4096)
+		n, err := c.Read(buf)
+		require.NoError(t, err)
+		require.True(t, strings.HasSuffix(string(buf[:n]), "\r\n\r\nhello"), "request %d: the first read has the body: %q", i, buf[:n])
+		require.Contains(t, string(buf[:n]), "Content-Length: 5\r\n")
+	}
+	// Chunked: the head comes before the body.
+	_, err := io.WriteString(c, "GET /chunked HTTP/1.1\r\nHost: h\r\n\r\n")
+	require.NoError(t, err)
+	buf := make([]byte, 4096)
+	n, err := c.Read(buf)
+	require.NoError(t, err)
+	require.True(t, strings.HasSuffix(string(buf[:n]), "Transfer-Encoding: chunked\r\n\r\n"), "%q", buf[:n])
+	resp, body := readBody(t, bufio.NewReader(io.MultiReader(strings.NewReader(string(buf[:n])), br)))
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "hello", body)
+	require.EqualValues(t, 4, hs.p.Stats().Requests)
+}
