@@ -158,11 +158,15 @@ func (l *loop) buildRequest(c *cconn) {
 		s = append(s, "Content-Length: "...)
 		s = strconv.AppendInt(s, h.ContentLength, 10)
 		s = append(s, "\r\n"...)
+	} else if h.Chunked {
+		s = append(s, "Transfer-Encoding: chunked\r\n"...)
 	}
 	s = append(s, "\r\n"...)
 	if h.ContentLength > 0 {
 		end := c.ir + c.reqLen
 		s = append(s, c.in[end-int(h.ContentLength):end]...)
+	} else if h.Chunked {
+		s = append(s, c.rqBody...) // checked and re-encoded by readChunkedBody
 	}
 	c.send = s
 }
