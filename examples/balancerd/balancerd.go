@@ -70,7 +70,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 		o.trustedProxies = append(o.trustedProxies, ps...)
 		return err
 	})
-	fs.IntVar(&o.eventLoops, "event-loops", 0, "event loops serving plain HTTP (an epoll loop per core; WebSocket, TLS and big or chunked uploads go to a goroutine per connection); 0 = GOMAXPROCS, -1 = off (a goroutine per connection for everything)")
+	fs.IntVar(&o.eventLoops, "event-loops", 0, "event loops serving plain HTTP (an epoll loop per core; WebSocket, TLS and big or streamed uploads go to a goroutine per connection); 0 = GOMAXPROCS, -1 = off (a goroutine per connection for everything)")
 	o.log = daemon.LogFlags(fs)
 	o.nexus = nexusFlags(fs)
 	fs.Usage = usage(fs)
