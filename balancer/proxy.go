@@ -182,7 +182,10 @@ type Config struct {
 	// serve a plain (non-TLS) TCP listener instead of a goroutine per
 	// connection; requests the loops do not handle themselves are
 	// handed to the goroutine path. 0 means GOMAXPROCS loops; -1 turns
-	// the loops off (a goroutine per connection for everything).
+	// the loops off (a goroutine per connection for everything). Each
+	// loop holds a P on its locked thread: give the process a P more
+	// than it has loops (balancerd does), or the runtime takes a loop's
+	// P away whenever its wait blocks, and the goroutine path has none.
 	EventLoops int
 	// BusyPoll makes an event loop that just handled events poll once
 	// more without blocking before it blocks.
