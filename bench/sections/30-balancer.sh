@@ -14,6 +14,9 @@
 #          keep-alive connection, of every 100 requests 89 GETs, 10 POSTs
 #          with a 4 KiB Content-Length body and 1 POST with a 4 KiB
 #          chunked body (one chunk and the last one).
+# Each load gives throughput, p99 and CPU per request (user+system CPU
+# of the proxy's processes during the measured run over its requests: on
+# a shared machine it moves less than throughput does).
 # Env: SETS (default "t2c64 t1c32 mixed", a subset picks loads), WARMUP
 # (default 3s), ROUNDS (default 3, at least 3; the median per proxy is
 # compared). Rounds are interleaved (balancerd, nginx, haproxy, then the
@@ -66,7 +69,8 @@ wait_port() { # host:port
   return 1
 }
 
-"$tmp/benchbackend" -addr "$BACKEND" & pids+=($!)
+"$tmp/benchbackend" -addr "$BACKEND" & bbpid=$!
+pids+=($bbpid)
 wait_port "$BACKEND"
 
 # to_us converts wrk's latency figure (e.g. 812.00us, 2.31ms, 1.02s) to µs.
@@ -99,11 +103,23 @@ function request()
 end
 LUA
 
-# measure SET NAME URL: warm-up, then the measured run under load SET;
-# appends to RPS_SET_NAME and P99_SET_NAME (space-separated, one figure
-# per round).
+# cpu_ticks PID: user+system CPU ticks of PID and its child processes
+# (nginx's workers), all threads included.
+cpu_ticks() {
+  local t=0 p
+  for p in $1 $(pgrep -P "$1" || true); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$t"
+}
+TICK=$(getconf CLK_TCK)
+
+# measure SET NAME URL PID: warm-up, then the measured run under load SET;
+# appends to RPS_SET_NAME, P99_SET_NAME and CPU_SET_NAME (CPU µs the
+# proxy process PID spent per request in the measured run; space-
+# separated, one figure per round).
 measure() {
-  local set=$1 name=$2 url=$3 out args
+  local set=$1 name=$2 url=$3 pid=$4 out args c0 c1
   case $set in
     t2c64) args=$WRK_ARGS ;;
     t1c32) args=$WRK_ARGS_SMALL ;;
@@ -111,7 +127,9 @@ measure() {
     *) echo "unknown load set $set" >&2; exit 1 ;;
   esac
   wrk $args -d"$WARMUP" "$url" >/dev/null # the last -d wins
+  c0=$(cpu_ticks "$pid")
   out=$(wrk $args --latency "$url")
+  c1=$(cpu_ticks "$pid")
   echo "--- $set $name ($url)" >&2
   echo "$out" >&2
   if grep -q -E "Non-2xx|Socket errors" <<<"$out"; then
@@ -123,6 +141,10 @@ measure() {
   p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
   v="RPS_${set}_$name"; printf -v "$v" '%s' "${!v:-} $rps"
   v="P99_${set}_$name"; printf -v "$v" '%s' "${!v:-} $p99"
+  local n cpu
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  cpu=$(awk -v c=$((c1 - c0)) -v t="$TICK" -v n="$n" 'BEGIN { printf "%.2f", c / t * 1e6 / n }')
+  v="CPU_${set}_$name"; printf -v "$v" '%s' "${!v:-} $cpu"
 }
 
 median() { tr ' ' '\n' <<<"$*" | grep . | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
@@ -132,7 +154,7 @@ run_paaskit() {
   "$tmp/balancerd" --table "$tmp/table" --listen "127.0.0.1:$PORT_PAASKIT" --log-level warn 2>>"$tmp/balancerd.log" & local pid=$!
   pids+=($pid)
   wait_port "127.0.0.1:$PORT_PAASKIT"
-  measure "$SET" paaskit "http://127.0.0.1:$PORT_PAASKIT/"
+  measure "$SET" paaskit "http://127.0.0.1:$PORT_PAASKIT/" "$pid"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
@@ -141,7 +163,7 @@ run_nginx() {
   "$NGINX" -c "$tmp/nginx/nginx.conf" -p "$tmp/nginx" 2>>"$tmp/nginx/stderr" & local pid=$!
   pids+=($pid)
   wait_port "127.0.0.1:$PORT_NGINX"
-  measure "$SET" nginx "http://127.0.0.1:$PORT_NGINX/"
+  measure "$SET" nginx "http://127.0.0.1:$PORT_NGINX/" "$pid"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
@@ -167,7 +189,7 @@ run_haproxy() {
   "$HAPROXY" -db -f "$tmp/haproxy.cfg" 2>>"$tmp/haproxy.log" & local pid=$!
   pids+=($pid)
   wait_port "127.0.0.1:$PORT_HAPROXY"
-  measure "$SET" haproxy "http://127.0.0.1:$PORT_HAPROXY/"
+  measure "$SET" haproxy "http://127.0.0.1:$PORT_HAPROXY/" "$pid"
   kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 
@@ -185,7 +207,7 @@ done
 # The backend alone, for context (log only). Measured after the rounds:
 # the run right after this one (at 2x the proxies' rate) was always the
 # balancer's first round, and its p99 showed it.
-measure t2c64 direct "http://$BACKEND/"
+measure t2c64 direct "http://$BACKEND/" "$bbpid"
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2fx", a / b }'; }
 errs=""
@@ -200,8 +222,8 @@ for SET in $SETS; do
   esac
   cond="${errs}median of $ROUNDS rounds of $load after ${WARMUP} warm-up each, same Go backend, loopback, 2 shared cores, one proxy at a time"
   for n in paaskit nginx haproxy; do
-    v="RPS_${SET}_$n"; w="P99_${SET}_$n"
-    echo "$SET $n: req/s${!v} p99 us${!w}" >&2
+    v="RPS_${SET}_$n"; w="P99_${SET}_$n"; u="CPU_${SET}_$n"
+    echo "$SET $n: req/s${!v} p99 us${!w} cpu us/req${!u}" >&2
   done
   v="RPS_${SET}_paaskit"; rp=$(median ${!v})
   v="RPS_${SET}_nginx"; rn=$(median ${!v})
@@ -209,12 +231,17 @@ for SET in $SETS; do
   v="P99_${SET}_paaskit"; pp=$(median ${!v})
   v="P99_${SET}_nginx"; pn=$(median ${!v})
   v="P99_${SET}_haproxy"; ph=$(median ${!v})
+  v="CPU_${SET}_paaskit"; cp=$(median ${!v})
+  v="CPU_${SET}_nginx"; cn=$(median ${!v})
+  v="CPU_${SET}_haproxy"; ch=$(median ${!v})
   printf 'row\t%s\t%s\t%s\t%s\n' "$what throughput (req/s $rp vs $rn)" "nginx" "$(ratio "$rp" "$rn")" "$cond; nginx worker_processes 2, keepalive 256"
   printf 'row\t%s\t%s\t%s\t%s\n' "$what throughput (req/s $rp vs $rh)" "haproxy" "$(ratio "$rp" "$rh")" "$cond; haproxy nbthread 2, http-reuse always"
   printf 'row\t%s\t%s\t%s\t%s\n' "$what p99 latency (us $pp vs $pn)" "nginx" "$(ratio "$pn" "$pp")" "$cond; ratio = nginx p99 / balancer p99"
   printf 'row\t%s\t%s\t%s\t%s\n' "$what p99 latency (us $pp vs $ph)" "haproxy" "$(ratio "$ph" "$pp")" "$cond; ratio = haproxy p99 / balancer p99"
+  printf 'row\t%s\t%s\t%s\t%s\n' "$what CPU per request (us $cp vs $cn)" "nginx" "$(ratio "$cn" "$cp")" "$cond; user+system CPU of the proxy's processes during the measured run / requests; ratio = nginx's / balancer's"
+  printf 'row\t%s\t%s\t%s\t%s\n' "$what CPU per request (us $cp vs $ch)" "haproxy" "$(ratio "$ch" "$cp")" "$cond; user+system CPU of the proxy's process during the measured run / requests; ratio = haproxy's / balancer's"
 done
-echo "direct: req/s${RPS_t2c64_direct} p99 us${P99_t2c64_direct}" >&2
+echo "direct: req/s${RPS_t2c64_direct} p99 us${P99_t2c64_direct} backend cpu us/req${CPU_t2c64_direct}" >&2
 if [[ $RELOAD == 0 ]]; then
   [[ -z "${WRK_ERRORS:-}" ]]
   exit
