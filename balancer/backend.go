@@ -16,21 +16,26 @@ import (
 type backend struct {
 	id, addr string
 	pool     *connproxy.Pool
+	dns      *nameState // nil for a literal IP:port (resolve.go)
 
 	inflight  atomic.Int64
 	failSince atomic.Int64 // unix nanos of the first failure in a row; 0 = healthy
 	ejected   atomic.Bool
 }
 
-func newBackend(id, addr string, sockBuf, maxIdle int) *backend {
-	be := &backend{id: id, addr: addr}
+func newBackend(p *Proxy, id, addr string) *backend {
+	be := &backend{id: id, addr: addr, dns: newNameState(p, addr)}
+	sockBuf := p.cfg.SocketBuffer
 	be.pool = connproxy.NewPool(connproxy.PoolConfig{
-		// A node named by DNS name is resolved here, on the goroutine
-		// path (the event loops hand such requests off).
+		// A named node's resolved address (resolve.go), as the loops
+		// use; the name itself until its first lookup answered.
 		Dial: func(ctx context.Context) (net.Conn, error) {
 			var d net.Dialer
-			c, err := d.DialContext(ctx, "tcp", addr)
+			c, err := d.DialContext(ctx, "tcp", be.loopTarget().Addr)
 			if err != nil {
+				if be.dns != nil {
+					p.connectFailed(be)
+				}
 				return nil, err
 			}
 			if tc, ok := c.(*net.TCPConn); ok && sockBuf > 0 {
@@ -39,10 +44,14 @@ func newBackend(id, addr string, sockBuf, maxIdle int) *backend {
 			}
 			return c, nil
 		},
-		MaxIdle: maxIdle,
+		MaxIdle: p.cfg.MaxIdlePerNode,
 	})
 	return be
 }
+
+// flushIdle closes the goroutine path's idle connections (a named node's
+// address changed).
+func (b *backend) flushIdle() { b.pool.CloseIdle() }
 
 // close marks the backend removed and closes its idle connections;
 // connections in use are closed when their exchange ends.

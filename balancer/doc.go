@@ -113,9 +113,12 @@
 //
 // What the loops do not serve themselves goes, with every byte already
 // read, to the goroutine-per-connection forwarder (internal/connproxy,
-// shared with the runner's node front, driven by the same routing): TLS, WebSocket and
-// other Upgrades, Expect: 100-continue, chunked or large request bodies,
-// HTTP/1.0 clients, nodes whose address is a name, and misses (see
+// shared with the runner's node front, driven by the same routing): TLS,
+// WebSocket and other Upgrades, Expect: 100-continue, request bodies
+// larger than MaxConnBuffer and chunked ones the client pauses in (a small
+// chunked body sent at once stays on the loops), HTTP/1.0 clients, nodes
+// named by a DNS name until their first lookup answered (Config.Resolve:
+// names are looked up per table load, off the request path), and misses (see
 // below). That forwarder takes a pooled keep-alive node connection for one
 // exchange, parses heads once in reused buffers, copies bodies with
 // pooled buffers and streams them both ways (a request body that is not

@@ -82,7 +82,7 @@ func (h loopHandler) Route(r *evproxy.Request) evproxy.Decision {
 	rp := replayable(r.Head)
 	return evproxy.Decision{
 		Action:        evproxy.Forward,
-		Target:        loopTarget(be.addr),
+		Target:        be.loopTarget(),
 		ID:            idx,
 		Replayable:    rp,
 		HandoffOnMiss: rp && p.cfg.OnMiss != nil,
@@ -105,6 +105,9 @@ func (p *Proxy) done(r *evproxy.Request, o evproxy.Outcome) {
 			p.log.Info("balancer: node is back", "node", be.id, "addr", be.addr)
 		}
 	case evproxy.ConnectFailed, evproxy.Failed:
+		if o == evproxy.ConnectFailed {
+			p.connectFailed(be)
+		}
 		if p.markFail(be) {
 			p.log.Warn("balancer: node ejected", "node", be.id, "addr", be.addr, "err", o.String())
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -91,14 +92,15 @@ func TestEventLoopMissIsHandedOffAndRetried(t *testing.T) {
 	require.EqualValues(t, 2, p.ForwarderStats().LoopRequests)
 }
 
-// A connection handed off for a chunked upload goes back to the event
+// A connection handed off for a chunked upload (one larger than
+// MaxConnBuffer: a small one sent whole stays on the loops) goes back to the event
 // loops once the upload was answered: the GETs that follow on it are
 // served by a loop (LoopRequests), not by the goroutine path.
 func TestChunkedUploadThenGETsReturnToTheLoop(t *testing.T) {
 	a := backendServer(t, echoInfo("a"))
 	p := startProxy(t, Config{Table: table(t, map[string]string{"a": addrOf(a)}, map[string]string{"*": ""}), EventLoops: 2})
 	rc := dialRaw(t, p)
-	rc.send("POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+	rc.send("POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n8000\r\n" + strings.Repeat("u", 32<<10) + "\r\n0\r\n\r\n")
 	resp, _ := rc.response("POST")
 	require.Equal(t, 200, resp.StatusCode)
 	before := p.ForwarderStats()

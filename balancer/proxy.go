@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -59,6 +58,18 @@ type Config struct {
 	IdleTimeout time.Duration
 	// DialTimeout bounds connecting to a node. Default 3s.
 	DialTimeout time.Duration
+	// Resolve looks up the host of a node named by a DNS name
+	// ("api.internal:8080"); nil means net.DefaultResolver.LookupNetIP
+	// (which reads /etc/hosts first). Named nodes are looked up off the
+	// request path, with a DialTimeout bound: once per SetTable, again
+	// after connects to every address the name gave failed (at most
+	// once a second) and when an ejected node is probed. The event
+	// loops connect to the addresses found (IPv4 first, the next one
+	// after a connect failure); a node whose name has not resolved is
+	// ejected (NodeStatus.ResolveError says why) and its hosts go to the
+	// next node, and one not looked up yet is served by the goroutine
+	// path, which dials the name itself.
+	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
 	// ResponseHeaderTimeout bounds the wait for a node's response head
 	// after the request was sent; past it the client gets 504. Default 60s.
 	ResponseHeaderTimeout time.Duration
@@ -174,7 +185,10 @@ type Config struct {
 	// serve a plain (non-TLS) TCP listener instead of a goroutine per
 	// connection; requests the loops do not handle themselves are
 	// handed to the goroutine path. 0 means GOMAXPROCS loops; -1 turns
-	// the loops off (a goroutine per connection for everything).
+	// the loops off (a goroutine per connection for everything). Each
+	// loop holds a P on its locked thread: give the process a P more
+	// than it has loops (balancerd does), or the runtime takes a loop's
+	// P away whenever its wait blocks, and the goroutine path has none.
 	EventLoops int
 	// BusyPoll makes an event loop that just handled events poll once
 	// more without blocking before it blocks.
@@ -216,6 +230,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Addr == "" {
 		c.Addr = ":8080"
+	}
+	if c.Resolve == nil {
+		c.Resolve = defaultResolve
 	}
 	if c.Clock == nil {
 		c.Clock = systemClock{}
@@ -293,8 +310,10 @@ type Proxy struct {
 
 	cur atomic.Pointer[bound]
 
-	mu       sync.Mutex // guards backends and the swap in SetTable
+	mu       sync.Mutex // guards backends, loads and the swap in SetTable
 	backends map[string]*backend
+	loads    uint64         // SetTable calls so far (orders their lookups)
+	resolves sync.WaitGroup // lookups of named nodes running (resolve.go)
 
 	total atomic.Int64 // requests in flight to all nodes
 
@@ -396,30 +415,28 @@ func (p *Proxy) SetTable(t *Table) {
 		key := n.ID + "\x00" + n.Addr
 		be := p.backends[key]
 		if be == nil {
-			be = newBackend(n.ID, n.Addr, p.cfg.SocketBuffer, p.cfg.MaxIdlePerNode)
+			be = newBackend(p, n.ID, n.Addr)
 		}
 		keep[key] = be
 		b.be[i] = be
 	}
 	p.cur.Store(b)
+	p.loads++
 	var gone []evproxy.Target
 	for key, be := range p.backends {
 		if keep[key] == nil {
 			be.close()
 			gone = append(gone, loopTarget(be.addr))
+			if t := be.loopTarget(); t.Addr != be.addr {
+				gone = append(gone, t)
+			}
 		}
 	}
 	p.backends = keep
-	if l := p.loops.Load(); l != nil && len(gone) > 0 {
-		// The loops pool by address: keep the addresses still in the
-		// table (under another id).
-		live := make(map[string]bool, len(t.nodes))
-		for _, n := range t.nodes {
-			live[n.Addr] = true
-		}
-		gone = slices.DeleteFunc(gone, func(tg evproxy.Target) bool { return live[tg.Addr] })
-		l.CloseIdle(gone...)
-	}
+	// The loops pool by address: addresses still in the table (under
+	// another id) keep their connections.
+	p.retireLoopTargets(gone...)
+	p.resolveAll(p.loads, b.be)
 }
 
 // Table returns the current routing table.
@@ -460,6 +477,12 @@ type NodeStatus struct {
 	// pooled and unused now: the goroutine path's pool plus the event
 	// loops' pools for the node's address.
 	Idle int `json:"idle_conns"`
+	// Resolved is the address the event loops connect to for a node
+	// named by a DNS name, empty until its name has resolved (and for a
+	// literal address); ResolveError is the last lookup's error, empty
+	// once one answered.
+	Resolved     string `json:"resolved,omitempty"`
+	ResolveError string `json:"resolve_error,omitempty"`
 }
 
 // Nodes returns the state of the current table's nodes, sorted by id.
@@ -471,10 +494,12 @@ func (p *Proxy) Nodes() []NodeStatus {
 	}
 	out := make([]NodeStatus, 0, len(b.be))
 	for i, be := range b.be {
-		idle := be.pool.Idle() + int(loopIdle[loopTarget(be.addr)])
+		idle := be.pool.Idle() + int(loopIdle[be.loopTarget()])
+		resolved, rerr := be.resolveStatus()
 		out = append(out, NodeStatus{
 			ID: b.t.nodes[i].ID, Addr: be.addr, Ejected: be.ejected.Load(),
 			Failing: be.failSince.Load() != 0, InFlight: be.inflight.Load(), Idle: idle,
+			Resolved: resolved, ResolveError: rerr,
 		})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
@@ -567,6 +592,7 @@ func (p *Proxy) Run(ctx context.Context) error {
 	p.fwd.Shutdown(stopBy)
 	p.baseCancel()
 	bg.Wait()
+	p.resolves.Wait()
 	p.mu.Lock()
 	for _, be := range p.backends {
 		be.close()
@@ -634,7 +660,11 @@ func (p *Proxy) probeLoop(ctx context.Context) {
 
 func (p *Proxy) probe(ctx context.Context, be *backend, id string) {
 	d := net.Dialer{Timeout: p.cfg.DialTimeout}
-	c, err := d.DialContext(ctx, "tcp", be.addr)
+	addr, err := p.probeAddr(ctx, be)
+	var c net.Conn
+	if err == nil {
+		c, err = d.DialContext(ctx, "tcp", addr)
+	}
 	if err == nil && p.cfg.HealthCheckPath != "" {
 		err = healthCheck(c, p.cfg.HealthCheckPath, be.addr, p.cfg.ResponseHeaderTimeout, p.cfg.MaxHeaderBytes)
 	}

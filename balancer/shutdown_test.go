@@ -74,8 +74,8 @@ func (n *silentNode) close() {
 
 // Shutdown is bounded by one ShutdownTimeout for the whole proxy, not
 // one per forwarder: with a request that never gets an answer on the
-// event loops and another on the goroutine path (handed off: a chunked
-// body), both have ShutdownTimeout to finish, then both are cut, the
+// event loops and another on the goroutine path (handed off: a body
+// larger than the loops buffer), both have ShutdownTimeout to finish, then both are cut, the
 // connections to the node included, and Run returns, leaving no
 // goroutine behind.
 func TestShutdownTakesOneTimeoutForBothPaths(t *testing.T) {
@@ -104,7 +104,7 @@ func TestShutdownTakesOneTimeoutForBothPaths(t *testing.T) {
 	var clients []*bufio.Reader
 	for _, req := range []string{
 		"GET /never HTTP/1.1\r\nHost: a.test\r\n\r\n",
-		"POST /never HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"POST /never HTTP/1.1\r\nHost: a.test\r\nContent-Length: 20000\r\n\r\n" + strings.Repeat("a", 20000),
 	} {
 		c, err := net.Dial("tcp", ln.Addr().String())
 		require.NoError(t, err)

@@ -162,9 +162,10 @@ func TestInFlightLastsUntilTheResponseBodyEnds(t *testing.T) {
 		require.Eventually(t, allZero, 5*time.Second, 5*time.Millisecond, "after the body: %v", inFlight(p))
 	})
 	t.Run("handed off", func(t *testing.T) {
-		// A chunked request body is served by the goroutine path.
+		// A body larger than the loops buffer (MaxConnBuffer) is
+		// served by the goroutine path.
 		before := p.ForwarderStats().Handoffs
-		_, br := openStream(t, p, "POST /stream HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+		_, br := openStream(t, p, "POST /stream HTTP/1.1\r\nHost: a.test\r\nContent-Length: 20000\r\n\r\n"+strings.Repeat("a", 20000))
 		<-node.started
 		if p.ForwarderStats().LoopRequests > 0 {
 			require.Equal(t, before+1, p.ForwarderStats().Handoffs, "handed off by the loops")

@@ -17,8 +17,10 @@ var ErrUnknownHost = errors.New("balancer: unknown host")
 // host on every balancer, whatever order the nodes are listed in and
 // whatever their addresses are.
 type Node struct {
-	ID   string
-	Addr string // host:port
+	ID string
+	// Addr is host:port, the host an IP address or a DNS name (looked
+	// up at each table load, off the request path: Config.Resolve).
+	Addr string
 }
 
 // Site maps a host pattern to a set of nodes.

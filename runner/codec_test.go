@@ -117,8 +117,9 @@ func TestFrontCutsTheClientWhenAChunkedBodyBreaksLater(t *testing.T) {
 	}
 }
 
-// A connection the loops handed off for a chunked upload comes back to
-// them once the upload was answered: the GETs that follow on it are
+// A connection the loops handed off for a chunked upload (one larger than
+// the loops buffer: a small one sent whole stays on the loops) comes back
+// to them once the upload was answered: the GETs that follow on it are
 // served by a loop (FrontStats), not by the goroutine path.
 func TestChunkedUploadThenGETsReturnToTheLoop(t *testing.T) {
 	e := newEnv(t, func(c *runner.Config) { c.EventLoops = 1 }) // loops on in every run of the suite
@@ -129,13 +130,14 @@ func TestChunkedUploadThenGETsReturnToTheLoop(t *testing.T) {
 	require.Eventually(t, func() bool { s := e.r.FrontStats(); return s.Resumed == s.Handoffs }, 10*time.Second, time.Millisecond)
 	before := e.r.FrontStats()
 	c, br := frontConn(t, e)
-	_, err := io.WriteString(c, "POST /echo HTTP/1.1\r\nHost: resume.example\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+	upload := strings.Repeat("u", 32<<10)
+	_, err := io.WriteString(c, "POST /echo HTTP/1.1\r\nHost: resume.example\r\nTransfer-Encoding: chunked\r\n\r\n8000\r\n"+upload+"\r\n0\r\n\r\n")
 	require.NoError(t, err)
 	resp, err := http.ReadResponse(br, nil)
 	require.NoError(t, err)
 	body, _ := io.ReadAll(resp.Body)
-	require.Equal(t, 200, resp.StatusCode, "%s", body)
-	require.Equal(t, "5 hello", strings.TrimSpace(string(body)))
+	require.Equal(t, 200, resp.StatusCode, "%.200s", body)
+	require.Equal(t, "32768 "+upload[:20], strings.TrimSpace(string(body)), "the app saw the whole body (its length and first 20 bytes)")
 	for k := 0; k < 3; k++ {
 		_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: resume.example\r\n\r\n")
 		require.NoError(t, err)

@@ -43,8 +43,8 @@
 // default on internal/evproxy event loops instead (Config.EventLoops,
 // DefaultEventLoops = 1; -1 turns them off): epoll on a locked thread, no
 // goroutine wake per request; everything else (a cold start, a miss, an
-// upgrade, a chunked or large body, HTTP/1.0) is handed, with every byte
-// read, to the goroutine path. Both fronts keep the same promises: an
+// upgrade, a large body or a chunked one the client paused in, HTTP/1.0)
+// is handed, with every byte read, to the goroutine path. Both fronts keep the same promises: an
 // instance stays in flight until its whole response was relayed or the
 // exchange was cut (so a streaming response keeps it alive), a request
 // that meets a pooled connection the app had dropped is sent again on a

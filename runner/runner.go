@@ -187,8 +187,9 @@ type Config struct {
 	// EventLoops is the number of event loops (internal/evproxy) that
 	// serve warm requests when Serve's listener is plain TCP: a request
 	// whose app has a ready instance is forwarded by a loop; everything
-	// else (a cold start, a miss, an upgrade, a chunked or large body,
-	// HTTP/1.0) is handed, with every byte read, to the goroutine path.
+	// else (a cold start, a miss, an upgrade, a large body or a chunked
+	// one the client paused in, HTTP/1.0) is handed, with every byte
+	// read, to the goroutine path.
 	// Zero means DefaultEventLoops; -1 turns the loops off (a goroutine
 	// per connection for everything). An instance stays in flight until
 	// the loop has relayed its whole response (or the exchange was cut),

@@ -29,13 +29,15 @@
 # counts; -1 measures the goroutine-per-connection front).
 #
 # Env: WRK_ARGS (default "-t2 -c64 -d3s"), ROUNDS (default 5),
-# ALT_EVENT_LOOPS (default $(nproc)).
+# ALT_EVENT_LOOPS (default $(nproc)), WARM_ONLY (1: only the warm rows of
+# the default front, part 4 without the second runnerd).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 source bench/lib.sh
 WRK_ARGS=${WRK_ARGS:-"-t2 -c64 -d3s"}
 ROUNDS=${ROUNDS:-5}
 ALT_EVENT_LOOPS=${ALT_EVENT_LOOPS:-$(nproc)}
+WARM_ONLY=${WARM_ONLY:-0}
 # runner.test runs its tests once, on the default front (its TestMain
 # would otherwise run them again on the goroutine front).
 export PAASKIT_RUNNER_TEST_FRONT=default
@@ -85,6 +87,7 @@ mratio() {
 }
 ms() { awk -v n="$1" 'BEGIN { printf "%.2f", n / 1e6 }'; }
 
+if [[ $WARM_ONLY != 1 ]]; then
 # 1. Cold starts, then the baseline, then the cold starts again: the
 #    machine is shared, so both sides get the same noise.
 out1=$(bench 'ColdStart$|DirectStart' 100x)
@@ -127,6 +130,7 @@ fr=$(field "$out" 'front-req/s')
 dr=$(field "$out" 'direct-req/s')
 printf 'row\t%s\t%s\t%s\t%s\n' "runner front, warm keep-alive GETs, tiny Go app: $fr vs $dr req/s (target 0.8x)" \
   "same Go client straight to the unix socket" "${wr}x" "8 interleaved pairs of 500 ms rounds, 32 client goroutines, all 3 processes on $(nproc) shared cores"
+fi
 
 # 4. runnerd against nginx in front of the same instance.
 cat >"$tmp/specs/warm.json" <<JSON
@@ -225,6 +229,7 @@ for _ in $(seq 1 "$ROUNDS"); do
   SD+=("$(go_rps -unix "$wsock")")
 done
 for p in "$npid" "$nwpid" "$n1pid" "$n1wpid" "$rpid"; do kill "$p"; wait "$p" 2>/dev/null || true; done
+if [[ $WARM_ONLY != 1 ]]; then
 # runnerd again with -event-loops $ALT_EVENT_LOOPS, each app against its own
 # instance's socket.
 PORT_LOOPS=19405
@@ -269,6 +274,7 @@ for _ in $(seq 1 "$ROUNDS"); do
   LSD+=("$(go_rps -unix "$lwsock")")
 done
 for p in "$nlpid" "$nlwpid" "$lpid"; do kill "$p"; wait "$p" 2>/dev/null || true; done
+fi
 
 wcondw="wrk $WRK_ARGS, $ROUNDS interleaved rounds after warm-up, median of per-round ratios, tiny Go app, $(nproc) shared cores"
 printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop) to an app's unix socket: $(median "${WR[@]}") vs $(median "${WN1[@]}") req/s (medians; matched)" \
@@ -290,6 +296,7 @@ printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop), gunicorn W
   "nginx 1.22 (1 worker, upstream keepalive 256) to the same socket" "$(mratio SR SN1)" "$wcond"
 printf 'row\t%s\t%s\t%s\t%s\n' "runnerd default front (1 event loop), gunicorn WSGI app: $(median "${SR[@]}") vs $(median "${SN[@]}") req/s" \
   "nginx 1.22 (2 workers, upstream keepalive 256) to the same socket" "$(mratio SR SN)" "$wcond"
+if [[ $WARM_ONLY != 1 ]]; then
 printf 'row\t%s\t%s\t%s\t%s\n' "runnerd -event-loops $ALT_EVENT_LOOPS, tiny Go app: $(median "${LR[@]}") vs $(median "${LD[@]}") req/s" \
   "same Go client straight to the unix socket" "$(mratio LR LD)" "${gcond/interleaved rounds/interleaved rounds (Go app and WSGI alternating)}"
 printf 'row\t%s\t%s\t%s\t%s\n' "runnerd -event-loops $ALT_EVENT_LOOPS, gunicorn WSGI app: $(median "${LSR[@]}") vs $(median "${LSD[@]}") req/s" \
@@ -298,8 +305,10 @@ printf 'row\t%s\t%s\t%s\t%s\n' "runnerd -event-loops $ALT_EVENT_LOOPS, tiny Go a
   "nginx 1.22 ($NL_WORKERS workers, upstream keepalive 256) to the same socket" "$(mratio LR LN)" "$gcond"
 printf 'row\t%s\t%s\t%s\t%s\n' "runnerd -event-loops $ALT_EVENT_LOOPS, gunicorn WSGI app: $(median "${LSR[@]}") vs $(median "${LSN[@]}") req/s (matched)" \
   "nginx 1.22 ($NL_WORKERS workers, upstream keepalive 256) to the same socket" "$(mratio LSR LSN)" "$wcond"
+fi
 
 # 5. 1,000 idle apps; 100 active at once.
+[[ $WARM_ONLY != 1 ]] || exit 0
 out=$("$tmp/runner.test" -test.run 'TestThousandConfiguredApps|TestHundredAppsActiveAtOnce' -test.v 2>&1 | grep -E '^(---|ok|PASS|FAIL)|live heap' || true)
 echo "$out" >&2
 delta=$(grep -oP '[0-9-]+(?= KiB, )' <<<"$out")

@@ -3,8 +3,8 @@
 // against nginx and HAProxy). It answers every request with a fixed small
 // body, keeps connections alive, and does as little work as it can so the
 // proxies, not the backend, dominate the measurement. It understands only
-// requests without a body (or with a Content-Length body, which it skips)
-// and is not a general server.
+// requests without a body or with a Content-Length or chunked body (which
+// it skips; chunked without trailers) and is not a general server.
 package benchbackend
 
 import (
@@ -63,6 +63,12 @@ func serveConn(c net.Conn) {
 			}
 			headEnd := start + end + 4
 			skip := contentLength(buf[start:headEnd])
+			if isChunked(buf[start:headEnd]) {
+				var ok bool
+				if skip, ok = chunkedLen(buf[headEnd:n]); !ok {
+					break
+				}
+			}
 			if headEnd+skip > n {
 				// Body not yet here: keep reading (bodies are small in benches).
 				break
@@ -95,4 +101,41 @@ func contentLength(h []byte) int {
 		return 0
 	}
 	return n
+}
+
+func isChunked(h []byte) bool {
+	return bytes.Contains(bytes.ToLower(h), []byte("\r\ntransfer-encoding: chunked\r\n"))
+}
+
+// chunkedLen returns the length of the chunked body at the start of b
+// (its last chunk and the empty trailer included), or false when it is
+// not all there yet (or is not one this toy reads: then the connection
+// stalls until its client gives up, which the benchmark reports).
+func chunkedLen(b []byte) (int, bool) {
+	off := 0
+	for {
+		eol := bytes.Index(b[off:], []byte("\r\n"))
+		if eol < 0 {
+			return 0, false
+		}
+		line := b[off : off+eol]
+		if i := bytes.IndexByte(line, ';'); i >= 0 {
+			line = line[:i]
+		}
+		size, err := strconv.ParseUint(string(bytes.TrimSpace(line)), 16, 32)
+		if err != nil {
+			return 0, false
+		}
+		off += eol + 2
+		if size == 0 {
+			if len(b) < off+2 {
+				return 0, false
+			}
+			return off + 2, true // no trailers
+		}
+		off += int(size) + 2
+		if off > len(b) {
+			return 0, false
+		}
+	}
 }

@@ -186,8 +186,8 @@ type Config struct {
 	// Handler routes requests (required).
 	Handler Handler
 	// Handoff takes a client connection the loop does not serve itself
-	// (Upgrade, Expect: 100-continue, chunked or large request bodies,
-	// HTTP/1.0, a Handoff decision, a miss), with the bytes already read
+	// (Upgrade, Expect: 100-continue, large request bodies, chunked ones
+	// the client paused in, HTTP/1.0, a Handoff decision, a miss), with the bytes already read
 	// from it, starting at the request it could not serve. It runs on the
 	// loop: it must start its own goroutine and return. A panic in it is
 	// recovered, logged and the connection closed. Required.

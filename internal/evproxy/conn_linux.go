@@ -1,6 +1,7 @@
 package evproxy
 
 import (
+	"errors"
 	"strconv"
 
 	"github.com/paaskit/paaskit/internal/http1"
@@ -50,11 +51,20 @@ type cconn struct {
 
 	mode        int
 	remain      int64
+	holdHead    bool                 // the response head waits in out for the body's first bytes
 	chunks      http1.ChunkedDecoder // a chunked response body
 	reuse       bool
 	clientClose bool
 
 	adm admission // Config.Gate slot and PROXY header state (limits_linux.go)
+
+	// A chunked request body being buffered (readChunkedBody): the
+	// decoder, how many body bytes after the head it consumed, and the
+	// body re-encoded as it will be sent.
+	rq       http1.ChunkedDecoder
+	rqActive bool
+	rqFed    int
+	rqBody   []byte
 }
 
 // done reports o for the current Forward decision (once). Any outcome
@@ -215,7 +225,7 @@ func (l *loop) readRequest(c *cconn) bool {
 				l.reply(c, 413, "Content Too Large", "request body larger than "+strconv.FormatInt(cfg.MaxBodyBytes, 10)+" bytes\n", nil)
 				return true
 			}
-			if h.Minor == 0 || h.ConnUpgrade || h.Expect100 || h.Chunked || h.ContentLength > int64(cfg.MaxBufferedBody) || l.draining {
+			if h.Minor == 0 || h.ConnUpgrade || h.Expect100 || h.ContentLength > int64(cfg.MaxBufferedBody) || l.draining {
 				if l.draining {
 					l.closeClient(c)
 					return false
@@ -226,6 +236,26 @@ func (l *loop) readRequest(c *cconn) bool {
 			need := hl
 			if h.ContentLength > 0 {
 				need += int(h.ContentLength)
+			}
+			if h.Chunked {
+				switch l.readChunkedBody(c, avail[hl:]) {
+				case chunkedDone:
+					need += c.rqFed
+				case chunkedMore:
+					if !c.canRead {
+						// The client paused mid-body (it may be
+						// streaming, waiting for the answer to go
+						// on): the goroutine path streams it.
+						l.handoff(c)
+						return false
+					}
+					need = len(avail) + 1 // read on
+				case chunkedHandoff:
+					l.handoff(c)
+					return false
+				case chunkedAnswered:
+					return true
+				}
 			}
 			if len(avail) >= need {
 				c.reqLen = need
@@ -283,6 +313,60 @@ func (l *loop) readRequest(c *cconn) bool {
 		c.canRead = false
 	}
 	return true
+}
+
+// Outcomes of readChunkedBody.
+const (
+	chunkedMore     = iota // the body is not all here: read on
+	chunkedDone            // the whole body is buffered and re-encoded in rqBody
+	chunkedHandoff         // too large to buffer: the goroutine path streams it
+	chunkedAnswered        // malformed or over MaxBodyBytes: answered
+)
+
+// readChunkedBody feeds the chunked request body bytes buffered after
+// the head (body, from its first byte) to c's decoder, the strict shared
+// one, picking up where the last call stopped. A body that ends within
+// MaxBufferedBody bytes (framing included) and in what the client has
+// sent so far (readRequest hands off a body the client paused in: it
+// may stream both ways) is served by the loop like a Content-Length
+// one: it is checked whole before anything is sent, and forwarded
+// re-chunked (one chunk per run of data, trailers passed on), as the
+// goroutine path sends it. A longer one is handed off, to stream.
+func (l *loop) readChunkedBody(c *cconn, body []byte) int {
+	cfg := &l.p.cfg
+	if !c.rqActive {
+		c.rq.Reset()
+		c.rq.Limits.MaxBody = max(cfg.MaxBodyBytes, 0)
+		c.rqActive, c.rqFed, c.rqBody = true, 0, c.rqBody[:0]
+	}
+	src := body[c.rqFed:]
+	for len(src) > 0 && !c.rq.Done() {
+		n, data, err := c.rq.Decode(src)
+		c.rqFed += n
+		src = src[n:]
+		if err != nil {
+			c.rqActive = false
+			if errors.Is(err, http1.ErrBodyTooLarge) {
+				l.reply(c, 413, "Content Too Large", "request body larger than "+strconv.FormatInt(cfg.MaxBodyBytes, 10)+" bytes\n", nil)
+			} else {
+				l.reply(c, 400, "Bad Request", "malformed chunked body\n", nil)
+			}
+			return chunkedAnswered
+		}
+		if len(data) > 0 {
+			c.rqBody = http1.AppendChunk(c.rqBody, data)
+		}
+	}
+	if c.rq.Done() {
+		c.rqActive = false
+		c.rqBody = http1.AppendLastChunk(c.rqBody, c.rq.Trailers())
+		return chunkedDone
+	}
+	if c.rqFed >= cfg.MaxBufferedBody {
+		c.rqActive = false
+		return chunkedHandoff
+	}
+	return chunkedMore
 }
 
 // reply answers with a plain-text page and closes the connection.

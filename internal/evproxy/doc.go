@@ -26,7 +26,13 @@
 // idle again.
 // Request heads are parsed by the strict internal/http1 parser in the
 // client's buffer; the forwarded head and a buffered body are written to
-// the target in one write. Response heads are parsed in the target
+// the target in one write. A chunked request body that the client sent
+// whole (within MaxBufferedBody, framing included) is checked by the
+// strict decoder before anything is sent and forwarded re-chunked; one
+// the client pauses in may be streaming both ways and is handed off. A
+// response head with a Content-Length body that came alone waits for the
+// body's first bytes, so the client gets one segment, not two, from a
+// target that sends them apart (gunicorn does). Response heads are parsed in the target
 // connection's buffer; bodies (Content-Length, chunked, which is
 // decoded by internal/http1's ChunkedDecoder and re-framed, or until
 // close; a chunked body broken in the bytes that came with its head
@@ -39,8 +45,8 @@
 // What the loop does not serve itself is handed off, before any byte of
 // the request was sent anywhere, to Config.Handoff together with every
 // byte already read from the client: Upgrade (WebSocket), Expect:
-// 100-continue, chunked request bodies and bodies larger than
-// MaxBufferedBody, HTTP/1.0, targets that are not literal addresses, and a
+// 100-continue, request bodies larger than MaxBufferedBody, chunked
+// bodies the client paused in, HTTP/1.0, targets that are not literal addresses, and a
 // target's miss answer (the slow path calls the miss hook and sends the
 // request again). The balancer's goroutine path takes them over with no
 // byte lost.

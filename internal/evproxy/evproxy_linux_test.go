@@ -695,7 +695,7 @@ func TestHandoffBigStreamedBodyLosesNoByte(t *testing.T) {
 func TestHandoffPipelinedAfterServedRequest(t *testing.T) {
 	hs := start(t, &testHandler{targets: []Target{tcp(echoBackend(t))}}, nil)
 	c, br := dial(t, hs.addr)
-	second := "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+	second := "GET /c HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nxyz"
 	_, err := io.WriteString(c, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"+second)
 	require.NoError(t, err)
 	_, body := readBody(t, br)
@@ -1160,7 +1160,9 @@ func TestUnixTargetViaAndPeerCheck(t *testing.T) {
 func TestResumeServesTheRestOnTheLoop(t *testing.T) {
 	hs := start(t, &testHandler{targets: []Target{tcp(echoBackend(t))}}, nil)
 	c, br := dial(t, hs.addr)
-	upload := "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+	// Larger than MaxBufferedBody: a small chunked body sent whole
+	// stays on the loop.
+	upload := "POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n8000\r\n" + strings.Repeat("u", 32<<10) + "\r\n0\r\n\r\n"
 	next := "GET /after HTTP/1.1\r\nHost: h\r\n\r\n"
 	_, err := io.WriteString(c, upload+next)
 	require.NoError(t, err)
@@ -1211,4 +1213,146 @@ func TestResumeRefusesWhatItCannotTake(t *testing.T) {
 	p, err := New(Config{Listener: &net.TCPListener{}, Handler: &testHandler{}, Handoff: func(net.Conn, []byte) {}})
 	require.NoError(t, err)
 	require.ErrorIs(t, p.Resume(a, nil), ErrNotServing)
+}
+
+// A target that writes its response head and its body in two sends (as
+// gunicorn does) has them reach the client in one write: the first read
+// of the client holds the whole response, not the head alone. A head
+// whose body is chunked is not held back (a stream may wait long).
+func TestHeadWaitsForTheFirstBodyBytes(t *testing.T) {
+	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			if r.URL.Path == "/chunked" {
+				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+				time.Sleep(100 * time.Millisecond)
+				_, _ = io.WriteString(c, "5\r\nhello\r\n0\r\n\r\n")
+				continue
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+			time.Sleep(50 * time.Millisecond)
+			_, _ = io.WriteString(c, "hello")
+		}
+	})
+	h := &testHandler{targets: []Target{tcp(addr)}}
+	hs := start(t, h, nil)
+	c, br := dial(t, hs.addr)
+	for i := 0; i < 3; i++ {
+		_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+		require.NoError(t, err)
+		buf := make([]byte, 4096)
+		n, err := c.Read(buf)
+		require.NoError(t, err)
+		require.True(t, strings.HasSuffix(string(buf[:n]), "\r\n\r\nhello"), "request %d: the first read has the body: %q", i, buf[:n])
+		require.Contains(t, string(buf[:n]), "Content-Length: 5\r\n")
+	}
+	// Chunked: the head comes before the body.
+	_, err := io.WriteString(c, "GET /chunked HTTP/1.1\r\nHost: h\r\n\r\n")
+	require.NoError(t, err)
+	buf := make([]byte, 4096)
+	n, err := c.Read(buf)
+	require.NoError(t, err)
+	require.True(t, strings.HasSuffix(string(buf[:n]), "Transfer-Encoding: chunked\r\n\r\n"), "%q", buf[:n])
+	resp, body := readBody(t, bufio.NewReader(io.MultiReader(strings.NewReader(string(buf[:n])), br)))
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "hello", body)
+	require.EqualValues(t, 4, hs.p.Stats().Requests)
+}
+
+// A small chunked request body is served by the loop: checked whole by
+// the strict decoder before anything is sent, forwarded re-chunked with
+// its trailers, and the connection stays on the loop for the next
+// request (pipelined here). A malformed one is answered 400 without
+// reaching the target; one over MaxBodyBytes 413; one longer than
+// MaxBufferedBody is handed off with every byte read so far.
+func TestChunkedRequestBodyOnTheLoop(t *testing.T) {
+	var bodies, tes, trailers []string
+	var mu sync.Mutex
+	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
+		for {
+			r, err := http.ReadRequest(br)
+			if err != nil {
+				return
+			}
+			b, _ := io.ReadAll(r.Body)
+			mu.Lock()
+			bodies = append(bodies, string(b))
+			tes = append(tes, strings.Join(r.TransferEncoding, ","))
+			trailers = append(trailers, r.Trailer.Get("X-Sum"))
+			mu.Unlock()
+			fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+		}
+	})
+	h := &testHandler{targets: []Target{tcp(addr)}}
+	hs := start(t, h, func(c *Config) { c.MaxBodyBytes = 100; c.MaxBufferedBody = 64 })
+	c, br := dial(t, hs.addr)
+	_, err := io.WriteString(c, "POST /a HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=1\r\nabc\r\n"+
+		"A\r\n0123456789\r\n0\r\nX-Sum: 13\r\n\r\nGET /b HTTP/1.1\r\nHost: h\r\n\r\n")
+	require.NoError(t, err)
+	resp, body := readBody(t, br)
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "abc0123456789", body)
+	resp, body = readBody(t, br)
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "", body)
+	mu.Lock()
+	require.Equal(t, []string{"abc0123456789", ""}, bodies)
+	require.Equal(t, []string{"chunked", ""}, tes)
+	require.Equal(t, []string{"13", ""}, trailers)
+	mu.Unlock()
+	require.EqualValues(t, 2, hs.p.Stats().Requests)
+	require.Zero(t, hs.p.Stats().Handoffs)
+
+	for _, bad := range []string{
+		"+3\r\nabc\r\n0\r\n\r\n",           // a sign
+		"3\r\nabcX\r\n0\r\n\r\n",           // no CRLF after the data
+		"3\r\nabc\r\n0\r\nHost: x\r\n\r\n", // a routing field as trailer
+		"3 \r\nabc\r\n0\r\n\r\n",           // whitespace
+	} {
+		c, br := dial(t, hs.addr)
+		_, err := io.WriteString(c, "POST /bad HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"+bad)
+		require.NoError(t, err)
+		resp, body := readBody(t, br)
+		require.Equal(t, 400, resp.StatusCode, "%q", bad)
+		require.Equal(t, "malformed chunked body\n", body)
+	}
+	// Over MaxBodyBytes (100), within what the loop buffers: 413.
+	c, br = dial(t, hs.addr)
+	_, err = io.WriteString(c, "POST /big HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n")
+	require.NoError(t, err)
+	resp, _ = readBody(t, br)
+	require.Equal(t, 413, resp.StatusCode)
+	mu.Lock()
+	require.Len(t, bodies, 2, "nothing malformed or too large reached the target")
+	mu.Unlock()
+
+	// A body the client pauses in (it may stream both ways) is handed
+	// off at the pause, with all it read.
+	c, _ = dial(t, hs.addr)
+	part := "POST /part HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
+	_, err = io.WriteString(c, part)
+	require.NoError(t, err)
+	select {
+	case ho := <-hs.handoff:
+		defer ho.c.Close()
+		require.Equal(t, part, string(ho.buffered))
+	case <-time.After(10 * time.Second):
+		t.Fatal("no hand-off")
+	}
+
+	// Longer than MaxBufferedBody (64): handed off with all it read.
+	c, _ = dial(t, hs.addr)
+	long := "POST /long HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + strings.Repeat("a\r\n0123456789\r\n", 6)
+	_, err = io.WriteString(c, long)
+	require.NoError(t, err)
+	select {
+	case ho := <-hs.handoff:
+		defer ho.c.Close()
+		require.Equal(t, long, string(ho.buffered))
+	case <-time.After(10 * time.Second):
+		t.Fatal("no hand-off")
+	}
 }

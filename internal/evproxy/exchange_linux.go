@@ -158,11 +158,15 @@ func (l *loop) buildRequest(c *cconn) {
 		s = append(s, "Content-Length: "...)
 		s = strconv.AppendInt(s, h.ContentLength, 10)
 		s = append(s, "\r\n"...)
+	} else if h.Chunked {
+		s = append(s, "Transfer-Encoding: chunked\r\n"...)
 	}
 	s = append(s, "\r\n"...)
 	if h.ContentLength > 0 {
 		end := c.ir + c.reqLen
 		s = append(s, c.in[end-int(h.ContentLength):end]...)
+	} else if h.Chunked {
+		s = append(s, c.rqBody...) // checked and re-encoded by readChunkedBody
 	}
 	c.send = s
 }
@@ -302,6 +306,14 @@ func (l *loop) gotHead(c *cconn, hl int) bool {
 		length = -3
 	}
 	l.writeHead(c, resp, length, c.clientClose)
+	// A target that writes its head and its body apart (gunicorn does,
+	// in two sends) would otherwise cost the client two segments, so
+	// two wake-ups and reads, and the loop two writes: the head waits
+	// for the body's first bytes and goes out with them, as nginx's
+	// postpone_output does. Only a head with a Content-Length body
+	// waits, and only for bytes the target is sending now; a chunked or
+	// close-delimited body (a stream, perhaps a long poll) is not held.
+	c.holdHead = c.mode == bodyLength && c.remain > 0 && b.r == b.w
 	c.state = stBody
 	c.deadline = l.now + int64(cfg.IdleTimeout)
 	return true
@@ -354,7 +366,9 @@ func (l *loop) pump(c *cconn) bool {
 			}
 			return false
 		}
-		if !l.flush(c) {
+		if c.holdHead && !fin && c.remain == c.resp.ContentLength {
+			// Nothing of the body yet: read the target before writing.
+		} else if c.holdHead = false; !l.flush(c) {
 			if c.state == stDead {
 				return false
 			}
