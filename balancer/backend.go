@@ -31,11 +31,10 @@ func newBackend(p *Proxy, id, addr string) *backend {
 		// use; the name itself until its first lookup answered.
 		Dial: func(ctx context.Context) (net.Conn, error) {
 			var d net.Dialer
+			// A failed connect reaches p.connectFailed through the
+			// route's Done(ConnectFailed), on both forwarders alike.
 			c, err := d.DialContext(ctx, "tcp", be.loopTarget().Addr)
 			if err != nil {
-				if be.dns != nil {
-					p.connectFailed(be)
-				}
 				return nil, err
 			}
 			if tc, ok := c.(*net.TCPConn); ok && sockBuf > 0 {
