@@ -141,7 +141,6 @@ type Server struct {
 	statusSeq  uint64
 	peerEpoch  uint64
 	lastPeer   time.Time // last word from the peer
-	lastTick   time.Time // the last decide: a long gap since is this member's own stall
 	epoch      uint64    // largest epoch used or seen
 	seq        uint64    // tokens issued in epoch
 	quietUntil time.Time
@@ -422,17 +421,6 @@ func (s *Server) seeEpochLocked(e uint64) {
 func (s *Server) decide(ctx context.Context) {
 	s.mu.Lock()
 	now := time.Now()
-	if !s.lastTick.IsZero() && now.Sub(s.lastTick) >= s.cfg.FailoverAfter {
-		// This member itself did not run for FailoverAfter (SIGSTOP, a
-		// long pause, a starved machine): the peer's silence over that
-		// time is not evidence that the peer is gone, and a standby that
-		// took over on it would do so beside a live active member, with a
-		// replica that may lack its latest grants. Listen again first.
-		s.log.Warn("this member did not run for a while; it hears from its peer again before it takes over",
-			"stalled", now.Sub(s.lastTick).Round(time.Millisecond))
-		s.lastPeer = now
-	}
-	s.lastTick = now
 	silent := now.Sub(s.lastPeer) >= s.cfg.FailoverAfter
 	needSync := false
 	switch s.role {
@@ -733,12 +721,8 @@ func (s *Server) replicateLocked(ctx context.Context, req *zmqloop.Request, e re
 	if errors.As(err, &re) && re.Code == CodeNotActive {
 		// The peer took over (it stopped hearing us): two active members.
 		// Step down before granting anything it does not know of; the
-		// client asks it instead. Its answer is word from an active peer:
-		// without it, a member that was paused past FailoverAfter would
-		// find its peer "silent" at its next decision and take the role
-		// back, cold, beside the member that holds the leases.
+		// client asks it instead.
 		s.role, s.synced, s.peerSynced = RoleStandby, false, false
-		s.lastPeer, s.peerRole = time.Now(), RoleActive
 		s.log.Warn("the peer is active too; stepping down", "error", err)
 		return zmqloop.Errorf(CodeNotActive, "locker %s stepped down: its peer is active", s.cfg.ID)
 	}
