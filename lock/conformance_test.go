@@ -16,10 +16,17 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestConformance holds every backend to the same contract.
+// TestConformance holds every backend to the same contract. The backends
+// run side by side, and so do the cases of each: every case works on a
+// lock name of its own, and most of their time is spent waiting out TTLs
+// on the backend's clock, which no injected clock can shorten (TestMain
+// raises -test.parallel for that).
 func TestConformance(t *testing.T) {
 	for _, b := range allBackends(t) {
-		t.Run(b.name, func(t *testing.T) { conformance(t, b) })
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel()
+			conformance(t, b)
+		})
 	}
 }
 
@@ -33,6 +40,7 @@ func conformance(t *testing.T, b *backend) {
 	name := func(t *testing.T) string { return "c-" + strings.ReplaceAll(t.Name(), "/", "-") }
 
 	t.Run("AcquireHeldRelease", func(t *testing.T) {
+		t.Parallel()
 		ctx := ctxFor(t, 30*time.Second)
 		a, c := b.newLocker(t, nil), b.newLocker(t, nil)
 		n := name(t)
@@ -54,6 +62,7 @@ func conformance(t *testing.T, b *backend) {
 	})
 
 	t.Run("TokensIncreaseAcrossHolders", func(t *testing.T) {
+		t.Parallel()
 		ctx := ctxFor(t, 30*time.Second)
 		lockers := []Locker{b.newLocker(t, nil), b.newLocker(t, nil), b.newLocker(t, nil)}
 		n := name(t)
@@ -68,6 +77,7 @@ func conformance(t *testing.T, b *backend) {
 	})
 
 	t.Run("NonHolderIsRefused", func(t *testing.T) {
+		t.Parallel()
 		ctx := ctxFor(t, 30*time.Second)
 		a, c := b.newLocker(t, nil), b.newLocker(t, nil)
 		n := name(t)
@@ -92,6 +102,7 @@ func conformance(t *testing.T, b *backend) {
 	})
 
 	t.Run("PausedHolderIsFenced", func(t *testing.T) {
+		t.Parallel()
 		// A holder stops (a GC pause, SIGSTOP) past its lease; another
 		// takes the lock and writes; the first wakes and writes: refused.
 		ctx := ctxFor(t, 30*time.Second)
@@ -112,6 +123,7 @@ func conformance(t *testing.T, b *backend) {
 	})
 
 	t.Run("RenewKeepsIt", func(t *testing.T) {
+		t.Parallel()
 		ctx := ctxFor(t, 30*time.Second)
 		a, c := b.newLocker(t, nil), b.newLocker(t, nil)
 		n := name(t)
@@ -129,6 +141,7 @@ func conformance(t *testing.T, b *backend) {
 	})
 
 	t.Run("BlockingAcquire", func(t *testing.T) {
+		t.Parallel()
 		ctx := ctxFor(t, 30*time.Second)
 		a, c := b.newLocker(t, nil), b.newLocker(t, nil)
 		n := name(t)
@@ -155,6 +168,7 @@ func conformance(t *testing.T, b *backend) {
 	})
 
 	t.Run("BadInput", func(t *testing.T) {
+		t.Parallel()
 		ctx := ctxFor(t, 30*time.Second)
 		a := b.newLocker(t, nil)
 		for _, n := range []string{"", strings.Repeat("x", MaxNameLen+1), "a\nb", "a\x00b", "\xff\xfe"} {
@@ -174,6 +188,7 @@ func conformance(t *testing.T, b *backend) {
 	})
 
 	t.Run("HoldRunsAndReleases", func(t *testing.T) {
+		t.Parallel()
 		ctx := ctxFor(t, 30*time.Second)
 		a, c := b.newLocker(t, nil), b.newLocker(t, nil)
 		n := name(t)
@@ -195,6 +210,7 @@ func conformance(t *testing.T, b *backend) {
 	})
 
 	t.Run("HoldStopsOnLoss", func(t *testing.T) {
+		t.Parallel()
 		ctx := ctxFor(t, 30*time.Second)
 		a := b.newLocker(t, nil)
 		n := name(t)
@@ -211,6 +227,7 @@ func conformance(t *testing.T, b *backend) {
 	})
 
 	t.Run("HoldCommandKillsChild", func(t *testing.T) {
+		t.Parallel()
 		ctx := ctxFor(t, 30*time.Second)
 		a := b.newLocker(t, nil)
 		n := name(t)
@@ -242,6 +259,7 @@ func conformance(t *testing.T, b *backend) {
 	})
 
 	t.Run("ClientClockJumps", func(t *testing.T) {
+		t.Parallel()
 		// Expiry is the backend's, on its clock: a client whose clock
 		// jumps neither keeps a lease longer nor loses its safety. Its own
 		// Expires moves with its clock; Hold stops early when it jumps

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"flag"
 	"io"
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -26,7 +28,25 @@ func TestMain(m *testing.M) {
 	if spec := os.Getenv(serverProcEnv); spec != "" {
 		os.Exit(serverProcess(spec))
 	}
+	raiseParallel(8)
 	testserver.Main(m)
+}
+
+// raiseParallel sets -test.parallel to n unless the command line set it.
+// Its default is GOMAXPROCS (2 on a small CI machine), which would run
+// TestConformance's cases two at a time; they spend their time waiting
+// out TTLs on the backends' clocks, not on the CPU.
+func raiseParallel(n int) {
+	flag.Parse()
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == "test.parallel" })
+	p := flag.Lookup("test.parallel")
+	if set || p == nil {
+		return
+	}
+	if cur, err := strconv.Atoi(p.Value.String()); err == nil && cur < n {
+		_ = p.Value.Set(strconv.Itoa(n))
+	}
 }
 
 func randSuffix() string {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,10 +21,13 @@ import (
 func TestPusherBackpressure(t *testing.T) {
 	c := newTestCodec(t, nil)
 	gate := make(chan struct{})
+	first := make(chan struct{})
+	var firstOnce sync.Once
 	var mu sync.Mutex
 	var got []int
 	l, err := NewPullLoop(PullConfig{Bind: []string{"tcp://127.0.0.1:*"}, Codec: c, Logger: quietLog,
 		Handlers: map[string]MessageHandler{"stat": func(_ context.Context, r *Request) error {
+			firstOnce.Do(func() { close(first) })
 			<-gate
 			var v struct{ N int }
 			if err := json.Unmarshal(r.Body, &v); err != nil {
@@ -40,26 +44,42 @@ func TestPusherBackpressure(t *testing.T) {
 	require.NoError(t, err)
 	defer p.Close()
 
-	const total = 20000
+	// The pusher pushes until it is held up: the count is whatever the
+	// queue and the buffers behind it hold, not a fixed figure that must
+	// exceed them (20,000 took 11 s under -race, mostly sealing and
+	// opening the messages after the gate opened).
 	pad := strings.Repeat("x", 2000)
+	var stop atomic.Bool
+	var total int
 	pushed := make(chan error, 1)
 	go func() {
-		for i := 0; i < total; i++ {
+		for i := 0; !stop.Load(); i++ {
 			body := json.RawMessage(fmt.Sprintf(`{"N":%d,"pad":%q}`, i, pad))
 			if err := p.Push(context.Background(), "stat", body); err != nil {
 				pushed <- err
 				return
 			}
+			total = i + 1
 		}
 		pushed <- nil
 	}()
+	// Once the first message reached the handler the connection is up, and
+	// the queue can fill only when every buffer behind it is full.
+	select {
+	case <-first:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no message reached the pull loop")
+	}
 	require.Eventually(t, func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()
 		return p.count == 64
 	}, 20*time.Second, time.Millisecond, "the pusher's queue never filled")
+	stop.Store(true) // the Push that is held up now is the last
 	close(gate)
 	require.NoError(t, <-pushed)
+	require.Greater(t, total, 64+pusherHWM, "the queue filled before libzmq's buffers did")
+	t.Logf("%d messages pushed before the pusher was held up", total)
 	require.Eventually(t, func() bool {
 		mu.Lock()
 		defer mu.Unlock()

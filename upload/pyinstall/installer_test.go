@@ -73,6 +73,24 @@ func oracle(t *testing.T) *pyindex.Pip {
 	return pipVenv
 }
 
+// freshPip returns a virtualenv with pip at dir for a test that installs
+// with pip: a copy of the oracle's, which is never installed into (it
+// resolves with --dry-run). `python -m venv` spends several CPU-seconds
+// installing pip from its wheel; a copy costs a fraction of one. The
+// copy's interpreter takes its prefix from its own path (pyvenv.cfg
+// beside bin/), so pip installs into the copy.
+func freshPip(t *testing.T, dir string) *pyindex.Pip {
+	t.Helper()
+	src := oracle(t)
+	out, err := exec.Command("cp", "-a", src.Venv, dir).CombinedOutput()
+	require.NoError(t, err, "copy the pip virtualenv: %s", out)
+	pip := &pyindex.Pip{Venv: dir}
+	prefix, err := exec.Command(filepath.Join(dir, "bin", "python"), "-c", "import sys; print(sys.prefix)").Output()
+	require.NoError(t, err)
+	require.Equal(t, dir, strings.TrimSpace(string(prefix)), "the copied virtualenv is its own prefix")
+	return pip
+}
+
 type fixture struct {
 	t   *testing.T
 	srv *pyindex.Server
@@ -280,8 +298,7 @@ func TestInstallSameVenvAsPip(t *testing.T) {
 	got, err := pyindex.Installed(venv)
 	require.NoError(t, err)
 
-	pip, err := pyindex.NewPip(context.Background(), filepath.Join(f.dir, "pipvenv"))
-	require.NoError(t, err)
+	pip := freshPip(t, filepath.Join(f.dir, "pipvenv"))
 	out, err := pip.Install(context.Background(), f.srv.URL(), "-r", f.reqFile(reqs...))
 	require.NoError(t, err, "%s", out)
 	want, err := pyindex.Installed(pip.Venv)
@@ -660,8 +677,7 @@ func TestBuildRequiresInstalledInIsolation(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, pinStrings(res.Packages), got)
 	// pip does the same.
-	pip, err := pyindex.NewPip(context.Background(), filepath.Join(f.dir, "pipvenv"))
-	require.NoError(t, err)
+	pip := freshPip(t, filepath.Join(f.dir, "pipvenv"))
 	out, err := pip.Install(context.Background(), f.srv.URL(), "needs-backend", "needs-backend-too")
 	require.NoError(t, err, "%s", out)
 	want, err := pyindex.Installed(pip.Venv)
