@@ -3,6 +3,7 @@ package zmqloop
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -13,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/paaskit/paaskit/internal/testserver"
 )
 
 // pidCalls is n goroutines calling "pid" (see benchServer) through one
@@ -167,7 +170,13 @@ func TestClientFailsOverFromKilledAndStoppedProcesses(t *testing.T) {
 // and calls are answered by the new process.
 func TestClientRidesOutAServerRestart(t *testing.T) {
 	c := newTestCodec(t, nil)
-	ep, old := startServerProcess(t, "signed")
+	// The new process binds the old one's port: a port from below the
+	// ephemeral range, reserved for this test process, so that no
+	// outgoing connection of the machine takes it between the two
+	// (tcp://127.0.0.1:* would pick one from the ephemeral range).
+	port, err := testserver.FreePort()
+	require.NoError(t, err)
+	ep, old := startServerProcess(t, "signed", fmt.Sprintf("tcp://127.0.0.1:%d", port))
 	cl := newClient(t, c, []string{ep}, func(cfg *ClientConfig) { cfg.TryTimeout = 200 * time.Millisecond })
 
 	calls := startPidCalls(cl, 4)
