@@ -72,6 +72,25 @@
 // partition heals) settle it on the next beat or replication: the larger
 // epoch stays, the other steps down and syncs.
 //
+// A paused process (SIGSTOP, a frozen VM) is the case a failover must
+// survive from both sides. While the active member is paused its standby
+// takes over; when it wakes it may still believe itself active. With a
+// synced standby every grant waits for the standby's acknowledgement,
+// which the peer, now active, refuses, and the woken member steps down;
+// the refusal counts as word from an active peer, so the stepped-down
+// member syncs rather than finding the peer "silent" (its last beat
+// predates the pause) and taking the role back with an empty table. A
+// status the peer sent before the step-down (a beat queued while this
+// process was paused) does not count: the member acts on the peer's role
+// only once the peer has answered a beat sent after it stepped down.
+// Without a synced standby the active member's grants reach no one else,
+// so it grants only while the peer has answered it within three quarters
+// of FailoverAfter since it became active (the peer cannot take over
+// sooner than FailoverAfter after hearing from it), and not after its own
+// beat loop was stalled for half of FailoverAfter: otherwise it refuses
+// ("unavailable") until the peer answers, or for FailoverAfter plus a
+// beat, after which it takes the peer for dead.
+//
 // Tokens: token epochs. A token is epoch<<24 | sequence, and a member that
 // becomes active starts a new epoch: one more than every epoch it has used
 // or seen (the active member's epoch travels in every beat, snapshot and

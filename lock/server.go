@@ -148,6 +148,26 @@ type Server struct {
 	// and renews nothing until the standby has had time to hear that it is
 	// out of sync (or to take over), unless it syncs again first.
 	pausedUntil time.Time
+	// An active member without a synced standby grants leases its peer
+	// does not know of, so it must be sure the peer has not taken over.
+	// peerProof is the send time of the newest beat or replication the
+	// peer answered (the peer heard from us after it, so it cannot take
+	// over before peerProof+FailoverAfter); activeSince is when this
+	// member took the role; lastTick is the beat loop's last round, a
+	// gap in which says this process was stalled (paused, frozen).
+	// silentUntil holds such grants after a silence is noticed (at
+	// holdFrom) until the peer answers a message sent after holdFrom;
+	// noticed is the peerProof of the silence already noticed.
+	peerProof   time.Time
+	holdFrom    time.Time
+	activeSince time.Time
+	lastTick    time.Time
+	noticed     time.Time
+	silentUntil time.Time
+	// steppedDown is when this member last gave up the active role: a
+	// status of the peer's from before it (a beat queued while this
+	// process was paused) must not make it take the role back.
+	steppedDown time.Time
 	leases      map[string]*grant
 	ready       chan struct{}
 }
@@ -354,11 +374,13 @@ func (s *Server) beatLoop(ctx context.Context) {
 			s.mu.Lock()
 			st := s.statusLocked()
 			s.mu.Unlock()
+			sent := time.Now()
 			cctx, cancel := context.WithTimeout(ctx, s.cfg.HeartbeatInterval)
 			peer, err := zmqloop.CallJSON[memberStatus](cctx, s.peer, TypeBeat, st)
 			cancel()
 			if err == nil {
 				s.observePeer(peer)
+				s.provenLocked(sent, true)
 			}
 		}
 		s.decide(ctx)
@@ -392,6 +414,7 @@ func (s *Server) observePeer(p memberStatus) {
 		if p.Epoch > s.epochUsed() || (p.Epoch == s.epochUsed() && p.ID < s.cfg.ID) {
 			s.log.Warn("another active member has the larger epoch; stepping down", "peer", p.ID, "epoch", p.Epoch)
 			s.role, s.synced, s.peerSynced = RoleStandby, false, false
+			s.steppedDown = time.Now()
 		}
 	case p.Role == RoleActive && s.role == RoleStandby && !p.Synced:
 		// The active member skipped us (a replication timed out): our
@@ -421,6 +444,13 @@ func (s *Server) seeEpochLocked(e uint64) {
 func (s *Server) decide(ctx context.Context) {
 	s.mu.Lock()
 	now := time.Now()
+	if !s.lastTick.IsZero() && now.Sub(s.lastTick) >= s.cfg.FailoverAfter/2 {
+		// This process did not run for a while (SIGSTOP, a frozen VM):
+		// the peer may have taken over meanwhile.
+		s.stalledLocked(now)
+	}
+	s.lastTick = now
+	s.unprovenLocked(now)
 	silent := now.Sub(s.lastPeer) >= s.cfg.FailoverAfter
 	needSync := false
 	switch s.role {
@@ -440,7 +470,9 @@ func (s *Server) decide(ctx context.Context) {
 		}
 	case RoleStandby:
 		switch {
-		case silent, s.peerRole == RoleStandby && (s.synced || s.cfg.ID < s.peerIDHint()):
+		case silent, s.peerRole == RoleStandby && (s.synced || s.cfg.ID < s.peerIDHint()) && s.peerProof.After(s.steppedDown):
+			// (A standby peer counts only as heard in answer to a beat sent
+			// after this member stepped down.)
 			s.becomeActiveLocked(s.synced)
 		case !s.synced && s.peerRole == RoleActive:
 			needSync = true
@@ -475,6 +507,7 @@ func (s *Server) becomeActiveLocked(warm bool) {
 	s.epoch, s.seq = e, 0
 	s.persistEpochLocked()
 	s.role, s.peerSynced = RoleActive, false
+	s.activeSince = time.Now()
 	if !warm {
 		s.leases = map[string]*grant{}
 		if s.cfg.ColdStartWait > 0 {
@@ -611,7 +644,62 @@ func (s *Server) activeLocked() error {
 		return zmqloop.Errorf(CodeUnavailable, "locker %s waits out leases of an earlier incarnation until %s",
 			s.cfg.ID, s.quietUntil.Format(time.RFC3339Nano))
 	}
+	now := time.Now()
+	if !s.lastTick.IsZero() && now.Sub(s.lastTick) >= s.cfg.FailoverAfter/2 && now.After(s.silentUntil) {
+		// A request that reaches a stalled process before its beat loop
+		// runs again.
+		s.stalledLocked(now)
+	}
+	if s.unprovenLocked(now) {
+		return zmqloop.Errorf(CodeUnavailable, "locker %s has not heard from its peer since %s and may have been superseded; waiting until %s",
+			s.cfg.ID, s.peerProof.Format(time.RFC3339Nano), s.silentUntil.Format(time.RFC3339Nano))
+	}
 	return nil
+}
+
+// unprovenLocked reports whether the active member must hold the grants
+// and renewals it would not replicate (it has no synced standby) because
+// its peer may have taken over: the peer has not answered since before
+// FailoverAfter (less a quarter, for the two clocks' rates and the beat
+// interval) while this member was active, or this process was stalled.
+// A member that hears nothing more for FailoverAfter plus a heartbeat
+// after noticing takes the peer for dead and grants again. With a synced
+// standby every change waits for the standby's acknowledgement, and a
+// peer that took over refuses it, so nothing need be held.
+func (s *Server) unprovenLocked(now time.Time) bool {
+	if s.role != RoleActive || s.peer == nil || s.peerSynced {
+		return false
+	}
+	if !s.peerProof.Before(s.activeSince) && now.Sub(s.peerProof) >= s.cfg.FailoverAfter-s.cfg.FailoverAfter/4 &&
+		!s.noticed.Equal(s.peerProof) {
+		s.noticed, s.holdFrom = s.peerProof, now
+		s.silentUntil = now.Add(s.cfg.FailoverAfter + s.cfg.HeartbeatInterval)
+		s.log.Warn("no word from the peer while active; holding unreplicated grants", "since", s.peerProof, "until", s.silentUntil)
+	}
+	if s.peerProof.After(s.holdFrom) {
+		s.silentUntil = time.Time{} // the peer answered a message sent since: it did not take over
+	}
+	return now.Before(s.silentUntil)
+}
+
+// stalledLocked notes that this process was stalled: an active member
+// holds unreplicated grants as after a silence.
+func (s *Server) stalledLocked(now time.Time) {
+	if s.role == RoleActive && s.peer != nil {
+		s.holdFrom, s.silentUntil = now, now.Add(s.cfg.FailoverAfter+s.cfg.HeartbeatInterval)
+		s.log.Warn("this process was stalled while active; holding unreplicated grants", "since", s.lastTick, "until", s.silentUntil)
+	}
+}
+
+// provenLocked records that the peer answered a message sent at sent.
+func (s *Server) provenLocked(sent time.Time, lock bool) {
+	if lock {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+	}
+	if sent.After(s.peerProof) {
+		s.peerProof = sent
+	}
 }
 
 func (s *Server) handleAcquire(ctx context.Context, req *zmqloop.Request) (json.RawMessage, error) {
@@ -716,13 +804,18 @@ func (s *Server) replicateLocked(ctx context.Context, req *zmqloop.Request, e re
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.cfg.ReplicateTimeout)
 	defer cancel()
+	sent := time.Now()
 	_, err := zmqloop.CallJSON[struct{}](cctx, s.peer, TypeRepl, e)
 	var re *zmqloop.RemoteError
 	if errors.As(err, &re) && re.Code == CodeNotActive {
 		// The peer took over (it stopped hearing us): two active members.
 		// Step down before granting anything it does not know of; the
-		// client asks it instead.
+		// client asks it instead. The refusal is word from an active
+		// peer: a standby that forgot it would find the peer silent (its
+		// last beat predates the pause that caused this) and take the
+		// role back, cold, without the leases the peer granted.
 		s.role, s.synced, s.peerSynced = RoleStandby, false, false
+		s.lastPeer, s.peerRole, s.steppedDown = time.Now(), RoleActive, time.Now()
 		s.log.Warn("the peer is active too; stepping down", "error", err)
 		return zmqloop.Errorf(CodeNotActive, "locker %s stepped down: its peer is active", s.cfg.ID)
 	}
@@ -733,6 +826,7 @@ func (s *Server) replicateLocked(ctx context.Context, req *zmqloop.Request, e re
 		// standby might not know of is never handed out.
 		return zmqloop.Errorf(CodeUnavailable, "locker %s: the standby did not acknowledge: %v", s.cfg.ID, err)
 	}
+	s.provenLocked(sent, false)
 	return nil
 }
 

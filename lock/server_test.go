@@ -357,3 +357,100 @@ func TestClientClockOffForEnvelopes(t *testing.T) {
 	}
 	require.Equal(t, 0, p.server(p.waitActive()).Status().Leases)
 }
+
+// unrunMember is a member with a peer configured that is never run: the
+// tests below set its state by hand and ask what it would do, for the
+// interleavings a paused process produces and no real-time test can
+// order reliably.
+func unrunMember(t *testing.T) *Server {
+	s, err := NewServer(ServerConfig{ID: "a", Bind: freeEndpoint(t), Peer: freeEndpoint(t), Codec: testCodec(t),
+		ColdStartWait: -1, Logger: quietLogger()})
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.peer.Close() })
+	return s
+}
+
+// TestUnreplicatedGrantsHeldWhileThePeerMayHaveTakenOver: an active member
+// without a synced standby, whose peer has not answered for most of
+// FailoverAfter since it became active, or whose own process was stalled,
+// grants nothing until it hears from the peer again or FailoverAfter and
+// a beat have passed; a member that took the role because its peer was
+// already silent, or that has a synced standby, is not held.
+func TestUnreplicatedGrantsHeldWhileThePeerMayHaveTakenOver(t *testing.T) {
+	now := time.Now()
+	active := func(s *Server) {
+		s.role, s.peerSynced = RoleActive, false
+		s.activeSince = now.Add(-time.Minute)
+		s.lastTick = now
+	}
+	t.Run("silent peer", func(t *testing.T) {
+		s := unrunMember(t)
+		active(s)
+		s.peerProof = now.Add(-2 * s.cfg.FailoverAfter)
+		err := s.activeLocked()
+		var re *zmqloop.RemoteError
+		require.ErrorAs(t, err, &re)
+		require.Equal(t, CodeUnavailable, re.Code)
+		require.Contains(t, re.Message, "may have been superseded")
+		// Past the hold, with no word still, the peer counts as dead.
+		s.silentUntil = time.Now().Add(-time.Millisecond)
+		require.NoError(t, s.activeLocked())
+		// A new silence after a new answer is held again.
+		s.peerProof = time.Now().Add(-s.cfg.FailoverAfter)
+		require.Error(t, s.activeLocked())
+		// An answer to a message sent after the hold began ends it; one
+		// sent before (a reply read late) does not.
+		s.peerProof = s.holdFrom.Add(-time.Millisecond)
+		require.Error(t, s.activeLocked())
+		s.peerProof = time.Now()
+		require.NoError(t, s.activeLocked())
+	})
+	t.Run("recent answer", func(t *testing.T) {
+		s := unrunMember(t)
+		active(s)
+		s.peerProof = now.Add(-s.cfg.FailoverAfter / 2)
+		require.NoError(t, s.activeLocked())
+	})
+	t.Run("took over from a silent peer", func(t *testing.T) {
+		s := unrunMember(t)
+		active(s)
+		s.peerProof = now.Add(-2 * time.Minute) // before activeSince
+		require.NoError(t, s.activeLocked())
+	})
+	t.Run("synced standby", func(t *testing.T) {
+		s := unrunMember(t)
+		active(s)
+		s.peerSynced = true
+		s.peerProof = now.Add(-2 * s.cfg.FailoverAfter)
+		require.NoError(t, s.activeLocked())
+	})
+	t.Run("stalled process", func(t *testing.T) {
+		s := unrunMember(t)
+		active(s)
+		s.peerProof = now.Add(-2 * time.Minute)    // took over from a silent peer ...
+		s.lastTick = now.Add(-s.cfg.FailoverAfter) // ... then stopped running
+		err := s.activeLocked()
+		require.Error(t, err)
+		require.Contains(t, err.Error(), "may have been superseded")
+		s.peerProof = time.Now() // the peer answers a beat sent after the stall
+		require.NoError(t, s.activeLocked())
+	})
+}
+
+// TestSteppedDownMemberIgnoresStaleStandbyStatus: a member that stepped
+// down (its replication was refused by an active peer) and then reads a
+// status its peer sent while it was still the standby (a beat queued while
+// this process was paused) stays the standby; only an answer to a beat
+// sent after the step-down lets it act on the peer's role.
+func TestSteppedDownMemberIgnoresStaleStandbyStatus(t *testing.T) {
+	s := unrunMember(t)
+	now := time.Now()
+	s.role, s.synced = RoleStandby, true
+	s.steppedDown, s.lastPeer, s.lastTick = now, now, now
+	s.peerID, s.peerRole, s.peerProof = "b", RoleStandby, now.Add(-time.Second)
+	s.decide(context.Background())
+	require.Equal(t, RoleStandby, s.Status().Role, "took the role back on a stale status")
+	s.peerProof = time.Now()
+	s.decide(context.Background())
+	require.Equal(t, RoleActive, s.Status().Role, "two standbys: the synced one takes the role")
+}
