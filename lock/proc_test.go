@@ -1,10 +1,13 @@
 package lock
 
 import (
+	"bufio"
 	"context"
+	"log/slog"
 	"os"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,8 +25,10 @@ func serverProcess(spec string) int {
 		return 2
 	}
 	t := &testing.T{}
+	// Info and above on stdout, which the test reads for role changes.
+	logger := slog.New(slog.NewTextHandler(os.Stdout, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	s, err := NewServer(ServerConfig{ID: f[0], Bind: f[1], Peer: f[2], Codec: testCodec(t), ColdStartWait: -1,
-		Logger: quietLogger()})
+		Logger: logger})
 	if err != nil {
 		os.Stderr.WriteString(err.Error() + "\n")
 		return 2
@@ -41,10 +46,17 @@ type procPair struct {
 	tb    testing.TB
 	eps   [2]string
 	procs [2]*exec.Cmd
+
+	mu      sync.Mutex
+	changed *sync.Cond
+	events  int    // lines read from both members, in order
+	replica [2]int // event number of each member's last "standby holds a replica"
+	drop    [2]int // event number of each member's last "standby did not acknowledge"
 }
 
 func startProcPair(tb testing.TB) *procPair {
 	p := &procPair{tb: tb, eps: [2]string{freeEndpoint(tb), freeEndpoint(tb)}}
+	p.changed = sync.NewCond(&p.mu)
 	p.start(0)
 	p.start(1)
 	tb.Cleanup(func() { p.kill(0); p.kill(1) })
@@ -56,8 +68,52 @@ func (p *procPair) start(i int) {
 	cmd.Env = append(os.Environ(), serverProcEnv+"="+string(rune('a'+i))+","+p.eps[i]+","+p.eps[1-i])
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	out, err := cmd.StdoutPipe()
+	require.NoError(p.tb, err)
 	require.NoError(p.tb, cmd.Start())
 	p.procs[i] = cmd
+	go p.readLog(i, out)
+}
+
+// readLog counts the replica and drop lines member i logs.
+func (p *procPair) readLog(i int, out interface{ Read([]byte) (int, error) }) {
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		line := sc.Text()
+		p.mu.Lock()
+		p.events++
+		if strings.Contains(line, "standby holds a replica") {
+			p.replica[i] = p.events
+		}
+		if strings.Contains(line, "standby did not acknowledge") {
+			p.drop[i] = p.events
+		}
+		p.changed.Broadcast()
+		p.mu.Unlock()
+	}
+}
+
+// waitReplica waits until the standby holds a full replica with nothing
+// dropped since: it synced after the active member last dropped it (a
+// sync before a grant has the grant replicated to it). The order is that
+// of the members' log lines as read here.
+func (p *procPair) waitReplica(t testing.TB, active int) {
+	standby := 1 - active
+	giveUp := time.AfterFunc(30*time.Second, func() {
+		p.mu.Lock()
+		p.changed.Broadcast()
+		p.mu.Unlock()
+	})
+	defer giveUp.Stop()
+	start := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.replica[standby] == 0 || p.replica[standby] < p.drop[active] {
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("member %d never held a replica (replica lines %v, drop lines %v)", standby, p.replica, p.drop)
+		}
+		p.changed.Wait()
+	}
 }
 
 func (p *procPair) kill(i int) {
@@ -82,7 +138,7 @@ func TestKillActiveProcess(t *testing.T) {
 	// Wait until the standby holds a replica (a beat or two after its
 	// start), then kill whichever member granted.
 	active := activeProc(t, z, p)
-	time.Sleep(2 * DefaultFailoverAfter)
+	p.waitReplica(t, active)
 	p.kill(active)
 	start := time.Now()
 	l, err := z.Acquire(ctx, "k-new", time.Second)
@@ -139,7 +195,7 @@ func pausedActiveRound(t *testing.T, last bool) bool {
 	before, err := z.Acquire(ctx, "p-before", 20*time.Second)
 	require.NoError(t, err)
 	active := activeProc(t, z, p)
-	time.Sleep(2 * DefaultFailoverAfter) // the standby syncs
+	p.waitReplica(t, active) // the standby holds p-before
 	require.NoError(t, p.procs[active].Process.Signal(syscall.SIGSTOP))
 	paused := time.Now()
 	after, err := z.Acquire(ctx, "p-after", 20*time.Second) // from the standby, once it took over
