@@ -31,7 +31,7 @@ for a in sys.argv[1:]:
         continue
     h, p = a.rsplit(":", 1)
     try:
-        s = socket.create_connection((h, int(p)), timeout=3)
+        s = socket.create_connection((h, int(p)), timeout=10)  # refusals are active: only a success waits
         first = s.recv(100).decode(errors="replace").split("\r\n")[0]
         print(a, "connected", first, flush=True)
     except OSError as e:

@@ -189,10 +189,13 @@ func TestMountImageLoopReadOnly(t *testing.T) {
 	ents, err := os.ReadDir(dir)
 	require.NoError(t, err)
 	require.Empty(t, ents)
-	// The loop device was released.
-	out, err := exec.Command("losetup", "-j", img.Path).CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	require.Empty(t, strings.TrimSpace(string(out)))
+	// The loop device was released. With autoclear the kernel detaches
+	// it once the unmount drops the last reference, which a loaded
+	// machine was seen to do after Unmount returned: wait for it.
+	require.Eventually(t, func() bool {
+		out, err := exec.Command("losetup", "-j", img.Path).CombinedOutput()
+		return err == nil && strings.TrimSpace(string(out)) == ""
+	}, 30*time.Second, 20*time.Millisecond, "the loop device stays attached")
 }
 
 func TestMountImageCopyFallback(t *testing.T) {
