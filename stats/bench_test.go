@@ -272,4 +272,5 @@ func BenchmarkEndToEndLogs(b *testing.B) {
 	// Records that went by the spool (the collector fell AckTimeout
 	// behind, or the queue filled): 0 on the path this measures.
 	b.ReportMetric(float64(st.Spooled), "spooled")
+	b.ReportMetric(float64(n)/float64(c.Stats().Sinks[0].Batches), "lines/write")
 }

@@ -469,29 +469,39 @@ func (s *shipper) sendMem(ctx context.Context) error {
 		if s.curC == c && s.curFirst == first && s.curOff <= len(buf) {
 			off = s.curOff
 		}
-		// The queue holds the records framed as the wire carries them:
-		// the batch is their frames, copied.
+		// The queue holds the records framed as the wire carries them,
+		// in seq order: the batch is a run of a chunk's frames, sent from
+		// the chunk itself. Bytes below len(buf) do not change while the
+		// chunk is in the queue (records are appended past it, under
+		// e.mu), and a chunk leaves the queue only once acknowledged,
+		// which these records cannot be before they are pushed; PushData
+		// copies them before it returns.
 		s.enc.begin(e.id, s.acked[e.id]+1)
-		for off < len(buf) && s.enc.n < e.cfg.BatchRecords {
-			n := frameHeader + int(binary.LittleEndian.Uint32(buf[off:]))
+		start, n := -1, 0
+		for off < len(buf) && n < e.cfg.BatchRecords {
+			fl := frameHeader + int(binary.LittleEndian.Uint32(buf[off:]))
 			seq, _ := binary.Uvarint(buf[off+frameHeader+2:])
 			if seq >= want {
-				if s.enc.n > 0 && len(s.enc.raw)+n > s.maxFrames {
+				if start < 0 {
+					start = off
+				}
+				if n > 0 && off+fl-start > s.maxFrames {
 					break
 				}
-				s.enc.addFrame(buf[off : off+n])
+				n++
 				want = seq + 1
 			}
-			off += n
+			off += fl
 		}
 		s.curC, s.curFirst, s.curOff = c, first, off
-		if s.enc.n == 0 {
+		if n == 0 {
 			return nil
 		}
+		s.enc.useFrames(buf[start:off], n)
 		if err := s.pushBatch(ctx); err != nil {
 			return err
 		}
-		s.pushed(e.id, want-1, len(s.enc.raw))
+		s.pushed(e.id, want-1, s.enc.size())
 		e.mu.Lock()
 		if e.gen == gen {
 			e.sendSeq = want

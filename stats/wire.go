@@ -64,16 +64,28 @@ type frameEncoder struct {
 	raw     []byte // the frames
 	n       int    // records in raw
 	body    []byte
+	// frames, when set (by useFrames), is the batch's frames in place
+	// of raw: a run of the memory queue's frames, sent without a copy.
+	// Never appended to: it aliases a chunk the emitter appends to.
+	frames []byte
 }
 
 func (e *frameEncoder) begin(emitter string, from uint64) {
-	e.emitter, e.from, e.raw, e.n = emitter, from, e.raw[:0], 0
+	e.emitter, e.from, e.raw, e.n, e.frames = emitter, from, e.raw[:0], 0, nil
 }
 
-// addFrame appends one framed record (length, CRC, payload).
-func (e *frameEncoder) addFrame(f []byte) {
-	e.raw = append(e.raw, f...)
-	e.n++
+// useFrames makes the batch the n framed records in f, which must stay
+// unchanged until the message is pushed.
+func (e *frameEncoder) useFrames(f []byte, n int) {
+	e.raw, e.frames, e.n = e.raw[:0], f[:len(f):len(f)], n
+}
+
+// size is the batch's frame bytes.
+func (e *frameEncoder) size() int {
+	if e.frames != nil {
+		return len(e.frames)
+	}
+	return len(e.raw)
 }
 
 // addRecord frames r and appends it.
@@ -95,6 +107,9 @@ func (e *frameEncoder) endData() (body, data []byte) {
 	b = append(b, `,"from":`...)
 	b = strconv.AppendUint(b, e.from, 10)
 	e.body = append(b, '}')
+	if e.frames != nil {
+		return e.body, e.frames
+	}
 	return e.body, e.raw
 }
 
