@@ -127,8 +127,16 @@ func (l *loop) drive(c *cconn) {
 				return
 			}
 			n, e := rawWrite(b.fd, c.send[c.so:])
-			if e == unix.EAGAIN {
+			if e == unix.EAGAIN || (e == 0 && c.so+n < len(c.send)) {
+				// No room for all of it: wait for EPOLLOUT.
+				if e == 0 {
+					c.so += n
+				}
 				b.canWrite = false
+				if !b.outArmed && !l.armWrite(b, true) {
+					l.targetFailed(c, 0)
+					continue
+				}
 				return
 			}
 			if e != 0 && e != unix.EINTR {
@@ -137,8 +145,10 @@ func (l *loop) drive(c *cconn) {
 			}
 			c.so += n
 			if c.so < len(c.send) {
-				b.canWrite = false
-				continue
+				continue // EINTR
+			}
+			if b.outArmed && b.pool.fam == unix.AF_UNIX {
+				_ = l.armWrite(b, false)
 			}
 			c.state = stResp
 		case stResp:

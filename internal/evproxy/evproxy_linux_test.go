@@ -240,6 +240,35 @@ func TestForwardsAndKeepsAlive(t *testing.T) {
 	require.Eventually(t, func() bool { return hs.p.Stats().IdleConns >= 1 }, 5*time.Second, time.Millisecond, "the target connection is pooled")
 }
 
+// A loop kept busy yields its P now and then (so that the runtime's
+// sysmon has no reason to preempt it), and serves on across the yields.
+func TestBusyLoopYields(t *testing.T) {
+	h := &testHandler{targets: []Target{tcp(echoBackend(t))}}
+	hs := start(t, h, func(c *Config) { c.Loops = 1 })
+	yields := func() int64 {
+		if ls := hs.p.loopsP.Load(); ls != nil {
+			return (*ls)[0].nyield.Load()
+		}
+		return 0
+	}
+	cl := &http.Client{}
+	defer cl.CloseIdleConnections()
+	n := 0
+	// Back-to-back requests keep the loop handling events; a few
+	// multiples of yieldEvery of them must show yields, however slow
+	// the machine: the loop counts its own time.
+	for ; yields() < 3 && n < 200000; n++ {
+		resp, err := cl.Get("http://" + hs.addr + "/y")
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		require.Equal(t, 200, resp.StatusCode)
+		require.Equal(t, "GET /y 0 127.0.0.1 "+hs.addr, string(b))
+	}
+	require.GreaterOrEqual(t, yields(), int64(3), "the busy loop yielded (after %d requests)", n)
+	require.EqualValues(t, n, hs.p.Stats().Requests)
+}
+
 func TestPipelinedRequests(t *testing.T) {
 	h := &testHandler{targets: []Target{tcp(echoBackend(t))}}
 	hs := start(t, h, nil)
@@ -752,6 +781,45 @@ func TestUnixSocketTarget(t *testing.T) {
 	b, _ := io.ReadAll(resp.Body)
 	_ = resp.Body.Close()
 	require.Equal(t, "unix /u", string(b))
+}
+
+// A request larger than a unix socket holds is written in parts, the
+// loop waiting for room (a unix target connection listens for EPOLLOUT
+// only then), and the connection serves the next request once pooled.
+func TestUnixTargetLargeRequestWaitsForRoom(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.sock")
+	ln, err := net.Listen("unix", path)
+	require.NoError(t, err)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		sum := sha256.New()
+		n, _ := io.Copy(sum, r.Body)
+		fmt.Fprintf(w, "%s %d %x", r.URL.Path, n, sum.Sum(nil))
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	const size = 4 << 20
+	hs := start(t, &testHandler{targets: []Target{{Network: "unix", Addr: path}}}, func(c *Config) {
+		c.Loops = 1
+		c.MaxBufferedBody = size
+	})
+	body := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	want := sha256.Sum256(body)
+	cl := &http.Client{}
+	defer cl.CloseIdleConnections()
+	for i := 0; i < 3; i++ {
+		resp, err := cl.Post("http://"+hs.addr+"/big", "application/octet-stream", bytes.NewReader(body))
+		require.NoError(t, err)
+		b, _ := io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		require.Equal(t, fmt.Sprintf("/big %d %x", size, want), string(b))
+		resp, err = cl.Get("http://" + hs.addr + "/small")
+		require.NoError(t, err)
+		b, _ = io.ReadAll(resp.Body)
+		_ = resp.Body.Close()
+		require.Equal(t, fmt.Sprintf("/small 0 %x", sha256.Sum256(nil)), string(b))
+	}
+	require.EqualValues(t, 6, hs.p.Stats().Requests)
+	require.Zero(t, hs.p.Stats().Handoffs)
 }
 
 func TestNonLiteralTargetIsHandedOff(t *testing.T) {

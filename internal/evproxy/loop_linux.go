@@ -39,6 +39,7 @@ type loop struct {
 	draining bool
 	stopAt   int64
 	lastSwp  int64
+	lastYld  int64 // when the loop last yielded its P (run)
 	// acceptPaused is when accepting resumes after the descriptor table
 	// or memory ran out (0: not paused); the listener is out of the
 	// epoll set meanwhile, so a full table cannot make the loop spin.
@@ -56,7 +57,12 @@ type loop struct {
 	nrefused atomic.Int64 // connections a Config.Gate cap refused
 	npanics  atomic.Int64 // hook panics recovered
 	nresumed atomic.Int64 // connections taken back (Proxy.Resume)
+	nyield   atomic.Int64 // times the busy loop yielded its P (run)
 }
+
+// yieldEvery is how often a busy loop yields its P (run): well within
+// the runtime's 10 ms preemption period.
+const yieldEvery = int64(4 * time.Millisecond)
 
 type accepted struct {
 	fd  int
@@ -213,6 +219,22 @@ func (l *loop) run() {
 				l.shutdown()
 				return
 			}
+		}
+		if busy && l.now-l.lastYld >= yieldEvery {
+			// The runtime's sysmon preempts a goroutine that has held
+			// its P for 10 ms without a reschedule, and a busy loop
+			// never reschedules (its blocking epoll_wait is a system
+			// call, which does not count). Each preemption of a
+			// locked goroutine costs a hand-off of its P and back
+			// (futex wake-ups and thread switches), and sends sysmon
+			// back to polling every 20 µs: measured under the
+			// runner's warm load, sysmon woke about 10,000 times a
+			// second and took 15% of the front's CPU. Yielding a few
+			// times per preemption period costs the same hand-off
+			// once per yieldEvery and keeps sysmon asleep.
+			l.lastYld = l.now
+			l.nyield.Add(1)
+			runtime.Gosched()
 		}
 		if l.now-l.lastSwp >= p.sweep {
 			l.lastSwp = l.now

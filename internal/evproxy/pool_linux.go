@@ -40,6 +40,29 @@ type bconn struct {
 	canWrite   bool
 	hup        bool // the target shut down its side (or errored)
 	connecting bool
+	// outArmed: EPOLLOUT is in the connection's epoll events. A unix
+	// socket signals EPOLLOUT every time its peer reads (the written
+	// bytes are freed), so an armed one wakes the loop once per
+	// request, when the app reads it, for nothing: unix connections
+	// are armed only while a write waits for room (armWrite). TCP
+	// signals room only after a write ran out of it, so TCP ones stay
+	// armed (they also need it to see their connect complete).
+	outArmed bool
+}
+
+// armWrite adds EPOLLOUT to b's events (on) or takes it out; it reports
+// whether epoll took the change.
+func (l *loop) armWrite(b *bconn, on bool) bool {
+	ev := uint32(unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET)
+	if on {
+		ev |= unix.EPOLLOUT
+	}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, b.fd, &unix.EpollEvent{Events: ev, Fd: int32(b.fd)}); err != nil {
+		l.p.cfg.Logger.Warn("evproxy: epoll_ctl target", "target", b.pool.t.Addr, "err", err)
+		return false
+	}
+	b.outArmed = on
+	return true
 }
 
 const (
@@ -191,8 +214,12 @@ func (l *loop) dial(tp *tpool) (*bconn, error) {
 		_ = unix.Close(fd)
 		return nil, err
 	}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{
-		Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}); err != nil {
+	events := uint32(unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET)
+	if tp.fam != unix.AF_UNIX || b.connecting {
+		events |= unix.EPOLLOUT
+		b.outArmed = true
+	}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &unix.EpollEvent{Events: events, Fd: int32(fd)}); err != nil {
 		_ = unix.Close(fd)
 		return nil, err
 	}
