@@ -48,7 +48,6 @@ type procPair struct {
 	procs [2]*exec.Cmd
 
 	mu      sync.Mutex
-	changed *sync.Cond
 	events  int    // lines read from both members, in order
 	replica [2]int // event number of each member's last "standby holds a replica"
 	drop    [2]int // event number of each member's last "standby did not acknowledge"
@@ -56,7 +55,6 @@ type procPair struct {
 
 func startProcPair(tb testing.TB) *procPair {
 	p := &procPair{tb: tb, eps: [2]string{freeEndpoint(tb), freeEndpoint(tb)}}
-	p.changed = sync.NewCond(&p.mu)
 	p.start(0)
 	p.start(1)
 	tb.Cleanup(func() { p.kill(0); p.kill(1) })
@@ -88,7 +86,6 @@ func (p *procPair) readLog(i int, out interface{ Read([]byte) (int, error) }) {
 		if strings.Contains(line, "standby did not acknowledge") {
 			p.drop[i] = p.events
 		}
-		p.changed.Broadcast()
 		p.mu.Unlock()
 	}
 }
@@ -99,21 +96,11 @@ func (p *procPair) readLog(i int, out interface{ Read([]byte) (int, error) }) {
 // of the members' log lines as read here.
 func (p *procPair) waitReplica(t testing.TB, active int) {
 	standby := 1 - active
-	giveUp := time.AfterFunc(30*time.Second, func() {
+	require.Eventually(t, func() bool {
 		p.mu.Lock()
-		p.changed.Broadcast()
-		p.mu.Unlock()
-	})
-	defer giveUp.Stop()
-	start := time.Now()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for p.replica[standby] == 0 || p.replica[standby] < p.drop[active] {
-		if time.Since(start) > 30*time.Second {
-			t.Fatalf("member %d never held a replica (replica lines %v, drop lines %v)", standby, p.replica, p.drop)
-		}
-		p.changed.Wait()
-	}
+		defer p.mu.Unlock()
+		return p.replica[standby] > 0 && p.replica[standby] > p.drop[active]
+	}, 30*time.Second, 5*time.Millisecond, "member %d never held a replica", standby)
 }
 
 func (p *procPair) kill(i int) {

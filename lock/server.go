@@ -155,14 +155,14 @@ type Server struct {
 	// over before peerProof+FailoverAfter); activeSince is when this
 	// member took the role; lastTick is the beat loop's last round, a
 	// gap in which says this process was stalled (paused, frozen).
-	// silentUntil holds such grants after a silence is noticed (at
-	// holdFrom) until the peer answers a message sent after holdFrom;
-	// noticed is the peerProof of the silence already noticed.
+	// silentUntil holds such grants after a silence or a stall is
+	// noticed (at holdFrom) until the peer answers a message sent after
+	// holdFrom; noticed is the peerProof of the silence last noticed.
 	peerProof   time.Time
+	noticed     time.Time
 	holdFrom    time.Time
 	activeSince time.Time
 	lastTick    time.Time
-	noticed     time.Time
 	silentUntil time.Time
 	// steppedDown is when this member last gave up the active role: a
 	// status of the peer's from before it (a beat queued while this
@@ -380,7 +380,9 @@ func (s *Server) beatLoop(ctx context.Context) {
 			cancel()
 			if err == nil {
 				s.observePeer(peer)
-				s.provenLocked(sent, true)
+				s.mu.Lock()
+				s.provenLocked(sent)
+				s.mu.Unlock()
 			}
 		}
 		s.decide(ctx)
@@ -413,8 +415,7 @@ func (s *Server) observePeer(p memberStatus) {
 	case p.Role == RoleActive && s.role == RoleActive:
 		if p.Epoch > s.epochUsed() || (p.Epoch == s.epochUsed() && p.ID < s.cfg.ID) {
 			s.log.Warn("another active member has the larger epoch; stepping down", "peer", p.ID, "epoch", p.Epoch)
-			s.role, s.synced, s.peerSynced = RoleStandby, false, false
-			s.steppedDown = time.Now()
+			s.stepDownLocked()
 		}
 	case p.Role == RoleActive && s.role == RoleStandby && !p.Synced:
 		// The active member skipped us (a replication timed out): our
@@ -444,13 +445,8 @@ func (s *Server) seeEpochLocked(e uint64) {
 func (s *Server) decide(ctx context.Context) {
 	s.mu.Lock()
 	now := time.Now()
-	if !s.lastTick.IsZero() && now.Sub(s.lastTick) >= s.cfg.FailoverAfter/2 {
-		// This process did not run for a while (SIGSTOP, a frozen VM):
-		// the peer may have taken over meanwhile.
-		s.stalledLocked(now)
-	}
+	s.unprovenLocked(now) // notices a silence or a stall as soon as there is one
 	s.lastTick = now
-	s.unprovenLocked(now)
 	silent := now.Sub(s.lastPeer) >= s.cfg.FailoverAfter
 	needSync := false
 	switch s.role {
@@ -506,8 +502,7 @@ func (s *Server) becomeActiveLocked(warm bool) {
 	}
 	s.epoch, s.seq = e, 0
 	s.persistEpochLocked()
-	s.role, s.peerSynced = RoleActive, false
-	s.activeSince = time.Now()
+	s.role, s.peerSynced, s.activeSince = RoleActive, false, time.Now()
 	if !warm {
 		s.leases = map[string]*grant{}
 		if s.cfg.ColdStartWait > 0 {
@@ -644,13 +639,7 @@ func (s *Server) activeLocked() error {
 		return zmqloop.Errorf(CodeUnavailable, "locker %s waits out leases of an earlier incarnation until %s",
 			s.cfg.ID, s.quietUntil.Format(time.RFC3339Nano))
 	}
-	now := time.Now()
-	if !s.lastTick.IsZero() && now.Sub(s.lastTick) >= s.cfg.FailoverAfter/2 && now.After(s.silentUntil) {
-		// A request that reaches a stalled process before its beat loop
-		// runs again.
-		s.stalledLocked(now)
-	}
-	if s.unprovenLocked(now) {
+	if now := time.Now(); s.unprovenLocked(now) {
 		return zmqloop.Errorf(CodeUnavailable, "locker %s has not heard from its peer since %s and may have been superseded; waiting until %s",
 			s.cfg.ID, s.peerProof.Format(time.RFC3339Nano), s.silentUntil.Format(time.RFC3339Nano))
 	}
@@ -661,45 +650,45 @@ func (s *Server) activeLocked() error {
 // and renewals it would not replicate (it has no synced standby) because
 // its peer may have taken over: the peer has not answered since before
 // FailoverAfter (less a quarter, for the two clocks' rates and the beat
-// interval) while this member was active, or this process was stalled.
-// A member that hears nothing more for FailoverAfter plus a heartbeat
-// after noticing takes the peer for dead and grants again. With a synced
+// interval) while this member was active, or this process was stalled
+// (its beat loop has not run for half of FailoverAfter: SIGSTOP, a frozen
+// VM; a request can reach it before the beat loop runs again). A member
+// that hears nothing more for FailoverAfter plus a heartbeat after
+// noticing takes the peer for dead and grants again. With a synced
 // standby every change waits for the standby's acknowledgement, and a
 // peer that took over refuses it, so nothing need be held.
 func (s *Server) unprovenLocked(now time.Time) bool {
-	if s.role != RoleActive || s.peer == nil || s.peerSynced {
+	if s.role != RoleActive || s.peer == nil {
 		return false
 	}
-	if !s.peerProof.Before(s.activeSince) && now.Sub(s.peerProof) >= s.cfg.FailoverAfter-s.cfg.FailoverAfter/4 &&
-		!s.noticed.Equal(s.peerProof) {
-		s.noticed, s.holdFrom = s.peerProof, now
-		s.silentUntil = now.Add(s.cfg.FailoverAfter + s.cfg.HeartbeatInterval)
-		s.log.Warn("no word from the peer while active; holding unreplicated grants", "since", s.peerProof, "until", s.silentUntil)
+	hold := func(why string) {
+		s.holdFrom, s.silentUntil = now, now.Add(s.cfg.FailoverAfter+s.cfg.HeartbeatInterval)
+		s.log.Warn(why+"; holding unreplicated grants", "peer answered", s.peerProof, "until", s.silentUntil)
+	}
+	switch {
+	case !s.lastTick.IsZero() && now.Sub(s.lastTick) >= s.cfg.FailoverAfter/2 && !now.Before(s.silentUntil):
+		hold("this process was stalled while active")
+	case !s.peerSynced && !s.peerProof.Before(s.activeSince) && !s.noticed.Equal(s.peerProof) &&
+		now.Sub(s.peerProof) >= s.cfg.FailoverAfter-s.cfg.FailoverAfter/4:
+		s.noticed = s.peerProof
+		hold("no word from the peer while active")
 	}
 	if s.peerProof.After(s.holdFrom) {
 		s.silentUntil = time.Time{} // the peer answered a message sent since: it did not take over
 	}
-	return now.Before(s.silentUntil)
-}
-
-// stalledLocked notes that this process was stalled: an active member
-// holds unreplicated grants as after a silence.
-func (s *Server) stalledLocked(now time.Time) {
-	if s.role == RoleActive && s.peer != nil {
-		s.holdFrom, s.silentUntil = now, now.Add(s.cfg.FailoverAfter+s.cfg.HeartbeatInterval)
-		s.log.Warn("this process was stalled while active; holding unreplicated grants", "since", s.lastTick, "until", s.silentUntil)
-	}
+	return !s.peerSynced && now.Before(s.silentUntil)
 }
 
 // provenLocked records that the peer answered a message sent at sent.
-func (s *Server) provenLocked(sent time.Time, lock bool) {
-	if lock {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-	}
+func (s *Server) provenLocked(sent time.Time) {
 	if sent.After(s.peerProof) {
 		s.peerProof = sent
 	}
+}
+
+// stepDownLocked gives up the active role to the peer.
+func (s *Server) stepDownLocked() {
+	s.role, s.synced, s.peerSynced, s.steppedDown = RoleStandby, false, false, time.Now()
 }
 
 func (s *Server) handleAcquire(ctx context.Context, req *zmqloop.Request) (json.RawMessage, error) {
@@ -814,8 +803,8 @@ func (s *Server) replicateLocked(ctx context.Context, req *zmqloop.Request, e re
 		// peer: a standby that forgot it would find the peer silent (its
 		// last beat predates the pause that caused this) and take the
 		// role back, cold, without the leases the peer granted.
-		s.role, s.synced, s.peerSynced = RoleStandby, false, false
-		s.lastPeer, s.peerRole, s.steppedDown = time.Now(), RoleActive, time.Now()
+		s.stepDownLocked()
+		s.lastPeer, s.peerRole = time.Now(), RoleActive
 		s.log.Warn("the peer is active too; stepping down", "error", err)
 		return zmqloop.Errorf(CodeNotActive, "locker %s stepped down: its peer is active", s.cfg.ID)
 	}
@@ -826,7 +815,7 @@ func (s *Server) replicateLocked(ctx context.Context, req *zmqloop.Request, e re
 		// standby might not know of is never handed out.
 		return zmqloop.Errorf(CodeUnavailable, "locker %s: the standby did not acknowledge: %v", s.cfg.ID, err)
 	}
-	s.provenLocked(sent, false)
+	s.provenLocked(sent)
 	return nil
 }
 
