@@ -127,25 +127,24 @@ func (l *loop) drive(c *cconn) {
 				return
 			}
 			n, e := rawWrite(b.fd, c.send[c.so:])
-			if e == unix.EAGAIN || (e == 0 && c.so+n < len(c.send)) {
+			if e == unix.EINTR {
+				continue // (n is -1: nothing was written)
+			}
+			if e != 0 && e != unix.EAGAIN {
+				l.targetFailed(c, e)
+				continue
+			}
+			if e == 0 {
+				c.so += n
+			}
+			if c.so < len(c.send) {
 				// No room for all of it: wait for EPOLLOUT.
-				if e == 0 {
-					c.so += n
-				}
 				b.canWrite = false
 				if !b.outArmed && !l.armWrite(b, true) {
 					l.targetFailed(c, 0)
 					continue
 				}
 				return
-			}
-			if e != 0 && e != unix.EINTR {
-				l.targetFailed(c, e)
-				continue
-			}
-			c.so += n
-			if c.so < len(c.send) {
-				continue // EINTR
 			}
 			if b.outArmed && b.pool.fam == unix.AF_UNIX {
 				_ = l.armWrite(b, false)
