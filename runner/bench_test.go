@@ -57,15 +57,20 @@ func BenchmarkColdStart(b *testing.B) {
 // cold start, with three runners whose cold requests alternate (so the
 // machine's noise hits all three alike): full isolation with the
 // namespace from the pool ("pool-ms"), made at the start ("nopool-ms",
-// Config.NetnsPool -1), and without a network namespace ("nonet-ms").
+// Config.NetnsPool -1), and without a network namespace ("nonet-ms"); and
+// what the pool of parked init helpers saves ("noinitpool-ms": full
+// isolation, Config.InitPool -1, each start execs its helper).
 func BenchmarkColdStartNetns(b *testing.B) {
-	modes := []string{"pool", "nopool", "nonet"}
+	modes := []string{"pool", "nopool", "nonet", "noinitpool"}
 	envs := make([]*env, len(modes))
 	for k, mode := range modes {
 		envs[k] = newEnv(b, func(c *runner.Config) {
 			c.Isolation.NoNetwork = mode == "nonet"
 			if mode == "nopool" {
 				c.NetnsPool = -1
+			}
+			if mode == "noinitpool" {
+				c.InitPool = -1
 			}
 			c.Sink = &memSink{}
 		})

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -55,11 +56,44 @@ func Init() {
 	// thread: everything below, the fork of the app included, runs on
 	// this one.
 	runtime.LockOSThread()
+	netnsFd := 3
+	if raw == initPoolMarker {
+		raw, netnsFd = parked()
+	}
 	var cfg initConfig
 	if err := json.Unmarshal([]byte(raw), &cfg); err != nil {
 		initFail(fmt.Errorf("read sandbox config: %w", err))
 	}
-	os.Exit(runInit(&cfg))
+	os.Exit(runInit(&cfg, netnsFd))
+}
+
+// parked is a pooled helper's wait (initpool_linux.go): it returns the
+// sandbox's description once the runner sends it, with the app's stdout
+// and stderr put in place and the network namespace's descriptor (or -1),
+// or exits when the runner closes the pool instead.
+func parked() (string, int) {
+	raw, fds, err := recvInitConfig(3)
+	if errors.Is(err, io.EOF) {
+		os.Exit(0)
+	}
+	if err != nil {
+		initFail(fmt.Errorf("receive the sandbox: %w", err))
+	}
+	_ = unix.Close(3)
+	if len(fds) < 2 || len(fds) > 3 {
+		initFail(fmt.Errorf("receive the sandbox: %d descriptors, want 2 or 3", len(fds)))
+	}
+	for k, fd := range fds[:2] {
+		if err := unix.Dup3(fd, 1+k, 0); err != nil {
+			initFail(fmt.Errorf("receive the sandbox: output: %w", err))
+		}
+		_ = unix.Close(fd)
+	}
+	netnsFd := -1
+	if len(fds) == 3 {
+		netnsFd = fds[2]
+	}
+	return string(raw), netnsFd
 }
 
 func initFail(err error) {
@@ -67,15 +101,22 @@ func initFail(err error) {
 	os.Exit(127)
 }
 
-func runInit(cfg *initConfig) int {
+// runInit builds the sandbox described by cfg and runs the app in it;
+// netnsFd is the network namespace to join when cfg.Netns says so.
+func runInit(cfg *initConfig, netnsFd int) int {
 	if cfg.Netns {
 		// The runner's own namespace, made and set up by the runner
 		// (loopback, or a veth for egress); the app never holds the
 		// capability to change it.
-		if err := unix.Setns(3, unix.CLONE_NEWNET); err != nil {
+		if netnsFd < 0 {
+			initFail(errors.New("join the network namespace: none was passed"))
+		}
+		if err := unix.Setns(netnsFd, unix.CLONE_NEWNET); err != nil {
 			initFail(fmt.Errorf("join the network namespace: %w", err))
 		}
-		_ = unix.Close(3)
+		_ = unix.Close(netnsFd)
+	} else if netnsFd >= 0 && netnsFd != 3 {
+		_ = unix.Close(netnsFd)
 	}
 	if cfg.NetnsMessage {
 		ns, err := recvNetns(3)

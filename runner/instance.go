@@ -141,7 +141,7 @@ func (i *instance) run(ctx context.Context) {
 		i.finishCapture()
 		serr.Stderr = i.tail.String()
 		if !asked {
-			r.log.Error("runner: app failed to start", "app", a.name, "instance", i.id, "reason", serr.Reason, "stderr_tail", serr.Stderr)
+			r.log.Error("runner: app failed to start", "app", a.name, "instance", i.id, "pid", i.pid, "reason", serr.Reason, "stderr_tail", serr.Stderr)
 		}
 		info := i.exitInfo("start failed")
 		i.cleanup()
@@ -252,13 +252,6 @@ func (i *instance) spawn() error {
 		}
 		i.cg.Store(cg)
 	}
-	cmd, err := r.buildCmd(launch{
-		spec: s, uid: uid, gid: gid, dataDir: dataDir, sockDir: sockDir,
-		cg: cg, argv: s.Command, env: env, reaperPgid: true, netns: i.netns,
-	})
-	if err != nil {
-		return err
-	}
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return fmt.Errorf("stdout pipe: %w", err)
@@ -269,19 +262,18 @@ func (i *instance) spawn() error {
 		outW.Close()
 		return fmt.Errorf("stderr pipe: %w", err)
 	}
-	cmd.Stdout, cmd.Stderr = outW, errW
-	i.cmd = cmd
-	err = cmd.Start()
+	cmd, err := r.startInstance(launch{
+		spec: s, uid: uid, gid: gid, dataDir: dataDir, sockDir: sockDir,
+		cg: cg, argv: s.Command, env: env, reaperPgid: true, netns: i.netns,
+	}, outW, errW)
 	outW.Close()
 	errW.Close()
-	for _, f := range cmd.ExtraFiles {
-		f.Close()
-	}
 	if err != nil {
 		outR.Close()
 		errR.Close()
-		return fmt.Errorf("start %s: %w", cmd.Path, err)
+		return err
 	}
+	i.cmd = cmd
 	i.readEnds = []*os.File{outR, errR}
 	tmpl := Line{App: a.name, Instance: i.id}
 	for k, f := range i.readEnds {

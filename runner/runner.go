@@ -236,6 +236,12 @@ type Config struct {
 	// starts; zero means DefaultNetnsPool, -1 none (each start makes
 	// its own, about 1.5 ms here; for measuring what the pool saves).
 	NetnsPool int
+	// InitPool is how many sandbox init helpers are kept started ahead
+	// of instance starts, parked in fresh namespaces until a start hands
+	// one its sandbox (a Go binary's own start is 10 to 20 ms on a small
+	// VM, most of an on-demand start); zero means DefaultInitPool, -1
+	// none (each start execs its helper).
+	InitPool int
 
 	// Clock times the apps' lives: idle reaping, the backoff of failed
 	// starts and crash restarts, start timeouts and stop grace; nil means
@@ -269,6 +275,7 @@ type Runner struct {
 	initPath string
 	cmdCg    sync.Map     // app name -> *cgroup for its one-off commands
 	net      *netManager  // nil without network namespaces
+	initPool *initPool    // parked init helpers; nil without the helper or before Run
 	gate     *admit.Gate  // the front's connection caps and PROXY headers (bounds.go)
 	serving  atomic.Int32 // Serve calls running: where a new instance's first connection goes
 	// frontLoops are the event loops of the latest Serve, for FrontStats.
@@ -353,6 +360,12 @@ func New(cfg Config) (*Runner, error) {
 	}
 	if cfg.NetnsPool == 0 {
 		cfg.NetnsPool = DefaultNetnsPool
+	}
+	if cfg.InitPool < -1 || cfg.InitPool > 64 {
+		return nil, fmt.Errorf("runner: InitPool %d is outside -1 to 64", cfg.InitPool)
+	}
+	if cfg.InitPool == 0 {
+		cfg.InitPool = DefaultInitPool
 	}
 	if cfg.MaxLineBytes == 0 {
 		cfg.MaxLineBytes = DefaultMaxLineBytes
@@ -667,6 +680,10 @@ func (r *Runner) Run(ctx context.Context) error {
 		return errors.New("runner: Run called twice")
 	}
 	r.runCtx = ctx
+	if r.initPath != "" && r.cfg.InitPool > 0 {
+		r.initPool = newInitPool(r.cfg.InitPool, r.log, r.startParkedHelper)
+		r.initPool.run()
+	}
 	r.state.Store(1)
 	r.mu.Unlock()
 	close(r.ready)
@@ -721,6 +738,9 @@ func (r *Runner) shutdown() {
 	})
 	if r.cg != nil {
 		r.cg.removeRoot()
+	}
+	if r.initPool != nil {
+		r.initPool.close()
 	}
 	if r.net != nil {
 		r.net.close()

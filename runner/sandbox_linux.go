@@ -178,6 +178,56 @@ type launch struct {
 	mounts   []sandboxMount // a command's extra mounts
 }
 
+// sandboxCloneflags are the namespaces of every sandbox but the network's,
+// which the init helper joins: one the runner made.
+const sandboxCloneflags = syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC
+
+// instanceSysProcAttr is how buildCmd starts an instance's init helper, and
+// so how the pool starts its parked ones.
+func (r *Runner) instanceSysProcAttr() *syscall.SysProcAttr {
+	sys := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if r.iso.Namespaces {
+		sys.Cloneflags = sandboxCloneflags
+	}
+	return sys
+}
+
+// startInstance starts an instance's process, its output going to stdout
+// and stderr: a parked init helper from the pool when one is ready (see
+// initpool_linux.go), else a new process.
+func (r *Runner) startInstance(l launch, stdout, stderr *os.File) (*exec.Cmd, error) {
+	cmd, err := r.buildCmd(l)
+	if err != nil {
+		return nil, err
+	}
+	if r.initPool != nil && cmd.Path == r.initPath && l.reaperPgid {
+		if h := r.initPool.take(); h != nil {
+			raw := strings.TrimPrefix(cmd.Env[0], initEnv+"=")
+			err := h.give([]byte(raw), append([]*os.File{stdout, stderr}, cmd.ExtraFiles...))
+			for _, f := range cmd.ExtraFiles {
+				f.Close()
+			}
+			if err == nil {
+				return h.cmd, nil
+			}
+			r.log.Warn("runner: a parked init helper did not take its sandbox; starting a new one", "app", l.spec.Name, "err", err)
+			h.discard()
+			if cmd, err = r.buildCmd(l); err != nil {
+				return nil, err
+			}
+		}
+	}
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	err = cmd.Start()
+	for _, f := range cmd.ExtraFiles {
+		f.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("start %s: %w", cmd.Path, err)
+	}
+	return cmd, nil
+}
+
 // hostPath maps a sandbox path to the host when there is no sandbox root.
 func hostPath(p string, l *launch) string {
 	for _, m := range []struct{ in, host string }{
@@ -270,7 +320,7 @@ func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) {
 		}
 	}
 	if r.iso.Namespaces {
-		sys.Cloneflags = syscall.CLONE_NEWNS | syscall.CLONE_NEWPID | syscall.CLONE_NEWUTS | syscall.CLONE_NEWIPC
+		sys.Cloneflags = sandboxCloneflags
 		ic.Reaper = true
 		ic.Hostname = l.spec.Name
 	}

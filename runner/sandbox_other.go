@@ -5,7 +5,9 @@ package runner
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"os"
 	"os/exec"
 	"time"
 )
@@ -70,6 +72,21 @@ func (r *Runner) detectIsolation() error {
 }
 
 func (r *Runner) buildCmd(l launch) (*exec.Cmd, error) { return nil, ErrUnsupported }
+
+func (r *Runner) startInstance(l launch, stdout, stderr *os.File) (*exec.Cmd, error) {
+	return nil, ErrUnsupported
+}
+
+// DefaultInitPool is how many parked init helpers a runner keeps (none
+// on this OS).
+const DefaultInitPool = 0
+
+type initPool struct{}
+
+func newInitPool(int, *slog.Logger, func() (*initPool, error)) *initPool { return nil }
+func (r *Runner) startParkedHelper() (*initPool, error)                  { return nil, ErrUnsupported }
+func (p *initPool) run()                                                 {}
+func (p *initPool) close()                                               {}
 
 // CommandWith is not supported on this OS.
 func (r *Runner) CommandWith(name string, argv []string, opts CommandOptions) (*exec.Cmd, error) {

@@ -107,11 +107,14 @@ outn=$(bench 'ColdStartNetns' 100x)
 pool=$(field "$outn" 'pool-ms')
 nopool=$(field "$outn" 'nopool-ms')
 nonet=$(field "$outn" 'nonet-ms')
-ncond="go test -bench, 100 cold requests to each of 3 runners, alternating, tiny Go app, $(nproc) shared cores"
+noinit=$(field "$outn" 'noinitpool-ms')
+ncond="go test -bench, 100 cold requests to each of 4 runners, alternating, tiny Go app, $(nproc) shared cores"
 printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, network namespace from the pool: $pool ms vs $nonet ms without one (extra $(awk -v a="$pool" -v b="$nonet" 'BEGIN { printf "%.2f", a - b }') ms)" \
   "full isolation but the network namespace" "$(ratio "$nonet" "$pool")" "$ncond; a pool of 4 namespaces made ahead"
 printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, network namespace made at the start: $nopool ms vs $pool ms from the pool (the pool saves $(awk -v a="$nopool" -v b="$pool" 'BEGIN { printf "%.2f", a - b }') ms)" \
   "network namespace from the pool" "$(ratio "$pool" "$nopool")" "$ncond; Config.NetnsPool -1"
+printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, init helper parked ahead: $pool ms vs $noinit ms exec'd at the start (the pool saves $(awk -v a="$noinit" -v b="$pool" 'BEGIN { printf "%.2f", a - b }') ms)" \
+  "init helper exec'd at each start" "$(ratio "$noinit" "$pool")" "$ncond; Config.InitPool -1"
 printf 'row\t%s\t%s\t%s\t%s\n' "runner on-demand start, isolation off: $(ms "$plain") ms vs $(ms "$direct") ms (overhead $(ms $((plain - direct))) ms)" \
   "direct exec + bind + 1 request" "$(ratio "$direct" "$plain")" "$cond"
 printf 'bar\t%s\t%s\t%s\t%s\n' "runner on-demand start overhead over a direct start, full isolation" \

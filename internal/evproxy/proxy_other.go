@@ -16,7 +16,7 @@ type Proxy struct{}
 
 // Stats are a proxy's counters, summed over its loops.
 type Stats struct {
-	Conns, Requests, Handoffs, IdleConns, Pools int64
+	Conns, Requests, Handoffs, IdleConns, Pools, Refused, Panics, Resumed int64
 }
 
 // New returns ErrUnsupported outside Linux.
