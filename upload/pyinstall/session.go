@@ -1038,6 +1038,7 @@ func (s *session) sourceMeta(rel *release) (*coreMetadata, error) {
 // starting it the first time.
 func (s *session) buildServer(python string) (*buildServer, error) {
 	f := start(s, s.servers, python, func() (*buildServer, error) {
+		s.in.log.Debug("pyinstall: starting build server")
 		srv, err := s.in.startBuildServer(s.ctx, python)
 		if err != nil {
 			return nil, err
