@@ -256,7 +256,6 @@ else:
 // have (an empty list, most often) it imports nothing.
 const unmetRequiresPy = `
 def _unmet(asked, have):
-    import importlib, importlib.metadata, re
     norm = lambda r: "".join(r.split()).lower()
     hv = set(norm(r) for r in have)
     asked = [r for r in asked if norm(r) not in hv]
@@ -265,6 +264,7 @@ def _unmet(asked, have):
         # importing setuptools or pip (hundreds of milliseconds of CPU
         # in every build child).
         return []
+    import importlib, importlib.metadata, re
     req = None
     for m in ("packaging.requirements", "setuptools.extern.packaging.requirements", "pip._vendor.packaging.requirements"):
         try:
