@@ -202,7 +202,7 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 	// index pages of the requirements that need no marker evaluated are
 	// fetched meanwhile (fetchProject then finds them done or on the
 	// way).
-	prefetch := prefetchPages(sctx, f, indexes, reqs.Requirements)
+	prefetch := prefetchPages(sctx, f, indexes, reqs)
 	interp, err := in.Interpreter(ctx)
 	if err != nil {
 		cancel()
@@ -306,9 +306,20 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 // prefetchPages starts fetching, from every index, the project page of each
 // requirement that is a plain name (no URL, no marker), and returns what
 // waits for them. Errors are kept in f's page calls for whoever asks.
-func prefetchPages(ctx context.Context, f *fetcher, indexes []string, reqs []Requirement) *sync.WaitGroup {
+//
+// In hash-checking mode nothing is prefetched: a requirement without a
+// hash, or not pinned, must be refused before any request.
+func prefetchPages(ctx context.Context, f *fetcher, indexes []string, reqs *Requirements) *sync.WaitGroup {
 	var wg sync.WaitGroup
-	for _, r := range reqs {
+	if reqs.RequireHashes {
+		return &wg
+	}
+	for _, r := range reqs.Requirements {
+		if len(r.Hashes) > 0 {
+			return &wg
+		}
+	}
+	for _, r := range reqs.Requirements {
 		if r.URL != "" || r.Marker != nil || r.Name == "" {
 			continue
 		}
