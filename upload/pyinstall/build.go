@@ -252,12 +252,19 @@ else:
 // with no build-system.requires, may have setuptools' wheel already). It
 // parses requirements with packaging where the interpreter has it (on its
 // own, vendored by setuptools or pip), and otherwise takes only a bare
-// installed name as satisfied.
+// installed name as satisfied; when every requirement asked for is among
+// have (an empty list, most often) it imports nothing.
 const unmetRequiresPy = `
 def _unmet(asked, have):
-    import importlib, importlib.metadata, re
     norm = lambda r: "".join(r.split()).lower()
     hv = set(norm(r) for r in have)
+    asked = [r for r in asked if norm(r) not in hv]
+    if not asked:
+        # Nothing to check: no import of packaging, which may mean
+        # importing setuptools or pip (hundreds of milliseconds of CPU
+        # in every build child).
+        return []
+    import importlib, importlib.metadata, re
     req = None
     for m in ("packaging.requirements", "setuptools.extern.packaging.requirements", "pip._vendor.packaging.requirements"):
         try:
@@ -267,8 +274,6 @@ def _unmet(asked, have):
             pass
     out = []
     for r in asked:
-        if norm(r) in hv:
-            continue
         ok = False
         try:
             if req is not None:

@@ -252,6 +252,7 @@ func (b *buildServer) serve() {
 		if r == nil {
 			continue
 		}
+		b.in.log.Debug("pyinstall: build server report", "package", r.p.pkg, "event", ev.Event, "name", ev.Name)
 		switch ev.Event {
 		case "metadata":
 			r.metadata(ev.Name)
@@ -306,6 +307,7 @@ func (b *buildServer) submit(p *preparedSource) (*hookRun, error) {
 	id := b.nextID
 	b.runs[id] = r
 	line, _ := json.Marshal(map[string]any{"id": id, "src": p.dir, "out": out, "work": p.work, "have": append([]string{}, have...)})
+	b.in.log.Debug("pyinstall: build server request", "package", p.pkg, "id", id)
 	_, err = b.stdin.Write(append(line, '\n'))
 	if err != nil {
 		delete(b.runs, id)

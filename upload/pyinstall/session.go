@@ -174,10 +174,6 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 	if err := in.checkAllowed(reqs); err != nil {
 		return nil, err
 	}
-	interp, err := in.Interpreter(ctx)
-	if err != nil {
-		return nil, err
-	}
 	// Every build of this install works beneath one directory of its
 	// own (BuildDir), which a sandbox mounts and nothing else.
 	buildDir, err := in.cache.TempDir("install-")
@@ -188,9 +184,35 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 		return nil, fmt.Errorf("pyinstall: build directory: %w", err)
 	}
 	sctx, cancel := context.WithCancel(context.WithValue(ctx, buildDirKey{}, buildDir))
+	f := &fetcher{client: in.client, retries: in.cfg.Retries, pages: map[string]*pageCall{}, cache: in.cache, now: in.cfg.Now}
+	f.onRetry = func(u string, attempt int, err error) {
+		in.emit(Event{Stage: StageRetry, Detail: u, Err: err})
+	}
+	var indexes []string
+	if !in.cfg.NoIndex && !reqs.NoIndex {
+		idx := in.cfg.IndexURL
+		if reqs.IndexURL != "" {
+			idx = reqs.IndexURL
+		}
+		for _, u := range append(append([]string{idx}, in.cfg.ExtraIndexURLs...), reqs.ExtraIndexURLs...) {
+			indexes = append(indexes, strings.TrimSuffix(u, "/")+"/")
+		}
+	}
+	// A cold probe of the interpreter starts Python (about 100 ms): the
+	// index pages of the requirements that need no marker evaluated are
+	// fetched meanwhile (fetchProject then finds them done or on the
+	// way).
+	prefetch := prefetchPages(sctx, f, indexes, reqs)
+	interp, err := in.Interpreter(ctx)
+	if err != nil {
+		cancel()
+		prefetch.Wait()
+		_ = os.RemoveAll(buildDir)
+		return nil, err
+	}
 	s := &session{
 		in: in, ctx: sctx, cancel: cancel, interp: interp, ranks: interp.tagRanks(),
-		f:         &fetcher{client: in.client, retries: in.cfg.Retries, pages: map[string]*pageCall{}, cache: in.cache, now: in.cfg.Now},
+		f: f, indexes: indexes,
 		root:      resolve.VersionKey{PackageKey: resolve.PackageKey{System: resolve.PyPI, Name: "(app)"}, VersionType: resolve.Concrete, Version: "0"},
 		requested: map[string]bool{}, cons: map[string][]*semver.Constraint{},
 		hashes: map[string]map[string]bool{}, direct: map[string]link{}, vcs: map[string]vcsRef{},
@@ -202,18 +224,7 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 		depth: depth, missing: map[string]bool{}, reqFrom: map[string][]string{}, hits: map[string]bool{}, buildEnvs: map[string]*future[string]{},
 		tmpDirs: []string{buildDir},
 	}
-	s.f.onRetry = func(u string, attempt int, err error) {
-		in.emit(Event{Stage: StageRetry, Detail: u, Err: err})
-	}
-	if !in.cfg.NoIndex && !reqs.NoIndex {
-		idx := in.cfg.IndexURL
-		if reqs.IndexURL != "" {
-			idx = reqs.IndexURL
-		}
-		for _, u := range append(append([]string{idx}, in.cfg.ExtraIndexURLs...), reqs.ExtraIndexURLs...) {
-			s.indexes = append(s.indexes, strings.TrimSuffix(u, "/")+"/")
-		}
-	}
+	s.goBackground(prefetch.Wait) // close waits for the prefetches too
 	s.findLinks = append(append([]string{}, in.cfg.FindLinks...), reqs.FindLinks...)
 	for _, c := range reqs.Constraints {
 		if c.Marker != nil && !c.Marker.Eval(interp.Markers, "") {
@@ -290,6 +301,38 @@ func (in *Installer) newSession(ctx context.Context, reqs *Requirements, depth i
 		s.rootDeps = append(s.rootDeps, r)
 	}
 	return s, nil
+}
+
+// prefetchPages starts fetching, from every index, the project page of each
+// requirement that is a plain name (no URL, no marker), and returns what
+// waits for them. Errors are kept in f's page calls for whoever asks.
+//
+// In hash-checking mode nothing is prefetched: a requirement without a
+// hash, or not pinned, must be refused before any request.
+func prefetchPages(ctx context.Context, f *fetcher, indexes []string, reqs *Requirements) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	if reqs.RequireHashes {
+		return &wg
+	}
+	for _, r := range reqs.Requirements {
+		if len(r.Hashes) > 0 {
+			return &wg
+		}
+	}
+	for _, r := range reqs.Requirements {
+		if r.URL != "" || r.Marker != nil || r.Name == "" {
+			continue
+		}
+		name := r.Key()
+		for _, idx := range indexes {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, _ = f.links(ctx, idx+name+"/", name)
+			}()
+		}
+	}
+	return &wg
 }
 
 // IndexNotAllowedError is a requirements file that names a remote location
@@ -1038,6 +1081,7 @@ func (s *session) sourceMeta(rel *release) (*coreMetadata, error) {
 // starting it the first time.
 func (s *session) buildServer(python string) (*buildServer, error) {
 	f := start(s, s.servers, python, func() (*buildServer, error) {
+		s.in.log.Debug("pyinstall: starting build server")
 		srv, err := s.in.startBuildServer(s.ctx, python)
 		if err != nil {
 			return nil, err

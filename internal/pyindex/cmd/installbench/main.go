@@ -28,7 +28,8 @@ type options struct {
 	latency, build, maxAge time.Duration
 	workers                int
 	dynamic, pep658, json  bool
-	git, pipWarm           bool
+	git, pipWarm, pip      bool
+	trace                  bool
 }
 
 func main() {
@@ -42,6 +43,8 @@ func main() {
 	flag.DurationVar(&o.maxAge, "maxage", 600*time.Second, "Cache-Control max-age of index pages (0: none)")
 	flag.BoolVar(&o.git, "git", false, "one requirement (cli-helpers) comes from a local bare git repository (name @ git+file://…@main)")
 	flag.BoolVar(&o.pipWarm, "pipwarm", true, "also measure pip with a warm cache (--cache-dir filled by a first pip run)")
+	flag.BoolVar(&o.pip, "pip", true, "measure pip (false: only paaskit's installer, no comparison rows)")
+	flag.BoolVar(&o.trace, "trace", false, "print the installer's progress events and debug log on stderr, with the time since the install started")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "installbench:", err)
@@ -127,14 +130,16 @@ func run(o options) error {
 		set, err := pyindex.Installed(pip.Venv)
 		return d, set, err
 	}
-	pipTime, pipSet, err := pipRun("pip-venv", "")
-	if err != nil {
-		return err
+	var pipTime, pipWarm time.Duration
+	var pipSet, pipWarmSet []string
+	if o.pip {
+		pipTime, pipSet, err = pipRun("pip-venv", "")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "pip install -r --no-cache-dir: %v, %d packages\n", pipTime.Round(time.Millisecond), len(pipSet))
 	}
-	fmt.Fprintf(os.Stderr, "pip install -r --no-cache-dir: %v, %d packages\n", pipTime.Round(time.Millisecond), len(pipSet))
-	var pipWarm time.Duration
-	var pipWarmSet []string
-	if o.pipWarm {
+	if o.pip && o.pipWarm {
 		pipCache := filepath.Join(work, "pip-cache")
 		fill, _, err := pipRun("pip-fill-venv", pipCache)
 		if err != nil {
@@ -153,9 +158,20 @@ func run(o options) error {
 		return err
 	}
 	cache := filepath.Join(work, "cache")
+	var traceStart time.Time
 	newInstaller := func() (*pyinstall.Installer, error) {
-		return pyinstall.New(pyinstall.Config{IndexURL: srv.URL(), CacheDir: cache, Workers: o.workers,
-			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		cfg := pyinstall.Config{IndexURL: srv.URL(), CacheDir: cache, Workers: o.workers,
+			Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		if o.trace {
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug,
+				ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+					if len(groups) == 0 && a.Key == slog.TimeKey {
+						return slog.String("t", time.Since(traceStart).Round(time.Millisecond).String())
+					}
+					return a
+				}}))
+		}
+		return pyinstall.New(cfg)
 	}
 	// Cold: empty cache (the interpreter probe is not cached either).
 	in, err := newInstaller()
@@ -163,6 +179,7 @@ func run(o options) error {
 		return err
 	}
 	t0 := time.Now()
+	traceStart = t0
 	res, err := in.Install(ctx, parsed, filepath.Join(work, "cold-venv"), pyinstall.InstallOptions{})
 	if err != nil {
 		return err
@@ -182,6 +199,7 @@ func run(o options) error {
 	}
 	reqsBefore := srv.Requests()
 	t0 = time.Now()
+	traceStart = t0
 	res, err = in.Install(ctx, parsed, filepath.Join(work, "warm-venv"), pyinstall.InstallOptions{})
 	if err != nil {
 		return err
@@ -194,6 +212,9 @@ func run(o options) error {
 	}
 	fmt.Fprintf(os.Stderr, "paaskit warm: %v (%+v), %d index requests\n", warm.Round(time.Millisecond), summary(res), warmRequests)
 
+	if !o.pip {
+		return nil
+	}
 	cond := fmt.Sprintf("15 reqs -> %d pkgs, 12 sdists, build_wheel %v each, %s, %v/request, %d cores", len(pipSet), o.build, strings.Join(conds, ", "), o.latency, runtime.NumCPU())
 	r10 := func(d time.Duration) string { return d.Round(10 * time.Millisecond).String() }
 	fmt.Printf("row\t%s\t%s\t%.2fx\t%s\n", "installer cold (empty cache), "+r10(cold),
