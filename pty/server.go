@@ -28,7 +28,7 @@ const (
 	// chunkSize bounds the output bytes of one stream message. They
 	// travel raw in the message's data frame (zmqloop's Message.Data), so
 	// the sealed payload stays a few dozen bytes whatever the chunk.
-	chunkSize = 64 << 10
+	chunkSize = 256 << 10
 )
 
 // Error codes of the session protocol (zmqloop error replies).

@@ -123,6 +123,7 @@ type Session struct {
 	closeMu  sync.Mutex
 	readMu   sync.Mutex
 	more     oneRead
+	fillOp   fillRead
 }
 
 // Start starts cmd in a new pseudo-terminal of cfg.Size. It sets cmd's
@@ -174,6 +175,7 @@ func Start(cmd *exec.Cmd, cfg Config) (*Session, error) {
 	}
 	s := &Session{cfg: cfg, cmd: cmd, master: master, rc: rc, tty: tty.Name(), done: make(chan struct{}), finished: make(chan struct{})}
 	s.more.fn = s.more.read
+	s.fillOp.fn = s.fillOp.read
 	if err := s.setSize(cfg.Size); err != nil {
 		master.Close()
 		tty.Close()
@@ -289,7 +291,7 @@ func (s *Session) Read(p []byte) (int, error) {
 		if s.draining.Load() {
 			return s.readNow(p)
 		}
-		n, err := s.master.Read(p)
+		n, err := s.fill(p)
 		if n > 0 {
 			return n, nil
 		}
@@ -308,6 +310,64 @@ func (s *Session) Read(p []byte) (int, error) {
 			return 0, fmt.Errorf("pty: read output of %s: %w", s.cmd.Path, err)
 		}
 	}
+}
+
+// fill reads into p as much as the terminal delivers without waiting in
+// between: the master hands out at most its line discipline's 4 KiB
+// buffer per read(2), and the kernel refills it while we copy, so one
+// trip through the netpoller (a park and a wake, two context switches)
+// is spent per buffer the caller gives rather than per 4 KiB. It waits
+// (in the netpoller) only while nothing at all has been read. An error
+// after some bytes is left for the next call: the master repeats EIO.
+func (s *Session) fill(p []byte) (int, error) {
+	f := &s.fillOp
+	f.p, f.n, f.err = p, 0, nil
+	err := s.rc.Read(f.fn)
+	n, rerr := f.n, f.err
+	f.p = nil
+	if n > 0 {
+		return n, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if rerr != nil {
+		return 0, &os.PathError{Op: "read", Path: s.master.Name(), Err: rerr}
+	}
+	return 0, nil
+}
+
+// fillRead is fill's read callback and its state, made once per session
+// (guarded by readMu).
+type fillRead struct {
+	p   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool // f.read, bound once
+}
+
+func (f *fillRead) read(fd uintptr) bool {
+	for f.n < len(f.p) {
+		k, err := unix.Read(int(fd), f.p[f.n:])
+		if k > 0 {
+			f.n += k
+			continue
+		}
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return f.n > 0 // nothing yet: let the netpoller wait
+		case err == nil:
+			return true // 0 bytes: the end
+		default:
+			if f.n == 0 {
+				f.err = err
+			}
+			return true
+		}
+	}
+	return true
 }
 
 // readMore reads what the terminal holds right now into p, without
