@@ -336,7 +336,7 @@ func (cc *clientConn) simple(status int, reason, body string, extra []string) {
 // unless keep.
 func (cc *clientConn) answer(status int, reason, body string, extra []string, keep bool) {
 	if cc.rw != nil {
-		cc.rw.answer(status, body, extra, cc.isHead)
+		cc.rw.answer(status, body, extra, cc.isHead, keep)
 		return
 	}
 	w := cc.w
@@ -368,7 +368,7 @@ func (cc *clientConn) reply(d *Decision, keepAlive bool) bool {
 	req := &cc.req
 	if cc.rw != nil {
 		// net/http reads what is left of the body, or closes.
-		cc.rw.answer(d.Status, d.Body, d.Extra, cc.isHead)
+		cc.rw.answer(d.Status, d.Body, d.Extra, cc.isHead, d.KeepAlive)
 		return false
 	}
 	keep := d.KeepAlive && keepAlive && !req.ConnUpgrade && !req.Expect100

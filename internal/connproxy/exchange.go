@@ -361,6 +361,9 @@ func (cc *clientConn) exchange(bc *bconn, keepAlive, mayMiss bool) (result outco
 		}
 	} else {
 		bs = &bodyStream{ch: make(chan bodyResult, 1)}
+		if cc.rw != nil {
+			cc.rw.fullDuplex()
+		}
 		go cc.streamBody(bc, bs)
 		defer func() {
 			if !bs.done && !cc.finishBody(bc, bs) {

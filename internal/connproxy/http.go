@@ -41,6 +41,7 @@ import (
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rs := &rwState{w: w, rc: http.NewResponseController(w)}
 	src := newRequestSource(r, rs.rc)
+	rs.src = src
 	cc := p.newClientConn(src, r.TLS != nil)
 	cc.ctx = r.Context()
 	cc.rw = rs
@@ -56,7 +57,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Serve's path, where it comes with the head).
 		b := append(src.head, make([]byte, r.ContentLength)...)
 		if _, err := io.ReadFull(r.Body, b[len(src.head):]); err != nil {
-			rs.answer(400, "reading the request body: "+http1.Printable(err.Error())+"\n", nil, false)
+			rs.answer(400, "reading the request body: "+http1.Printable(err.Error())+"\n", nil, false, false)
 			return
 		}
 		src.head, src.body = b, nil
@@ -65,14 +66,18 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	cc.w = clientWriterPool.Get().(*bufio.Writer)
 	cc.w.Reset(rwBody{rs})
 	cc.host = make([]byte, 0, 64)
-	if src.body != nil {
-		// A larger body may stream to the target while the response is
-		// written (see exchange); net/http's HTTP/1 server allows that
-		// only when asked.
-		_ = rs.rc.EnableFullDuplex()
-	}
 	defer func() {
 		v := recover()
+		if rs.duplex && rs.hijacked == nil {
+			// Closed here (after the answer went out: Close may wait
+			// for the rest of the body), not by net/http after the
+			// handler: in full duplex, a body that its Close reads to
+			// its end there starts a read of the connection net/http
+			// does not wait for, and its next request read panics
+			// ("invalid concurrent Body.Read call", golang/go#68560).
+			_ = rs.rc.Flush()
+			_ = r.Body.Close()
+		}
 		if cc.forwarding {
 			cc.end()
 		}
@@ -96,7 +101,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		case !rs.headSent && rs.hijacked == nil:
 			// Nothing was answered (net/http would send an empty 200).
-			rs.answer(502, "the proxy could not answer this request\n", nil, r.Method == "HEAD")
+			rs.answer(502, "the proxy could not answer this request\n", nil, r.Method == "HEAD", false)
 		}
 	}()
 	raw, err := cc.r.readHead(nil)
@@ -118,6 +123,17 @@ type rwState struct {
 	headSent, relayed bool
 	// hijacked is w's connection once a 101 took it over.
 	hijacked net.Conn
+	// duplex: the body streams while the response is written.
+	duplex bool
+	src    *requestSource
+}
+
+// fullDuplex lets the request body stream to the target while the
+// response is written (see exchange), which net/http's HTTP/1 server
+// allows only when asked.
+func (rs *rwState) fullDuplex() {
+	rs.duplex = true
+	_ = rs.rc.EnableFullDuplex()
 }
 
 // rwBody is the writer under a ServeHTTP clientConn's w: body bytes go
@@ -137,9 +153,12 @@ func (b rwBody) Write(p []byte) (int, error) {
 	return n, nil
 }
 
-// rwAnswer writes a plain-text answer of the proxy's own to the
-// ResponseWriter (the Handler's Reply, or an error).
-func (rs *rwState) answer(status int, body string, extra []string, isHead bool) {
+// answer writes a plain-text answer of the proxy's own to the
+// ResponseWriter (the Handler's Reply, or an error). Unless keep, a
+// request body not read ahead closes the client connection after it, as
+// on Serve's path (net/http would otherwise wait to read the rest of it
+// before answering).
+func (rs *rwState) answer(status int, body string, extra []string, isHead, keep bool) {
 	if rs.headSent {
 		return
 	}
@@ -148,6 +167,9 @@ func (rs *rwState) answer(status int, body string, extra []string, isHead bool) 
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Content-Length", strconv.Itoa(len(body)))
+	if !keep && rs.src != nil && rs.src.body != nil {
+		h.Set("Connection", "close")
+	}
 	for _, e := range extra {
 		if name, value, ok := strings.Cut(e, ":"); ok {
 			h.Add(strings.TrimSpace(name), strings.TrimSpace(value))
