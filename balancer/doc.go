@@ -145,8 +145,9 @@
 // with 404 naming it and a host with no live node with 503 and
 // Retry-After, and terminates TLS with certificates picked by SNI from a
 // directory (CertStore). Proxy is also an http.Handler (ServeHTTP) for
-// embedding behind net/http, for instance for HTTP/2; that path uses
-// net/http's reverse proxy and is slower.
+// embedding behind net/http, for instance for HTTP/2: net/http reads the
+// client's request, and the goroutine forwarder serves it from there with
+// the same codec, routing, health and hooks as Run's path.
 //
 // When Run's context ends the proxy stops accepting and closes idle
 // connections, and both forwarders drain at once against one deadline,

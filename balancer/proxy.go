@@ -331,7 +331,6 @@ type Proxy struct {
 	addr   net.Addr
 	ready  chan struct{}
 
-	handler handlerState
 	started atomic.Bool
 	panics  atomic.Int64                  // panics recovered (recover.go)
 	loops   atomic.Pointer[evproxy.Proxy] // the event loops while Run serves with them
@@ -598,7 +597,6 @@ func (p *Proxy) Run(ctx context.Context) error {
 		be.close()
 	}
 	p.mu.Unlock()
-	p.handler.closeIdle()
 	return err
 }
 

@@ -2,9 +2,7 @@ package runner
 
 import (
 	"fmt"
-	"net/http"
 	"runtime/debug"
-	"strconv"
 
 	"github.com/paaskit/paaskit/internal/admit"
 )
@@ -34,45 +32,6 @@ func setBoundsDefaults(cfg *Config) (*admit.Gate, error) {
 		return nil, fmt.Errorf("runner: %w", err)
 	}
 	return g, nil
-}
-
-// limitBody applies Config.MaxBodyBytes on ServeHTTP's path: it answers
-// 413 (and reports false) for a Content-Length over it, and otherwise
-// bounds the body as it is read (a chunked one that grows past it fails
-// the read with *http.MaxBytesError, which forward answers 413).
-func (r *Runner) limitBody(w http.ResponseWriter, req *http.Request) bool {
-	limit := r.cfg.MaxBodyBytes
-	if limit <= 0 || bodyless(req) {
-		return true
-	}
-	if req.ContentLength > limit {
-		w.Header().Set("Connection", "close")
-		http.Error(w, "runner: request body larger than "+strconv.FormatInt(limit, 10)+" bytes", http.StatusRequestEntityTooLarge)
-		return false
-	}
-	req.Body = http.MaxBytesReader(w, req.Body, limit)
-	return true
-}
-
-// recoverHandler wraps the front's net/http handler: a panic in it is
-// logged with its stack (the slow server's own log is discarded) and
-// answered 502 if nothing was written yet.
-type recoverHandler struct {
-	r *Runner
-}
-
-func (h recoverHandler) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	defer func() {
-		if v := recover(); v != nil {
-			if v == http.ErrAbortHandler {
-				panic(v)
-			}
-			h.r.log.Error("runner: panic recovered", "in", "front handler", "host", req.Host, "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-			w.Header().Set("Connection", "close")
-			http.Error(w, "runner: the front failed on this request", http.StatusBadGateway)
-		}
-	}()
-	h.r.ServeHTTP(w, req)
 }
 
 // writeLineSafe is Sink.WriteLine with a panic in it turned into an

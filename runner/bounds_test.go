@@ -94,8 +94,20 @@ func TestFrontCapsTenThousandIdleConnsFromOneAddress(t *testing.T) {
 	require.Equal(t, n-1000, closed)
 }
 
+// Config.MaxBodyBytes (default 100 MB) answers 413 on Serve's fronts
+// (the suite runs on both) and on Runner.ServeHTTP's.
 func TestFrontBodyLimit(t *testing.T) {
-	e := newEnv(t, nil)
+	for _, handler := range []bool{false, true} {
+		name := "Serve"
+		if handler {
+			name = "ServeHTTP"
+		}
+		t.Run(name, func(t *testing.T) { testBodyLimit(t, handler) })
+	}
+}
+
+func testBodyLimit(t *testing.T, handler bool) {
+	e := newEnvFront(t, nil, handler)
 	e.put(spec("big"))
 	require.Equal(t, "hello big\n", e.mustGet("big.example", "/"))
 	// The default, 100 MB, by Content-Length.
@@ -104,7 +116,7 @@ func TestFrontBodyLimit(t *testing.T) {
 	require.Equal(t, 413, resp.StatusCode)
 	require.True(t, resp.Close)
 
-	e = newEnv(t, func(c *runner.Config) { c.MaxBodyBytes = 1 << 20 })
+	e = newEnvFront(t, func(c *runner.Config) { c.MaxBodyBytes = 1 << 20 }, handler)
 	e.put(spec("small"))
 	require.Equal(t, "hello small\n", e.mustGet("small.example", "/"))
 	c, br = dialFrom(t, e, "127.0.0.1")
@@ -187,13 +199,22 @@ func TestFrontProxyProtocol(t *testing.T) {
 // A Sink that panics loses its lines, not the runner: the app's output
 // goes on being read, and the front serves on.
 func TestPanickingSinkLeavesTheRunnerServing(t *testing.T) {
+	for _, f := range fronts {
+		t.Run(f.name, func(t *testing.T) { testPanickingSink(t, f) })
+	}
+}
+
+func testPanickingSink(t *testing.T, f front) {
 	var calls atomic.Int64
-	e := newEnv(t, func(c *runner.Config) {
+	e := newEnvFront(t, func(c *runner.Config) {
+		if f.tweak != nil {
+			f.tweak(c)
+		}
 		c.Sink = runner.SinkFunc(func(*runner.Line) error {
 			calls.Add(1)
 			panic("sink bug")
 		})
-	})
+	}, f.handler)
 	e.put(spec("noisy"))
 	for i := 0; i < 3; i++ {
 		require.Equal(t, "ok\n", e.mustGet("noisy.example", fmt.Sprintf("/stderr?s=line%d", i)))

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -65,8 +67,72 @@ func TestFrontRefusesSmuggling(t *testing.T) {
 	}
 }
 
+// The same smuggling cases against Runner.ServeHTTP: net/http reads
+// the client's bytes there, and each case is refused (by net/http or by
+// the strict parser under it) before it reaches the app, but the
+// broken chunked bodies, whose head the app may see; what net/http
+// takes (obs-fold unfolded, chunked winning over Content-Length, a bare
+// LF, an absolute target, chunked in HTTP/1.0) reaches the app as
+// exactly one request, and the client's connection stays in step: the
+// next request on it is the next one the app sees.
+func TestFrontServeHTTPRefusesSmuggling(t *testing.T) {
+	e := newEnvFront(t, nil, true)
+	e.put(spec("smuggle"))
+	require.Equal(t, "hello smuggle\n", e.mustGet("smuggle.example", "/"))
+	count := func() int {
+		n, err := strconv.Atoi(e.mustGet("smuggle.example", "/count"))
+		require.NoError(t, err)
+		return n
+	}
+	names := make([]string, 0, len(http1test.SmugglingRequests))
+	for name := range http1test.SmugglingRequests {
+		names = append(names, name)
+	}
+	// Those whose body breaks may reach the app after their answer:
+	// last, so that the counts of the others are exact.
+	sort.Slice(names, func(i, j int) bool {
+		ci, cj := strings.Contains(names[i], "chunk"), strings.Contains(names[j], "chunk")
+		return !ci && cj || ci == cj && names[i] < names[j]
+	})
+	refused := 0
+	for _, name := range names {
+		raw := strings.ReplaceAll(http1test.SmugglingRequests[name], "Host: x\r", "Host: smuggle.example\r")
+		before := count()
+		c, br := frontConn(t, e)
+		_, err := io.WriteString(c, raw)
+		require.NoError(t, err)
+		resp, err := http.ReadResponse(br, &http.Request{Method: "POST"})
+		require.NoError(t, err, name)
+		body, _ := io.ReadAll(resp.Body)
+		if resp.StatusCode >= 400 {
+			refused++
+			if !strings.Contains(name, "chunk") {
+				require.Equal(t, before, count(), "%s: %d %q: the app saw a refused request", name, resp.StatusCode, body)
+			}
+			c.Close()
+			continue
+		}
+		t.Logf("%s: net/http took it", name)
+		require.Equal(t, 200, resp.StatusCode, name)
+		require.Equal(t, before+1, count(), "%s: one request reached the app", name)
+		if !resp.Close {
+			_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: smuggle.example\r\n\r\n")
+			require.NoError(t, err)
+			resp, err = http.ReadResponse(br, nil)
+			require.NoError(t, err, name)
+			body, err = io.ReadAll(resp.Body)
+			require.NoError(t, err, name)
+			require.Equal(t, "hello smuggle\n", string(body), name)
+			require.Equal(t, before+2, count(), "%s: the next request on the connection is the next the app sees", name)
+		}
+		c.Close()
+	}
+	require.Greater(t, refused, len(names)/2, "most cases are refused on this path too")
+}
+
 // A chunked response from an app with a bad size, a missing CRLF or an
-// oversized trailer answers the client 502 and a close, on every front;
+// oversized trailer answers the client 502, on every front, and the
+// client's connection is closed with it or kept in step;
 // the app's connection is not reused (the test app answers "reused" on
 // it from then on) and the next request is served.
 func TestFrontAnswers502ForMalformedChunkedResponses(t *testing.T) {
@@ -83,6 +149,22 @@ func TestFrontAnswers502ForMalformedChunkedResponses(t *testing.T) {
 				require.NoError(t, err, kind)
 				body, _ := io.ReadAll(resp.Body)
 				require.Equal(t, 502, resp.StatusCode, "%s: %s", kind, body)
+				// The client's connection is not poisoned: closed with
+				// the 502 (Serve's fronts), or kept and in step (net/http
+				// owns it: the next request on it is served whole).
+				if f.handler {
+					require.False(t, resp.Close, kind)
+					_, err = io.WriteString(c, "GET / HTTP/1.1\r\nHost: badchunks.example\r\n\r\n")
+					require.NoError(t, err)
+					resp, err = http.ReadResponse(br, nil)
+					require.NoError(t, err, kind)
+					body, err = io.ReadAll(resp.Body)
+					require.NoError(t, err, kind)
+					require.Equal(t, "hello badchunks\n", string(body), "%s: the next request on the client's connection", kind)
+				} else {
+					require.True(t, resp.Close, kind)
+					require.True(t, closedByPeer(br), "%s: the connection is closed", kind)
+				}
 				c.Close()
 				for k := 0; k < 3; k++ {
 					require.Equal(t, "hello badchunks\n", e.mustGet("badchunks.example", "/"), "%s: the broken connection was reused", kind)

@@ -28,7 +28,9 @@
 // and a bounded trailer section checked), and one broken in what came
 // with its head answers 502 without the app's connection being reused.
 // Runner.ServeHTTP is the same front as an http.Handler, for embedding
-// behind TLS or in a larger mux.
+// behind TLS or in a larger mux: net/http reads the client's request and
+// the goroutine forwarder serves it from there (the same codec, routing,
+// start on demand and accounting as Serve's paths).
 // Idle instances are reaped only when nothing is in flight: a streaming
 // response, an open WebSocket or an attached command (Runner.Attach) keeps
 // an instance alive.

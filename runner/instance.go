@@ -75,8 +75,7 @@ type instance struct {
 	// its place on the bridge (nil for policy none).
 	netns     int
 	egress    *egressLink
-	pool      *connPool       // ServeHTTP's connections to the instance
-	fpool     *connproxy.Pool // Serve's goroutine path's
+	fpool     *connproxy.Pool // the goroutine forwarder's connections to the instance (Serve's and ServeHTTP's)
 	target    evproxy.Target  // the same socket for the event loops
 	procState *os.ProcessState
 	capture   sync.WaitGroup
@@ -291,7 +290,6 @@ func (i *instance) spawn() error {
 			})
 		}(f)
 	}
-	i.pool = newConnPool(i.dial, r.cfg.ResponseTimeout)
 	i.fpool = connproxy.NewPool(connproxy.PoolConfig{Dial: i.dial, MaxIdle: maxIdlePerInstance, BodyReadTimeout: max(r.cfg.ResponseTimeout, 0)})
 	if i.tcpAddr != "" {
 		i.target = loopTarget(i.tcpAddr, "", "", 0)
@@ -387,15 +385,10 @@ func (i *instance) waitReady(ctx context.Context) *StartError {
 		if ok {
 			c, err := i.dial(ctx)
 			if err == nil {
-				// Kept for the first request, in the pool of the front
-				// in use: an app that serves one connection at a time
-				// (a sync worker) would otherwise wait on it while the
-				// other front dials anew.
-				if a.r.serving.Load() > 0 {
-					i.fpool.Put(c)
-				} else {
-					i.pool.put(newBackendConn(c, a.r.cfg.ResponseTimeout))
-				}
+				// Kept for the first request: an app that serves one
+				// connection at a time (a sync worker) would otherwise
+				// wait on it while the front dials anew.
+				i.fpool.Put(c)
 				return nil
 			}
 			if errors.Is(err, ErrUntrustedSocket) {
@@ -506,9 +499,6 @@ func (i *instance) exitInfo(reason string) ExitInfo {
 func (i *instance) cleanup() {
 	if i.fpool != nil {
 		i.fpool.Close()
-	}
-	if i.pool != nil {
-		i.pool.close()
 	}
 	if cg := i.cgroup(); cg != nil {
 		if i.cmd == nil || i.cmd.Process == nil {

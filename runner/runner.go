@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/paaskit/paaskit/internal/admit"
+	"github.com/paaskit/paaskit/internal/connproxy"
 	"github.com/paaskit/paaskit/internal/evproxy"
 )
 
@@ -273,11 +274,13 @@ type Runner struct {
 	cg       *cgroupManager
 	iso      IsolationStatus
 	initPath string
-	cmdCg    sync.Map     // app name -> *cgroup for its one-off commands
-	net      *netManager  // nil without network namespaces
-	initPool *initPool    // parked init helpers; nil without the helper or before Run
-	gate     *admit.Gate  // the front's connection caps and PROXY headers (bounds.go)
-	serving  atomic.Int32 // Serve calls running: where a new instance's first connection goes
+	cmdCg    sync.Map    // app name -> *cgroup for its one-off commands
+	net      *netManager // nil without network namespaces
+	initPool *initPool   // parked init helpers; nil without the helper or before Run
+	gate     *admit.Gate // the front's connection caps and PROXY headers (bounds.go)
+	// httpFwd serves ServeHTTP (Serve makes its own, for its
+	// connections and its loops' hand-offs).
+	httpFwd *connproxy.Proxy
 	// frontLoops are the event loops of the latest Serve, for FrontStats.
 	frontLoops atomic.Pointer[evproxy.Proxy]
 
@@ -430,6 +433,9 @@ func New(cfg Config) (*Runner, error) {
 		specErrors: map[string]string{},
 		fileApps:   map[string]string{},
 		ready:      make(chan struct{}),
+	}
+	if r.httpFwd, err = r.newForwarder(goHandler{r: r}, nil); err != nil {
+		return nil, err
 	}
 	if cfg.Sink != nil {
 		r.sink = cfg.Sink

@@ -1,11 +1,9 @@
 package runner
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"sync/atomic"
@@ -31,34 +29,11 @@ import (
 // front for a net/http server.
 func (r *Runner) Serve(ctx context.Context, l net.Listener) error {
 	f := &front{r: r, ctx: ctx}
-	respTimeout := r.cfg.ResponseTimeout
-	if respTimeout <= 0 {
-		respTimeout = 365 * 24 * time.Hour // none
-	}
-	maxBody := r.cfg.MaxBodyBytes
-	if maxBody < 0 {
-		maxBody = 0
-	}
-	fwd, err := connproxy.New(connproxy.Config{
-		Handler:               goHandler{f},
-		ReadHeaderTimeout:     time.Minute,
-		IdleTimeout:           frontIdleTimeout,
-		DialTimeout:           time.Minute, // the instance's socket is local; its backlog may be full for a moment
-		ResponseHeaderTimeout: respTimeout,
-		MaxHeaderBytes:        maxHead,
-		MaxHeaderFields:       maxHeaders,
-		MaxBodyBytes:          maxBody,
-		DropFieldPrefix:       platformFieldPrefix,
-		KeepForwarded:         true,
-		Resume:                f.resume,
-		Logger:                r.log,
-	})
+	fwd, err := r.newForwarder(goHandler{r: r, ctx: ctx}, f.resume)
 	if err != nil {
-		return fmt.Errorf("runner: %w", err)
+		return err
 	}
 	f.fwd = fwd
-	r.serving.Add(1)
-	defer r.serving.Add(-1)
 	stop := context.AfterFunc(ctx, func() { l.Close() })
 	defer stop()
 	loops := false
@@ -77,6 +52,34 @@ func (r *Runner) Serve(ctx context.Context, l net.Listener) error {
 	// connections are cut now.
 	f.fwd.Shutdown(time.Now())
 	return err
+}
+
+// newForwarder returns the front's goroutine forwarder: Serve's (with
+// resume, giving handed-off connections back to its loops) or
+// ServeHTTP's (resume nil).
+func (r *Runner) newForwarder(h goHandler, resume func(net.Conn, []byte) bool) (*connproxy.Proxy, error) {
+	respTimeout := r.cfg.ResponseTimeout
+	if respTimeout <= 0 {
+		respTimeout = 365 * 24 * time.Hour // none
+	}
+	fwd, err := connproxy.New(connproxy.Config{
+		Handler:               h,
+		ReadHeaderTimeout:     time.Minute,
+		IdleTimeout:           frontIdleTimeout,
+		DialTimeout:           time.Minute, // the instance's socket is local; its backlog may be full for a moment
+		ResponseHeaderTimeout: respTimeout,
+		MaxHeaderBytes:        maxHead,
+		MaxHeaderFields:       maxHeaders,
+		MaxBodyBytes:          max(r.cfg.MaxBodyBytes, 0),
+		DropFieldPrefix:       platformFieldPrefix,
+		KeepForwarded:         true,
+		Resume:                resume,
+		Logger:                r.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("runner: %w", err)
+	}
+	return fwd, nil
 }
 
 // acceptLoop serves l with a goroutine per connection until l fails or
@@ -144,9 +147,12 @@ func retryableAccept(err error) bool {
 }
 
 const (
-	frontIdleTimeout = 2 * time.Minute
-	maxHead          = 16 << 10
-	maxHeaders       = 100
+	// maxIdlePerInstance bounds the idle connections kept to one
+	// instance.
+	maxIdlePerInstance = 1024
+	frontIdleTimeout   = 2 * time.Minute
+	maxHead            = 16 << 10
+	maxHeaders         = 100
 )
 
 // front is one Serve's state.
@@ -166,17 +172,25 @@ func (f *front) resume(c net.Conn, buffered []byte) bool {
 	return l != nil && f.ctx.Err() == nil && l.Resume(c, buffered) == nil
 }
 
-// goHandler routes the goroutine path's requests: the app for the host,
-// an instance acquired for the request (started on demand: Route may
-// wait for it), released in End.
-type goHandler struct{ f *front }
+// goHandler routes the goroutine path's requests (Serve's and
+// ServeHTTP's): the app for the host, an instance acquired for the
+// request (started on demand: Route may wait for it), released in End.
+type goHandler struct {
+	r *Runner
+	// ctx bounds the wait for a start: Serve's; nil for ServeHTTP,
+	// where the request's own context (Request.Ctx) does.
+	ctx context.Context
+}
 
 func (h goHandler) Route(r *connproxy.Request) connproxy.Decision {
-	f := h.f
 	if len(r.Tried) > 0 {
 		return frontReply(http.StatusBadGateway, "runner: cannot connect to the app's instance\n", false, false)
 	}
-	arrival := f.r.cfg.Clock.Now()
+	ctx := h.ctx
+	if ctx == nil {
+		ctx = r.Ctx
+	}
+	arrival := h.r.cfg.Clock.Now()
 	host, ok := r.Scratch[:0], true
 	if r.Head.Host != nil { // nil: HTTP/1.0 without Host, no app
 		host, ok = http1.NormalizeHost(host, r.Head.Host)
@@ -185,11 +199,11 @@ func (h goHandler) Route(r *connproxy.Request) connproxy.Decision {
 	if !ok {
 		return frontReply(http.StatusBadRequest, "malformed request: invalid Host\n", false, false)
 	}
-	a := f.r.lookupBytes(host)
+	a := h.r.lookupBytes(host)
 	if a == nil {
 		return frontReply(http.StatusNotFound, fmt.Sprintf("runner: no app for host %q\n", host), true, true)
 	}
-	inst, err := a.acquire(f.ctx, arrival)
+	inst, err := a.acquire(ctx, arrival)
 	if err != nil {
 		var se *StartError
 		switch {
@@ -239,87 +253,7 @@ func startErrorText(se *StartError) string {
 	return msg + "\n"
 }
 
-var errBadResponse = errors.New("malformed response from app")
-
-// unread reports whether err shows that the app closed its connection
-// with the request still unread: a reset before any byte of the answer
-// (a socket closed with data in it is reset).
-func unread(err error, bc *backendConn) bool {
-	return errors.Is(err, syscall.ECONNRESET) && bc.br.Buffered() == 0
-}
-
-// equalFold compares ASCII b with lower-case s, ignoring case.
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for k := 0; k < len(b); k++ {
-		c := b[k]
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[k] {
-			return false
-		}
-	}
-	return true
-}
-
 // platformFieldPrefix starts the names of the response fields the
 // platform gives a meaning to (MissHeader makes the balancer run its miss
 // hook): the front drops them from every app response, on every path.
 const platformFieldPrefix = "x-paaskit-"
-
-// platformField reports whether a field name starts with
-// platformFieldPrefix, ignoring case.
-func platformField(name []byte) bool {
-	return len(name) >= len(platformFieldPrefix) && equalFold(name[:len(platformFieldPrefix)], platformFieldPrefix)
-}
-
-// dropPlatformFields deletes the platform's fields from an app's header.
-func dropPlatformFields(h http.Header) {
-	for k := range h {
-		if platformField([]byte(k)) {
-			delete(h, k)
-		}
-	}
-}
-
-// chunkedBody reads a chunked body from an app with the shared strict
-// codec for the net/http path (its trailers are dropped there, as before).
-type chunkedBody struct {
-	br *bufio.Reader
-	d  http1.ChunkedDecoder
-}
-
-func (b *chunkedBody) Read(p []byte) (int, error) {
-	for {
-		if b.d.Done() {
-			return 0, io.EOF
-		}
-		if len(p) == 0 {
-			return 0, nil
-		}
-		if b.br.Buffered() == 0 {
-			if _, err := b.br.Peek(1); err != nil {
-				if err == io.EOF {
-					err = io.ErrUnexpectedEOF
-				}
-				return 0, err
-			}
-		}
-		buf, _ := b.br.Peek(b.br.Buffered())
-		// At most len(p) bytes in: the run of data handed out fits p.
-		n, data, err := b.d.Decode(buf[:min(len(buf), len(p))])
-		if err != nil {
-			return 0, fmt.Errorf("%w: %w", errBadResponse, err)
-		}
-		k := copy(p, data)
-		_, _ = b.br.Discard(n)
-		if k > 0 {
-			return k, nil
-		}
-	}
-}
-
-func (b *chunkedBody) Close() error { return nil }

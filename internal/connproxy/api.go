@@ -239,8 +239,6 @@ func New(cfg Config) (*Proxy, error) {
 	return p, nil
 }
 
-func (p *Proxy) baseCtx() context.Context { return p.ctx }
-
 // Serve serves c on a goroutine of its own, starting with buffered, the
 // bytes already read from it (an event loop's hand-off). tlsOn says c is
 // a TLS connection (X-Forwarded-Proto "https"); resumable says c may be

@@ -2,6 +2,7 @@ package connproxy
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"net"
 	"os"
@@ -17,8 +18,14 @@ import (
 
 // clientConn is one client connection, served by one goroutine.
 type clientConn struct {
-	p      *Proxy
-	c      net.Conn
+	p *Proxy
+	c net.Conn
+	// ctx bounds dials and is Request.Ctx: the proxy's (ended by the
+	// final cut of Shutdown), or the net/http request's (ServeHTTP).
+	ctx context.Context
+	// rw, on ServeHTTP's path, is where the response goes instead of w
+	// (which then carries only body bytes, to rw); see http.go.
+	rw     *rwState
 	r      *connReader
 	w      *bufio.Writer
 	req    http1.Head
@@ -56,7 +63,7 @@ type clientConn struct {
 var clientWriterPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4096) }}
 
 func (p *Proxy) newClientConn(c net.Conn, tlsOn bool) *clientConn {
-	cc := &clientConn{p: p, c: c, proto: "http"}
+	cc := &clientConn{p: p, c: c, proto: "http", ctx: p.ctx}
 	if tlsOn {
 		cc.proto = "https"
 	}
@@ -328,6 +335,10 @@ func (cc *clientConn) simple(status int, reason, body string, extra []string) {
 // answer writes a complete plain-text answer, with Connection: close
 // unless keep.
 func (cc *clientConn) answer(status int, reason, body string, extra []string, keep bool) {
+	if cc.rw != nil {
+		cc.rw.answer(status, body, extra, cc.isHead, keep)
+		return
+	}
 	w := cc.w
 	_, _ = w.WriteString("HTTP/1.1 ")
 	writeInt(w, int64(status))
@@ -355,6 +366,11 @@ func (cc *clientConn) answer(status int, reason, body string, extra []string, ke
 // carries another request.
 func (cc *clientConn) reply(d *Decision, keepAlive bool) bool {
 	req := &cc.req
+	if cc.rw != nil {
+		// net/http reads what is left of the body, or closes.
+		cc.rw.answer(d.Status, d.Body, d.Extra, cc.isHead, d.KeepAlive)
+		return false
+	}
 	keep := d.KeepAlive && keepAlive && !req.ConnUpgrade && !req.Expect100
 	if keep && (req.Chunked || req.ContentLength > maxDiscardBody) {
 		keep = false

@@ -54,7 +54,7 @@ func (cc *clientConn) handle() bool {
 	}
 	p.requests.Add(1)
 	r := &cc.rq
-	*r = Request{Head: req, ClientIP: cc.ip, Tried: r.Tried[:0], Scratch: r.Scratch}
+	*r = Request{Head: req, ClientIP: cc.ip, Tried: r.Tried[:0], Scratch: r.Scratch, Ctx: cc.ctx}
 	missed := false
 	staleRetries := 0
 	continueSent := false
@@ -74,7 +74,7 @@ func (cc *clientConn) handle() bool {
 			cc.simple(502, "Bad Gateway", "no route for "+string(cc.host)+"\n", nil)
 			return false
 		}
-		bc, err := d.Pool.get(p.baseCtx(), p.cfg.DialTimeout, p.cfg.MaxHeaderBytes, staleRetries > 0)
+		bc, err := d.Pool.get(cc.ctx, p.cfg.DialTimeout, p.cfg.MaxHeaderBytes, staleRetries > 0)
 		if err != nil {
 			if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) {
 				cc.done(TimedOut)
@@ -236,7 +236,7 @@ func (cc *clientConn) sendBody(bc *bconn) bodyResult {
 	if req.ContentLength > 0 {
 		_, res.readErr, res.err = copyN(bc.w, cc.r, req.ContentLength)
 	} else if req.Chunked {
-		_, res.readErr, res.err = copyChunked(bc.w, cc.r, true, cc.p.cfg.MaxBodyBytes)
+		_, res.readErr, res.err = copyChunked(bc.w, cc.r, true, cc.p.cfg.MaxBodyBytes, nil)
 	}
 	if res.err == nil {
 		res.err = bc.w.Flush()
@@ -252,6 +252,9 @@ func (cc *clientConn) answerBodyError(res bodyResult) bool {
 		cc.simple(413, "Content Too Large", "request body larger than "+strconv.FormatInt(cc.p.cfg.MaxBodyBytes, 10)+" bytes\n", nil)
 	case errors.Is(res.err, http1.ErrMalformed):
 		cc.simple(400, "Bad Request", "malformed chunked body\n", nil)
+	case res.readErr && cc.rw != nil:
+		// net/http could not read the body (a malformed chunk, a cut).
+		cc.simple(400, "Bad Request", "reading the request body: "+http1.Printable(res.err.Error())+"\n", nil)
 	case res.readErr:
 		// The client went away or stalled mid-body: nobody to answer.
 	default:
@@ -358,6 +361,9 @@ func (cc *clientConn) exchange(bc *bconn, keepAlive, mayMiss bool) (result outco
 		}
 	} else {
 		bs = &bodyStream{ch: make(chan bodyResult, 1)}
+		if cc.rw != nil {
+			cc.rw.fullDuplex()
+		}
 		go cc.streamBody(bc, bs)
 		defer func() {
 			if !bs.done && !cc.finishBody(bc, bs) {
@@ -452,6 +458,11 @@ func (cc *clientConn) exchange(bc *bconn, keepAlive, mayMiss bool) (result outco
 			bc.close()
 			return exClose
 		}
+		if cc.rw != nil && !cc.hijack() {
+			bc.close()
+			cc.simple(502, "Bad Gateway", "cannot switch protocols on this connection\n", nil)
+			return exClose
+		}
 		cc.writeResponseHead(resp, false, -2)
 		cc.tunnel(bc)
 		return exClose
@@ -499,7 +510,11 @@ func (cc *clientConn) exchange(bc *bconn, keepAlive, mayMiss bool) (result outco
 	case noBody:
 		err = nil
 	case resp.Chunked:
-		_, readErr, err = copyChunked(cc.w, bc.r, req.Minor == 1, 0)
+		if cc.rw != nil {
+			_, readErr, err = copyChunked(cc.w, bc.r, false, 0, cc.rw.trailers)
+		} else {
+			_, readErr, err = copyChunked(cc.w, bc.r, req.Minor == 1, 0, nil)
+		}
 	case resp.ContentLength >= 0:
 		_, readErr, err = copyN(cc.w, bc.r, resp.ContentLength)
 	default:
@@ -515,6 +530,9 @@ func (cc *clientConn) exchange(bc *bconn, keepAlive, mayMiss bool) (result outco
 			p.log.Warn("connproxy: target failed mid-response", "host", string(cc.host), "err", err)
 		}
 		return exClose
+	}
+	if cc.rw != nil {
+		cc.rw.relayed = true
 	}
 	if bs != nil && !bs.done && !cc.finishBody(bc, bs) {
 		bc.close()
@@ -541,7 +559,7 @@ func (cc *clientConn) drainResponse(bc *bconn) bool {
 	discard := bufio.NewWriterSize(io.Discard, 512)
 	switch {
 	case resp.Chunked:
-		_, _, err := copyChunked(discard, bc.r, false, 1<<20)
+		_, _, err := copyChunked(discard, bc.r, false, 1<<20, nil)
 		return err == nil
 	case resp.ContentLength >= 0 && resp.ContentLength <= 1<<20:
 		_, _, err := copyN(discard, bc.r, resp.ContentLength)
@@ -555,6 +573,10 @@ func (cc *clientConn) drainResponse(bc *bconn) bool {
 // writeResponseHead writes a 1xx or 101 head as received (minus hop-by-hop
 // fields; Upgrade is put back for 101).
 func (cc *clientConn) writeResponseHead(resp *http1.Head, _ bool, _ int64) {
+	if cc.rw != nil {
+		cc.rw.head(resp)
+		return
+	}
 	w := cc.w
 	writeStatusLine(w, resp)
 	writeFields(w, resp.Fields)
@@ -570,6 +592,10 @@ func (cc *clientConn) writeResponseHead(resp *http1.Head, _ bool, _ int64) {
 }
 
 func (cc *clientConn) writeResponseHeadFramed(resp *http1.Head, clientClose bool, length int64, noBody, keepAlive10 bool) {
+	if cc.rw != nil {
+		cc.rw.head(resp)
+		return
+	}
 	w := cc.w
 	writeStatusLine(w, resp)
 	writeFields(w, resp.Fields)

@@ -265,7 +265,11 @@ func copyUntilEOF(dst *bufio.Writer, src *connReader) (readErr bool, err error) 
 // (rechunk: one chunk per run of data, trailers passed on) or as plain
 // bytes. limit (>0) bounds the decoded size (errLimit beyond it). dst is
 // flushed whenever src has nothing buffered, so streams stream.
-func copyChunked(dst *bufio.Writer, src *connReader, rechunk bool, limit int64) (total int64, readErr bool, err error) {
+//
+// trailers, if set, gets the trailer section (see
+// http1.ChunkedDecoder.Trailers) when the body ended, instead of it
+// being re-encoded.
+func copyChunked(dst *bufio.Writer, src *connReader, rechunk bool, limit int64, trailers func([]byte)) (total int64, readErr bool, err error) {
 	var d http1.ChunkedDecoder
 	d.Limits.MaxBody = limit
 	for {
@@ -292,6 +296,9 @@ func copyChunked(dst *bufio.Writer, src *connReader, rechunk bool, limit int64) 
 			}
 		}
 		if d.Done() {
+			if trailers != nil && d.Trailers() != nil {
+				trailers(d.Trailers())
+			}
 			if rechunk {
 				_, err = dst.Write(http1.AppendLastChunk(dst.AvailableBuffer(), d.Trailers()))
 			}

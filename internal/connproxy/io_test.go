@@ -43,7 +43,7 @@ func FuzzChunkedBody(f *testing.F) {
 		src := &connReader{c: eofConn{}, buf: append(append([]byte(nil), data...), make([]byte, 16)...), w: len(data), max: 1 << 16}
 		var out bytes.Buffer
 		w := bufio.NewWriter(&out)
-		total, _, err := copyChunked(w, src, rechunk, 1<<20)
+		total, _, err := copyChunked(w, src, rechunk, 1<<20, nil)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -98,7 +98,7 @@ func TestCopyChunkedLargeChunks(t *testing.T) {
 		src := newConnReader(b, 4096)
 		var out bytes.Buffer
 		w := bufio.NewWriter(&out)
-		total, _, err := copyChunked(w, src, rechunk, 0)
+		total, _, err := copyChunked(w, src, rechunk, 0, nil)
 		require.NoError(t, err)
 		require.NoError(t, w.Flush())
 		require.EqualValues(t, 3+len(big)+5, total)

@@ -1,6 +1,7 @@
 package evproxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -147,6 +148,12 @@ type Request struct {
 	// Scratch is a byte buffer the handler may reuse across requests of
 	// the connection (for instance for the normalized host).
 	Scratch []byte
+	// Ctx is nil on the event loops, where Route must not block. The
+	// goroutine forwarder (internal/connproxy) sets it for a Route that
+	// may block: it ends when the request is abandoned (the net/http
+	// request's context on connproxy's ServeHTTP, the proxy's final cut
+	// on its own connections).
+	Ctx context.Context
 }
 
 // Handler routes requests and learns their outcomes. Its methods are
