@@ -20,33 +20,23 @@ import (
 // child of their own (a helper given its sandbox forks the app at once).
 func parkedHelpers(t *testing.T) []int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc")
-	require.NoError(t, err)
-	me := strconv.Itoa(os.Getpid())
 	var pids []int
-	for _, ent := range ents {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile("/proc/" + ent.Name() + "/cmdline")
+	for _, pid := range childrenOf(os.Getpid()) {
+		dir := "/proc/" + strconv.Itoa(pid)
+		cmdline, err := os.ReadFile(dir + "/cmdline")
 		if err != nil || !bytes.HasPrefix(cmdline, []byte("paaskit-init\x00")) {
 			continue
 		}
-		status, err := os.ReadFile("/proc/" + ent.Name() + "/status")
-		if err != nil || !strings.Contains(string(status), "\nPPid:\t"+me+"\n") {
-			continue
-		}
-		if strings.Contains(string(status), "\nState:\tZ") {
+		status, err := os.ReadFile(dir + "/status")
+		if err != nil || strings.Contains(string(status), "\nState:\tZ") {
 			continue
 		}
 		// A given helper is in its app's cgroup, even while it ends.
-		cg, _ := os.ReadFile("/proc/" + ent.Name() + "/cgroup")
+		cg, _ := os.ReadFile(dir + "/cgroup")
 		if strings.Contains(string(cg), "paaskit-test-") {
 			continue
 		}
-		children, _ := os.ReadFile("/proc/" + ent.Name() + "/task/" + ent.Name() + "/children")
-		if len(bytes.TrimSpace(children)) == 0 {
+		if len(childrenOf(pid)) == 0 {
 			pids = append(pids, pid)
 		}
 	}
@@ -141,20 +131,10 @@ func TestInitPoolOffAndBounds(t *testing.T) {
 // command name (zombies keep it) is name.
 func childrenNamed(t *testing.T, name string) []int {
 	t.Helper()
-	ents, err := os.ReadDir("/proc")
-	require.NoError(t, err)
-	me := "\nPPid:\t" + strconv.Itoa(os.Getpid()) + "\n"
 	var pids []int
-	for _, ent := range ents {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		status, err := os.ReadFile("/proc/" + ent.Name() + "/status")
-		if err != nil || !strings.Contains(string(status), me) {
-			continue
-		}
-		if strings.HasPrefix(string(status), "Name:\t"+name+"\n") {
+	for _, pid := range childrenOf(os.Getpid()) {
+		status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		if err == nil && strings.HasPrefix(string(status), "Name:\t"+name+"\n") {
 			pids = append(pids, pid)
 		}
 	}
