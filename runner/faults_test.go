@@ -59,20 +59,27 @@ func TestLongLinesAreSplitAndMarked(t *testing.T) {
 	e := newEnv(t, func(c *runner.Config) { c.MaxLineBytes = 1024 })
 	e.put(spec("longline", "flood=1"))
 	e.mustGet("longline.example", "/")
-	e.sink.mu.Lock()
-	defer e.sink.mu.Unlock()
-	var pieces, marked int
-	for _, l := range e.sink.lines {
-		if l.App == "longline" && l.Stream == runner.Stdout {
-			pieces++
-			require.LessOrEqual(t, len(l.Text), 1024)
-			if l.Truncated {
-				marked++
+	// The app answers once it has written the line; the runner's pump may
+	// still be cutting the last pieces, so count until the ending piece.
+	count := func() (pieces, marked int) {
+		e.sink.mu.Lock()
+		defer e.sink.mu.Unlock()
+		for _, l := range e.sink.lines {
+			if l.App == "longline" && l.Stream == runner.Stdout {
+				pieces++
+				require.LessOrEqual(t, len(l.Text), 1024)
+				if l.Truncated {
+					marked++
+				}
 			}
 		}
+		return pieces, marked
 	}
+	require.Eventually(t, func() bool { p, m := count(); return p > m }, 30*time.Second, 5*time.Millisecond,
+		"the piece that ends the long line")
 	// The 1 MiB line arrives as 1024 full pieces marked as continued,
 	// then the empty piece that ends it.
+	pieces, marked := count()
 	require.Equal(t, 1025, pieces)
 	require.Equal(t, 1024, marked)
 }
