@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -48,17 +49,19 @@ type initPool struct {
 	log   *slog.Logger
 	size  int
 	start func() (*parkedHelper, error)
+	busy  func() bool // whether a start is in progress
 	ready chan *parkedHelper
 	kick  chan struct{}
 	stop  chan struct{}
 	wg    sync.WaitGroup
 }
 
-func newInitPool(size int, log *slog.Logger, start func() (*parkedHelper, error)) *initPool {
+func newInitPool(size int, log *slog.Logger, start func() (*parkedHelper, error), busy func() bool) *initPool {
 	return &initPool{
 		log:   log,
 		size:  size,
 		start: start,
+		busy:  busy,
 		ready: make(chan *parkedHelper, size),
 		kick:  make(chan struct{}, 1),
 		stop:  make(chan struct{}),
@@ -70,12 +73,24 @@ func (p *initPool) run() {
 	go p.fill()
 }
 
-// fill keeps the pool full. Like the namespace pool it waits a moment
-// before replacing a helper taken from a pool that still has some, so the
-// replacement's start does not compete for the CPU with the very start
-// that took one.
+// fill keeps the pool full. A replacement for a helper taken from a pool
+// that still has some waits until no start is in progress (at most
+// maxRefillWait), so its start never competes for the CPU with the very
+// start that took the last one; one for an empty pool starts at once.
+// Either way the filler's thread, and so every helper it starts, runs at
+// the lowest CPU priority (parkedNice) until taken: a helper's own start
+// (most of it the Go runtime's) then takes only CPU time nothing else
+// wants, yet is done by the time the next start needs it.
 func (p *initPool) fill() {
 	defer p.wg.Done()
+	// The thread is the filler's alone and dies with it (a goroutine
+	// that ends locked ends its thread), so its priority reaches no
+	// other goroutine. Children inherit the nice value of the thread
+	// that forks them.
+	runtime.LockOSThread()
+	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, parkedNice); err != nil {
+		p.log.Warn("runner: parked init helpers run at the runner's priority", "err", err)
+	}
 	for {
 		if len(p.ready) == p.size {
 			select {
@@ -85,12 +100,8 @@ func (p *initPool) fill() {
 			}
 			continue
 		}
-		if len(p.ready) > 0 {
-			select {
-			case <-p.stop:
-				return
-			case <-time.After(refillDelay):
-			}
+		if len(p.ready) > 0 && !waitQuiet(p.stop, p.busy) {
+			return
 		}
 		h, err := p.start()
 		if err != nil {
@@ -111,6 +122,28 @@ func (p *initPool) fill() {
 	}
 }
 
+// maxRefillWait bounds how long a pool's refill waits for the starts in
+// progress to end: on a node that starts apps without a pause, the pool
+// must still refill.
+const maxRefillWait = 200 * time.Millisecond
+
+// waitQuiet waits until busy reports no start in progress, or
+// maxRefillWait has passed; false means stop was closed first.
+func waitQuiet(stop <-chan struct{}, busy func() bool) bool {
+	if busy == nil {
+		return true
+	}
+	deadline := time.Now().Add(maxRefillWait)
+	for busy() && time.Now().Before(deadline) {
+		select {
+		case <-stop:
+			return false
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	return true
+}
+
 // take returns a live parked helper, or nil when none is ready. One that
 // died while parked (killed by someone) is ended here, not handed out.
 func (p *initPool) take() *parkedHelper {
@@ -124,6 +157,7 @@ func (p *initPool) take() *parkedHelper {
 		select {
 		case h := <-p.ready:
 			if h.alive() {
+				h.wake()
 				return h
 			}
 			p.log.Warn("runner: a parked init helper died; discarding it", "pid", h.cmd.Process.Pid)
@@ -132,6 +166,19 @@ func (p *initPool) take() *parkedHelper {
 			return nil
 		}
 	}
+}
+
+// parkedNice is the nice value of a parked helper: the lowest priority,
+// so its start takes only CPU time nothing else wants.
+const parkedNice = 19
+
+// wake gives a helper taken from the pool the priority of the runner's
+// other children back, on every thread it has: nice is per thread on
+// Linux, and PRIO_PGRP reaches all threads of the helper's process group,
+// which is the helper alone (Setpgid). Threads it makes later inherit it
+// from their maker, and the app from the thread that starts it.
+func (h *parkedHelper) wake() {
+	_ = unix.Setpriority(unix.PRIO_PGRP, h.cmd.Process.Pid, 0)
 }
 
 // alive reports whether the helper still holds its end of the control

@@ -51,14 +51,28 @@ func TestInitHelperPool(t *testing.T) {
 	require.Eventually(t, func() bool { return len(parkedHelpers(t)) == runner.DefaultInitPool },
 		10*time.Second, 10*time.Millisecond, "the pool never filled")
 
-	// A start takes one of the parked helpers: the instance's PID is one
-	// that was parked.
+	// A parked helper waits at the lowest priority, on every thread.
 	parked := parkedHelpers(t)
+	for _, pid := range parked {
+		for _, n := range niceOf(t, pid) {
+			require.Equal(t, 19, n, "parked helper %d", pid)
+		}
+	}
+
+	// A start takes one of the parked helpers: the instance's PID is one
+	// that was parked, and it and the app run at the runner's priority.
 	e.put(spec("pooled"))
 	e.mustGet("pooled.example", "/")
 	st := e.status("pooled")
 	require.NotNil(t, st.Instance)
 	require.Contains(t, parked, st.Instance.PID, "the instance did not start from a parked helper")
+	apps := childrenOf(st.Instance.PID)
+	require.NotEmpty(t, apps)
+	for _, pid := range append(apps, st.Instance.PID) {
+		for _, n := range niceOf(t, pid) {
+			require.Equal(t, 0, n, "process %d of the instance", pid)
+		}
+	}
 	require.NoError(t, e.r.Stop(t.Context(), "pooled"))
 
 	// Every parked helper killed: the next start execs a fresh one and
@@ -125,6 +139,26 @@ func TestInitPoolOffAndBounds(t *testing.T) {
 	e.put(spec("unpooled"))
 	e.mustGet("unpooled.example", "/")
 	require.Empty(t, parkedHelpers(t))
+}
+
+// niceOf returns the nice value of each thread of process pid.
+func niceOf(t *testing.T, pid int) []int {
+	t.Helper()
+	dir := "/proc/" + strconv.Itoa(pid) + "/task/"
+	tasks, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	var nices []int
+	for _, task := range tasks {
+		stat, err := os.ReadFile(dir + task.Name() + "/stat")
+		require.NoError(t, err)
+		// pid (comm) state ppid ...: nice is the 19th field.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		n, err := strconv.Atoi(f[16])
+		require.NoError(t, err)
+		nices = append(nices, n)
+	}
+	require.NotEmpty(t, nices)
+	return nices
 }
 
 // childrenNamed lists this process's children (zombies included) whose

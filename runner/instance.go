@@ -125,7 +125,9 @@ func (i *instance) run(ctx context.Context) {
 		}
 	}
 	spawned := r.cfg.Clock.Now()
+	r.starting.Add(1)
 	if err := i.spawn(); err != nil {
+		r.starting.Add(-1)
 		r.log.Error("runner: cannot start app", "app", a.name, "instance", i.id, "err", err)
 		a.startFailed(i, &StartError{App: a.name, Instance: i.id, Reason: "could not launch", Err: err}, false)
 		i.cleanup()
@@ -134,7 +136,9 @@ func (i *instance) run(ctx context.Context) {
 	a.mu.Lock()
 	i.pid = i.cmd.Process.Pid
 	a.mu.Unlock()
-	if serr := i.waitReady(ctx); serr != nil {
+	serr := i.waitReady(ctx)
+	r.starting.Add(-1)
+	if serr != nil {
 		asked := i.stopped() || ctx.Err() != nil
 		i.terminate(0)
 		i.finishCapture()

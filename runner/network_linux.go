@@ -42,6 +42,7 @@ type netManager struct {
 	host int // the runner's own network namespace
 	pool chan int
 	stop chan struct{}
+	busy func() bool // whether a start is in progress (see waitQuiet)
 	wg   sync.WaitGroup
 
 	// egress; set up on the first egress instance.
@@ -146,21 +147,16 @@ func (m *netManager) start() {
 	go m.fill()
 }
 
-// refillDelay is how long the filler waits before replacing a namespace
-// taken from a pool that still has some: a start is CPU-bound on a
-// small node, and making a namespace (and the kernel's work on the last
-// one dropped) at the same moment would slow the very start that took it.
-const refillDelay = 50 * time.Millisecond
-
+// fill keeps the pool full. A replacement for a namespace taken from a
+// pool that still has some waits until no start is in progress (see
+// waitQuiet): a start is CPU-bound on a small node, and making a
+// namespace (and the kernel's work on the last one dropped) at the same
+// moment would slow the very start that took it.
 func (m *netManager) fill() {
 	defer m.wg.Done()
 	for {
-		if len(m.pool) > 0 {
-			select {
-			case <-m.stop:
-				return
-			case <-time.After(refillDelay):
-			}
+		if len(m.pool) > 0 && !waitQuiet(m.stop, m.busy) {
+			return
 		}
 		ns, err := m.create()
 		if err != nil {

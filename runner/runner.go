@@ -274,10 +274,11 @@ type Runner struct {
 	cg       *cgroupManager
 	iso      IsolationStatus
 	initPath string
-	cmdCg    sync.Map    // app name -> *cgroup for its one-off commands
-	net      *netManager // nil without network namespaces
-	initPool *initPool   // parked init helpers; nil without the helper or before Run
-	gate     *admit.Gate // the front's connection caps and PROXY headers (bounds.go)
+	cmdCg    sync.Map     // app name -> *cgroup for its one-off commands
+	net      *netManager  // nil without network namespaces
+	initPool *initPool    // parked init helpers; nil without the helper or before Run
+	starting atomic.Int32 // instances between spawn and ready (or failure)
+	gate     *admit.Gate  // the front's connection caps and PROXY headers (bounds.go)
 	// httpFwd serves ServeHTTP (Serve makes its own, for its
 	// connections and its loops' hand-offs).
 	httpFwd *connproxy.Proxy
@@ -687,7 +688,7 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	r.runCtx = ctx
 	if r.initPath != "" && r.cfg.InitPool > 0 {
-		r.initPool = newInitPool(r.cfg.InitPool, r.log, r.startParkedHelper)
+		r.initPool = newInitPool(r.cfg.InitPool, r.log, r.startParkedHelper, func() bool { return r.starting.Load() > 0 })
 		r.initPool.run()
 	}
 	r.state.Store(1)

@@ -116,6 +116,7 @@ func (r *Runner) detectIsolation() error {
 			miss("network: %v (apps share the host's network)", err)
 			break
 		}
+		m.busy = func() bool { return r.starting.Load() > 0 }
 		r.net, st.Network = m, true
 	}
 	switch {
