@@ -47,7 +47,8 @@ func parkedHelpers(t *testing.T) []int {
 // that died (killed by anyone) costs a fresh start, never a failed one;
 // the pool refills; nothing of it outlives Run.
 func TestInitHelperPool(t *testing.T) {
-	e := newEnv(t, nil)
+	// The default helper, this binary re-executed, as in production.
+	e := newEnv(t, func(c *runner.Config) { c.InitPath = "" })
 	require.Eventually(t, func() bool { return len(parkedHelpers(t)) == runner.DefaultInitPool },
 		10*time.Second, 10*time.Millisecond, "the pool never filled")
 

@@ -27,6 +27,10 @@ import (
 // binary; it serves as every test app's image.
 var imageDir string
 
+// initHelper is internal/cmd/runnerinit built without the race detector:
+// the init helper of the suite's runners (see newEnvFront).
+var initHelper string
+
 func TestMain(m *testing.M) {
 	// A sandbox's init helper is this test binary re-executed.
 	runner.Init()
@@ -59,6 +63,19 @@ func testMain(m *testing.M) int {
 		return 1
 	}
 	imageDir = dir
+	helperDir, err := os.MkdirTemp("", "runner-init")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(helperDir)
+	initHelper = filepath.Join(helperDir, "runnerinit")
+	cmd = exec.Command("go", "build", "-o", initHelper, "github.com/paaskit/paaskit/internal/cmd/runnerinit")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build the init helper: %v\n%s", err, out)
+		return 1
+	}
 	code := m.Run()
 	set := func(name string) bool { f := flag.Lookup(name); return f != nil && f.Value.String() != "" }
 	if os.Getenv(frontEnv) == "" && code == 0 && !set("test.fuzz") && !set("test.bench") {
@@ -228,6 +245,13 @@ func newEnvFront(t testing.TB, tweak func(*runner.Config), handler bool) *env {
 		ReapInterval:        20 * time.Millisecond,
 		DefaultLimits:       runner.Limits{Memory: 256 << 20},
 		Sink:                sink,
+	}
+	// Tests start their sandboxes from a helper built without the race
+	// detector (see internal/cmd/runnerinit); benchmarks, and tests that
+	// set InitPath back to "", measure and test the default, this very
+	// binary re-executed.
+	if _, bench := t.(*testing.B); !bench {
+		cfg.InitPath = initHelper
 	}
 	if tweak != nil {
 		tweak(&cfg)
