@@ -273,11 +273,13 @@ func openFDs(t testing.TB) int {
 	return len(ents)
 }
 
-// TestTenThousandSessions opens and closes sessions (10,000 by default;
-// PAASKIT_PTY_SESSIONS overrides) and checks that no file descriptor or
-// goroutine is left behind.
+// TestTenThousandSessions opens and closes sessions and checks that no
+// file descriptor or goroutine is left behind. The suite opens 1,000 (a
+// leak of anything per session shows as surely, at a tenth of the race
+// detector's time); bench/sections/60-pty.sh runs it with
+// PAASKIT_PTY_SESSIONS=10000, the figure.
 func TestTenThousandSessions(t *testing.T) {
-	n := 10000
+	n := 1000
 	if v := os.Getenv("PAASKIT_PTY_SESSIONS"); v != "" {
 		n, _ = strconv.Atoi(v)
 	}
@@ -298,8 +300,10 @@ func TestTenThousandSessions(t *testing.T) {
 		}
 	}
 	runtime.GC()
-	if after := openFDs(t); after > before {
+	after := openFDs(t)
+	if after > before {
 		t.Fatalf("%d sessions leaked %d file descriptors", n, after-before)
 	}
 	goleak.VerifyNone(t, others)
+	t.Logf("%d sessions opened and closed: %d file descriptors before, %d after; no goroutine left", n, before, after)
 }
