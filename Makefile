@@ -11,6 +11,11 @@ GOFLAGS  ?=
 export GOFLAGS
 # go test's own timeout per package; the whole suite stays well under 20 min.
 TEST_TIMEOUT ?= 12m
+# Test binaries run at once. Many of the suite's tests wait (on servers
+# restarting, lease expiries, timeouts they provoke) rather than compute,
+# so twice the core count keeps the cores busy; go test's default is one
+# per core.
+TEST_PARALLEL ?= $(shell echo $$(( $$(nproc) * 2 )))
 
 .PHONY: all deps demo-deps bench-deps build demo test fmt-check tidy-check vet unit bench clean
 
@@ -36,7 +41,7 @@ demo: demo-deps
 
 ## test: gofmt, go vet and the race-enabled suite against real servers.
 test: deps tidy-check fmt-check vet
-	$(GO) run ./internal/cmd/withservers $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) run ./internal/cmd/withservers $(GO) test -race -count=1 -p $(TEST_PARALLEL) -timeout $(TEST_TIMEOUT) ./...
 
 fmt-check:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

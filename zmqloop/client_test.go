@@ -324,13 +324,16 @@ func TestClientStatsCountFailuresAndRemoteErrors(t *testing.T) {
 	}
 	_, a := startReply(t, c, handlers)
 	_, b := startReply(t, c, handlers)
-	cl := newClient(t, c, []string{a, b}, func(cfg *ClientConfig) { cfg.TryTimeout = 50 * time.Millisecond })
+	// Attempts long enough that a loaded machine answers the first two
+	// calls within one (a late answer would clear an endpoint's
+	// suspicion).
+	cl := newClient(t, c, []string{a, b}, func(cfg *ClientConfig) { cfg.TryTimeout = 250 * time.Millisecond })
 	_, err := cl.Call(context.Background(), "echo", nil)
 	require.NoError(t, err)
 	_, err = cl.Call(context.Background(), "fail", nil)
 	var re *RemoteError
 	require.ErrorAs(t, err, &re)
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 1100*time.Millisecond)
 	defer cancel()
 	_, err = cl.Call(ctx, "stuck", nil)
 	require.ErrorIs(t, err, ErrTimeout)
@@ -341,7 +344,7 @@ func TestClientStatsCountFailuresAndRemoteErrors(t *testing.T) {
 	require.Equal(t, uint64(1), st.RemoteErrors)
 	ea, eb := st.Endpoints[0], st.Endpoints[1]
 	// The stuck call went to each endpoint in turn every TryTimeout (4
-	// attempts in 200ms), so there are more attempts than calls, and
+	// attempts in 1.1 s), so there are more attempts than calls, and
 	// both endpoints are suspect: each left an attempt unanswered.
 	require.GreaterOrEqual(t, ea.Sent+eb.Sent, uint64(5))
 	require.Equal(t, uint64(2), ea.Replies+eb.Replies)

@@ -45,6 +45,10 @@ def greet(listener):
     while True:
         c, _ = listener.accept()
         try:
+            # Read the request first: closing before the client has sent
+            # it would fail its send, and it would never read the answer.
+            c.settimeout(10)
+            c.recv(1024)
             c.sendall(b"HTTP/1.0 200 abstract\r\n\r\n")
         except OSError:
             pass
