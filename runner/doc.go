@@ -111,8 +111,11 @@
 //     metadata address. A TCP-mode app binds port 8000 in its own
 //     namespace and the front dials it from inside (a socket made there);
 //     no free-port search, no race with other processes. Policy "egress"
-//     adds a veth on an isolated port of the runner's bridge with NAT;
-//     the runner's nftables table refuses (TCP reset, or ICMP prohibited)
+//     adds a veth on an isolated port of the runner's bridge with NAT,
+//     the app's address a /32 whose only neighbour is the gateway (so
+//     even another app's address is reached through the host's filter);
+//     the runner's nftables table refuses at once (TCP reset, or ICMP
+//     prohibited)
 //     the host's own addresses, other apps, 169.254.0.0/16, the private
 //     and reserved ranges and IPv6, except the destinations the spec's
 //     Allow names (resolved when the spec is put and at each start);

@@ -642,12 +642,21 @@ func (m *netManager) plug(ns int, el *egressLink, brIdx int) error {
 	if err != nil {
 		return fmt.Errorf("find eth0 in the app's namespace: %w", err)
 	}
-	a := &netlink.Addr{IPNet: &net.IPNet{IP: el.addr.AsSlice(), Mask: net.CIDRMask(m.subnet.Bits(), 32)}}
+	// A /32 and a route to the gateway alone: to the app, nothing but
+	// the gateway is on its link, so a packet to another app goes through
+	// the host, whose filter refuses it at once (a reset), instead of an
+	// ARP query the isolated port never answers (3 s, then "no route to
+	// host"); and the host's redirects name no gateway the app would take.
+	a := &netlink.Addr{IPNet: &net.IPNet{IP: el.addr.AsSlice(), Mask: net.CIDRMask(32, 32)}}
 	if err := h.AddrAdd(pl, a); err != nil {
 		return fmt.Errorf("address eth0: %w", err)
 	}
 	if err := h.LinkSetUp(pl); err != nil {
 		return fmt.Errorf("set eth0 up: %w", err)
+	}
+	gw := &net.IPNet{IP: m.gateway.AsSlice(), Mask: net.CIDRMask(32, 32)}
+	if err := h.RouteAdd(&netlink.Route{LinkIndex: pl.Attrs().Index, Dst: gw, Scope: netlink.SCOPE_LINK}); err != nil {
+		return fmt.Errorf("route to the gateway: %w", err)
 	}
 	if err := h.RouteAdd(&netlink.Route{LinkIndex: pl.Attrs().Index, Gw: m.gateway.AsSlice()}); err != nil {
 		return fmt.Errorf("default route: %w", err)
