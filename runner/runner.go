@@ -241,7 +241,10 @@ type Config struct {
 	// of instance starts, parked in fresh namespaces until a start hands
 	// one its sandbox (a Go binary's own start is 10 to 20 ms on a small
 	// VM, most of an on-demand start); zero means DefaultInitPool, -1
-	// none (each start execs its helper).
+	// none (each start execs its helper). Both pools refill once no
+	// start is in progress (at most 200 ms later), and parked helpers
+	// run at the lowest CPU priority until taken, so refilling never
+	// slows the starts it serves.
 	InitPool int
 
 	// Clock times the apps' lives: idle reaping, the backoff of failed
