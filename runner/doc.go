@@ -133,7 +133,12 @@
 //     outlives the runner: namespaces are held only by descriptors and
 //     processes (no bind mounts), the bridge and the table are named
 //     after Config.CgroupRoot, deleted at shutdown and, after a crash, at
-//     the next New.
+//     the next New. net.ipv4.ip_forward, one setting for the whole host,
+//     is turned on by the first runner with egress and put back by the
+//     last (a host-wide record under /run/paaskit); while the host's own
+//     value was off, every runner's table refuses forwarding that touches
+//     no runner's bridge, so the host never routes between its other
+//     links.
 //   - No capabilities, no_new_privs and a seccomp filter. The init helper
 //     empties the bounding and ambient sets, drops to the app's user
 //     (which empties the permitted and effective sets), empties the

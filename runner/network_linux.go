@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -53,15 +54,16 @@ type netManager struct {
 	subnet    netip.Prefix
 	gateway   netip.Addr
 
-	mu         sync.Mutex
-	bridgeUp   bool
-	bridgeIdx  int
-	used       map[netip.Addr]bool
-	forwardWas string // net.ipv4.ip_forward before we set it, "" if untouched
-	// fwdRecord keeps forwardWas on disk, so that a runner killed
-	// before it could restore the setting has it restored at the next
-	// New.
-	fwdRecord string
+	mu        sync.Mutex
+	bridgeUp  bool
+	bridgeIdx int
+	used      map[netip.Addr]bool
+	// forwarding is set while this runner holds its marker for
+	// net.ipv4.ip_forward (see ipforward_linux.go).
+	forwarding bool
+	// oldFwdRecord is where runners before the host-wide record kept
+	// the setting's old value; a stale one is moved into the host's.
+	oldFwdRecord string
 
 	// orphans are the egress links of one-off commands, by veth name:
 	// the runner does not see a command end (its caller runs the Cmd),
@@ -101,15 +103,15 @@ func newNetManager(name, subnet string, poolSize int, stateDir string, log *slog
 	h.Write([]byte(name))
 	tag := fmt.Sprintf("%08x", h.Sum32())[:6]
 	m := &netManager{
-		log:       log,
-		host:      host,
-		pool:      make(chan int, max(poolSize, 0)),
-		stop:      make(chan struct{}),
-		brName:    "pk" + tag + "br",
-		table:     "paaskit_" + tag,
-		used:      map[netip.Addr]bool{},
-		orphans:   map[string]*egressLink{},
-		fwdRecord: filepath.Join(stateDir, "ip_forward.orig"),
+		log:          log,
+		host:         host,
+		pool:         make(chan int, max(poolSize, 0)),
+		stop:         make(chan struct{}),
+		brName:       "pk" + tag + "br",
+		table:        "paaskit_" + tag,
+		used:         map[netip.Addr]bool{},
+		orphans:      map[string]*egressLink{},
+		oldFwdRecord: filepath.Join(stateDir, "ip_forward.orig"),
 	}
 	// Making one now proves the kernel and privileges allow it; the pool
 	// fills from Run on, so a Runner that is never run holds no
@@ -411,15 +413,25 @@ func (m *netManager) cleanStale() {
 			}
 		}
 	}
-	if b, err := os.ReadFile(m.fwdRecord); err == nil {
-		if v := strings.TrimSpace(string(b)); v == "0" || v == "1" {
-			if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte(v), 0); err != nil {
-				m.log.Error("runner: cannot restore net.ipv4.ip_forward an earlier runner changed", "err", err)
-			} else {
-				m.log.Warn("runner: restored net.ipv4.ip_forward an earlier runner had changed", "value", v)
+	// This runner's marker, if it died holding one (its bridge is gone
+	// now), and the setting back if it was the last user.
+	if b, err := os.ReadFile(m.oldFwdRecord); err == nil {
+		// An older runner's own record: it would have put back this.
+		if v := strings.TrimSpace(string(b)); v == "0" {
+			if unlock, err := forwardLock(); err == nil {
+				rec := filepath.Join(hostForwardDir, "ip_forward.orig")
+				if _, err := os.Stat(rec); errors.Is(err, fs.ErrNotExist) {
+					_ = writeFileAtomic(rec, []byte("0\n"), 0o600)
+				}
+				unlock()
 			}
 		}
-		_ = os.Remove(m.fwdRecord)
+		_ = os.Remove(m.oldFwdRecord)
+	}
+	if v, err := releaseForward(m.brName); err != nil {
+		m.log.Error("runner: cannot restore net.ipv4.ip_forward an earlier runner changed", "err", err)
+	} else if v != "" {
+		m.log.Warn("runner: restored net.ipv4.ip_forward an earlier runner had changed", "value", v)
 	}
 	if m.nft != "" {
 		if out, err := exec.Command(m.nft, "list", "table", "inet", m.table).CombinedOutput(); err == nil {
@@ -443,11 +455,12 @@ func (m *netManager) teardown() {
 	if err := m.runNft("delete table inet " + m.table + "\n"); err != nil {
 		m.log.Error("runner: remove nftables table", "table", m.table, "err", err)
 	}
-	if m.forwardWas != "" {
-		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte(m.forwardWas), 0); err != nil {
+	if m.forwarding {
+		m.forwarding = false
+		if v, err := releaseForward(m.brName); err != nil {
 			m.log.Error("runner: restore net.ipv4.ip_forward", "err", err)
-		} else {
-			_ = os.Remove(m.fwdRecord)
+		} else if v != "" {
+			m.log.Info("runner: restored net.ipv4.ip_forward", "value", v)
 		}
 	}
 }
@@ -506,24 +519,32 @@ func (m *netManager) ensureBridge() error {
 	if err := netlink.LinkSetUp(br); err != nil {
 		return fail(fmt.Errorf("set bridge %s up: %w", m.brName, err))
 	}
-	fwd, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	// The rules first (they refuse forwarding between the host's other
+	// links while the host's own value was off), then forwarding on.
+	fwd, err := os.ReadFile(procIPForward)
 	if err != nil {
 		return fail(fmt.Errorf("read net.ipv4.ip_forward: %w", err))
 	}
-	wasOff := strings.TrimSpace(string(fwd)) == "0"
-	if err := m.runNft(m.ruleset(wasOff)); err != nil {
+	rec, _ := os.ReadFile(filepath.Join(hostForwardDir, "ip_forward.orig"))
+	onlyOurs := strings.TrimSpace(string(fwd)) == "0" || strings.TrimSpace(string(rec)) == "0"
+	if err := m.runNft(m.ruleset(onlyOurs)); err != nil {
 		return fail(fmt.Errorf("egress rules: %w", err))
 	}
-	if wasOff {
-		// The rules above keep forwarding to the bridge's traffic, so
-		// the host does not start routing between its other links.
-		if err := writeFileAtomic(m.fwdRecord, []byte("0\n"), 0o600); err != nil {
-			return fail(fmt.Errorf("record net.ipv4.ip_forward: %w", err))
+	wasOff, err := acquireForward(m.brName)
+	if err != nil {
+		return fail(err)
+	}
+	m.forwarding = true
+	if wasOff != onlyOurs {
+		// Another runner changed the record in between: the rules
+		// follow the record.
+		if err := m.runNft("delete table inet " + m.table + "\n" + m.ruleset(wasOff)); err != nil {
+			_, _ = releaseForward(m.brName)
+			m.forwarding = false
+			return fail(fmt.Errorf("egress rules: %w", err))
 		}
-		if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0); err != nil {
-			return fail(fmt.Errorf("enable net.ipv4.ip_forward: %w", err))
-		}
-		m.forwardWas = "0"
+	}
+	if strings.TrimSpace(string(fwd)) == "0" {
 		m.log.Info("runner: enabled net.ipv4.ip_forward for egress apps (forwarding between the host's other links stays refused by the runner's rules)")
 	}
 	m.bridgeIdx = br.Attrs().Index
@@ -560,7 +581,9 @@ func (m *netManager) ruleset(onlyOurs bool) string {
 	fmt.Fprintf(&b, "    iifname %q meta nfproto ipv6 jump refuse\n", br)
 	fmt.Fprintf(&b, "    iifname %q accept\n", br)
 	if onlyOurs {
-		fmt.Fprintf(&b, "    iifname != %q oifname != %q drop\n", br, br)
+		// Any runner's bridge, not only ours: another runner may be the
+		// one that turned forwarding on, or this one may be the last up.
+		b.WriteString("    iifname != \"pk*\" oifname != \"pk*\" drop\n")
 	}
 	b.WriteString("  }\n")
 	b.WriteString("  chain postrouting {\n    type nat hook postrouting priority 100; policy accept;\n")

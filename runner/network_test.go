@@ -471,3 +471,62 @@ func TestTwoRunnersOnOneEgressSubnetIsAClearError(t *testing.T) {
 	require.Contains(t, body, "give this runner another Config.EgressSubnet")
 	require.Contains(t, a.mustGet("egressor.example", "/"), "hostile", "the first runner's app is unaffected")
 }
+
+// TestTwoRunnersShareIPForward: net.ipv4.ip_forward is one setting for the
+// host. Two runners with egress apps both reach their destination; the
+// first to stop leaves the setting (and so the other's egress) alone, and
+// the last puts back what the host had. While the host's own value was
+// off, each runner's rules refuse forwarding that touches no runner's
+// bridge, so the survivor keeps the host from routing between its other
+// links.
+func TestTwoRunnersShareIPForward(t *testing.T) {
+	forward := ipForward(t)
+	// From "off", as on a host that never routed.
+	require.NoError(t, os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("0"), 0))
+	t.Cleanup(func() { _ = os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte(forward), 0) })
+	dst := newTestNetns(t)
+	dst.listen(t, 8080, "ALLOWED")
+	n := os.Getpid()%200 + 20
+	var roots [2]string
+	envs := make([]*env, 2)
+	for k := range envs {
+		envs[k] = newEnv(t, func(c *runner.Config) {
+			c.EgressSubnet = fmt.Sprintf("10.%d.%d.0/24", 241+k, n)
+			roots[k] = c.CgroupRoot
+		})
+		s := hostileSpec(t, "out")
+		s.Network = runner.Network{Policy: runner.PolicyEgress, Allow: []string{dst.innerIP + ":8080"}}
+		envs[k].put(s)
+	}
+	reach := func(e *env) string { return e.mustGet("out.example", "/connect?addr="+dst.innerIP+":8080") }
+	for _, e := range envs {
+		require.Equal(t, "connected HTTP/1.0 200 ALLOWED\n", reach(e))
+	}
+	require.Equal(t, "1", ipForward(t))
+	for _, root := range roots {
+		_, table := netNames(root)
+		out, err := exec.Command("nft", "list", "table", "inet", table).CombinedOutput()
+		require.NoError(t, err, "%s", out)
+		require.Contains(t, string(out), `iifname != "pk*" oifname != "pk*" drop`, "table %s", table)
+	}
+
+	// The first runner stops: the second still forwards.
+	stopEnv(t, envs[0])
+	require.Empty(t, leftovers(t, roots[0]))
+	require.Equal(t, "1", ipForward(t), "the other runner's apps still need forwarding")
+	require.Equal(t, "connected HTTP/1.0 200 ALLOWED\n", reach(envs[1]))
+
+	// The last one out puts back the host's value, and leaves no record.
+	stopEnv(t, envs[1])
+	require.Empty(t, leftovers(t, roots[1]))
+	require.Equal(t, "0", ipForward(t))
+	users, err := os.ReadDir("/run/paaskit/ip_forward.users")
+	require.NoError(t, err)
+	for _, u := range users {
+		br0, _ := netNames(roots[0])
+		br1, _ := netNames(roots[1])
+		require.NotContains(t, []string{br0, br1}, u.Name(), "a stopped runner's marker")
+	}
+	_, err = os.Stat("/run/paaskit/ip_forward.orig")
+	require.ErrorIs(t, err, os.ErrNotExist)
+}
