@@ -23,7 +23,9 @@ func chaosDuration(t *testing.T) time.Duration {
 		require.NoError(t, err, "LOCK_CHAOS_DURATION")
 		return d
 	}
-	return 3 * time.Second
+	// 6 s: under a loaded suite (2 test binaries per core), 3 s with
+	// connections cut every 100-400 ms once ended with no grant at all.
+	return 6 * time.Second
 }
 
 // holding is one client's tenure, as it saw it: from the grant's reply to
