@@ -486,3 +486,60 @@ func TestClockGoingBackwards(t *testing.T) {
 		t.Fatalf("Since an hour before: %d lines", len(all))
 	}
 }
+
+// The collector's disk full: journal writes fail while batches go on
+// arriving, nothing unwritten is
+// acknowledged, and once trimming the journal makes room every line
+// reaches the files exactly once, in order. (A journal write is the
+// buffer since the last, about 1 MiB: a disk with room for less never
+// takes one, so the tmpfs has a few MiB.)
+func TestCollectorJournalDiskFullLosesNothing(t *testing.T) {
+	g := newRig(t)
+	dir := filepath.Join(g.dir, "collector")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a 6 MiB tmpfs for the journal (needs root or CAP_SYS_ADMIN): %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	files, err := NewFileSink(FileSinkConfig{Dir: filepath.Join(g.dir, "logs"), NoCompress: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer files.Close()
+	c, err := NewCollector(CollectorConfig{Bind: []string{g.pull}, AckBind: []string{g.ack}, Codec: g.codec,
+		Dir: dir, Sinks: []Sink{files}, SegmentBytes: 256 << 10, RetryInterval: 50 * time.Millisecond, Logger: g.log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	running(t, "collector", c.Run)
+	e := g.emitter(t, nil)
+	running(t, "emitter", e.Run)
+	const n = 100000 // about 22 MB of records through a 6 MiB journal
+	tags := Tags{App: "web", Instance: 3, Stream: "stdout"}
+	pad := strings.Repeat("p", 150)
+	for i := range n {
+		e.Log(tags, fmt.Appendf(nil, "line %06d %s", i, pad))
+		if i%1000 == 999 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	eventually(t, "every line acknowledged", func() bool { return e.Stats().Acked == n })
+	if c.Stats().JournalErrors == 0 {
+		t.Fatal("no journal write failed: the tmpfs did not fill")
+	}
+	eventually(t, "every line in the files", func() bool { return c.Stats().Sinks[0].Written >= n })
+	lines, err := files.Tail("web", 2*n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(lines) != n {
+		t.Fatalf("%d lines in the files, want %d", len(lines), n)
+	}
+	for i, l := range lines {
+		if want := fmt.Sprintf("line %06d %s", i, pad); string(l.Text) != want {
+			t.Fatalf("line %d is %.20q, want %.20q", i, l.Text, want)
+		}
+	}
+}

@@ -171,15 +171,20 @@ func (e *Emitter) Run(ctx context.Context) error {
 		// that waited for that would push nothing meanwhile. A full
 		// window asks at once (its answer makes room).
 		pending := s.pending()
-		if pending && !s.asking && (s.windowFull() || now.Sub(s.lastAsk) >= e.cfg.AckInterval) {
-			s.startAsk(ctx)
-		}
 		if !pending {
 			s.lastOK = now
 		} else if !s.asking && now.Sub(s.lastOK) > e.cfg.AckTimeout {
-			// Judged between calls: a call in flight ends by its own
-			// timeout, and its failure sends the emitter offline.
+			// Judged between calls, before the next is asked: a call in
+			// flight ends by its own timeout, and its failure sends the
+			// emitter offline. (Judged after the next ask, a full window,
+			// which asks as soon as an answer comes, kept a call in
+			// flight at every check: answers that never progressed, as
+			// after a collector's failed journal write, went unjudged.)
 			s.offlineAt(errors.New("acknowledgements stopped"), false)
+			continue
+		}
+		if pending && !s.asking && (s.windowFull() || now.Sub(s.lastAsk) >= e.cfg.AckInterval) {
+			s.startAsk(ctx)
 		}
 	}
 }
