@@ -110,7 +110,9 @@ func TestFailoverKeepsLeasesAndRaisesTokens(t *testing.T) {
 	require.Greater(t, l.Token, highest, "the new active member's tokens are above the old one's")
 	require.Equal(t, 1-first, p.waitActive())
 	require.NoError(t, a.Release(ctx, held))
-	l2, err := c.TryAcquire(ctx, "f-held", time.Second)
+	// Long enough to outlive the restart, sync and second failover below
+	// on a loaded machine (with 1 s it expired first in a CI run).
+	l2, err := c.TryAcquire(ctx, "f-held", 20*time.Second)
 	require.NoError(t, err)
 	require.Greater(t, l2.Token, held.Token)
 
