@@ -779,3 +779,74 @@ func TestRemoteInputForms(t *testing.T) {
 	_, _, err = c.zc.CallData(ctx, TypeInput, body, []byte("y"))
 	wantCode(t, err, CodeBadRequest)
 }
+
+// An attach that looked an exited session up is not undone by the sweep
+// forgetting that session before the attach binds (Retain over): the
+// session is pinned, the attach streams its output and exit, and the
+// server still stops at once. Before, the sweep deleted the session under
+// the attach, the attachment bound to a session no sweep or shutdown
+// would visit again, and Run waited for it for ever (a CI run of
+// TestRemoteSessionsLeakNothing, whose Retain is 1 ms, hung 12 minutes).
+func TestAttachPinsItsSessionAgainstTheSweep(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s, err := NewServer(ServerConfig{Bind: []string{"tcp://127.0.0.1:*"}, Codec: codecFor(t, "server", "alice"),
+		Command: plainCommand, Logger: quietLog, Retain: time.Second, Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- s.Run(ctx) }()
+	<-s.Ready()
+	c := clientFor(t, s.Endpoints()[0], "alice")
+	info, err := c.Start(context.Background(), StartRequest{Argv: []string{"echo", "pinned"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the command exited", func() bool {
+		st, err := c.Status(context.Background(), info.ID)
+		return err == nil && st.Exited
+	})
+	swept := make(chan struct{})
+	s.attachPinned = func() {
+		mu.Lock()
+		now = now.Add(time.Hour) // far past Retain
+		mu.Unlock()
+		s.sweep()
+		close(swept)
+	}
+	rs, err := c.Attach(context.Background(), info.ID, 0)
+	if err != nil {
+		t.Fatalf("attach while the sweep forgets the session: %v", err)
+	}
+	<-swept
+	out, err := io.ReadAll(rs)
+	if err != nil || !strings.Contains(string(out), "pinned") {
+		t.Fatalf("output %q, %v", out, err)
+	}
+	if st, err := rs.Wait(context.Background()); err != nil || st.Code != 0 {
+		t.Fatalf("exit %+v, %v", st, err)
+	}
+	s.attachPinned = nil
+	if err := rs.Detach(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// Once nobody is attached, the next sweep forgets the session.
+	eventually(t, "forgotten once detached", func() bool {
+		s.sweep()
+		_, err := c.Status(context.Background(), info.ID)
+		return err != nil && strings.Contains(err.Error(), CodeNotFound)
+	})
+	cancel()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the server did not stop: an attachment outlived its session")
+	}
+}

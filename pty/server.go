@@ -41,6 +41,7 @@ const (
 	CodeBadOffset   = "bad_offset"   // an ack or resume offset beyond the output
 	CodeTooMany     = "too_many"     // MaxSessions sessions are running
 	CodeStartFailed = "start_failed" // the command could not be built or started
+	CodeStopping    = "stopping"     // the server is shutting down: no new session or attachment
 )
 
 // Message types of the session protocol.
@@ -173,6 +174,9 @@ type Server struct {
 	stopping bool
 	wg       sync.WaitGroup
 	ready    chan struct{}
+	// attachPinned, when set (by tests), runs in attach between the
+	// session's lookup and its binding to the new attachment.
+	attachPinned func()
 }
 
 // remote is one session as the server keeps it. Its fields below mu are
@@ -197,6 +201,14 @@ type remote struct {
 	att     *attachment
 	graceAt time.Time // zero, or when the child gets SIGHUP if no client attaches
 	hungUp  bool
+	// forgotten: the sweep removed the session from the server's table.
+	// An attach that looked it up just before must not bind to it: no
+	// sweep or shutdown would ever end that attachment. attaching counts
+	// the attaches between their lookup and their end, which the sweep
+	// does not forget under (a Run's attach right after a short command
+	// exits finds its session even with a short Retain).
+	forgotten bool
+	attaching int
 }
 
 type attachment struct {
@@ -389,8 +401,15 @@ func (s *Server) sweep() {
 			}()
 		}
 		if forget {
+			// Judged again under both locks: an attach may have looked
+			// the session up meanwhile.
 			s.mu.Lock()
-			delete(s.sessions, r.id)
+			r.mu.Lock()
+			if r.att == nil && r.attaching == 0 {
+				r.forgotten = true
+				delete(s.sessions, r.id)
+			}
+			r.mu.Unlock()
 			s.mu.Unlock()
 		}
 	}
@@ -431,7 +450,11 @@ func (s *Server) start(ctx context.Context, caller string, req StartRequest) (Se
 		}
 	}
 	s.mu.Lock()
-	if s.stopping || s.running >= s.cfg.MaxSessions {
+	if s.stopping {
+		s.mu.Unlock()
+		return SessionInfo{}, zmqloop.Errorf(CodeStopping, "the server is stopping")
+	}
+	if s.running >= s.cfg.MaxSessions {
 		s.mu.Unlock()
 		return SessionInfo{}, zmqloop.Errorf(CodeTooMany, "%d sessions are running, the most this server allows", s.cfg.MaxSessions)
 	}
@@ -660,6 +683,21 @@ func (s *Server) attach(ctx context.Context, caller string, req AttachRequest) (
 	if err != nil {
 		return AttachReply{}, err
 	}
+	r.mu.Lock()
+	if r.forgotten {
+		r.mu.Unlock()
+		return AttachReply{}, zmqloop.Errorf(CodeNotFound, "no session %q", req.Session)
+	}
+	r.attaching++
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		r.attaching--
+		r.mu.Unlock()
+	}()
+	if s.attachPinned != nil {
+		s.attachPinned()
+	}
 	if req.Rows != 0 || req.Cols != 0 {
 		size := WindowSize{Rows: req.Rows, Cols: req.Cols}
 		if err := size.Validate(); err != nil {
@@ -687,13 +725,36 @@ func (s *Server) attach(ctx context.Context, caller string, req AttachRequest) (
 	r.att = a
 	r.graceAt = time.Time{}
 	r.mu.Unlock()
+	// A shutdown that began meanwhile may have detached the sessions
+	// before a was bound: a would then stream until its client left,
+	// and Run would wait for it. The stream's goroutine is counted under
+	// s.mu, so either Run's Wait counts it or this attach sees stopping.
+	s.mu.Lock()
+	stopping := s.stopping
+	if !stopping {
+		s.wg.Add(1)
+	}
+	s.mu.Unlock()
+	if stopping {
+		r.mu.Lock()
+		mine := r.att == a
+		if mine {
+			r.detachLocked()
+		}
+		r.mu.Unlock()
+		close(a.done) // no stream; whoever detached a closes its socket
+		if mine {
+			a.stop()
+		}
+		old.stop()
+		return AttachReply{}, zmqloop.Errorf(CodeStopping, "the server is stopping")
+	}
 	old.stop() // may take a while: it flushes the old stream
 	// The client's first ack can come only after this reply: its silence
 	// is counted from here, not from before the old stream's flush.
 	r.mu.Lock()
 	a.lastSeen = s.cfg.Now()
 	r.mu.Unlock()
-	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		s.stream(r, a)
