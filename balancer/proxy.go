@@ -199,34 +199,22 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() error {
-	def := func(d *time.Duration, v time.Duration, name string) error {
-		if *d < 0 {
-			return fmt.Errorf("balancer: %s %v is negative", name, *d)
-		}
-		if *d == 0 {
-			*d = v
-		}
-		return nil
+	if err := evproxy.SetDurations("balancer",
+		evproxy.Dur(&c.CertReloadInterval, 30*time.Second, "CertReloadInterval"),
+		evproxy.Dur(&c.ReadHeaderTimeout, evproxy.DefaultReadHeaderTimeout, "ReadHeaderTimeout"),
+		evproxy.Dur(&c.IdleTimeout, evproxy.DefaultIdleTimeout, "IdleTimeout"),
+		evproxy.Dur(&c.DialTimeout, evproxy.DefaultDialTimeout, "DialTimeout"),
+		evproxy.Dur(&c.ResponseHeaderTimeout, evproxy.DefaultResponseHeaderTimeout, "ResponseHeaderTimeout"),
+		evproxy.Dur(&c.ShutdownTimeout, evproxy.DefaultShutdownTimeout, "ShutdownTimeout"),
+		evproxy.Dur(&c.EjectAfter, 3*time.Second, "EjectAfter"),
+		evproxy.Dur(&c.ProbeInterval, time.Second, "ProbeInterval"),
+		evproxy.Dur(&c.MissTimeout, 30*time.Second, "MissTimeout"),
+		evproxy.Dur(&c.RetryAfter, 5*time.Second, "RetryAfter"),
+	); err != nil {
+		return err
 	}
-	for _, x := range []struct {
-		d    *time.Duration
-		v    time.Duration
-		name string
-	}{
-		{&c.CertReloadInterval, 30 * time.Second, "CertReloadInterval"},
-		{&c.ReadHeaderTimeout, 10 * time.Second, "ReadHeaderTimeout"},
-		{&c.IdleTimeout, 90 * time.Second, "IdleTimeout"},
-		{&c.DialTimeout, 3 * time.Second, "DialTimeout"},
-		{&c.ResponseHeaderTimeout, 60 * time.Second, "ResponseHeaderTimeout"},
-		{&c.ShutdownTimeout, 10 * time.Second, "ShutdownTimeout"},
-		{&c.EjectAfter, 3 * time.Second, "EjectAfter"},
-		{&c.ProbeInterval, time.Second, "ProbeInterval"},
-		{&c.MissTimeout, 30 * time.Second, "MissTimeout"},
-		{&c.RetryAfter, 5 * time.Second, "RetryAfter"},
-	} {
-		if err := def(x.d, x.v, x.name); err != nil {
-			return err
-		}
+	if err := evproxy.SetHeadLimits("balancer", &c.MaxHeaderBytes, &c.MaxHeaderFields); err != nil {
+		return err
 	}
 	if c.Addr == "" {
 		c.Addr = ":8080"
@@ -246,17 +234,8 @@ func (c *Config) setDefaults() error {
 	if c.MaxConnBuffer < 0 || c.MaxConnBuffer > 16<<20 {
 		return fmt.Errorf("balancer: MaxConnBuffer %d is outside 0 (default) to 16 MiB", c.MaxConnBuffer)
 	}
-	if c.MaxHeaderBytes < 0 || c.MaxHeaderFields < 0 || c.MaxIdlePerNode < 0 || c.BoundedLoadFloor < 0 {
+	if c.MaxIdlePerNode < 0 || c.BoundedLoadFloor < 0 {
 		return fmt.Errorf("balancer: negative size limit in Config")
-	}
-	if c.MaxHeaderBytes == 0 {
-		c.MaxHeaderBytes = 32 << 10
-	}
-	if c.MaxHeaderBytes < 256 {
-		return fmt.Errorf("balancer: MaxHeaderBytes %d is below 256", c.MaxHeaderBytes)
-	}
-	if c.MaxHeaderFields == 0 {
-		c.MaxHeaderFields = 100
 	}
 	if c.MaxIdlePerNode == 0 {
 		c.MaxIdlePerNode = 256

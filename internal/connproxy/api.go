@@ -166,34 +166,16 @@ func (c *Config) setDefaults() error {
 	if c.Handler == nil {
 		return errors.New("connproxy: Config.Handler is nil")
 	}
-	for _, x := range []struct {
-		d    *time.Duration
-		v    time.Duration
-		name string
-	}{
-		{&c.ReadHeaderTimeout, 10 * time.Second, "ReadHeaderTimeout"},
-		{&c.IdleTimeout, 90 * time.Second, "IdleTimeout"},
-		{&c.DialTimeout, 3 * time.Second, "DialTimeout"},
-		{&c.ResponseHeaderTimeout, 60 * time.Second, "ResponseHeaderTimeout"},
-	} {
-		if *x.d < 0 {
-			return fmt.Errorf("connproxy: %s %v is negative", x.name, *x.d)
-		}
-		if *x.d == 0 {
-			*x.d = x.v
-		}
+	if err := evproxy.SetDurations("connproxy",
+		evproxy.Dur(&c.ReadHeaderTimeout, evproxy.DefaultReadHeaderTimeout, "ReadHeaderTimeout"),
+		evproxy.Dur(&c.IdleTimeout, evproxy.DefaultIdleTimeout, "IdleTimeout"),
+		evproxy.Dur(&c.DialTimeout, evproxy.DefaultDialTimeout, "DialTimeout"),
+		evproxy.Dur(&c.ResponseHeaderTimeout, evproxy.DefaultResponseHeaderTimeout, "ResponseHeaderTimeout"),
+	); err != nil {
+		return err
 	}
-	if c.MaxHeaderBytes < 0 || c.MaxHeaderFields < 0 {
-		return errors.New("connproxy: negative size in Config")
-	}
-	if c.MaxHeaderBytes == 0 {
-		c.MaxHeaderBytes = 32 << 10
-	}
-	if c.MaxHeaderBytes < 256 {
-		return fmt.Errorf("connproxy: MaxHeaderBytes %d is below 256", c.MaxHeaderBytes)
-	}
-	if c.MaxHeaderFields == 0 {
-		c.MaxHeaderFields = 100
+	if err := evproxy.SetHeadLimits("connproxy", &c.MaxHeaderBytes, &c.MaxHeaderFields); err != nil {
+		return err
 	}
 	if c.MissHeader != "" && !http1.IsToken([]byte(c.MissHeader)) {
 		return fmt.Errorf("connproxy: MissHeader %q is not a field name", c.MissHeader)

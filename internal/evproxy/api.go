@@ -275,25 +275,19 @@ func (c *Config) setDefaults() error {
 	if c.Handoff == nil {
 		return errors.New("evproxy: Config.Handoff is nil")
 	}
-	for _, x := range []struct {
-		d    *time.Duration
-		v    time.Duration
-		name string
-	}{
-		{&c.ReadHeaderTimeout, 10 * time.Second, "ReadHeaderTimeout"},
-		{&c.IdleTimeout, 90 * time.Second, "IdleTimeout"},
-		{&c.DialTimeout, 3 * time.Second, "DialTimeout"},
-		{&c.ResponseHeaderTimeout, 60 * time.Second, "ResponseHeaderTimeout"},
-		{&c.ShutdownTimeout, 10 * time.Second, "ShutdownTimeout"},
-	} {
-		if *x.d < 0 {
-			return fmt.Errorf("evproxy: %s %v is negative", x.name, *x.d)
-		}
-		if *x.d == 0 {
-			*x.d = x.v
-		}
+	if err := SetDurations("evproxy",
+		Dur(&c.ReadHeaderTimeout, DefaultReadHeaderTimeout, "ReadHeaderTimeout"),
+		Dur(&c.IdleTimeout, DefaultIdleTimeout, "IdleTimeout"),
+		Dur(&c.DialTimeout, DefaultDialTimeout, "DialTimeout"),
+		Dur(&c.ResponseHeaderTimeout, DefaultResponseHeaderTimeout, "ResponseHeaderTimeout"),
+		Dur(&c.ShutdownTimeout, DefaultShutdownTimeout, "ShutdownTimeout"),
+	); err != nil {
+		return err
 	}
-	if c.Loops < 0 || c.SocketBuffer < 0 || c.MaxHeaderBytes < 0 || c.MaxHeaderFields < 0 || c.MaxBufferedBody < 0 || c.MaxIdlePerTarget < 0 {
+	if err := SetHeadLimits("evproxy", &c.MaxHeaderBytes, &c.MaxHeaderFields); err != nil {
+		return err
+	}
+	if c.Loops < 0 || c.SocketBuffer < 0 || c.MaxBufferedBody < 0 || c.MaxIdlePerTarget < 0 {
 		return errors.New("evproxy: negative count or size in Config")
 	}
 	if c.Loops == 0 {
@@ -301,15 +295,6 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Proto == "" {
 		c.Proto = "http"
-	}
-	if c.MaxHeaderBytes == 0 {
-		c.MaxHeaderBytes = 32 << 10
-	}
-	if c.MaxHeaderBytes < 256 {
-		return fmt.Errorf("evproxy: MaxHeaderBytes %d is below 256", c.MaxHeaderBytes)
-	}
-	if c.MaxHeaderFields == 0 {
-		c.MaxHeaderFields = 100
 	}
 	if c.MaxBufferedBody == 0 {
 		c.MaxBufferedBody = 16 << 10
