@@ -167,58 +167,7 @@ func (cc *clientConn) handle() bool {
 
 // writeRequestHead writes the forwarded request head to the target.
 func (cc *clientConn) writeRequestHead(w *bufio.Writer) {
-	req := &cc.req
-	_, _ = w.Write(req.Method)
-	_ = w.WriteByte(' ')
-	_, _ = w.Write(req.Target)
-	_, _ = w.WriteString(" HTTP/1.1\r\n")
-	if req.Host == nil {
-		_, _ = w.WriteString("Host: ")
-		_, _ = w.Write(cc.host)
-		_, _ = w.WriteString("\r\n")
-	}
-	writeFields(w, req.Fields)
-	_, _ = w.WriteString("X-Forwarded-For: ")
-	if req.XFF != nil {
-		_, _ = w.Write(req.XFF)
-		_, _ = w.WriteString(", ")
-	}
-	_, _ = w.WriteString(cc.ip)
-	_, _ = w.WriteString("\r\n")
-	if cc.p.cfg.KeepForwarded {
-		// The client's own (a balancer's), which the parser marked Drop.
-		for i := range req.Fields {
-			f := &req.Fields[i]
-			if f.Drop && (asciiFold(f.Name, "x-forwarded-proto") || asciiFold(f.Name, "x-forwarded-host")) {
-				_, _ = w.Write(f.Name)
-				_, _ = w.WriteString(": ")
-				_, _ = w.Write(f.Value)
-				_, _ = w.WriteString("\r\n")
-			}
-		}
-	} else {
-		_, _ = w.WriteString("X-Forwarded-Proto: ")
-		_, _ = w.WriteString(cc.proto)
-		_, _ = w.WriteString("\r\n")
-		if req.Host != nil {
-			_, _ = w.WriteString("X-Forwarded-Host: ")
-			_, _ = w.Write(req.Host)
-			_, _ = w.WriteString("\r\n")
-		}
-	}
-	if req.Chunked {
-		_, _ = w.WriteString("Transfer-Encoding: chunked\r\n")
-	} else if req.ContentLength >= 0 {
-		_, _ = w.WriteString("Content-Length: ")
-		writeInt(w, req.ContentLength)
-		_, _ = w.WriteString("\r\n")
-	}
-	if req.ConnUpgrade {
-		_, _ = w.WriteString("Connection: Upgrade\r\nUpgrade: ")
-		_, _ = w.Write(req.Upgrade)
-		_, _ = w.WriteString("\r\n")
-	}
-	_, _ = w.WriteString("\r\n")
+	_, _ = w.Write(http1.AppendRequestHead(w.AvailableBuffer(), &cc.req, cc.host, cc.ip, cc.proto, cc.p.cfg.KeepForwarded))
 }
 
 // bodyResult is how sending a request body ended.
@@ -419,7 +368,7 @@ func (cc *clientConn) exchange(bc *bconn, keepAlive, mayMiss bool) (result outco
 			return exClose
 		}
 		if pre := p.cfg.DropFieldPrefix; pre != "" {
-			dropPrefixed(resp.Fields, pre)
+			http1.DropPrefixed(resp.Fields, pre)
 		}
 		if resp.Status >= 200 || resp.Status == 101 {
 			break
@@ -699,33 +648,6 @@ func closeWrite(c net.Conn) {
 		return
 	}
 	_ = c.Close()
-}
-
-// asciiFold compares b to the lower-case ASCII string s, ignoring case.
-func asciiFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := 0; i < len(b); i++ {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
-}
-
-// dropPrefixed marks Drop every field whose name starts with the
-// lower-case prefix pre, ignoring case.
-func dropPrefixed(fields []http1.Field, pre string) {
-	for i := range fields {
-		if f := &fields[i]; len(f.Name) >= len(pre) && asciiFold(f.Name[:len(pre)], pre) {
-			f.Drop = true
-		}
-	}
 }
 
 func discardWriter() *bufio.Writer { return bufio.NewWriterSize(io.Discard, 512) }

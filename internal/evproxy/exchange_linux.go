@@ -137,31 +137,7 @@ func (l *loop) targetFailed(c *cconn, e syscall.Errno) {
 // buildRequest writes the forwarded request (head and body) into c.send.
 func (l *loop) buildRequest(c *cconn) {
 	h := &c.head
-	s := c.send[:0]
-	s = append(s, h.Method...)
-	s = append(s, ' ')
-	s = append(s, h.Target...)
-	s = append(s, " HTTP/1.1\r\n"...)
-	s = http1.AppendFields(s, h.Fields)
-	s = append(s, "X-Forwarded-For: "...)
-	if h.XFF != nil {
-		s = append(s, h.XFF...)
-		s = append(s, ", "...)
-	}
-	s = append(s, c.ip...)
-	s = append(s, "\r\nX-Forwarded-Proto: "...)
-	s = append(s, l.p.cfg.Proto...)
-	s = append(s, "\r\nX-Forwarded-Host: "...)
-	s = append(s, h.Host...)
-	s = append(s, "\r\n"...)
-	if h.ContentLength >= 0 {
-		s = append(s, "Content-Length: "...)
-		s = strconv.AppendInt(s, h.ContentLength, 10)
-		s = append(s, "\r\n"...)
-	} else if h.Chunked {
-		s = append(s, "Transfer-Encoding: chunked\r\n"...)
-	}
-	s = append(s, "\r\n"...)
+	s := http1.AppendRequestHead(c.send[:0], h, nil, c.ip, l.p.cfg.Proto, false)
 	if h.ContentLength > 0 {
 		end := c.ir + c.reqLen
 		s = append(s, c.in[end-int(h.ContentLength):end]...)
@@ -248,11 +224,7 @@ func (l *loop) gotHead(c *cconn, hl int) bool {
 		return true
 	}
 	if p := cfg.DropFieldPrefix; p != "" {
-		for k := range resp.Fields {
-			if f := &resp.Fields[k]; len(f.Name) >= len(p) && asciiHasPrefixFold(f.Name, p) {
-				f.Drop = true
-			}
-		}
+		http1.DropPrefixed(resp.Fields, p)
 	}
 	if resp.Status < 200 {
 		if resp.Status == 101 {
@@ -502,19 +474,4 @@ func (l *loop) finish(c *cconn) {
 	} else {
 		c.deadline = l.now + int64(l.p.cfg.ReadHeaderTimeout)
 	}
-}
-
-// asciiHasPrefixFold reports whether b starts with the lower-case ASCII
-// prefix p, ignoring case.
-func asciiHasPrefixFold(b []byte, p string) bool {
-	for k := 0; k < len(p); k++ {
-		c := b[k]
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != p[k] {
-			return false
-		}
-	}
-	return true
 }

@@ -95,3 +95,33 @@ func TestPrintable(t *testing.T) {
 		t.Fatalf("Printable kept %d bytes, want 200", len(got))
 	}
 }
+
+func TestAppendRequestHead(t *testing.T) {
+	var h Head
+	raw := "POST /up HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: b.example\r\nConnection: keep-alive\r\nX-App: 1\r\nContent-Length: 3\r\n\r\n"
+	require.NoError(t, ParseRequestHead([]byte(raw), &h, 100, ""))
+	require.Equal(t, "POST /up HTTP/1.1\r\nHost: a.example\r\nX-App: 1\r\nX-Forwarded-For: 10.0.0.1, 192.0.2.1\r\n"+
+		"X-Forwarded-Proto: http\r\nX-Forwarded-Host: a.example\r\nContent-Length: 3\r\n\r\n",
+		string(AppendRequestHead([]byte("pre"), &h, nil, "192.0.2.1", "http", false))[3:])
+	require.Equal(t, "POST /up HTTP/1.1\r\nHost: a.example\r\nX-App: 1\r\nX-Forwarded-For: 10.0.0.1, 192.0.2.1\r\n"+
+		"X-Forwarded-Proto: https\r\nX-Forwarded-Host: b.example\r\nContent-Length: 3\r\n\r\n",
+		string(AppendRequestHead(nil, &h, nil, "192.0.2.1", "http", true)), "the client's X-Forwarded-Proto and -Host kept")
+
+	// HTTP/1.0 without Host gets the given one; an upgrade keeps its
+	// Connection and Upgrade fields; chunked stays chunked.
+	require.NoError(t, ParseRequestHead([]byte("GET /ws HTTP/1.0\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n"), &h, 100, ""))
+	require.Equal(t, "GET /ws HTTP/1.1\r\nHost: d.example\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: https\r\n"+
+		"Connection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+		string(AppendRequestHead(nil, &h, []byte("d.example"), "192.0.2.1", "https", false)))
+	require.NoError(t, ParseRequestHead([]byte("PUT / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"), &h, 100, ""))
+	require.Equal(t, "PUT / HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 192.0.2.1\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: x\r\n"+
+		"Transfer-Encoding: chunked\r\n\r\n",
+		string(AppendRequestHead(nil, &h, nil, "192.0.2.1", "http", false)))
+}
+
+func TestDropPrefixed(t *testing.T) {
+	var h Head
+	require.NoError(t, ParseResponseHead([]byte("HTTP/1.1 200 OK\r\nX-Paaskit-Miss: 1\r\nx-PAASKIT-other: 2\r\nX-Paas: 3\r\nContent-Length: 0\r\n\r\n"), &h, 100, ""))
+	DropPrefixed(h.Fields, "x-paaskit-")
+	require.Equal(t, "X-Paas: 3\r\n", string(AppendFields(nil, h.Fields)))
+}
