@@ -45,14 +45,7 @@ func (h loopHandler) Route(r *evproxy.Request) evproxy.Decision {
 		return evproxy.Decision{Action: evproxy.Handoff}
 	}
 	r.Tag = i
-	m := r.Head.Method
-	bodyless := r.Head.ContentLength <= 0 && !r.Head.Chunked
-	return evproxy.Decision{
-		Action:     evproxy.Forward,
-		Target:     i.target,
-		ID:         int32(i.id),
-		Replayable: bodyless && (string(m) == "GET" || string(m) == "HEAD" || string(m) == "OPTIONS"),
-	}
+	return evproxy.Decision{Action: evproxy.Forward, Target: i.target, ID: int32(i.id), Replayable: replayable(r.Head)}
 }
 
 // Done implements evproxy.Handler: it counts the request for the app's
@@ -84,10 +77,6 @@ func (h loopHandler) End(r *evproxy.Request) {
 // evproxy.ErrUnsupported, having done nothing, where there are no loops.
 func (f *front) serveLoops(ctx context.Context, l *net.TCPListener) error {
 	cfg := f.r.cfg
-	respTimeout := cfg.ResponseTimeout
-	if respTimeout <= 0 {
-		respTimeout = 365 * 24 * time.Hour // none
-	}
 	p, err := evproxy.New(evproxy.Config{
 		Listener: l,
 		Handler:  loopHandler{f: f},
@@ -97,7 +86,7 @@ func (f *front) serveLoops(ctx context.Context, l *net.TCPListener) error {
 		Loops:                 cfg.EventLoops,
 		ReadHeaderTimeout:     time.Minute,
 		IdleTimeout:           frontIdleTimeout,
-		ResponseHeaderTimeout: respTimeout,
+		ResponseHeaderTimeout: f.r.responseTimeout(),
 		ShutdownTimeout:       cfg.StopGrace,
 		MaxHeaderBytes:        maxHead,
 		MaxHeaderFields:       maxHeaders,

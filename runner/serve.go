@@ -58,16 +58,12 @@ func (r *Runner) Serve(ctx context.Context, l net.Listener) error {
 // resume, giving handed-off connections back to its loops) or
 // ServeHTTP's (resume nil).
 func (r *Runner) newForwarder(h goHandler, resume func(net.Conn, []byte) bool) (*connproxy.Proxy, error) {
-	respTimeout := r.cfg.ResponseTimeout
-	if respTimeout <= 0 {
-		respTimeout = 365 * 24 * time.Hour // none
-	}
 	fwd, err := connproxy.New(connproxy.Config{
 		Handler:               h,
 		ReadHeaderTimeout:     time.Minute,
 		IdleTimeout:           frontIdleTimeout,
 		DialTimeout:           time.Minute, // the instance's socket is local; its backlog may be full for a moment
-		ResponseHeaderTimeout: respTimeout,
+		ResponseHeaderTimeout: r.responseTimeout(),
 		MaxHeaderBytes:        maxHead,
 		MaxHeaderFields:       maxHeaders,
 		MaxBodyBytes:          max(r.cfg.MaxBodyBytes, 0),
@@ -80,6 +76,15 @@ func (r *Runner) newForwarder(h goHandler, resume func(net.Conn, []byte) bool) (
 		return nil, fmt.Errorf("runner: %w", err)
 	}
 	return fwd, nil
+}
+
+// responseTimeout is Config.ResponseTimeout, or none (a year) when it
+// is not positive, for both paths.
+func (r *Runner) responseTimeout() time.Duration {
+	if r.cfg.ResponseTimeout <= 0 {
+		return 365 * 24 * time.Hour
+	}
+	return r.cfg.ResponseTimeout
 }
 
 // acceptLoop serves l with a goroutine per connection until l fails or
@@ -216,14 +221,15 @@ func (h goHandler) Route(r *connproxy.Request) connproxy.Decision {
 		}
 	}
 	r.Tag = inst
-	m := r.Head.Method
-	bodyless := r.Head.ContentLength <= 0 && !r.Head.Chunked
-	return connproxy.Decision{
-		Action:     connproxy.Forward,
-		Pool:       inst.fpool,
-		ID:         int32(inst.id),
-		Replayable: bodyless && (string(m) == "GET" || string(m) == "HEAD" || string(m) == "OPTIONS"),
-	}
+	return connproxy.Decision{Action: connproxy.Forward, Pool: inst.fpool, ID: int32(inst.id), Replayable: replayable(r.Head)}
+}
+
+// replayable reports whether a request may be sent again after its
+// instance's connection failed before any response byte: a GET, HEAD or
+// OPTIONS without a body. Both paths decide so.
+func replayable(h *http1.Head) bool {
+	m := h.Method
+	return h.ContentLength <= 0 && !h.Chunked && (string(m) == "GET" || string(m) == "HEAD" || string(m) == "OPTIONS")
 }
 
 // frontReply is the front's own plain-text answer; a miss carries
