@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/paaskit/paaskit/internal/http1/http1test"
+	"github.com/paaskit/paaskit/internal/proxytest"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -106,9 +107,9 @@ type harness struct {
 	log  *logBuf
 }
 
-// start serves a listener with a Proxy whose handler forwards to the
-// backend at target.
-func start(t *testing.T, target string, mod func(*Config, *testHandler)) *harness {
+// newHarness makes a Proxy whose handler forwards to the backend at
+// target, for start or startHTTP to serve.
+func newHarness(t *testing.T, target string, mod func(*Config, *testHandler)) *harness {
 	t.Helper()
 	h := &testHandler{pool: NewPool(PoolConfig{Dial: func(ctx context.Context) (net.Conn, error) {
 		var d net.Dialer
@@ -121,6 +122,14 @@ func start(t *testing.T, target string, mod func(*Config, *testHandler)) *harnes
 	}
 	p, err := New(cfg)
 	require.NoError(t, err)
+	return &harness{p: p, h: h, log: lb}
+}
+
+// start serves a listener with a Proxy whose handler forwards to the
+// backend at target.
+func start(t *testing.T, target string, mod func(*Config, *testHandler)) *harness {
+	t.Helper()
+	hs := newHarness(t, target, mod)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	var wg sync.WaitGroup
@@ -132,19 +141,26 @@ func start(t *testing.T, target string, mod func(*Config, *testHandler)) *harnes
 			if err != nil {
 				return
 			}
-			p.Serve(c, nil, false, true)
+			hs.p.Serve(c, nil, false, true)
 		}
 	}()
 	t.Cleanup(func() {
 		_ = ln.Close()
 		wg.Wait()
-		p.Shutdown(time.Now().Add(5 * time.Second))
-		h.pool.Close()
-		require.Zero(t, h.bad.Load(), "a Done or End out of order")
-		require.Equal(t, h.forwards.Load(), h.ends.Load(), "every Forward ends once")
+		hs.p.Shutdown(time.Now().Add(5 * time.Second))
+		hs.h.pool.Close()
+		require.Zero(t, hs.h.bad.Load(), "a Done or End out of order")
+		require.Equal(t, hs.h.forwards.Load(), hs.h.ends.Load(), "every Forward ends once")
 	})
-	return &harness{p: p, addr: ln.Addr().String(), h: h, log: lb}
+	hs.addr = ln.Addr().String()
+	return hs
 }
+
+// starter is start or startHTTP: a test that holds on both paths runs
+// with each.
+type starter func(t *testing.T, target string, mod func(*Config, *testHandler)) *harness
+
+var paths = map[string]starter{"Serve": start, "ServeHTTP": startHTTP}
 
 func backend(t *testing.T, h http.HandlerFunc) string {
 	t.Helper()
@@ -156,30 +172,6 @@ func backend(t *testing.T, h http.HandlerFunc) string {
 	return ln.Addr().String()
 }
 
-// rawBackend answers every connection with fn.
-func rawBackend(t *testing.T, fn func(c net.Conn, br *bufio.Reader)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				fn(c, bufio.NewReader(c))
-			}()
-		}
-	}()
-	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
-	return ln.Addr().String()
-}
-
 func echo(w http.ResponseWriter, r *http.Request) {
 	b, _ := io.ReadAll(r.Body)
 	w.Header().Set("X-Method", r.Method)
@@ -187,55 +179,10 @@ func echo(w http.ResponseWriter, r *http.Request) {
 	_, _ = fmt.Fprintf(w, "%s %s %d:%s", r.Method, r.URL.Path, len(b), b)
 }
 
-func roundTrip(t *testing.T, c net.Conn, br *bufio.Reader, req string) (*http.Response, string) {
-	t.Helper()
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	_, err := io.WriteString(c, req)
-	require.NoError(t, err)
-	resp, err := http.ReadResponse(br, nil)
-	require.NoError(t, err)
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp, string(b)
-}
-
-func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	return c, bufio.NewReader(c)
-}
-
-func TestForwardsWhatTheLoopsHandOff(t *testing.T) {
-	h := start(t, backend(t, echo), nil)
-	c, br := dial(t, h.addr)
-	resp, body := roundTrip(t, c, br, "GET /a HTTP/1.1\r\nHost: Example.COM:80\r\n\r\n")
-	require.Equal(t, 200, resp.StatusCode)
-	require.Equal(t, "GET /a 0:", body)
-	require.Equal(t, "127.0.0.1|http|Example.COM:80", resp.Header.Get("X-Fwd"))
-
-	// Chunked upload, then Expect: 100-continue, on the same connection.
-	resp, body = roundTrip(t, c, br, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-	require.Equal(t, "POST /up 11:hello world", body)
-	_, err := io.WriteString(c, "PUT /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
-	require.NoError(t, err)
-	line, err := br.ReadString('\n')
-	require.NoError(t, err)
-	require.Equal(t, "HTTP/1.1 100 Continue\r\n", line)
-	_, _ = br.ReadString('\n')
-	resp, body = roundTrip(t, c, br, "abc")
-	require.Equal(t, "PUT /e 3:abc", body)
-
-	// HTTP/1.0 with keep-alive.
-	resp, body = roundTrip(t, c, br, "GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-	require.Equal(t, "GET /old 0:", body)
-	require.Equal(t, "keep-alive", resp.Header.Get("Connection"))
-	require.Equal(t, int64(4), h.p.Stats().Requests)
-}
-
-func TestUpgradeTunnels(t *testing.T) {
-	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
+// upgradeEcho is a backend that accepts an Upgrade to "echo" and then
+// echoes what it reads.
+func upgradeEcho(t *testing.T) string {
+	return proxytest.Backend(t, func(c net.Conn, br *bufio.Reader) {
 		req, err := http.ReadRequest(br)
 		if err != nil || req.Header.Get("Upgrade") != "echo" {
 			return
@@ -243,8 +190,49 @@ func TestUpgradeTunnels(t *testing.T) {
 		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
 		_, _ = io.Copy(c, br)
 	})
-	h := start(t, addr, nil)
-	c, br := dial(t, h.addr)
+}
+
+// panicOnce makes the first Route panic.
+func panicOnce(_ *Config, h *testHandler) {
+	var once atomic.Bool
+	h.route = func(r *Request) *Decision {
+		if once.CompareAndSwap(false, true) {
+			panic("route boom")
+		}
+		return nil
+	}
+}
+
+func TestForwardsWhatTheLoopsHandOff(t *testing.T) {
+	h := start(t, backend(t, echo), nil)
+	c, br := proxytest.Dial(t, h.addr)
+	resp, body := proxytest.RoundTrip(t, c, br, "GET /a HTTP/1.1\r\nHost: Example.COM:80\r\n\r\n")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "GET /a 0:", body)
+	require.Equal(t, "127.0.0.1|http|Example.COM:80", resp.Header.Get("X-Fwd"))
+
+	// Chunked upload, then Expect: 100-continue, on the same connection.
+	resp, body = proxytest.RoundTrip(t, c, br, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+	require.Equal(t, "POST /up 11:hello world", body)
+	_, err := io.WriteString(c, "PUT /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+	require.NoError(t, err)
+	line, err := br.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "HTTP/1.1 100 Continue\r\n", line)
+	_, _ = br.ReadString('\n')
+	resp, body = proxytest.RoundTrip(t, c, br, "abc")
+	require.Equal(t, "PUT /e 3:abc", body)
+
+	// HTTP/1.0 with keep-alive.
+	resp, body = proxytest.RoundTrip(t, c, br, "GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+	require.Equal(t, "GET /old 0:", body)
+	require.Equal(t, "keep-alive", resp.Header.Get("Connection"))
+	require.Equal(t, int64(4), h.p.Stats().Requests)
+}
+
+func TestUpgradeTunnels(t *testing.T) {
+	h := start(t, upgradeEcho(t), nil)
+	c, br := proxytest.Dial(t, h.addr)
 	_, err := io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly")
 	require.NoError(t, err)
 	resp, err := http.ReadResponse(br, nil)
@@ -267,8 +255,8 @@ func TestSmugglingRequestsAreRefused(t *testing.T) {
 	for name, raw := range http1test.SmugglingRequests {
 		t.Run(name, func(t *testing.T) {
 			before := reached.Load()
-			c, br := dial(t, h.addr)
-			resp, _ := roundTrip(t, c, br, raw)
+			c, br := proxytest.Dial(t, h.addr)
+			resp, _ := proxytest.RoundTrip(t, c, br, raw)
 			require.Equal(t, 400, resp.StatusCode)
 			require.True(t, resp.Close, "the connection is closed after a 400")
 			if !strings.Contains(name, "chunk") {
@@ -278,74 +266,61 @@ func TestSmugglingRequestsAreRefused(t *testing.T) {
 	}
 }
 
+// A chunked response broken in what came with its head answers 502, and
+// the next request is served whole, on a fresh target connection. On
+// Serve's path the client connection closes after the 502 and the next
+// client comes on a new one; on ServeHTTP's, net/http keeps the client's
+// connection (it is not poisoned) and the next request comes on it.
 func TestBadChunkedResponses(t *testing.T) {
-	for name, bad := range http1test.BadChunkedResponses {
-		t.Run(name, func(t *testing.T) {
-			var n atomic.Int64
-			addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
-				for {
-					if _, err := http.ReadRequest(br); err != nil {
-						return
-					}
-					if n.Add(1) == 1 {
-						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+bad)
-						return
-					}
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	for path, start := range paths {
+		for name, bad := range http1test.BadChunkedResponses {
+			t.Run(path+"/"+name, func(t *testing.T) {
+				h := start(t, proxytest.BadChunked(t, bad, nil, false), nil)
+				c, br := proxytest.Dial(t, h.addr)
+				resp, _ := proxytest.RoundTrip(t, c, br, "GET /bad HTTP/1.1\r\nHost: x\r\n\r\n")
+				require.Equal(t, 502, resp.StatusCode)
+				if path == "ServeHTTP" {
+					require.False(t, resp.Close)
+				} else {
+					c, br = proxytest.Dial(t, h.addr)
 				}
+				resp, body := proxytest.RoundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				require.Equal(t, 200, resp.StatusCode)
+				require.Equal(t, "2", body, "served on a fresh target connection")
 			})
-			h := start(t, addr, nil)
-			c, br := dial(t, h.addr)
-			resp, _ := roundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-			require.Equal(t, 502, resp.StatusCode)
-			// The next client, on a new connection, is served whole.
-			c2, br2 := dial(t, h.addr)
-			resp, body := roundTrip(t, c2, br2, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-			require.Equal(t, 200, resp.StatusCode)
-			require.Equal(t, "ok", body)
-		})
+		}
 	}
 }
 
+// A chunked response that breaks after its head was relayed cuts the
+// client's connection, on both paths: the client never takes the cut
+// body for a whole one.
 func TestBadChunkLaterCutsTheClient(t *testing.T) {
-	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
-		if _, err := http.ReadRequest(br); err != nil {
-			return
+	cases := map[string]string{"bad size later": "zz\r\n"}
+	for name, bad := range http1test.BadChunkedResponses {
+		cases[name] = bad
+	}
+	for path, start := range paths {
+		for name, bad := range cases {
+			t.Run(path+"/"+name, func(t *testing.T) {
+				h := start(t, proxytest.CutChunked(t, bad), nil)
+				c, br := proxytest.Dial(t, h.addr)
+				proxytest.CutBody(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+			})
 		}
-		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-		time.Sleep(50 * time.Millisecond) // the head is relayed before the rest comes
-		_, _ = io.WriteString(c, "zz\r\n")
-	})
-	h := start(t, addr, nil)
-	c, br := dial(t, h.addr)
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	require.NoError(t, err)
-	resp, err := http.ReadResponse(br, nil)
-	require.NoError(t, err)
-	require.Equal(t, 200, resp.StatusCode)
-	_, err = io.ReadAll(resp.Body)
-	require.Error(t, err, "a cut body is never taken for a whole one")
+	}
 }
 
 func TestPanickingRouteAnswers502AndServesOn(t *testing.T) {
-	var once atomic.Bool
-	h := start(t, backend(t, echo), func(_ *Config, h *testHandler) {
-		h.route = func(r *Request) *Decision {
-			if once.CompareAndSwap(false, true) {
-				panic("route boom")
-			}
-			return nil
-		}
-	})
-	c, br := dial(t, h.addr)
-	resp, _ := roundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	h := start(t, backend(t, echo), panicOnce)
+	c, br := proxytest.Dial(t, h.addr)
+	resp, _ := proxytest.RoundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	require.Equal(t, 502, resp.StatusCode)
 	require.Contains(t, h.log.String(), "route boom")
 	require.Contains(t, h.log.String(), "stack=")
 	require.Equal(t, int64(1), h.p.Stats().Panics)
-	c2, br2 := dial(t, h.addr)
-	resp, _ = roundTrip(t, c2, br2, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	c2, br2 := proxytest.Dial(t, h.addr)
+	resp, _ = proxytest.RoundTrip(t, c2, br2, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	require.Equal(t, 200, resp.StatusCode)
 }
 
@@ -363,8 +338,8 @@ func TestMissRoutesAgain(t *testing.T) {
 	h := start(t, addr, func(_ *Config, h *testHandler) {
 		h.miss = func(*Request) error { misses.Add(1); return nil }
 	})
-	c, br := dial(t, h.addr)
-	resp, body := roundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	c, br := proxytest.Dial(t, h.addr)
+	resp, body := proxytest.RoundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "started", body)
 	require.Equal(t, int64(1), misses.Load())
@@ -380,13 +355,13 @@ func TestReplyKeepAlive(t *testing.T) {
 			return nil
 		}
 	})
-	c, br := dial(t, h.addr)
-	resp, body := roundTrip(t, c, br, "POST /gone HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+	c, br := proxytest.Dial(t, h.addr)
+	resp, body := proxytest.RoundTrip(t, c, br, "POST /gone HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
 	require.Equal(t, 404, resp.StatusCode)
 	require.Equal(t, "none\n", body)
 	require.Equal(t, "1", resp.Header.Get("X-Miss"))
 	require.False(t, resp.Close)
-	resp, body = roundTrip(t, c, br, "GET /here HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body = proxytest.RoundTrip(t, c, br, "GET /here HTTP/1.1\r\nHost: x\r\n\r\n")
 	require.Equal(t, "GET /here 0:", body)
 }
 
@@ -402,7 +377,7 @@ func TestResumeAfterACleanExchange(t *testing.T) {
 			return true
 		}
 	})
-	c, br := dial(t, h.addr)
+	c, br := proxytest.Dial(t, h.addr)
 	// A chunked upload with the next request pipelined behind it.
 	_, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /next HTTP/1.1\r\nHost: x\r\n\r\n")
 	require.NoError(t, err)
@@ -432,9 +407,9 @@ func TestRefusedResumeIsNotOfferedAgain(t *testing.T) {
 	h := start(t, backend(t, echo), func(cfg *Config, _ *testHandler) {
 		cfg.Resume = func(net.Conn, []byte) bool { calls.Add(1); return false }
 	})
-	c, br := dial(t, h.addr)
+	c, br := proxytest.Dial(t, h.addr)
 	for i := 0; i < 3; i++ {
-		roundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		proxytest.RoundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	}
 	// Refused once, never offered again on that connection.
 	require.Equal(t, int64(1), calls.Load())
@@ -449,29 +424,34 @@ func TestConfigValidation(t *testing.T) {
 	require.Error(t, err)
 }
 
-// A request with a wholly buffered body that meets a pooled connection
-// the target had reset is sent again on a fresh one, though it is not
-// replayable: the send failed, or the reset came before any answer.
+// A request with a wholly buffered body (on ServeHTTP's path, a small
+// one, read ahead) that meets a pooled connection the target had reset
+// is sent again on a fresh one, though it is not replayable: the send
+// failed, or the reset came before any answer.
 func TestStalePooledConnectionResendsABufferedBody(t *testing.T) {
-	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			return
-		}
-		b, _ := io.ReadAll(req.Body)
-		_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
-		// Then drop the connection, which the proxy pooled, with a
-		// reset (as a socket closed with data in it is): the next
-		// request sent on it fails unread.
-		time.Sleep(20 * time.Millisecond)
-		_ = c.(*net.TCPConn).SetLinger(0)
-	})
-	h := start(t, addr, nil)
-	c, br := dial(t, h.addr)
-	for k := 0; k < 5; k++ {
-		resp, body := roundTrip(t, c, br, "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
-		require.Equal(t, 200, resp.StatusCode, "request %d: %s", k, body)
-		require.Equal(t, "hello", body)
-		time.Sleep(50 * time.Millisecond) // the backend has closed by now
+	for path, start := range paths {
+		t.Run(path, func(t *testing.T) {
+			addr := proxytest.Backend(t, func(c net.Conn, br *bufio.Reader) {
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				b, _ := io.ReadAll(req.Body)
+				_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
+				// Then drop the connection, which the proxy pooled, with a
+				// reset (as a socket closed with data in it is): the next
+				// request sent on it fails unread.
+				time.Sleep(20 * time.Millisecond)
+				_ = c.(*net.TCPConn).SetLinger(0)
+			})
+			h := start(t, addr, nil)
+			c, br := proxytest.Dial(t, h.addr)
+			for k := 0; k < 5; k++ {
+				resp, body := proxytest.RoundTrip(t, c, br, "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+				require.Equal(t, 200, resp.StatusCode, "request %d: %s", k, body)
+				require.Equal(t, "hello", body)
+				time.Sleep(50 * time.Millisecond) // the backend has closed by now
+			}
+		})
 	}
 }

@@ -2,11 +2,9 @@ package connproxy
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"log"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/paaskit/paaskit/internal/http1"
 	"github.com/paaskit/paaskit/internal/http1/http1test"
+	"github.com/paaskit/paaskit/internal/proxytest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -25,18 +24,9 @@ import (
 // handler forwarding to the backend at target.
 func startHTTP(t *testing.T, target string, mod func(*Config, *testHandler)) *harness {
 	t.Helper()
-	h := &testHandler{pool: NewPool(PoolConfig{Dial: func(ctx context.Context) (net.Conn, error) {
-		var d net.Dialer
-		return d.DialContext(ctx, "tcp", target)
-	}})}
-	lb := &logBuf{}
-	cfg := Config{Handler: h, MissHeader: "X-Miss", Logger: slog.New(slog.NewTextHandler(lb, nil))}
-	if mod != nil {
-		mod(&cfg, h)
-	}
-	p, err := New(cfg)
-	require.NoError(t, err)
-	srv := httptest.NewUnstartedServer(p)
+	hs := newHarness(t, target, mod)
+	h := hs.h
+	srv := httptest.NewUnstartedServer(hs.p)
 	// net/http's own panics (a handler's are recovered and logged
 	// through p's Logger) fail the test.
 	srvLog := &logBuf{}
@@ -52,14 +42,15 @@ func startHTTP(t *testing.T, target string, mod func(*Config, *testHandler)) *ha
 		require.Eventually(t, func() bool { return h.forwards.Load() == h.ends.Load() }, 10*time.Second, time.Millisecond,
 			"every Forward ends once")
 	})
-	return &harness{p: p, addr: srv.Listener.Addr().String(), h: h, log: lb}
+	hs.addr = srv.Listener.Addr().String()
+	return hs
 }
 
 // strictBackend reads each request head raw and checks it with the
 // strict parser (and its body with the strict codec); it answers "ok"
 // to a valid one and counts the invalid ones in bad.
 func strictBackend(t *testing.T, seen, bad *atomic.Int64) string {
-	return rawBackend(t, func(c net.Conn, br *bufio.Reader) {
+	return proxytest.Backend(t, func(c net.Conn, br *bufio.Reader) {
 		for {
 			var head []byte
 			for {
@@ -127,8 +118,8 @@ func TestServeHTTPSmugglingReachesTheTargetStrictOrNotAtAll(t *testing.T) {
 		raw := http1test.SmugglingRequests[name]
 		t.Run(name, func(t *testing.T) {
 			before := seen.Load()
-			c, br := dial(t, h.addr)
-			resp, body := roundTrip(t, c, br, raw)
+			c, br := proxytest.Dial(t, h.addr)
+			resp, body := proxytest.RoundTrip(t, c, br, raw)
 			if resp.StatusCode >= 400 {
 				if !strings.Contains(name, "chunk") {
 					require.Equal(t, before, seen.Load(), "%d %q: a refused request reached the target", resp.StatusCode, body)
@@ -140,7 +131,7 @@ func TestServeHTTPSmugglingReachesTheTargetStrictOrNotAtAll(t *testing.T) {
 			require.Equal(t, "ok", body)
 			require.Equal(t, before+1, seen.Load(), "one request reached the target")
 			if !resp.Close {
-				resp, body = roundTrip(t, c, br, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
+				resp, body = proxytest.RoundTrip(t, c, br, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n")
 				require.Equal(t, "ok", body)
 				require.Equal(t, before+2, seen.Load())
 			}
@@ -165,15 +156,15 @@ func TestServeHTTPForwards(t *testing.T) {
 		echo(w, r)
 	})
 	h := startHTTP(t, addr, nil)
-	c, br := dial(t, h.addr)
-	resp, body := roundTrip(t, c, br, "GET /a HTTP/1.1\r\nHost: Example.COM:80\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n")
+	c, br := proxytest.Dial(t, h.addr)
+	resp, body := proxytest.RoundTrip(t, c, br, "GET /a HTTP/1.1\r\nHost: Example.COM:80\r\nX-Forwarded-For: 10.0.0.1\r\n\r\n")
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "GET /a 0:", body)
 	require.Equal(t, "10.0.0.1, 127.0.0.1|http|Example.COM:80", resp.Header.Get("X-Fwd"))
-	resp, body = roundTrip(t, c, br, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+	resp, body = proxytest.RoundTrip(t, c, br, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
 	require.Equal(t, "POST /up 11:hello world", body)
 	big := strings.Repeat("b", 200<<10) // streamed, not read ahead
-	resp, body = roundTrip(t, c, br, fmt.Sprintf("PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(big), big))
+	resp, body = proxytest.RoundTrip(t, c, br, fmt.Sprintf("PUT /big HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", len(big), big))
 	require.Equal(t, "PUT /big 204800:"+big, body)
 	_, err := io.WriteString(c, "PUT /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
 	require.NoError(t, err)
@@ -181,70 +172,12 @@ func TestServeHTTPForwards(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, "HTTP/1.1 100 Continue\r\n", line)
 	_, _ = br.ReadString('\n')
-	resp, body = roundTrip(t, c, br, "abc")
+	resp, body = proxytest.RoundTrip(t, c, br, "abc")
 	require.Equal(t, "PUT /e 3:abc", body)
-	resp, body = roundTrip(t, c, br, "GET /trailer HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body = proxytest.RoundTrip(t, c, br, "GET /trailer HTTP/1.1\r\nHost: x\r\n\r\n")
 	require.Equal(t, "body", body)
 	require.Equal(t, "42", resp.Trailer.Get("X-Sum"))
 	require.Equal(t, int64(5), h.p.Stats().Requests)
-}
-
-// A chunked response broken in what came with its head answers 502, and
-// the client's connection is not poisoned: net/http keeps it, and the
-// next request on it is served whole, on a fresh target connection.
-func TestServeHTTPBadChunkedResponses(t *testing.T) {
-	for name, bad := range http1test.BadChunkedResponses {
-		t.Run(name, func(t *testing.T) {
-			var n atomic.Int64
-			addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
-				for {
-					if _, err := http.ReadRequest(br); err != nil {
-						return
-					}
-					if n.Add(1) == 1 {
-						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+bad)
-						return
-					}
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-				}
-			})
-			h := startHTTP(t, addr, nil)
-			c, br := dial(t, h.addr)
-			resp, _ := roundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-			require.Equal(t, 502, resp.StatusCode)
-			require.False(t, resp.Close)
-			resp, body := roundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-			require.Equal(t, 200, resp.StatusCode)
-			require.Equal(t, "ok", body)
-		})
-	}
-}
-
-// A chunked response that breaks after its head was written aborts the
-// client's connection: the client never takes the cut body for a whole one.
-func TestServeHTTPBadChunkLaterCutsTheClient(t *testing.T) {
-	for name, bad := range http1test.BadChunkedResponses {
-		t.Run(name, func(t *testing.T) {
-			addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
-				if _, err := http.ReadRequest(br); err != nil {
-					return
-				}
-				_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ngood\r\n")
-				time.Sleep(50 * time.Millisecond) // the head is relayed before the rest comes
-				_, _ = io.WriteString(c, bad)
-			})
-			h := startHTTP(t, addr, nil)
-			c, br := dial(t, h.addr)
-			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-			_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-			require.NoError(t, err)
-			resp, err := http.ReadResponse(br, nil)
-			require.NoError(t, err)
-			require.Equal(t, 200, resp.StatusCode)
-			b, err := io.ReadAll(resp.Body)
-			require.Error(t, err, "a cut body read as whole (%q)", b)
-		})
-	}
 }
 
 // MaxBodyBytes on ServeHTTP's path: a Content-Length over it is answered
@@ -258,12 +191,12 @@ func TestServeHTTPBodyLimit(t *testing.T) {
 		}
 	})
 	h := startHTTP(t, addr, func(cfg *Config, _ *testHandler) { cfg.MaxBodyBytes = 100 << 10 })
-	c, br := dial(t, h.addr)
-	resp, _ := roundTrip(t, c, br, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 102401\r\n\r\n")
+	c, br := proxytest.Dial(t, h.addr)
+	resp, _ := proxytest.RoundTrip(t, c, br, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 102401\r\n\r\n")
 	require.Equal(t, 413, resp.StatusCode)
-	c, br = dial(t, h.addr)
+	c, br = proxytest.Dial(t, h.addr)
 	chunk := fmt.Sprintf("8000\r\n%s\r\n", strings.Repeat("z", 32<<10))
-	resp, _ = roundTrip(t, c, br, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+strings.Repeat(chunk, 4)+"0\r\n\r\n")
+	resp, _ = proxytest.RoundTrip(t, c, br, "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"+strings.Repeat(chunk, 4)+"0\r\n\r\n")
 	require.Equal(t, 413, resp.StatusCode)
 	require.Zero(t, whole.Load(), "the target never got a whole body")
 	require.Equal(t, h.h.forwards.Load(), h.h.ends.Load())
@@ -272,22 +205,14 @@ func TestServeHTTPBodyLimit(t *testing.T) {
 // A panicking Route answers 502 on ServeHTTP's path, logged with its
 // stack and counted, and the next request is served.
 func TestServeHTTPPanickingRouteAnswers502AndServesOn(t *testing.T) {
-	var once atomic.Bool
-	h := startHTTP(t, backend(t, echo), func(_ *Config, h *testHandler) {
-		h.route = func(r *Request) *Decision {
-			if once.CompareAndSwap(false, true) {
-				panic("route boom")
-			}
-			return nil
-		}
-	})
-	c, br := dial(t, h.addr)
-	resp, _ := roundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	h := startHTTP(t, backend(t, echo), panicOnce)
+	c, br := proxytest.Dial(t, h.addr)
+	resp, _ := proxytest.RoundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
 	require.Equal(t, 502, resp.StatusCode)
 	require.Contains(t, h.log.String(), "route boom")
 	require.Contains(t, h.log.String(), "stack=")
 	require.Equal(t, int64(1), h.p.Stats().Panics)
-	resp, body := roundTrip(t, c, br, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+	resp, body := proxytest.RoundTrip(t, c, br, "GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "GET /b 0:", body)
 }
@@ -295,16 +220,8 @@ func TestServeHTTPPanickingRouteAnswers502AndServesOn(t *testing.T) {
 // An Upgrade the target accepts hijacks net/http's connection and
 // tunnels it, bytes the client sent early included.
 func TestServeHTTPUpgradeTunnels(t *testing.T) {
-	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
-		req, err := http.ReadRequest(br)
-		if err != nil || req.Header.Get("Upgrade") != "echo" {
-			return
-		}
-		_, _ = io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
-		_, _ = io.Copy(c, br)
-	})
-	h := startHTTP(t, addr, nil)
-	c, br := dial(t, h.addr)
+	h := startHTTP(t, upgradeEcho(t), nil)
+	c, br := proxytest.Dial(t, h.addr)
 	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
 	_, err := io.WriteString(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
 	require.NoError(t, err)
@@ -317,27 +234,4 @@ func TestServeHTTPUpgradeTunnels(t *testing.T) {
 	_, err = io.ReadFull(br, got)
 	require.NoError(t, err)
 	require.Equal(t, "ping", string(got))
-}
-
-// A small body is read ahead, so a pooled connection the target reset
-// is retried with it on a fresh one, as on Serve's path.
-func TestServeHTTPStalePooledConnectionResendsASmallBody(t *testing.T) {
-	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
-		req, err := http.ReadRequest(br)
-		if err != nil {
-			return
-		}
-		b, _ := io.ReadAll(req.Body)
-		_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(b), b)
-		time.Sleep(20 * time.Millisecond)
-		_ = c.(*net.TCPConn).SetLinger(0)
-	})
-	h := startHTTP(t, addr, nil)
-	c, br := dial(t, h.addr)
-	for k := 0; k < 5; k++ {
-		resp, body := roundTrip(t, c, br, "POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
-		require.Equal(t, 200, resp.StatusCode, "request %d: %s", k, body)
-		require.Equal(t, "hello", body)
-		time.Sleep(50 * time.Millisecond) // the backend has closed by now
-	}
 }
