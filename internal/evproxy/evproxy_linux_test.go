@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/paaskit/paaskit/internal/http1/http1test"
+	"github.com/paaskit/paaskit/internal/proxytest"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"golang.org/x/sys/unix"
@@ -155,30 +156,7 @@ func start(t *testing.T, h *testHandler, mod func(*Config)) *harness {
 }
 
 // backend serves each connection with fn on a real TCP socket.
-func backend(t *testing.T, fn func(c net.Conn, br *bufio.Reader)) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				fn(c, bufio.NewReader(c))
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
+var backend = proxytest.Backend
 
 // echoBackend answers each request with its method, path, body size and
 // the X-Forwarded-For it saw.
@@ -200,22 +178,21 @@ func echoBackend(t *testing.T) string {
 
 func tcp(addr string) Target { return Target{Network: "tcp", Addr: addr} }
 
-func dial(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = c.Close() })
-	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-	return c, bufio.NewReader(c)
-}
+var (
+	dial     = proxytest.Dial
+	readBody = proxytest.ReadBody
+)
 
-func readBody(t *testing.T, br *bufio.Reader) (*http.Response, string) {
+// handedOff waits for the next connection handed off.
+func (hs *harness) handedOff(t *testing.T) handedOff {
 	t.Helper()
-	resp, err := http.ReadResponse(br, nil)
-	require.NoError(t, err)
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return resp, string(b)
+	select {
+	case ho := <-hs.handoff:
+		return ho
+	case <-time.After(10 * time.Second):
+		t.Fatal("no hand-off")
+		return handedOff{}
+	}
 }
 
 func TestForwardsAndKeepsAlive(t *testing.T) {
@@ -318,21 +295,7 @@ func TestChunkedResponseIsReframed(t *testing.T) {
 func TestMalformedChunkedResponseAnswers502(t *testing.T) {
 	for name, body := range http1test.BadChunkedResponses {
 		t.Run(name, func(t *testing.T) {
-			var conns atomic.Int64
-			addr := backend(t, func(c net.Conn, br *bufio.Reader) {
-				n := conns.Add(1)
-				for {
-					r, err := http.ReadRequest(br)
-					if err != nil {
-						return
-					}
-					if r.URL.Path == "/bad" {
-						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+body)
-						continue
-					}
-					_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d", n)
-				}
-			})
+			addr := proxytest.BadChunked(t, body, nil, false)
 			hs := start(t, &testHandler{targets: []Target{tcp(addr)}}, nil)
 			c, br := dial(t, hs.addr)
 			_, err := io.WriteString(c, "GET /bad HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -359,24 +322,9 @@ func TestMalformedChunkedResponseAnswers502(t *testing.T) {
 // after part of it was relayed cannot be answered with 502 any more; the
 // client sees the cut, not a short success.
 func TestMalformedChunkedResponseLaterCutsTheClient(t *testing.T) {
-	addr := backend(t, func(c net.Conn, br *bufio.Reader) {
-		if _, err := http.ReadRequest(br); err != nil {
-			return
-		}
-		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
-		time.Sleep(50 * time.Millisecond) // the head and a chunk are relayed first
-		_, _ = io.WriteString(c, "zz\r\n")
-		_, _ = io.Copy(io.Discard, br)
-	})
-	hs := start(t, &testHandler{targets: []Target{tcp(addr)}}, nil)
+	hs := start(t, &testHandler{targets: []Target{tcp(proxytest.CutChunked(t, "zz\r\n"))}}, nil)
 	c, br := dial(t, hs.addr)
-	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-	require.NoError(t, err)
-	resp, err := http.ReadResponse(br, nil)
-	require.NoError(t, err)
-	require.Equal(t, 200, resp.StatusCode)
-	_, err = io.ReadAll(resp.Body)
-	require.Error(t, err, "the client sees the cut, not a short success")
+	proxytest.CutBody(t, c, br, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 }
 
 func TestBackendClosesMidResponse(t *testing.T) {
@@ -676,12 +624,7 @@ func TestHandoffUpgradeLosesNoByte(t *testing.T) {
 	first := "GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nframe-1"
 	_, err := io.WriteString(c, first)
 	require.NoError(t, err)
-	var ho handedOff
-	select {
-	case ho = <-hs.handoff:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no hand-off")
-	}
+	ho := hs.handedOff(t)
 	defer ho.c.Close()
 	_, err = io.WriteString(c, "frame-2")
 	require.NoError(t, err)
@@ -707,12 +650,7 @@ func TestHandoffBigStreamedBodyLosesNoByte(t *testing.T) {
 	head := fmt.Sprintf("PUT /big HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n", len(body))
 	want := append([]byte(head), body...)
 	go func() { _, _ = c.Write(want) }()
-	var ho handedOff
-	select {
-	case ho = <-hs.handoff:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no hand-off")
-	}
+	ho := hs.handedOff(t)
 	defer ho.c.Close()
 	rest := make([]byte, len(want)-len(ho.buffered))
 	_ = ho.c.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -729,13 +667,9 @@ func TestHandoffPipelinedAfterServedRequest(t *testing.T) {
 	require.NoError(t, err)
 	_, body := readBody(t, br)
 	require.Equal(t, "GET /a 0 127.0.0.1 h", body)
-	select {
-	case ho := <-hs.handoff:
-		defer ho.c.Close()
-		require.Equal(t, second, string(ho.buffered))
-	case <-time.After(10 * time.Second):
-		t.Fatal("no hand-off")
-	}
+	ho := hs.handedOff(t)
+	defer ho.c.Close()
+	require.Equal(t, second, string(ho.buffered))
 }
 
 func TestMissIsHandedOff(t *testing.T) {
@@ -756,25 +690,29 @@ func TestMissIsHandedOff(t *testing.T) {
 	req := "GET /m HTTP/1.1\r\nHost: h\r\n\r\n"
 	_, err := io.WriteString(c, req)
 	require.NoError(t, err)
-	select {
-	case ho := <-hs.handoff:
-		defer ho.c.Close()
-		require.Equal(t, req, string(ho.buffered))
-	case <-time.After(10 * time.Second):
-		t.Fatal("no hand-off")
-	}
+	ho := hs.handedOff(t)
+	defer ho.c.Close()
+	require.Equal(t, req, string(ho.buffered))
 	require.Equal(t, []Outcome{Missed}, h.seen())
+}
+
+// unixServer serves h on a unix socket at path until the test ends or
+// the returned stop is called.
+func unixServer(t *testing.T, path string, h http.HandlerFunc) (stop func()) {
+	ln, err := net.Listen("unix", path)
+	require.NoError(t, err)
+	srv := &http.Server{Handler: h}
+	go func() { _ = srv.Serve(ln) }()
+	stop = func() { _ = srv.Close() }
+	t.Cleanup(stop)
+	return stop
 }
 
 func TestUnixSocketTarget(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.sock")
-	ln, err := net.Listen("unix", path)
-	require.NoError(t, err)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	unixServer(t, path, func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "unix "+r.URL.Path)
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	})
 	hs := start(t, &testHandler{targets: []Target{{Network: "unix", Addr: path}}}, nil)
 	resp, err := http.Get("http://" + hs.addr + "/u")
 	require.NoError(t, err)
@@ -788,15 +726,11 @@ func TestUnixSocketTarget(t *testing.T) {
 // only then), and the connection serves the next request once pooled.
 func TestUnixTargetLargeRequestWaitsForRoom(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "app.sock")
-	ln, err := net.Listen("unix", path)
-	require.NoError(t, err)
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	unixServer(t, path, func(w http.ResponseWriter, r *http.Request) {
 		sum := sha256.New()
 		n, _ := io.Copy(sum, r.Body)
 		fmt.Fprintf(w, "%s %d %x", r.URL.Path, n, sum.Sum(nil))
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	})
 	const size = 4 << 20
 	hs := start(t, &testHandler{targets: []Target{{Network: "unix", Addr: path}}}, func(c *Config) {
 		c.Loops = 1
@@ -828,12 +762,8 @@ func TestNonLiteralTargetIsHandedOff(t *testing.T) {
 	c, _ := dial(t, hs.addr)
 	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 	require.NoError(t, err)
-	select {
-	case ho := <-hs.handoff:
-		_ = ho.c.Close()
-	case <-time.After(10 * time.Second):
-		t.Fatal("no hand-off")
-	}
+	ho := hs.handedOff(t)
+	_ = ho.c.Close()
 	require.Equal(t, []Outcome{Aborted}, h.seen())
 }
 
@@ -1060,13 +990,10 @@ func TestPoolsOfGoneTargetsAreFreed(t *testing.T) {
 	dir := t.TempDir()
 	serve := func(k int) (Target, func()) {
 		path := filepath.Join(dir, fmt.Sprintf("app%d.sock", k))
-		ln, err := net.Listen("unix", path)
-		require.NoError(t, err)
-		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		stop := unixServer(t, path, func(w http.ResponseWriter, r *http.Request) {
 			_, _ = io.WriteString(w, path)
-		})}
-		go func() { _ = srv.Serve(ln) }()
-		return Target{Network: "unix", Addr: path}, func() { _ = srv.Close() }
+		})
+		return Target{Network: "unix", Addr: path}, stop
 	}
 	get := func(want string) {
 		c, br := dial(t, hs.addr)
@@ -1188,17 +1115,13 @@ func TestIdleByTargetAndCloseIdle(t *testing.T) {
 func TestUnixTargetViaAndPeerCheck(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "app.sock")
-	ln, err := net.Listen("unix", path)
-	require.NoError(t, err)
 	var accepted atomic.Int64
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	unixServer(t, path, func(w http.ResponseWriter, r *http.Request) {
 		accepted.Add(1)
 		w.Header().Set("X-Paaskit-Miss", "1")
 		w.Header().Set("X-Kept", "yes")
 		_, _ = io.WriteString(w, "via "+r.URL.Path)
-	})}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
+	})
 	// Addr names a path with nothing behind it: the loop connects to Via.
 	me := uint32(os.Geteuid())
 	good := Target{Network: "unix", Addr: filepath.Join(dir, "elsewhere.sock"), Via: path, CheckPeer: true, PeerUID: me}
@@ -1234,12 +1157,7 @@ func TestResumeServesTheRestOnTheLoop(t *testing.T) {
 	next := "GET /after HTTP/1.1\r\nHost: h\r\n\r\n"
 	_, err := io.WriteString(c, upload+next)
 	require.NoError(t, err)
-	var ho handedOff
-	select {
-	case ho = <-hs.handoff:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no hand-off")
-	}
+	ho := hs.handedOff(t)
 	// The goroutine side: it answers the upload itself, then gives the
 	// connection back with what it read past the upload.
 	got := string(ho.buffered)
@@ -1403,24 +1321,16 @@ func TestChunkedRequestBodyOnTheLoop(t *testing.T) {
 	part := "POST /part HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
 	_, err = io.WriteString(c, part)
 	require.NoError(t, err)
-	select {
-	case ho := <-hs.handoff:
-		defer ho.c.Close()
-		require.Equal(t, part, string(ho.buffered))
-	case <-time.After(10 * time.Second):
-		t.Fatal("no hand-off")
-	}
+	ho := hs.handedOff(t)
+	defer ho.c.Close()
+	require.Equal(t, part, string(ho.buffered))
 
 	// Longer than MaxBufferedBody (64): handed off with all it read.
 	c, _ = dial(t, hs.addr)
 	long := "POST /long HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n" + strings.Repeat("a\r\n0123456789\r\n", 6)
 	_, err = io.WriteString(c, long)
 	require.NoError(t, err)
-	select {
-	case ho := <-hs.handoff:
-		defer ho.c.Close()
-		require.Equal(t, long, string(ho.buffered))
-	case <-time.After(10 * time.Second):
-		t.Fatal("no hand-off")
-	}
+	ho = hs.handedOff(t)
+	defer ho.c.Close()
+	require.Equal(t, long, string(ho.buffered))
 }
