@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/paaskit/paaskit/internal/http1/http1test"
+	"github.com/paaskit/paaskit/internal/proxytest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -92,7 +93,7 @@ func TestNoLiveNodeIs503WithRetryAfter(t *testing.T) {
 	resp, _ := get(t, c, proxyURL(p)+"/", "example.com")
 	require.Equal(t, 502, resp.StatusCode, "first failure: cannot reach")
 	require.False(t, p.Nodes()[0].Ejected, "within the grace period")
-	clk.advance(time.Nanosecond)
+	clk.Advance(time.Nanosecond)
 	resp, _ = get(t, c, proxyURL(p)+"/", "example.com")
 	require.Equal(t, 502, resp.StatusCode, "the failure that ejects it")
 	require.True(t, p.Nodes()[0].Ejected)
@@ -241,40 +242,16 @@ func TestClientDisconnectsMidBody(t *testing.T) {
 	require.Equal(t, "ok", body)
 }
 
-// rawBackend runs a TCP server whose connections are handled by fn.
+// rawBackend runs a TCP server whose connections are handled by fn, each
+// with a 30 s deadline.
 func rawBackend(t testing.TB, fn func(c net.Conn, br *bufio.Reader)) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
-				fn(c, bufio.NewReader(c))
-			}()
-		}
-	}()
-	return ln.Addr().String()
+	return proxytest.Backend(t, func(c net.Conn, br *bufio.Reader) {
+		_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+		fn(c, br)
+	})
 }
 
-func readReq(br *bufio.Reader) (*http.Request, error) {
-	r, err := http.ReadRequest(br)
-	if err != nil {
-		return nil, err
-	}
-	_, _ = io.Copy(io.Discard, r.Body)
-	return r, nil
-}
+var readReq = proxytest.ReadRequest
 
 func TestBackendClosesMidResponse(t *testing.T) {
 	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
@@ -322,16 +299,8 @@ func TestBackendNeverAnswersIs504(t *testing.T) {
 
 // The node must never see a request the proxy refuses.
 func TestSmugglingAndMalformedRequestsAre400(t *testing.T) {
-	var seen atomic.Int32
-	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
-		for {
-			if _, err := readReq(br); err != nil {
-				return
-			}
-			seen.Add(1)
-			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-		}
-	})
+	var seen atomic.Int64
+	addr := rawBackend(t, proxytest.CountOK(&seen))
 	p := startProxy(t, Config{Table: table(t, map[string]string{"a": addr}, map[string]string{"*": ""})})
 	cases := http1test.SmugglingRequests
 	for name, raw := range cases {
@@ -360,26 +329,13 @@ func TestSmugglingAndMalformedRequestsAre400(t *testing.T) {
 func TestMalformedChunkedResponseIs502(t *testing.T) {
 	for name, bad := range http1test.BadChunkedResponses {
 		t.Run(name, func(t *testing.T) {
-			var conns atomic.Int32
 			var mu sync.Mutex
 			broken := map[string]bool{} // the node connections that sent a bad body
-			addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
-				n := conns.Add(1)
-				for {
-					r, err := readReq(br)
-					if err != nil {
-						return
-					}
-					if r.URL.Path == "/bad" {
-						mu.Lock()
-						broken[fmt.Sprint(n)] = true
-						mu.Unlock()
-						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+bad)
-						continue
-					}
-					_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d", n)
-				}
-			})
+			addr := proxytest.BadChunked(t, bad, func(n string) {
+				mu.Lock()
+				broken[n] = true
+				mu.Unlock()
+			}, false)
 			p := startProxy(t, Config{Table: table(t, map[string]string{"a": addr}, map[string]string{"*": ""})})
 			for _, req := range []string{
 				"GET /bad HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -409,29 +365,10 @@ func TestMalformedChunkedResponseIs502(t *testing.T) {
 func TestMalformedChunkedResponseLaterCutsTheClient(t *testing.T) {
 	for name, bad := range http1test.BadChunkedResponses {
 		t.Run(name, func(t *testing.T) {
-			addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
-				for {
-					r, err := readReq(br)
-					if err != nil {
-						return
-					}
-					if r.URL.Path != "/bad" {
-						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-						continue
-					}
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ngood\r\n")
-					time.Sleep(100 * time.Millisecond) // the head is relayed first
-					_, _ = io.WriteString(c, bad)
-				}
-			})
+			addr := proxytest.CutChunked(t, bad)
 			p := startProxy(t, Config{Table: table(t, map[string]string{"a": addr}, map[string]string{"*": ""})})
 			rc := dialRaw(t, p)
-			rc.send("GET /bad HTTP/1.1\r\nHost: x\r\n\r\n")
-			resp, err := http.ReadResponse(rc.br, nil)
-			require.NoError(t, err)
-			require.Equal(t, 200, resp.StatusCode)
-			body, err := io.ReadAll(resp.Body)
-			require.Error(t, err, "a cut body read as whole (%q)", body)
+			proxytest.CutBody(t, rc.c, rc.br, "GET /bad HTTP/1.1\r\nHost: x\r\n\r\n")
 			rc = dialRaw(t, p)
 			rc.send("GET /ok HTTP/1.1\r\nHost: x\r\n\r\n")
 			resp, got := rc.response("GET")

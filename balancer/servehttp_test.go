@@ -17,6 +17,7 @@ import (
 
 	"github.com/paaskit/paaskit/internal/http1/http1test"
 	"github.com/paaskit/paaskit/internal/proxyproto"
+	"github.com/paaskit/paaskit/internal/proxytest"
 	"github.com/stretchr/testify/require"
 )
 
@@ -52,15 +53,7 @@ func dialAddr(t *testing.T, addr string) *rawConn {
 // reaches the node as one request, and the connection stays in step.
 func TestServeHTTPRefusesSmuggling(t *testing.T) {
 	var seen atomic.Int64
-	addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
-		for {
-			if _, err := readReq(br); err != nil {
-				return
-			}
-			seen.Add(1)
-			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-		}
-	})
+	addr := rawBackend(t, proxytest.CountOK(&seen))
 	_, front := startHandler(t, Config{Table: table(t, map[string]string{"a": addr}, map[string]string{"*": ""})})
 	cases := map[string]string{
 		"PROXY v1": string(proxyproto.AppendV1(nil, netip.MustParseAddrPort("203.0.113.9:1"), netip.MustParseAddrPort("127.0.0.1:80"))) + "GET / HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -110,25 +103,10 @@ func TestServeHTTPRefusesSmuggling(t *testing.T) {
 func TestServeHTTPMalformedChunkedResponseIs502(t *testing.T) {
 	for name, bad := range http1test.BadChunkedResponses {
 		t.Run(name, func(t *testing.T) {
-			var conns atomic.Int32
-			addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
-				n := conns.Add(1)
-				for {
-					r, err := readReq(br)
-					if err != nil {
-						return
-					}
-					if r.URL.Path == "/bad" {
-						_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"+bad)
-						continue
-					}
-					_, _ = fmt.Fprintf(c, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n%d", n)
-					// One answer on the fresh connection is all the test
-					// asks; closing it keeps the balancer's idle pool from
-					// holding this handler until its deadline.
-					return
-				}
-			})
+			// One answer on the fresh connection is all the test asks;
+			// closing it keeps the balancer's idle pool from holding the
+			// backend's handler until its deadline.
+			addr := proxytest.BadChunked(t, bad, nil, true)
 			_, front := startHandler(t, Config{Table: table(t, map[string]string{"a": addr}, map[string]string{"*": ""})})
 			rc := dialAddr(t, front)
 			rc.send("GET /bad HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -148,24 +126,10 @@ func TestServeHTTPMalformedChunkedResponseIs502(t *testing.T) {
 func TestServeHTTPMalformedChunkedResponseLaterCutsTheClient(t *testing.T) {
 	for name, bad := range http1test.BadChunkedResponses {
 		t.Run(name, func(t *testing.T) {
-			addr := rawBackend(t, func(c net.Conn, br *bufio.Reader) {
-				for {
-					if _, err := readReq(br); err != nil {
-						return
-					}
-					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\ngood\r\n")
-					time.Sleep(100 * time.Millisecond) // the head is relayed first
-					_, _ = io.WriteString(c, bad)
-				}
-			})
+			addr := proxytest.CutChunked(t, bad)
 			_, front := startHandler(t, Config{Table: table(t, map[string]string{"a": addr}, map[string]string{"*": ""})})
 			rc := dialAddr(t, front)
-			rc.send("GET /bad HTTP/1.1\r\nHost: x\r\n\r\n")
-			resp, err := http.ReadResponse(rc.br, nil)
-			require.NoError(t, err)
-			require.Equal(t, 200, resp.StatusCode)
-			body, err := io.ReadAll(resp.Body)
-			require.Error(t, err, "a cut body read as whole (%q)", body)
+			proxytest.CutBody(t, rc.c, rc.br, "GET /bad HTTP/1.1\r\nHost: x\r\n\r\n")
 		})
 	}
 }

@@ -60,11 +60,12 @@ func ReadRequest(br *bufio.Reader) (*http.Request, error) {
 	return r, nil
 }
 
-// CountingOK is a backend that answers every request "ok" (its body read
-// and dropped) and counts the requests in seen: a smuggling test checks
-// that a refused request reached no node.
-func CountingOK(t testing.TB, seen *atomic.Int64) string {
-	return Backend(t, func(c net.Conn, br *bufio.Reader) {
+// CountOK is a backend's connection handler (for Backend) that answers
+// every request "ok" (its body read and dropped) and counts the requests
+// in seen: a smuggling test checks that a refused request reached no
+// node.
+func CountOK(seen *atomic.Int64) func(c net.Conn, br *bufio.Reader) {
+	return func(c net.Conn, br *bufio.Reader) {
 		for {
 			if _, err := ReadRequest(br); err != nil {
 				return
@@ -74,7 +75,7 @@ func CountingOK(t testing.TB, seen *atomic.Int64) string {
 				return
 			}
 		}
-	})
+	}
 }
 
 // BadChunked is a backend that answers a request for /bad with a 200
