@@ -67,12 +67,12 @@ func TestDeadNodeRetriedEjectedAndBack(t *testing.T) {
 	resp, _ := get(t, c, proxyURL(p)+"/", host)
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "a", resp.Header.Get("X-Node"))
-	clk.advance(99 * time.Millisecond)
+	clk.Advance(99 * time.Millisecond)
 	resp, _ = get(t, c, proxyURL(p)+"/", host)
 	require.Equal(t, "a", resp.Header.Get("X-Node"))
 	require.False(t, ejected(t, p, "b"), "within the grace period")
 	// Still failing once the grace period is over: ejected.
-	clk.advance(time.Millisecond)
+	clk.Advance(time.Millisecond)
 	resp, _ = get(t, c, proxyURL(p)+"/", host)
 	require.Equal(t, "a", resp.Header.Get("X-Node"))
 	require.True(t, ejected(t, p, "b"), "failing for EjectAfter")
@@ -109,7 +109,7 @@ func TestActiveHealthCheckEjects(t *testing.T) {
 	sick.Store(true)
 	clk.probeRound(t) // a's failures begin
 	require.False(t, ejected(t, p, "a"), "within the grace period")
-	clk.advance(50 * time.Millisecond)
+	clk.Advance(50 * time.Millisecond)
 	clk.probeRound(t)
 	require.True(t, ejected(t, p, "a"), "failing the check for EjectAfter")
 	require.False(t, ejected(t, p, "b"))

@@ -41,7 +41,7 @@ func TestEventLoopPathServesRoutesAndHeals(t *testing.T) {
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "a", resp.Header.Get("X-Node"))
 	require.False(t, ejected(t, p, "b"), "within the grace period")
-	clk.advance(100 * time.Millisecond)
+	clk.Advance(100 * time.Millisecond)
 	resp, _ = get(t, c, proxyURL(p)+"/", hostB)
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "a", resp.Header.Get("X-Node"))

@@ -92,7 +92,7 @@ func TestEventLoopFront(t *testing.T) {
 	require.EqualValues(t, 1, e.status("loops").Starts)
 	// Idle: reaped, and the next request starts it again.
 	c.Close()
-	clk.advance(300 * time.Millisecond)
+	clk.Advance(300 * time.Millisecond)
 	clk.reapRound(t)
 	require.Eventually(t, func() bool {
 		st := e.status("loops")
@@ -145,7 +145,7 @@ func TestFrontKeepsNothingOfGoneInstances(t *testing.T) {
 		}
 		require.NoError(t, c.Close())
 		e.waitIdle("churn")
-		clk.advance(50 * time.Millisecond)
+		clk.Advance(50 * time.Millisecond)
 		clk.reapRound(t)
 		require.Eventually(t, func() bool {
 			st := e.status("churn")

@@ -127,7 +127,7 @@ func TestMemoryLimitKillIsReportedAsOOM(t *testing.T) {
 	require.LessOrEqual(t, st.LastExit.PeakMemory, int64(129<<20))
 	require.Greater(t, st.LastExit.PeakMemory, int64(64<<20))
 	// It restarts after the backoff and serves small requests again.
-	clk.advance(100 * time.Millisecond)
+	clk.Advance(100 * time.Millisecond)
 	clk.reapRound(t)
 	require.Eventually(t, func() bool { return e.status("hungry").State == "running" }, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, "allocated 8 MiB\n", e.mustGet("hungry.example", "/alloc?mb=8"))

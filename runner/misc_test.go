@@ -166,14 +166,14 @@ func TestWebSocketUpgradeIsRelayedAndKeepsInstanceAlive(t *testing.T) {
 		require.EqualValues(t, 1, st.Instance.Active)
 		require.Zero(t, st.Instance.IdleFor)
 		// Two idle timeouts pass and the reaper looks.
-		clk.advance(2 * time.Duration(s.IdleTimeout))
+		clk.Advance(2 * time.Duration(s.IdleTimeout))
 		clk.reapRound(t)
 	}
 	require.EqualValues(t, 1, e.status("ws").Starts)
 	require.Nil(t, e.status("ws").LastExit)
 	c.Close()
 	e.waitIdle("ws") // the closed WebSocket is no longer in flight
-	clk.advance(time.Duration(s.IdleTimeout))
+	clk.Advance(time.Duration(s.IdleTimeout))
 	clk.reapRound(t)
 	require.Eventually(t, func() bool {
 		st := e.status("ws")

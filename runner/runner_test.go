@@ -167,13 +167,13 @@ func startTimedOut(t *testing.T, e *env, clk *fakeClock, app, says string, timeo
 	got := e.getAsync(app+".example", "/")
 	require.Eventually(t, func() bool { return strings.Contains(e.sink.text(app, runner.Stderr), says) },
 		10*time.Second, time.Millisecond, "the app writes %q", says)
-	clk.waitTimer(t, timeout)
+	clk.WaitTimer(t, timeout)
 	select {
 	case r := <-got:
 		t.Fatalf("answered before the start timeout: %s", r)
 	default:
 	}
-	clk.advance(timeout)
+	clk.Advance(timeout)
 	return receive(t, got)
 }
 
@@ -216,10 +216,10 @@ func TestIdleInstanceIsReaped(t *testing.T) {
 	e.waitIdle("idler")
 	uid := e.status("idler").UID
 	// Not reaped a moment before its idle timeout, reaped at it.
-	clk.advance(199 * time.Millisecond)
+	clk.Advance(199 * time.Millisecond)
 	clk.reapRound(t)
 	require.Equal(t, "running", e.status("idler").State)
-	clk.advance(time.Millisecond)
+	clk.Advance(time.Millisecond)
 	clk.reapRound(t)
 	require.Eventually(t, func() bool {
 		st := e.status("idler")
@@ -275,7 +275,7 @@ func TestStreamingResponseKeepsInstanceAlive(t *testing.T) {
 			line, err := br.ReadString('\n')
 			require.NoError(t, err)
 			require.Equal(t, "line 0\n", line)
-			clk.advance(time.Hour)
+			clk.Advance(time.Hour)
 			clk.reapRound(t)
 			st := e.status("streamer")
 			require.Equal(t, "running", st.State)
@@ -302,7 +302,7 @@ func TestStreamingResponseKeepsInstanceAlive(t *testing.T) {
 			require.EqualValues(t, 1, st.Instance.Active, "the stream is in flight")
 			require.NoError(t, c.Close())
 			e.waitIdle("streamer") // and once the client left mid-stream
-			clk.advance(100 * time.Millisecond)
+			clk.Advance(100 * time.Millisecond)
 			clk.reapRound(t)
 			require.Eventually(t, func() bool {
 				st := e.status("streamer")
@@ -324,13 +324,13 @@ func TestAttachedCommandKeepsInstanceAlive(t *testing.T) {
 	e.waitIdle("attached")
 	// Ten idle timeouts pass and the reaper looks: the attached command
 	// keeps the instance.
-	clk.advance(time.Second)
+	clk.Advance(time.Second)
 	clk.reapRound(t)
 	st := e.status("attached")
 	require.Equal(t, "running", st.State)
 	require.Equal(t, time.Second, time.Duration(st.Instance.IdleFor))
 	release()
-	clk.advance(100 * time.Millisecond)
+	clk.Advance(100 * time.Millisecond)
 	clk.reapRound(t)
 	require.Eventually(t, func() bool {
 		st := e.status("attached")
@@ -353,10 +353,10 @@ func TestCrashedInstanceIsRestarted(t *testing.T) {
 	}, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, "crashed", e.status("crashy").LastExit.Reason)
 	// Restarted after the first backoff (100ms), not before.
-	clk.advance(99 * time.Millisecond)
+	clk.Advance(99 * time.Millisecond)
 	clk.reapRound(t)
 	require.Nil(t, e.status("crashy").Instance, "restarted inside the backoff")
-	clk.advance(time.Millisecond)
+	clk.Advance(time.Millisecond)
 	clk.reapRound(t)
 	require.Eventually(t, func() bool {
 		st := e.status("crashy")
@@ -379,14 +379,14 @@ func TestStopIgnoringSIGTERMKillsAfterGrace(t *testing.T) {
 	go func() { stopped <- e.r.Stop(ctx, "stubborn") }()
 	// SIGTERM is sent and the grace period begins; the app ignores it
 	// and lives on until the grace period is over.
-	clk.waitTimer(t, 300*time.Millisecond)
+	clk.WaitTimer(t, 300*time.Millisecond)
 	require.NotEmpty(t, procsOfUID(uid), "killed before the grace period was over")
 	select {
 	case err := <-stopped:
 		t.Fatalf("Stop returned before the grace period was over: %v", err)
 	default:
 	}
-	clk.advance(300 * time.Millisecond)
+	clk.Advance(300 * time.Millisecond)
 	select {
 	case err := <-stopped:
 		require.NoError(t, err)
