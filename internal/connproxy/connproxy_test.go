@@ -203,6 +203,23 @@ func panicOnce(_ *Config, h *testHandler) {
 	}
 }
 
+// uploadThenExpect sends, on c, a chunked upload, then a PUT with
+// Expect: 100-continue that waits for the 100 before its body, each to
+// the echo backend.
+func uploadThenExpect(t *testing.T, c net.Conn, br *bufio.Reader) {
+	t.Helper()
+	_, body := proxytest.RoundTrip(t, c, br, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+	require.Equal(t, "POST /up 11:hello world", body)
+	_, err := io.WriteString(c, "PUT /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+	require.NoError(t, err)
+	line, err := br.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "HTTP/1.1 100 Continue\r\n", line)
+	_, _ = br.ReadString('\n')
+	_, body = proxytest.RoundTrip(t, c, br, "abc")
+	require.Equal(t, "PUT /e 3:abc", body)
+}
+
 func TestForwardsWhatTheLoopsHandOff(t *testing.T) {
 	h := start(t, backend(t, echo), nil)
 	c, br := proxytest.Dial(t, h.addr)
@@ -212,16 +229,7 @@ func TestForwardsWhatTheLoopsHandOff(t *testing.T) {
 	require.Equal(t, "127.0.0.1|http|Example.COM:80", resp.Header.Get("X-Fwd"))
 
 	// Chunked upload, then Expect: 100-continue, on the same connection.
-	resp, body = proxytest.RoundTrip(t, c, br, "POST /up HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
-	require.Equal(t, "POST /up 11:hello world", body)
-	_, err := io.WriteString(c, "PUT /e HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
-	require.NoError(t, err)
-	line, err := br.ReadString('\n')
-	require.NoError(t, err)
-	require.Equal(t, "HTTP/1.1 100 Continue\r\n", line)
-	_, _ = br.ReadString('\n')
-	resp, body = proxytest.RoundTrip(t, c, br, "abc")
-	require.Equal(t, "PUT /e 3:abc", body)
+	uploadThenExpect(t, c, br)
 
 	// HTTP/1.0 with keep-alive.
 	resp, body = proxytest.RoundTrip(t, c, br, "GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")

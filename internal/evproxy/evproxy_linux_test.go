@@ -179,8 +179,9 @@ func echoBackend(t *testing.T) string {
 func tcp(addr string) Target { return Target{Network: "tcp", Addr: addr} }
 
 var (
-	dial     = proxytest.Dial
-	readBody = proxytest.ReadBody
+	dial      = proxytest.Dial
+	readBody  = proxytest.ReadBody
+	roundTrip = proxytest.RoundTrip
 )
 
 // handedOff waits for the next connection handed off.
@@ -279,9 +280,7 @@ func TestChunkedResponseIsReframed(t *testing.T) {
 	hs := start(t, &testHandler{targets: []Target{tcp(addr)}}, nil)
 	c, br := dial(t, hs.addr)
 	for i := 0; i < 3; i++ {
-		_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-		require.NoError(t, err)
-		resp, body := readBody(t, br)
+		resp, body := roundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 		require.Equal(t, "hello world", body)
 		require.Equal(t, []string{"chunked"}, resp.TransferEncoding)
 		require.Equal(t, "t", resp.Trailer.Get("X-Trailer"))
@@ -308,9 +307,7 @@ func TestMalformedChunkedResponseAnswers502(t *testing.T) {
 			_, err = br.ReadByte()
 			require.ErrorIs(t, err, io.EOF, "the client connection is closed after the 502")
 			c2, br2 := dial(t, hs.addr)
-			_, err = io.WriteString(c2, "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n")
-			require.NoError(t, err)
-			resp, got := readBody(t, br2)
+			resp, got := roundTrip(t, c2, br2, "GET /ok HTTP/1.1\r\nHost: h\r\n\r\n")
 			require.Equal(t, 200, resp.StatusCode)
 			require.Equal(t, "2", got, "served on a fresh target connection: the broken one was not pooled")
 			require.Contains(t, hs.h.seen(), Broken)
@@ -352,9 +349,7 @@ func TestBackendNeverAnswers(t *testing.T) {
 	h := &testHandler{targets: []Target{tcp(addr)}}
 	hs := start(t, h, func(c *Config) { c.ResponseHeaderTimeout = 300 * time.Millisecond })
 	c, br := dial(t, hs.addr)
-	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-	require.NoError(t, err)
-	resp, _ := readBody(t, br)
+	resp, _ := roundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 	require.Equal(t, 504, resp.StatusCode)
 	require.Equal(t, []Outcome{TimedOut}, h.seen())
 }
@@ -368,18 +363,14 @@ func TestBackendBreaksBeforeAnsweringIsRetriedWhenReplayable(t *testing.T) {
 	h := &testHandler{targets: []Target{tcp(bad), tcp(echoBackend(t))}}
 	hs := start(t, h, nil)
 	c, br := dial(t, hs.addr)
-	_, err := io.WriteString(c, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
-	require.NoError(t, err)
-	resp, body := readBody(t, br)
+	resp, body := roundTrip(t, c, br, "GET /x HTTP/1.1\r\nHost: h\r\n\r\n")
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "GET /x 0 127.0.0.1 h", body)
 	require.Equal(t, []Outcome{Failed, Answered}, h.seen())
 
 	// A POST is not replayed: 502.
 	c2, br2 := dial(t, hs.addr)
-	_, err = io.WriteString(c2, "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nz")
-	require.NoError(t, err)
-	resp, _ = readBody(t, br2)
+	resp, _ = roundTrip(t, c2, br2, "POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nz")
 	require.Equal(t, 502, resp.StatusCode)
 }
 
@@ -403,9 +394,7 @@ func TestConnectFailureRoutesAgain(t *testing.T) {
 	hs := start(t, h, nil)
 	c, br := dial(t, hs.addr)
 	// Even a POST: nothing was sent to the dead target.
-	_, err := io.WriteString(c, "POST /y HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab")
-	require.NoError(t, err)
-	resp, body := readBody(t, br)
+	resp, body := roundTrip(t, c, br, "POST /y HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\nab")
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "POST /y 2 127.0.0.1 h", body)
 	require.Equal(t, []Outcome{ConnectFailed, Answered}, h.seen())
@@ -439,9 +428,7 @@ func TestRoutedAgainPipelinedKeepsTheInputBuffer(t *testing.T) {
 		require.Equal(t, 200, resp.StatusCode, w)
 		require.Equal(t, w, body)
 	}
-	_, err = io.WriteString(c, "GET /last HTTP/1.1\r\nHost: h\r\n\r\n")
-	require.NoError(t, err)
-	resp, body := readBody(t, br)
+	resp, body := roundTrip(t, c, br, "GET /last HTTP/1.1\r\nHost: h\r\n\r\n")
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "GET /last 0 127.0.0.1 h", body)
 }
@@ -462,9 +449,7 @@ func TestStalePooledConnectionIsRetriedFresh(t *testing.T) {
 	hs := start(t, h, func(c *Config) { c.Loops = 1 })
 	c, br := dial(t, hs.addr)
 	for i := 0; i < 3; i++ {
-		_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-		require.NoError(t, err)
-		resp, body := readBody(t, br)
+		resp, body := roundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 		require.Equal(t, 200, resp.StatusCode)
 		require.Equal(t, "ok", body)
 	}
@@ -610,9 +595,7 @@ func TestBadRequests(t *testing.T) {
 		{"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\n\r\n", 413},
 	} {
 		c, br := dial(t, hs.addr)
-		_, err := io.WriteString(c, tc.req)
-		require.NoError(t, err)
-		resp, _ := readBody(t, br)
+		resp, _ := roundTrip(t, c, br, tc.req)
 		require.Equal(t, tc.status, resp.StatusCode, "%q", tc.req)
 		require.True(t, resp.Close)
 	}
@@ -663,9 +646,7 @@ func TestHandoffPipelinedAfterServedRequest(t *testing.T) {
 	hs := start(t, &testHandler{targets: []Target{tcp(echoBackend(t))}}, nil)
 	c, br := dial(t, hs.addr)
 	second := "GET /c HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\nxyz"
-	_, err := io.WriteString(c, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"+second)
-	require.NoError(t, err)
-	_, body := readBody(t, br)
+	_, body := roundTrip(t, c, br, "GET /a HTTP/1.1\r\nHost: h\r\n\r\n"+second)
 	require.Equal(t, "GET /a 0 127.0.0.1 h", body)
 	ho := hs.handedOff(t)
 	defer ho.c.Close()
@@ -964,9 +945,7 @@ func TestStaleConnectionResendsABufferedBody(t *testing.T) {
 	c, br := dial(t, hs.addr)
 	// Pipelined: the loop reuses the pooled connection for the POST as
 	// soon as the GET's answer is through, before it can see the close.
-	_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\nPOST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
-	require.NoError(t, err)
-	resp, body := readBody(t, br)
+	resp, body := roundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: h\r\n\r\nPOST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
 	require.Equal(t, 200, resp.StatusCode)
 	require.Equal(t, "GET ", body)
 	resp, body = readBody(t, br)
@@ -998,9 +977,7 @@ func TestPoolsOfGoneTargetsAreFreed(t *testing.T) {
 	get := func(want string) {
 		c, br := dial(t, hs.addr)
 		for i := 0; i < 3; i++ {
-			_, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
-			require.NoError(t, err)
-			resp, body := readBody(t, br)
+			resp, body := roundTrip(t, c, br, "GET / HTTP/1.1\r\nHost: h\r\n\r\n")
 			require.Equal(t, 200, resp.StatusCode)
 			require.Equal(t, want, body)
 		}
@@ -1179,9 +1156,7 @@ func TestResumeServesTheRestOnTheLoop(t *testing.T) {
 	resp, body := readBody(t, br)
 	require.Equal(t, 200, resp.StatusCode)
 	require.Contains(t, body, "/after")
-	_, err = io.WriteString(c, "GET /again HTTP/1.1\r\nHost: h\r\n\r\n")
-	require.NoError(t, err)
-	resp, body = readBody(t, br)
+	resp, body = roundTrip(t, c, br, "GET /again HTTP/1.1\r\nHost: h\r\n\r\n")
 	require.Equal(t, 200, resp.StatusCode)
 	require.Contains(t, body, "/again")
 	s := hs.p.Stats()
@@ -1299,17 +1274,13 @@ func TestChunkedRequestBodyOnTheLoop(t *testing.T) {
 		"3 \r\nabc\r\n0\r\n\r\n",           // whitespace
 	} {
 		c, br := dial(t, hs.addr)
-		_, err := io.WriteString(c, "POST /bad HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"+bad)
-		require.NoError(t, err)
-		resp, body := readBody(t, br)
+		resp, body := roundTrip(t, c, br, "POST /bad HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"+bad)
 		require.Equal(t, 400, resp.StatusCode, "%q", bad)
 		require.Equal(t, "malformed chunked body\n", body)
 	}
 	// Over MaxBodyBytes (100), within what the loop buffers: 413.
 	c, br = dial(t, hs.addr)
-	_, err = io.WriteString(c, "POST /big HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n")
-	require.NoError(t, err)
-	resp, _ = readBody(t, br)
+	resp, _ = roundTrip(t, c, br, "POST /big HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n")
 	require.Equal(t, 413, resp.StatusCode)
 	mu.Lock()
 	require.Len(t, bodies, 2, "nothing malformed or too large reached the target")
