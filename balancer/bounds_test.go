@@ -176,14 +176,7 @@ func TestNegativeBodyLimitIsNone(t *testing.T) {
 // serves on.
 func TestPanickingOnMissIs502(t *testing.T) {
 	var calls atomic.Int32
-	a := addrOf(backendServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/miss" {
-			w.Header().Set("X-Paaskit-Miss", "1")
-			w.WriteHeader(404)
-			return
-		}
-		_, _ = io.WriteString(w, "fine")
-	})))
+	a := missOnPath(t)
 	p := startProxy(t, Config{
 		Table: table(t, map[string]string{"a": a}, map[string]string{"*": ""}),
 		OnMiss: func(context.Context, Miss) error {
@@ -453,15 +446,7 @@ func (s *syncBuf) String() string {
 // forwarders), and a request after it, on another connection, is served
 // whole: nothing of the failed exchange splices into it.
 func TestPanickingOnMissIsLoggedWithItsStack(t *testing.T) {
-	a := addrOf(backendServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/miss" {
-			w.Header().Set("X-Paaskit-Miss", "1")
-			w.WriteHeader(404)
-			_, _ = io.WriteString(w, "missed")
-			return
-		}
-		_, _ = io.WriteString(w, "fine")
-	})))
+	a := missOnPath(t)
 	var logs syncBuf
 	p := startProxy(t, Config{
 		Table:  table(t, map[string]string{"a": a}, map[string]string{"*": ""}),

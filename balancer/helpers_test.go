@@ -69,6 +69,21 @@ func backendServer(t testing.TB, h http.Handler) *httptest.Server {
 	return s
 }
 
+// missOnPath is a node that answers /miss with a miss (404, the miss
+// header set, body "missed") and anything else with "fine"; it returns
+// its address.
+func missOnPath(t testing.TB) string {
+	return addrOf(backendServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/miss" {
+			w.Header().Set("X-Paaskit-Miss", "1")
+			w.WriteHeader(404)
+			_, _ = io.WriteString(w, "missed")
+			return
+		}
+		_, _ = io.WriteString(w, "fine")
+	})))
+}
+
 func addrOf(s *httptest.Server) string { return strings.TrimPrefix(s.URL, "http://") }
 
 // table builds a table from "id=addr" nodes and "host=id,id" sites.

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -153,14 +152,7 @@ func TestServeHTTPDefaultBodyLimit(t *testing.T) {
 // the miss hook), is counted, and the next request is served.
 func TestServeHTTPPanickingOnMissIs502(t *testing.T) {
 	var calls atomic.Int32
-	a := addrOf(backendServer(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.URL.Path == "/miss" {
-			w.Header().Set("X-Paaskit-Miss", "1")
-			w.WriteHeader(404)
-			return
-		}
-		_, _ = io.WriteString(w, "fine")
-	})))
+	a := missOnPath(t)
 	p, front := startHandler(t, Config{
 		Table: table(t, map[string]string{"a": a}, map[string]string{"*": ""}),
 		OnMiss: func(context.Context, Miss) error {
