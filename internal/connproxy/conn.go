@@ -340,25 +340,7 @@ func (cc *clientConn) answer(status int, reason, body string, extra []string, ke
 		return
 	}
 	w := cc.w
-	_, _ = w.WriteString("HTTP/1.1 ")
-	writeInt(w, int64(status))
-	_ = w.WriteByte(' ')
-	_, _ = w.WriteString(reason)
-	_, _ = w.WriteString("\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n")
-	if !keep {
-		_, _ = w.WriteString("Connection: close\r\n")
-	}
-	_, _ = w.WriteString("Content-Length: ")
-	writeInt(w, int64(len(body)))
-	_, _ = w.WriteString("\r\n")
-	for _, e := range extra {
-		_, _ = w.WriteString(e)
-		_, _ = w.WriteString("\r\n")
-	}
-	_, _ = w.WriteString("\r\n")
-	if !cc.isHead {
-		_, _ = w.WriteString(body)
-	}
+	_, _ = w.Write(http1.AppendReply(w.AvailableBuffer(), status, reason, body, extra, keep, !cc.isHead))
 	_ = w.Flush()
 }
 

@@ -386,23 +386,7 @@ func (l *loop) reply(c *cconn, status int, reason, body string, extra []string) 
 	}
 	l.done(c, Aborted)
 	l.end(c)
-	o := c.out
-	o = append(o, "HTTP/1.1 "...)
-	o = strconv.AppendInt(o, int64(status), 10)
-	o = append(o, ' ')
-	o = append(o, reason...)
-	o = append(o, "\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\nContent-Length: "...)
-	o = strconv.AppendInt(o, int64(len(body)), 10)
-	o = append(o, "\r\n"...)
-	for _, e := range extra {
-		o = append(o, e...)
-		o = append(o, "\r\n"...)
-	}
-	o = append(o, "\r\n"...)
-	if string(c.head.Method) != "HEAD" {
-		o = append(o, body...)
-	}
-	c.out = o
+	c.out = http1.AppendReply(c.out, status, reason, body, extra, false, string(c.head.Method) != "HEAD")
 	c.state = stClose
 	c.deadline = l.now + int64(l.p.cfg.IdleTimeout)
 }

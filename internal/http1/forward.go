@@ -76,3 +76,30 @@ func DropPrefixed(fields []Field, pre string) {
 		}
 	}
 }
+
+// AppendReply appends a forwarder's own plain-text answer to dst: the
+// status line, Content-Type text/plain with nosniff, Connection: close
+// unless keep, Content-Length, the extra header lines ("Name: value"),
+// the empty line and, when withBody (not for a HEAD request), body.
+func AppendReply(dst []byte, status int, reason, body string, extra []string, keep, withBody bool) []byte {
+	dst = append(dst, "HTTP/1.1 "...)
+	dst = strconv.AppendInt(dst, int64(status), 10)
+	dst = append(dst, ' ')
+	dst = append(dst, reason...)
+	dst = append(dst, "\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"...)
+	if !keep {
+		dst = append(dst, "Connection: close\r\n"...)
+	}
+	dst = append(dst, "Content-Length: "...)
+	dst = strconv.AppendInt(dst, int64(len(body)), 10)
+	dst = append(dst, "\r\n"...)
+	for _, e := range extra {
+		dst = append(dst, e...)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, "\r\n"...)
+	if withBody {
+		dst = append(dst, body...)
+	}
+	return dst
+}

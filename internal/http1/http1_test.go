@@ -125,3 +125,12 @@ func TestDropPrefixed(t *testing.T) {
 	DropPrefixed(h.Fields, "x-paaskit-")
 	require.Equal(t, "X-Paas: 3\r\n", string(AppendFields(nil, h.Fields)))
 }
+
+func TestAppendReply(t *testing.T) {
+	require.Equal(t, "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"+
+		"Connection: close\r\nContent-Length: 5\r\nX-Miss: 1\r\n\r\nnone\n",
+		string(AppendReply(nil, 404, "Not Found", "none\n", []string{"X-Miss: 1"}, false, true)))
+	require.Equal(t, "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"+
+		"Content-Length: 4\r\n\r\n",
+		string(AppendReply(nil, 502, "Bad Gateway", "bad\n", nil, true, false)), "kept alive, no body (HEAD)")
+}
