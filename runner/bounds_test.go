@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -221,4 +222,28 @@ func testPanickingSink(t *testing.T, f front) {
 	}
 	require.Eventually(t, func() bool { return calls.Load() >= 3 }, 10*time.Second, 10*time.Millisecond)
 	require.Equal(t, "hello noisy\n", e.mustGet("noisy.example", "/"))
+}
+
+// The balancer's X-Forwarded-Proto and X-Forwarded-Host reach the app on
+// both paths of the front (the suite runs on both; warm requests take the
+// event loops in the default run); a request without them gets the
+// front's own. Before, the loops replaced the balancer's "https" with
+// "http", so an app behind TLS saw a different scheme depending on
+// which path served the request.
+func TestForwardedSchemeAndHostReachTheApp(t *testing.T) {
+	e := newEnv(t, nil)
+	e.put(spec("fwd"))
+	c, br := dialFrom(t, e, "127.0.0.4")
+	resp, _ := exchange(t, c, br, "GET / HTTP/1.1\r\nHost: fwd.example\r\n\r\n") // starts it
+	require.Equal(t, 200, resp.StatusCode)
+	before := e.r.FrontStats().LoopRequests
+	resp, body := exchange(t, c, br, "GET /forwarded HTTP/1.1\r\nHost: fwd.example\r\nX-Forwarded-Proto: https\r\nX-Forwarded-Host: www.example.com\r\n\r\n")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "https www.example.com", body)
+	resp, body = exchange(t, c, br, "GET /forwarded HTTP/1.1\r\nHost: fwd.example\r\n\r\n")
+	require.Equal(t, 200, resp.StatusCode)
+	require.Equal(t, "http fwd.example", body)
+	if os.Getenv(frontEnv) != "goroutines" {
+		require.Greater(t, e.r.FrontStats().LoopRequests, before, "the warm requests took the event loops")
+	}
 }

@@ -91,6 +91,7 @@ func (f *front) serveLoops(ctx context.Context, l *net.TCPListener) error {
 		MaxHeaderBytes:        maxHead,
 		MaxHeaderFields:       maxHeaders,
 		DropFieldPrefix:       platformFieldPrefix,
+		KeepForwarded:         true, // as the goroutine path: the balancer's scheme and host reach the app
 		Gate:                  f.r.gate,
 		MaxBodyBytes:          cfg.MaxBodyBytes,
 		MaxBufferedBody:       cfg.MaxConnBuffer,

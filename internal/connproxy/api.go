@@ -145,8 +145,8 @@ type Config struct {
 	// "x-paaskit-").
 	DropFieldPrefix string
 	// KeepForwarded passes the client's X-Forwarded-Proto and
-	// X-Forwarded-Host on instead of setting them (the runner's front,
-	// behind a balancer that set them). X-Forwarded-For is always
+	// X-Forwarded-Host on, where it sent them, instead of setting them
+	// (the runner's front, behind a balancer that set them). X-Forwarded-For is always
 	// extended with the client's address.
 	KeepForwarded bool
 

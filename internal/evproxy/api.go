@@ -203,6 +203,11 @@ type Config struct {
 	Loops int
 	// Proto is the X-Forwarded-Proto value. Default "http".
 	Proto string
+	// KeepForwarded passes the client's X-Forwarded-Proto and
+	// X-Forwarded-Host on, where it sent them, instead of setting them
+	// (a front behind a balancer that set them), as connproxy's
+	// KeepForwarded does.
+	KeepForwarded bool
 
 	// ReadHeaderTimeout bounds a request head (and a buffered body)
 	// from its first byte. Default 10s.

@@ -137,7 +137,7 @@ func (l *loop) targetFailed(c *cconn, e syscall.Errno) {
 // buildRequest writes the forwarded request (head and body) into c.send.
 func (l *loop) buildRequest(c *cconn) {
 	h := &c.head
-	s := http1.AppendRequestHead(c.send[:0], h, nil, c.ip, l.p.cfg.Proto, false)
+	s := http1.AppendRequestHead(c.send[:0], h, nil, c.ip, l.p.cfg.Proto, l.p.cfg.KeepForwarded)
 	if h.ContentLength > 0 {
 		end := c.ir + c.reqLen
 		s = append(s, c.in[end-int(h.ContentLength):end]...)

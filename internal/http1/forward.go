@@ -8,8 +8,8 @@ import "strconv"
 // fields not marked Drop; X-Forwarded-For extended with clientIP; then
 // X-Forwarded-Proto set to proto and X-Forwarded-Host to h's Host or,
 // with keepForwarded (a forwarder behind another that set them), the
-// client's own X-Forwarded-Proto and X-Forwarded-Host, which the parser
-// marked Drop; the framing (Content-Length or chunked); Connection:
+// client's own first X-Forwarded-Proto and X-Forwarded-Host, which the
+// parser marked Drop, where it sent them; the framing (Content-Length or chunked); Connection:
 // Upgrade with the Upgrade field for an upgrade; and the empty line.
 // Every forwarder writes its requests' heads with it.
 func AppendRequestHead(dst []byte, h *Head, host []byte, clientIP, proto string, keepForwarded bool) []byte {
@@ -30,25 +30,33 @@ func AppendRequestHead(dst []byte, h *Head, host []byte, clientIP, proto string,
 	}
 	dst = append(dst, clientIP...)
 	dst = append(dst, "\r\n"...)
+	keptProto, keptHost := false, false
 	if keepForwarded {
 		for i := range h.Fields {
 			f := &h.Fields[i]
-			if f.Drop && (asciiEqualFold(f.Name, "x-forwarded-proto") || asciiEqualFold(f.Name, "x-forwarded-host")) {
+			if !f.Drop {
+				continue
+			}
+			isProto := !keptProto && asciiEqualFold(f.Name, "x-forwarded-proto")
+			isHost := !keptHost && !isProto && asciiEqualFold(f.Name, "x-forwarded-host")
+			if isProto || isHost {
+				keptProto, keptHost = keptProto || isProto, keptHost || isHost
 				dst = append(dst, f.Name...)
 				dst = append(dst, ": "...)
 				dst = append(dst, f.Value...)
 				dst = append(dst, "\r\n"...)
 			}
 		}
-	} else {
+	}
+	if !keptProto {
 		dst = append(dst, "X-Forwarded-Proto: "...)
 		dst = append(dst, proto...)
 		dst = append(dst, "\r\n"...)
-		if h.Host != nil {
-			dst = append(dst, "X-Forwarded-Host: "...)
-			dst = append(dst, h.Host...)
-			dst = append(dst, "\r\n"...)
-		}
+	}
+	if !keptHost && h.Host != nil {
+		dst = append(dst, "X-Forwarded-Host: "...)
+		dst = append(dst, h.Host...)
+		dst = append(dst, "\r\n"...)
 	}
 	if h.ContentLength >= 0 {
 		dst = append(dst, "Content-Length: "...)

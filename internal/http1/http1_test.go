@@ -106,6 +106,11 @@ func TestAppendRequestHead(t *testing.T) {
 	require.Equal(t, "POST /up HTTP/1.1\r\nHost: a.example\r\nX-App: 1\r\nX-Forwarded-For: 10.0.0.1, 192.0.2.1\r\n"+
 		"X-Forwarded-Proto: https\r\nX-Forwarded-Host: b.example\r\nContent-Length: 3\r\n\r\n",
 		string(AppendRequestHead(nil, &h, nil, "192.0.2.1", "http", true)), "the client's X-Forwarded-Proto and -Host kept")
+	// Kept only where the client sent them; a repeated one once.
+	require.NoError(t, ParseRequestHead([]byte("GET / HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-Host: b.example\r\nX-Forwarded-Host: c.example\r\n\r\n"), &h, 100, ""))
+	require.Equal(t, "GET / HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-For: 192.0.2.1\r\n"+
+		"X-Forwarded-Host: b.example\r\nX-Forwarded-Proto: https\r\n\r\n",
+		string(AppendRequestHead(nil, &h, nil, "192.0.2.1", "https", true)), "the front's own X-Forwarded-Proto where the client sent none")
 
 	// HTTP/1.0 without Host gets the given one; an upgrade keeps its
 	// Connection and Upgrade fields; chunked stays chunked.

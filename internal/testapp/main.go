@@ -177,6 +177,9 @@ func handler() http.Handler {
 	mux.HandleFunc("/xff", func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.Header.Get("X-Forwarded-For"))
 	})
+	mux.HandleFunc("/forwarded", func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Header.Get("X-Forwarded-Proto")+" "+r.Header.Get("X-Forwarded-Host"))
+	})
 	mux.HandleFunc("/whoami", func(w http.ResponseWriter, r *http.Request) {
 		host, _ := os.Hostname()
 		_ = json.NewEncoder(w).Encode(map[string]any{
