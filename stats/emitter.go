@@ -120,10 +120,23 @@ type Emitter struct {
 	maxLine int
 	chunkSz int
 
-	mu       sync.Mutex
-	seq      uint64   // last seq given out
-	chunks   []*chunk // memory queue, oldest first, records in seq order
-	free     []*chunk
+	mu     sync.Mutex
+	seq    uint64   // last seq given out
+	chunks []*chunk // memory queue, oldest first, records in seq order
+	free   []*chunk
+	// retired are chunks the queue gave up when it moved to the spool:
+	// the shipper may still be reading one, so they go back to free only
+	// from the shipper's own goroutine (trimMemLocked).
+	retired []*chunk
+	// mem is where chunks come from (off the heap, in huge pages where
+	// the kernel allows), the heap once it is used up; Close frees it.
+	mem *queueMem
+	// uses numbers the chunks' turns in the queue (chunk.use).
+	uses uint64
+	// running is true from Run's start to its end: Close frees mem only
+	// when no shipper can read a chunk.
+	running  bool
+	closed   bool
 	queued   int
 	spooling bool // new records go to the spool, not the memory queue
 	gen      uint64
@@ -147,6 +160,9 @@ type chunk struct {
 	buf         []byte
 	first, last uint64
 	n           int
+	// use is this turn's number (Emitter.uses), so that the shipper's
+	// hint of where it was in a chunk dies with the turn.
+	use uint64
 }
 
 // NewEmitter validates cfg, opens the spool and returns an Emitter. It
@@ -212,14 +228,20 @@ func NewEmitter(cfg EmitterConfig) (*Emitter, error) {
 		e.log = slog.Default()
 	}
 	e.chunkSz = max(64<<10, 2*(cfg.MaxLineBytes+512))
+	// The queue holds at most QueueBytes/chunkSz chunks and one more
+	// (tailChunk); retired ones wait for the shipper on top of that, and
+	// come from the heap if the mapping is used up.
+	e.mem = newQueueMem((cfg.QueueBytes/e.chunkSz + 2) * e.chunkSz)
 	lock, err := lockDir(cfg.SpoolDir)
 	if err != nil {
+		e.mem.free()
 		return nil, fmt.Errorf("stats: new emitter: %w", err)
 	}
 	e.lock = lock
 	sp, err := openSegLog(cfg.SpoolDir, "spool", cfg.SegmentBytes, &e.mu)
 	if err != nil {
 		lock.Close()
+		e.mem.free()
 		return nil, fmt.Errorf("stats: new emitter: %w", err)
 	}
 	e.spool = sp
@@ -412,18 +434,22 @@ func (e *Emitter) tailChunk(need int) *chunk {
 		c = e.free[n-1]
 		e.free = e.free[:n-1]
 		c.buf = c.buf[:0]
+	} else if b := e.mem.take(e.chunkSz); b != nil {
+		c = &chunk{buf: b}
 	} else {
 		c = &chunk{buf: make([]byte, 0, e.chunkSz)}
 	}
-	c.first, c.last, c.n = e.seq, e.seq-1, 0
+	e.uses++
+	c.first, c.last, c.n, c.use = e.seq, e.seq-1, 0, e.uses
 	e.chunks = append(e.chunks, c)
 	e.queued += e.chunkSz
 	return c
 }
 
 // toSpoolLocked moves the memory queue into the spool, in order, and
-// switches new records to the spool. The chunks are not reused: the
-// shipper may still be reading them.
+// switches new records to the spool. The chunks are not reused at once:
+// the shipper may still be reading them (they are retired until it calls
+// trimMemLocked).
 func (e *Emitter) toSpoolLocked() {
 	for _, c := range e.chunks {
 		e.spool.buf = append(e.spool.buf, c.buf...)
@@ -431,6 +457,7 @@ func (e *Emitter) toSpoolLocked() {
 		e.spool.next += uint64(c.n)
 		e.spooled.Add(uint64(c.n))
 	}
+	e.retired = append(e.retired, e.chunks...)
 	e.chunks, e.queued = nil, 0
 	e.spooling = true
 	e.gen++

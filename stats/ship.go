@@ -28,12 +28,12 @@ type shipper struct {
 	rc, tc  *segCursor // spool: next to resend; first not yet acknowledged
 	lastAsk time.Time
 	lastOK  time.Time // acknowledgements last progressed (or nothing was pending)
-	// curC, curFirst and curOff are a hint: where in the memory queue the
+	// curC, curUse and curOff are a hint: where in the memory queue the
 	// last batch ended. A chunk is recycled through the free list, so the
-	// hint holds only while the chunk still starts at curFirst.
-	curC     *chunk
-	curFirst uint64
-	curOff   int
+	// hint holds only for the chunk's turn numbered curUse (chunk.use).
+	curC   *chunk
+	curUse uint64
+	curOff int
 	// flight lists the pushed batches not yet acknowledged, oldest first.
 	// Pushing stops while flightBytes reaches window: libzmq would buffer
 	// far more (hundreds of MB across both ends' queues), and
@@ -94,6 +94,9 @@ func (e *Emitter) Run(ctx context.Context) error {
 	}
 	s := &shipper{e: e, push: push, ack: ack, acked: map[string]uint64{}, ask: map[string]bool{e.id: true}, from: map[string]uint64{},
 		window: e.cfg.QueueBytes / 2, maxFrames: maxFramesFor(e.cfg.Codec.MaxSize()), answers: make(chan ackAnswer, 1)}
+	e.mu.Lock()
+	e.running = true
+	e.mu.Unlock()
 	first := e.spool.first()
 	s.rc, s.tc = e.spool.cursor(first), e.spool.cursor(first)
 	defer s.rc.close()
@@ -252,6 +255,7 @@ func (s *shipper) stop() error {
 		e.toSpoolLocked()
 	}
 	e.spooling = true
+	e.running = false // no chunk is read past here
 	lost, err := e.spool.syncLocked()
 	e.lostLocked(lost)
 	e.online.Store(false)
@@ -266,6 +270,18 @@ func (s *shipper) stop() error {
 func (e *Emitter) Close() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
+	if !e.spooling && len(e.chunks) > 0 {
+		// Records made while no Run shipped them: kept in the spool.
+		e.toSpoolLocked()
+	}
+	e.spooling = true
+	if !e.running && !e.closed {
+		// No shipper can read a chunk now, and new records go to the
+		// spool: the queue's memory can go.
+		e.chunks, e.free, e.retired = nil, nil, nil
+		e.mem.free()
+	}
+	e.closed = true
 	lost, err := e.spool.syncLocked()
 	e.lostLocked(lost)
 	if cerr := e.spool.closeLocked(); err == nil {
@@ -309,8 +325,13 @@ func (s *shipper) acknowledged(a ackAnswer) error {
 	return s.trimSpool()
 }
 
-// trimMemLocked drops the memory queue's chunks acknowledged through seq.
+// trimMemLocked drops the memory queue's chunks acknowledged through seq,
+// and frees the retired ones. It is called by the shipper's goroutine
+// (never while sendMem reads a chunk), or while no shipper runs.
 func (e *Emitter) trimMemLocked(seq uint64) {
+	e.free = append(e.free, e.retired...)
+	clear(e.retired)
+	e.retired = e.retired[:0]
 	k := 0
 	for k < len(e.chunks) && e.chunks[k].last <= seq && e.chunks[k].n > 0 && k < len(e.chunks)-1 {
 		k++
@@ -468,10 +489,10 @@ func (s *shipper) sendMem(ctx context.Context) error {
 			e.mu.Unlock()
 			return fmt.Errorf("stats: emitter: seq %d is in no chunk", e.sendSeq)
 		}
-		buf, want, gen, first := c.buf, e.sendSeq, e.gen, c.first
+		buf, want, gen, use := c.buf, e.sendSeq, e.gen, c.use
 		e.mu.Unlock()
 		off := 0
-		if s.curC == c && s.curFirst == first && s.curOff <= len(buf) {
+		if s.curC == c && s.curUse == use && s.curOff <= len(buf) {
 			off = s.curOff
 		}
 		// The queue holds the records framed as the wire carries them,
@@ -498,7 +519,7 @@ func (s *shipper) sendMem(ctx context.Context) error {
 			}
 			off += fl
 		}
-		s.curC, s.curFirst, s.curOff = c, first, off
+		s.curC, s.curUse, s.curOff = c, use, off
 		if n == 0 {
 			return nil
 		}
