@@ -199,6 +199,7 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 	if c.log == nil {
 		c.log = slog.Default()
 	}
+	tuneMalloc()
 	lock, err := lockDir(cfg.Dir)
 	if err != nil {
 		return nil, fmt.Errorf("stats: new collector: %w", err)

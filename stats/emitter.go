@@ -227,6 +227,7 @@ func NewEmitter(cfg EmitterConfig) (*Emitter, error) {
 	if e.log == nil {
 		e.log = slog.Default()
 	}
+	tuneMalloc()
 	e.chunkSz = max(64<<10, 2*(cfg.MaxLineBytes+512))
 	// The queue holds at most QueueBytes/chunkSz chunks and one more
 	// (tailChunk); retired ones wait for the shipper on top of that, and
