@@ -99,8 +99,11 @@ func testMain(m *testing.M) int {
 
 // sandboxOnlyTests are left out of the goroutine-front run: they build
 // sandboxes, spawn commands or parse specs and send no request through a
-// front, so a second run tests nothing new and cost about half the
-// package's time. A test that sends requests stays out of this list.
+// front, or only plain GETs that make an app try its sandbox (network
+// policy, egress, the host's ip_forward, the init-helper pool), which
+// the front serves as any other; a second run tests nothing new and cost
+// about half the package's time. A test of what the front does with a
+// request stays out of this list.
 var sandboxOnlyTests = []string{
 	"TestDetectCgroupsOnThisHost", "TestUnescapeMount",
 	"TestFloodOfOutputKeepsRunnerMemoryBounded", "TestLongLinesAreSplitAndMarked", "TestForkBombIsStoppedByProcessLimit",
@@ -116,6 +119,8 @@ var sandboxOnlyTests = []string{
 	"TestFileSinkRotatesBySizeAndKeepsABoundedNumber", "TestCopyChunkedPassesBodyThrough",
 	"TestCommandsGetTheAppsNetworkPolicy", "TestCommandMountsAndEnvironment", // a command's network and mounts; the front only sets up the other app
 	"TestCopyChunkedReencodesTheBody", "TestChunkedBodyReads",
+	"TestNetworkPolicyNoneIsLoopbackOnly", "TestEgressReachesAllowedDestinationsOnly", "TestTwoRunnersShareIPForward",
+	"TestInitHelperPool", "ExampleRunner_Command",
 }
 
 // frontEnv selects the front the whole suite runs on: unset, the default
