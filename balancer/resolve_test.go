@@ -67,6 +67,12 @@ func serverOn(t testing.TB, ip, port string, h http.Handler) *httptest.Server {
 	t.Helper()
 	ln, err := net.Listen("tcp", net.JoinHostPort(ip, port))
 	require.NoError(t, err)
+	return serveOn(t, ln, h)
+}
+
+// serveOn is a backend serving h on ln.
+func serveOn(t testing.TB, ln net.Listener, h http.Handler) *httptest.Server {
+	t.Helper()
 	s := httptest.NewUnstartedServer(h)
 	s.Listener = ln
 	s.Start()
@@ -177,9 +183,19 @@ func TestNamedNodeChangesBetweenLoads(t *testing.T) {
 // without a table load; with two addresses, a refused one moves the node
 // to the other at once.
 func TestNamedNodeLookedUpAgainAfterConnectFailures(t *testing.T) {
-	dead := deadAddr(t) // 127.0.0.1:P refuses
-	_, port, _ := net.SplitHostPort(dead)
-	serverOn(t, "127.0.0.2", port, echoInfo("two"))
+	// 127.0.0.1:P refuses, 127.0.0.2:P answers. P is free on 127.0.0.1
+	// when picked; another test binary may hold it on 127.0.0.2 (a CI
+	// run's bind failed so): pick again.
+	var port string
+	for try := 0; ; try++ {
+		_, port, _ = net.SplitHostPort(deadAddr(t))
+		ln, err := net.Listen("tcp", "127.0.0.2:"+port)
+		if err == nil {
+			serveOn(t, ln, echoInfo("two"))
+			break
+		}
+		require.Less(t, try, 20, "no port free on both 127.0.0.1 and 127.0.0.2: %v", err)
+	}
 	names := newFakeNames()
 	names.set("svc.test", "127.0.0.1")
 	tb := table(t, map[string]string{"n": "svc.test:" + port}, map[string]string{"*": ""})

@@ -159,9 +159,13 @@ type pair struct {
 }
 
 // fastServerConfig is a member config with short timings for tests.
+// Its ReplicateTimeout and FailoverAfter are 800 ms: with 300 ms a
+// loaded CI machine stalled the standby past the timeout, the active
+// member went on alone, and a failover right after found a release it
+// had acknowledged missing (TestReplayToTheOtherMember, CI 17:55).
 func fastServerConfig(id, bind, peer string, codec *zmqloop.Codec) ServerConfig {
 	return ServerConfig{ID: id, Bind: bind, Peer: peer, Codec: codec, HeartbeatInterval: 20 * time.Millisecond,
-		FailoverAfter: 300 * time.Millisecond, ReplicateTimeout: 300 * time.Millisecond, ColdStartWait: -1,
+		FailoverAfter: 800 * time.Millisecond, ReplicateTimeout: 800 * time.Millisecond, ColdStartWait: -1,
 		Logger: quietLogger()}
 }
 
