@@ -93,8 +93,7 @@
 // field, unknown signal), exited (input, resize or signal after the
 // command exited or while it is being hung up), detached (the attach id is
 // not the current attachment), bad_offset, too_many (MaxSessions running),
-// start_failed, stopping (the server is shutting down); and zmqloop's own
-// (unknown_type, rejected, ...).
+// start_failed; and zmqloop's own (unknown_type, rejected, ...).
 //
 // Requests (type: body → reply body):
 //

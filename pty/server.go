@@ -41,7 +41,6 @@ const (
 	CodeBadOffset   = "bad_offset"   // an ack or resume offset beyond the output
 	CodeTooMany     = "too_many"     // MaxSessions sessions are running
 	CodeStartFailed = "start_failed" // the command could not be built or started
-	CodeStopping    = "stopping"     // the server is shutting down: no new session or attachment
 )
 
 // Message types of the session protocol.
@@ -450,11 +449,7 @@ func (s *Server) start(ctx context.Context, caller string, req StartRequest) (Se
 		}
 	}
 	s.mu.Lock()
-	if s.stopping {
-		s.mu.Unlock()
-		return SessionInfo{}, zmqloop.Errorf(CodeStopping, "the server is stopping")
-	}
-	if s.running >= s.cfg.MaxSessions {
+	if s.stopping || s.running >= s.cfg.MaxSessions {
 		s.mu.Unlock()
 		return SessionInfo{}, zmqloop.Errorf(CodeTooMany, "%d sessions are running, the most this server allows", s.cfg.MaxSessions)
 	}
@@ -725,36 +720,15 @@ func (s *Server) attach(ctx context.Context, caller string, req AttachRequest) (
 	r.att = a
 	r.graceAt = time.Time{}
 	r.mu.Unlock()
-	// A shutdown that began meanwhile may have detached the sessions
-	// before a was bound: a would then stream until its client left,
-	// and Run would wait for it. The stream's goroutine is counted under
-	// s.mu, so either Run's Wait counts it or this attach sees stopping.
-	s.mu.Lock()
-	stopping := s.stopping
-	if !stopping {
-		s.wg.Add(1)
-	}
-	s.mu.Unlock()
-	if stopping {
-		r.mu.Lock()
-		mine := r.att == a
-		if mine {
-			r.detachLocked()
-		}
-		r.mu.Unlock()
-		close(a.done) // no stream; whoever detached a closes its socket
-		if mine {
-			a.stop()
-		}
-		old.stop()
-		return AttachReply{}, zmqloop.Errorf(CodeStopping, "the server is stopping")
-	}
 	old.stop() // may take a while: it flushes the old stream
 	// The client's first ack can come only after this reply: its silence
 	// is counted from here, not from before the old stream's flush.
 	r.mu.Lock()
 	a.lastSeen = s.cfg.Now()
 	r.mu.Unlock()
+	// Counted before Run's Wait: attach runs in a handler, and the reply
+	// loop returns only after its handlers, before Run waits.
+	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		s.stream(r, a)
