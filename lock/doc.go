@@ -91,6 +91,13 @@
 // ("unavailable") until the peer answers, or for FailoverAfter plus a
 // beat, after which it takes the peer for dead.
 //
+// Choosing a TTL: each of those holds refuses renewals for FailoverAfter
+// plus a heartbeat, on top of the stall or timeout that caused it, so a
+// lease that must ride them out needs a TTL of at least twice that (the
+// tests use 2 s leases on an 800 ms FailoverAfter; an 800 ms lease ran out
+// in one hold under load). Shorter leases stay safe; they are lost, and
+// their holders told so, rather than kept.
+//
 // Tokens: token epochs. A token is epoch<<24 | sequence, and a member that
 // becomes active starts a new epoch: one more than every epoch it has used
 // or seen (the active member's epoch travels in every beat, snapshot and
@@ -136,10 +143,15 @@
 //
 //	lock.acquire  {"name": s, "holder": s, "ttl_ms": n} -> {"token": n, "ttl_ms": n, "remaining_ms": n}
 //	lock.renew    {"name": s, "holder": s, "token": n}  -> {"token": n, "ttl_ms": n, "remaining_ms": n}
-//	lock.release  {"name": s, "holder": s, "token": n}  -> {}
+//	lock.release  {"name": s, "holder": s, "token": n, "call": s}  -> {}
 //
 // An acquire by a holder that already holds the name returns the same
-// grant (its reply was lost and it asked again). Error codes: "held",
+// grant (its reply was lost and it asked again). A release's optional
+// "call" is an id the client picks once per Release and sends with every
+// attempt: a member that applied that call (or had it replicated) answers
+// the same call again with {} for a minute, so a client whose first
+// attempt timed out learns that it released, while any other release of
+// that lease still gets "not_held". Error codes: "held",
 // "not_held", "invalid", "not_active" (ask the other member),
 // "unavailable" (cold-start wait), "replayed", and zmqloop's own. Between
 // members: lockd.beat, lockd.sync and lockd.replicate.

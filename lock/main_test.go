@@ -272,7 +272,13 @@ func (p *pair) server(i int) *Server {
 }
 
 func zmqBackend(t testing.TB, p *pair) *backend {
-	return &backend{name: "zmq", ttl: 800 * time.Millisecond,
+	// Its leases last 2 s: a member that notices a stall of its own (half
+	// of FailoverAfter) or loses its standby holds renewals for
+	// FailoverAfter plus a heartbeat (820 ms here), and an 800 ms lease ran
+	// out in such a hold under CI load (18:23): a liveness cost the design
+	// states, not a fault. Leases must outlast the hold with room for the
+	// stall that caused it.
+	return &backend{name: "zmq", ttl: 2 * time.Second,
 		newLocker: func(t testing.TB, now Clock) Locker {
 			z, err := NewZMQ(ZMQConfig{Endpoints: p.eps[:], Codec: p.codec, Now: now, Logger: quietLogger(),
 				AttemptTimeout: 250 * time.Millisecond})

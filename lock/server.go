@@ -169,8 +169,30 @@ type Server struct {
 	// process was paused) must not make it take the role back.
 	steppedDown time.Time
 	leases      map[string]*grant
-	ready       chan struct{}
+	// released remembers the leases given up by their holders for
+	// releaseMemory, with the id of the Release call, so the same call
+	// asked again (its reply was lost, or the member that applied it
+	// failed over) is answered as done rather than "not held": the client
+	// never has to guess which it was. Another Release of the same lease
+	// is still refused.
+	released  map[string]releasedGrant
+	lastPrune time.Time
+	ready     chan struct{}
 }
+
+// releasedGrant is a lease its holder released.
+type releasedGrant struct {
+	holder, call string
+	token        uint64
+	at           time.Time
+}
+
+// How long and how many released leases a member remembers: a client's
+// retries of one Release end within its OpTimeout (5 s by default).
+const (
+	releaseMemory    = time.Minute
+	releaseMemoryMax = 1 << 16
+)
 
 // NewServer validates cfg and returns a member; Run starts it.
 func NewServer(cfg ServerConfig) (*Server, error) {
@@ -206,7 +228,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger.With("locker", cfg.ID), role: RoleStarting, inc: newHolder(),
-		leases: map[string]*grant{}, ready: make(chan struct{})}
+		leases: map[string]*grant{}, released: map[string]releasedGrant{}, ready: make(chan struct{})}
 	if cfg.StateFile != "" {
 		ep, err := readEpoch(cfg.StateFile)
 		if err != nil {
@@ -480,6 +502,9 @@ func (s *Server) decide(ctx context.Context) {
 			}
 		}
 	}
+	if now.Sub(s.lastPrune) >= time.Second {
+		s.pruneReleasedLocked(now)
+	}
 	s.mu.Unlock()
 	if needSync {
 		s.syncFromPeer(ctx)
@@ -505,6 +530,7 @@ func (s *Server) becomeActiveLocked(warm bool) {
 	s.role, s.peerSynced, s.activeSince = RoleActive, false, time.Now()
 	if !warm {
 		s.leases = map[string]*grant{}
+		s.released = map[string]releasedGrant{}
 		if s.cfg.ColdStartWait > 0 {
 			s.quietUntil = time.Now().Add(s.cfg.ColdStartWait)
 		}
@@ -581,6 +607,8 @@ type leaseReq struct {
 	Name   string `json:"name"`
 	Holder string `json:"holder"`
 	Token  uint64 `json:"token"`
+	// Call names one Release call across its attempts (optional).
+	Call string `json:"call,omitempty"`
 }
 
 type grantResp struct {
@@ -597,6 +625,10 @@ type replEntry struct {
 	TTLms       int64  `json:"ttl_ms"`
 	RemainingMs int64  `json:"remaining_ms"`
 	Epoch       uint64 `json:"epoch"`
+	// ReleaseCall is the id of the holder's Release call a "del" applies
+	// (none for a Revoke): the standby remembers it as the active member
+	// does.
+	ReleaseCall string `json:"release_call,omitempty"`
 	// The client request that caused it, for the standby's replay window.
 	ReqKey string `json:"req_key"`
 	ReqID  string `json:"req_id"`
@@ -753,6 +785,9 @@ func (s *Server) handleLease(ctx context.Context, req *zmqloop.Request, renew bo
 	now := time.Now()
 	g := s.leases[r.Name]
 	if g == nil || !now.Before(g.expires) || g.Holder != r.Holder || g.Token != r.Token {
+		if rg, ok := s.released[r.Name]; !renew && ok && r.Call != "" && rg.call == r.Call && rg.holder == r.Holder && rg.token == r.Token {
+			return json.RawMessage(`{}`), nil // this Release call was applied; its reply was lost
+		}
 		return nil, zmqloop.Errorf(CodeNotHeld, "%q token %d is not the current lease", r.Name, r.Token)
 	}
 	if renew {
@@ -763,10 +798,11 @@ func (s *Server) handleLease(ctx context.Context, req *zmqloop.Request, renew bo
 		g.expires = now.Add(g.TTL)
 		return json.Marshal(grantResp{Token: g.Token, TTLms: g.TTL.Milliseconds(), RemainingMs: g.TTL.Milliseconds()})
 	}
-	if err := s.replicateLocked(ctx, req, replEntry{Op: "del", Name: r.Name, Holder: g.Holder, Token: g.Token}); err != nil {
+	if err := s.replicateLocked(ctx, req, replEntry{Op: "del", Name: r.Name, Holder: g.Holder, Token: g.Token, ReleaseCall: r.Call}); err != nil {
 		return nil, err
 	}
 	delete(s.leases, r.Name)
+	s.rememberReleaseLocked(r.Name, g.Holder, r.Call, g.Token, now)
 	return json.RawMessage(`{}`), nil
 }
 
@@ -906,6 +942,35 @@ func (s *Server) applyLocked(e replEntry, fromSnapshot bool) {
 	case "del":
 		if old := s.leases[e.Name]; old != nil && old.Token == e.Token {
 			delete(s.leases, e.Name)
+		}
+		if e.ReleaseCall != "" {
+			s.rememberReleaseLocked(e.Name, e.Holder, e.ReleaseCall, e.Token, time.Now())
+		}
+	}
+}
+
+// rememberReleaseLocked records a release for releaseMemory. Past
+// releaseMemoryMax names the oldest are not pruned early: new ones are
+// not recorded, and a repeated Release of those gets "not held", as it
+// would without this memory.
+func (s *Server) rememberReleaseLocked(name, holder, call string, token uint64, now time.Time) {
+	if call == "" {
+		return // a client that does not name its calls gets "not held" on a retry
+	}
+	if _, ok := s.released[name]; !ok && len(s.released) >= releaseMemoryMax {
+		s.pruneReleasedLocked(now)
+		if len(s.released) >= releaseMemoryMax {
+			return
+		}
+	}
+	s.released[name] = releasedGrant{holder: holder, call: call, token: token, at: now}
+}
+
+func (s *Server) pruneReleasedLocked(now time.Time) {
+	s.lastPrune = now
+	for name, rg := range s.released {
+		if now.Sub(rg.at) >= releaseMemory {
+			delete(s.released, name)
 		}
 	}
 }

@@ -167,6 +167,46 @@ func TestReplayToTheOtherMember(t *testing.T) {
 	require.Greater(t, l.Token, g.Token)
 }
 
+// TestReleaseAskedAgainIsAnsweredAsDone: a Release whose reply was lost
+// is asked again under the same call id, as a fresh message, to the same
+// member or, after a failover, to the other: both answer it as done. Any
+// other release of that lease is still refused, so a forged or second
+// Release never passes for one that worked (CI 18:23: a forged release
+// whose first attempt timed out under load was reported released).
+func TestReleaseAskedAgainIsAnsweredAsDone(t *testing.T) {
+	codec := testCodec(t)
+	p := startPair(t, codec)
+	first := p.waitActive()
+	active := dial(t, p.eps[first])
+	m := active.call(codec, seal(t, codec, TypeAcquire, acquireReq{Name: "again", Holder: "h1", TTLms: 5000}))
+	require.Empty(t, code(m), "%+v", m.Error)
+	var g grantResp
+	require.NoError(t, json.Unmarshal(m.Body, &g))
+	release := func(d *rawDealer, call string) string {
+		return code(d.call(codec, seal(t, codec, TypeRelease, leaseReq{Name: "again", Holder: "h1", Token: g.Token, Call: call})))
+	}
+	require.Empty(t, release(active, "call-1"))
+	require.Empty(t, release(active, "call-1"), "the same call asked again")
+	require.Equal(t, CodeNotHeld, release(active, "call-2"), "another Release of a released lease")
+	require.Equal(t, CodeNotHeld, release(active, ""), "a release without a call id")
+	require.Equal(t, CodeNotHeld, code(active.call(codec, seal(t, codec, TypeRelease,
+		leaseReq{Name: "again", Holder: "someone-else", Token: g.Token, Call: "call-1"}))), "the call id with another holder")
+	require.Equal(t, CodeNotHeld, code(active.call(codec, seal(t, codec, TypeRenew,
+		leaseReq{Name: "again", Holder: "h1", Token: g.Token, Call: "call-1"}))), "a renew is never answered from the memory")
+
+	standby := p.server(1 - first)
+	require.Eventually(t, func() bool {
+		standby.mu.Lock()
+		defer standby.mu.Unlock()
+		return standby.released["again"].call == "call-1"
+	}, 10*time.Second, 5*time.Millisecond, "the release reaches the standby")
+	p.stop(first)
+	require.Eventually(t, func() bool { return standby.Status().Role == RoleActive }, 10*time.Second, 10*time.Millisecond)
+	other := dial(t, p.eps[1-first])
+	require.Empty(t, release(other, "call-1"), "the same call, after the failover")
+	require.Equal(t, CodeNotHeld, release(other, "call-3"))
+}
+
 // TestReplayAfterRestart: a single locker restarted on the same endpoint
 // (its replay window is new) refuses a request sealed before it started.
 func TestReplayAfterRestart(t *testing.T) {

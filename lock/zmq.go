@@ -75,9 +75,8 @@ func NewZMQ(cfg ZMQConfig) (*ZMQ, error) {
 
 // call sends one request to the active member, failing over until ctx is
 // done. It returns the reply body, or the active member's refusal mapped
-// to this package's errors. retried says an earlier attempt may have been
-// applied without its reply reaching us.
-func (z *ZMQ) call(ctx context.Context, typ string, body any) (json.RawMessage, bool, error) {
+// to this package's errors.
+func (z *ZMQ) call(ctx context.Context, typ string, body any) (json.RawMessage, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, z.cfg.OpTimeout)
@@ -85,16 +84,15 @@ func (z *ZMQ) call(ctx context.Context, typ string, body any) (json.RawMessage, 
 	}
 	raw, err := json.Marshal(body)
 	if err != nil {
-		return nil, false, fmt.Errorf("lock: encode %s: %w", typ, err)
+		return nil, fmt.Errorf("lock: encode %s: %w", typ, err)
 	}
-	mayHaveApplied := false
 	wait := RetryMin
 	var last error
 	for {
 		z.mu.Lock()
 		if z.closed {
 			z.mu.Unlock()
-			return nil, false, ErrClosed
+			return nil, ErrClosed
 		}
 		i := z.current
 		z.mu.Unlock()
@@ -102,16 +100,16 @@ func (z *ZMQ) call(ctx context.Context, typ string, body any) (json.RawMessage, 
 		resp, err := z.clients[i].Call(actx, typ, raw)
 		cancel()
 		if err == nil {
-			return resp, mayHaveApplied, nil
+			return resp, nil
 		}
 		var re *zmqloop.RemoteError
 		switch {
 		case errors.As(err, &re) && re.Code == CodeHeld:
-			return nil, mayHaveApplied, fmt.Errorf("%w: %s", ErrHeld, re.Message)
+			return nil, fmt.Errorf("%w: %s", ErrHeld, re.Message)
 		case errors.As(err, &re) && re.Code == CodeNotHeld:
-			return nil, mayHaveApplied, fmt.Errorf("%w: %s", ErrNotHeld, re.Message)
+			return nil, fmt.Errorf("%w: %s", ErrNotHeld, re.Message)
 		case errors.As(err, &re) && (re.Code == CodeInvalid || re.Code == zmqloop.CodeBadRequest):
-			return nil, false, fmt.Errorf("%w: %s", ErrInvalid, re.Message)
+			return nil, fmt.Errorf("%w: %s", ErrInvalid, re.Message)
 		case errors.As(err, &re) && re.Code == CodeNotActive:
 			z.switchFrom(i)
 		case errors.As(err, &re) && re.Code == CodeUnavailable:
@@ -121,18 +119,17 @@ func (z *ZMQ) call(ctx context.Context, typ string, body any) (json.RawMessage, 
 			// just restarted): the retry is a fresh message.
 		default:
 			// No answer: the member may be dead, or have applied it.
-			mayHaveApplied = true
 			z.switchFrom(i)
 		}
 		last = err
 		if ctx.Err() != nil {
-			return nil, mayHaveApplied, fmt.Errorf("lock: %s: %w (last: %v)", typ, ctx.Err(), last)
+			return nil, fmt.Errorf("lock: %s: %w (last: %v)", typ, ctx.Err(), last)
 		}
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, mayHaveApplied, fmt.Errorf("lock: %s: %w (last: %v)", typ, ctx.Err(), last)
+			return nil, fmt.Errorf("lock: %s: %w (last: %v)", typ, ctx.Err(), last)
 		case <-t.C:
 		}
 		if wait *= 2; wait > 50*time.Millisecond {
@@ -159,7 +156,7 @@ func (z *ZMQ) TryAcquire(ctx context.Context, name string, ttl time.Duration) (*
 
 func (z *ZMQ) tryAcquire(ctx context.Context, name, holder string, ttl time.Duration) (*Lease, error) {
 	sent := z.cfg.Now.now()
-	resp, _, err := z.call(ctx, TypeAcquire, acquireReq{Name: name, Holder: holder, TTLms: ttl.Milliseconds()})
+	resp, err := z.call(ctx, TypeAcquire, acquireReq{Name: name, Holder: holder, TTLms: ttl.Milliseconds()})
 	if err != nil {
 		return nil, fmt.Errorf("lock: acquire %q: %w", name, err)
 	}
@@ -187,7 +184,7 @@ func (z *ZMQ) Renew(ctx context.Context, l *Lease) error {
 		return err
 	}
 	sent := z.cfg.Now.now()
-	if _, _, err := z.call(ctx, TypeRenew, leaseReq{Name: l.Name, Holder: l.Holder, Token: l.Token}); err != nil {
+	if _, err := z.call(ctx, TypeRenew, leaseReq{Name: l.Name, Holder: l.Holder, Token: l.Token}); err != nil {
 		return fmt.Errorf("lock: renew %v: %w", l, err)
 	}
 	l.Expires = sent.Add(l.TTL)
@@ -199,12 +196,9 @@ func (z *ZMQ) Release(ctx context.Context, l *Lease) error {
 	if err := checkLease(l); err != nil {
 		return err
 	}
-	_, retried, err := z.call(ctx, TypeRelease, leaseReq{Name: l.Name, Holder: l.Holder, Token: l.Token})
-	if err != nil && retried && errors.Is(err, ErrNotHeld) {
-		// An earlier attempt released it and its reply was lost.
-		return nil
-	}
-	if err != nil {
+	// A Release asked again after a lost reply needs no guessing here: the
+	// members remember what they released and answer the repeat as done.
+	if _, err := z.call(ctx, TypeRelease, leaseReq{Name: l.Name, Holder: l.Holder, Token: l.Token, Call: newHolder()}); err != nil {
 		return fmt.Errorf("lock: release %v: %w", l, err)
 	}
 	return nil
