@@ -49,7 +49,13 @@
 //
 // Roles: a starting member becomes standby under an active peer, and
 // active when it hears no peer for FailoverAfter (1s) or when both are
-// starting and its ID is the smaller. A standby first asks the active
+// starting (or the peer is a standby without a replica) and its ID is the
+// smaller. A starting member never takes the role from a standby that
+// holds a replica: that standby sees its peer's process start again,
+// knows the active member it served is gone, and takes over at once, warm
+// (a supervisor that restarts a crashed active member within
+// FailoverAfter would otherwise keep the standby from ever finding it
+// silent, or have it replaced by a member with no leases). A standby first asks the active
 // member for a snapshot (lockd.sync); from then on the active member
 // replicates every grant, renewal and release to it (lockd.replicate),
 // and for a grant or a renewal waits for the acknowledgement before it

@@ -135,15 +135,18 @@ type Server struct {
 	peerSynced bool // active: the standby holds a full replica
 	peerRole   Role
 	peerID     string
-	peerInc    string // the peer's incarnation, and the newest status seen from it
-	peerSeq    uint64
-	inc        string // this process's incarnation
-	statusSeq  uint64
-	peerEpoch  uint64
-	lastPeer   time.Time // last word from the peer
-	epoch      uint64    // largest epoch used or seen
-	seq        uint64    // tokens issued in epoch
-	quietUntil time.Time
+	// peerReplica: the peer's last status said it is a standby holding a
+	// full replica; a starting member then leaves the role to it.
+	peerReplica bool
+	peerInc     string // the peer's incarnation, and the newest status seen from it
+	peerSeq     uint64
+	inc         string // this process's incarnation
+	statusSeq   uint64
+	peerEpoch   uint64
+	lastPeer    time.Time // last word from the peer
+	epoch       uint64    // largest epoch used or seen
+	seq         uint64    // tokens issued in epoch
+	quietUntil  time.Time
 	// pausedUntil: after a replication failed, the active member grants
 	// and renews nothing until the standby has had time to hear that it is
 	// out of sync (or to take over), unless it syncs again first.
@@ -432,6 +435,7 @@ func (s *Server) observePeer(p memberStatus) {
 	s.peerInc, s.peerSeq = p.Inc, p.Seq
 	s.lastPeer = time.Now()
 	s.peerRole, s.peerEpoch, s.peerID = p.Role, p.Epoch, p.ID
+	s.peerReplica = p.Role == RoleStandby && p.Synced
 	s.seeEpochLocked(p.Epoch)
 	switch {
 	case p.Role == RoleActive && s.role == RoleActive:
@@ -481,6 +485,11 @@ func (s *Server) decide(ctx context.Context) {
 			needSync = true
 		case silent:
 			s.becomeActiveLocked(false)
+		case s.peerReplica:
+			// The peer is a standby with every lease: this member was the
+			// active one and restarted. The standby takes over warm when it
+			// sees this member starting (below); taking the role here would
+			// start cold and forget the leases it holds.
 		case s.peerRole != "" && s.cfg.ID < s.peerIDHint():
 			// Both starting (or the peer is an unsynced standby): no
 			// active member. The smaller ID takes the role.
@@ -491,6 +500,12 @@ func (s *Server) decide(ctx context.Context) {
 		case silent, s.peerRole == RoleStandby && (s.synced || s.cfg.ID < s.peerIDHint()) && s.peerProof.After(s.steppedDown):
 			// (A standby peer counts only as heard in answer to a beat sent
 			// after this member stepped down.)
+			s.becomeActiveLocked(s.synced)
+		case s.peerRole == RoleStarting && (s.synced || s.cfg.ID < s.peerIDHint()) && s.peerProof.After(s.steppedDown):
+			// The peer's process started again, so the active member this
+			// standby served is gone: take over now, warm with the
+			// replica, rather than after FailoverAfter (the new process's
+			// beats keep the peer from looking silent).
 			s.becomeActiveLocked(s.synced)
 		case !s.synced && s.peerRole == RoleActive:
 			needSync = true

@@ -138,6 +138,38 @@ func TestFailoverKeepsLeasesAndRaisesTokens(t *testing.T) {
 	require.Equal(t, RoleActive, p.server(first).Status().Role)
 }
 
+// TestRestartedActiveLeavesTheRoleToItsStandby: the active member's
+// process restarts at once (a crash and a supervisor's restart, faster
+// than FailoverAfter). The new process must not take the role, cold,
+// from a standby that holds every lease (the smaller ID did, and with
+// ColdStartWait off granted a held lock again: TestChaosZMQ saw two
+// holders); nor may the pair wait for a silence that the new process's
+// beats never let come. The standby takes over warm at once, for either
+// member ID.
+func TestRestartedActiveLeavesTheRoleToItsStandby(t *testing.T) {
+	p := startPair(t, testCodec(t))
+	b := zmqBackend(t, p)
+	ctx := ctxFor(t, 60*time.Second)
+	a, c := b.newLocker(t, nil), b.newLocker(t, nil)
+	held, err := a.TryAcquire(ctx, "restart-held", 30*time.Second)
+	require.NoError(t, err)
+	ids := map[string]bool{}
+	for round := 0; round < 2; round++ {
+		act := p.waitActive()
+		ids[p.server(act).Status().ID] = true
+		p.stop(act)
+		p.start(act)
+		began := time.Now()
+		require.Equal(t, 1-act, p.waitActive(), "round %d: the standby took over", round)
+		t.Logf("round %d: the standby took over in %v", round, time.Since(began))
+		_, err := c.TryAcquire(ctx, "restart-held", time.Second)
+		require.ErrorIs(t, err, ErrHeld, "round %d: the lease survived its granter's restart", round)
+		require.NoError(t, a.Renew(ctx, held), "round %d", round)
+	}
+	require.Len(t, ids, 2, "both member IDs were the restarted active one")
+	require.NoError(t, a.Release(ctx, held))
+}
+
 // TestReplayToTheOtherMember: a request the active member applied,
 // replayed to the standby after it took over, is refused (the active
 // member replicates each request's id with its change), so a released
