@@ -548,6 +548,7 @@ func parseLogLine(b []byte) (LogLine, error) {
 
 func (s *FileSink) compressor() {
 	defer s.wg.Done()
+	lowerThreadPriority()
 	for job := range s.compress {
 		if err := s.compressChunk(job.a, job.n); err != nil {
 			s.log.Error("stats: file sink: compress chunk", "dir", job.a.dir, "chunk", job.n, "err", err)
