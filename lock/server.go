@@ -138,15 +138,18 @@ type Server struct {
 	// peerReplica: the peer's last status said it is a standby holding a
 	// full replica; a starting member then leaves the role to it.
 	peerReplica bool
-	peerInc     string // the peer's incarnation, and the newest status seen from it
-	peerSeq     uint64
-	inc         string // this process's incarnation
-	statusSeq   uint64
-	peerEpoch   uint64
-	lastPeer    time.Time // last word from the peer
-	epoch       uint64    // largest epoch used or seen
-	seq         uint64    // tokens issued in epoch
-	quietUntil  time.Time
+	// peerStatusReplied: the peer's last status came in answer to a beat
+	// of ours (see observePeer).
+	peerStatusReplied bool
+	peerInc           string // the peer's incarnation, and the newest status seen from it
+	peerSeq           uint64
+	inc               string // this process's incarnation
+	statusSeq         uint64
+	peerEpoch         uint64
+	lastPeer          time.Time // last word from the peer
+	epoch             uint64    // largest epoch used or seen
+	seq               uint64    // tokens issued in epoch
+	quietUntil        time.Time
 	// pausedUntil: after a replication failed, the active member grants
 	// and renews nothing until the standby has had time to hear that it is
 	// out of sync (or to take over), unless it syncs again first.
@@ -404,7 +407,7 @@ func (s *Server) beatLoop(ctx context.Context) {
 			peer, err := zmqloop.CallJSON[memberStatus](cctx, s.peer, TypeBeat, st)
 			cancel()
 			if err == nil {
-				s.observePeer(peer)
+				s.observePeer(peer, true)
 				s.mu.Lock()
 				s.provenLocked(sent)
 				s.mu.Unlock()
@@ -422,7 +425,11 @@ func (s *Server) beatLoop(ctx context.Context) {
 // observePeer records what the peer says about itself and settles a
 // conflict of two active members (after a partition heals): the one with
 // the larger epoch (then the smaller ID) stays active.
-func (s *Server) observePeer(p memberStatus) {
+//
+// fromReply says the status answered a beat of ours, so it is the peer's
+// state now; one the peer sent in a beat of its own may have waited in a
+// queue while this process was paused.
+func (s *Server) observePeer(p memberStatus, fromReply bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p.ID == s.cfg.ID {
@@ -436,6 +443,7 @@ func (s *Server) observePeer(p memberStatus) {
 	s.lastPeer = time.Now()
 	s.peerRole, s.peerEpoch, s.peerID = p.Role, p.Epoch, p.ID
 	s.peerReplica = p.Role == RoleStandby && p.Synced
+	s.peerStatusReplied = fromReply
 	s.seeEpochLocked(p.Epoch)
 	switch {
 	case p.Role == RoleActive && s.role == RoleActive:
@@ -501,11 +509,14 @@ func (s *Server) decide(ctx context.Context) {
 			// (A standby peer counts only as heard in answer to a beat sent
 			// after this member stepped down.)
 			s.becomeActiveLocked(s.synced)
-		case s.peerRole == RoleStarting && (s.synced || s.cfg.ID < s.peerIDHint()) && s.peerProof.After(s.steppedDown):
+		case s.peerRole == RoleStarting && s.peerStatusReplied && (s.synced || s.cfg.ID < s.peerIDHint()) && s.peerProof.After(s.steppedDown):
 			// The peer's process started again, so the active member this
 			// standby served is gone: take over now, warm with the
 			// replica, rather than after FailoverAfter (the new process's
-			// beats keep the peer from looking silent).
+			// beats keep the peer from looking silent). Only on the peer's
+			// answer to a beat: a "starting" it sent may have waited in a
+			// queue while the peer went on to take the role, and two
+			// active members would then settle it only at the next beat.
 			s.becomeActiveLocked(s.synced)
 		case !s.synced && s.peerRole == RoleActive:
 			needSync = true
@@ -895,7 +906,7 @@ func (s *Server) replicateAsync(e replEntry) {
 }
 
 func (s *Server) handleBeat(_ context.Context, p memberStatus) (memberStatus, error) {
-	s.observePeer(p)
+	s.observePeer(p, false)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.statusLocked(), nil
@@ -964,10 +975,10 @@ func (s *Server) applyLocked(e replEntry, fromSnapshot bool) {
 	}
 }
 
-// rememberReleaseLocked records a release for releaseMemory. Past
-// releaseMemoryMax names the oldest are not pruned early: new ones are
-// not recorded, and a repeated Release of those gets "not held", as it
-// would without this memory.
+// rememberReleaseLocked records a release for releaseMemory. With
+// releaseMemoryMax names remembered, after those older than releaseMemory
+// are pruned, a new release is not recorded: a Release asked again then
+// gets "not held", as it would without this memory.
 func (s *Server) rememberReleaseLocked(name, holder, call string, token uint64, now time.Time) {
 	if call == "" {
 		return // a client that does not name its calls gets "not held" on a retry
