@@ -571,7 +571,11 @@ func TestRemoteSessionsLeakNothing(t *testing.T) {
 		// Close returns: wait for them, then count.
 		eventually(t, "fds released", func() bool { return openFDs(t) <= before })
 	})
-	_, ep := startServer(t, ServerConfig{Retain: time.Millisecond})
+	// Exited sessions are forgotten during the loop, so the sweep's
+	// forgetting is what is counted. Retain must still outlast the gap
+	// between Run's start and its attach: an `echo` has exited by then,
+	// and with 1 ms a loaded CI machine had it forgotten first (22:26).
+	_, ep := startServer(t, ServerConfig{Retain: 250 * time.Millisecond})
 	c := clientFor(t, ep, "alice")
 	for i := range n {
 		rs, err := c.Run(context.Background(), StartRequest{Argv: []string{"echo", strconv.Itoa(i)}})

@@ -141,8 +141,10 @@ type ServerConfig struct {
 	// MaxSessions bounds the sessions running at once. Default
 	// DefaultMaxSessions (256).
 	MaxSessions int
-	// Retain is how long an exited session stays queryable. Default
-	// DefaultRetain (10m).
+	// Retain is how long an exited session stays queryable and
+	// attachable. Default DefaultRetain (10m). A client's Run starts and
+	// then attaches: a command that exits at once must still be there
+	// for the attach, so Retain should be well above a round trip.
 	Retain time.Duration
 	// KillAfter is the time between SIGHUP and SIGKILL when a session is
 	// hung up. Default DefaultKillAfter (5s).
