@@ -64,7 +64,7 @@ func (e *Etcd) TryAcquire(ctx context.Context, name string, ttl time.Duration) (
 	if err != nil {
 		return nil, fmt.Errorf("lock: etcd grant lease for %q: %w", name, err)
 	}
-	holder := newHolder()
+	holder := randomID()
 	key := e.key(name)
 	resp, err := e.cfg.Client.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(key), "=", 0)).

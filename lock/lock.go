@@ -151,8 +151,9 @@ func checkLease(l *Lease) error {
 	return checkTTL(l.TTL)
 }
 
-// newHolder returns a fresh random holder id.
-func newHolder() string {
+// randomID returns a fresh random id (96 bits, hex): a holder, a
+// process incarnation, a Release call.
+func randomID() string {
 	var b [12]byte
 	_, _ = crand.Read(b[:])
 	return hex.EncodeToString(b[:])

@@ -103,7 +103,7 @@ func (p *Postgres) TryAcquire(ctx context.Context, name string, ttl time.Duratio
 	if err := checkRequest(name, ttl); err != nil {
 		return nil, err
 	}
-	holder := newHolder()
+	holder := randomID()
 	sent := p.cfg.Now.now()
 	var token int64
 	err := p.cfg.Pool.QueryRow(ctx, p.acquire, name, holder, ttl.Milliseconds()).Scan(&token)

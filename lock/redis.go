@@ -80,7 +80,7 @@ func (r *Redis) TryAcquire(ctx context.Context, name string, ttl time.Duration) 
 	if err := checkRequest(name, ttl); err != nil {
 		return nil, err
 	}
-	holder := newHolder()
+	holder := randomID()
 	sent := r.cfg.Now.now()
 	t, err := redisAcquire.Run(ctx, r.cfg.Client, []string{r.key(name), r.key(name) + ":token"},
 		holder, ttl.Milliseconds()).Int64()

@@ -233,7 +233,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger.With("locker", cfg.ID), role: RoleStarting, inc: newHolder(),
+	s := &Server{cfg: cfg, log: cfg.Logger.With("locker", cfg.ID), role: RoleStarting, inc: randomID(),
 		leases: map[string]*grant{}, released: map[string]releasedGrant{}, ready: make(chan struct{})}
 	if cfg.StateFile != "" {
 		ep, err := readEpoch(cfg.StateFile)
@@ -811,7 +811,7 @@ func (s *Server) handleLease(ctx context.Context, req *zmqloop.Request, renew bo
 	now := time.Now()
 	g := s.leases[r.Name]
 	if g == nil || !now.Before(g.expires) || g.Holder != r.Holder || g.Token != r.Token {
-		if rg, ok := s.released[r.Name]; !renew && ok && r.Call != "" && rg.call == r.Call && rg.holder == r.Holder && rg.token == r.Token {
+		if rg, ok := s.released[r.Name]; !renew && ok && rg.call == r.Call && rg.holder == r.Holder && rg.token == r.Token {
 			return json.RawMessage(`{}`), nil // this Release call was applied; its reply was lost
 		}
 		return nil, zmqloop.Errorf(CodeNotHeld, "%q token %d is not the current lease", r.Name, r.Token)

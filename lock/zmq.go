@@ -151,7 +151,7 @@ func (z *ZMQ) TryAcquire(ctx context.Context, name string, ttl time.Duration) (*
 	if err := checkRequest(name, ttl); err != nil {
 		return nil, err
 	}
-	return z.tryAcquire(ctx, name, newHolder(), ttl)
+	return z.tryAcquire(ctx, name, randomID(), ttl)
 }
 
 func (z *ZMQ) tryAcquire(ctx context.Context, name, holder string, ttl time.Duration) (*Lease, error) {
@@ -174,7 +174,7 @@ func (z *ZMQ) Acquire(ctx context.Context, name string, ttl time.Duration) (*Lea
 	if err := checkRequest(name, ttl); err != nil {
 		return nil, err
 	}
-	holder := newHolder()
+	holder := randomID()
 	return acquireLoop(ctx, name, func(ctx context.Context) (*Lease, error) { return z.tryAcquire(ctx, name, holder, ttl) })
 }
 
@@ -198,7 +198,7 @@ func (z *ZMQ) Release(ctx context.Context, l *Lease) error {
 	}
 	// A Release asked again after a lost reply needs no guessing here: the
 	// members remember what they released and answer the repeat as done.
-	if _, err := z.call(ctx, TypeRelease, leaseReq{Name: l.Name, Holder: l.Holder, Token: l.Token, Call: newHolder()}); err != nil {
+	if _, err := z.call(ctx, TypeRelease, leaseReq{Name: l.Name, Holder: l.Holder, Token: l.Token, Call: randomID()}); err != nil {
 		return fmt.Errorf("lock: release %v: %w", l, err)
 	}
 	return nil

@@ -4,11 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/paaskit/paaskit/internal/threadprio"
 	"io"
 	"log/slog"
 	"os"
 	"os/exec"
-	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -83,12 +83,9 @@ func (p *initPool) run() {
 // wants, yet is done by the time the next start needs it.
 func (p *initPool) fill() {
 	defer p.wg.Done()
-	// The thread is the filler's alone and dies with it (a goroutine
-	// that ends locked ends its thread), so its priority reaches no
-	// other goroutine. Children inherit the nice value of the thread
-	// that forks them.
-	runtime.LockOSThread()
-	if err := unix.Setpriority(unix.PRIO_PROCESS, 0, parkedNice); err != nil {
+	// The thread is the filler's alone and dies with it, so its priority
+	// reaches no other goroutine; the helpers it forks inherit it.
+	if err := threadprio.Lower(parkedNice); err != nil {
 		p.log.Warn("runner: parked init helpers run at the runner's priority", "err", err)
 	}
 	for {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/paaskit/paaskit/internal/threadprio"
 	"io"
 	"log/slog"
 	"os"
@@ -24,6 +25,9 @@ const (
 	// markEvery is how many bytes of a chunk lie between two marks of its
 	// index (offset and the newest time so far), which "since T" seeks by.
 	markEvery = 1 << 20
+	// compressorNice is the nice value of the thread that gzips rotated
+	// chunks.
+	compressorNice = 10
 )
 
 // FileSinkConfig configures a FileSink. Zero values are the documented
@@ -548,7 +552,10 @@ func parseLogLine(b []byte) (LogLine, error) {
 
 func (s *FileSink) compressor() {
 	defer s.wg.Done()
-	lowerThreadPriority()
+	// Ingestion (the collector's receive, journal and sink writes) comes
+	// first when the cores are busy; compression, which only has to keep
+	// up on average, takes what is left. Without it, it runs as before.
+	_ = threadprio.Lower(compressorNice)
 	for job := range s.compress {
 		if err := s.compressChunk(job.a, job.n); err != nil {
 			s.log.Error("stats: file sink: compress chunk", "dir", job.a.dir, "chunk", job.n, "err", err)

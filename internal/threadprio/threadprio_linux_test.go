@@ -1,4 +1,4 @@
-package stats
+package threadprio
 
 import (
 	"testing"
@@ -7,15 +7,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// TestCompressorThreadIsNiced: the goroutine that gzips chunks runs on a
-// thread of its own at backgroundNice, and the lowered priority does not
-// leak to the thread of any other goroutine.
-func TestCompressorThreadIsNiced(t *testing.T) {
+// TestLowerEndsWithItsGoroutine: the goroutine runs on a thread of its
+// own at the nice value asked for, and the lowered priority does not leak
+// to the thread of any other goroutine.
+func TestLowerEndsWithItsGoroutine(t *testing.T) {
+	const nice = 10
 	before, err := unix.Getpriority(unix.PRIO_PROCESS, unix.Gettid())
 	require.NoError(t, err)
 	got := make(chan int, 1)
 	go func() {
-		lowerThreadPriority()
+		if err := Lower(nice); err != nil {
+			got <- -100
+			return
+		}
 		// getpriority returns 20-nice for PRIO_PROCESS on Linux.
 		p, err := unix.Getpriority(unix.PRIO_PROCESS, unix.Gettid())
 		if err != nil {
@@ -23,7 +27,7 @@ func TestCompressorThreadIsNiced(t *testing.T) {
 		}
 		got <- 20 - p
 	}()
-	require.Equal(t, backgroundNice, <-got)
+	require.Equal(t, nice, <-got)
 	// Goroutines that run later land on threads at the old priority: the
 	// lowered thread ended with its goroutine.
 	for range 50 {
