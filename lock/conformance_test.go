@@ -214,6 +214,28 @@ func conformance(t *testing.T, b *backend) {
 		require.NoError(t, c.Release(ctx, l))
 	})
 
+	t.Run("HoldRetriesAFailedRenewalSoon", func(t *testing.T) {
+		t.Parallel()
+		ctx := ctxFor(t, 30*time.Second)
+		// The first renewal, at TTL/2, fails as a dropped connection would.
+		// Hold must try again well before the next RenewEvery: that one
+		// (at TTL) would come after the deadline (TTL less Margin) and the
+		// job would be stopped with its lease still good.
+		a := &failingRenewals{Locker: b.newLocker(t, nil)}
+		a.left.Store(1)
+		c := b.newLocker(t, nil)
+		n := name(t)
+		err := Hold(ctx, a, n, HoldOptions{TTL: b.ttl, RenewEvery: b.ttl / 2}, func(jctx context.Context, l Lease) error {
+			time.Sleep(b.ttl)
+			if _, err := c.TryAcquire(ctx, n, b.ttl); !errors.Is(err, ErrHeld) {
+				t.Errorf("after a TTL with one failed renewal, another client got the lock: %v", err)
+			}
+			return context.Cause(jctx)
+		})
+		require.NoError(t, err)
+		require.GreaterOrEqual(t, a.calls.Load(), int32(2), "renewals tried")
+	})
+
 	t.Run("HoldStopsOnLoss", func(t *testing.T) {
 		t.Parallel()
 		ctx := ctxFor(t, 30*time.Second)
@@ -317,4 +339,19 @@ func isZombie(pid int) bool {
 	}
 	f := strings.Fields(string(raw))
 	return len(f) > 2 && f[2] == "Z"
+}
+
+// failingRenewals fails its Locker's next left Renew calls with an error
+// that is not ErrNotHeld, as a dropped connection does.
+type failingRenewals struct {
+	Locker
+	left, calls atomic.Int32
+}
+
+func (f *failingRenewals) Renew(ctx context.Context, l *Lease) error {
+	f.calls.Add(1)
+	if f.left.Add(-1) >= 0 {
+		return errors.New("connection reset (injected)")
+	}
+	return f.Locker.Renew(ctx, l)
 }

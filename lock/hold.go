@@ -16,7 +16,9 @@ type HoldOptions struct {
 	// TTL is the lease's time to live. Default 10s.
 	TTL time.Duration
 	// RenewEvery is how often the lease is renewed. Default TTL/3, so two
-	// renewals in a row may fail before the lease runs out.
+	// renewals in a row may fail before the lease runs out. A renewal
+	// that fails for any reason but ErrNotHeld is tried again after a
+	// quarter of RenewEvery.
 	RenewEvery time.Duration
 	// Margin is how long before the lease's Expires the function is
 	// stopped if no renewal has succeeded: the time it needs to notice
@@ -103,7 +105,11 @@ func holdLease(ctx context.Context, lk Locker, l *Lease, opts HoldOptions, fn fu
 	lost := func(cause error) {
 		cancel(fmt.Errorf("%w: %v: %v", ErrLeaseLost, l, cause))
 	}
-	renew := time.NewTicker(opts.RenewEvery)
+	// A timer, not a ticker: a renewal that fails for a passing reason (a
+	// dropped connection, a slow reply) is tried again after a quarter of
+	// RenewEvery rather than a whole one, so one such failure does not use
+	// up a third of the lease.
+	renew := time.NewTimer(opts.RenewEvery)
 	defer renew.Stop()
 	var fnErr error
 	deadline := time.NewTimer(l.Expires.Sub(opts.Now.now()) - opts.Margin)
@@ -117,7 +123,7 @@ loop:
 			lost(errors.New("no renewal succeeded before its expiry"))
 		case <-renew.C:
 			if context.Cause(jobCtx) != nil && errors.Is(context.Cause(jobCtx), ErrLeaseLost) {
-				continue
+				continue // fn is being stopped; wait for it to return
 			}
 			// A timeout, not a deadline: durations between two readings of
 			// one clock survive a jump of that clock, a wall-clock
@@ -128,11 +134,14 @@ loop:
 			switch {
 			case err == nil:
 				deadline.Reset(l.Expires.Sub(opts.Now.now()) - opts.Margin)
+				renew.Reset(opts.RenewEvery)
 			case errors.Is(err, ErrNotHeld):
 				lost(err)
+			default:
+				// A dropped connection, a timeout: tried again soon; the
+				// deadline timer stops fn if none succeeds in time.
+				renew.Reset(opts.RenewEvery / 4)
 			}
-			// Other errors (a dropped connection) are retried at the next
-			// tick; the deadline timer stops fn if none succeeds in time.
 		}
 	}
 	cause := context.Cause(jobCtx)
