@@ -126,10 +126,17 @@ func running(t testing.TB, what string, fn func(context.Context) error) (stop fu
 // eventually polls cond until it holds or 30s pass.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
+	eventuallyf(t, cond, func() string { return what })
+}
+
+// eventuallyf is eventually with a description made when it times out,
+// so that it can say how far the condition got.
+func eventuallyf(t testing.TB, cond func() bool, what func() string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
+			t.Fatalf("timed out waiting for %s", what())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
