@@ -337,7 +337,14 @@ func (s *Server) Status() Status {
 // Run serves until ctx is cancelled and returns once its socket, peer
 // client and goroutines are gone.
 func (s *Server) Run(ctx context.Context) error {
-	s.start = time.Now()
+	// Requests carry the time they were sealed in whole milliseconds, so
+	// "sealed before this process started" is judged at that grain:
+	// serving starts on the next millisecond boundary, and admit refuses
+	// a request stamped with any earlier millisecond. Against time.Now's
+	// nanoseconds, a fresh request sealed in the process's first
+	// millisecond was refused as a replay (CI, TestReplayAfterRestart).
+	s.start = time.Now().Truncate(time.Millisecond).Add(time.Millisecond)
+	time.Sleep(time.Until(s.start))
 	s.mu.Lock()
 	s.lastPeer = s.start
 	s.mu.Unlock()

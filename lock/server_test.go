@@ -274,6 +274,30 @@ func TestReplayAfterRestart(t *testing.T) {
 	require.Equal(t, CodeReplayed, code(m), "a replay to the restarted process: %+v", m)
 }
 
+// TestRequestSealedInTheFirstMillisecondIsAdmitted: a request's time is
+// sealed in whole milliseconds, so one sealed at the very moment the
+// process starts serving must not read as older than the process (it did
+// when the start was kept to the nanosecond, and a fresh request was
+// refused as a replay).
+func TestRequestSealedInTheFirstMillisecondIsAdmitted(t *testing.T) {
+	codec := testCodec(t)
+	ep := freeEndpoint(t)
+	s, err := NewServer(fastServerConfig("solo", ep, "", codec))
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	defer func() { cancel(); require.NoError(t, <-done) }()
+	<-s.Ready()
+	require.Eventually(t, func() bool { return s.Status().Role == RoleActive }, 5*time.Second, 5*time.Millisecond)
+	ring, err := zmqloop.NewKeyRing(zmqloop.Key{ID: "k1", Secret: []byte("lock-test-secret-0123456789abcdef")})
+	require.NoError(t, err)
+	atStart, err := zmqloop.NewCodec(zmqloop.CodecConfig{Keys: ring, Now: func() time.Time { return s.start }})
+	require.NoError(t, err)
+	m := dial(t, ep).call(codec, seal(t, atStart, TypeAcquire, acquireReq{Name: "x", Holder: "h1", TTLms: 1000}))
+	require.Empty(t, code(m), "a request sealed as the process started serving: %+v", m)
+}
+
 // TestHostileMessages: unsigned, forged, malformed and nonsense requests
 // are refused and the locker keeps serving.
 func TestHostileMessages(t *testing.T) {
