@@ -77,16 +77,21 @@ func (p *initPool) run() {
 // that still has some waits until no start is in progress (at most
 // maxRefillWait), so its start never competes for the CPU with the very
 // start that took the last one; one for an empty pool starts at once.
-// Either way the filler's thread, and so every helper it starts, runs at
-// the lowest CPU priority (parkedNice) until taken: a helper's own start
-// (most of it the Go runtime's) then takes only CPU time nothing else
-// wants, yet is done by the time the next start needs it.
+// Either way every helper is forked from the process's thread at the
+// lowest CPU priority (parkedNice, see internal/threadprio) and inherits
+// it until taken: a helper's own start (most of it the Go runtime's) then
+// takes only CPU time nothing else wants, yet is done by the time the next
+// start needs it. That thread never ends, so the helpers' parent-death
+// signal comes only with the runner's process.
 func (p *initPool) fill() {
 	defer p.wg.Done()
-	// The thread is the filler's alone and dies with it, so its priority
-	// reaches no other goroutine; the helpers it forks inherit it.
-	if err := threadprio.Lower(parkedNice); err != nil {
-		p.log.Warn("runner: parked init helpers run at the runner's priority", "err", err)
+	warned := false
+	start := func() (h *parkedHelper, err error) {
+		if perr := threadprio.Do(parkedNice, func() { h, err = p.start() }); perr != nil && !warned {
+			p.log.Warn("runner: parked init helpers run at the runner's priority", "err", perr)
+			warned = true
+		}
+		return h, err
 	}
 	for {
 		if len(p.ready) == p.size {
@@ -100,7 +105,7 @@ func (p *initPool) fill() {
 		if len(p.ready) > 0 && !waitQuiet(p.stop, p.busy) {
 			return
 		}
-		h, err := p.start()
+		h, err := start()
 		if err != nil {
 			p.log.Error("runner: cannot start an init helper for the pool", "err", err)
 			select {

@@ -25,8 +25,8 @@ const (
 	// markEvery is how many bytes of a chunk lie between two marks of its
 	// index (offset and the newest time so far), which "since T" seeks by.
 	markEvery = 1 << 20
-	// compressorNice is the nice value of the thread that gzips rotated
-	// chunks.
+	// compressorNice is the nice value rotated chunks are gzipped at (on
+	// a thread of the process's own, see internal/threadprio).
 	compressorNice = 10
 )
 
@@ -552,10 +552,6 @@ func parseLogLine(b []byte) (LogLine, error) {
 
 func (s *FileSink) compressor() {
 	defer s.wg.Done()
-	// Ingestion (the collector's receive, journal and sink writes) comes
-	// first when the cores are busy; compression, which only has to keep
-	// up on average, takes what is left. Without it, it runs as before.
-	_ = threadprio.Lower(compressorNice)
 	for job := range s.compress {
 		if err := s.compressChunk(job.a, job.n); err != nil {
 			s.log.Error("stats: file sink: compress chunk", "dir", job.a.dir, "chunk", job.n, "err", err)
@@ -579,31 +575,15 @@ func (s *FileSink) compressChunk(a *appLog, n int) error {
 	src := a.chunkPath(&c)
 	c.Compressed = true
 	dst := a.chunkPath(&c)
-	in, err := os.Open(src)
+	// Ingestion (the collector's receive, journal and sink writes) comes
+	// first when the cores are busy; the gzip, which only has to keep up
+	// on average, runs on the process's thread at compressorNice and
+	// takes what is left. The index update below takes a.mu, which Write
+	// waits for, so it runs here, at the sink's own priority: a starved
+	// low-priority thread must not hold up ingestion.
+	var err error
+	_ = threadprio.Do(compressorNice, func() { err = s.gzipChunk(src, dst, c.Bytes) })
 	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.Create(dst + ".tmp")
-	if err != nil {
-		return err
-	}
-	zw, _ := gzip.NewWriterLevel(out, gzip.BestSpeed)
-	_, err = io.Copy(zw, io.LimitReader(in, c.Bytes))
-	if err == nil {
-		err = zw.Close()
-	}
-	if err == nil && !s.cfg.NoSync {
-		err = out.Sync()
-	}
-	if cerr := out.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(dst+".tmp", dst)
-	}
-	if err != nil {
-		os.Remove(dst + ".tmp")
 		return err
 	}
 	a.mu.Lock()
@@ -618,6 +598,38 @@ func (s *FileSink) compressChunk(a *appLog, n int) error {
 		return err
 	}
 	return os.Remove(src)
+}
+
+// gzipChunk writes the first size bytes of src, gzipped, to dst (by way
+// of dst.tmp, renamed once synced).
+func (s *FileSink) gzipChunk(src, dst string, size int64) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst + ".tmp")
+	if err != nil {
+		return err
+	}
+	zw, _ := gzip.NewWriterLevel(out, gzip.BestSpeed)
+	_, err = io.Copy(zw, io.LimitReader(in, size))
+	if err == nil {
+		err = zw.Close()
+	}
+	if err == nil && !s.cfg.NoSync {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(dst+".tmp", dst)
+	}
+	if err != nil {
+		os.Remove(dst + ".tmp")
+	}
+	return err
 }
 
 // snapshot copies an app's index for a reader; ok is false for an app

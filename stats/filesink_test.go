@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -205,5 +208,72 @@ func TestFileSinkFollow(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestClosingFileSinksKillsNoChild: file sinks opened and closed, their
+// chunks compressed meanwhile, end no thread of the process, so children
+// it started with a parent-death signal live on. The compressor once
+// locked its goroutine to a thread and ended with it, which ended the
+// thread: a collector process the fault test had forked from that thread
+// was SIGKILLed mid-run, and its last lines never reached the files.
+func TestClosingFileSinksKillsNoChild(t *testing.T) {
+	threads := func() map[string]bool {
+		ents, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]bool{}
+		for _, e := range ents {
+			m[e.Name()] = true
+		}
+		return m
+	}
+	var kids []*exec.Cmd
+	t.Cleanup(func() {
+		for _, c := range kids {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+	})
+	for range 8 { // from many goroutines, so from many threads
+		c := exec.Command("sleep", "30")
+		c.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		errc := make(chan error, 1)
+		go func() { errc <- c.Start() }()
+		if err := <-errc; err != nil {
+			t.Fatal(err)
+		}
+		kids = append(kids, c)
+	}
+	before := threads()
+	for k := range 10 {
+		dir := t.TempDir()
+		s, err := NewFileSink(FileSinkConfig{Dir: dir, ChunkBytes: 4096})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Write(context.Background(), logRecs("web", 1, 200, perSecond)); err != nil {
+			t.Fatal(err)
+		}
+		eventually(t, fmt.Sprintf("sink %d: a rotated chunk compressed", k), func() bool {
+			gz, _ := filepath.Glob(filepath.Join(dir, "web", "chunk-*.log.gz"))
+			return len(gz) > 0
+		})
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := threads()
+	for tid := range before {
+		if !after[tid] {
+			t.Errorf("thread %s ended", tid)
+		}
+	}
+	for _, c := range kids {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", c.Process.Pid))
+		if err != nil || strings.Contains(string(raw), ") Z ") {
+			t.Errorf("child %d (sleep, started with Pdeathsig) was killed", c.Process.Pid)
+		}
 	}
 }

@@ -1,8 +1,11 @@
 //go:build !linux
 
-// Package threadprio lowers the CPU priority of the calling goroutine's
-// thread; off Linux, where nice is not per thread, it does nothing.
+// Package threadprio runs background work at a lower CPU priority; off
+// Linux, where nice is not per thread, it runs the work as it is.
 package threadprio
 
-// Lower does nothing off Linux.
-func Lower(nice int) error { return nil }
+// Do runs fn on the calling goroutine and returns nil.
+func Do(nice int, fn func()) error {
+	fn()
+	return nil
+}
