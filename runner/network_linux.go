@@ -192,8 +192,11 @@ func (m *netManager) take() (int, error) {
 
 // inNetns runs f on a thread of its own that has joined ns, and brings
 // the thread back to the runner's namespace. A thread that cannot come
-// back is never reused: its goroutine ends with the thread locked, which
-// makes the runtime end the thread.
+// back is never reused, and never ended either: its goroutine stays
+// locked to it and waits for ever. Ending it (a goroutine that returns
+// locked) would deliver the parent-death signal to every instance any
+// goroutine had forked from that thread before (see internal/threadprio);
+// one idle thread is the smaller cost.
 func (m *netManager) inNetns(ns int, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
@@ -212,7 +215,7 @@ func (m *netManager) inNetns(ns int, f func() error) error {
 		err := f()
 		if serr := unix.Setns(m.host, unix.CLONE_NEWNET); serr != nil {
 			errc <- errors.Join(err, fmt.Errorf("return to the runner's network namespace: %w", serr))
-			return // the thread stays locked and dies
+			select {} // the thread stays locked, unused, for the process's life
 		}
 		runtime.UnlockOSThread()
 		errc <- err
