@@ -46,8 +46,14 @@ go test -c -o "$bin" ./stats >&2
 # Only stdout is parsed: go test prints a benchmark's name before it runs
 # and its figures after, so anything on stderr in between (a component's
 # warning) would split the result line; stderr goes to the log.
+# Each run starts once the disk has settled (sync): the run before it
+# deleted its 100-300 MB of journal and chunks at its end, and their
+# write-back and discards (the root file system here is mounted with
+# "discard") otherwise fall into the next run's fsyncs. Every row, the
+# peers' too, gets the same.
 run() {
   local out
+  sync
   out=$("$bin" -test.run '^$' -test.bench "^Benchmark$1\$" -test.benchtime "$2" -test.benchmem 2>>"$errlog") || true
   awk -v n="Benchmark$1" -v u="$3" '$1 ~ "^"n"(-[0-9]+)?$" {for (i = 2; i < NF; i++) if ($(i+1) == u) {print $i; found=1}} END {if (!found) exit 1}' <<<"$out" ||
     { echo "Benchmark$1: no $3 figure; its output:" >&2; echo "$out" >&2; return 1; }
