@@ -346,7 +346,7 @@ func (s *Server) Run(ctx context.Context) error {
 	s.start = time.Now().Truncate(time.Millisecond).Add(time.Millisecond)
 	time.Sleep(time.Until(s.start))
 	s.mu.Lock()
-	s.lastPeer = s.start
+	s.lastPeer = time.Now() // with a monotonic reading, as the peer's later ones
 	s.mu.Unlock()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
