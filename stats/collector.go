@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/paaskit/paaskit/zmqloop"
@@ -222,6 +223,7 @@ func NewCollector(cfg CollectorConfig) (*Collector, error) {
 		lock.Close()
 		return nil, err
 	}
+	c.reserveSpare(0)
 	for _, s := range cfg.Sinks {
 		r := &sinkRunner{sink: s}
 		r.cursor.Store(j.first())
@@ -329,7 +331,10 @@ func (c *Collector) Run(ctx context.Context) error {
 			first = e
 		}
 	}
-	if _, err := c.journal.sync(); err != nil && first == nil {
+	c.mu.Lock()
+	c.flushLocked()
+	c.mu.Unlock()
+	if err := c.journal.fsync(); err != nil && first == nil {
 		first = err
 	}
 	c.mu.Lock()
@@ -449,7 +454,9 @@ func (c *Collector) handleAck(_ context.Context, req ackRequest) (ackReply, erro
 	}
 	c.mu.Unlock()
 	// What was written before the snapshot is durable once this returns.
-	if _, err := c.journal.sync(); err != nil {
+	// Only an fsync: records appended since are written by the flusher,
+	// whose failure rewinds their emitters (a write here would not).
+	if err := c.journal.fsync(); err != nil {
 		c.jerrs.Add(1)
 		return ackReply{}, fmt.Errorf("stats: collector: sync journal: %w", err)
 	}
@@ -500,6 +507,12 @@ func (c *Collector) trimJournal() {
 	c.mu.Unlock()
 	if err == nil {
 		err = writeFileAtomic(c.statePath(), b)
+		if errors.Is(err, syscall.ENOSPC) {
+			// The journal filled the disk, and only a trim frees it, which
+			// needs this state saved first: the spare's room is for that.
+			os.Remove(c.sparePath())
+			err = writeFileAtomic(c.statePath(), b)
+		}
 	}
 	if err != nil {
 		c.log.Error("stats: collector: save emitter state", "err", err)
@@ -508,6 +521,35 @@ func (c *Collector) trimJournal() {
 	if err := c.journal.trim(low); err != nil {
 		c.log.Error("stats: collector: trim journal", "err", err)
 	}
+	c.reserveSpare(len(b))
+}
+
+// sparePath is a file of zeros kept beside the emitters' state. A journal
+// that fills the disk is only trimmed once the state is saved; with no
+// room for that, the collector stayed full for ever. The spare is deleted
+// to make the room, and made again after the trim.
+func (c *Collector) sparePath() string { return filepath.Join(c.cfg.Dir, "emitters.spare") }
+
+// reserveSpare makes the spare, room for twice a state of n bytes (at
+// least 64 KiB), if it is missing or smaller. A failure is left for the
+// next trim.
+func (c *Collector) reserveSpare(n int) {
+	want := int64(max(64<<10, 2*n))
+	if fi, err := os.Stat(c.sparePath()); err == nil && fi.Size() >= want {
+		return
+	}
+	f, err := os.OpenFile(c.sparePath(), os.O_WRONLY|os.O_CREATE, 0o640)
+	if err != nil {
+		return
+	}
+	// Written, not just sized: a file extended by truncate holds no
+	// blocks, and frees none when deleted.
+	if _, err := f.WriteAt(make([]byte, want), 0); err != nil {
+		f.Close()
+		os.Remove(c.sparePath())
+		return
+	}
+	f.Close()
 }
 
 func writeFileAtomic(path string, b []byte) error {

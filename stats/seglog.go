@@ -268,26 +268,27 @@ func (l *segLog) rollLocked(first uint64) error {
 	return nil
 }
 
-// sync flushes and fsyncs the last segment; the fsync runs without the
-// lock, so appends go on meanwhile.
-func (l *segLog) sync() (int, error) {
+// fsync makes what was written before the call durable: it fsyncs the
+// last segment, without the lock, so appends go on meanwhile. It does not
+// write the buffer: the owner does that under its lock, where it can
+// handle a failed write (the collector rewinds its emitters' positions;
+// a write failed here would drop records the collector counts as
+// journaled, and their resends would be skipped as duplicates).
+func (l *segLog) fsync() error {
 	l.mu.Lock()
-	lost, err := l.flushLocked()
 	f := l.f
 	l.mu.Unlock()
-	if err != nil {
-		return lost, err
-	}
 	if f != nil {
 		// A segment rolled meanwhile was synced before it was closed.
 		if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
-			return 0, fmt.Errorf("stats: fsync %s: %w", f.Name(), err)
+			return fmt.Errorf("stats: fsync %s: %w", f.Name(), err)
 		}
 	}
-	return 0, nil
+	return nil
 }
 
-// syncLocked is sync with the lock held throughout.
+// syncLocked flushes the buffer and fsyncs the last segment, with the
+// lock held throughout.
 func (l *segLog) syncLocked() (int, error) {
 	lost, err := l.flushLocked()
 	if err != nil {
