@@ -154,12 +154,18 @@ func TestDeadAddrCannotBeTaken(t *testing.T) {
 // entry longer each time, until the head passed MaxHeaderBytes and the
 // innermost hop answered 431, which every hop relayed. No input buffer
 // was left in a bad state; deadAddr now holds its port.
+// TestNodeThatIsTheProxyItselfLoopsTo431: each hop adds to the head, so
+// the loop ends at MaxHeaderBytes. At 1 KiB that is about 80 hops. At 4
+// KiB (about 330 nested hops, two descriptors each, held at once) it
+// took 0.1-0.2 s, but once in CI the goroutine path answered 504 after
+// 60 s instead: not explained; the descriptor limit shared with the
+// suite's parallel tests is the likely cause, not confirmed.
 func TestNodeThatIsTheProxyItselfLoopsTo431(t *testing.T) {
 	a := backendServer(t, echoInfo("a"))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	tb := table(t, map[string]string{"a": addrOf(a), "b": ln.Addr().String()}, map[string]string{"*": ""})
-	p := startProxy(t, Config{Listener: ln, Table: tb, MaxHeaderBytes: 4096})
+	p := startProxy(t, Config{Listener: ln, Table: tb, MaxHeaderBytes: 1024})
 	resp, _ := get(t, &http.Client{}, proxyURL(p)+"/", hostOn(t, tb, "b"))
 	require.Equal(t, 431, resp.StatusCode)
 }
