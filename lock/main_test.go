@@ -64,9 +64,16 @@ func quietLogger() *slog.Logger {
 
 func testCodec(t testing.TB) *zmqloop.Codec {
 	t.Helper()
+	return testCodecAt(t, nil)
+}
+
+// testCodecAt is testCodec (the same key) sealing on the clock now
+// (time.Now if nil).
+func testCodecAt(t testing.TB, now func() time.Time) *zmqloop.Codec {
+	t.Helper()
 	ring, err := zmqloop.NewKeyRing(zmqloop.Key{ID: "k1", Secret: []byte("lock-test-secret-0123456789abcdef")})
 	require.NoError(t, err)
-	c, err := zmqloop.NewCodec(zmqloop.CodecConfig{Keys: ring})
+	c, err := zmqloop.NewCodec(zmqloop.CodecConfig{Keys: ring, Now: now})
 	require.NoError(t, err)
 	return c
 }

@@ -239,6 +239,20 @@ func TestReleaseAskedAgainIsAnsweredAsDone(t *testing.T) {
 	require.Equal(t, CodeNotHeld, release(other, "call-3"))
 }
 
+// runSolo starts a locker with no peer and waits until it is active; stop
+// ends it and checks Run's error.
+func runSolo(t *testing.T, cfg ServerConfig) (*Server, func()) {
+	t.Helper()
+	s, err := NewServer(cfg)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	<-s.Ready()
+	require.Eventually(t, func() bool { return s.Status().Role == RoleActive }, 5*time.Second, 5*time.Millisecond)
+	return s, func() { cancel(); require.NoError(t, <-done) }
+}
+
 // TestReplayAfterRestart: a single locker restarted on the same endpoint
 // (its replay window is new) refuses a request sealed before it started.
 func TestReplayAfterRestart(t *testing.T) {
@@ -246,14 +260,8 @@ func TestReplayAfterRestart(t *testing.T) {
 	ep := freeEndpoint(t)
 	cfg := fastServerConfig("solo", ep, "", codec)
 	run := func() func() {
-		s, err := NewServer(cfg)
-		require.NoError(t, err)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- s.Run(ctx) }()
-		<-s.Ready()
-		require.Eventually(t, func() bool { return s.Status().Role == RoleActive }, 5*time.Second, 5*time.Millisecond)
-		return func() { cancel(); require.NoError(t, <-done) }
+		_, stop := runSolo(t, cfg)
+		return stop
 	}
 	stop := run()
 	acq := seal(t, codec, TypeAcquire, acquireReq{Name: "x", Holder: "h1", TTLms: 1000})
@@ -282,18 +290,9 @@ func TestReplayAfterRestart(t *testing.T) {
 func TestRequestSealedInTheFirstMillisecondIsAdmitted(t *testing.T) {
 	codec := testCodec(t)
 	ep := freeEndpoint(t)
-	s, err := NewServer(fastServerConfig("solo", ep, "", codec))
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Run(ctx) }()
-	defer func() { cancel(); require.NoError(t, <-done) }()
-	<-s.Ready()
-	require.Eventually(t, func() bool { return s.Status().Role == RoleActive }, 5*time.Second, 5*time.Millisecond)
-	ring, err := zmqloop.NewKeyRing(zmqloop.Key{ID: "k1", Secret: []byte("lock-test-secret-0123456789abcdef")})
-	require.NoError(t, err)
-	atStart, err := zmqloop.NewCodec(zmqloop.CodecConfig{Keys: ring, Now: func() time.Time { return s.start }})
-	require.NoError(t, err)
+	s, stop := runSolo(t, fastServerConfig("solo", ep, "", codec))
+	defer stop()
+	atStart := testCodecAt(t, func() time.Time { return s.start })
 	m := dial(t, ep).call(codec, seal(t, atStart, TypeAcquire, acquireReq{Name: "x", Holder: "h1", TTLms: 1000}))
 	require.Empty(t, code(m), "a request sealed as the process started serving: %+v", m)
 }
